@@ -1,0 +1,67 @@
+"""The ``drctl`` command and its error edge.
+
+Every DrctlError is rendered here, once, and becomes the process exit code. Command
+modules import their heavy dependencies inside the command, so ``drctl --help``
+starts as fast as typer itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from drctl import __version__
+from drctl.cli import catalog, review
+
+app = typer.Typer(
+    name="drctl",
+    help="Disaster-recovery runbooks: validate, plan, diff, run and resume.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"drctl {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Disaster-recovery runbooks: validate, plan, diff, run and resume."""
+
+
+review.register(app)
+catalog.register(app)
+
+
+def main() -> None:
+    """Console-script entry point: run the app and render drctl's errors at the edge."""
+    from drctl.errors import DrctlError
+
+    try:
+        app()
+    except DrctlError as exc:
+        from drctl.cli.output import render_error
+
+        render_error(exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so in one line, keep the traceback for DRCTL_DEBUG
+        if os.environ.get("DRCTL_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"drctl: internal error: {type(exc).__name__}: {exc}\n"
+            "    hint: this is a bug; rerun with DRCTL_DEBUG=1 for the traceback and report it\n"
+        )
+        sys.exit(70)

@@ -1,0 +1,147 @@
+"""The offline review commands: validate, plan, diff. No credentials, no network."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from drctl.compiler.params import ParamInput
+    from drctl.compiler.plan import Plan
+
+
+class ValidateFormat(StrEnum):
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+class DocFormat(StrEnum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+PARAM_HELP = "Set a runbook parameter (repeatable): -p NAME=VALUE."
+PARAMS_FILE_HELP = "YAML or JSON file of parameter values; -p flags override it."
+
+
+def _params(values: list[str] | None, params_file: str | None) -> ParamInput:
+    from drctl.compiler.params import ParamInput
+
+    return ParamInput(tuple(values or ()), params_file)
+
+
+def _compile(path: str, params: ParamInput) -> Plan:
+    from drctl.compiler.compile import compile_runbook
+
+    return compile_runbook(path, params)
+
+
+def validate(
+    files: list[str] = typer.Argument(..., help="Runbook files to check.", metavar="FILE..."),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+    params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),
+    fmt: ValidateFormat = typer.Option(ValidateFormat.text, "--format", help="Output format."),
+) -> None:
+    """Check runbooks offline; print every error as path:line:col; exit 0 or 2.
+
+    Required params that are not given get stand-ins, so a runbook can be validated
+    without knowing the values it will be run with.
+    """
+    import sys
+
+    from drctl.compiler.compile import compile_runbook
+    from drctl.diagnostics import Diagnostic
+    from drctl.errors import RunbookInvalid
+    from drctl.render import diagnostics as render
+
+    given = _params(param, params_file)
+    diags: list[Diagnostic] = []
+    ok_lines = []
+    for path in files:
+        try:
+            plan = compile_runbook(path, given, placeholders=True)
+            ok_lines.append(f"{path}: ok ({len(plan.steps)} steps, {plan.hash[:19]})\n")
+        except RunbookInvalid as exc:
+            diags.extend(exc.diagnostics)
+    if fmt is ValidateFormat.json:
+        sys.stdout.write(render.as_json(diags, files))
+    elif fmt is ValidateFormat.github:
+        sys.stdout.write(render.as_github(diags))
+    else:
+        sys.stdout.write(render.as_text(diags))
+        sys.stdout.write("".join(ok_lines))
+        if diags:
+            errors = sum(1 for d in diags if d.severity.value == "error")
+            bad_files = len({d.source for d in diags if d.source in files})
+            sys.stdout.write(
+                f"{_count(errors, 'error')} in {bad_files} of {_count(len(files), 'file')}\n"
+            )
+    if any(d.severity.value == "error" for d in diags):
+        raise typer.Exit(2)
+
+
+def plan(
+    file: str = typer.Argument(..., help="The runbook."),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+    params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),
+    fmt: DocFormat = typer.Option(DocFormat.text, "--format", help="Output format."),
+) -> None:
+    """Show the compiled plan: numbered steps, rendered inputs, gates, lints, plan hash."""
+    from drctl.cli.output import write
+    from drctl.render import plan as render
+
+    compiled = _compile(file, _params(param, params_file))
+    if fmt is DocFormat.json:
+        write(render.as_json(compiled))
+    elif fmt is DocFormat.markdown:
+        write(render.as_markdown(compiled))
+    else:
+        write(render.as_text(compiled))
+
+
+def diff(
+    old: str = typer.Argument(..., help="The runbook before the change."),
+    new: str = typer.Argument(..., help="The runbook after the change."),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+    params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),
+    fmt: DocFormat = typer.Option(DocFormat.text, "--format", help="Output format."),
+) -> None:
+    """Compare the plans of two runbooks; exit 0 if equal, 1 if different, 2 if invalid."""
+    from drctl.cli.output import write
+    from drctl.compiler.diff import diff_plans
+    from drctl.diagnostics import Diagnostic
+    from drctl.errors import RunbookInvalid
+    from drctl.render import diff as render
+
+    given = _params(param, params_file)
+    problems: list[Diagnostic] = []
+    plans = []
+    for path in (old, new):
+        try:
+            plans.append(_compile(path, given))
+        except RunbookInvalid as exc:
+            problems.extend(exc.diagnostics)
+    if problems:
+        raise RunbookInvalid(problems)
+    result = diff_plans(plans[0], plans[1])
+    if fmt is DocFormat.json:
+        write(render.as_json(result, old, new))
+    elif fmt is DocFormat.markdown:
+        write(render.as_markdown(result, old, new))
+    else:
+        write(render.as_text(result, old, new))
+    raise typer.Exit(0 if result.equal else 1)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(validate)
+    app.command()(plan)
+    app.command()(diff)

@@ -1,0 +1,1 @@
+"""Runbook → Plan: params, templating, fan-out, dependency graph, safety lints."""

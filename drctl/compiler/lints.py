@@ -1,0 +1,93 @@
+"""Safety lints DR001–DR005: the mistakes that turn a failover into an outage.
+
+Lints read step roles (declared by step types), never type names, so a plugin's
+promote step is held to the same rules as the built-in one. A lint is an error
+unless the runbook acknowledges it, on the step or for the whole runbook.
+
+DR001  promote with no fence of the old primary before it (or a forced promote)
+DR002  promote with no lag / data-loss check before it (or accept_data_loss)
+DR003  traffic repointed without depending on the promote
+DR004  mutating step with no verification (its own verify, or a verify step after it)
+DR005  a literal secret in the runbook
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from drctl.steps.base import Role
+
+TITLES = {
+    "DR001": "promote without a fence of the old primary before it",
+    "DR002": "promote without a replication-lag or data-loss check before it",
+    "DR003": "traffic repointed before the promote it depends on",
+    "DR004": "mutating step without verification",
+    "DR005": "literal secret in the runbook",
+}
+
+
+@dataclass(frozen=True)
+class LintSubject:
+    """What the lints need to know about one compiled step."""
+
+    id: str
+    base_id: str
+    roles: frozenset[Role]
+    verifies: bool
+    forced: bool
+    accepts_data_loss: bool
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    base_id: str
+    message: str
+
+
+def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> list[Finding]:
+    """DR001–DR004 over steps in plan order; one finding per (code, runbook step)."""
+    bit = {s.id: 1 << i for i, s in enumerate(order)}
+    with_role: dict[Role, int] = {}
+    for s in order:
+        for role in s.roles:
+            with_role[role] = with_role.get(role, 0) | bit[s.id]
+    promotes = [s for s in order if Role.PROMOTE in s.roles]
+    # Every step that some verify step depends on, transitively: those are verified later.
+    verified_later = 0
+    for s in order:
+        if Role.VERIFY in s.roles:
+            verified_later |= ancestors[s.id]
+    found: dict[tuple[str, str], Finding] = {}
+
+    def add(code: str, s: LintSubject, message: str) -> None:
+        found.setdefault((code, s.base_id), Finding(code, s.base_id, message))
+
+    for s in order:
+        anc = ancestors[s.id]
+        if Role.PROMOTE in s.roles:
+            if s.forced:
+                add(
+                    "DR001",
+                    s,
+                    f"{s.base_id}: forced promote skips the check that the old primary is fenced",
+                )
+            elif not anc & with_role.get(Role.FENCE, 0):
+                add("DR001", s, f"{s.base_id}: promotes with no fence step before it")
+            if s.accepts_data_loss:
+                add("DR002", s, f"{s.base_id}: accept_data_loss skips the replication-lag check")
+            elif not anc & with_role.get(Role.LAG_CHECK, 0):
+                add("DR002", s, f"{s.base_id}: promotes with no replication-lag check before it")
+        if Role.TRAFFIC in s.roles:
+            for p in promotes:
+                if not anc & bit[p.id]:
+                    add(
+                        "DR003",
+                        s,
+                        f"{s.base_id}: repoints traffic but does not depend on promote step {p.id!r}",
+                    )
+                    break
+        if Role.MUTATING in s.roles and not s.verifies and not verified_later & bit[s.id]:
+            add("DR004", s, f"{s.base_id}: changes something and nothing verifies it")
+    return sorted(found.values(), key=lambda f: (f.code, f.base_id))

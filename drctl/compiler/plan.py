@@ -1,0 +1,104 @@
+"""The Plan: what a runbook compiles to, and what every later stage reads.
+
+A plan is plain data (JSON-able inputs, sorted keys), so that the same runbook and
+params give a byte-identical plan and the same hash on any machine and any
+``PYTHONHASHSEED``. The hash leaves out where the runbook file lives: moving a file
+does not change what it does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LintFinding:
+    """A safety lint that fired on a step (or the whole runbook), and whether it was acknowledged."""
+
+    code: str
+    message: str
+    step: str | None
+    acknowledged: bool
+
+
+@dataclass(frozen=True)
+class CompiledStep:
+    """One step of the plan, after templating and fan-out."""
+
+    id: str
+    base_id: str
+    type: str
+    target: str | None
+    description: str
+    inputs: dict[str, Any]
+    #: Input paths (dotted) whose templates read earlier steps' outputs: rendered at run time.
+    deferred: tuple[str, ...]
+    requires: tuple[str, ...]
+    approve: bool
+    when: bool | str | None
+    timeout: float
+    retries: dict[str, Any]
+    on_failure: str | dict[str, str]
+    rollback: dict[str, Any] | None
+    roles: tuple[str, ...]
+    mutates: bool
+    verifies: bool
+    can_undo: bool
+    item: Any = None
+    lints: tuple[str, ...] = ()
+    fallback: bool = False
+
+    @property
+    def skipped_at_plan(self) -> bool:
+        return self.when is False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A compiled runbook: ordered steps with rendered inputs, lints, and a stable hash."""
+
+    name: str
+    description: str
+    source: str
+    params: dict[str, Any]
+    objectives: dict[str, float | None]
+    settings: dict[str, Any]
+    targets: dict[str, dict[str, Any]]
+    steps: tuple[CompiledStep, ...]
+    fallbacks: tuple[CompiledStep, ...]
+    lints: tuple[LintFinding, ...]
+    hash: str = field(default="")
+
+    def content(self) -> dict[str, Any]:
+        """Everything that decides what the plan does (the hashed part)."""
+        data = asdict(self)
+        data.pop("source")
+        data.pop("hash")
+        data["format"] = PLAN_FORMAT
+        return data
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.content()
+        data["source"] = self.source
+        data["hash"] = self.hash
+        return data
+
+    def step(self, step_id: str) -> CompiledStep:
+        for s in (*self.steps, *self.fallbacks):
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def plan_hash(plan: Plan) -> str:
+    digest = hashlib.sha256(canonical_json(plan.content()).encode("utf-8")).hexdigest()
+    return f"sha256:{digest}"

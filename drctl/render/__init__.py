@@ -1,0 +1,1 @@
+"""Turning plans, diffs and diagnostics into text, markdown and JSON (byte-stable)."""

@@ -1,0 +1,165 @@
+"""A Plan as text (terminal), markdown (pull-request comment) or JSON."""
+
+from __future__ import annotations
+
+import json
+
+from drctl.compiler.lints import TITLES
+from drctl.compiler.plan import CompiledStep, Plan
+from drctl.render.values import flatten, inline
+from drctl.runbook.durations import format_duration
+
+
+def as_json(plan: Plan) -> str:
+    return json.dumps(plan.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _gate(step: CompiledStep) -> str:
+    return "approval required" if step.approve or "gate" in step.roles else ""
+
+
+def _flags(step: CompiledStep) -> list[str]:
+    flags = []
+    if _gate(step):
+        flags.append("gate")
+    if step.mutates:
+        flags.append("mutates")
+    if step.when is False:
+        flags.append("skipped (when is false)")
+    elif isinstance(step.when, str):
+        flags.append(f"when {step.when}")
+    return flags
+
+
+def _objectives(plan: Plan) -> str:
+    parts = []
+    for key in ("rto", "rpo"):
+        value = plan.objectives.get(key)
+        if value is not None:
+            parts.append(f"{key.upper()} {format_duration(value)}")
+    return ", ".join(parts) or "none"
+
+
+def _details(step: CompiledStep) -> list[str]:
+    lines = []
+    if step.requires:
+        lines.append("requires: " + ", ".join(step.requires))
+    for key, value in flatten(step.inputs).items():
+        marker = (
+            "  (at run time)"
+            if any(
+                key == d or key.startswith(d + ".")
+                for d in (x.removeprefix("with.") for x in step.deferred)
+            )
+            else ""
+        )
+        lines.append(f"with.{key}: {inline(value)}{marker}")
+    retries = step.retries
+    extras = [f"timeout {format_duration(step.timeout)}"]
+    if retries["attempts"] > 1:
+        extras.append(f"retries {retries['attempts']}× every {format_duration(retries['delay'])}")
+    on_failure = (
+        step.on_failure if isinstance(step.on_failure, str) else f"run {step.on_failure['run']}"
+    )
+    if on_failure != "abort":
+        extras.append(f"on failure: {on_failure}")
+    if step.rollback is not None:
+        extras.append(f"rollback: {step.rollback['description']}")
+    elif step.can_undo:
+        extras.append("undoable")
+    lines.append("; ".join(extras))
+    if step.lints:
+        lines.append("lints: " + ", ".join(step.lints) + " (acknowledged)")
+    return lines
+
+
+def as_text(plan: Plan) -> str:
+    out = [f"Plan: {plan.name}  ({plan.source})"]
+    if plan.description:
+        out.append(f"  {plan.description}")
+    out.append(f"Hash: {plan.hash}")
+    if plan.params:
+        out.append("Params: " + ", ".join(f"{k}={inline(v)}" for k, v in plan.params.items()))
+    out.append(f"Objectives: {_objectives(plan)}")
+    if plan.targets:
+        out.append("Targets: " + ", ".join(f"{n} ({t['type']})" for n, t in plan.targets.items()))
+    out.append("")
+    width = len(str(len(plan.steps)))
+    for n, step in enumerate(plan.steps, 1):
+        target = f" → {step.target}" if step.target else ""
+        flags = _flags(step)
+        tail = f"  [{', '.join(flags)}]" if flags else ""
+        out.append(f"{n:>{width}}. {step.id}  {step.type}{target}{tail}")
+        pad = " " * (width + 2)
+        out.append(f"{pad}{step.description}")
+        out.extend(f"{pad}{line}" for line in _details(step))
+    if plan.fallbacks:
+        out.append("")
+        out.append("Fallbacks (run only when a step's on_failure names them):")
+        for step in plan.fallbacks:
+            target = f" → {step.target}" if step.target else ""
+            out.append(f"  - {step.id}  {step.type}{target}: {step.description}")
+    out.append("")
+    if plan.lints:
+        out.append("Safety lints:")
+        for lint in plan.lints:
+            state = "acknowledged" if lint.acknowledged else "ERROR"
+            out.append(f"  {lint.code} [{state}] {lint.message}")
+    else:
+        out.append("Safety lints: none fired")
+    gates = sum(1 for s in plan.steps if _gate(s))
+    out.append(
+        f"{len(plan.steps)} steps, {sum(1 for s in plan.steps if s.mutates)} mutating, {gates} gate{'s' if gates != 1 else ''}."
+    )
+    return "\n".join(out) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def as_markdown(plan: Plan) -> str:
+    out = [f"### drctl plan: `{plan.name}`", ""]
+    if plan.description:
+        out += [plan.description, ""]
+    out.append(f"- **Source:** `{plan.source}`")
+    out.append(f"- **Plan hash:** `{plan.hash}`")
+    out.append(f"- **Objectives:** {_objectives(plan)}")
+    if plan.params:
+        out.append(
+            "- **Params:** " + ", ".join(f"`{k}={inline(v)}`" for k, v in plan.params.items())
+        )
+    gates = [s.id for s in plan.steps if _gate(s)]
+    out.append("- **Gates:** " + (", ".join(f"`{g}`" for g in gates) if gates else "none"))
+    out.append("")
+    if plan.lints:
+        out.append("**Safety lints**")
+        out.append("")
+        for lint in plan.lints:
+            state = "acknowledged" if lint.acknowledged else "**error**"
+            out.append(f"- ⚠️ `{lint.code}` {TITLES[lint.code]} — {_md(lint.message)} ({state})")
+        out.append("")
+    out.append("| # | step | type | target | does | flags |")
+    out.append("|---|---|---|---|---|---|")
+    for n, step in enumerate(plan.steps, 1):
+        out.append(
+            f"| {n} | `{step.id}` | `{step.type}` | {step.target or ''} | {_md(step.description)} | {', '.join(_flags(step))} |"
+        )
+    out.append("")
+    out.append("<details><summary>Step details</summary>")
+    out.append("")
+    for n, step in enumerate(plan.steps, 1):
+        out.append(f"**{n}. `{step.id}`**")
+        out.append("")
+        out.append("```")
+        out.extend(_details(step))
+        out.append("```")
+        out.append("")
+    if plan.fallbacks:
+        out.append("**Fallbacks**")
+        out.append("")
+        for step in plan.fallbacks:
+            out.append(f"- `{step.id}` (`{step.type}`): {_md(step.description)}")
+        out.append("")
+    out.append("</details>")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,1 @@
+"""Runbook files: YAML with positions, the typed model, secret references."""

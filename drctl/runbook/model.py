@@ -1,0 +1,139 @@
+"""The typed runbook model (``apiVersion: drctl/v1``), as validated from YAML.
+
+These models say what a runbook may contain. Step ``with`` inputs and target fields
+are validated afterwards against the step type's and target type's own models,
+because those are only known once the type name is read.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+from drctl.runbook.durations import parse_duration
+
+API_VERSION = "drctl/v1"
+LINT_CODES = ("DR001", "DR002", "DR003", "DR004", "DR005")
+
+# Brackets are kept out of ids because fan-out instances are named ``id[item]``.
+Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", strict=True)]
+Duration = Annotated[float, BeforeValidator(parse_duration, json_schema_input_type=str | float)]
+LintCode = Literal["DR001", "DR002", "DR003", "DR004", "DR005"]
+ParamType = Literal["str", "int", "float", "bool", "duration", "list", "map"]
+
+
+def _one_or_many(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Metadata(_Model):
+    """Who the runbook is for and what it does."""
+
+    name: Slug
+    description: str = ""
+    owner: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Objectives(_Model):
+    """Recovery objectives a drill is measured against."""
+
+    rto: Duration | None = None
+    rpo: Duration | None = None
+
+
+class ParamSpec(_Model):
+    """A typed runbook parameter, bound from ``-p key=value`` or ``--params-file``."""
+
+    type: ParamType = "str"
+    default: Any = None
+    required: bool = False
+    choices: list[Any] | None = None
+    description: str = ""
+
+
+class Settings(_Model):
+    """Execution settings; command-line flags override them."""
+
+    state: str | None = None
+    lock: str | None = None
+    step_timeout: Duration = 300.0
+    concurrency: int = Field(default=8, ge=1, le=1024)
+
+
+class Retries(_Model):
+    """How often and how patiently a failed step is tried again."""
+
+    attempts: int = Field(default=1, ge=1, le=100)
+    delay: Duration = 0.0
+    backoff: float = Field(default=1.0, ge=1.0, le=10.0)
+    max_delay: Duration | None = None
+
+
+class Fallback(_Model):
+    """``on_failure: {run: ID}``: run a step from ``fallbacks`` instead of failing."""
+
+    run: Slug
+
+
+OnFailure = Literal["abort", "continue", "rollback"] | Fallback
+
+
+class RollbackSpec(_Model):
+    """A custom undo for a step: a step of its own, run when the run rolls back."""
+
+    type: str
+    target: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    timeout: Duration | None = None
+    description: str | None = None
+
+
+class StepSpec(_Model):
+    """One step as written in the runbook, before templating and expansion."""
+
+    id: Slug
+    type: str
+    target: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    requires: Annotated[list[str] | None, BeforeValidator(_one_or_many)] = None
+    when: str | bool | None = None
+    for_each: list[Any] | str | None = None
+    as_: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = Field(
+        default="item", alias="as"
+    )
+    timeout: Duration | None = None
+    retries: Retries | None = None
+    on_failure: OnFailure = "abort"
+    rollback: RollbackSpec | None = None
+    approve: bool = False
+    description: str | None = None
+    acknowledge: list[LintCode] = Field(default_factory=list)
+
+
+class RunbookHeader(_Model):
+    """Everything in a runbook but its steps (validated apart so one bad step hides nothing)."""
+
+    api_version: Literal["drctl/v1"] = Field(alias="apiVersion")
+    kind: Literal["Runbook"]
+    metadata: Metadata
+    objectives: Objectives = Field(default_factory=Objectives)
+    params: dict[Slug, ParamSpec] = Field(default_factory=dict)
+    targets: dict[Slug, dict[str, Any]] = Field(default_factory=dict)
+    settings: Settings = Field(default_factory=Settings)
+    acknowledge: list[LintCode] = Field(default_factory=list)
+
+
+class Runbook(RunbookHeader):
+    """A whole runbook file: the header, the steps, and the fallback steps."""
+
+    steps: list[StepSpec] = Field(min_length=1)
+    fallbacks: list[StepSpec] = Field(
+        default_factory=list,
+        description="Steps that run only when a step's on_failure names them.",
+    )

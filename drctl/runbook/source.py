@@ -1,0 +1,324 @@
+"""YAML documents loaded with the position of every key and value.
+
+PyYAML's composer builds node trees recursively and expands aliases without limit,
+so a deeply nested file overflows the stack and an alias bomb eats the machine.
+This module builds plain Python values straight from the parser's event stream,
+iteratively, with hard limits on size, depth and expanded node count, and records
+where each value came from so that every later error can name ``file:line:col``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drctl.diagnostics import (
+    E_DUPLICATE_KEY,
+    E_FILE,
+    E_YAML,
+    E_YAML_LIMIT,
+    Diagnostic,
+    Position,
+)
+from drctl.errors import RunbookInvalid
+
+MAX_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 250_000
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class SourceMap:
+    """Where each value (and each mapping key) of a document starts."""
+
+    source: str
+    values: Mapping[Loc, Position]
+    keys: Mapping[Loc, Position]
+
+    def position(self, loc: Loc, *, key: bool = False) -> Position | None:
+        """The position of ``loc``, or of its nearest enclosing value that has one."""
+        if key and loc in self.keys:
+            return self.keys[loc]
+        for end in range(len(loc), -1, -1):
+            prefix = loc[:end]
+            if prefix in self.values:
+                return self.values[prefix]
+        return None
+
+    def diagnostic(
+        self, code: str, message: str, loc: Loc, *, key: bool = False, hint: str | None = None
+    ) -> Diagnostic:
+        return Diagnostic(code, message, self.source, self.position(loc, key=key), hint=hint)
+
+
+@dataclass(frozen=True)
+class SourceDocument:
+    """A YAML document as plain values, its source map, and non-fatal problems found."""
+
+    data: Any
+    map: SourceMap
+    problems: tuple[Diagnostic, ...] = field(default=())
+
+
+def read_text(path: str) -> str:
+    """Read a runbook file as UTF-8 text, or raise RunbookInvalid saying why not."""
+    p = Path(path)
+
+    def fail(message: str, hint: str | None = None) -> RunbookInvalid:
+        return RunbookInvalid([Diagnostic(E_FILE, message, path, hint=hint)])
+
+    try:
+        if p.is_dir():
+            raise fail("is a directory, not a runbook file")
+        with p.open("rb") as fh:
+            if p.is_file() and os.fstat(fh.fileno()).st_size > MAX_BYTES:
+                raise fail(f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB; not a runbook")
+            raw = fh.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise fail("no such file") from None
+    except PermissionError:
+        raise fail("permission denied") from None
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_BYTES:
+        raise fail(f"input is larger than {MAX_BYTES // (1024 * 1024)} MiB; not a runbook")
+    if b"\x00" in raw:
+        raise fail("binary data (NUL bytes), not a YAML runbook")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise fail(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
+
+
+def load_yaml(text: str, source: str) -> SourceDocument:
+    """Parse one YAML document into plain values with positions.
+
+    Raises RunbookInvalid on syntax errors, limit breaches and multi-document input.
+    Duplicate keys are reported as problems on the returned document, so they can be
+    reported together with schema errors.
+    """
+    import yaml
+
+    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = loader_cls(text)
+    try:
+        return _Builder(loader, source).build()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        pos = Position(mark.line + 1, mark.column + 1) if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem:
+            problem = f"{exc.problem} ({exc.context})"
+        raise RunbookInvalid([Diagnostic(E_YAML, f"YAML syntax: {problem}", source, pos)]) from None
+    except yaml.YAMLError as exc:
+        raise RunbookInvalid([Diagnostic(E_YAML, f"YAML: {exc}", source)]) from None
+    finally:
+        loader.dispose()
+
+
+_PLAIN_TAGS = {
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:str",
+}
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _LimitExceeded(Exception):
+    def __init__(self, message: str, pos: Position) -> None:
+        super().__init__(message)
+        self.message = message
+        self.pos = pos
+
+
+@dataclass
+class _Frame:
+    container: dict[Any, Any] | list[Any]
+    loc: Loc
+    anchor: str | None
+    start_nodes: int
+    key: Any = None
+    key_pos: Position | None = None
+    has_key: bool = False
+    merges: list[Any] = field(default_factory=list)
+
+
+class _Builder:
+    def __init__(self, loader: Any, source: str) -> None:
+        import yaml
+        from yaml.constructor import SafeConstructor
+
+        self._yaml = yaml
+        self._loader = loader
+        self._source = source
+        self._constructor = SafeConstructor()
+        self._values: dict[Loc, Position] = {}
+        self._keys: dict[Loc, Position] = {}
+        self._anchors: dict[str, tuple[Any, int]] = {}
+        self._nodes = 0
+        self._problems: list[Diagnostic] = []
+
+    def build(self) -> SourceDocument:
+        yaml = self._yaml
+        ev = yaml.events
+        loader = self._loader
+        stack: list[_Frame] = []
+        root: Any = None
+        documents = 0
+        try:
+            while loader.check_event():
+                event = loader.get_event()
+                if isinstance(event, ev.DocumentStartEvent):
+                    documents += 1
+                    if documents > 1:
+                        raise _LimitExceeded(
+                            "more than one YAML document; a runbook is one document",
+                            _pos(event.start_mark),
+                        )
+                    continue
+                if isinstance(event, ev.StreamStartEvent | ev.StreamEndEvent | ev.DocumentEndEvent):
+                    continue
+                pos = _pos(event.start_mark)
+                if isinstance(event, ev.MappingStartEvent | ev.SequenceStartEvent):
+                    if len(stack) >= MAX_DEPTH:
+                        raise _LimitExceeded(f"nesting deeper than {MAX_DEPTH} levels", pos)
+                    self._count(1, pos)
+                    loc = self._child_loc(stack, pos)
+                    is_map = isinstance(event, ev.MappingStartEvent)
+                    frame = _Frame({} if is_map else [], loc, event.anchor, self._nodes)
+                    self._values.setdefault(loc, pos)
+                    stack.append(frame)
+                    continue
+                if isinstance(event, ev.MappingEndEvent | ev.SequenceEndEvent):
+                    frame = stack.pop()
+                    if frame.merges and isinstance(frame.container, dict):
+                        merged: dict[Any, Any] = {}
+                        for m in frame.merges:
+                            merged.update(m)
+                        merged.update(frame.container)
+                        frame.container = merged
+                    if frame.anchor is not None:
+                        self._anchors[frame.anchor] = (
+                            frame.container,
+                            self._nodes - frame.start_nodes + 1,
+                        )
+                    root = self._attach(stack, frame.container, pos, root, merge_ok=True)
+                    continue
+                if isinstance(event, ev.AliasEvent):
+                    if event.anchor not in self._anchors:
+                        raise _LimitExceeded(f"unknown alias *{event.anchor}", pos)
+                    value, size = self._anchors[event.anchor]
+                    self._count(size, pos)
+                    self._child_loc(stack, pos)
+                    root = self._attach(stack, value, pos, root, merge_ok=True)
+                    continue
+                if isinstance(event, ev.ScalarEvent):
+                    self._count(1, pos)
+                    value, is_merge = self._scalar(event, pos)
+                    if event.anchor is not None:
+                        self._anchors[event.anchor] = (value, 1)
+                    if stack and isinstance(stack[-1].container, dict) and not stack[-1].has_key:
+                        frame = stack[-1]
+                        frame.key = _MERGE_TAG if is_merge else value
+                        frame.key_pos = pos
+                        frame.has_key = True
+                        continue
+                    self._child_loc(stack, pos)
+                    root = self._attach(stack, value, pos, root, merge_ok=False)
+                    continue
+        except _LimitExceeded as exc:
+            raise RunbookInvalid(
+                [Diagnostic(E_YAML_LIMIT, exc.message, self._source, exc.pos)]
+            ) from None
+        except RecursionError:
+            raise RunbookInvalid(
+                [Diagnostic(E_YAML_LIMIT, "document is too deeply nested", self._source)]
+            ) from None
+        return SourceDocument(
+            root, SourceMap(self._source, self._values, self._keys), tuple(self._problems)
+        )
+
+    def _count(self, n: int, pos: Position) -> None:
+        self._nodes += n
+        if self._nodes > MAX_NODES:
+            raise _LimitExceeded(
+                f"document expands to more than {MAX_NODES} values (alias expansion?)", pos
+            )
+
+    def _child_loc(self, stack: list[_Frame], pos: Position) -> Loc:
+        """The location of the value about to be added to the top frame."""
+        if not stack:
+            self._values.setdefault((), pos)
+            return ()
+        top = stack[-1]
+        if isinstance(top.container, list):
+            loc = (*top.loc, len(top.container))
+        else:
+            if not top.has_key:
+                raise _LimitExceeded("a mapping key must be a plain value, not a collection", pos)
+            key = top.key
+            loc = (*top.loc, key if isinstance(key, str | int) else str(key))
+            if top.key_pos is not None:
+                self._keys.setdefault(loc, top.key_pos)
+        self._values.setdefault(loc, pos)
+        return loc
+
+    def _attach(
+        self, stack: list[_Frame], value: Any, pos: Position, root: Any, *, merge_ok: bool
+    ) -> Any:
+        if not stack:
+            return value
+        top = stack[-1]
+        if isinstance(top.container, list):
+            top.container.append(value)
+            return root
+        key = top.key
+        top.has_key = False
+        if key == _MERGE_TAG and merge_ok:
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(i, dict) for i in items):
+                raise _LimitExceeded("'<<' merges only mappings", pos)
+            top.merges.extend(items)
+            return root
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            raise _LimitExceeded("mapping keys must be scalars", pos)
+        if key in top.container:
+            loc = (*top.loc, key if isinstance(key, str | int) else str(key))
+            self._problems.append(
+                Diagnostic(
+                    E_DUPLICATE_KEY,
+                    f"duplicate key {key!r} (an earlier value would be silently replaced)",
+                    self._source,
+                    self._keys.get(loc, pos) if top.key_pos is None else top.key_pos,
+                )
+            )
+        top.container[key] = value
+        return root
+
+    def _scalar(self, event: Any, pos: Position) -> tuple[Any, bool]:
+        yaml = self._yaml
+        tag = event.tag
+        if tag is None or tag == "!":
+            if event.implicit[0]:
+                tag = self._loader.resolve(yaml.ScalarNode, event.value, (True, False))
+            else:
+                tag = "tag:yaml.org,2002:str"
+        if tag == _MERGE_TAG:
+            return None, True
+        if tag not in _PLAIN_TAGS:
+            if tag in {"tag:yaml.org,2002:timestamp"}:
+                return event.value, False
+            raise _LimitExceeded(f"unsupported YAML tag {tag}", pos)
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        return self._constructor.construct_object(node), False
+
+
+def _pos(mark: Any) -> Position:
+    return Position(mark.line + 1, mark.column + 1)

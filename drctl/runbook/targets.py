@@ -1,0 +1,109 @@
+"""Target types: the systems a step acts on, and which of their fields are secret.
+
+A target is configuration only. The provider that talks to it reads these fields at
+execution time; the compiler validates them and exposes the non-secret ones to
+templates as ``targets.<name>.<field>``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TargetModel(BaseModel):
+    """Base of target models; ``secret_fields`` are never shown to templates."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    type: str
+
+
+class PostgresTarget(TargetModel):
+    """A PostgreSQL server: ``dsn`` (usually a secret reference), and how to reach its host."""
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"dsn"})
+    dsn: str
+    host: str | None = None
+    data_dir: str | None = None
+    ssh: str | None = None
+    bin_dir: str | None = None
+
+
+class MongoTarget(TargetModel):
+    """A MongoDB replica set or member, by connection URI."""
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"uri"})
+    uri: str
+    host: str | None = None
+
+
+class SshTarget(TargetModel):
+    """A host reached over SSH with strict host-key checking."""
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"password", "key_passphrase"})
+    host: str
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str
+    key_file: str | None = None
+    key_passphrase: str | None = None
+    password: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    agent: bool = False
+    connect_timeout: float = 10.0
+
+
+class Route53Target(TargetModel):
+    """A Route 53 hosted zone."""
+
+    hosted_zone_id: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    profile: str | None = None
+
+
+class Rfc2136Target(TargetModel):
+    """An authoritative DNS server accepting TSIG-signed dynamic updates."""
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"tsig_secret"})
+    server: str
+    port: int = Field(default=53, ge=1, le=65535)
+    zone: str
+    tsig_key_name: str | None = None
+    tsig_algorithm: str = "hmac-sha256"
+    tsig_secret: str | None = None
+
+
+class AwsTarget(TargetModel):
+    """An AWS account and region (RDS, Aurora)."""
+
+    region: str
+    profile: str | None = None
+    endpoint_url: str | None = None
+
+
+class HttpTarget(TargetModel):
+    """An HTTP service: a base URL and headers (values may be secret references)."""
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"headers"})
+    base_url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    verify_tls: bool = True
+
+
+class LocalTarget(TargetModel):
+    """The machine drctl runs on."""
+
+
+TARGET_TYPES: dict[str, type[TargetModel]] = {
+    "postgres": PostgresTarget,
+    "mongo": MongoTarget,
+    "ssh": SshTarget,
+    "route53": Route53Target,
+    "rfc2136": Rfc2136Target,
+    "aws": AwsTarget,
+    "http": HttpTarget,
+    "local": LocalTarget,
+}

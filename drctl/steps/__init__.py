@@ -1,0 +1,1 @@
+"""The step-type contract, the registry, and the generic step types."""

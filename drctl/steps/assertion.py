@@ -1,0 +1,32 @@
+"""The ``assert`` step type (the module is not called ``assert``: that is a keyword)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
+
+
+class AssertInputs(StepInputs):
+    that: Any = Field(
+        description="A template expression over params and earlier outputs, e.g. "
+        "\"{{ steps['check-lag'].outputs.bytes < 1024 }}\"; must be true."
+    )
+    message: str | None = Field(default=None, description="Shown when the assertion fails.")
+
+
+class Assert(StepType):
+    """Fail the run unless an expression over params and earlier steps' outputs is true."""
+
+    name = "assert"
+    Inputs = AssertInputs
+    roles = frozenset({Role.VERIFY})
+
+    def describe(self, inputs: StepInputs, target: str | None) -> str:
+        assert isinstance(inputs, AssertInputs)
+        return f"assert {short(inputs.message or inputs.that)}"
+
+    def apply(self, ctx: StepContext) -> None:
+        raise NotImplementedError("assert execution arrives with the engine")

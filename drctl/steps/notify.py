@@ -1,0 +1,30 @@
+"""The ``notify`` step type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from drctl.steps.base import StepContext, StepInputs, StepType, short
+
+
+class NotifyInputs(StepInputs):
+    url: str = Field(description="Webhook URL; usually a secret reference.")
+    message: str = Field(description="The text to send.")
+    fields: dict[str, Any] = Field(default_factory=dict, description="Extra JSON fields.")
+    timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds per attempt.")
+
+
+class Notify(StepType):
+    """POST a JSON message ({"text": …, "run_id": …, …}) to a webhook (Slack, Teams, a pager)."""
+
+    name = "notify"
+    Inputs = NotifyInputs
+
+    def describe(self, inputs: StepInputs, target: str | None) -> str:
+        assert isinstance(inputs, NotifyInputs)
+        return f"notify webhook: {short(inputs.message)}"
+
+    def apply(self, ctx: StepContext) -> None:
+        raise NotImplementedError("notify execution arrives with the engine")

@@ -1,0 +1,57 @@
+"""The ``wait`` step type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from drctl.runbook.durations import format_duration
+from drctl.runbook.model import Duration
+from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
+
+
+class WaitCondition(StepInputs):
+    type: str = Field(description="A step type whose verify is the condition.")
+    target: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+
+
+class WaitInputs(StepInputs):
+    duration: Duration | None = Field(default=None, description="Sleep this long.")
+    until: WaitCondition | None = Field(
+        default=None, description="Poll another step type's verify until it holds."
+    )
+    interval: Duration = Field(default=2.0, description="Seconds between polls.")
+    deadline: Duration = Field(default=60.0, description="Give up after this long.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> WaitInputs:
+        if (self.duration is None) == (self.until is None):
+            raise ValueError("give exactly one of 'duration' or 'until'")
+        return self
+
+
+class Wait(StepType):
+    """Wait for a fixed time, or until another step type's verify holds, up to a deadline."""
+
+    name = "wait"
+    Inputs = WaitInputs
+
+    def step_roles(self, inputs: StepInputs) -> frozenset[Role]:
+        assert isinstance(inputs, WaitInputs)
+        return frozenset({Role.VERIFY}) if inputs.until is not None else frozenset()
+
+    def describe(self, inputs: StepInputs, target: str | None) -> str:
+        assert isinstance(inputs, WaitInputs)
+        if inputs.until is None:
+            return f"wait {format_duration(inputs.duration or 0.0)}"
+        on = f" on {inputs.until.target}" if inputs.until.target else ""
+        return (
+            f"wait until {inputs.until.type}{on} holds {short(inputs.until.with_, 40)} "
+            f"(every {format_duration(inputs.interval)}, "
+            f"up to {format_duration(inputs.deadline)})"
+        )
+
+    def apply(self, ctx: StepContext) -> None:
+        raise NotImplementedError("wait execution arrives with the engine")

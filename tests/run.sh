@@ -1,0 +1,29 @@
+#!/bin/sh
+# Installs what the tests need and runs every check CI runs. README command 2.
+# Idempotent: re-running reuses .venv. Exits non-zero on the first failing check.
+set -eu
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+echo "== ruff"
+.venv/bin/ruff format --check drctl tests benchmarks
+.venv/bin/ruff check drctl tests benchmarks
+echo "== mypy"
+.venv/bin/mypy
+echo "== import contracts"
+.venv/bin/lint-imports
+echo "== pytest"
+# pytest exits 5 when it collects no tests; that must fail the run, not pass it.
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+    echo "pytest collected no tests" >&2
+    exit 1
+fi
+exit "$status"
