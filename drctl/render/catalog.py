@@ -8,12 +8,15 @@ from typing import Any
 
 from pydantic_core import PydanticUndefined
 
+from drctl.errors import StepTypeError
 from drctl.steps.base import StepType
 from drctl.steps.registry import get_step_type, step_type_names
 
 
 def _type_name(schema: dict[str, Any]) -> str:
     """A short type name from a field's JSON Schema (stable, unlike typing reprs)."""
+    if not isinstance(schema, dict) or not schema:
+        return "any"
     if "$ref" in schema:
         return str(schema["$ref"]).rsplit("/", 1)[-1]
     if "anyOf" in schema:
@@ -64,7 +67,23 @@ def _info(step_type: StepType) -> dict[str, Any]:
 
 
 def listing(fmt: str) -> str:
-    infos = [_info(get_step_type(n)) for n in step_type_names()]
+    infos = []
+    for name in step_type_names():
+        try:
+            infos.append(_info(get_step_type(name)))
+        except StepTypeError as exc:
+            # One broken plugin must not hide the rest of the catalogue.
+            infos.append(
+                {
+                    "name": name,
+                    "summary": f"(unavailable: {exc.message})",
+                    "doc": "",
+                    "roles": [],
+                    "target_types": [],
+                    "undo": False,
+                    "inputs": [],
+                }
+            )
     if fmt == "json":
         return json.dumps(infos, indent=2, sort_keys=True, default=str) + "\n"
     if fmt == "markdown":

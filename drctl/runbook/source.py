@@ -132,10 +132,11 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _LimitExceeded(Exception):
-    def __init__(self, message: str, pos: Position) -> None:
+    def __init__(self, message: str, pos: Position, code: str = E_YAML_LIMIT) -> None:
         super().__init__(message)
         self.message = message
         self.pos = pos
+        self.code = code
 
 
 @dataclass
@@ -213,7 +214,9 @@ class _Builder:
                     continue
                 if isinstance(event, ev.AliasEvent):
                     if event.anchor not in self._anchors:
-                        raise _LimitExceeded(f"unknown alias *{event.anchor}", pos)
+                        raise _LimitExceeded(
+                            f"YAML syntax: alias *{event.anchor} names no anchor", pos, E_YAML
+                        )
                     value, size = self._anchors[event.anchor]
                     self._count(size, pos)
                     self._child_loc(stack, pos)
@@ -226,7 +229,13 @@ class _Builder:
                         self._anchors[event.anchor] = (value, 1)
                     if stack and isinstance(stack[-1].container, dict) and not stack[-1].has_key:
                         frame = stack[-1]
-                        frame.key = _MERGE_TAG if is_merge else value
+                        # Keys are names: ``on:`` or ``yes:`` must not become booleans
+                        # (YAML 1.1), nor ``1:`` an int, so plain keys stay text.
+                        frame.key = (
+                            _MERGE_TAG
+                            if is_merge
+                            else (event.value if event.tag is None else value)
+                        )
                         frame.key_pos = pos
                         frame.has_key = True
                         continue
@@ -235,7 +244,7 @@ class _Builder:
                     continue
         except _LimitExceeded as exc:
             raise RunbookInvalid(
-                [Diagnostic(E_YAML_LIMIT, exc.message, self._source, exc.pos)]
+                [Diagnostic(exc.code, exc.message, self._source, exc.pos)]
             ) from None
         except RecursionError:
             raise RunbookInvalid(

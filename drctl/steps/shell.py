@@ -57,8 +57,8 @@ class Shell(StepType):
         roles = set(inputs.roles)
         if inputs.mutates:
             roles.add(Role.MUTATING)
-        if inputs.verify is not None:
-            roles.add(Role.VERIFY)
+        # A verify command proves this step's own effect (``verifies``); the VERIFY role
+        # is for steps that check the world after others, declared with roles: [verify].
         return frozenset(roles)
 
     def verifies(self, inputs: StepInputs) -> bool:
