@@ -4,8 +4,17 @@
 
     DrctlError                      exit 1 unless a subclass says otherwise
     ├── UsageError                  exit 2: a bad flag or argument
+    │   └── RunNotFound             exit 2: no run with that id in the state store
     ├── RunbookInvalid              exit 2: carries every Diagnostic found in the input
-    └── StepTypeError               exit 2: a step type is unknown or failed to load
+    ├── StepTypeError               exit 2: a step type is unknown or failed to load
+    ├── StateError                  exit 1: the state store cannot be opened or written
+    │   └── LockLost                exit 1: our lease was taken over; stop writing
+    ├── LockHeld                    exit 3: another run holds the lock (names the holder)
+    ├── ResumeRefused               exit 1: resume would be unsafe (changed plan, in-doubt step)
+    ├── StepError                   exit 1: a step failed; raised by step types, journaled
+    │   ├── StepTimeout             the step ran past its timeout
+    │   └── VerifyFailed            apply returned but the postcondition does not hold
+    └── Cancelled                   exit 130: the operator cancelled in-flight steps
 
 Foreign exceptions (yaml, pydantic, jinja2, and later the providers' client
 libraries) are translated to these once, where they are caught, keeping the cause.
@@ -53,3 +62,55 @@ class StepTypeError(DrctlError):
     """Raised when a step type name is unknown or its plugin fails to import (exit 2)."""
 
     exit_code = 2
+
+
+class RunNotFound(UsageError):
+    """Raised when a run id (or ``--last``) matches no run in the state store."""
+
+
+class StateError(DrctlError):
+    """Raised when the state store cannot be opened, migrated or written."""
+
+
+class LockLost(StateError):
+    """Raised when our lease is no longer the lock's current one (expired and taken over,
+    or force-unlocked): the run must stop writing and stop launching steps."""
+
+
+class LockHeld(DrctlError):
+    """Raised when another live run holds the lock key (exit 3); the message names it."""
+
+    exit_code = 3
+
+
+class ResumeRefused(DrctlError):
+    """Raised when resuming would be unsafe: the plan changed, or a mutating step was
+    interrupted and cannot verify whether it took effect."""
+
+
+class StepError(DrctlError):
+    """Raised by a step type when its check, apply, verify or undo fails.
+
+    Providers translate their client library's exceptions into this (or a subclass)
+    once, keeping the cause; the engine journals the message and applies retries and
+    ``on_failure``.
+    """
+
+
+class StepTimeout(StepError):
+    """Raised when a step runs past its timeout."""
+
+
+class VerifyFailed(StepError):
+    """Raised when apply returned but verify says the effect is not in place."""
+
+
+class Cancelled(DrctlError):
+    """Raised inside a step when the operator cancels in-flight steps (second Ctrl-C).
+
+    Deliberately not a StepError, so step code that handles its own failures does not
+    swallow it. Nothing is journaled for the step: it stays "started with no outcome",
+    and resume probes ``verify`` before doing anything again.
+    """
+
+    exit_code = 130

@@ -13,7 +13,7 @@ import sys
 import typer
 
 from drctl import __version__
-from drctl.cli import catalog, review
+from drctl.cli import catalog, execute, review, runs
 
 app = typer.Typer(
     name="drctl",
@@ -40,6 +40,8 @@ def _root(
 
 
 review.register(app)
+execute.register(app)
+runs.register(app)
 catalog.register(app)
 
 

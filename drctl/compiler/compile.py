@@ -17,7 +17,7 @@ from drctl.compiler.graph import CycleError, ancestor_bits, topological_order
 from drctl.compiler.lints import TITLES, Finding, LintSubject, graph_lints
 from drctl.compiler.params import ParamInput, bind_params
 from drctl.compiler.plan import CompiledStep, LintFinding, Plan, plan_hash
-from drctl.compiler.secret_scan import mask, scan
+from drctl.compiler.secret_scan import scan
 from drctl.compiler.templating import TemplateProblem, analyze, is_template, render
 from drctl.diagnostics import (
     E_CYCLE,
@@ -137,12 +137,11 @@ class _Compiler:
             name=header.metadata.name,
             description=header.metadata.description,
             source=self.loaded.path,
-            params={k: mask(k, v) for k, v in sorted(self.params.items())},
+            params=dict(sorted(self.params.items())),
             objectives={"rto": header.objectives.rto, "rpo": header.objectives.rpo},
             settings=header.settings.model_dump(),
             targets={
-                n: mask(None, t.model_dump(exclude_none=True))
-                for n, t in sorted(self.loaded.targets.items())
+                n: t.model_dump(exclude_none=True) for n, t in sorted(self.loaded.targets.items())
             },
             steps=steps,
             fallbacks=tuple(f.step for f in fallbacks),
@@ -300,7 +299,7 @@ class _Compiler:
                 type=spec.type,
                 target=spec.target,
                 description=description or step_type.describe(inputs, spec.target),
-                inputs=mask(None, inputs_raw),
+                inputs=inputs_raw,
                 deferred=tuple(sorted(deferred)),
                 requires=(),
                 approve=spec.approve,
@@ -312,8 +311,9 @@ class _Compiler:
                 roles=tuple(sorted(r.value for r in roles)),
                 mutates=any(r.value == "mutating" for r in roles),
                 verifies=step_type.verifies(inputs),
-                can_undo=step_type.can_undo or rollback is not None,
+                can_undo=step_type.undoable(inputs) or rollback is not None,
                 item=item,
+                loop_var=spec.as_ if key is not None else None,
                 fallback=fallback,
             )
             subject = LintSubject(
@@ -387,7 +387,7 @@ class _Compiler:
         return {
             "type": rb.type,
             "target": rb.target,
-            "with": mask(None, raw),
+            "with": raw,
             "description": rb.description or rb_type.describe(inputs, rb.target),
             "timeout": rb.timeout,
         }

@@ -109,6 +109,7 @@ def _lint_keys(plan: Plan) -> set[str]:
 
 
 def diff_plans(old: Plan, new: Plan) -> PlanDiff:
+    old, new = old.masked(), new.masked()
     header_old = {"name": old.name, "description": old.description}
     header_new = {"name": new.name, "description": new.description}
     for key in ("params", "objectives", "settings", "targets"):

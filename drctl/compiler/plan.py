@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+from drctl.compiler.secret_scan import mask
 
 PLAN_FORMAT = 1
 
@@ -50,12 +52,19 @@ class CompiledStep:
     verifies: bool
     can_undo: bool
     item: Any = None
+    #: The template name the for_each item is bound to (``as``), for run-time rendering.
+    loop_var: str | None = None
     lints: tuple[str, ...] = ()
     fallback: bool = False
 
     @property
     def skipped_at_plan(self) -> bool:
         return self.when is False
+
+    def masked_inputs(self) -> dict[str, Any]:
+        """The inputs as they may be shown (literal secrets as ``***``)."""
+        masked: dict[str, Any] = mask(None, self.inputs)
+        return masked
 
 
 @dataclass(frozen=True)
@@ -74,9 +83,30 @@ class Plan:
     lints: tuple[LintFinding, ...]
     hash: str = field(default="")
 
+    def masked(self) -> Plan:
+        """This plan with literal secrets (lint DR005) replaced by ``***``.
+
+        The in-memory plan keeps literal values so the engine can run it; every
+        rendered or stored form of a plan is made from this masked copy.
+        """
+
+        def step(s: CompiledStep) -> CompiledStep:
+            rollback = s.rollback
+            if rollback is not None:
+                rollback = {**rollback, "with": mask(None, rollback["with"])}
+            return replace(s, inputs=mask(None, s.inputs), rollback=rollback)
+
+        return replace(
+            self,
+            params={k: mask(k, v) for k, v in self.params.items()},
+            targets=mask(None, self.targets),
+            steps=tuple(step(s) for s in self.steps),
+            fallbacks=tuple(step(s) for s in self.fallbacks),
+        )
+
     def content(self) -> dict[str, Any]:
-        """Everything that decides what the plan does (the hashed part)."""
-        data = asdict(self)
+        """Everything that decides what the plan does (the hashed part), secrets masked."""
+        data = asdict(self.masked())
         data.pop("source")
         data.pop("hash")
         data["format"] = PLAN_FORMAT
@@ -102,3 +132,27 @@ def canonical_json(data: Any) -> str:
 def plan_hash(plan: Plan) -> str:
     digest = hashlib.sha256(canonical_json(plan.content()).encode("utf-8")).hexdigest()
     return f"sha256:{digest}"
+
+
+def plan_from_dict(data: dict[str, Any]) -> Plan:
+    """Rebuild a Plan from ``to_dict()`` output (a stored plan, for diffs on resume)."""
+
+    def step(d: dict[str, Any]) -> CompiledStep:
+        d = dict(d)
+        for key in ("deferred", "requires", "roles", "lints"):
+            d[key] = tuple(d.get(key) or ())
+        return CompiledStep(**d)
+
+    return Plan(
+        name=data["name"],
+        description=data["description"],
+        source=data.get("source", ""),
+        params=data["params"],
+        objectives=data["objectives"],
+        settings=data["settings"],
+        targets=data["targets"],
+        steps=tuple(step(s) for s in data["steps"]),
+        fallbacks=tuple(step(s) for s in data["fallbacks"]),
+        lints=tuple(LintFinding(**lint) for lint in data["lints"]),
+        hash=data.get("hash", ""),
+    )

@@ -61,7 +61,7 @@ def _info(step_type: StepType) -> dict[str, Any]:
         "doc": inspect.cleandoc(type(step_type).__doc__ or ""),
         "roles": sorted(r.value for r in step_type.roles),
         "target_types": sorted(step_type.target_types),
-        "undo": step_type.can_undo,
+        "undo": type(step_type).undo is not StepType.undo,
         "inputs": _fields(step_type),
     }
 

@@ -74,6 +74,7 @@ def _details(step: CompiledStep) -> list[str]:
 
 
 def as_text(plan: Plan) -> str:
+    plan = plan.masked()
     out = [f"Plan: {plan.name}  ({plan.source})"]
     if plan.description:
         out.append(f"  {plan.description}")
@@ -119,6 +120,7 @@ def _md(text: str) -> str:
 
 
 def as_markdown(plan: Plan) -> str:
+    plan = plan.masked()
     out = [f"### drctl plan: `{plan.name}`", ""]
     if plan.description:
         out += [plan.description, ""]

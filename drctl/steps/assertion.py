@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
+from drctl.errors import StepError
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
 
 
@@ -29,4 +30,17 @@ class Assert(StepType):
         return f"assert {short(inputs.message or inputs.that)}"
 
     def apply(self, ctx: StepContext) -> None:
-        raise NotImplementedError("assert execution arrives with the engine")
+        inputs = ctx.inputs
+        assert isinstance(inputs, AssertInputs)
+        ctx.output("value", inputs.that)
+        if isinstance(inputs.that, str) and inputs.that.strip().lower() in (
+            "false",
+            "0",
+            "",
+            "none",
+        ):
+            ok = False
+        else:
+            ok = bool(inputs.that)
+        if not ok:
+            raise StepError(inputs.message or f"assertion is false ({inputs.that!r})")

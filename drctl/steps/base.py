@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from drctl.errors import StepError
+
 
 class Role(StrEnum):
     """What a step does, as far as the safety lints are concerned."""
@@ -39,24 +41,40 @@ class StepInputs(BaseModel):
 
 
 class StepContext(Protocol):
-    """What the engine hands a step type while it runs one step."""
+    """What the engine hands a step type while it runs one attempt of one step.
+
+    Secret references in ``inputs`` and ``target`` are already resolved; whatever a
+    step logs, records or outputs is redacted before it is shown or journaled.
+    """
 
     @property
     def step_id(self) -> str: ...
+
+    @property
+    def attempt(self) -> int: ...
 
     @property
     def inputs(self) -> StepInputs: ...
 
     @property
     def target(self) -> Mapping[str, Any] | None:
-        """The step's target with secret references resolved; None if it has none."""
+        """The step's target with secrets resolved; None if it has none."""
 
     @property
     def recorded(self) -> Mapping[str, Any]:
-        """What ``apply`` recorded for this step (for ``verify`` and ``undo``)."""
+        """What ``apply`` recorded for this step (for ``verify`` and ``undo``), from the journal."""
+
+    @property
+    def dry_run(self) -> bool: ...
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def runbook(self) -> str: ...
 
     def record(self, key: str, value: Any) -> None:
-        """Keep a value in the journal for ``verify`` and ``undo`` (durable first)."""
+        """Keep a value for ``verify`` and ``undo``; durable in the journal before it returns."""
 
     def output(self, key: str, value: Any) -> None:
         """Publish ``steps.<id>.outputs.<key>`` for later steps."""
@@ -66,6 +84,21 @@ class StepContext(Protocol):
 
     def remaining(self) -> float:
         """Seconds left before the step's timeout."""
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the operator cancelled in-flight steps or the attempt timed out."""
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep (capped at the deadline); raises Cancelled if cancelled meanwhile."""
+
+    def raise_if_cancelled(self) -> None: ...
+
+    def target_named(self, name: str) -> Mapping[str, Any]:
+        """Another target of the runbook, secrets resolved."""
+
+    def derive(self, inputs: StepInputs, target: Mapping[str, Any] | None) -> StepContext:
+        """A context for running another step type's check/verify inside this step."""
 
 
 class StepType(ABC):
@@ -103,11 +136,11 @@ class StepType(ABC):
         return True
 
     def undo(self, ctx: StepContext) -> None:
-        """Reverse ``apply``; types that cannot undo leave this as it is."""
-        raise NotImplementedError(f"step type {self.name} cannot be undone")
+        """Reverse ``apply``; only called when ``undoable`` says so."""
+        raise StepError(f"step type {self.name} cannot be undone")
 
-    @property
-    def can_undo(self) -> bool:
+    def undoable(self, inputs: StepInputs) -> bool:
+        """Whether ``undo`` can reverse a step with these inputs."""
         return type(self).undo is not StepType.undo
 
     @classmethod

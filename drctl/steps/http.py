@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
+from urllib.parse import urljoin
 
 from pydantic import Field
 
+from drctl.errors import StepError
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
+from drctl.steps.httpclient import Response, request
 
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -30,7 +34,9 @@ class HttpInputs(StepInputs):
 class Http(StepType):
     """Send an HTTP request and check the status and, optionally, a value in the JSON reply.
 
-    GET, HEAD and OPTIONS requests are read-only checks; other methods mutate.
+    GET, HEAD and OPTIONS requests are read-only checks; other methods mutate. With
+    ``json_path`` (and ``equals``) the value in the reply is checked too; a mutating
+    request's ``verify`` GETs the same URL and checks that value again.
     TLS certificates are verified unless ``verify_tls: false``.
     """
 
@@ -57,5 +63,58 @@ class Http(StepType):
             text += f" and {inputs.json_path} == {short(inputs.equals, 30)}"
         return text
 
+    @staticmethod
+    def _call(ctx: StepContext, method: str) -> Response:
+        inputs = ctx.inputs
+        assert isinstance(inputs, HttpInputs)
+        target = ctx.target or {}
+        url = inputs.url
+        if target.get("base_url") and "://" not in url:
+            url = urljoin(str(target["base_url"]).rstrip("/") + "/", url.lstrip("/"))
+        headers = {**dict(target.get("headers") or {}), **inputs.headers}
+        body = None
+        if inputs.json_body is not None:
+            body = json.dumps(inputs.json_body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        elif inputs.body is not None:
+            body = inputs.body.encode()
+        verify_tls = inputs.verify_tls and bool(target.get("verify_tls", True))
+        return request(
+            method, url, headers=headers, body=body if method == inputs.method else None,
+            timeout=min(ctx.remaining(), 60.0), verify_tls=verify_tls,
+        )  # fmt: skip
+
+    @staticmethod
+    def _judge(inputs: HttpInputs, resp: Response) -> str | None:
+        if resp.status not in inputs.expect_status:
+            return f"status {resp.status}, expected {'/'.join(map(str, inputs.expect_status))}"
+        if inputs.json_path is not None:
+            value = resp.at(inputs.json_path)
+            if inputs.equals is not None and value != inputs.equals:
+                return f"{inputs.json_path} is {value!r}, expected {inputs.equals!r}"
+        return None
+
     def apply(self, ctx: StepContext) -> None:
-        raise NotImplementedError("http execution arrives with the engine")
+        inputs = ctx.inputs
+        assert isinstance(inputs, HttpInputs)
+        resp = self._call(ctx, inputs.method)
+        ctx.output("status", resp.status)
+        if resp.json is not None:
+            ctx.output("json", resp.json)
+        problem = self._judge(inputs, resp)
+        if problem is not None:
+            raise StepError(problem)
+
+    def verify(self, ctx: StepContext) -> bool:
+        inputs = ctx.inputs
+        assert isinstance(inputs, HttpInputs)
+        if inputs.method in _SAFE_METHODS:
+            # Checked by apply already; on resume, ask again.
+            return self._judge(inputs, self._call(ctx, inputs.method)) is None
+        if inputs.json_path is None:
+            return True
+        resp = self._call(ctx, "GET")
+        try:
+            return resp.json is not None and resp.at(inputs.json_path) == inputs.equals
+        except StepError:
+            return False

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import Field
 
+from drctl.errors import StepError
 from drctl.steps.base import StepContext, StepInputs, StepType, short
+from drctl.steps.httpclient import request
 
 
 class NotifyInputs(StepInputs):
@@ -27,4 +30,18 @@ class Notify(StepType):
         return f"notify webhook: {short(inputs.message)}"
 
     def apply(self, ctx: StepContext) -> None:
-        raise NotImplementedError("notify execution arrives with the engine")
+        inputs = ctx.inputs
+        assert isinstance(inputs, NotifyInputs)
+        payload = {
+            "text": inputs.message,
+            "run_id": ctx.run_id,
+            "runbook": ctx.runbook,
+            **inputs.fields,
+        }
+        resp = request(
+            "POST", inputs.url, headers={"Content-Type": "application/json"},
+            body=json.dumps(payload).encode(), timeout=min(inputs.timeout, ctx.remaining()),
+        )  # fmt: skip
+        ctx.output("status", resp.status)
+        if not 200 <= resp.status < 300:
+            raise StepError(f"webhook answered {resp.status}")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from drctl.errors import StepError
 from drctl.runbook.model import Duration
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
+from drctl.steps.process import Completed, last_line, run_command
 
 Command = str | list[str]
 
@@ -70,5 +72,56 @@ class Shell(StepType):
         cmd = inputs.command if isinstance(inputs.command, str) else " ".join(inputs.command)
         return f"run `{short(cmd)}`"
 
+    def undoable(self, inputs: StepInputs) -> bool:
+        assert isinstance(inputs, ShellInputs)
+        return inputs.undo is not None
+
+    @staticmethod
+    def _run(ctx: StepContext, command: Command) -> Completed:
+        inputs = ctx.inputs
+        assert isinstance(inputs, ShellInputs)
+        return run_command(
+            ctx,
+            command,
+            env=inputs.env,
+            cwd=inputs.cwd,
+            limit=inputs.output_limit,
+            grace=inputs.grace,
+        )
+
+    def check(self, ctx: StepContext) -> str | None:
+        inputs = ctx.inputs
+        assert isinstance(inputs, ShellInputs)
+        if inputs.check is not None:
+            done = self._run(ctx, inputs.check)
+            if done.exit_code != 0:
+                raise StepError(f"check command exited {done.exit_code}: {last_line(done.output)}")
+        return None
+
     def apply(self, ctx: StepContext) -> None:
-        raise NotImplementedError("shell execution arrives with the engine")
+        inputs = ctx.inputs
+        assert isinstance(inputs, ShellInputs)
+        done = self._run(ctx, inputs.command)
+        ctx.output("exit_code", done.exit_code)
+        ctx.output("stdout", done.output)
+        if done.exit_code not in inputs.expect_exit:
+            expected = ", ".join(str(c) for c in inputs.expect_exit)
+            raise StepError(
+                f"command exited {done.exit_code} (expected {expected}): {last_line(done.output)}"
+            )
+
+    def verify(self, ctx: StepContext) -> bool:
+        inputs = ctx.inputs
+        assert isinstance(inputs, ShellInputs)
+        if inputs.verify is None:
+            return True
+        return self._run(ctx, inputs.verify).exit_code == 0
+
+    def undo(self, ctx: StepContext) -> None:
+        inputs = ctx.inputs
+        assert isinstance(inputs, ShellInputs)
+        if inputs.undo is None:
+            raise StepError("no undo command")
+        done = self._run(ctx, inputs.undo)
+        if done.exit_code != 0:
+            raise StepError(f"undo command exited {done.exit_code}: {last_line(done.output)}")

@@ -1,0 +1,267 @@
+"""Commands that execute: run, resume, abort."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from drctl.cli.review import PARAM_HELP, PARAMS_FILE_HELP
+
+if TYPE_CHECKING:
+    from drctl.compiler.plan import CompiledStep, Plan
+    from drctl.engine.executor import Interrupts, Options, Outcome
+    from drctl.engine.journal import Sink
+    from drctl.state.base import StateStore
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+STATE_HELP = "State store: a SQLite path (default .drctl/state.db; env DRCTL_STATE)."
+
+
+class Terminal:
+    """How this invocation talks to its operator: sinks, the approval prompt, Ctrl-C."""
+
+    def __init__(self, output: OutputFormat, yes: bool, approve: list[str]) -> None:
+        self.output = output
+        self.yes = yes
+        self.approve = set(approve)
+        self.interactive = (
+            output is OutputFormat.text and sys.stdin.isatty() and sys.stdout.isatty()
+        )
+        self.sinks: list[Any] = []
+
+    def make_sinks(self, plan: Plan) -> list[Sink]:
+        from drctl.engine.output import JsonSink, LiveSink, PlainSink
+
+        if self.output is OutputFormat.json:
+            self.sinks = [JsonSink(sys.stdout)]
+        elif self.interactive:
+            self.sinks = [LiveSink(plan, sys.stdout)]
+        else:
+            self.sinks = [PlainSink(sys.stdout)]
+        return self.sinks
+
+    def gate(self, step: CompiledStep) -> tuple[str, str]:
+        from drctl.engine.runs import who
+
+        me = who()
+        if self.yes:
+            return "granted", f"--yes by {me.user}@{me.host}"
+        if step.id in self.approve or step.base_id in self.approve:
+            return "granted", f"--approve {step.id} by {me.user}@{me.host}"
+        if not self.interactive:
+            return "needed", ""
+        return self._prompt(step, f"{me.user}@{me.host}")
+
+    def _prompt(self, step: CompiledStep, who: str) -> tuple[str, str]:
+        from drctl.render.values import flatten, inline
+
+        live = [s for s in self.sinks if hasattr(s, "pause")]
+        for sink in live:
+            sink.pause()
+        try:
+            sys.stdout.write(
+                f"\nApproval needed: {step.id} ({step.type}{' → ' + step.target if step.target else ''})\n"
+            )
+            sys.stdout.write(f"  {step.description}\n")
+            for key, value in flatten(step.masked_inputs()).items():
+                sys.stdout.write(f"  with.{key}: {inline(value)}\n")
+            answer = input(f"Approve {step.id}? [y/N] ").strip().lower()
+        except EOFError:
+            answer = ""
+        finally:
+            for sink in live:
+                sink.resume()
+        if answer in ("y", "yes"):
+            return "granted", f"prompt by {who}"
+        return "denied", f"prompt by {who}"
+
+
+def _signals(interrupts: Interrupts) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        interrupts.press()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _store(state: str | None, settings_state: str | None = None) -> StateStore:
+    from drctl.state.open import open_store, state_spec
+
+    return open_store(state_spec(state, settings_state))
+
+
+def _options(
+    concurrency: int | None,
+    dry_run: bool,
+    yes: bool,
+    approve: list[str],
+    reapply: list[str] | None = None,
+    mark_done: list[str] | None = None,
+) -> Options:
+    from drctl.engine.executor import Options
+
+    if concurrency is not None and not 1 <= concurrency <= 1024:
+        from drctl.errors import UsageError
+
+        raise UsageError("--concurrency: give a number from 1 to 1024")
+    return Options(
+        concurrency=concurrency or 8, dry_run=dry_run, yes=yes, approve=frozenset(approve),
+        reapply=frozenset(reapply or ()), mark_done=frozenset(mark_done or ()),
+    )  # fmt: skip
+
+
+def _finish(outcome: Outcome, run_id: str) -> None:
+    if outcome.exit_code not in (0,):
+        sys.stderr.write(
+            f"drctl: run {run_id} {outcome.status.replace('_', ' ')}: {outcome.message}\n"
+        )
+        if outcome.exit_code in (1, 4, 130) and outcome.status not in (
+            "rolled_back",
+            "dry_run_failed",
+        ):
+            sys.stderr.write(f"    resume with: drctl resume {run_id}\n")
+    raise typer.Exit(outcome.exit_code)
+
+
+def run(
+    file: str = typer.Argument(..., help="The runbook."),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+    params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Run every step's read-only check; change nothing."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Approve every gate."),
+    approve: list[str] | None = typer.Option(
+        None, "--approve", help="Approve one gate by step id (repeatable)."
+    ),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", help="Steps run at once (default: settings.concurrency or 8)."
+    ),
+    output: OutputFormat = typer.Option(
+        OutputFormat.text, "--output", help="text (live view on a TTY) or json lines."
+    ),
+    state: str | None = typer.Option(None, "--state", help=STATE_HELP),
+) -> None:
+    """Execute a runbook with a durable journal; exit 0 done, 1 failed, 3 locked, 4 gate, 130 interrupted."""
+    from drctl.compiler.params import ParamInput
+    from drctl.engine.executor import Interrupts
+    from drctl.engine.runs import start
+
+    terminal = Terminal(output, yes, approve or [])
+    interrupts = Interrupts()
+    _signals(interrupts)
+    store = _store(state)
+    options = _options(concurrency, dry_run, yes, approve or [])
+    run_id, outcome = start(
+        file, ParamInput(tuple(param or ()), params_file), options, store,
+        terminal.make_sinks, terminal.gate, interrupts,
+    )  # fmt: skip
+    _finish(outcome, run_id)
+
+
+def resume(
+    run_id: str | None = typer.Argument(
+        None, metavar="[RUN_ID]", help="The run (an id prefix is enough)."
+    ),
+    last: bool = typer.Option(False, "--last", help="Resume the most recent run."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Approve every gate (and a changed plan)."),
+    approve: list[str] | None = typer.Option(
+        None, "--approve", help="Approve one gate by step id (repeatable)."
+    ),
+    allow_changed_plan: bool = typer.Option(
+        False, "--allow-changed-plan", help="Show the plan diff and ask instead of refusing."
+    ),
+    reapply: list[str] | None = typer.Option(
+        None, "--reapply", help="Re-apply an interrupted step that cannot verify (repeatable)."
+    ),
+    mark_done: list[str] | None = typer.Option(
+        None,
+        "--mark-done",
+        help="Record an interrupted step as done after checking by hand (repeatable).",
+    ),
+    concurrency: int | None = typer.Option(None, "--concurrency", help="Steps run at once."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json lines."),
+    state: str | None = typer.Option(None, "--state", help=STATE_HELP),
+) -> None:
+    """Continue a run: skip what succeeded, verify what was interrupted, retry what failed."""
+    from drctl.engine.executor import Interrupts
+    from drctl.engine.runs import PlanChanged, find_run
+    from drctl.engine.runs import resume as do_resume
+    from drctl.errors import UsageError
+
+    if run_id is None and not last:
+        raise UsageError("give a RUN_ID or --last")
+    store = _store(state)
+    record = find_run(store, run_id, last=last)
+    terminal = Terminal(output, yes, approve or [])
+    interrupts = Interrupts()
+    _signals(interrupts)
+    options = _options(concurrency, False, yes, approve or [], reapply, mark_done)
+    accept: str | None = None
+    try:
+        outcome = do_resume(record, options, store, terminal.make_sinks, terminal.gate, interrupts)
+    except PlanChanged as changed:
+        if not allow_changed_plan:
+            raise
+        accept = _confirm_changed_plan(changed, terminal)
+        outcome = do_resume(
+            record,
+            options,
+            store,
+            terminal.make_sinks,
+            terminal.gate,
+            interrupts,
+            accept_plan_hash=accept,
+        )
+    _finish(outcome, record.id)
+
+
+def _confirm_changed_plan(changed: Any, terminal: Terminal) -> str:
+    import json
+
+    from drctl.compiler.diff import diff_plans
+    from drctl.compiler.plan import plan_from_dict
+    from drctl.errors import ResumeRefused
+    from drctl.render.diff import as_text
+
+    old = plan_from_dict(json.loads(changed.run.plan_json))
+    sys.stdout.write(as_text(diff_plans(old, changed.new_plan), "run's plan", changed.run.runbook))
+    if terminal.yes:
+        return str(changed.new_plan.hash)
+    if not terminal.interactive:
+        raise ResumeRefused(
+            "the plan changed; confirm on a terminal or pass --yes with --allow-changed-plan"
+        )
+    if input("Resume with the changed plan? [y/N] ").strip().lower() in ("y", "yes"):
+        return str(changed.new_plan.hash)
+    raise ResumeRefused("resume with the changed plan declined")
+
+
+def abort(
+    run_id: str = typer.Argument(..., help="The run to give up."),
+    reason: str = typer.Option(..., "--reason", help="Why (kept in the journal)."),
+    state: str | None = typer.Option(None, "--state", help=STATE_HELP),
+) -> None:
+    """Give up an unfinished run (journaled), so a new run of the runbook may start."""
+    from drctl.engine.runs import abort as do_abort
+    from drctl.engine.runs import find_run
+
+    store = _store(state)
+    record = find_run(store, run_id)
+    do_abort(record, reason, store)
+    sys.stdout.write(f"run {record.id} aborted\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)
+    app.command()(resume)
+    app.command()(abort)

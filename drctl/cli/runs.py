@@ -1,0 +1,84 @@
+"""Commands that read the state store: status, runs, log; and unlock."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from drctl.cli.execute import STATE_HELP, OutputFormat, _store
+
+
+def status(
+    run_id: str | None = typer.Argument(
+        None, metavar="[RUN_ID]", help="A run (default: the most recent)."
+    ),
+    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
+    state: str | None = typer.Option(None, "--state", help=STATE_HELP),
+) -> None:
+    """Where a run stands: each step's state, attempts and errors, and who holds the lock."""
+    from drctl.engine.replay import replay
+    from drctl.engine.runs import find_run
+    from drctl.render import runs as render
+
+    store = _store(state)
+    run = find_run(store, run_id, last=run_id is None)
+    run_state = replay(store.events(run.id))
+    order = [s["id"] for s in json.loads(run.plan_json)["steps"]]
+    lock = store.lock_info(run.lock_key)
+    view = render.status_json if output is OutputFormat.json else render.status_text
+    sys.stdout.write(view(run, run_state, order, lock))
+
+
+def runs(
+    limit: int = typer.Option(20, "--limit", min=1, max=10000, help="How many, newest first."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
+    state: str | None = typer.Option(None, "--state", help=STATE_HELP),
+) -> None:
+    """List runs, newest first."""
+    from drctl.render import runs as render
+
+    found = _store(state).list_runs(limit=limit)
+    sys.stdout.write(
+        render.runs_json(found) if output is OutputFormat.json else render.runs_table(found)
+    )
+
+
+def log(
+    run_id: str = typer.Argument(..., help="The run."),
+    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json lines."),
+    state: str | None = typer.Option(None, "--state", help=STATE_HELP),
+) -> None:
+    """Print a run's journal: every event, in order, with its fencing token."""
+    from drctl.engine.runs import find_run
+    from drctl.render import runs as render
+
+    store = _store(state)
+    run = find_run(store, run_id)
+    events = store.events(run.id)
+    sys.stdout.write(
+        render.log_json(events) if output is OutputFormat.json else render.log_text(events)
+    )
+
+
+def unlock(
+    key: str = typer.Argument(..., help="The lock key (settings.lock, or the runbook name)."),
+    lease: str = typer.Option(
+        ..., "--lease", help="The holder's lease id, as the lock-held message shows it."
+    ),
+    reason: str = typer.Option(..., "--reason", help="Why (kept in the holder's journal)."),
+    state: str | None = typer.Option(None, "--state", help=STATE_HELP),
+) -> None:
+    """Force-release a lock whose holder is gone; audited in the holder's journal."""
+    from drctl.engine.runs import unlock as do_unlock
+
+    holder = do_unlock(key, lease, reason, _store(state))
+    sys.stdout.write(f"lock {key} released (was {holder})\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(status)
+    app.command()(runs)
+    app.command()(log)
+    app.command()(unlock)

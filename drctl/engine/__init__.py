@@ -1,0 +1,1 @@
+"""Executing plans: journal, resume, run lock, approvals, output sinks."""

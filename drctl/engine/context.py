@@ -1,0 +1,102 @@
+"""What a step type sees while it runs: the engine's side of StepContext."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from drctl.engine import events as ev
+from drctl.engine.clock import Clock
+from drctl.engine.journal import Journal
+from drctl.errors import Cancelled, StepError
+from drctl.steps.base import StepInputs
+
+
+class StepRun:
+    """One attempt of one step, handed to the step type's check/apply/verify/undo."""
+
+    def __init__(
+        self,
+        *,
+        step_id: str,
+        attempt: int,
+        inputs: StepInputs,
+        target: Mapping[str, Any] | None,
+        targets: Mapping[str, Mapping[str, Any]],
+        recorded: dict[str, Any],
+        journal: Journal,
+        clock: Clock,
+        deadline: float,
+        cancel: threading.Event,
+        dry_run: bool = False,
+        run_id: str = "",
+        runbook: str = "",
+    ) -> None:
+        self.step_id = step_id
+        self.attempt = attempt
+        self.inputs = inputs
+        self.target = target
+        self._targets = targets
+        self.recorded = recorded
+        self.outputs: dict[str, Any] = {}
+        self.lines: list[str] = []
+        self.dry_run = dry_run
+        self.run_id = run_id
+        self.runbook = runbook
+        self._journal = journal
+        self._clock = clock
+        self._deadline = deadline
+        self._cancel = cancel
+        #: Set when the engine gave up on this attempt (timeout): its late writes are dropped.
+        self.abandoned = threading.Event()
+
+    def target_named(self, name: str) -> Mapping[str, Any]:
+        if name not in self._targets:
+            raise StepError(f"unknown target {name!r}")
+        return self._targets[name]
+
+    def derive(self, inputs: StepInputs, target: Mapping[str, Any] | None) -> StepRun:
+        """A context for a step type used inside this step (``wait: until``)."""
+        child = StepRun(
+            step_id=self.step_id, attempt=self.attempt, inputs=inputs, target=target,
+            targets=self._targets, recorded={}, journal=self._journal, clock=self._clock,
+            deadline=self._deadline, cancel=self._cancel, dry_run=self.dry_run,
+            run_id=self.run_id, runbook=self.runbook,
+        )  # fmt: skip
+        child.abandoned = self.abandoned
+        return child
+
+    def record(self, key: str, value: Any) -> None:
+        if self.dry_run:
+            return
+        if self.abandoned.is_set():
+            raise StepError("step attempt was abandoned after its timeout")
+        self._journal.write(ev.STEP_RECORDED, self.step_id, self.attempt, key=key, value=value)
+        self.recorded[key] = value
+
+    def output(self, key: str, value: Any) -> None:
+        self.outputs[key] = value
+
+    def log(self, line: str) -> None:
+        line = line.rstrip("\n")
+        self.lines.append(line)
+        if len(self.lines) > 200:
+            del self.lines[:100]
+        self._journal.log(self.step_id, line)
+
+    def remaining(self) -> float:
+        return max(0.0, self._deadline - self._clock.monotonic())
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set() or self.abandoned.is_set()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep up to the deadline; raises Cancelled if the operator cancels meanwhile."""
+        if self._clock.sleep(min(seconds, self.remaining()), self._cancel):
+            raise Cancelled("cancelled by the operator")
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise Cancelled("cancelled by the operator")

@@ -1,0 +1,38 @@
+"""The journal's event kinds. A run's story is the sequence of these, in order."""
+
+from __future__ import annotations
+
+RUN_STARTED = "run_started"
+RUN_RESUMED = "run_resumed"
+RUN_INTERRUPTED = "run_interrupted"
+RUN_FINISHED = "run_finished"
+RUN_ABORTED = "run_aborted"
+LOCK_TAKEN_OVER = "lock_taken_over"
+LOCK_FORCE_RELEASED = "lock_force_released"
+APPROVAL_NEEDED = "approval_needed"
+APPROVAL_GRANTED = "approval_granted"
+APPROVAL_DENIED = "approval_denied"
+STEP_CHECKED = "step_checked"  # dry run: what the step would do, or why it cannot
+STEP_STARTED = "step_started"  # written before check/apply: the write-ahead intent
+STEP_RECORDED = "step_recorded"  # a value apply keeps for verify/undo, durable before the change
+STEP_SUCCEEDED = "step_succeeded"
+STEP_FAILED = "step_failed"
+STEP_SKIPPED = "step_skipped"
+STEP_RECOVERED = "step_recovered"  # failed, and its fallback step succeeded
+UNDO_STARTED = "undo_started"
+UNDO_SUCCEEDED = "undo_succeeded"
+UNDO_FAILED = "undo_failed"
+
+#: Run statuses stored on the run record.
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+WAITING_APPROVAL = "waiting_approval"
+DENIED = "denied"
+ROLLED_BACK = "rolled_back"
+ABORTED = "aborted"
+DRY_RUN_OK = "dry_run_ok"
+DRY_RUN_FAILED = "dry_run_failed"
+
+UNFINISHED = frozenset({RUNNING, FAILED, INTERRUPTED, WAITING_APPROVAL, DENIED})

@@ -1,0 +1,578 @@
+"""Executing a plan: the scheduler, attempts, retries, fallbacks, rollback, dry-run.
+
+The executor owns everything a step type must not be able to skip: the journal
+entry before each action, timeouts, retries, the approval gate, verification after
+apply, and the decision on resume (a step started with no outcome is probed with
+``verify`` before anything is applied again).
+
+Threads: the scheduler runs in the caller's thread and starts each step in a
+worker pool (``--concurrency``). Each call into a step type runs in its own daemon
+thread bounded by the step's deadline, so a hung call cannot hang the run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from drctl.compiler.plan import CompiledStep, Plan
+from drctl.compiler.templating import TemplateProblem, render
+from drctl.engine import events as ev
+from drctl.engine.clock import Clock
+from drctl.engine.context import StepRun
+from drctl.engine.journal import Journal
+from drctl.engine.replay import RunState, StepState
+from drctl.engine.secrets import Secrets
+from drctl.errors import Cancelled, LockLost, StepError, StepTimeout, StepTypeError, VerifyFailed
+from drctl.runbook.durations import format_duration
+from drctl.runbook.targets import TARGET_TYPES
+from drctl.steps.base import StepInputs, StepType
+from drctl.steps.registry import get_step_type
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Options:
+    concurrency: int = 8
+    dry_run: bool = False
+    yes: bool = False
+    approve: frozenset[str] = frozenset()
+    reapply: frozenset[str] = frozenset()
+    mark_done: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    exit_code: int
+    message: str
+
+
+class Interrupts:
+    """Ctrl-C state: the first press stops launching steps, the second cancels in-flight ones."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.cancel = threading.Event()
+        self._presses = 0
+        self._lock = threading.Lock()
+
+    def press(self) -> int:
+        with self._lock:
+            self._presses += 1
+            if self._presses == 1:
+                self.stop.set()
+            else:
+                self.cancel.set()
+            return self._presses
+
+
+#: Decides a gate: returns ("granted" | "denied" | "needed", how-or-who).
+GateDecider = Callable[[CompiledStep], tuple[str, str]]
+
+
+@dataclass
+class _Result:
+    step: str
+    status: str  # succeeded, failed, skipped, recovered, ignored, cancelled, in_doubt
+    message: str = ""
+
+
+@dataclass
+class _Ctx:
+    plan: Plan
+    journal: Journal
+    secrets: Secrets
+    clock: Clock
+    interrupts: Interrupts
+    targets: dict[str, dict[str, Any]]
+    template_targets: dict[str, dict[str, Any]]
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finish_order: list[str] = field(default_factory=list)
+
+
+class Executor:
+    """Runs (or dry-runs) one plan against its journal."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        journal: Journal,
+        state: RunState,
+        secrets: Secrets,
+        options: Options,
+        gate: GateDecider,
+        clock: Clock,
+        interrupts: Interrupts,
+        lock_lost: threading.Event | None = None,
+    ) -> None:
+        targets = {name: secrets.apply(dict(t)) for name, t in plan.targets.items()}
+        view = {}
+        for name, t in plan.targets.items():
+            hidden = (
+                TARGET_TYPES[t["type"]].secret_fields if t["type"] in TARGET_TYPES else frozenset()
+            )
+            view[name] = {k: v for k, v in t.items() if k not in hidden} | {"name": name}
+        self.x = _Ctx(plan, journal, secrets, clock, interrupts, targets, view)
+        self.state = state
+        self.options = options
+        self.gate = gate
+        self.lock_lost = lock_lost or threading.Event()
+        for sid, s in state.steps.items():
+            if s.done:
+                self.x.outputs[sid] = s.outputs
+                self.x.finish_order.append(sid)
+
+    # -- entry points ------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        plan, x = self.x.plan, self.x
+        status: dict[str, str] = {s.id: self.state.step(s.id).status for s in plan.steps}
+        todo = [
+            s
+            for s in plan.steps
+            if status[s.id] not in ("succeeded", "skipped", "recovered", "ignored")
+        ]
+        stop: str | None = None
+        stop_message = ""
+        running: dict[Future[_Result], str] = {}
+        announced = False
+        with ThreadPoolExecutor(
+            max_workers=self.options.concurrency, thread_name_prefix="step"
+        ) as pool:
+            while True:
+                if stop is None and x.interrupts.stop.is_set():
+                    stop = "interrupted"
+                if stop is None and self.lock_lost.is_set():
+                    stop, stop_message = "failed", "the run lost its lock; stopped launching steps"
+                if stop is None:
+                    for step in todo:
+                        if len(running) >= self.options.concurrency:
+                            break
+                        if step.id in running.values() or status[step.id] in _TERMINAL:
+                            continue
+                        if not all(status.get(d) in _DONE for d in step.requires):
+                            continue
+                        decision = self._gate(step)
+                        if decision is not None:
+                            stop, stop_message = decision
+                            break
+                        status[step.id] = "running"
+                        running[pool.submit(self._execute, step, self.state.step(step.id))] = (
+                            step.id
+                        )
+                if stop == "interrupted" and not announced and running:
+                    announced = True
+                    x.journal.note(
+                        f"stopping: no new steps; waiting for {len(running)} in-flight "
+                        f"step{'s' if len(running) != 1 else ''} (Ctrl-C again to cancel them)"
+                    )
+                if not running:
+                    break
+                done, _ = wait(list(running), timeout=0.1, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    sid = running.pop(fut)
+                    result = _result_of(fut, sid)
+                    status[sid] = result.status
+                    if result.status in ("failed", "in_doubt") and stop is None:
+                        step = plan.step(sid)
+                        stop = (
+                            "rollback"
+                            if step.on_failure == "rollback" and result.status == "failed"
+                            else "failed"
+                        )
+                        stop_message = result.message
+                    elif result.status == "cancelled" and stop is None:
+                        stop = "interrupted"
+                    elif result.status == "lock_lost":
+                        stop, stop_message = "failed", result.message
+        return self._conclude(stop, stop_message, status)
+
+    def _conclude(self, stop: str | None, stop_message: str, status: dict[str, str]) -> Outcome:
+        plan, x = self.x.plan, self.x
+        if stop is None and all(status[s.id] in _DONE for s in plan.steps):
+            return self._finish(ev.SUCCEEDED, 0, f"all {len(plan.steps)} steps done")
+        if stop == "rollback":
+            self._rollback()
+            return self._finish(ev.ROLLED_BACK, 1, f"{stop_message}; rolled back")
+        if stop == "interrupted":
+            x.journal.write(ev.RUN_INTERRUPTED)
+            return self._finish(ev.INTERRUPTED, 130, "interrupted; resume with drctl resume")
+        if stop in ("approval", "denied"):
+            code_status = ev.WAITING_APPROVAL if stop == "approval" else ev.DENIED
+            return self._finish(code_status, 4, stop_message)
+        if stop is None:
+            stop_message = "some steps could not run"  # unreachable with a valid plan
+        return self._finish(ev.FAILED, 1, stop_message)
+
+    def dry_run(self) -> Outcome:
+        """Run every step's read-only ``check``; journal what each would do."""
+        x = self.x
+        failures = 0
+        for step in x.plan.steps:
+            if x.interrupts.stop.is_set():
+                x.journal.write(ev.RUN_INTERRUPTED)
+                return self._finish(ev.INTERRUPTED, 130, "interrupted")
+            if step.when is False:
+                x.journal.write(ev.STEP_SKIPPED, step.id, reason="when is false")
+                continue
+            if step.deferred or isinstance(step.when, str):
+                x.journal.write(
+                    ev.STEP_CHECKED, step.id, ok=True,
+                    would=f"{step.description} (not checked: its inputs depend on earlier steps' outputs)",
+                )  # fmt: skip
+                continue
+            try:
+                step_type, inputs = self._prepare(step, {})
+                ctx = self._context(step, 0, inputs, {}, dry_run=True)
+                would = self._bounded(step_type.check, ctx) or step.description
+                x.journal.write(ev.STEP_CHECKED, step.id, ok=True, would=would)
+            except (StepError, StepTypeError) as exc:
+                failures += 1
+                x.journal.write(ev.STEP_CHECKED, step.id, ok=False, error=exc.message)
+            except Cancelled:
+                x.journal.write(ev.RUN_INTERRUPTED)
+                return self._finish(ev.INTERRUPTED, 130, "interrupted")
+        if failures:
+            return self._finish(
+                ev.DRY_RUN_FAILED,
+                1,
+                f"{failures} check{'s' if failures != 1 else ''} failed; nothing was changed",
+            )
+        return self._finish(ev.DRY_RUN_OK, 0, "all checks passed; nothing was changed")
+
+    # -- scheduling helpers ------------------------------------------------------
+
+    def _gate(self, step: CompiledStep) -> tuple[str, str] | None:
+        if not (step.approve or "gate" in step.roles) or step.id in self.state.approved:
+            return None
+        if step.when is False:
+            return None
+        verdict, how = self.gate(step)
+        journal = self.x.journal
+        if verdict == "granted":
+            journal.write(ev.APPROVAL_GRANTED, step.id, by=how)
+            self.state.approved.add(step.id)
+            return None
+        if verdict == "denied":
+            journal.write(ev.APPROVAL_DENIED, step.id, by=how)
+            return "denied", f"approval for {step.id} denied"
+        journal.write(ev.APPROVAL_NEEDED, step.id, description=step.description)
+        return (
+            "approval",
+            f"step {step.id} needs approval: resume with --approve {step.id} (or --yes)",
+        )
+
+    def _finish(self, status: str, code: int, message: str) -> Outcome:
+        journal = self.x.journal
+        journal.write(ev.RUN_FINISHED, status=status, exit_code=code, message=message)
+        journal.store.set_status(journal.run_id, status, journal.clock.now())
+        return Outcome(status, code, message)
+
+    # -- one step ----------------------------------------------------------------
+
+    def _execute(self, step: CompiledStep, prior: StepState) -> _Result:
+        """Everything about one step, in a worker thread; never raises."""
+        try:
+            return self._execute_inner(step, prior)
+        except LockLost as exc:
+            return _Result(step.id, "lock_lost", exc.message)
+        except Cancelled:
+            return _Result(step.id, "cancelled")
+
+    def _execute_inner(self, step: CompiledStep, prior: StepState) -> _Result:
+        x = self.x
+        when = self._when(step)
+        if when is not True:
+            x.journal.write(ev.STEP_SKIPPED, step.id, reason=when)
+            self._done(step.id, {})
+            return _Result(step.id, "skipped")
+        start_attempt = prior.attempts + 1
+        if prior.in_doubt:
+            verdict = self._probe(step, prior)
+            if verdict is not None:
+                return verdict
+        result = self._attempts(step, start_attempt)
+        if result.status != "failed":
+            return result
+        on_failure = step.on_failure
+        if on_failure == "continue":
+            x.journal.write(ev.STEP_FAILED, step.id, final=True, ignored=True, error=result.message)
+            self._done(step.id, {})
+            return _Result(step.id, "ignored", result.message)
+        if isinstance(on_failure, dict):
+            fallback = x.plan.step(on_failure["run"])
+            x.journal.note(f"{step.id} failed; running fallback {fallback.id}")
+            fb = self._attempts(fallback, self.state.step(fallback.id).attempts + 1)
+            if fb.status == "succeeded":
+                x.journal.write(
+                    ev.STEP_RECOVERED,
+                    step.id,
+                    by=fallback.id,
+                    summary=f"recovered by {fallback.id}",
+                )
+                self._done(step.id, {})
+                return _Result(step.id, "recovered")
+            return _Result(
+                step.id,
+                "failed",
+                f"{step.id} failed ({result.message}) and fallback {fallback.id} failed ({fb.message})",
+            )
+        return result
+
+    def _probe(self, step: CompiledStep, prior: StepState) -> _Result | None:
+        """A step started but never finished: decide from the world, not from hope."""
+        x = self.x
+        if step.id in self.options.mark_done:
+            x.journal.write(
+                ev.STEP_SUCCEEDED,
+                step.id,
+                prior.attempts,
+                outputs={},
+                summary=f"{step.id}: marked done by the operator",
+                marked_done=True,
+            )
+            self._done(step.id, {})
+            return _Result(step.id, "succeeded")
+        step_type, inputs = self._prepare(step, prior.recorded)
+        if step_type.verifies(inputs):
+            ctx = self._context(step, prior.attempts, inputs, dict(prior.recorded))
+            try:
+                applied = self._bounded(step_type.verify, ctx)
+            except StepError as exc:
+                applied = False
+                x.journal.note(f"{step.id}: verify on resume failed: {exc.message}")
+            if applied:
+                x.journal.write(
+                    ev.STEP_SUCCEEDED, step.id, prior.attempts, outputs=ctx.outputs,
+                    summary=f"{step.id}: already in effect (verified on resume)", verified_on_resume=True,
+                )  # fmt: skip
+                self._done(step.id, ctx.outputs)
+                return _Result(step.id, "succeeded")
+            x.journal.note(f"{step.id}: interrupted earlier and not in effect; applying again")
+            return None
+        if not step.mutates or step.id in self.options.reapply:
+            return None
+        message = (
+            f"step {step.id} was interrupted after it started and cannot verify whether it took "
+            f"effect; check by hand, then resume with --reapply {step.id} or --mark-done {step.id}"
+        )
+        x.journal.write(
+            ev.STEP_FAILED, step.id, prior.attempts, final=True, error=message, in_doubt=True
+        )
+        return _Result(step.id, "in_doubt", message)
+
+    def _attempts(self, step: CompiledStep, first: int) -> _Result:
+        x = self.x
+        retries = step.retries
+        attempts = int(retries["attempts"])
+        delay = float(retries["delay"])
+        message = ""
+        for n in range(attempts):
+            attempt = first + n
+            final = n == attempts - 1
+            started = x.clock.monotonic()
+            x.journal.write(ev.STEP_STARTED, step.id, attempt)
+            try:
+                step_type, inputs = self._prepare(step, {})
+                ctx = self._context(step, attempt, inputs, {})
+                self._bounded(step_type.check, ctx)
+                self._bounded(step_type.apply, ctx)
+                from drctl.engine import faults
+
+                faults.after_apply(step.id)
+                if not self._bounded(step_type.verify, ctx):
+                    raise VerifyFailed("applied, but verify says the effect is not in place")
+                took = format_duration(round(x.clock.monotonic() - started, 3))
+                x.journal.write(
+                    ev.STEP_SUCCEEDED, step.id, attempt, outputs=ctx.outputs,
+                    summary=f"{step.id}: {step.description} — ok in {took}", duration=x.clock.monotonic() - started,
+                )  # fmt: skip
+                self._done(step.id, ctx.outputs)
+                return _Result(step.id, "succeeded")
+            except (StepError, StepTypeError) as exc:
+                message = exc.message
+            except Exception as exc:  # a bug in a step type must not kill the run unjournaled
+                message = f"internal error in step type {step.type}: {type(exc).__name__}: {exc}"
+            wait_for = None if final else min(delay, float(retries["max_delay"] or delay))
+            x.journal.write(
+                ev.STEP_FAILED, step.id, attempt, error=message, final=final,
+                retry_in=wait_for, duration=x.clock.monotonic() - started,
+            )  # fmt: skip
+            if final:
+                break
+            if x.clock.sleep(wait_for or 0.0, x.interrupts.cancel):
+                raise Cancelled("cancelled while waiting to retry")
+            if x.interrupts.stop.is_set():
+                return _Result(step.id, "cancelled")
+            delay *= float(retries["backoff"])
+        return _Result(step.id, "failed", f"{step.id}: {message}")
+
+    def _done(self, sid: str, outputs: dict[str, Any]) -> None:
+        self.x.outputs[sid] = outputs
+        self.x.finish_order.append(sid)
+
+    # -- inputs, contexts, deadlines ---------------------------------------------
+
+    def _template_context(self, step: CompiledStep) -> dict[str, Any]:
+        steps: dict[str, Any] = {}
+        by_base: dict[str, list[str]] = {}
+        for sid, outputs in list(self.x.outputs.items()):
+            steps[sid] = {"outputs": outputs}
+            by_base.setdefault(sid.split("[", 1)[0], []).append(sid)
+        for base, ids in by_base.items():
+            if len(ids) == 1 and base not in steps:
+                steps[base] = steps[ids[0]]
+        context: dict[str, Any] = {
+            "params": self.x.plan.params,
+            "targets": self.x.template_targets,
+            "steps": steps,
+        }
+        if step.loop_var:
+            context[step.loop_var] = step.item
+        return context
+
+    def _when(self, step: CompiledStep) -> bool | str:
+        if step.when is None or step.when is True:
+            return True
+        if step.when is False:
+            return "when is false"
+        try:
+            value = render(step.when, self._template_context(step))
+        except TemplateProblem as exc:
+            raise StepError(f"when: {exc.message}") from None
+        truthy = (
+            value
+            if isinstance(value, bool)
+            else str(value).strip().lower() not in ("", "false", "0", "none")
+        )
+        return True if truthy else f"when {step.when} is false"
+
+    def _prepare(
+        self, step: CompiledStep, recorded: Mapping[str, Any]
+    ) -> tuple[StepType, StepInputs]:
+        step_type = get_step_type(step.type)
+        raw: Any = step.inputs
+        if step.deferred:
+            context = self._template_context(step)
+            raw = _render_paths(raw, set(step.deferred), context, "with")
+        raw = self.x.secrets.apply(raw)
+        try:
+            return step_type, step_type.Inputs.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise StepError(f"inputs after run-time rendering: {where}: {first['msg']}") from None
+
+    def _context(
+        self,
+        step: CompiledStep,
+        attempt: int,
+        inputs: StepInputs,
+        recorded: dict[str, Any],
+        *,
+        dry_run: bool = False,
+    ) -> StepRun:
+        x = self.x
+        return StepRun(
+            step_id=step.id, attempt=attempt, inputs=inputs,
+            target=x.targets.get(step.target) if step.target else None, targets=x.targets,
+            recorded=recorded, journal=x.journal, clock=x.clock,
+            deadline=x.clock.monotonic() + step.timeout, cancel=x.interrupts.cancel,
+            dry_run=dry_run, run_id=x.journal.run_id, runbook=x.plan.name,
+        )  # fmt: skip
+
+    def _bounded(self, fn: Callable[[StepRun], T], ctx: StepRun) -> T:
+        """Call into a step type in a thread of its own, bounded by the step's deadline."""
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = fn(ctx)
+            except BaseException as exc:
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, daemon=True, name=f"call-{ctx.step_id}")
+        thread.start()
+        # A step type that honours ctx.remaining() returns on its own; the grace covers
+        # its clean-up (killing a process group) before we give up on it.
+        thread.join(timeout=ctx.remaining() + 10.0)
+        if thread.is_alive():
+            ctx.abandoned.set()
+            raise StepTimeout(f"{ctx.step_id} did not return within its timeout; abandoned")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")  # type: ignore[return-value]
+
+    # -- rollback ----------------------------------------------------------------
+
+    def _rollback(self) -> None:
+        x = self.x
+        x.journal.note("rolling back completed steps in reverse order")
+        for sid in reversed(list(dict.fromkeys(x.finish_order))):
+            step = x.plan.step(sid)
+            if not step.mutates or self.state.step(sid).status == "undone":
+                continue
+            if step.rollback is None and not step.can_undo:
+                x.journal.note(f"{sid}: cannot be undone; left as it is")
+                continue
+            x.journal.write(ev.UNDO_STARTED, sid)
+            try:
+                if step.rollback is not None:
+                    rb_type = get_step_type(step.rollback["type"])
+                    inputs = rb_type.Inputs.model_validate(x.secrets.apply(step.rollback["with"]))
+                    rb_step = CompiledStep(
+                        **{
+                            **step.__dict__,
+                            "type": step.rollback["type"],
+                            "target": step.rollback["target"],
+                            "timeout": step.rollback["timeout"] or step.timeout,
+                        }
+                    )
+                    ctx = self._context(rb_step, 0, inputs, dict(self.state.step(sid).recorded))
+                    self._bounded(rb_type.apply, ctx)
+                else:
+                    step_type, inputs = self._prepare(step, {})
+                    ctx = self._context(step, 0, inputs, dict(self.state.step(sid).recorded))
+                    self._bounded(step_type.undo, ctx)
+                x.journal.write(ev.UNDO_SUCCEEDED, sid)
+            except (StepError, StepTypeError) as exc:
+                x.journal.write(ev.UNDO_FAILED, sid, error=exc.message)
+            except Cancelled:
+                x.journal.note("rollback cancelled")
+                return
+
+
+_DONE = frozenset({"succeeded", "skipped", "recovered", "ignored"})
+_TERMINAL = _DONE | {"failed", "in_doubt", "cancelled", "lock_lost", "running"}
+
+
+def _result_of(fut: Future[_Result], sid: str) -> _Result:
+    try:
+        return fut.result()
+    except Exception as exc:  # _execute never raises; this is the last line of defence
+        return _Result(sid, "failed", f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _render_paths(value: Any, paths: set[str], context: dict[str, Any], at: str) -> Any:
+    if at in paths and isinstance(value, str):
+        try:
+            return render(value, context)
+        except TemplateProblem as exc:
+            raise StepError(f"{at}: {exc.message}") from None
+    if isinstance(value, dict):
+        return {k: _render_paths(v, paths, context, f"{at}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_paths(v, paths, context, f"{at}.{i}") for i, v in enumerate(value)]
+    return value
+
+
+def now_iso(ts: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

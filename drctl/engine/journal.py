@@ -1,0 +1,80 @@
+"""Writing a run's events: redacted, durable, fenced, then shown.
+
+The order is the contract: redact → append durably under the run's lease → (test
+fault point) → tell the output sinks. What an operator sees has always been
+journaled first, so a crash never shows something the journal does not hold.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from drctl.engine import faults
+from drctl.engine.clock import Clock
+from drctl.engine.redact import Redactor
+from drctl.state.base import Event, Lease, StateStore
+
+
+class Sink(Protocol):
+    """Where a run's progress is shown: the live view, plain lines, JSON lines."""
+
+    def event(self, event: Event) -> None: ...
+
+    def log(self, step: str, line: str) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LeaseHolder(Protocol):
+    @property
+    def lease(self) -> Lease | None: ...
+
+
+class Journal:
+    """The append-only event log of one run."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        run_id: str,
+        lock: LeaseHolder | None,
+        redactor: Redactor,
+        clock: Clock,
+        sinks: Sequence[Sink] = (),
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self._lock = lock
+        self.redactor = redactor
+        self.clock = clock
+        self.sinks = list(sinks)
+        self._show = threading.Lock()
+
+    def write(
+        self, kind: str, step: str | None = None, attempt: int | None = None, **data: Any
+    ) -> Event:
+        event = Event(kind, self.clock.now(), step, attempt, self.redactor.data(data))
+        lease = self._lock.lease if self._lock is not None else None
+        stored = self.store.append(self.run_id, event, lease)
+        faults.after_event()
+        with self._show:
+            for sink in self.sinks:
+                sink.event(stored)
+        return stored
+
+    def log(self, step: str, line: str) -> None:
+        """Step output: shown live (redacted), not journaled line by line."""
+        text = self.redactor.text(line)
+        with self._show:
+            for sink in self.sinks:
+                sink.log(step, text)
+
+    def note(self, text: str) -> None:
+        text = self.redactor.text(text)
+        with self._show:
+            for sink in self.sinks:
+                sink.note(text)

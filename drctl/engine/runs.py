@@ -1,0 +1,270 @@
+"""Starting, resuming, aborting runs and force-unlocking: the engine's front door.
+
+Each function opens nothing itself: the caller passes the state store, the output
+sinks and the gate decider, so the CLI decides how things look and tests decide
+what is real.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets as pysecrets
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from drctl import __version__
+from drctl.compiler.compile import compile_runbook
+from drctl.compiler.params import ParamInput
+from drctl.compiler.plan import Plan
+from drctl.engine import events as ev
+from drctl.engine.clock import Clock, SystemClock
+from drctl.engine.executor import Executor, GateDecider, Interrupts, Options, Outcome
+from drctl.engine.journal import Journal, Sink
+from drctl.engine.lock import RunLock
+from drctl.engine.redact import Redactor
+from drctl.engine.replay import RunState, replay
+from drctl.engine.secrets import resolve_plan_secrets
+from drctl.errors import LockHeld, ResumeRefused, RunNotFound, UsageError
+from drctl.state.base import Event, RunRecord, StateStore, dumps
+
+
+@dataclass(frozen=True)
+class Who:
+    user: str
+    host: str
+    pid: int
+    cwd: str
+
+
+def who() -> Who:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return Who(user, socket.gethostname(), os.getpid(), os.getcwd())
+
+
+def new_run_id(now: float) -> str:
+    # Sortable by start time, unique without coordination.
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + pysecrets.token_hex(3)
+
+
+SinkFactory = Callable[[Plan], Sequence[Sink]]
+
+
+class PlanChanged(ResumeRefused):
+    """Raised by :func:`resume` when the runbook no longer compiles to the run's plan."""
+
+    def __init__(self, run: RunRecord, new_plan: Plan) -> None:
+        super().__init__(
+            f"the runbook changed since run {run.id} started "
+            f"(plan {run.plan_hash[:19]} → {new_plan.hash[:19]})",
+            hint="review the change with --allow-changed-plan, which shows the diff and asks",
+        )
+        self.run = run
+        self.new_plan = new_plan
+
+
+def find_run(store: StateStore, ref: str | None, *, last: bool = False) -> RunRecord:
+    """A run by id or unique id prefix, or the most recent (non-dry) run with ``last``."""
+    if last or ref is None:
+        runs = [r for r in store.list_runs(limit=100) if not r.dry_run]
+        if not runs:
+            raise RunNotFound(f"no runs in {store.location}")
+        return runs[0]
+    found = store.find_runs(ref)
+    if not found:
+        raise RunNotFound(f"no run {ref!r} in {store.location}", hint="list runs with: drctl runs")
+    if len(found) > 1:
+        raise UsageError(f"{ref!r} matches {len(found)} runs; give more of the id")
+    return found[0]
+
+
+def _params_as_flags(params: Mapping[str, object]) -> tuple[str, ...]:
+    flags = []
+    for key, value in sorted(params.items()):
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value)
+        flags.append(f"{key}={text}")
+    return tuple(flags)
+
+
+def start(
+    path: str,
+    given: ParamInput,
+    options: Options,
+    store: StateStore,
+    sinks: SinkFactory,
+    gate: GateDecider,
+    interrupts: Interrupts,
+    *,
+    clock: Clock | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str, Outcome]:
+    """Compile and run (or dry-run) a runbook; returns the run id and how it ended."""
+    clock = clock or SystemClock()
+    plan = compile_runbook(path, given)
+    redactor = Redactor()
+    resolved = resolve_plan_secrets(plan, redactor, environ)
+    lock_key = plan.settings.get("lock") or plan.name
+    me = who()
+    run_id = new_run_id(clock.now())
+    record = RunRecord(
+        id=run_id, runbook=os.path.abspath(path), name=plan.name, plan_hash=plan.hash,
+        plan_json=dumps(plan.to_dict()), params_json=dumps(redactor.data(plan.params)),
+        user=me.user, host=me.host, pid=me.pid, version=__version__, started_at=clock.now(),
+        lock_key=lock_key, dry_run=options.dry_run, cwd=me.cwd,
+    )  # fmt: skip
+    header = {
+        "run_id": run_id, "runbook": record.runbook, "name": plan.name, "plan_hash": plan.hash,
+        "params": redactor.data(plan.params), "user": me.user, "host": me.host, "pid": me.pid,
+        "version": __version__, "lock_key": lock_key, "dry_run": options.dry_run, "cwd": me.cwd,
+    }  # fmt: skip
+    if options.dry_run:
+        # A dry run changes nothing, so it neither takes nor waits for the lock.
+        store.create_run(record)
+        journal = Journal(store, run_id, None, redactor, clock, sinks(plan))
+        try:
+            journal.write(ev.RUN_STARTED, **header)
+            executor = Executor(
+                plan, journal, RunState(), resolved, options, gate, clock, interrupts
+            )
+            return run_id, executor.dry_run()
+        finally:
+            _close(journal)
+    lock = RunLock(store, clock)
+    taken = lock.acquire(lock_key, run_id, me.user, me.host, me.pid)
+    live: Journal | None = None
+    try:
+        _refuse_if_unfinished(store, plan.name, lock_key)
+        store.create_run(record)
+        live = Journal(store, run_id, lock, redactor, clock, sinks(plan))
+        live.write(ev.RUN_STARTED, **header)
+        if taken.took_over is not None:
+            live.write(ev.LOCK_TAKEN_OVER, key=lock_key, previous=taken.took_over.describe())
+        executor = Executor(
+            plan, live, RunState(), resolved, options, gate, clock, interrupts, lock.lost
+        )
+        return run_id, executor.run()
+    finally:
+        if live is not None:
+            _close(live)
+        lock.release()
+
+
+def _refuse_if_unfinished(store: StateStore, name: str, lock_key: str) -> None:
+    for run in store.list_runs(limit=200, name=name):
+        if run.lock_key == lock_key and run.status in ev.UNFINISHED and not run.dry_run:
+            raise LockHeld(
+                f"run {run.id} of {name} is unfinished ({run.status}); a new run could act on a "
+                "half-failed-over system",
+                hint=f"continue it with: drctl resume {run.id}   or give it up with: "
+                f"drctl abort {run.id} --reason '…'",
+            )
+
+
+def resume(
+    run: RunRecord,
+    options: Options,
+    store: StateStore,
+    sinks: SinkFactory,
+    gate: GateDecider,
+    interrupts: Interrupts,
+    *,
+    accept_plan_hash: str | None = None,
+    clock: Clock | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Outcome:
+    """Continue ``run`` where its journal says it stopped."""
+    clock = clock or SystemClock()
+    if run.dry_run:
+        raise ResumeRefused(f"run {run.id} was a dry run; start a real one with drctl run")
+    if run.status == ev.SUCCEEDED:
+        return Outcome(ev.SUCCEEDED, 0, f"run {run.id} already finished; nothing to do")
+    if run.status in (ev.ROLLED_BACK, ev.ABORTED):
+        raise ResumeRefused(f"run {run.id} was {run.status.replace('_', ' ')}; start a new run")
+    state = replay(store.events(run.id))
+    if os.path.isdir(run.cwd):
+        # Relative paths in steps mean what they meant when the run started.
+        os.chdir(run.cwd)
+    plan = compile_runbook(run.runbook, ParamInput(_params_as_flags(json.loads(run.params_json))))
+    if plan.hash not in (run.plan_hash, accept_plan_hash):
+        raise PlanChanged(run, plan)
+    redactor = Redactor()
+    resolved = resolve_plan_secrets(plan, redactor, environ)
+    me = who()
+    lock = RunLock(store, clock)
+    taken = lock.acquire(run.lock_key, run.id, me.user, me.host, me.pid)
+    journal = Journal(store, run.id, lock, redactor, clock, sinks(plan))
+    try:
+        journal.write(
+            ev.RUN_RESUMED, user=me.user, host=me.host, pid=me.pid, version=__version__,
+            plan_hash=plan.hash, previous_status=run.status,
+        )  # fmt: skip
+        if taken.took_over is not None:
+            journal.write(ev.LOCK_TAKEN_OVER, key=run.lock_key, previous=taken.took_over.describe())
+        store.set_status(run.id, ev.RUNNING, None)
+        executor = Executor(
+            plan, journal, state, resolved, options, gate, clock, interrupts, lock.lost
+        )
+        return executor.run()
+    finally:
+        _close(journal)
+        lock.release()
+
+
+def abort(run: RunRecord, reason: str, store: StateStore, clock: Clock | None = None) -> None:
+    """Give up on an unfinished run (journaled); refused while its process holds the lock."""
+    clock = clock or SystemClock()
+    info = store.lock_info(run.lock_key)
+    if (
+        info is not None
+        and info.run_id == run.id
+        and info.lease_id
+        and (info.expires_at or 0) > clock.now()
+    ):
+        raise LockHeld(
+            f"run {run.id} is still active: lock {run.lock_key!r} is held by {info.describe()}"
+        )
+    me = who()
+    store.append(
+        run.id,
+        Event(ev.RUN_ABORTED, clock.now(), data={"by": f"{me.user}@{me.host}", "reason": reason}),
+        None,
+    )
+    store.set_status(run.id, ev.ABORTED, clock.now())
+
+
+def unlock(
+    key: str, lease_id: str, reason: str, store: StateStore, clock: Clock | None = None
+) -> str:
+    """Force-release a lock by its holder's lease id; audited in the holder's journal."""
+    clock = clock or SystemClock()
+    info = store.force_release(key, lease_id)
+    me = who()
+    if info.run_id is not None and store.get_run(info.run_id) is not None:
+        store.append(
+            info.run_id,
+            Event(
+                ev.LOCK_FORCE_RELEASED,
+                clock.now(),
+                data={
+                    "key": key,
+                    "lease": lease_id,
+                    "by": f"{me.user}@{me.host}",
+                    "reason": reason,
+                },
+            ),
+            None,
+        )
+    return info.describe()
+
+
+def _close(journal: Journal) -> None:
+    for sink in journal.sinks:
+        sink.close()

@@ -1,0 +1,83 @@
+"""Resolving a plan's secret references at execution time, all at once, up front.
+
+Every reference is resolved before the first step runs, so a missing variable or
+file stops the run before anything changes. Each value is registered with the
+Redactor the moment it is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from drctl.compiler.plan import Plan
+from drctl.compiler.secret_scan import scan
+from drctl.engine.redact import MIN_SECRET_LENGTH, Redactor
+from drctl.errors import UsageError
+from drctl.runbook.secrets import SecretUnavailable, find_refs, iter_strings, resolve
+
+
+class Secrets:
+    """Resolved references by their text (``${env:X}`` → value); values never leave here unredacted."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+
+    def apply(self, value: Any) -> Any:
+        """``value`` with every reference replaced by its secret."""
+        if isinstance(value, str):
+            if "${" not in value:
+                return value
+            for ref in find_refs(value):
+                value = value.replace(ref.text, self._values[ref.text])
+            return value
+        if isinstance(value, dict):
+            return {k: self.apply(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.apply(v) for v in value]
+        return value
+
+
+def resolve_plan_secrets(
+    plan: Plan, redactor: Redactor, environ: Mapping[str, str] | None = None
+) -> Secrets:
+    """Resolve every reference in the plan; raises UsageError naming all that fail."""
+    texts: set[str] = set()
+    holders: list[Any] = [plan.targets, plan.params]
+    for step in (*plan.steps, *plan.fallbacks):
+        holders.append(step.inputs)
+        if step.rollback is not None:
+            holders.append(step.rollback["with"])
+    for holder in holders:
+        for text in iter_strings(holder):
+            if "${" in text:
+                texts.update(ref.text for ref in find_refs(text))
+        # Literal secrets (acknowledged DR005) are masked like resolved ones.
+        for loc, _ in scan(holder):
+            value: Any = holder
+            for part in loc:
+                value = value[part]
+            if isinstance(value, str):
+                redactor.add(value)
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    for text in sorted(texts):
+        try:
+            _, found = resolve(text, dict(environ) if environ is not None else None)
+        except SecretUnavailable as exc:
+            problems.append(str(exc))
+            continue
+        secret = found[0]
+        if len(secret) < MIN_SECRET_LENGTH:
+            problems.append(
+                f"{text}: the value is shorter than {MIN_SECRET_LENGTH} characters and could not be masked"
+            )
+            continue
+        redactor.add(secret)
+        values[text] = secret
+    if problems:
+        raise UsageError(
+            "cannot resolve secret references: " + "; ".join(problems),
+            hint="set the variables or create the files before running; nothing was changed",
+        )
+    return Secrets(values)

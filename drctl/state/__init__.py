@@ -1,0 +1,1 @@
+"""Where runs, their journals and their locks are kept: SQLite by default."""

@@ -1,0 +1,167 @@
+"""The state-store contract: runs, an append-only event journal, and leased locks.
+
+Invariants live here, in the public methods; backends implement the private hooks.
+Every ``append`` is durable when it returns (the engine writes an event *before* the
+action it announces), and is refused when the caller's lease is no longer the lock's
+current one: a run that lost its lock can never write another event (fencing).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as stored: who started what, where, and how it stands."""
+
+    id: str
+    runbook: str
+    name: str
+    plan_hash: str
+    plan_json: str
+    params_json: str
+    user: str
+    host: str
+    pid: int
+    version: str
+    started_at: float
+    lock_key: str
+    dry_run: bool = False
+    status: str = "running"
+    finished_at: float | None = None
+    cwd: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One journal entry. ``seq`` orders a run's events; ``token`` is the writer's fencing token."""
+
+    kind: str
+    ts: float
+    step: str | None = None
+    attempt: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+    token: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "kind": self.kind,
+            "step": self.step,
+            "attempt": self.attempt,
+            "token": self.token,
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A held lock: its key, this holder's lease id, and the fencing token it got."""
+
+    key: str
+    lease_id: str
+    token: int
+    run_id: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds (or last held) a lock."""
+
+    key: str
+    lease_id: str | None
+    run_id: str | None
+    user: str | None
+    host: str | None
+    pid: int | None
+    acquired_at: float | None
+    expires_at: float | None
+    token: int
+
+    def describe(self) -> str:
+        return (
+            f"run {self.run_id} by {self.user}@{self.host} (pid {self.pid}), "
+            f"lease {self.lease_id}, token {self.token}"
+        )
+
+
+@dataclass(frozen=True)
+class AcquireResult:
+    lease: Lease
+    #: The previous holder when an expired lease was taken over, else None.
+    took_over: LockInfo | None = None
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
+class StateStore(ABC):
+    """Runs, journals and locks. One instance per process; safe to share between threads."""
+
+    #: Human-readable location, e.g. the SQLite path.
+    location: str
+
+    # -- runs --------------------------------------------------------------
+    @abstractmethod
+    def create_run(self, run: RunRecord) -> None: ...
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    @abstractmethod
+    def find_runs(self, prefix: str) -> list[RunRecord]:
+        """Runs whose id starts with ``prefix`` (ids may be abbreviated)."""
+
+    @abstractmethod
+    def list_runs(self, limit: int = 50, name: str | None = None) -> list[RunRecord]:
+        """Most recent first."""
+
+    @abstractmethod
+    def set_status(self, run_id: str, status: str, finished_at: float | None) -> None: ...
+
+    # -- journal -----------------------------------------------------------
+    def append(self, run_id: str, event: Event, lease: Lease | None) -> Event:
+        """Append ``event`` durably; with a lease, only while that lease is current.
+
+        Raises LockLost if the lease was taken over or released.
+        """
+        return self._append(run_id, event, lease)
+
+    @abstractmethod
+    def _append(self, run_id: str, event: Event, lease: Lease | None) -> Event: ...
+
+    @abstractmethod
+    def events(self, run_id: str) -> list[Event]: ...
+
+    # -- locks -------------------------------------------------------------
+    @abstractmethod
+    def acquire(
+        self, key: str, run_id: str, user: str, host: str, pid: int, ttl: float, now: float
+    ) -> AcquireResult:
+        """Take the lock or raise LockHeld naming the holder; an expired lease is taken over."""
+
+    @abstractmethod
+    def heartbeat(self, lease: Lease, ttl: float, now: float) -> Lease:
+        """Extend the lease; raises LockLost if it is no longer current."""
+
+    @abstractmethod
+    def release(self, lease: Lease) -> None:
+        """Release the lease if it is still current (no error if it is not)."""
+
+    @abstractmethod
+    def lock_info(self, key: str) -> LockInfo | None: ...
+
+    @abstractmethod
+    def force_release(self, key: str, lease_id: str) -> LockInfo:
+        """Release the lock held under ``lease_id``; raises UsageError on a mismatch."""
+
+    def close(self) -> None:
+        return None

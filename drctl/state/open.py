@@ -1,0 +1,33 @@
+"""Choosing the state store: ``--state``, then ``DRCTL_STATE``, then the runbook's
+``settings.state``, then ``.drctl/state.db`` under the current directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from drctl.errors import UsageError
+from drctl.state.base import StateStore
+
+DEFAULT_PATH = Path(".drctl") / "state.db"
+
+
+def state_spec(flag: str | None, settings_state: str | None = None) -> str:
+    return flag or os.environ.get("DRCTL_STATE") or settings_state or str(DEFAULT_PATH)
+
+
+def open_store(spec: str) -> StateStore:
+    """The store named by ``spec``: a SQLite path (or ``sqlite:///path``)."""
+    if spec.startswith(("postgresql://", "postgres://")):
+        raise UsageError(
+            "--state: the PostgreSQL state store is not available in this version",
+            hint="use a SQLite path (the default is .drctl/state.db)",
+        )
+    if "://" in spec and not spec.startswith("sqlite://"):
+        raise UsageError(f"--state: unsupported state store URL {spec!r}")
+    from drctl.state.sqlite import SqliteStore
+
+    path = spec.removeprefix("sqlite://")
+    if Path(path).is_dir():
+        raise UsageError(f"--state: {path} is a directory; give the database file path")
+    return SqliteStore(path)
