@@ -134,7 +134,12 @@ class Executor:
 
     def run(self) -> Outcome:
         plan, x = self.x.plan, self.x
-        status: dict[str, str] = {s.id: self.state.step(s.id).status for s in plan.steps}
+        # What the journal says is done stays done; everything else is scheduled again
+        # (an in-doubt step is probed with verify in _execute before any re-apply).
+        status: dict[str, str] = {
+            s.id: self.state.step(s.id).status if self.state.step(s.id).done else "pending"
+            for s in plan.steps
+        }
         todo = [
             s
             for s in plan.steps
@@ -272,6 +277,7 @@ class Executor:
 
     def _finish(self, status: str, code: int, message: str) -> Outcome:
         journal = self.x.journal
+        message = journal.redactor.text(message)
         journal.write(ev.RUN_FINISHED, status=status, exit_code=code, message=message)
         journal.store.set_status(journal.run_id, status, journal.clock.now())
         return Outcome(status, code, message)
@@ -397,6 +403,8 @@ class Executor:
                 )  # fmt: skip
                 self._done(step.id, ctx.outputs)
                 return _Result(step.id, "succeeded")
+            except Cancelled:
+                raise  # journal nothing: the step stays in doubt and resume verifies it
             except (StepError, StepTypeError) as exc:
                 message = exc.message
             except Exception as exc:  # a bug in a step type must not kill the run unjournaled

@@ -77,6 +77,10 @@ def run_command(
         except subprocess.TimeoutExpired:
             continue
     reader.join(timeout=2.0)
+    if proc.stdout is not None and not reader.is_alive():
+        # A grandchild that escaped the group may still hold the pipe: then leave it
+        # to the reader thread rather than close it under its feet.
+        proc.stdout.close()
     if outcome == "cancelled":
         raise Cancelled("command cancelled")
     if outcome == "timeout":

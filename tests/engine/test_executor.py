@@ -1,0 +1,312 @@
+"""The executor in-process: order, retries, timeouts, failure policies, outputs, dry-run."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tests.engine.conftest import HEAD, Harness
+
+
+def test_steps_run_in_order_and_outputs_flow_to_later_steps(harness: Harness) -> None:
+    """A later step's deferred template reads an earlier step's outputs at run time."""
+    path = harness.write(
+        HEAD
+        + """
+steps:
+  - {id: measure, type: shell, with: {command: "echo 42", mutates: false}}
+  - id: use
+    type: shell
+    with:
+      command: "echo got-{{ steps.measure.outputs.stdout | trim }} > {tmp}/out"
+      verify: "test -s {tmp}/out"
+  - id: check
+    type: assert
+    with: {that: "{{ steps.measure.outputs.exit_code == 0 }}"}
+"""
+    )
+    run_id, outcome = harness.run(path)
+    assert outcome.exit_code == 0, outcome.message
+    assert (harness.tmp / "out").read_text() == "got-42\n"
+    assert [k for k in harness.kinds(run_id) if k[0] == "step_succeeded"] == [
+        ("step_succeeded", "measure"),
+        ("step_succeeded", "use"),
+        ("step_succeeded", "check"),
+    ]
+
+
+def test_retries_back_off_and_journal_every_attempt(harness: Harness) -> None:
+    """A step failing twice then passing is retried with delay × backoff, each attempt journaled."""
+    path = harness.write(
+        HEAD
+        + """
+steps:
+  - id: flaky
+    type: shell
+    retries: {attempts: 4, delay: 1s, backoff: 2}
+    with:
+      command: "n=$(cat {tmp}/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > {tmp}/n; test $n -ge 3"
+      verify: "test $(cat {tmp}/n) -ge 3"
+"""
+    )
+    run_id, outcome = harness.run(path)
+    assert outcome.exit_code == 0
+    events = harness.store.events(run_id)
+    attempts = [
+        (e.kind, e.attempt) for e in events if e.step == "flaky" and e.kind.startswith("step_")
+    ]
+    assert attempts == [
+        ("step_started", 1),
+        ("step_failed", 1),
+        ("step_started", 2),
+        ("step_failed", 2),
+        ("step_started", 3),
+        ("step_succeeded", 3),
+    ]
+    assert harness.clock.slept == [1.0, 2.0]
+
+
+def test_timeout_kills_the_process_group_and_fails_the_step(harness: Harness) -> None:
+    """A command past its timeout is killed with its children; the step fails with a timeout."""
+    path = harness.write(
+        HEAD
+        + """
+steps:
+  - id: slow
+    type: shell
+    timeout: 700ms
+    with: {command: "sleep 30 & echo $! > {tmp}/child; wait", verify: "true", grace: 1s}
+"""
+    )
+    started = time.monotonic()
+    run_id, outcome = harness.run(path)
+    assert time.monotonic() - started < 10
+    assert outcome.exit_code == 1
+    assert "timeout" in outcome.message
+    child = int((harness.tmp / "child").read_text())
+    time.sleep(0.2)
+    assert (
+        not Path(f"/proc/{child}").exists()
+        or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+    )
+
+
+def test_rollback_undoes_completed_mutations_in_reverse_order(harness: Harness) -> None:
+    """on_failure: rollback runs undo of completed mutating steps, last first, journaled."""
+    undo = "{tmp}/undo"
+    path = harness.write(
+        HEAD
+        + f"""
+steps:
+  - {{id: a, type: shell, with: {{command: "true", verify: "true", undo: "echo a >> {undo}"}}}}
+  - {{id: b, type: shell, with: {{command: "true", verify: "true", undo: "echo b >> {undo}"}}}}
+  - {{id: c, type: shell, on_failure: rollback, with: {{command: "exit 3", verify: "true"}}}}
+  - {{id: d, type: shell, with: {{command: "touch {{tmp}}/d", verify: "true"}}}}
+"""
+    )
+    run_id, outcome = harness.run(path)
+    assert outcome.status == "rolled_back"
+    assert outcome.exit_code == 1
+    assert (harness.tmp / "undo").read_text() == "b\na\n"
+    assert not (harness.tmp / "d").exists()
+    undo_events = [k for k in harness.kinds(run_id) if k[0].startswith("undo_")]
+    assert undo_events == [
+        ("undo_started", "b"),
+        ("undo_succeeded", "b"),
+        ("undo_started", "a"),
+        ("undo_succeeded", "a"),
+    ]
+
+
+def test_on_failure_continue_and_fallback(harness: Harness) -> None:
+    """continue lets the run go on; a fallback that succeeds recovers the step."""
+    path = harness.write(
+        HEAD
+        + """
+steps:
+  - {id: optional, type: shell, on_failure: continue, with: {command: "exit 1", verify: "true"}}
+  - {id: fence, type: shell, on_failure: {run: hard-fence}, with: {command: "exit 1", verify: "true"}}
+  - {id: after, type: shell, with: {command: "touch {tmp}/after", verify: "test -f {tmp}/after"}}
+fallbacks:
+  - {id: hard-fence, type: shell, with: {command: "touch {tmp}/hard", verify: "test -f {tmp}/hard"}}
+"""
+    )
+    run_id, outcome = harness.run(path)
+    assert outcome.exit_code == 0, outcome.message
+    assert (harness.tmp / "hard").exists()
+    assert (harness.tmp / "after").exists()
+    state = harness.state(run_id)
+    assert state.steps["optional"].status == "ignored"
+    assert state.steps["fence"].status == "recovered"
+    assert state.steps["hard-fence"].status == "succeeded"
+
+
+def test_abort_policy_stops_launching_and_resume_retries_the_failed_step(harness: Harness) -> None:
+    """A failed step ends the run (exit 1); fixing the world and resuming finishes it."""
+    path = harness.write(
+        HEAD
+        + """
+steps:
+  - {id: a, type: shell, with: {command: "test -f {tmp}/ready", verify: "test -f {tmp}/ready"}}
+  - {id: b, type: shell, with: {command: "touch {tmp}/b", verify: "test -f {tmp}/b"}}
+"""
+    )
+    run_id, outcome = harness.run(path)
+    assert outcome.exit_code == 1
+    assert not (harness.tmp / "b").exists()
+    (harness.tmp / "ready").touch()
+    again = harness.resume(run_id)
+    assert again.exit_code == 0, again.message
+    assert (harness.tmp / "b").exists()
+    assert harness.state(run_id).steps["a"].attempts == 2
+
+
+def test_when_is_rendered_at_run_time(harness: Harness) -> None:
+    """A when reading an output is decided when the step is reached."""
+    path = harness.write(
+        HEAD
+        + """
+steps:
+  - {id: probe, type: shell, with: {command: "echo no", mutates: false}}
+  - id: maybe
+    type: shell
+    when: "{{ steps.probe.outputs.stdout | trim == 'yes' }}"
+    with: {command: "touch {tmp}/maybe", verify: "true"}
+"""
+    )
+    run_id, outcome = harness.run(path)
+    assert outcome.exit_code == 0
+    assert harness.state(run_id).steps["maybe"].status == "skipped"
+    assert not (harness.tmp / "maybe").exists()
+
+
+def test_dry_run_runs_checks_and_changes_nothing(harness: Harness) -> None:
+    """--dry-run runs each check, journals a dry run, applies nothing and takes no lock."""
+    path = harness.write(
+        HEAD
+        + """
+steps:
+  - id: a
+    type: shell
+    with: {command: "touch {tmp}/applied", check: "touch {tmp}/checked-a", verify: "true"}
+  - id: b
+    type: shell
+    with: {command: "touch {tmp}/applied", check: "exit 4", verify: "true"}
+"""
+    )
+    run_id, outcome = harness.run(path, dry_run=True)
+    assert outcome.status == "dry_run_failed"
+    assert outcome.exit_code == 1
+    assert (harness.tmp / "checked-a").exists()
+    assert not (harness.tmp / "applied").exists()
+    assert harness.store.get_run(run_id).dry_run is True  # type: ignore[union-attr]
+    assert harness.store.lock_info("t") is None
+    checked = [
+        (e.step, e.data["ok"]) for e in harness.store.events(run_id) if e.kind == "step_checked"
+    ]
+    assert checked == [("a", True), ("b", False)]
+
+
+def test_fan_out_runs_concurrently_up_to_the_limit(harness: Harness) -> None:
+    """Independent instances overlap in time, never more than --concurrency at once."""
+    path = harness.write(
+        HEAD
+        + """
+steps:
+  - id: fan
+    type: shell
+    for_each: [a, b, c, d, e, f]
+    with:
+      command: "echo start $(date +%s.%N) >> {tmp}/log-{{ item }}; sleep 0.3; echo end $(date +%s.%N) >> {tmp}/log-{{ item }}"
+      verify: "true"
+"""
+    )
+    started = time.monotonic()
+    _, outcome = harness.run(path, concurrency=3)
+    elapsed = time.monotonic() - started
+    assert outcome.exit_code == 0
+    spans = []
+    for item in "abcdef":
+        lines = (harness.tmp / f"log-{item}").read_text().split()
+        spans.append((float(lines[1]), float(lines[3])))
+    peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert peak == 3
+    assert elapsed < 6 * 0.3
+
+
+def test_a_second_run_is_refused_while_one_is_unfinished(harness: Harness) -> None:
+    """A run waiting at a gate blocks a new run of the same runbook (exit 3) until resumed."""
+    path = harness.write(
+        HEAD
+        + """
+steps:
+  - {id: gate, type: approve}
+  - {id: act, type: shell, with: {command: "touch {tmp}/act", verify: "test -f {tmp}/act"}}
+"""
+    )
+    run_id, outcome = harness.run(path)
+    assert outcome.exit_code == 4
+    assert outcome.status == "waiting_approval"
+    from drctl.errors import LockHeld
+
+    try:
+        harness.run(path)
+        raise AssertionError("second run was not refused")
+    except LockHeld as exc:
+        assert run_id in exc.message
+    harness.gate_answers["gate"] = "granted"
+    assert harness.resume(run_id).exit_code == 0
+    assert (harness.tmp / "act").exists()
+
+
+def test_http_and_notify_steps_talk_to_a_real_server(
+    harness: Harness, http_server: tuple[str, list[dict[str, object]]]
+) -> None:
+    """http checks status and a JSON value; notify POSTs its message; both against a local server."""
+    url, received = http_server
+    path = harness.write(
+        HEAD
+        + f"""
+steps:
+  - {{id: health, type: http, with: {{url: "{url}/health", json_path: status, equals: ok}}}}
+  - {{id: tell, type: notify, with: {{url: "{url}/hook", message: "hello", fields: {{team: dba}}}}}}
+  - {{id: missing, type: http, with: {{url: "{url}/nope"}}}}
+"""
+    )
+    run_id, outcome = harness.run(path)
+    assert outcome.exit_code == 1
+    assert "status 404, expected 200" in outcome.message
+    assert received[0]["text"] == "hello"
+    assert received[0]["team"] == "dba"
+    assert received[0]["run_id"] == run_id
+    assert harness.state(run_id).steps["health"].outputs["json"] == {"status": "ok"}
+
+
+def test_wait_until_polls_another_step_types_verify(harness: Harness) -> None:
+    """wait: until polls a shell verify until it holds, within its deadline."""
+    marker = harness.tmp / "ready"
+    path = harness.write(
+        HEAD
+        + """
+steps:
+  - id: w
+    type: wait
+    with:
+      until: {type: shell, with: {command: "true", verify: "test -f {tmp}/ready"}}
+      interval: 100ms
+      deadline: 1s
+"""
+    )
+    _, outcome = harness.run(path)
+    assert outcome.exit_code == 1
+    assert "gave up after" in outcome.message
+    marker.touch()
+    harness.store = type(harness.store)(harness.tmp / "state2.db")
+    _, outcome = harness.run(path)
+    assert outcome.exit_code == 0, outcome.message
+
+
+def test_process_environment_is_not_leaked_into_the_plan(harness: Harness) -> None:
+    """Sanity: the harness runs in tmp_path (relative paths in steps resolve there)."""
+    assert os.getcwd() == str(harness.tmp)
