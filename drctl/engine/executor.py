@@ -12,10 +12,12 @@ thread bounded by the step's deadline, so a hung call cannot hang the run.
 
 from __future__ import annotations
 
+import heapq
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -132,7 +134,7 @@ class Executor:
 
     # -- entry points ------------------------------------------------------------
 
-    def run(self) -> Outcome:
+    def run(self) -> Outcome:  # noqa: PLR0915 (the scheduler loop is one state machine)
         plan, x = self.x.plan, self.x
         # What the journal says is done stays done; everything else is scheduled again
         # (an in-doubt step is probed with verify in _execute before any re-apply).
@@ -140,14 +142,23 @@ class Executor:
             s.id: self.state.step(s.id).status if self.state.step(s.id).done else "pending"
             for s in plan.steps
         }
-        todo = [
-            s
-            for s in plan.steps
-            if status[s.id] not in ("succeeded", "skipped", "recovered", "ignored")
+        index = {s.id: i for i, s in enumerate(plan.steps)}
+        waiting_on = {
+            s.id: sum(1 for d in s.requires if status.get(d) not in _DONE) for s in plan.steps
+        }
+        dependents: dict[str, list[str]] = {}
+        for s in plan.steps:
+            for d in s.requires:
+                dependents.setdefault(d, []).append(s.id)
+        # Ready steps in plan order: a heap of plan positions, so launching is O(log n).
+        ready = [
+            index[s.id] for s in plan.steps if status[s.id] == "pending" and waiting_on[s.id] == 0
         ]
+        heapq.heapify(ready)
+        results: queue.Queue[_Result] = queue.Queue()
         stop: str | None = None
         stop_message = ""
-        running: dict[Future[_Result], str] = {}
+        running = 0
         announced = False
         with ThreadPoolExecutor(
             max_workers=self.options.concurrency, thread_name_prefix="step"
@@ -157,47 +168,47 @@ class Executor:
                     stop = "interrupted"
                 if stop is None and self.lock_lost.is_set():
                     stop, stop_message = "failed", "the run lost its lock; stopped launching steps"
-                if stop is None:
-                    for step in todo:
-                        if len(running) >= self.options.concurrency:
-                            break
-                        if step.id in running.values() or status[step.id] in _TERMINAL:
-                            continue
-                        if not all(status.get(d) in _DONE for d in step.requires):
-                            continue
-                        decision = self._gate(step)
-                        if decision is not None:
-                            stop, stop_message = decision
-                            break
-                        status[step.id] = "running"
-                        running[pool.submit(self._execute, step, self.state.step(step.id))] = (
-                            step.id
-                        )
+                while stop is None and ready and running < self.options.concurrency:
+                    step = plan.steps[heapq.heappop(ready)]
+                    decision = self._gate(step)
+                    if decision is not None:
+                        stop, stop_message = decision
+                        break
+                    status[step.id] = "running"
+                    running += 1
+                    pool.submit(self._execute_to, results, step, self.state.step(step.id))
                 if stop == "interrupted" and not announced and running:
                     announced = True
                     x.journal.note(
-                        f"stopping: no new steps; waiting for {len(running)} in-flight "
-                        f"step{'s' if len(running) != 1 else ''} (Ctrl-C again to cancel them)"
+                        f"stopping: no new steps; waiting for {running} in-flight "
+                        f"step{'s' if running != 1 else ''} (Ctrl-C again to cancel them)"
                     )
                 if not running:
                     break
-                done, _ = wait(list(running), timeout=0.1, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    sid = running.pop(fut)
-                    result = _result_of(fut, sid)
-                    status[sid] = result.status
-                    if result.status in ("failed", "in_doubt") and stop is None:
-                        step = plan.step(sid)
-                        stop = (
-                            "rollback"
-                            if step.on_failure == "rollback" and result.status == "failed"
-                            else "failed"
-                        )
-                        stop_message = result.message
-                    elif result.status == "cancelled" and stop is None:
-                        stop = "interrupted"
-                    elif result.status == "lock_lost":
-                        stop, stop_message = "failed", result.message
+                try:
+                    result = results.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                running -= 1
+                sid = result.step
+                status[sid] = result.status
+                if result.status in _DONE:
+                    for child in dependents.get(sid, ()):
+                        waiting_on[child] -= 1
+                        if waiting_on[child] == 0 and status[child] == "pending":
+                            heapq.heappush(ready, index[child])
+                elif result.status in ("failed", "in_doubt") and stop is None:
+                    policy = plan.step(sid).on_failure
+                    stop = (
+                        "rollback"
+                        if policy == "rollback" and result.status == "failed"
+                        else "failed"
+                    )
+                    stop_message = result.message
+                elif result.status == "cancelled" and stop is None:
+                    stop = "interrupted"
+                elif result.status == "lock_lost":
+                    stop, stop_message = "failed", result.message
         return self._conclude(stop, stop_message, status)
 
     def _conclude(self, stop: str | None, stop_message: str, status: dict[str, str]) -> Outcome:
@@ -284,6 +295,11 @@ class Executor:
 
     # -- one step ----------------------------------------------------------------
 
+    def _execute_to(
+        self, results: queue.Queue[_Result], step: CompiledStep, prior: StepState
+    ) -> None:
+        results.put(self._execute(step, prior))
+
     def _execute(self, step: CompiledStep, prior: StepState) -> _Result:
         """Everything about one step, in a worker thread; never raises."""
         try:
@@ -292,6 +308,8 @@ class Executor:
             return _Result(step.id, "lock_lost", exc.message)
         except Cancelled:
             return _Result(step.id, "cancelled")
+        except Exception as exc:  # never let a worker die silently: the scheduler waits on it
+            return _Result(step.id, "failed", f"internal error: {type(exc).__name__}: {exc}")
 
     def _execute_inner(self, step: CompiledStep, prior: StepState) -> _Result:
         x = self.x
@@ -559,14 +577,6 @@ class Executor:
 
 
 _DONE = frozenset({"succeeded", "skipped", "recovered", "ignored"})
-_TERMINAL = _DONE | {"failed", "in_doubt", "cancelled", "lock_lost", "running"}
-
-
-def _result_of(fut: Future[_Result], sid: str) -> _Result:
-    try:
-        return fut.result()
-    except Exception as exc:  # _execute never raises; this is the last line of defence
-        return _Result(sid, "failed", f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _render_paths(value: Any, paths: set[str], context: dict[str, Any], at: str) -> Any:
