@@ -55,11 +55,12 @@ def run_command(
         assert proc.stdout is not None
         for raw in proc.stdout:
             ctx.log(raw.decode("utf-8", "replace"))
-            if size + len(raw) <= limit:
-                kept.append(raw)
-                size += len(raw)
-            else:
+            room = limit - size
+            if len(raw) > room:
                 truncated = True
+            if room > 0:
+                kept.append(raw[:room])
+                size += min(len(raw), room)
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
