@@ -20,7 +20,7 @@ class Approve(StepType):
 
     def describe(self, inputs: StepInputs, target: str | None) -> str:
         assert isinstance(inputs, ApproveInputs)
-        return f"ask for approval: {short(inputs.message)}"
+        return f"gate: {short(inputs.message)}"
 
     def apply(self, ctx: StepContext) -> None:
         # The engine holds the gate before apply; reaching apply means approved.
