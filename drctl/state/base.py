@@ -99,6 +99,57 @@ class AcquireResult:
     took_over: LockInfo | None = None
 
 
+def decide_acquire(key: str, previous: LockInfo | None, now: float) -> tuple[int, LockInfo | None]:
+    """The fencing token a new lease on ``key`` gets, and the expired holder it displaces.
+
+    Raises LockHeld naming the holder while its lease is live. Shared by every backend
+    so the rule is written once; backends call it inside their own transaction.
+    """
+    from drctl.errors import LockHeld
+
+    took_over = None
+    if previous is not None and previous.lease_id is not None:
+        if previous.expires_at is not None and previous.expires_at > now:
+            raise LockHeld(
+                f"lock {key!r} is held by {previous.describe()}, since {iso(previous.acquired_at)}",
+                hint=f"wait for it, or if that process is gone: drctl unlock {key} "
+                f"--lease {previous.lease_id} --reason '…'",
+            )
+        took_over = previous
+    return (previous.token if previous else 0) + 1, took_over
+
+
+def check_force_release(key: str, info: LockInfo | None, lease_id: str) -> LockInfo:
+    """Validate an unlock request against the current holder (raises UsageError)."""
+    from drctl.errors import UsageError
+
+    if info is None or info.lease_id is None:
+        raise UsageError(f"lock {key!r} is not held")
+    if info.lease_id != lease_id:
+        raise UsageError(
+            f"lock {key!r} is held under lease {info.lease_id}, not {lease_id}",
+            hint="pass the holder's lease id exactly as `drctl status` shows it",
+        )
+    return info
+
+
+def lock_lost(lease: Lease) -> Exception:
+    from drctl.errors import LockLost
+
+    return LockLost(
+        f"lock {lease.key!r} is no longer held by this run (lease {lease.lease_id}); "
+        "another process took it over or it was force-unlocked"
+    )
+
+
+def iso(ts: float | None) -> str:
+    if ts is None:
+        return "?"
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def dumps(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
 

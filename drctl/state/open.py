@@ -1,5 +1,5 @@
-"""Choosing the state store: ``--state``, then ``DRCTL_STATE``, then the runbook's
-``settings.state``, then ``.drctl/state.db`` under the current directory."""
+"""Choosing the state store: ``--state``, then ``DRCTL_STATE``, then ``.drctl/state.db``
+under the current directory. A ``postgresql://`` URL selects the shared store."""
 
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ def state_spec(flag: str | None, settings_state: str | None = None) -> str:
 
 
 def open_store(spec: str) -> StateStore:
-    """The store named by ``spec``: a SQLite path (or ``sqlite:///path``)."""
+    """The store named by ``spec``: a PostgreSQL URL, or a SQLite path (or ``sqlite:///path``)."""
     if spec.startswith(("postgresql://", "postgres://")):
-        raise UsageError(
-            "--state: the PostgreSQL state store is not available in this version",
-            hint="use a SQLite path (the default is .drctl/state.db)",
-        )
+        from drctl.state.postgres import PostgresStore
+
+        return PostgresStore(spec)
     if "://" in spec and not spec.startswith("sqlite://"):
         raise UsageError(f"--state: unsupported state store URL {spec!r}")
     from drctl.state.sqlite import SqliteStore

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from drctl.errors import LockHeld, LockLost, StateError, UsageError
+from drctl.errors import StateError
 from drctl.state.base import (
     AcquireResult,
     Event,
@@ -25,7 +25,10 @@ from drctl.state.base import (
     LockInfo,
     RunRecord,
     StateStore,
+    check_force_release,
+    decide_acquire,
     dumps,
+    lock_lost,
 )
 
 # Each entry migrates the schema from version i to i + 1. Never edit a shipped entry.
@@ -212,10 +215,7 @@ class SqliteStore(StateStore):
                     "SELECT lease_id, token FROM locks WHERE key = ?", (lease.key,)
                 ).fetchone()
                 if row is None or row[0] != lease.lease_id:
-                    raise LockLost(
-                        f"lock {lease.key!r} is no longer held by this run (lease {lease.lease_id}); "
-                        "another process took it over or it was force-unlocked"
-                    )
+                    raise lock_lost(lease)
                 token = int(row[1])
             seq = db.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?", (run_id,)
@@ -259,18 +259,7 @@ class SqliteStore(StateStore):
             row = db.execute(
                 f"SELECT {self._LOCK_COLUMNS} FROM locks WHERE key = ?", (key,)
             ).fetchone()
-            previous = LockInfo(*row) if row else None
-            took_over = None
-            if previous is not None and previous.lease_id is not None:
-                if previous.expires_at is not None and previous.expires_at > now:
-                    raise LockHeld(
-                        f"lock {key!r} is held by {previous.describe()}, "
-                        f"since {_iso(previous.acquired_at)}",
-                        hint=f"wait for it, or if that process is gone: drctl unlock {key} "
-                        f"--lease {previous.lease_id} --reason '…'",
-                    )
-                took_over = previous
-            token = (previous.token if previous else 0) + 1
+            token, took_over = decide_acquire(key, LockInfo(*row) if row else None, now)
             db.execute(
                 "INSERT OR REPLACE INTO locks (key, lease_id, run_id, user, host, pid, acquired_at, "
                 "expires_at, token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -285,9 +274,7 @@ class SqliteStore(StateStore):
                 (now + ttl, lease.key, lease.lease_id),
             )
             if cur.rowcount != 1:
-                raise LockLost(
-                    f"lock {lease.key!r} was taken from this run (lease {lease.lease_id})"
-                )
+                raise lock_lost(lease)
         return Lease(lease.key, lease.lease_id, lease.token, lease.run_id, now + ttl)
 
     def release(self, lease: Lease) -> None:
@@ -302,25 +289,10 @@ class SqliteStore(StateStore):
             row = db.execute(
                 f"SELECT {self._LOCK_COLUMNS} FROM locks WHERE key = ?", (key,)
             ).fetchone()
-            info = LockInfo(*row) if row else None
-            if info is None or info.lease_id is None:
-                raise UsageError(f"lock {key!r} is not held")
-            if info.lease_id != lease_id:
-                raise UsageError(
-                    f"lock {key!r} is held under lease {info.lease_id}, not {lease_id}",
-                    hint="pass the holder's lease id exactly as `drctl status` shows it",
-                )
+            info = check_force_release(key, LockInfo(*row) if row else None, lease_id)
             db.execute("UPDATE locks SET lease_id = NULL, expires_at = NULL WHERE key = ?", (key,))
         return info
 
     def close(self) -> None:
         with self._mutex:
             self._db.close()
-
-
-def _iso(ts: float | None) -> str:
-    if ts is None:
-        return "?"
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
