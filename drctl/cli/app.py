@@ -13,7 +13,7 @@ import sys
 import typer
 
 from drctl import __version__
-from drctl.cli import catalog, execute, review, runs
+from drctl.cli import catalog, execute, review, runs, sandbox
 
 app = typer.Typer(
     name="drctl",
@@ -43,6 +43,7 @@ review.register(app)
 execute.register(app)
 runs.register(app)
 catalog.register(app)
+sandbox.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,193 @@
+"""The sandbox: a primary and a streaming standby on loopback, and the files that describe it.
+
+``up`` is idempotent: on a live sandbox it changes nothing; on a stopped one it starts
+the servers again; on nothing it creates them. ``down`` stops and removes everything.
+The sandbox writes ``sandbox.env`` (DSNs as environment variables) and
+``params.yaml`` (a params file for the example runbooks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drctl.sandbox.pgnode import PgNode, SandboxError, as_user, find_bin_dir, os_user
+
+MANIFEST = "sandbox.json"
+DEFAULT_DIR = Path(".drctl") / "sandbox"
+DEFAULT_BASE_PORT = 55432
+
+_SHARED_CONF = """
+# drctl sandbox: settings shared by both nodes (per-node ones are on the start command line)
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+hot_standby = on
+wal_log_hints = on
+wal_keep_size = '256MB'
+fsync = on
+"""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    root: Path
+    nodes: tuple[PgNode, PgNode]
+
+    @classmethod
+    def at(cls, root: Path, base_port: int = DEFAULT_BASE_PORT) -> Sandbox:
+        root = root.resolve()
+        manifest = root / MANIFEST
+        if manifest.exists():
+            base_port = int(json.loads(manifest.read_text())["base_port"])
+        bin_dir = find_bin_dir()
+        user = os_user()
+        pg = root / "pg"
+        nodes = tuple(
+            PgNode(
+                name,
+                pg / name,
+                base_port + i,
+                "127.0.0.1",
+                pg / "run",
+                pg / f"{name}.log",
+                bin_dir,
+                user,
+            )
+            for i, name in enumerate(("node1", "node2"))
+        )
+        return cls(root, (nodes[0], nodes[1]))
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def up(self) -> dict[str, Any]:
+        first, second = self.nodes
+        if (self.root / MANIFEST).exists():
+            for node in self.nodes:
+                node.start()
+            return self.status()
+        if any(n.data_dir.exists() for n in self.nodes):
+            raise SandboxError(
+                f"{self.root} holds a half-made sandbox (no {MANIFEST})",
+                hint=f"remove it with: drctl sandbox down --dir {self.root}",
+            )
+        self._prepare_dirs()
+        first.initdb()
+        with (first.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write(_SHARED_CONF)
+        first.start()
+        second.base_backup_from(first)
+        second.start()
+        self._wait_streaming(first, second)
+        (self.root / MANIFEST).write_text(
+            json.dumps({"base_port": first.port, "created": time.time()}, indent=2) + "\n"
+        )
+        status = self.status()
+        self._write_files(status)
+        return status
+
+    def down(self) -> None:
+        for node in self.nodes:
+            with contextlib.suppress(SandboxError):  # removing the directory is what matters
+                node.stop("immediate")
+        if self.root.exists():
+            shutil.rmtree(self.root)
+
+    # -- description ---------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Live roles: which node is primary now (after a failover they swap)."""
+        roles: dict[str, Any] = {}
+        for node in self.nodes:
+            info = {
+                "node": node.name, "port": node.port, "host": node.host, "dsn": node.dsn,
+                "data_dir": str(node.data_dir), "running": node.running(),
+                "start_options": node.start_options,
+            }  # fmt: skip
+            info["in_recovery"] = _in_recovery(node) if info["running"] else None
+            key = "standby" if info["in_recovery"] else "primary"
+            if key in roles:  # both primaries (split brain) or both down: list by name
+                key = node.name
+            roles[key] = info
+        return {
+            "dir": str(self.root),
+            "os_user": self.nodes[0].user,
+            "bin_dir": str(self.nodes[0].bin_dir),
+            "postgres": roles,
+        }
+
+    def _write_files(self, status: dict[str, Any]) -> None:
+        pg = status["postgres"]
+        env = [
+            f"DRCTL_SANDBOX_DIR={self.root}",
+            f"DRCTL_SANDBOX_PRIMARY_DSN='{pg['primary']['dsn']}'",
+            f"DRCTL_SANDBOX_STANDBY_DSN='{pg['standby']['dsn']}'",
+        ]
+        (self.root / "sandbox.env").write_text("\n".join(env) + "\n")
+        params = {
+            "primary_dsn": pg["primary"]["dsn"],
+            "standby_dsn": pg["standby"]["dsn"],
+            "primary_data": pg["primary"]["data_dir"],
+            "standby_data": pg["standby"]["data_dir"],
+            "primary_start": pg["primary"]["start_options"],
+            "standby_start": pg["standby"]["start_options"],
+            "pg_bin": status["bin_dir"],
+            "os_user": status["os_user"],
+        }
+        (self.root / "params.yaml").write_text(
+            "".join(f"{k}: {json.dumps(v)}\n" for k, v in params.items())
+        )
+
+    def _prepare_dirs(self) -> None:
+        pg = self.root / "pg"
+        (pg / "run").mkdir(parents=True, exist_ok=True)
+        user = self.nodes[0].user
+        if os.geteuid() == 0:
+            shutil.chown(pg, user)
+            shutil.chown(pg / "run", user)
+            # The server user must be able to reach its data directory through every parent.
+            probe = as_user(user, ["test", "-w", str(pg)])
+            import subprocess
+
+            if subprocess.run(probe, check=False).returncode != 0:
+                raise SandboxError(
+                    f"user {user} cannot write {pg} (a parent directory is not traversable)",
+                    hint="pick a directory it can reach, e.g. --dir /tmp/drctl-sandbox",
+                )
+
+    @staticmethod
+    def _wait_streaming(primary: PgNode, standby: PgNode, timeout: float = 60.0) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(primary.dsn, autocommit=True) as conn:
+                    row = conn.execute(
+                        "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+                    ).fetchone()
+                if row and row[0] >= 1:
+                    return
+            except psycopg.Error:
+                pass
+            time.sleep(0.2)
+        raise SandboxError(
+            f"{standby.name} did not start streaming from {primary.name} within {timeout:.0f}s"
+        )
+
+
+def _in_recovery(node: PgNode) -> bool | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(node.dsn, autocommit=True, connect_timeout=3) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            return bool(row[0]) if row else None
+    except psycopg.Error:
+        return None

@@ -1,0 +1,153 @@
+"""One local PostgreSQL server: init, start, stop, status, run as the right OS user.
+
+``initdb`` and ``pg_ctl`` refuse to run as root, so when drctl runs as root they run
+as the ``postgres`` user (``runuser``), which must be able to reach the data
+directory. Per-node settings (port, listen address, socket directory) are passed on
+the start command line, never written into the data directory, because ``pg_rewind``
+copies the configuration files from the source server.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from drctl.errors import DrctlError
+
+
+class SandboxError(DrctlError):
+    """Raised when a sandbox server cannot be created, started or stopped (exit 1)."""
+
+
+def find_bin_dir() -> Path:
+    """Where initdb/pg_ctl/pg_rewind live: $DRCTL_PG_BIN, Debian's layout, or PATH."""
+    if os.environ.get("DRCTL_PG_BIN"):
+        return Path(os.environ["DRCTL_PG_BIN"])
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[4]))
+    if candidates:
+        return Path(candidates[-1])
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).parent
+    raise SandboxError(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found",
+        hint="install the postgresql package, or set DRCTL_PG_BIN to their directory",
+    )
+
+
+def os_user() -> str:
+    """The unprivileged user that owns and runs the servers."""
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise SandboxError(
+            "running as root, and there is no 'postgres' user to run the servers as"
+        ) from None
+    return "postgres"
+
+
+def as_user(user: str, argv: list[str]) -> list[str]:
+    if os.geteuid() == 0 and user != "root":
+        return ["runuser", "-u", user, "--", *argv]
+    return argv
+
+
+@dataclass(frozen=True)
+class PgNode:
+    """A data directory and how to start it."""
+
+    name: str
+    data_dir: Path
+    port: int
+    host: str
+    socket_dir: Path
+    log_file: Path
+    bin_dir: Path
+    user: str
+
+    @property
+    def dsn(self) -> str:
+        return f"host={self.host} port={self.port} dbname=postgres user=postgres connect_timeout=5"
+
+    @property
+    def start_options(self) -> str:
+        return f"-p {self.port} -c listen_addresses={self.host} -k {self.socket_dir}"
+
+    def _run(self, argv: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                as_user(self.user, argv),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise SandboxError(
+                f"{self.name}: {Path(argv[0]).name} took longer than {timeout:.0f}s"
+            ) from exc
+
+    def _ok(self, argv: list[str], what: str, timeout: float = 120.0) -> str:
+        done = self._run(argv, timeout)
+        if done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()
+            raise SandboxError(
+                f"{self.name}: {what} failed: {detail[-1] if detail else done.returncode}"
+            )
+        return done.stdout
+
+    def initdb(self) -> None:
+        self._ok(
+            [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "--username=postgres",
+             "--auth=trust", "--data-checksums", "--encoding=UTF8", "--no-instructions"],
+            "initdb",
+        )  # fmt: skip
+
+    def running(self) -> bool:
+        return (
+            self._run(
+                [str(self.bin_dir / "pg_ctl"), "status", "-D", str(self.data_dir)], 30
+            ).returncode
+            == 0
+        )
+
+    def start(self) -> None:
+        if self.running():
+            return
+        self._ok(
+            [str(self.bin_dir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data_dir),
+             "-l", str(self.log_file), "-o", self.start_options],
+            "start",
+        )  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        if not self.data_dir.exists() or not self.running():
+            return
+        self._ok(
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "stop",
+                "-w",
+                "-t",
+                "60",
+                "-m",
+                mode,
+                "-D",
+                str(self.data_dir),
+            ],
+            "stop",
+        )
+
+    def base_backup_from(self, source: PgNode) -> None:
+        self._ok(
+            [str(self.bin_dir / "pg_basebackup"), "-h", source.host, "-p", str(source.port),
+             "-U", "postgres", "-D", str(self.data_dir), "-R", "-X", "stream", "--checkpoint=fast"],
+            "pg_basebackup",
+        )  # fmt: skip
