@@ -29,6 +29,7 @@ from drctl.diagnostics import (
     E_TARGET,
     E_TEMPLATE_NAME,
     E_TEMPLATE_SYNTAX,
+    E_UNKNOWN_FIELD,
     E_UNKNOWN_STEP_TYPE,
     Diagnostic,
 )
@@ -101,6 +102,7 @@ class _Compiler:
                 placeholders=self.placeholders,
             )
             self.diags.extend(errs)
+        self._render_targets()
         self.targets_ctx = {
             name: _template_view(name, t) for name, t in sorted(self.loaded.targets.items())
         }
@@ -148,6 +150,27 @@ class _Compiler:
             lints=tuple(findings),
         )
         return _with_hash(plan)
+
+    def _render_targets(self) -> None:
+        """Target fields may be templates over params (a port, a data directory)."""
+        for name, target in list(self.loaded.targets.items()):
+            fields = target.model_dump(exclude_none=True)
+            changed = False
+            for key, value in fields.items():
+                if isinstance(value, str) and is_template(value):
+                    loc = ("targets", name, key)
+                    out = self._render_value(value, {"params": self.params}, loc, "", {})
+                    if isinstance(out, _Deferred):
+                        self.error(
+                            E_TEMPLATE_NAME,
+                            f"targets.{name}.{key}: a target cannot read steps' outputs",
+                            loc,
+                        )
+                    elif out is not _FAILED:
+                        fields[key] = out if isinstance(out, str) else str(out)
+                        changed = True
+            if changed:
+                self.loaded.targets[name] = type(target).model_validate(fields)
 
     def _check_duplicate_ids(self) -> None:
         seen: dict[str, Loc] = {}
@@ -336,24 +359,37 @@ class _Compiler:
         except ValidationError as exc:
             diags = to_diagnostics(exc, model, raw, self.srcmap, loc, code=E_STEP_INPUTS)
             prefix = ".".join(str(p) for p in loc)
-            real = (
-                [
-                    d
-                    for d, err in zip(diags, _dedupe_locs(exc, raw), strict=False)
-                    if not any(err.startswith(p) for p in deferred)
-                ]
-                if deferred
-                else diags
-            )
+            paths = _dedupe_locs(exc, raw)
+
+            def run_time(err: str) -> bool:
+                return any(err == p or err.startswith(p + ".") for p in deferred)
+
+            # An unknown field is wrong whatever its value; other errors on a value
+            # filled in at run time (a template reading steps' outputs) are excused.
+            excused = {
+                err.split(".")[1]
+                for d, err in zip(diags, paths, strict=False)
+                if d.code != E_UNKNOWN_FIELD and run_time(err) and err.count(".") >= 1
+            }
+            real = [
+                d
+                for d, err in zip(diags, paths, strict=False)
+                if d.code == E_UNKNOWN_FIELD or not run_time(err)
+            ]
+            typed = None
+            if not real and isinstance(raw, dict):
+                # Describe and lint the step with those fields at their defaults: the
+                # step types' describe/roles/verifies need validated values.
+                try:
+                    typed = model.model_validate({k: v for k, v in raw.items() if k not in excused})
+                except ValidationError:
+                    real = diags  # the step cannot be checked without them: say why
             for d in real:
                 marker = (d.code, prefix + (d.location or ""), d.message)
                 if marker not in self._seen:
                     self._seen.add(marker)
                     self.diags.append(d)
-            if real:
-                return None
-            # Only fields filled in at run time failed: describe it as written.
-            return model.model_construct(**raw) if isinstance(raw, dict) else None
+            return typed
 
     def _render_when(
         self, spec: StepSpec, context: dict[str, Any], loc: Loc, refs: dict[str, Loc]
@@ -460,7 +496,9 @@ class _Compiler:
                     hint=did_you_mean(parts[1], self.header.params) or "declare it under params:",
                 )
                 return False
-            return True
+            # A param that is not bound (missing, bad value, or a broken header) is
+            # reported already; rendering would only add "'dict object' has no attribute".
+            return len(parts) < 2 or parts[1] in self.params
         if head == "targets":
             if len(parts) > 1 and parts[1] not in self.target_names:
                 self.error(

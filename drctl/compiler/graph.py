@@ -21,6 +21,7 @@ class CycleError(Exception):
 
 def topological_order(nodes: Sequence[str], deps: Mapping[str, Sequence[str]]) -> list[str]:
     """``nodes`` ordered so each comes after its ``deps``; ties keep ``nodes`` order."""
+    nodes = list(dict.fromkeys(nodes))  # a duplicate id (reported elsewhere) is one node
     rank = {n: i for i, n in enumerate(nodes)}
     indegree = dict.fromkeys(nodes, 0)
     children: dict[str, list[str]] = {n: [] for n in nodes}

@@ -56,7 +56,8 @@ def bind_params(
     if given.params_file is not None:
         supplied.update(_from_file(given.params_file, specs, diags))
     for flag in given.flags:
-        source = f"-p {flag}"
+        # A value with a newline or control character would break the one-line diagnostic.
+        source = f"-p {flag}" if flag.isprintable() else f"-p {flag!r}"
         key, sep, text = flag.partition("=")
         key = key.strip()
         if not sep or not key:

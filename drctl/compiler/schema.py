@@ -14,12 +14,20 @@ def runbook_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://drctl.dev/schema/runbook-v1.json"
     defs = schema.setdefault("$defs", {})
+    defs["template"] = {
+        "type": "string",
+        "pattern": "\\{\\{|\\{%",
+        "description": "A Jinja template, rendered before the value is validated.",
+    }
     rules = []
     for name in step_type_names():
         inputs = get_step_type(name).Inputs
         sub = inputs.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
         defs.update(sub.pop("$defs", {}))
         key = f"with:{name}"
+        # Any input may be a template, rendered before validation at compile or run time.
+        for prop, spec in list(sub.get("properties", {}).items()):
+            sub["properties"][prop] = {"anyOf": [spec, {"$ref": "#/$defs/template"}]}
         defs[key] = sub
         rules.append(
             {

@@ -76,6 +76,8 @@ def analyze(text: str) -> TemplateInfo:
         tree = env.parse(text)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax: {exc.message}", syntax=True) from None
+    except RecursionError:
+        raise TemplateProblem("template syntax: nested too deeply", syntax=True) from None
 
     stored: set[str] = set()
     for node in tree.find_all(nodes.Name):
@@ -148,6 +150,8 @@ def render(text: str, context: dict[str, Any]) -> Any:
         raise TemplateProblem(f"template: {exc.message or exc}") from None
     except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError) as exc:
         raise TemplateProblem(f"template: {exc}") from None
+    except RecursionError:
+        raise TemplateProblem("template: nested too deeply") from None
 
 
 def _plain(value: Any) -> Any:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+#: About 31,700 years: longer is a typo, and would overflow when shown in milliseconds.
+MAX_SECONDS = 1e12
+
+
 def parse_duration(value: object) -> float:
     """Seconds in ``value``; raises ValueError with a message fit for a runbook author."""
+    seconds = _parse(value)
+    if not math.isfinite(seconds) or seconds > MAX_SECONDS:
+        raise ValueError(f"{value!r} is not a finite duration of at most {MAX_SECONDS:g} seconds")
+    return seconds
+
+
+def _parse(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or text like '30s', '2m', '1h30m'")
     if isinstance(value, int | float):

@@ -114,7 +114,20 @@ def load_yaml(text: str, source: str) -> SourceDocument:
         problem = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.problem:
             problem = f"{exc.problem} ({exc.context})"
+        if "maximum nesting depth" in problem:  # libyaml's own limit, hit before ours
+            message = f"nesting deeper than {MAX_DEPTH} levels"
+            raise RunbookInvalid([Diagnostic(E_YAML_LIMIT, message, source, pos)]) from None
         raise RunbookInvalid([Diagnostic(E_YAML, f"YAML syntax: {problem}", source, pos)]) from None
+    except yaml.reader.ReaderError as exc:
+        # A control character: its str() spans two lines and names "<unicode string>".
+        char = exc.character if isinstance(exc.character, int) else None
+        at = text.find(chr(char)) if char is not None else -1
+        pos = None
+        if at >= 0:
+            pos = Position(text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at))
+        what = f"character U+{char:04X}" if char is not None else "input"
+        message = f"YAML: {what}: {exc.reason}"
+        raise RunbookInvalid([Diagnostic(E_YAML, message, source, pos)]) from None
     except yaml.YAMLError as exc:
         raise RunbookInvalid([Diagnostic(E_YAML, f"YAML: {exc}", source)]) from None
     finally:
@@ -149,6 +162,8 @@ class _Frame:
     key_pos: Position | None = None
     has_key: bool = False
     merges: list[Any] = field(default_factory=list)
+    #: Levels of nesting in this container's value, itself included (aliases too).
+    height: int = 1
 
 
 class _Builder:
@@ -162,7 +177,7 @@ class _Builder:
         self._constructor = SafeConstructor()
         self._values: dict[Loc, Position] = {}
         self._keys: dict[Loc, Position] = {}
-        self._anchors: dict[str, tuple[Any, int]] = {}
+        self._anchors: dict[str, tuple[Any, int, int]] = {}
         self._nodes = 0
         self._problems: list[Diagnostic] = []
 
@@ -209,7 +224,10 @@ class _Builder:
                         self._anchors[frame.anchor] = (
                             frame.container,
                             self._nodes - frame.start_nodes + 1,
+                            frame.height,
                         )
+                    if stack:
+                        stack[-1].height = max(stack[-1].height, frame.height + 1)
                     root = self._attach(stack, frame.container, pos, root, merge_ok=True)
                     continue
                 if isinstance(event, ev.AliasEvent):
@@ -217,8 +235,13 @@ class _Builder:
                         raise _LimitExceeded(
                             f"YAML syntax: alias *{event.anchor} names no anchor", pos, E_YAML
                         )
-                    value, size = self._anchors[event.anchor]
+                    value, size, height = self._anchors[event.anchor]
                     self._count(size, pos)
+                    # An alias nests its anchor's whole value here: count its depth too.
+                    if len(stack) + height > MAX_DEPTH:
+                        raise _LimitExceeded(f"nesting deeper than {MAX_DEPTH} levels", pos)
+                    if stack:
+                        stack[-1].height = max(stack[-1].height, height + 1)
                     self._child_loc(stack, pos)
                     root = self._attach(stack, value, pos, root, merge_ok=True)
                     continue
@@ -226,7 +249,7 @@ class _Builder:
                     self._count(1, pos)
                     value, is_merge = self._scalar(event, pos)
                     if event.anchor is not None:
-                        self._anchors[event.anchor] = (value, 1)
+                        self._anchors[event.anchor] = (value, 1, 0)
                     if stack and isinstance(stack[-1].container, dict) and not stack[-1].has_key:
                         frame = stack[-1]
                         # Keys are names: ``on:`` or ``yes:`` must not become booleans
@@ -326,7 +349,18 @@ class _Builder:
                 return event.value, False
             raise _LimitExceeded(f"unsupported YAML tag {tag}", pos)
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
-        return self._constructor.construct_object(node), False
+        try:
+            return self._constructor.construct_object(node), False
+        except (ValueError, KeyError, TypeError, OverflowError):
+            # ``!!int x``, ``!!bool maybe``, or an integer past Python's digit limit.
+            text = event.value if len(event.value) <= 40 else event.value[:37] + "..."
+            kind = tag.rsplit(":", 1)[-1]
+            raise _LimitExceeded(
+                f"YAML: {text!r} is not a valid {kind}"
+                + (" (too many digits)" if kind == "int" and len(event.value) > 4000 else ""),
+                pos,
+                E_YAML,
+            ) from None
 
 
 def _pos(mark: Any) -> Position:

@@ -27,9 +27,15 @@ class PostgresTarget(TargetModel):
     secret_fields: ClassVar[frozenset[str]] = frozenset({"dsn"})
     dsn: str
     host: str | None = None
+    #: For steps that control the server itself (fence stop, rejoin): where it lives.
     data_dir: str | None = None
     ssh: str | None = None
     bin_dir: str | None = None
+    os_user: str | None = None
+    #: Per-node server options (port, listen address) for pg_ctl start; kept out of the
+    #: data directory because pg_rewind copies the configuration from the source.
+    start_options: str | None = None
+    log_file: str | None = None
 
 
 class MongoTarget(TargetModel):

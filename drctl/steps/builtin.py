@@ -14,4 +14,10 @@ BUILTIN_STEP_TYPES: dict[str, str] = {
     "approve": "drctl.steps.approve:Approve",
     "notify": "drctl.steps.notify:Notify",
     "assert": "drctl.steps.assertion:Assert",
+    "postgres.replication_lag": "drctl.providers.postgres.lag:ReplicationLag",
+    "postgres.fence": "drctl.providers.postgres.fence:Fence",
+    "postgres.promote": "drctl.providers.postgres.promote:Promote",
+    "postgres.write_probe": "drctl.providers.postgres.probe:WriteProbe",
+    "postgres.rejoin": "drctl.providers.postgres.rejoin:Rejoin",
+    "postgres.sql": "drctl.providers.postgres.sql:Sql",
 }

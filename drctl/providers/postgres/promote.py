@@ -1,0 +1,186 @@
+"""``postgres.promote``: turn the standby into the primary, refusing to lose data by accident."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from drctl.errors import StepError
+from drctl.providers.postgres.lag import Lag, measure
+from drctl.providers.postgres.session import connect, local_node, pg_ctl_status, scalar, writable
+from drctl.steps.base import Role, StepContext, StepInputs, StepType
+
+PROBE_TABLE = "drctl_probe"
+CREATE_PROBE = (
+    f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id bigserial PRIMARY KEY, run_id text, "
+    "step text, nonce text, at timestamptz NOT NULL DEFAULT now())"
+)
+
+
+class PromoteInputs(StepInputs):
+    old_primary: str | None = Field(
+        default=None,
+        description="Target name of the old primary, checked to be fenced before promoting.",
+    )
+    max_lag_bytes: int = Field(
+        default=0, ge=0, description="Refuse when the standby is further behind."
+    )
+    catchup_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="Wait this long for the lag to drain before refusing.",
+    )
+    wait_seconds: int = Field(
+        default=60, ge=1, le=3600, description="pg_promote's wait for promotion."
+    )
+    accept_data_loss: bool = Field(
+        default=False, description="Promote even when the standby is behind (lint DR002)."
+    )
+    force: bool = Field(
+        default=False,
+        description="Promote without proof that the old primary is fenced (lint DR001).",
+    )
+
+
+def current_timeline(conn: object) -> int:
+    """The timeline a server is on now (in recovery: the one it receives)."""
+    if scalar(conn, "SELECT pg_is_in_recovery()"):
+        received = scalar(conn, "SELECT received_tli FROM pg_stat_wal_receiver")
+        if received:
+            return int(received)
+        return int(scalar(conn, "SELECT timeline_id FROM pg_control_checkpoint()"))
+    return int(str(scalar(conn, "SELECT pg_walfile_name(pg_current_wal_lsn())"))[:8], 16)
+
+
+class Promote(StepType):
+    """Promote the standby with ``pg_promote(wait => true)``, after proving it is safe.
+
+    Refuses (the step fails) when the standby is more than ``max_lag_bytes`` behind
+    after waiting ``catchup_seconds``, unless ``accept_data_loss: true``; and when the
+    ``old_primary`` still accepts writes or cannot be shown to be fenced (it does not
+    answer and is not a local server known to be stopped), unless ``force: true``.
+    ``verify``: not in recovery, on a newer timeline than before, and a write succeeds.
+    Running it on a server that is already primary does nothing.
+    """
+
+    name = "postgres.promote"
+    Inputs = PromoteInputs
+    roles = frozenset({Role.PROMOTE, Role.MUTATING})
+    target_types = frozenset({"postgres"})
+    target_required = True
+
+    def describe(self, inputs: StepInputs, target: str | None) -> str:
+        assert isinstance(inputs, PromoteInputs)
+        guards = []
+        guards.append(
+            "accepting data loss"
+            if inputs.accept_data_loss
+            else f"if lag ≤ {inputs.max_lag_bytes} bytes"
+        )
+        if inputs.old_primary:
+            guards.append(
+                "without checking the fence"
+                if inputs.force
+                else f"and {inputs.old_primary} is fenced"
+            )
+        return f"promote {target} to primary ({' '.join(guards)})"
+
+    def check(self, ctx: StepContext) -> str | None:
+        inputs = ctx.inputs
+        assert isinstance(inputs, PromoteInputs)
+        dsn = str((ctx.target or {})["dsn"])
+        with connect(dsn, ctx, what="standby", read_only=True) as conn:
+            if not scalar(conn, "SELECT pg_is_in_recovery()"):
+                return "already primary: nothing to promote"
+        lag = self._lag_within_limit(ctx)
+        fence = self._fence_proof(ctx)
+        return f"promote (lag {lag.bytes} bytes; {fence})"
+
+    def _lag_within_limit(self, ctx: StepContext) -> Lag:
+        inputs = ctx.inputs
+        assert isinstance(inputs, PromoteInputs)
+        dsn = str((ctx.target or {})["dsn"])
+        primary = str(ctx.target_named(inputs.old_primary)["dsn"]) if inputs.old_primary else None
+        waited = 0.0
+        while True:
+            lag = measure(ctx, dsn, primary)
+            if (
+                lag.bytes <= inputs.max_lag_bytes
+                or inputs.accept_data_loss
+                or waited >= inputs.catchup_seconds
+            ):
+                break
+            ctx.sleep(0.2)
+            waited += 0.2
+        ctx.output("lag_bytes", lag.bytes)
+        if lag.bytes > inputs.max_lag_bytes:
+            if not inputs.accept_data_loss:
+                raise StepError(
+                    f"refusing to promote: the standby is {lag.bytes} bytes behind "
+                    f"(limit {inputs.max_lag_bytes}, waited {waited:.1f}s); promoting now loses "
+                    "those writes. Set accept_data_loss: true to promote anyway."
+                )
+            ctx.log(f"promoting {lag.bytes} bytes behind: accept_data_loss is set")
+        return lag
+
+    def _fence_proof(self, ctx: StepContext) -> str:
+        inputs = ctx.inputs
+        assert isinstance(inputs, PromoteInputs)
+        if not inputs.old_primary:
+            return "no old primary named"
+        if inputs.force:
+            ctx.log("force is set: not checking that the old primary is fenced")
+            return "fence not checked (force)"
+        old = ctx.target_named(inputs.old_primary)
+        state = writable(str(old["dsn"]), ctx, "old primary")
+        if state is True:
+            raise StepError(
+                f"refusing to promote: the old primary {inputs.old_primary} still accepts writes "
+                "(fence it first, or set force: true)"
+            )
+        if state is False:
+            return f"{inputs.old_primary} refuses writes"
+        if old.get("data_dir"):
+            try:
+                if not pg_ctl_status(ctx, local_node(old, "old primary")):
+                    return f"{inputs.old_primary} is stopped"
+            except StepError:
+                pass
+        raise StepError(
+            f"refusing to promote: the old primary {inputs.old_primary} does not answer, so it "
+            "cannot be shown to be fenced — it may still take writes behind a partition. Stop it "
+            "for certain, or set force: true."
+        )
+
+    def apply(self, ctx: StepContext) -> None:
+        inputs = ctx.inputs
+        assert isinstance(inputs, PromoteInputs)
+        dsn = str((ctx.target or {})["dsn"])
+        with connect(dsn, ctx, what="standby") as conn:
+            if not scalar(conn, "SELECT pg_is_in_recovery()"):
+                ctx.log("already primary")
+                ctx.output("timeline", current_timeline(conn))
+                return
+            ctx.record("timeline_before", current_timeline(conn))
+        # check() ran just before apply in this attempt: lag and fence were proven there.
+        with connect(dsn, ctx, what="standby", cap=inputs.wait_seconds + 5.0) as conn:
+            promoted = scalar(conn, "SELECT pg_promote(true, %s)", (inputs.wait_seconds,))
+            if not promoted:
+                raise StepError(f"pg_promote did not finish within {inputs.wait_seconds}s")
+            ctx.output("timeline", current_timeline(conn))
+
+    def verify(self, ctx: StepContext) -> bool:
+        dsn = str((ctx.target or {})["dsn"])
+        with connect(dsn, ctx, what="new primary") as conn:
+            if scalar(conn, "SELECT pg_is_in_recovery()"):
+                return False
+            before = ctx.recorded.get("timeline_before")
+            if before is not None and current_timeline(conn) <= int(before):
+                return False
+            with conn.transaction():
+                conn.execute(CREATE_PROBE)
+                conn.execute(
+                    f"INSERT INTO {PROBE_TABLE} (run_id, step, nonce) VALUES (%s, %s, 'promote')",
+                    (ctx.run_id, ctx.step_id),
+                )
+        return True

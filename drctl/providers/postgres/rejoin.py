@@ -1,0 +1,159 @@
+"""``postgres.rejoin``: turn the old primary into a streaming standby of the new one."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from pydantic import Field
+
+from drctl.errors import StepError
+from drctl.providers.postgres.promote import current_timeline
+from drctl.providers.postgres.session import (
+    ServerUnreachable,
+    connect,
+    local_node,
+    pg_ctl,
+    pg_ctl_status,
+    pg_tool,
+    scalar,
+)
+from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.steps.process import last_line
+
+_DROP = re.compile(
+    r"^\s*(primary_conninfo|default_transaction_read_only|primary_slot_name)\s*=", re.I
+)
+
+
+class RejoinInputs(StepInputs):
+    new_primary: str = Field(description="Target name of the new primary to follow.")
+    wait_seconds: float = Field(
+        default=60.0, ge=1, le=3600, description="How long to wait for streaming."
+    )
+
+
+class Rejoin(StepType):
+    """Rewind the old primary onto the new primary's timeline and start it as its standby.
+
+    Steps: CHECKPOINT on the new primary and wait until its control file shows the new
+    timeline (otherwise ``pg_rewind`` can say "no rewind required" and leave a silently
+    diverged node); stop the old node; ``pg_rewind`` from the new primary; clear the
+    read-only fence and any old ``primary_conninfo`` from postgresql.auto.conf (rewind
+    copies it from the source); write ``standby.signal`` and a ``primary_conninfo``
+    naming this node; start it with the target's ``start_options``. ``verify``: the
+    node's WAL receiver is streaming and the new primary lists it in
+    ``pg_stat_replication`` — ``pg_is_in_recovery()`` alone proves nothing.
+    """
+
+    name = "postgres.rejoin"
+    Inputs = RejoinInputs
+    roles = frozenset({Role.MUTATING})
+    target_types = frozenset({"postgres"})
+    target_required = True
+
+    def describe(self, inputs: StepInputs, target: str | None) -> str:
+        assert isinstance(inputs, RejoinInputs)
+        return f"rewind {target} and start it as a standby of {inputs.new_primary}"
+
+    def _app_name(self, ctx: StepContext) -> str:
+        return f"drctl_{re.sub(r'[^A-Za-z0-9_]', '_', ctx.step_id)}"
+
+    def check(self, ctx: StepContext) -> str | None:
+        inputs = ctx.inputs
+        assert isinstance(inputs, RejoinInputs)
+        local_node(ctx.target, "rejoin")
+        new = ctx.target_named(inputs.new_primary)
+        with connect(str(new["dsn"]), ctx, what="new primary", read_only=True) as conn:
+            if scalar(conn, "SELECT pg_is_in_recovery()"):
+                raise StepError(f"{inputs.new_primary} is still in recovery: promote it first")
+        return self.describe(inputs, ctx.step_id)
+
+    def apply(self, ctx: StepContext) -> None:
+        inputs = ctx.inputs
+        assert isinstance(inputs, RejoinInputs)
+        node = local_node(ctx.target, "rejoin")
+        new = ctx.target_named(inputs.new_primary)
+        new_dsn = str(new["dsn"])
+        self._checkpoint(ctx, new_dsn)
+        if pg_ctl_status(ctx, node):
+            pg_ctl(ctx, node, "stop")
+        env, conninfo = _libpq_env(new_dsn)
+        done = pg_tool(
+            ctx, node, "pg_rewind", "-D", node["data_dir"], f"--source-server={conninfo}", env=env
+        )
+        if done.exit_code != 0:
+            raise StepError(f"pg_rewind failed (exit {done.exit_code}): {last_line(done.output)}")
+        self._configure(
+            Path(node["data_dir"]), f"{conninfo} application_name={self._app_name(ctx)}"
+        )
+        pg_ctl(ctx, node, "start")
+
+    @staticmethod
+    def _checkpoint(ctx: StepContext, dsn: str) -> None:
+        with connect(dsn, ctx, what="new primary") as conn:
+            if scalar(conn, "SELECT pg_is_in_recovery()"):
+                raise StepError("the new primary is still in recovery")
+            timeline = current_timeline(conn)
+            conn.execute("CHECKPOINT")
+            for _ in range(100):
+                if int(scalar(conn, "SELECT timeline_id FROM pg_control_checkpoint()")) >= timeline:
+                    return
+                ctx.sleep(0.1)
+        raise StepError(f"the new primary's control file never showed timeline {timeline}")
+
+    @staticmethod
+    def _configure(data_dir: Path, conninfo: str) -> None:
+        owner = data_dir.stat()
+        auto = data_dir / "postgresql.auto.conf"
+        kept = (
+            [line for line in auto.read_text().splitlines() if not _DROP.match(line)]
+            if auto.exists()
+            else []
+        )
+        escaped = conninfo.replace("'", "''")
+        kept.append(f"primary_conninfo = '{escaped}'")
+        auto.write_text("\n".join(kept) + "\n")
+        signal = data_dir / "standby.signal"
+        signal.touch()
+        for path in (auto, signal):
+            os.chown(path, owner.st_uid, owner.st_gid)
+
+    def verify(self, ctx: StepContext) -> bool:
+        inputs = ctx.inputs
+        assert isinstance(inputs, RejoinInputs)
+        node_dsn = str((ctx.target or {})["dsn"])
+        new_dsn = str(ctx.target_named(inputs.new_primary)["dsn"])
+        waited = 0.0
+        while True:
+            try:
+                with connect(node_dsn, ctx, what="rejoined node", read_only=True, cap=3.0) as conn:
+                    receiving = (
+                        scalar(conn, "SELECT status FROM pg_stat_wal_receiver") == "streaming"
+                    )
+                with connect(new_dsn, ctx, what="new primary", read_only=True, cap=3.0) as conn:
+                    listed = scalar(
+                        conn,
+                        "SELECT count(*) FROM pg_stat_replication WHERE application_name = %s AND state = 'streaming'",
+                        (self._app_name(ctx),),
+                    )
+                if receiving and listed:
+                    return True
+            except ServerUnreachable:
+                pass
+            if waited >= inputs.wait_seconds or ctx.remaining() < 0.5:
+                return False
+            ctx.sleep(0.25)
+            waited += 0.25
+
+
+def _libpq_env(dsn: str) -> tuple[dict[str, str], str]:
+    """Split a DSN into a password-free conninfo and PGPASSWORD, so no secret is on a command line."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
+    password = params.pop("password", None)
+    params.pop("options", None)
+    env = {"PGPASSWORD": password} if password else {}
+    return env, make_conninfo(**params)

@@ -1,0 +1,150 @@
+"""Connections and server-side tools for the PostgreSQL steps, with every error translated.
+
+Every connection has a connect timeout and a statement timeout bounded by the step's
+remaining time, so a hung server fails the step instead of hanging drctl. psycopg's
+exceptions become StepError here, once, keeping the cause.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from drctl.errors import StepError
+from drctl.steps.base import StepContext
+from drctl.steps.process import Completed, last_line, run_command
+
+
+class ServerUnreachable(StepError):
+    """Raised when a PostgreSQL server does not accept a connection."""
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextmanager
+def connect(
+    dsn: str, ctx: StepContext, *, what: str, read_only: bool = False, cap: float = 10.0
+) -> Iterator[Any]:
+    """An autocommit connection; ``read_only`` makes every transaction read-only."""
+    import psycopg
+
+    budget = max(0.5, min(ctx.remaining(), cap))
+    options = f"-c statement_timeout={int(budget * 1000)}"
+    if read_only:
+        options += " -c default_transaction_read_only=on"
+    try:
+        conn = psycopg.connect(
+            dsn, autocommit=True, connect_timeout=max(1, int(budget)), options=options
+        )
+    except psycopg.OperationalError as exc:
+        raise ServerUnreachable(f"{what}: cannot connect: {first_line(exc)}") from exc
+    try:
+        with conn:
+            yield conn
+    except psycopg.Error as exc:
+        raise StepError(f"{what}: {first_line(exc)}") from exc
+
+
+def scalar(conn: Any, sql: str, args: tuple[Any, ...] = ()) -> Any:
+    row = conn.execute(sql, args).fetchone()
+    return row[0] if row else None
+
+
+def lsn(text: str | None) -> int | None:
+    """``'0/3000148'`` → 50331976."""
+    if not text:
+        return None
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def is_read_only_error(exc: BaseException) -> bool:
+    import psycopg
+
+    return isinstance(exc.__cause__, psycopg.errors.ReadOnlySqlTransaction)
+
+
+def writable(dsn: str, ctx: StepContext, what: str) -> bool | None:
+    """Whether a fresh session can write: True, False (refused), None (no answer)."""
+    import psycopg
+
+    try:
+        with connect(dsn, ctx, what=what, cap=5.0) as conn:
+            if scalar(conn, "SELECT pg_is_in_recovery()"):
+                return False
+            try:
+                with conn.transaction():
+                    conn.execute("CREATE TEMP TABLE drctl_fence_probe (x int) ON COMMIT DROP")
+            except psycopg.errors.ReadOnlySqlTransaction:
+                return False
+            return True
+    except ServerUnreachable:
+        return None
+
+
+# -- server-side tools (pg_ctl, pg_rewind) on a local data directory -------------------
+
+
+def local_node(target: Mapping[str, Any] | None, what: str) -> dict[str, str]:
+    """The local data directory and tools of a postgres target, or a StepError saying why not."""
+    if not target or not target.get("data_dir"):
+        raise StepError(
+            f"{what}: the target has no data_dir; controlling a server needs its data "
+            "directory on this machine"
+        )
+    bin_dir = target.get("bin_dir") or _default_bin_dir()
+    user = target.get("os_user") or ("postgres" if os.geteuid() == 0 else "")
+    return {
+        "data_dir": str(target["data_dir"]),
+        "bin_dir": str(bin_dir),
+        "os_user": str(user),
+        "start_options": str(target.get("start_options") or ""),
+        "log_file": str(
+            target.get("log_file") or Path(str(target["data_dir"])).with_suffix(".log")
+        ),
+    }
+
+
+def _default_bin_dir() -> str:
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[4]))
+    return found[-1] if found else ""
+
+
+def pg_tool(
+    ctx: StepContext,
+    node: Mapping[str, str],
+    tool: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+) -> Completed:
+    """Run a server tool as the data directory's OS user (initdb/pg_ctl refuse root)."""
+    argv = [str(Path(node["bin_dir"]) / tool) if node["bin_dir"] else tool, *args]
+    if os.geteuid() == 0 and node["os_user"] and node["os_user"] != "root":
+        keep = ",".join(sorted(env)) if env else ""
+        argv = ["runuser", "-u", node["os_user"], *(["-w", keep] if keep else []), "--", *argv]
+    return run_command(ctx, argv, env=env)
+
+
+def pg_ctl_status(ctx: StepContext, node: Mapping[str, str]) -> bool:
+    return pg_tool(ctx, node, "pg_ctl", "status", "-D", node["data_dir"]).exit_code == 0
+
+
+def pg_ctl(ctx: StepContext, node: Mapping[str, str], action: str) -> None:
+    args = [action, "-w", "-t", str(max(5, int(ctx.remaining()))), "-D", node["data_dir"]]
+    if action == "stop":
+        args += ["-m", "fast"]
+    if action == "start":
+        args += ["-l", node["log_file"]]
+        if node["start_options"]:
+            args += ["-o", node["start_options"]]
+    done = pg_tool(ctx, node, "pg_ctl", *args)
+    if done.exit_code != 0:
+        raise StepError(f"pg_ctl {action} failed (exit {done.exit_code}): {last_line(done.output)}")

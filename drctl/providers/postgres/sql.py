@@ -1,0 +1,56 @@
+"""``postgres.sql``: a read-only query with an expected result, for custom checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from drctl.errors import StepError
+from drctl.providers.postgres.session import connect
+from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
+
+
+class SqlInputs(StepInputs):
+    query: str = Field(description="A read-only query; it runs in a read-only session.")
+    expect: Any = Field(
+        default=None,
+        description="The expected first column of the first row; or a list of rows (lists) for the whole result.",
+    )
+
+
+class Sql(StepType):
+    """Run a read-only query and compare its result with ``expect``; publishes ``rows``."""
+
+    name = "postgres.sql"
+    Inputs = SqlInputs
+    roles = frozenset({Role.VERIFY})
+    target_types = frozenset({"postgres"})
+    target_required = True
+
+    def describe(self, inputs: StepInputs, target: str | None) -> str:
+        assert isinstance(inputs, SqlInputs)
+        expect = "" if inputs.expect is None else f", expect {short(inputs.expect, 30)}"
+        return f"query {target}: {short(inputs.query, 50)}{expect}"
+
+    def apply(self, ctx: StepContext) -> None:
+        inputs = ctx.inputs
+        assert isinstance(inputs, SqlInputs)
+        with connect(str((ctx.target or {})["dsn"]), ctx, what="query", read_only=True) as conn:
+            rows = [list(r) for r in conn.execute(inputs.query).fetchall()]
+        plain = [
+            [v if isinstance(v, str | int | float | bool) or v is None else str(v) for v in r]
+            for r in rows
+        ]
+        ctx.output("rows", plain)
+        if inputs.expect is None:
+            return
+        if isinstance(inputs.expect, list):
+            if plain != inputs.expect:
+                raise StepError(
+                    f"query returned {short(plain, 80)}, expected {short(inputs.expect, 80)}"
+                )
+            return
+        first = plain[0][0] if plain and plain[0] else None
+        if first != inputs.expect and str(first) != str(inputs.expect):
+            raise StepError(f"query returned {first!r}, expected {inputs.expect!r}")
