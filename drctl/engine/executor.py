@@ -12,6 +12,7 @@ thread bounded by the step's deadline, so a hung call cannot hang the run.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import queue
 import threading
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 from drctl.compiler.plan import CompiledStep, Plan
 from drctl.compiler.templating import TemplateProblem, render
 from drctl.engine import events as ev
+from drctl.engine import faults
 from drctl.engine.clock import Clock
 from drctl.engine.context import StepRun
 from drctl.engine.journal import Journal
@@ -407,13 +409,8 @@ class Executor:
             try:
                 step_type, inputs = self._prepare(step, {})
                 ctx = self._context(step, attempt, inputs, {})
-                self._bounded(step_type.check, ctx)
-                self._bounded(step_type.apply, ctx)
-                from drctl.engine import faults
-
-                faults.after_apply(step.id)
-                if not self._bounded(step_type.verify, ctx):
-                    raise VerifyFailed("applied, but verify says the effect is not in place")
+                # One bounded call for check → apply → verify: one thread hop per attempt.
+                self._bounded(functools.partial(_check_apply_verify, step_type), ctx)
                 took = format_duration(round(x.clock.monotonic() - started, 3))
                 x.journal.write(
                     ev.STEP_SUCCEEDED, step.id, attempt, outputs=ctx.outputs,
@@ -577,6 +574,14 @@ class Executor:
 
 
 _DONE = frozenset({"succeeded", "skipped", "recovered", "ignored"})
+
+
+def _check_apply_verify(step_type: StepType, ctx: StepRun) -> None:
+    step_type.check(ctx)
+    step_type.apply(ctx)
+    faults.after_apply(ctx.step_id)
+    if not step_type.verify(ctx):
+        raise VerifyFailed("applied, but verify says the effect is not in place")
 
 
 def _render_paths(value: Any, paths: set[str], context: dict[str, Any], at: str) -> Any:

@@ -32,12 +32,16 @@ class Redactor:
                 self._secrets = sorted({*self._secrets, value}, key=len, reverse=True)
 
     def text(self, value: str) -> str:
+        if not self._secrets:
+            return value
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, MASK)
         return value
 
     def data(self, value: Any) -> Any:
+        if not self._secrets:
+            return value
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):

@@ -87,6 +87,7 @@ class SqliteStore(StateStore):
         self.path = Path(path)
         self.location = str(self.path)
         self._mutex = threading.RLock()
+        self._next_seq: dict[str, int] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -217,24 +218,40 @@ class SqliteStore(StateStore):
                 if row is None or row[0] != lease.lease_id:
                     raise lock_lost(lease)
                 token = int(row[1])
-            seq = db.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?", (run_id,)
-            ).fetchone()[0]
-            db.execute(
-                "INSERT INTO events (run_id, seq, ts, kind, step, attempt, token, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id,
-                    seq,
-                    event.ts,
-                    event.kind,
-                    event.step,
-                    event.attempt,
-                    token,
-                    dumps(event.data),
-                ),
-            )
+            seq = self._next_seq.get(run_id)
+            if seq is None:
+                seq = db.execute(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?", (run_id,)
+                ).fetchone()[0]
+            try:
+                self._insert_event(db, run_id, seq, event, token)
+            except sqlite3.IntegrityError:
+                # Another process appended to this run (an audit event): recount once.
+                seq = db.execute(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?", (run_id,)
+                ).fetchone()[0]
+                self._insert_event(db, run_id, seq, event, token)
+            self._next_seq[run_id] = seq + 1
         return Event(event.kind, event.ts, event.step, event.attempt, event.data, seq, token)
+
+    @staticmethod
+    def _insert_event(
+        db: sqlite3.Connection, run_id: str, seq: int, event: Event, token: int
+    ) -> None:
+        db.execute(
+            "INSERT INTO events (run_id, seq, ts, kind, step, attempt, token, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                seq,
+                event.ts,
+                event.kind,
+                event.step,
+                event.attempt,
+                token,
+                dumps(event.data),
+            ),
+        )
 
     def events(self, run_id: str) -> list[Event]:
         rows = self._read(
