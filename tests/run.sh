@@ -4,6 +4,17 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+# PostgreSQL server binaries (initdb, pg_ctl, pg_rewind) for the sandbox and the
+# integration tests; the machine's own server on 127.0.0.1:5432 holds the shared-store tests.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update && apt-get install -y postgresql
+    else
+        echo "PostgreSQL server binaries are missing; install the postgresql package" >&2
+        exit 1
+    fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi

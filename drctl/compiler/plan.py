@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from drctl.compiler.secret_scan import mask
@@ -106,11 +106,24 @@ class Plan:
 
     def content(self) -> dict[str, Any]:
         """Everything that decides what the plan does (the hashed part), secrets masked."""
-        data = asdict(self.masked())
-        data.pop("source")
-        data.pop("hash")
-        data["format"] = PLAN_FORMAT
-        return data
+        shown = self.masked()
+        # Built by hand: dataclasses.asdict deep-copies every input and was most of the
+        # cost of compiling a 1,000-step fan-out. Nothing here is mutated afterwards.
+        return {
+            "name": shown.name,
+            "description": shown.description,
+            "params": shown.params,
+            "objectives": shown.objectives,
+            "settings": shown.settings,
+            "targets": shown.targets,
+            "steps": [_step_dict(s) for s in shown.steps],
+            "fallbacks": [_step_dict(s) for s in shown.fallbacks],
+            "lints": [
+                {"code": x.code, "message": x.message, "step": x.step, "acknowledged": x.acknowledged}
+                for x in shown.lints
+            ],
+            "format": PLAN_FORMAT,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         data = self.content()
@@ -123,6 +136,13 @@ class Plan:
             if s.id == step_id:
                 return s
         raise KeyError(step_id)
+
+
+_STEP_FIELDS = tuple(f.name for f in fields(CompiledStep))
+
+
+def _step_dict(step: CompiledStep) -> dict[str, Any]:
+    return {name: getattr(step, name) for name in _STEP_FIELDS}
 
 
 def canonical_json(data: Any) -> str:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class TargetModel(BaseModel):
     """Base of target models; ``secret_fields`` are never shown to templates."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     secret_fields: ClassVar[frozenset[str]] = frozenset()
 
     type: str

@@ -71,7 +71,11 @@ class Sandbox:
         if (self.root / MANIFEST).exists():
             for node in self.nodes:
                 node.start()
-            return self.status()
+            status = self.status()
+            if {"primary", "standby"} <= set(status["postgres"]):
+                # Roles swap with every failover: point the files at the live ones.
+                self._write_files(status)
+            return status
         if any(n.data_dir.exists() for n in self.nodes):
             raise SandboxError(
                 f"{self.root} holds a half-made sandbox (no {MANIFEST})",

@@ -37,7 +37,7 @@ class Role(StrEnum):
 class StepInputs(BaseModel):
     """Base of every step type's ``with`` model: unknown fields are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
 class StepContext(Protocol):

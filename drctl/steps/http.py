@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin
+
+if TYPE_CHECKING:
+    from drctl.steps.httpclient import Response
 
 from pydantic import Field
 
 from drctl.errors import StepError
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
-from drctl.steps.httpclient import Response, request
 
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -65,6 +67,8 @@ class Http(StepType):
 
     @staticmethod
     def _call(ctx: StepContext, method: str) -> Response:
+        from drctl.steps.httpclient import request  # urllib and ssl load only when a step runs
+
         inputs = ctx.inputs
         assert isinstance(inputs, HttpInputs)
         target = ctx.target or {}

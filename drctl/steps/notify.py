@@ -9,7 +9,6 @@ from pydantic import Field
 
 from drctl.errors import StepError
 from drctl.steps.base import StepContext, StepInputs, StepType, short
-from drctl.steps.httpclient import request
 
 
 class NotifyInputs(StepInputs):
@@ -30,6 +29,8 @@ class Notify(StepType):
         return f"notify webhook: {short(inputs.message)}"
 
     def apply(self, ctx: StepContext) -> None:
+        from drctl.steps.httpclient import request  # urllib and ssl load only when a step runs
+
         inputs = ctx.inputs
         assert isinstance(inputs, NotifyInputs)
         payload = {
