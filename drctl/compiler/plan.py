@@ -119,7 +119,12 @@ class Plan:
             "steps": [_step_dict(s) for s in shown.steps],
             "fallbacks": [_step_dict(s) for s in shown.fallbacks],
             "lints": [
-                {"code": x.code, "message": x.message, "step": x.step, "acknowledged": x.acknowledged}
+                {
+                    "code": x.code,
+                    "message": x.message,
+                    "step": x.step,
+                    "acknowledged": x.acknowledged,
+                }
                 for x in shown.lints
             ],
             "format": PLAN_FORMAT,

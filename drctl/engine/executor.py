@@ -190,6 +190,7 @@ class Executor:
                 try:
                     result = results.get(timeout=0.1)
                 except queue.Empty:
+                    x.journal.flush()  # queued outcomes reach the journal within 0.1 s
                     continue
                 running -= 1
                 sid = result.step
@@ -412,10 +413,17 @@ class Executor:
                 # One bounded call for check → apply → verify: one thread hop per attempt.
                 self._bounded(functools.partial(_check_apply_verify, step_type), ctx)
                 took = format_duration(round(x.clock.monotonic() - started, 3))
-                x.journal.write(
-                    ev.STEP_SUCCEEDED, step.id, attempt, outputs=ctx.outputs,
-                    summary=f"{step.id}: {step.description} — ok in {took}", duration=x.clock.monotonic() - started,
-                )  # fmt: skip
+                # A step that can verify itself may have its outcome synced with the next
+                # intent; one that cannot must be durable now or resume could not decide.
+                record = x.journal.write_later if step_type.verifies(inputs) else x.journal.write
+                record(
+                    ev.STEP_SUCCEEDED,
+                    step.id,
+                    attempt,
+                    outputs=ctx.outputs,
+                    summary=f"{step.id}: {step.description} — ok in {took}",
+                    duration=x.clock.monotonic() - started,
+                )
                 self._done(step.id, ctx.outputs)
                 return _Result(step.id, "succeeded")
             except Cancelled:

@@ -9,6 +9,7 @@ current one: a run that lost its lock can never write another event (fencing).
 from __future__ import annotations
 
 import json
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,6 +160,12 @@ class StateStore(ABC):
 
     #: Human-readable location, e.g. the SQLite path.
     location: str
+    _queue_lock: threading.Lock
+    _queued: list[tuple[str, Event]]
+
+    def _init_queue(self) -> None:
+        self._queue_lock = threading.Lock()
+        self._queued = []
 
     # -- runs --------------------------------------------------------------
     @abstractmethod
@@ -182,12 +189,35 @@ class StateStore(ABC):
     def append(self, run_id: str, event: Event, lease: Lease | None) -> Event:
         """Append ``event`` durably; with a lease, only while that lease is current.
 
-        Raises LockLost if the lease was taken over or released.
+        Events queued with :meth:`append_later` for the same run go first, in the same
+        transaction. Raises LockLost if the lease was taken over or released.
         """
-        return self._append(run_id, event, lease)
+        return self.append_batch(run_id, event, lease)[-1]
+
+    def append_later(self, run_id: str, event: Event) -> None:
+        """Queue an event that announces no action (an outcome) for the next durable append.
+
+        Outcomes need not be synced on their own: the next intent (``step_started``) or
+        the end of the run makes them durable in the same commit, and a crash before
+        that leaves the step "started, no outcome", which resume settles with verify.
+        """
+        with self._queue_lock:
+            self._queued.append((run_id, event))
+
+    def append_batch(self, run_id: str, event: Event | None, lease: Lease | None) -> list[Event]:
+        """Make the queued events of ``run_id`` (and ``event``) durable; returns them stored."""
+        with self._queue_lock:
+            batch = [e for r, e in self._queued if r == run_id]
+            self._queued = [(r, e) for r, e in self._queued if r != run_id]
+        if event is not None:
+            batch.append(event)
+        if not batch:
+            return []
+        return self._append_many(run_id, batch, lease)
 
     @abstractmethod
-    def _append(self, run_id: str, event: Event, lease: Lease | None) -> Event: ...
+    def _append_many(self, run_id: str, events: list[Event], lease: Lease | None) -> list[Event]:
+        """Append ``events`` in one transaction, after checking ``lease`` is current."""
 
     @abstractmethod
     def events(self, run_id: str) -> list[Event]: ...

@@ -92,6 +92,7 @@ class PostgresStore(StateStore):
         self._psycopg = psycopg
         self.location = _safe_location(url)
         self._mutex = threading.RLock()
+        self._init_queue()
         try:
             self._db = psycopg.connect(url, connect_timeout=connect_timeout, autocommit=False)
             self._migrate()
@@ -175,7 +176,8 @@ class PostgresStore(StateStore):
 
     # -- journal ---------------------------------------------------------------
 
-    def _append(self, run_id: str, event: Event, lease: Lease | None) -> Event:
+    def _append_many(self, run_id: str, events: list[Event], lease: Lease | None) -> list[Event]:
+        stored = []
         with self._tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"drctl-run:{run_id}",))
             token = 0
@@ -189,21 +191,26 @@ class PostgresStore(StateStore):
                 token = int(row[1])
             cur.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = %s", (run_id,))
             seq = int(cur.fetchone()[0])
-            cur.execute(
-                "INSERT INTO events (run_id, seq, ts, kind, step, attempt, token, data) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    run_id,
-                    seq,
-                    event.ts,
-                    event.kind,
-                    event.step,
-                    event.attempt,
-                    token,
-                    dumps(event.data),
-                ),
-            )
-        return Event(event.kind, event.ts, event.step, event.attempt, event.data, seq, token)
+            for event in events:
+                cur.execute(
+                    "INSERT INTO events (run_id, seq, ts, kind, step, attempt, token, data) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        run_id,
+                        seq,
+                        event.ts,
+                        event.kind,
+                        event.step,
+                        event.attempt,
+                        token,
+                        dumps(event.data),
+                    ),
+                )
+                stored.append(
+                    Event(event.kind, event.ts, event.step, event.attempt, event.data, seq, token)
+                )
+                seq += 1
+        return stored
 
     def events(self, run_id: str) -> list[Event]:
         with self._tx() as cur:

@@ -88,6 +88,7 @@ class SqliteStore(StateStore):
         self.location = str(self.path)
         self._mutex = threading.RLock()
         self._next_seq: dict[str, int] = {}
+        self._init_queue()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -208,7 +209,8 @@ class SqliteStore(StateStore):
 
     # -- journal ---------------------------------------------------------------
 
-    def _append(self, run_id: str, event: Event, lease: Lease | None) -> Event:
+    def _append_many(self, run_id: str, events: list[Event], lease: Lease | None) -> list[Event]:
+        stored = []
         with self._tx() as db:
             token = 0
             if lease is not None:
@@ -220,19 +222,27 @@ class SqliteStore(StateStore):
                 token = int(row[1])
             seq = self._next_seq.get(run_id)
             if seq is None:
-                seq = db.execute(
-                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?", (run_id,)
-                ).fetchone()[0]
-            try:
-                self._insert_event(db, run_id, seq, event, token)
-            except sqlite3.IntegrityError:
-                # Another process appended to this run (an audit event): recount once.
-                seq = db.execute(
-                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?", (run_id,)
-                ).fetchone()[0]
-                self._insert_event(db, run_id, seq, event, token)
-            self._next_seq[run_id] = seq + 1
-        return Event(event.kind, event.ts, event.step, event.attempt, event.data, seq, token)
+                seq = self._max_seq(db, run_id)
+            for event in events:
+                try:
+                    self._insert_event(db, run_id, seq, event, token)
+                except sqlite3.IntegrityError:
+                    # Another process appended to this run (an audit event): recount.
+                    seq = self._max_seq(db, run_id)
+                    self._insert_event(db, run_id, seq, event, token)
+                stored.append(
+                    Event(event.kind, event.ts, event.step, event.attempt, event.data, seq, token)
+                )
+                seq += 1
+            self._next_seq[run_id] = seq
+        return stored
+
+    @staticmethod
+    def _max_seq(db: sqlite3.Connection, run_id: str) -> int:
+        row = db.execute(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return int(row[0])
 
     @staticmethod
     def _insert_event(

@@ -134,6 +134,8 @@ class Promote(StepType):
         old = ctx.target_named(inputs.old_primary)
         state = writable(str(old["dsn"]), ctx, "old primary")
         if state is True:
+            if ctx.dry_run:  # the fence step before this one has not run in a dry run
+                return f"{inputs.old_primary} still accepts writes now: it must be fenced by then"
             raise StepError(
                 f"refusing to promote: the old primary {inputs.old_primary} still accepts writes "
                 "(fence it first, or set force: true)"

@@ -67,6 +67,11 @@ class Rejoin(StepType):
         new = ctx.target_named(inputs.new_primary)
         with connect(str(new["dsn"]), ctx, what="new primary", read_only=True) as conn:
             if scalar(conn, "SELECT pg_is_in_recovery()"):
+                if ctx.dry_run:  # the promote before this step has not run in a dry run
+                    return (
+                        f"{self.describe(inputs, ctx.step_id)} (once {inputs.new_primary} is "
+                        "promoted: it is still in recovery now)"
+                    )
                 raise StepError(f"{inputs.new_primary} is still in recovery: promote it first")
         return self.describe(inputs, ctx.step_id)
 

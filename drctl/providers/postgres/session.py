@@ -134,7 +134,18 @@ def pg_tool(
 
 
 def pg_ctl_status(ctx: StepContext, node: Mapping[str, str]) -> bool:
-    return pg_tool(ctx, node, "pg_ctl", "status", "-D", node["data_dir"]).exit_code == 0
+    """True if the server runs, False if it is stopped; a StepError if pg_ctl cannot tell.
+
+    ``pg_ctl status`` exits 0 (running), 3 (not running) or 4 (no accessible data
+    directory): 4 — a data directory that is not on this machine — proves nothing.
+    """
+    done = pg_tool(ctx, node, "pg_ctl", "status", "-D", node["data_dir"])
+    if done.exit_code in (0, 3):
+        return done.exit_code == 0
+    raise StepError(
+        f"cannot tell whether the server in {node['data_dir']} is running: pg_ctl status "
+        f"exit {done.exit_code}: {last_line(done.output)}"
+    )
 
 
 def pg_ctl(ctx: StepContext, node: Mapping[str, str], action: str) -> None:
