@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 
 from drctl.compiler.diff import Change, PlanDiff
-from drctl.render.values import inline
+from drctl.render.values import inline, md_cell
 
 
 def _value(value: object) -> str:
@@ -44,10 +44,6 @@ def as_text(diff: PlanDiff, old_source: str, new_source: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def as_markdown(diff: PlanDiff, old_source: str, new_source: str) -> str:
     out = [f"### drctl diff: `{old_source}` → `{new_source}`", ""]
     if diff.equal:
@@ -64,8 +60,8 @@ def as_markdown(diff: PlanDiff, old_source: str, new_source: str) -> str:
     if diff.lints_added or diff.lints_removed or diff.gates_added or diff.gates_removed:
         out.append("> [!WARNING]")
         out.append("> Safety-relevant changes:")
-        out.extend(f"> - ⚠️ lint added: {_md(x)}" for x in diff.lints_added)
-        out.extend(f"> - lint removed: {_md(x)}" for x in diff.lints_removed)
+        out.extend(f"> - ⚠️ lint added: {md_cell(x)}" for x in diff.lints_added)
+        out.extend(f"> - lint removed: {md_cell(x)}" for x in diff.lints_removed)
         out.extend(f"> - approval gate added: `{g}`" for g in diff.gates_added)
         out.extend(f"> - ⚠️ approval gate removed: `{g}`" for g in diff.gates_removed)
         out.append("")
@@ -73,7 +69,8 @@ def as_markdown(diff: PlanDiff, old_source: str, new_source: str) -> str:
         out.append("| runbook field | old | new |")
         out.append("|---|---|---|")
         out.extend(
-            f"| `{c.field}` | {_md(_value(c.old))} | {_md(_value(c.new))} |" for c in diff.header
+            f"| `{c.field}` | {md_cell(_value(c.old))} | {md_cell(_value(c.new))} |"
+            for c in diff.header
         )
         out.append("")
     for label, items in (("Added", diff.added), ("Removed", diff.removed), ("Moved", diff.moved)):
@@ -89,7 +86,8 @@ def as_markdown(diff: PlanDiff, old_source: str, new_source: str) -> str:
             out.append("| field | old | new |")
             out.append("|---|---|---|")
             out.extend(
-                f"| `{c.field}` | {_md(_value(c.old))} | {_md(_value(c.new))} |" for c in sc.changes
+                f"| `{c.field}` | {md_cell(_value(c.old))} | {md_cell(_value(c.new))} |"
+                for c in sc.changes
             )
             out.append("")
         out.append("</details>")

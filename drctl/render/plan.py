@@ -6,7 +6,7 @@ import json
 
 from drctl.compiler.lints import TITLES
 from drctl.compiler.plan import CompiledStep, Plan
-from drctl.render.values import flatten, inline
+from drctl.render.values import flatten, inline, md_cell
 from drctl.runbook.durations import format_duration
 
 
@@ -115,10 +115,6 @@ def as_text(plan: Plan) -> str:
     return "\n".join(out) + "\n"
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def as_markdown(plan: Plan) -> str:
     plan = plan.masked()
     out = [f"### drctl plan: `{plan.name}`", ""]
@@ -139,13 +135,13 @@ def as_markdown(plan: Plan) -> str:
         out.append("")
         for lint in plan.lints:
             state = "acknowledged" if lint.acknowledged else "**error**"
-            out.append(f"- ⚠️ `{lint.code}` {TITLES[lint.code]} — {_md(lint.message)} ({state})")
+            out.append(f"- ⚠️ `{lint.code}` {TITLES[lint.code]} — {md_cell(lint.message)} ({state})")
         out.append("")
     out.append("| # | step | type | target | does | flags |")
     out.append("|---|---|---|---|---|---|")
     for n, step in enumerate(plan.steps, 1):
         out.append(
-            f"| {n} | `{step.id}` | `{step.type}` | {step.target or ''} | {_md(step.description)} | {', '.join(_flags(step))} |"
+            f"| {n} | `{step.id}` | `{step.type}` | {step.target or ''} | {md_cell(step.description)} | {', '.join(_flags(step))} |"
         )
     out.append("")
     out.append("<details><summary>Step details</summary>")
@@ -161,7 +157,7 @@ def as_markdown(plan: Plan) -> str:
         out.append("**Fallbacks**")
         out.append("")
         for step in plan.fallbacks:
-            out.append(f"- `{step.id}` (`{step.type}`): {_md(step.description)}")
+            out.append(f"- `{step.id}` (`{step.type}`): {md_cell(step.description)}")
         out.append("")
     out.append("</details>")
     return "\n".join(out) + "\n"

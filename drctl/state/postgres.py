@@ -28,54 +28,8 @@ from drctl.state.base import (
     dumps,
     lock_lost,
 )
+from drctl.state.schema import SCHEMA_VERSION, statements
 
-# Each entry migrates the schema from version i to i + 1. Never edit a shipped entry.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        runbook TEXT NOT NULL,
-        name TEXT NOT NULL,
-        plan_hash TEXT NOT NULL,
-        plan_json TEXT NOT NULL,
-        params_json TEXT NOT NULL,
-        "user" TEXT NOT NULL,
-        host TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        version TEXT NOT NULL,
-        started_at DOUBLE PRECISION NOT NULL,
-        finished_at DOUBLE PRECISION,
-        status TEXT NOT NULL,
-        dry_run BOOLEAN NOT NULL,
-        lock_key TEXT NOT NULL,
-        cwd TEXT NOT NULL
-    );
-    CREATE INDEX runs_started ON runs (started_at);
-    CREATE TABLE events (
-        run_id TEXT NOT NULL REFERENCES runs (id),
-        seq INTEGER NOT NULL,
-        ts DOUBLE PRECISION NOT NULL,
-        kind TEXT NOT NULL,
-        step TEXT,
-        attempt INTEGER,
-        token INTEGER NOT NULL,
-        data TEXT NOT NULL,
-        PRIMARY KEY (run_id, seq)
-    );
-    CREATE TABLE locks (
-        key TEXT PRIMARY KEY,
-        lease_id TEXT,
-        run_id TEXT,
-        "user" TEXT,
-        host TEXT,
-        pid INTEGER,
-        acquired_at DOUBLE PRECISION,
-        expires_at DOUBLE PRECISION,
-        token INTEGER NOT NULL
-    )
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 _RUN_COLUMNS = (
     'id, runbook, name, plan_hash, plan_json, params_json, "user", host, pid, version, '
     "started_at, lock_key, dry_run, status, finished_at, cwd"
@@ -126,10 +80,8 @@ class PostgresStore(StateStore):
                     f"state store {self.location} has schema version {version}; this drctl "
                     f"knows {SCHEMA_VERSION}. Upgrade drctl."
                 )
-            for script in MIGRATIONS[version:]:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        cur.execute(statement)
+            for statement in statements("postgres", version):
+                cur.execute(statement)
             cur.execute(
                 "INSERT INTO drctl_meta (key, value) VALUES ('schema_version', %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",

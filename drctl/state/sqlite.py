@@ -30,54 +30,7 @@ from drctl.state.base import (
     dumps,
     lock_lost,
 )
-
-# Each entry migrates the schema from version i to i + 1. Never edit a shipped entry.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        runbook TEXT NOT NULL,
-        name TEXT NOT NULL,
-        plan_hash TEXT NOT NULL,
-        plan_json TEXT NOT NULL,
-        params_json TEXT NOT NULL,
-        user TEXT NOT NULL,
-        host TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        version TEXT NOT NULL,
-        started_at REAL NOT NULL,
-        finished_at REAL,
-        status TEXT NOT NULL,
-        dry_run INTEGER NOT NULL,
-        lock_key TEXT NOT NULL,
-        cwd TEXT NOT NULL
-    );
-    CREATE INDEX runs_started ON runs (started_at);
-    CREATE TABLE events (
-        run_id TEXT NOT NULL REFERENCES runs (id),
-        seq INTEGER NOT NULL,
-        ts REAL NOT NULL,
-        kind TEXT NOT NULL,
-        step TEXT,
-        attempt INTEGER,
-        token INTEGER NOT NULL,
-        data TEXT NOT NULL,
-        PRIMARY KEY (run_id, seq)
-    );
-    CREATE TABLE locks (
-        key TEXT PRIMARY KEY,
-        lease_id TEXT,
-        run_id TEXT,
-        user TEXT,
-        host TEXT,
-        pid INTEGER,
-        acquired_at REAL,
-        expires_at REAL,
-        token INTEGER NOT NULL
-    );
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
+from drctl.state.schema import SCHEMA_VERSION, statements
 
 
 class SqliteStore(StateStore):
@@ -140,10 +93,8 @@ class SqliteStore(StateStore):
                     f"state store {self.path} has schema version {version}; this drctl knows "
                     f"{SCHEMA_VERSION}. Upgrade drctl."
                 )
-            for script in MIGRATIONS[version:]:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+            for statement in statements("sqlite", version):
+                db.execute(statement)
             db.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),

@@ -30,11 +30,11 @@ def store(store_url: str) -> Iterator[StateStore]:
 
 
 def record(run_id: str, **kw: object) -> RunRecord:
-    base: dict[str, object] = dict(
-        id=run_id, runbook="/rb.yaml", name="rb", plan_hash="sha256:x", plan_json="{}",
-        params_json="{}", user="u", host="h", pid=1, version="0", started_at=1000.0,
-        lock_key="rb",
-    )  # fmt: skip
+    base: dict[str, object] = {
+        "id": run_id, "runbook": "/rb.yaml", "name": "rb", "plan_hash": "sha256:x",
+        "plan_json": "{}", "params_json": "{}", "user": "u", "host": "h", "pid": 1,
+        "version": "0", "started_at": 1000.0, "lock_key": "rb",
+    }  # fmt: skip
     base.update(kw)
     return RunRecord(**base)  # type: ignore[arg-type]
 
