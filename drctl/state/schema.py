@@ -68,4 +68,3 @@ def statements(dialect: str, from_version: int) -> list[str]:
     for script in _MIGRATIONS[from_version:]:
         out.extend(s.strip() for s in script.format(**words).split(";") if s.strip())
     return out
-
