@@ -4,6 +4,7 @@ kills the whole process group (a shell's children included)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 
 from drctl.errors import Cancelled, StepError, StepTimeout
 from drctl.steps.base import StepContext
+
+_SETPRIV = shutil.which("setpriv")
 
 
 @dataclass(frozen=True)
@@ -33,10 +36,14 @@ def run_command(
     """Run ``command`` (a string through /bin/sh, a list as argv) within ctx's deadline."""
     if ctx.remaining() <= 0:
         raise StepTimeout("no time left to run the command")
+    argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+    if _SETPRIV:
+        # If drctl is killed (kill -9, a lost machine), the command dies with it rather
+        # than finishing unobserved while a resume decides whether to run it again.
+        argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
     try:
         proc = subprocess.Popen(
-            command,
-            shell=isinstance(command, str),
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

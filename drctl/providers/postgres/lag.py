@@ -48,7 +48,9 @@ def measure(ctx: StepContext, standby_dsn: str, primary_dsn: str | None) -> Lag:
     with connect(standby_dsn, ctx, what="standby", read_only=True) as conn:
         row = conn.execute(
             "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, "
-            "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+            # Replayed all it received (after a restart or a rejoin the receive position is
+            # the streaming start, behind replay): no delay, however old the last transaction.
+            "CASE WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 "
             "ELSE COALESCE(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END"
         ).fetchone()
     in_recovery, receive, replay, seconds = row
