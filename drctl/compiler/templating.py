@@ -56,14 +56,49 @@ def is_template(value: str) -> bool:
     return any(m in value for m in MARKERS)
 
 
+#: The largest string or list a template may build with ``*`` (and the largest exponent).
+MAX_PRODUCT = 100_000
+MAX_EXPONENT = 64
+#: Filters and globals that can allocate without bound from a small input.
+_UNBOUNDED = ("center", "indent", "wordwrap", "format", "lipsum")
+
+
 @lru_cache(maxsize=1)
 def environment() -> Any:
     from jinja2 import StrictUndefined
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    return ImmutableSandboxedEnvironment(
+    class BoundedEnvironment(ImmutableSandboxedEnvironment):
+        """The sandbox, plus bounds on what one expression may allocate.
+
+        Loops are refused before rendering (see ``analyze``); ``range`` is capped by
+        the sandbox; ``*`` and ``**`` are checked here, so no template can hang the
+        compiler or exhaust memory.
+        """
+
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**":
+                if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+                    raise ValueError(f"exponent {right} is larger than {MAX_EXPONENT}")
+                return left**right
+            for seq, count in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(count, int)
+                    and len(seq) * count > MAX_PRODUCT
+                ):
+                    raise ValueError(f"the result would be longer than {MAX_PRODUCT}")
+            return left * right
+
+    env = BoundedEnvironment(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
     )
+    for name in _UNBOUNDED:
+        env.filters.pop(name, None)
+        env.globals.pop(name, None)
+    return env
 
 
 @lru_cache(maxsize=4096)
@@ -78,6 +113,13 @@ def analyze(text: str) -> TemplateInfo:
         raise TemplateProblem(f"template syntax: {exc.message}", syntax=True) from None
     except RecursionError:
         raise TemplateProblem("template syntax: nested too deeply", syntax=True) from None
+    if any(True for _ in tree.find_all((nodes.For, nodes.Macro, nodes.CallBlock))):
+        # A runbook fans out with for_each; a loop in a template could spin for hours.
+        raise TemplateProblem(
+            "template syntax: loops and macros are not allowed in runbook templates "
+            "(use for_each, or filters such as join and map)",
+            syntax=True,
+        )
 
     stored: set[str] = set()
     for node in tree.find_all(nodes.Name):

@@ -75,10 +75,15 @@ def read_text(path: str) -> str:
     try:
         if p.is_dir():
             raise fail("is a directory, not a runbook file")
-        with p.open("rb") as fh:
-            if p.is_file() and os.fstat(fh.fileno()).st_size > MAX_BYTES:
-                raise fail(f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB; not a runbook")
-            raw = fh.read(MAX_BYTES + 1)
+        if p.is_fifo():
+            raw = _read_pipe(p, fail)
+        else:
+            with p.open("rb") as fh:
+                if p.is_file() and os.fstat(fh.fileno()).st_size > MAX_BYTES:
+                    raise fail(
+                        f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB; not a runbook"
+                    )
+                raw = fh.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise fail("no such file") from None
     except PermissionError:
@@ -93,6 +98,37 @@ def read_text(path: str) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise fail(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
+
+
+PIPE_TIMEOUT = 10.0
+
+
+def _read_pipe(p: Path, fail: Any) -> bytes:
+    """Read a named pipe without blocking forever on one nobody writes to."""
+    import select
+    import time
+
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+    chunks: list[bytes] = []
+    size = 0
+    deadline = time.monotonic() + PIPE_TIMEOUT
+    try:
+        while size <= MAX_BYTES:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise fail(f"no end of input from the pipe within {PIPE_TIMEOUT:g}s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                # No writer yet reads as end-of-file too: wait for one until the deadline.
+                if chunks:
+                    break
+                time.sleep(0.05)
+                continue
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def load_yaml(text: str, source: str) -> SourceDocument:
