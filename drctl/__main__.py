@@ -1,3 +1,3 @@
-from drctl.cli.app import main
+from drctl.cli.app import entry
 
-main()
+entry()

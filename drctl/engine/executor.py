@@ -12,6 +12,7 @@ thread bounded by the step's deadline, so a hung call cannot hang the run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import queue
@@ -125,6 +126,7 @@ class Executor:
             )
             view[name] = {k: v for k, v in t.items() if k not in hidden} | {"name": name}
         self.x = _Ctx(plan, journal, secrets, clock, interrupts, targets, view)
+        _warm_up({s.type for s in (*plan.steps, *plan.fallbacks)})
         self.state = state
         self.options = options
         self.gate = gate
@@ -582,6 +584,16 @@ class Executor:
 
 
 _DONE = frozenset({"succeeded", "skipped", "recovered", "ignored"})
+
+
+def _warm_up(type_names: set[str]) -> None:
+    def load() -> None:
+        for name in sorted(type_names):
+            # Only a head start: a failing import is reported by the step itself.
+            with contextlib.suppress(Exception):
+                get_step_type(name).warm_up()
+
+    threading.Thread(target=load, name="warm-up", daemon=True).start()
 
 
 def _check_apply_verify(step_type: StepType, ctx: StepRun) -> None:

@@ -111,6 +111,13 @@ class StepType(ABC):
     target_types: ClassVar[frozenset[str]] = frozenset()
     target_required: ClassVar[bool] = False
 
+    def warm_up(self) -> None:  # noqa: B027 (an optional hook: most step types need nothing)
+        """Import what the step needs (its client library) ahead of time.
+
+        The engine calls it in a background thread when a run starts, so a slow import
+        overlaps the lock and the first journal writes instead of the first step.
+        """
+
     def step_roles(self, inputs: StepInputs) -> frozenset[Role]:
         """The roles of one step of this type; some types' roles depend on their inputs."""
         return self.roles

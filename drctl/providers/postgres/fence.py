@@ -10,6 +10,7 @@ from drctl.errors import StepError
 from drctl.providers.postgres.session import (
     ServerUnreachable,
     connect,
+    import_client,
     local_node,
     pg_ctl,
     pg_ctl_status,
@@ -47,6 +48,9 @@ class Fence(StepType):
     roles = frozenset({Role.FENCE, Role.MUTATING})
     target_types = frozenset({"postgres"})
     target_required = True
+
+    def warm_up(self) -> None:
+        import_client()
 
     def describe(self, inputs: StepInputs, target: str | None) -> str:
         assert isinstance(inputs, FenceInputs)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from drctl.errors import StepError
-from drctl.providers.postgres.session import ServerUnreachable, connect, lsn, scalar
+from drctl.providers.postgres.session import ServerUnreachable, connect, import_client, lsn, scalar
 from drctl.steps.base import Role, StepContext, StepInputs, StepType
 
 
@@ -88,6 +88,9 @@ class ReplicationLag(StepType):
     roles = frozenset({Role.LAG_CHECK})
     target_types = frozenset({"postgres"})
     target_required = True
+
+    def warm_up(self) -> None:
+        import_client()
 
     def describe(self, inputs: StepInputs, target: str | None) -> str:
         assert isinstance(inputs, LagInputs)

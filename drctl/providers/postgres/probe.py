@@ -9,7 +9,7 @@ from pydantic import Field
 
 from drctl.errors import StepError
 from drctl.providers.postgres.promote import CREATE_PROBE, PROBE_TABLE
-from drctl.providers.postgres.session import connect
+from drctl.providers.postgres.session import connect, import_client
 from drctl.runbook.model import Duration
 from drctl.steps.base import Role, StepContext, StepInputs, StepType
 
@@ -33,6 +33,9 @@ class WriteProbe(StepType):
     roles = frozenset({Role.VERIFY})
     target_types = frozenset({"postgres"})
     target_required = True
+
+    def warm_up(self) -> None:
+        import_client()
 
     def describe(self, inputs: StepInputs, target: str | None) -> str:
         assert isinstance(inputs, ProbeInputs)

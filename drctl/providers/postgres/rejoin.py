@@ -13,6 +13,7 @@ from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.session import (
     ServerUnreachable,
     connect,
+    import_client,
     local_node,
     pg_ctl,
     pg_ctl_status,
@@ -52,6 +53,9 @@ class Rejoin(StepType):
     roles = frozenset({Role.MUTATING})
     target_types = frozenset({"postgres"})
     target_required = True
+
+    def warm_up(self) -> None:
+        import_client()
 
     def describe(self, inputs: StepInputs, target: str | None) -> str:
         assert isinstance(inputs, RejoinInputs)

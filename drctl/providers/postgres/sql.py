@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from drctl.errors import StepError
-from drctl.providers.postgres.session import connect
+from drctl.providers.postgres.session import connect, import_client
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
 
 
@@ -27,6 +27,9 @@ class Sql(StepType):
     roles = frozenset({Role.VERIFY})
     target_types = frozenset({"postgres"})
     target_required = True
+
+    def warm_up(self) -> None:
+        import_client()
 
     def describe(self, inputs: StepInputs, target: str | None) -> str:
         assert isinstance(inputs, SqlInputs)
