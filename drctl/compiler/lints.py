@@ -75,10 +75,12 @@ def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> l
                 )
             elif not anc & with_role.get(Role.FENCE, 0):
                 add("DR001", s, f"{s.base_id}: promotes with no fence step before it")
-            if s.accepts_data_loss:
-                add("DR002", s, f"{s.base_id}: accept_data_loss skips the replication-lag check")
-            elif not anc & with_role.get(Role.LAG_CHECK, 0):
+            if not s.accepts_data_loss and not anc & with_role.get(Role.LAG_CHECK, 0):
                 add("DR002", s, f"{s.base_id}: promotes with no replication-lag check before it")
+        if s.accepts_data_loss:
+            # Any step that may drop acknowledged writes (a promote past its lag limit, a
+            # forced replica-set reconfig) must say so in the runbook.
+            add("DR002", s, f"{s.base_id}: accept_data_loss may lose acknowledged writes")
         if Role.TRAFFIC in s.roles:
             for p in promotes:
                 if not anc & bit[p.id]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any
 
 from drctl.compiler.secret_scan import mask
@@ -83,18 +84,16 @@ class Plan:
     lints: tuple[LintFinding, ...]
     hash: str = field(default="")
 
-    def masked(self) -> Plan:
-        """This plan with literal secrets (lint DR005) replaced by ``***``.
-
-        The in-memory plan keeps literal values so the engine can run it; every
-        rendered or stored form of a plan is made from this masked copy.
-        """
-
+    @cached_property
+    def _masked(self) -> Plan:
         def step(s: CompiledStep) -> CompiledStep:
+            inputs = mask(None, s.inputs)
             rollback = s.rollback
             if rollback is not None:
                 rollback = {**rollback, "with": mask(None, rollback["with"])}
-            return replace(s, inputs=mask(None, s.inputs), rollback=rollback)
+            if inputs == s.inputs and rollback == s.rollback:
+                return s
+            return replace(s, inputs=inputs, rollback=rollback)
 
         return replace(
             self,
@@ -103,6 +102,14 @@ class Plan:
             steps=tuple(step(s) for s in self.steps),
             fallbacks=tuple(step(s) for s in self.fallbacks),
         )
+
+    def masked(self) -> Plan:
+        """This plan with literal secrets (lint DR005) replaced by ``***``.
+
+        The in-memory plan keeps literal values so the engine can run it; every
+        rendered or stored form of a plan is made from this masked copy (computed once).
+        """
+        return self._masked
 
     def content(self) -> dict[str, Any]:
         """Everything that decides what the plan does (the hashed part), secrets masked."""

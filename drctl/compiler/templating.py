@@ -53,7 +53,7 @@ class TemplateInfo:
 
 
 def is_template(value: str) -> bool:
-    return any(m in value for m in MARKERS)
+    return "{{" in value or "{%" in value or "{#" in value
 
 
 #: The largest string or list a template may build with ``*`` (and the largest exponent).

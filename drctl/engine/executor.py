@@ -523,21 +523,22 @@ class Executor:
         )  # fmt: skip
 
     def _bounded(self, fn: Callable[[StepRun], T], ctx: StepRun) -> T:
-        """Call into a step type in a thread of its own, bounded by the step's deadline."""
+        """Call into a step type on a call thread, bounded by the step's deadline."""
+        done = threading.Event()
         box: dict[str, Any] = {}
 
-        def target() -> None:
+        def job() -> None:
             try:
                 box["value"] = fn(ctx)
             except BaseException as exc:
                 box["error"] = exc
+            finally:
+                done.set()
 
-        thread = threading.Thread(target=target, daemon=True, name=f"call-{ctx.step_id}")
-        thread.start()
+        _CALLERS.run(job)
         # A step type that honours ctx.remaining() returns on its own; the grace covers
         # its clean-up (killing a process group) before we give up on it.
-        thread.join(timeout=ctx.remaining() + 10.0)
-        if thread.is_alive():
+        if not done.wait(timeout=ctx.remaining() + 10.0):
             ctx.abandoned.set()
             raise StepTimeout(f"{ctx.step_id} did not return within its timeout; abandoned")
         if "error" in box:
@@ -584,6 +585,37 @@ class Executor:
 
 
 _DONE = frozenset({"succeeded", "skipped", "recovered", "ignored"})
+
+
+class _CallThreads:
+    """Daemon threads that run calls into step types, reused between calls.
+
+    A call that never returns keeps its thread (the step was abandoned); the next call
+    then gets a new thread, so a hung provider can never block the run or its exit.
+    """
+
+    def __init__(self) -> None:
+        self._idle: list[queue.SimpleQueue[Callable[[], None]]] = []
+        self._lock = threading.Lock()
+
+    def run(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(
+                target=self._serve, args=(inbox,), name="step-call", daemon=True
+            ).start()
+        inbox.put(job)
+
+    def _serve(self, inbox: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            inbox.get()()
+            with self._lock:
+                self._idle.append(inbox)
+
+
+_CALLERS = _CallThreads()
 
 
 def _warm_up(type_names: set[str]) -> None:

@@ -378,3 +378,32 @@ def test_dry_run_changes_nothing(sandbox: Pair, tmp_path: Path) -> None:  # noqa
     ]  # fmt: skip
     assert all(e["data"]["ok"] for e in checked), checked
     assert not [e for e in events if e["kind"] in ("step_started", "step_recorded")]
+
+
+@pytest.mark.integration
+def test_switchover_runbook_loses_nothing_written_before_the_fence(
+    sandbox: Pair,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """runbooks/pg-switchover.yaml waits for zero lag after the fence, so every committed row survives."""
+    pair = sandbox
+    _seed(pair.node1.dsn, "before_switchover", 2000)
+    result = drctl(
+        "run", str(RUNBOOKS / "pg-switchover.yaml"), "--params-file", str(pair.params_file),
+        "--yes", "--state", str(tmp_path / "state.db"),
+    )  # fmt: skip
+    assert result.returncode == 0, explain(result)
+    assert not in_recovery(pair.node2.dsn)
+    assert timeline(pair.node2.dsn) == 2
+    assert one(pair.node2.dsn, "SELECT count(*) FROM before_switchover") == 2000
+    wait_for(
+        "the old primary to stream from the new one",
+        lambda: _streams_from(pair.node1.dsn, pair.node2.dsn, "drctl_rejoin", 2),
+    )
+    waited = [
+        e
+        for e in journal(tmp_path / "state.db")
+        if e["step"] == "zero-lag" and e["kind"] == "step_succeeded"
+    ]
+    assert waited
+    assert "polls" in waited[0]["data"]["outputs"]

@@ -115,6 +115,15 @@ class ReplicationLag(StepType):
         lag = self._measure(ctx)
         return f"lag is {lag.bytes} bytes, {lag.seconds:g}s"
 
+    def verify(self, ctx: StepContext) -> bool:
+        """The lag is within the limits now (what ``wait: until`` polls for)."""
+        inputs = ctx.inputs
+        assert isinstance(inputs, LagInputs)
+        lag = self._measure(ctx)
+        return (inputs.max_bytes is None or lag.bytes <= inputs.max_bytes) and (
+            inputs.max_seconds is None or lag.seconds <= inputs.max_seconds
+        )
+
     def apply(self, ctx: StepContext) -> None:
         inputs = ctx.inputs
         assert isinstance(inputs, LagInputs)
