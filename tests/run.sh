@@ -4,13 +4,19 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-# PostgreSQL server binaries (initdb, pg_ctl, pg_rewind) for the sandbox and the
-# integration tests; the machine's own server on 127.0.0.1:5432 holds the shared-store tests.
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+# Servers the integration tests start themselves: PostgreSQL (initdb, pg_ctl, pg_rewind)
+# for the sandbox, BIND9 for RFC 2136, OpenSSH's sshd for the SSH provider. The machine's
+# own PostgreSQL on 127.0.0.1:5432 holds the shared-store tests.
+missing=""
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$missing postgresql"
+[ -x /usr/sbin/named ] || missing="$missing bind9"
+command -v dig >/dev/null 2>&1 || missing="$missing bind9-dnsutils"
+[ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" -eq 0 ]; then
-        apt-get update && apt-get install -y postgresql
+        apt-get update && apt-get install -y $missing
     else
-        echo "PostgreSQL server binaries are missing; install the postgresql package" >&2
+        echo "missing system packages:$missing (install them, or run as root)" >&2
         exit 1
     fi
 fi
