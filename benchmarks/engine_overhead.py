@@ -487,8 +487,9 @@ def results(tools: list[Tool], appends: list[float]) -> tuple[list[str], bool]:
         "One durable journal event (`SqliteStore.append` into a fresh store on the same "
         "filesystem, median of 100, sampled once per round): "
         + ", ".join(f"{a * 1000:.2f}" for a in appends)
-        + " ms; drctl writes 2 per step, so on this disk the fsyncs alone cost about "
-        f"{2 * median(appends) * 1000:.2f} ms/step (the disk is shared with other work, and "
+        + " ms; drctl syncs once per step (a step's outcome is committed with the next "
+        "step's write-ahead intent), so on this disk the fsyncs alone cost about "
+        f"{median(appends) * 1000:.2f} ms/step (the disk is shared with other work, and "
         "its sync latency moves with it)."
     )
     tmpfs = by["drctl_tmpfs"]
