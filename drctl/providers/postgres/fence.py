@@ -65,7 +65,7 @@ class Fence(StepType):
         assert isinstance(inputs, FenceInputs)
         target = ctx.target or {}
         if inputs.mode != "read_only":
-            local_node(target, "fence (stop)")
+            local_node(target, "fence (stop)", ctx)
         try:
             with connect(
                 str(target["dsn"]), ctx, what="old primary", read_only=True, cap=5.0
@@ -89,7 +89,7 @@ class Fence(StepType):
                     raise
                 ctx.log("server does not answer; going on to stop it")
         if inputs.mode in ("stop", "read_only_then_stop"):
-            node = local_node(target, "fence (stop)")
+            node = local_node(target, "fence (stop)", ctx)
             ctx.record("stopped", True)
             if pg_ctl_status(ctx, node):
                 pg_ctl(ctx, node, "stop")
@@ -129,7 +129,7 @@ class Fence(StepType):
     def undo(self, ctx: StepContext) -> None:
         target = ctx.target or {}
         if ctx.recorded.get("stopped"):
-            node = local_node(target, "fence undo")
+            node = local_node(target, "fence undo", ctx)
             if not pg_ctl_status(ctx, node):
                 pg_ctl(ctx, node, "start")
         with connect(str(target["dsn"]), ctx, what="old primary") as conn:

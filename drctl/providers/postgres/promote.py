@@ -154,7 +154,7 @@ class Promote(StepType):
             return f"{inputs.old_primary} refuses writes"
         if old.get("data_dir"):
             try:
-                if not pg_ctl_status(ctx, local_node(old, "old primary")):
+                if not pg_ctl_status(ctx, local_node(old, "old primary", ctx)):
                     return f"{inputs.old_primary} is stopped"
             except StepError:
                 pass

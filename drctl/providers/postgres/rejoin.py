@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import Field
 
@@ -15,6 +15,7 @@ from drctl.providers.postgres.session import (
     connect,
     import_client,
     local_node,
+    node_shell,
     pg_ctl,
     pg_ctl_status,
     pg_tool,
@@ -23,9 +24,18 @@ from drctl.providers.postgres.session import (
 from drctl.steps.base import Role, StepContext, StepInputs, StepType
 from drctl.steps.process import last_line
 
-_DROP = re.compile(
-    r"^\s*(primary_conninfo|default_transaction_read_only|primary_slot_name)\s*=", re.I
-)
+# Run as the server's OS user, where the server lives (locally or over SSH): rewind
+# copied postgresql.auto.conf from the new primary, so drop its read-only fence and any
+# primary_conninfo it carries, then add ours and the standby.signal.
+_CONFIGURE = r"""set -e
+cd "$DRCTL_DATA"
+touch postgresql.auto.conf
+grep -Eiv '^[[:space:]]*(primary_conninfo|default_transaction_read_only|primary_slot_name)[[:space:]]*=' \
+    postgresql.auto.conf > postgresql.auto.conf.drctl || true
+printf '%s\n' "$DRCTL_CONNINFO" >> postgresql.auto.conf.drctl
+mv postgresql.auto.conf.drctl postgresql.auto.conf
+touch standby.signal
+"""
 
 
 class RejoinInputs(StepInputs):
@@ -67,7 +77,7 @@ class Rejoin(StepType):
     def check(self, ctx: StepContext) -> str | None:
         inputs = ctx.inputs
         assert isinstance(inputs, RejoinInputs)
-        local_node(ctx.target, "rejoin")
+        local_node(ctx.target, "rejoin", ctx)
         new = ctx.target_named(inputs.new_primary)
         with connect(str(new["dsn"]), ctx, what="new primary", read_only=True) as conn:
             if scalar(conn, "SELECT pg_is_in_recovery()"):
@@ -82,7 +92,7 @@ class Rejoin(StepType):
     def apply(self, ctx: StepContext) -> None:
         inputs = ctx.inputs
         assert isinstance(inputs, RejoinInputs)
-        node = local_node(ctx.target, "rejoin")
+        node = local_node(ctx.target, "rejoin", ctx)
         new = ctx.target_named(inputs.new_primary)
         new_dsn = str(new["dsn"])
         self._checkpoint(ctx, new_dsn)
@@ -94,9 +104,7 @@ class Rejoin(StepType):
         )
         if done.exit_code != 0:
             raise StepError(f"pg_rewind failed (exit {done.exit_code}): {last_line(done.output)}")
-        self._configure(
-            Path(node["data_dir"]), f"{conninfo} application_name={self._app_name(ctx)}"
-        )
+        self._configure(ctx, node, f"{conninfo} application_name={self._app_name(ctx)}")
         pg_ctl(ctx, node, "start")
 
     @staticmethod
@@ -113,21 +121,14 @@ class Rejoin(StepType):
         raise StepError(f"the new primary's control file never showed timeline {timeline}")
 
     @staticmethod
-    def _configure(data_dir: Path, conninfo: str) -> None:
-        owner = data_dir.stat()
-        auto = data_dir / "postgresql.auto.conf"
-        kept = (
-            [line for line in auto.read_text().splitlines() if not _DROP.match(line)]
-            if auto.exists()
-            else []
-        )
+    def _configure(ctx: StepContext, node: Mapping[str, Any], conninfo: str) -> None:
+        """Clear old fence and primary settings, point the node at the new primary."""
         escaped = conninfo.replace("'", "''")
-        kept.append(f"primary_conninfo = '{escaped}'")
-        auto.write_text("\n".join(kept) + "\n")
-        signal = data_dir / "standby.signal"
-        signal.touch()
-        for path in (auto, signal):
-            os.chown(path, owner.st_uid, owner.st_gid)
+        done = node_shell(ctx, node, _CONFIGURE, env={
+            "DRCTL_DATA": node["data_dir"], "DRCTL_CONNINFO": f"primary_conninfo = '{escaped}'",
+        })  # fmt: skip
+        if done.exit_code != 0:
+            raise StepError(f"cannot write the standby configuration: {last_line(done.output)}")
 
     def verify(self, ctx: StepContext) -> bool:
         inputs = ctx.inputs

@@ -96,19 +96,33 @@ def writable(dsn: str, ctx: StepContext, what: str) -> bool | None:
 # -- server-side tools (pg_ctl, pg_rewind) on a local data directory -------------------
 
 
-def local_node(target: Mapping[str, Any] | None, what: str) -> dict[str, str]:
-    """The local data directory and tools of a postgres target, or a StepError saying why not."""
+def local_node(
+    target: Mapping[str, Any] | None, what: str, ctx: StepContext | None = None
+) -> dict[str, Any]:
+    """Where a postgres target's server lives and how to control it, or a StepError.
+
+    With ``ssh: NAME`` on the target, its tools run on that host over SSH (the named
+    ssh target, strict host keys); without it, on this machine.
+    """
     if not target or not target.get("data_dir"):
         raise StepError(
             f"{what}: the target has no data_dir; controlling a server needs its data "
-            "directory on this machine"
+            "directory (on this machine, or on the host of its ssh target)"
         )
-    bin_dir = target.get("bin_dir") or _default_bin_dir()
-    user = target.get("os_user") or ("postgres" if os.geteuid() == 0 else "")
+    ssh = None
+    if target.get("ssh"):
+        if ctx is None:
+            raise StepError(f"{what}: an ssh target needs a step context")
+        ssh = dict(ctx.target_named(str(target["ssh"])))
+    bin_dir = target.get("bin_dir") or ("" if ssh else _default_bin_dir())
+    as_root = (ssh or {}).get("user") == "root" if ssh else os.geteuid() == 0
+    user = target.get("os_user") or ("postgres" if as_root else "")
     return {
         "data_dir": str(target["data_dir"]),
         "bin_dir": str(bin_dir),
         "os_user": str(user),
+        "as_root": as_root,
+        "ssh": ssh,
         "start_options": str(target.get("start_options") or ""),
         "log_file": str(
             target.get("log_file") or Path(str(target["data_dir"])).with_suffix(".log")
@@ -125,20 +139,40 @@ def _default_bin_dir() -> str:
 
 def pg_tool(
     ctx: StepContext,
-    node: Mapping[str, str],
+    node: Mapping[str, Any],
     tool: str,
     *args: str,
     env: Mapping[str, str] | None = None,
 ) -> Completed:
     """Run a server tool as the data directory's OS user (initdb/pg_ctl refuse root)."""
     argv = [str(Path(node["bin_dir"]) / tool) if node["bin_dir"] else tool, *args]
-    if os.geteuid() == 0 and node["os_user"] and node["os_user"] != "root":
+    return _as_server_user(ctx, node, argv, env)
+
+
+def node_shell(
+    ctx: StepContext, node: Mapping[str, Any], script: str, env: Mapping[str, str] | None = None
+) -> Completed:
+    """Run a small sh script as the server's OS user, where the server lives.
+
+    Values go in through ``env`` (kept off command lines, sent over SSH's stdin).
+    """
+    return _as_server_user(ctx, node, ["sh", "-c", script], env)
+
+
+def _as_server_user(
+    ctx: StepContext, node: Mapping[str, Any], argv: list[str], env: Mapping[str, str] | None
+) -> Completed:
+    if node["as_root"] and node["os_user"] and node["os_user"] != "root":
         keep = ",".join(sorted(env)) if env else ""
         argv = ["runuser", "-u", node["os_user"], *(["-w", keep] if keep else []), "--", *argv]
+    if node.get("ssh"):
+        from drctl.providers.ssh.session import run_remote
+
+        return run_remote(ctx, node["ssh"], argv, env=env)
     return run_command(ctx, argv, env=env)
 
 
-def pg_ctl_status(ctx: StepContext, node: Mapping[str, str]) -> bool:
+def pg_ctl_status(ctx: StepContext, node: Mapping[str, Any]) -> bool:
     """True if the server runs, False if it is stopped; a StepError if pg_ctl cannot tell.
 
     ``pg_ctl status`` exits 0 (running), 3 (not running) or 4 (no accessible data
@@ -153,7 +187,7 @@ def pg_ctl_status(ctx: StepContext, node: Mapping[str, str]) -> bool:
     )
 
 
-def pg_ctl(ctx: StepContext, node: Mapping[str, str], action: str) -> None:
+def pg_ctl(ctx: StepContext, node: Mapping[str, Any], action: str) -> None:
     args = [action, "-w", "-t", str(max(5, int(ctx.remaining()))), "-D", node["data_dir"]]
     if action == "stop":
         args += ["-m", "fast"]
