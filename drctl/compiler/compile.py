@@ -154,7 +154,7 @@ class _Compiler:
     def _render_targets(self) -> None:
         """Target fields may be templates over params (a port, a data directory)."""
         for name, target in list(self.loaded.targets.items()):
-            fields = target.model_dump(exclude_none=True)
+            fields = target.model_dump(exclude_none=True, warnings=False)
             changed = False
             for key, value in fields.items():
                 if isinstance(value, str) and is_template(value):
@@ -702,7 +702,7 @@ _FAILED = object()
 
 
 def _template_view(name: str, target: TargetModel) -> dict[str, Any]:
-    data = target.model_dump(exclude_none=True)
+    data = target.model_dump(exclude_none=True, warnings=False)
     view = {k: v for k, v in data.items() if k not in target.secret_fields}
     view["name"] = name
     return view

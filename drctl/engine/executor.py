@@ -413,7 +413,12 @@ class Executor:
                 step_type, inputs = self._prepare(step, {})
                 ctx = self._context(step, attempt, inputs, {})
                 # One bounded call for check → apply → verify: one thread hop per attempt.
-                self._bounded(functools.partial(_check_apply_verify, step_type), ctx)
+                try:
+                    self._bounded(functools.partial(_check_apply_verify, step_type), ctx)
+                finally:
+                    # What apply recorded (durably) is what a rollback later in this run
+                    # needs for undo, as a resume would have it from the journal.
+                    self.state.step(step.id).recorded.update(ctx.recorded)
                 took = format_duration(round(x.clock.monotonic() - started, 3))
                 # A step that can verify itself may have its outcome synced with the next
                 # intent; one that cannot must be durable now or resume could not decide.

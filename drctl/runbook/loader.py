@@ -121,9 +121,21 @@ def _load_target(name: str, spec: Any, srcmap: Any, diags: list[Diagnostic]) -> 
             )
         )
         return None
-    target, errs = validate_model(model, spec, srcmap, loc)
+    # A field written as a template (``port: "{{ params.port }}"``) is checked after the
+    # compiler renders it; here only the fields written literally are.
+    templated = {k for k, v in spec.items() if isinstance(v, str) and ("{{" in v or "{%" in v)}
+    literal = {k: v for k, v in spec.items() if k not in templated}
+    target, errs = validate_model(model, literal, srcmap, loc)
+    missing_templated = [
+        d for d in errs if any(d.message.endswith(f"missing field {k!r}") for k in templated)
+    ]
+    errs = [d for d in errs if d not in missing_templated]
     diags.extend(errs)
-    return target if isinstance(target, TargetModel) else None
+    if errs:
+        return None
+    if isinstance(target, TargetModel) and not templated:
+        return target
+    return model.model_construct(**spec)
 
 
 def _secret_ref_errors(value: Any, loc: Loc, srcmap: Any) -> list[Diagnostic]:

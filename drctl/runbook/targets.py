@@ -36,6 +36,9 @@ class PostgresTarget(TargetModel):
     #: data directory because pg_rewind copies the configuration from the source.
     start_options: str | None = None
     log_file: str | None = None
+    #: Resolve the DSN's host through this DNS server (``host:port``) instead of the
+    #: system resolver: a private zone, or a drill that must see the name it repoints.
+    dns_server: str | None = None
 
 
 class MongoTarget(TargetModel):

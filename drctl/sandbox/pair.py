@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from drctl.sandbox.named import ZONE, Named
 from drctl.sandbox.pgnode import PgNode, SandboxError, as_user, find_bin_dir, os_user
+from drctl.sandbox.sshd import Sshd
 
 MANIFEST = "sandbox.json"
 DEFAULT_DIR = Path(".drctl") / "sandbox"
@@ -35,13 +37,22 @@ fsync = on
 """
 
 
+#: Each PostgreSQL server on its own loopback address and the same port, so the DNS
+#: name the runbook repoints is what decides which server a client reaches.
+HOSTS = ("127.0.0.2", "127.0.0.3")
+DNS_NAME = "db"
+
+
 @dataclass(frozen=True)
 class Sandbox:
     root: Path
     nodes: tuple[PgNode, PgNode]
+    named: Named
+    sshd: Sshd
 
     @classmethod
     def at(cls, root: Path, base_port: int = DEFAULT_BASE_PORT) -> Sandbox:
+        """The sandbox in ``root``: PostgreSQL on HOSTS:base_port, DNS on +1, sshd on +2."""
         root = root.resolve()
         manifest = root / MANIFEST
         if manifest.exists():
@@ -53,16 +64,21 @@ class Sandbox:
             PgNode(
                 name,
                 pg / name,
-                base_port + i,
-                "127.0.0.1",
-                pg / "run",
+                base_port,
+                host,
+                pg / f"run-{name}",
                 pg / f"{name}.log",
                 bin_dir,
                 user,
             )
-            for i, name in enumerate(("node1", "node2"))
+            for name, host in zip(("node1", "node2"), HOSTS, strict=True)
         )
-        return cls(root, (nodes[0], nodes[1]))
+        return cls(
+            root,
+            (nodes[0], nodes[1]),
+            Named(root / "dns", base_port + 1),
+            Sshd(root / "ssh", base_port + 2),
+        )
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -71,6 +87,7 @@ class Sandbox:
         if (self.root / MANIFEST).exists():
             for node in self.nodes:
                 node.start()
+            self._start_services()
             status = self.status()
             if {"primary", "standby"} <= set(status["postgres"]):
                 # Roles swap with every failover: point the files at the live ones.
@@ -85,10 +102,14 @@ class Sandbox:
         first.initdb()
         with (first.data_dir / "postgresql.conf").open("a") as conf:
             conf.write(_SHARED_CONF)
+        with (first.data_dir / "pg_hba.conf").open("a") as hba:
+            # The nodes live on 127.0.0.2/.3: let all of loopback in (trust, as initdb's own lines).
+            hba.write("host all all 127.0.0.0/8 trust\nhost replication all 127.0.0.0/8 trust\n")
         first.start()
         second.base_backup_from(first)
         second.start()
         self._wait_streaming(first, second)
+        self._start_services()
         (self.root / MANIFEST).write_text(
             json.dumps({"base_port": first.port, "created": time.time()}, indent=2) + "\n"
         )
@@ -96,7 +117,18 @@ class Sandbox:
         self._write_files(status)
         return status
 
+    def _start_services(self) -> None:
+        records = {
+            DNS_NAME: self.nodes[0].host,
+            "node1": self.nodes[0].host,
+            "node2": self.nodes[1].host,
+        }
+        self.named.start(records)
+        self.sshd.start()
+
     def down(self) -> None:
+        self.named.stop()
+        self.sshd.stop()
         for node in self.nodes:
             with contextlib.suppress(SandboxError):  # removing the directory is what matters
                 node.stop("immediate")
@@ -124,7 +156,16 @@ class Sandbox:
             "os_user": self.nodes[0].user,
             "bin_dir": str(self.nodes[0].bin_dir),
             "postgres": roles,
-        }
+            "dns": {
+                "server": self.named.host, "port": self.named.port, "zone": ZONE,
+                "name": f"{DNS_NAME}.{ZONE}", "running": self.named.running(),
+            },
+            "ssh": {
+                "host": self.sshd.host, "port": self.sshd.port, "user": self.sshd.user,
+                "key_file": str(self.sshd.key_file), "known_hosts": str(self.sshd.known_hosts),
+                "running": self.sshd.running(),
+            },
+        }  # fmt: skip
 
     def _write_files(self, status: dict[str, Any]) -> None:
         pg = status["postgres"]
@@ -141,8 +182,18 @@ class Sandbox:
             "standby_data": pg["standby"]["data_dir"],
             "primary_start": pg["primary"]["start_options"],
             "standby_start": pg["standby"]["start_options"],
+            "pg_port": pg["primary"]["port"],
+            "primary_host": pg["primary"]["host"],
+            "standby_host": pg["standby"]["host"],
             "pg_bin": status["bin_dir"],
             "os_user": status["os_user"],
+            "dns_port": status["dns"]["port"],
+            "dns_zone": status["dns"]["zone"],
+            "tsig_secret_ref": f"${{file:{self.named.secret_file}}}",
+            "ssh_port": status["ssh"]["port"],
+            "ssh_user": status["ssh"]["user"],
+            "ssh_key": status["ssh"]["key_file"],
+            "ssh_known_hosts": status["ssh"]["known_hosts"],
         }
         (self.root / "params.yaml").write_text(
             "".join(f"{k}: {json.dumps(v)}\n" for k, v in params.items())
@@ -150,11 +201,13 @@ class Sandbox:
 
     def _prepare_dirs(self) -> None:
         pg = self.root / "pg"
-        (pg / "run").mkdir(parents=True, exist_ok=True)
+        for node in self.nodes:
+            node.socket_dir.mkdir(parents=True, exist_ok=True)
         user = self.nodes[0].user
         if os.geteuid() == 0:
             shutil.chown(pg, user)
-            shutil.chown(pg / "run", user)
+            for node in self.nodes:
+                shutil.chown(node.socket_dir, user)
             # The server user must be able to reach its data directory through every parent.
             probe = as_user(user, ["test", "-w", str(pg)])
             import subprocess

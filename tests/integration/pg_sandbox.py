@@ -273,7 +273,7 @@ def make_pair(prefix: str) -> tuple[Pair, Callable[[], None]]:
     from drctl.sandbox.pair import Sandbox
 
     parent = shared_dir(prefix)
-    box = Sandbox.at(parent / "sb", free_base_port())
+    box = Sandbox.at(parent / "sb", free_base_port(width=3))  # PostgreSQL, DNS, sshd
 
     def teardown() -> None:
         try:

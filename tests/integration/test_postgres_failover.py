@@ -373,8 +373,8 @@ def test_dry_run_changes_nothing(sandbox: Pair, tmp_path: Path) -> None:  # noqa
     events = journal(tmp_path / "state.db")
     checked = [e for e in events if e["kind"] == "step_checked"]
     assert [e["step"] for e in checked] == [
-        "check-lag", "fence-old-primary", "approve-promote", "promote", "probe",
-        "rejoin-old-primary",
+        "check-lag", "fence-old-primary", "approve-promote", "promote", "repoint-dns",
+        "wait-dns", "probe", "rejoin-old-primary",
     ]  # fmt: skip
     assert all(e["data"]["ok"] for e in checked), checked
     assert not [e for e in events if e["kind"] in ("step_started", "step_recorded")]

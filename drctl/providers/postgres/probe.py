@@ -9,7 +9,7 @@ from pydantic import Field
 
 from drctl.errors import StepError
 from drctl.providers.postgres.promote import CREATE_PROBE, PROBE_TABLE
-from drctl.providers.postgres.session import connect, import_client
+from drctl.providers.postgres.session import connect, import_client, target_dsn
 from drctl.runbook.model import Duration
 from drctl.steps.base import Role, StepContext, StepInputs, StepType
 
@@ -24,8 +24,10 @@ class ProbeInputs(StepInputs):
 class WriteProbe(StepType):
     """Insert a row into drctl's probe table and read it back, retrying until the deadline.
 
-    The table (``drctl_probe``) is created on first use. Publishes ``latency_ms`` of the
-    successful write and ``attempts``.
+    The table (``drctl_probe``) is created on first use. With ``dns_server`` on the
+    target, the DSN's host is resolved through that server on every try, so the probe
+    writes where a client following the name would. Publishes ``latency_ms`` of the
+    successful write, ``attempts``, and the ``address`` written through.
     """
 
     name = "postgres.write_probe"
@@ -44,7 +46,6 @@ class WriteProbe(StepType):
     def apply(self, ctx: StepContext) -> None:
         inputs = ctx.inputs
         assert isinstance(inputs, ProbeInputs)
-        dsn = str((ctx.target or {})["dsn"])
         budget = min(inputs.deadline, ctx.remaining())
         started = time.monotonic()
         attempts = 0
@@ -55,6 +56,8 @@ class WriteProbe(StepType):
             nonce = secrets.token_hex(8)
             t0 = time.monotonic()
             try:
+                # Resolved on every try: a repointed name is followed as a client would.
+                dsn, address = target_dsn(ctx, ctx.target)
                 with connect(dsn, ctx, what="probe", cap=5.0) as conn:
                     with conn.transaction():
                         conn.execute(CREATE_PROBE)
@@ -68,6 +71,9 @@ class WriteProbe(StepType):
                 if back and back[0] == nonce:
                     ctx.output("latency_ms", round((time.monotonic() - t0) * 1000, 1))
                     ctx.output("attempts", attempts)
+                    if address is not None:
+                        ctx.output("address", address)
+                        ctx.log(f"wrote through {address}")
                     return
                 last = "the row read back differs"
             except StepError as exc:

@@ -56,6 +56,43 @@ def connect(
         raise StepError(f"{what}: {first_line(exc)}") from exc
 
 
+def target_dsn(ctx: StepContext, target: Mapping[str, Any] | None) -> tuple[str, str | None]:
+    """The target's DSN, its host resolved through ``dns_server`` when it has one.
+
+    Returns the DSN to connect with and the address the name resolved to (or None).
+    """
+    dsn = str((target or {})["dsn"])
+    server = (target or {}).get("dns_server")
+    if not server:
+        return dsn, None
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    host = str(params.get("host") or "")
+    address = _resolve_a(ctx, host, str(server))
+    return make_conninfo(dsn, hostaddr=address), address
+
+
+def _resolve_a(ctx: StepContext, name: str, server: str) -> str:
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    ip, _, port = server.rpartition(":")
+    query = dns.message.make_query(name if name.endswith(".") else name + ".", "A")
+    try:
+        reply = dns.query.udp(
+            query, ip or server, port=int(port or 53), timeout=max(0.5, min(ctx.remaining(), 3.0))
+        )
+    except (OSError, ValueError, dns.exception.DNSException) as exc:
+        raise StepError(f"cannot resolve {name} through {server}: {first_line(exc)}") from exc
+    for rrset in reply.answer:
+        if rrset.rdtype == dns.rdatatype.A:
+            return str(next(iter(rrset)).address)
+    raise StepError(f"{name} has no A record at {server}")
+
+
 def scalar(conn: Any, sql: str, args: tuple[Any, ...] = ()) -> Any:
     row = conn.execute(sql, args).fetchone()
     return row[0] if row else None

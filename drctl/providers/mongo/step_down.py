@@ -1,0 +1,194 @@
+"""``mongo.step_down``: make the primary stop taking writes with ``replSetStepDown``."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from drctl.errors import StepError
+from drctl.providers.mongo.session import (
+    CommandFailed,
+    ConnectionDropped,
+    Deadline,
+    NotPrimary,
+    admin,
+    connect,
+    current_primary,
+    electable_in_config,
+    get_config,
+    import_client,
+    member_hello,
+    members_by_host,
+    try_member_hello,
+)
+from drctl.providers.mongo.status import parse_status
+from drctl.steps.base import Role, StepContext, StepInputs, StepType
+
+EXCEEDED_TIME_LIMIT = 262
+
+
+class StepDownInputs(StepInputs):
+    member: str | None = Field(
+        default=None,
+        description="The member expected to be primary (host:port as in the replica-set config): "
+        "only it is stepped down, and nothing happens if it is no longer primary. Default: the "
+        "member that is primary when the step starts.",
+    )
+    step_down_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=86400,
+        description="How long the old primary may not stand for election (stepDownSecs).",
+    )
+    catch_up_seconds: int = Field(
+        default=10,
+        ge=0,
+        le=3600,
+        description="How long an electable secondary may take to catch up "
+        "(secondaryCatchUpPeriodSecs); the step-down is refused if none has by then.",
+    )
+
+    @model_validator(mode="after")
+    def _periods(self) -> Self:
+        if self.step_down_seconds <= self.catch_up_seconds:
+            raise ValueError(
+                "step_down_seconds must be longer than catch_up_seconds (the server refuses "
+                "a step-down period that ends before the catch-up period)"
+            )
+        return self
+
+
+def step_down(uri: str, ctx: StepContext, name: str, seconds: int, catch_up: int) -> str:
+    """``replSetStepDown`` on one member; a dropped connection is expected. One outcome line.
+
+    Raises StepError when the member refuses because no electable secondary caught up.
+    """
+    command = {"replSetStepDown": seconds, "secondaryCatchUpPeriodSecs": catch_up}
+    try:
+        with connect(uri, ctx, what=name, member=name, cap=catch_up + 15.0) as client:
+            admin(client, command)
+    except ConnectionDropped:
+        return f"{name} closed the connection while stepping down (expected); verifying"
+    except NotPrimary:
+        return f"{name} was no longer primary when asked to step down"
+    except CommandFailed as exc:
+        if exc.code == EXCEEDED_TIME_LIMIT:
+            raise StepError(
+                f"{name} refused to step down: no electable secondary caught up within "
+                f"{catch_up}s ({exc.message})"
+            ) from exc
+        raise
+    return f"{name} stepped down"
+
+
+class StepDown(StepType):
+    """Step the primary down with ``replSetStepDown``, so it stops taking writes.
+
+    Sends ``{replSetStepDown: step_down_seconds, secondaryCatchUpPeriodSecs:
+    catch_up_seconds}`` to the primary, directly. The server steps down only once an
+    electable secondary has caught up, and refuses (the step fails) when none has
+    within the catch-up period — it never loses acknowledged writes. A step-down
+    closes connections (servers before 4.2 close the command's own): a dropped
+    connection is expected, and ``verify`` decides the outcome — the old primary
+    answers ``hello`` as not writable. ``check`` fails when no secondary is electable.
+    ``undo`` lets the old primary stand for election again (``replSetFreeze: 0``).
+    """
+
+    name = "mongo.step_down"
+    Inputs = StepDownInputs
+    roles = frozenset({Role.FENCE, Role.MUTATING})
+    target_types = frozenset({"mongo"})
+    target_required = True
+
+    def warm_up(self) -> None:
+        import_client()
+
+    def describe(self, inputs: StepInputs, target: str | None) -> str:
+        assert isinstance(inputs, StepDownInputs)
+        who = inputs.member or f"the primary of {target}"
+        return (
+            f"step down {who} (secondaries may catch up for {inputs.catch_up_seconds}s; "
+            f"not electable for {inputs.step_down_seconds}s)"
+        )
+
+    @staticmethod
+    def _uri(ctx: StepContext) -> str:
+        return str((ctx.target or {})["uri"])
+
+    def _primary(self, ctx: StepContext) -> str | None:
+        inputs = ctx.inputs
+        assert isinstance(inputs, StepDownInputs)
+        return inputs.member or current_primary(self._uri(ctx), ctx)
+
+    def check(self, ctx: StepContext) -> str | None:
+        inputs = ctx.inputs
+        assert isinstance(inputs, StepDownInputs)
+        uri = self._uri(ctx)
+        name = self._primary(ctx)
+        if name is None:
+            return "no member is primary now: nothing to step down"
+        if not member_hello(uri, ctx, name).get("isWritablePrimary"):
+            return f"{name} is not primary: nothing to step down"
+        with connect(uri, ctx, what=name, member=name) as client:
+            config = get_config(client)
+            status = parse_status(admin(client, "replSetGetStatus"), config)
+        config_members = members_by_host(config)
+        electable = [
+            m.name
+            for m in status.members
+            if m.healthy
+            and m.state == "SECONDARY"
+            and m.priority > 0
+            and electable_in_config(config_members.get(m.name, {})) is None
+        ]
+        if not electable:
+            raise StepError(
+                f"{name} would refuse to step down: no secondary that answers can be elected"
+            )
+        return f"step down {name}; electable: {', '.join(electable)}"
+
+    def apply(self, ctx: StepContext) -> None:
+        inputs = ctx.inputs
+        assert isinstance(inputs, StepDownInputs)
+        uri = self._uri(ctx)
+        name = self._primary(ctx)
+        if name is None:
+            raise StepError("no member is primary: nothing to step down (an election under way?)")
+        ctx.output("old_primary", name)
+        if not member_hello(uri, ctx, name).get("isWritablePrimary"):
+            ctx.record("old_primary", name)
+            ctx.log(f"{name} is not primary: nothing to step down")
+            return
+        ctx.record("old_primary", name)
+        ctx.log(step_down(uri, ctx, name, inputs.step_down_seconds, inputs.catch_up_seconds))
+
+    def verify(self, ctx: StepContext) -> bool:
+        """The old primary answers ``hello`` and is no longer writable (polled up to 2 s)."""
+        inputs = ctx.inputs
+        assert isinstance(inputs, StepDownInputs)
+        name = ctx.recorded.get("old_primary") or inputs.member
+        if not name:
+            return False
+        deadline = Deadline(ctx, 2.0)
+        for _ in range(11):
+            reply = try_member_hello(self._uri(ctx), ctx, str(name), cap=2.0)
+            if reply is not None and not reply.get("isWritablePrimary"):
+                return True
+            if deadline.left() < 0.2:
+                break
+            ctx.sleep(0.2)
+        return False
+
+    def undo(self, ctx: StepContext) -> None:
+        """Let the old primary stand for election again at once (``replSetFreeze: 0``)."""
+        name = ctx.recorded.get("old_primary")
+        if not name:
+            return
+        uri = self._uri(ctx)
+        if member_hello(uri, ctx, str(name)).get("isWritablePrimary"):
+            ctx.log(f"{name} is primary again: nothing to undo")
+            return
+        with connect(uri, ctx, what=str(name), member=str(name)) as client:
+            admin(client, {"replSetFreeze": 0})
+        ctx.log(f"{name} may stand for election again")
