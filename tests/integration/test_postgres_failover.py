@@ -87,6 +87,18 @@ def _assert_failed_over_once(pair: Pair) -> None:
     assert one(old.dsn, "SHOW default_transaction_read_only") == "off"
 
 
+def _resolve_db(pair: Pair) -> str:
+    """What db.<zone> resolves to at the sandbox's authoritative server."""
+    import dns.message
+    import dns.query
+
+    info = pair.sandbox.status()["dns"]
+    reply = dns.query.tcp(
+        dns.message.make_query(info["name"], "A"), info["server"], port=info["port"], timeout=5
+    )
+    return str(next(iter(reply.answer[0])).address)
+
+
 def _step_events(events: list[dict[str, Any]], step: str, kind: str) -> list[dict[str, Any]]:
     return [e for e in events if e["step"] == step and e["kind"] == kind]
 
@@ -103,6 +115,13 @@ def test_failover_rejoin_then_failback(sandbox: Pair, tmp_path: Path) -> None:  
     _assert_failed_over_once(pair)
     assert one(pair.node2.dsn, "SELECT count(*) FROM before_failover") == 100
     assert one(pair.node2.dsn, "SELECT count(*) FROM drctl_probe WHERE step = 'probe'") == 1
+    # The name clients use now points at the new primary, and the probe wrote through it.
+    assert _resolve_db(pair) == pair.node2.dsn.split("host=")[1].split()[0]
+    probe = _step_events(journal(tmp_path / "state.db"), "probe", "step_succeeded")
+    assert probe[0]["data"]["outputs"]["address"] == _resolve_db(pair)
+    rejoin = _step_events(journal(tmp_path / "state.db"), "rejoin-old-primary", "step_succeeded")
+    assert rejoin
+    assert "Accepted publickey" in (pair.root / "ssh" / "sshd.log").read_text()
 
     events = journal(tmp_path / "state.db")
     kinds = [(e["kind"], e["step"]) for e in events]
@@ -407,3 +426,29 @@ def test_switchover_runbook_loses_nothing_written_before_the_fence(
     ]
     assert waited
     assert "polls" in waited[0]["data"]["outputs"]
+
+
+@pytest.mark.integration
+def test_fence_stop_over_ssh_stops_the_server_on_its_host(sandbox: Pair, tmp_path: Path) -> None:  # noqa: F811
+    """fence mode stop on a target with an ssh target runs pg_ctl over SSH (strict host key) and the server goes down."""
+    pair = sandbox
+    params = pair.params()
+    runbook = tmp_path / "stop.yaml"
+    runbook.write_text(
+        f"""apiVersion: drctl/v1
+kind: Runbook
+metadata: {{name: stop-over-ssh}}
+targets:
+  host: {{type: ssh, host: 127.0.0.1, port: {params["ssh_port"]}, user: {params["ssh_user"]},
+          key_file: {params["ssh_key"]}, known_hosts: {params["ssh_known_hosts"]}}}
+  old: {{type: postgres, dsn: "{pair.node1.dsn}", data_dir: {pair.node1.data_dir},
+         bin_dir: {pair.bin_dir}, os_user: {pair.os_user}, ssh: host}}
+steps:
+  - {{id: stop, type: postgres.fence, target: old, with: {{mode: stop}}}}
+"""
+    )
+    result = drctl("run", str(runbook), "--state", str(tmp_path / "state.db"))
+    assert result.returncode == 0, explain(result)
+    assert not pair.pg_ctl_running(pair.node1)
+    log = (pair.root / "ssh" / "sshd.log").read_text()
+    assert "Accepted publickey" in log
