@@ -13,7 +13,7 @@ import sys
 import typer
 
 from drctl import __version__
-from drctl.cli import catalog, execute, review, runs, sandbox
+from drctl.cli import catalog, docs, drill, execute, pr, review, runs, sandbox
 
 app = typer.Typer(
     name="drctl",
@@ -40,10 +40,13 @@ def _root(
 
 
 review.register(app)
+pr.register(app)
 execute.register(app)
 runs.register(app)
 catalog.register(app)
 sandbox.register(app)
+drill.register(app)
+docs.register(app)
 
 
 def main() -> None:

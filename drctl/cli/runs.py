@@ -35,10 +35,23 @@ def runs(
     limit: int = typer.Option(20, "--limit", min=1, max=10000, help="How many, newest first."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
+    drills: bool = typer.Option(
+        False, "--drills", help="Only drills, with their result, RTO and missing writes."
+    ),
 ) -> None:
     """List runs, newest first."""
     from drctl.render import runs as render
 
+    if drills:
+        from drctl.drill.report import drills as find_drills
+        from drctl.render import drill as drill_render
+
+        rows = find_drills(_store(state), limit=limit)
+        view = (
+            drill_render.drills_json if output is OutputFormat.json else drill_render.drills_table
+        )
+        sys.stdout.write(view(rows))
+        return
     found = _store(state).list_runs(limit=limit)
     sys.stdout.write(
         render.runs_json(found) if output is OutputFormat.json else render.runs_table(found)

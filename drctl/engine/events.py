@@ -22,6 +22,7 @@ STEP_RECOVERED = "step_recovered"  # failed, and its fallback step succeeded
 UNDO_STARTED = "undo_started"
 UNDO_SUCCEEDED = "undo_succeeded"
 UNDO_FAILED = "undo_failed"
+DRILL_MEASURED = "drill_measured"  # a drill's RTO/RPO and verdict, appended after the run
 
 #: Run statuses stored on the run record.
 RUNNING = "running"

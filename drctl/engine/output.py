@@ -66,6 +66,10 @@ def describe_event(event: Event) -> str | None:
         return f"run finished: {d.get('status')} (exit {d.get('exit_code')}): {d.get('message')}"
     if k == ev.RUN_ABORTED:
         return f"run aborted by {d.get('by')}: {d.get('reason')}"
+    if k == ev.DRILL_MEASURED:
+        verdict = "objectives met" if d.get("passed") else "objectives MISSED"
+        m = d.get("measurement") or {}
+        return f"drill measured: {verdict} (RPO {m.get('missing', '?')} writes lost, RTO {m.get('rto', '?')}s)"
     if k == ev.LOCK_TAKEN_OVER:
         return f"lock {d.get('key')}: expired lease of {d.get('previous')} taken over"
     if k == ev.LOCK_FORCE_RELEASED:

@@ -127,8 +127,9 @@ def _markdown(info: dict[str, Any]) -> str:
     lines.append("|---|---|---|---|---|")
     for f in info["inputs"]:
         default = "" if f["required"] else f"`{json.dumps(f['default'], default=str)}`"
-        lines.append(
-            f"| `{f['name']}` | `{f['type']}` | {'yes' if f['required'] else 'no'} | {default} | {f['description']} |"
-        )
+        # A "|" inside a table cell ends the cell, even in a code span: escape it.
+        cells = [f"`{f['name']}`", f"`{f['type']}`", "yes" if f["required"] else "no", default]
+        cells.append(" ".join(str(f["description"]).split()))
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines.append("")
     return "\n".join(lines)

@@ -44,8 +44,9 @@ def as_text(diff: PlanDiff, old_source: str, new_source: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def as_markdown(diff: PlanDiff, old_source: str, new_source: str) -> str:
-    out = [f"### drctl diff: `{old_source}` → `{new_source}`", ""]
+def as_markdown(diff: PlanDiff, old_source: str, new_source: str, *, level: int = 3) -> str:
+    """The diff as a pull-request comment; ``level`` is the heading level (3 = ``###``)."""
+    out = [f"{'#' * level} drctl diff: `{old_source}` → `{new_source}`", ""]
     if diff.equal:
         out += ["No change to the plan.", ""]
         return "\n".join(out)

@@ -115,9 +115,10 @@ def as_text(plan: Plan) -> str:
     return "\n".join(out) + "\n"
 
 
-def as_markdown(plan: Plan) -> str:
+def as_markdown(plan: Plan, *, level: int = 3) -> str:
+    """The plan as a pull-request comment; ``level`` is the heading level (3 = ``###``)."""
     plan = plan.masked()
-    out = [f"### drctl plan: `{plan.name}`", ""]
+    out = [f"{'#' * level} drctl plan: `{plan.name}`", ""]
     if plan.description:
         out += [plan.description, ""]
     out.append(f"- **Source:** `{plan.source}`")

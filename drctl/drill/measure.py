@@ -1,0 +1,115 @@
+"""RTO and RPO from the canary's acknowledgements and the run's journal; pure functions.
+
+- RPO: acknowledged writes missing on the new primary — how many, and the time span
+  between the first and the last of them (a lost acknowledged write is lost data, so
+  an objective of ``rpo: 0`` fails on any missing write).
+- RTO: the longest window with no successful write while the canary ran, and the time
+  from the first mutating step's start to the first write acknowledged by the new
+  primary's address. The RTO checked against the objective is the larger of the two.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from drctl.drill.canary import Ack
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a drill measured."""
+
+    acknowledged: int
+    missing: int
+    missing_first_seq: int | None
+    missing_span: float | None
+    longest_gap: float
+    gap_from: float | None
+    gap_to: float | None
+    first_mutation_at: float | None
+    first_new_primary_ack_at: float | None
+    time_to_new_primary: float | None
+    new_primary_address: str
+    canary_errors: int
+
+    @property
+    def rto(self) -> float:
+        return max(self.longest_gap, self.time_to_new_primary or 0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "rto": self.rto}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The measurement against the runbook's objectives (None: no objective set)."""
+
+    rto_objective: float | None
+    rpo_objective: float | None
+    rto_met: bool | None
+    rpo_met: bool | None
+
+    @property
+    def passed(self) -> bool:
+        return self.rto_met is not False and self.rpo_met is not False
+
+
+def measure(
+    acks: Sequence[Ack],
+    present: set[int],
+    *,
+    started_at: float,
+    stopped_at: float,
+    first_mutation_at: float | None,
+    new_primary_address: str,
+    canary_errors: int = 0,
+) -> Measurement:
+    """RTO/RPO from acknowledgements, the seqs found on the new primary, and the run's timing."""
+    missing = [a for a in acks if a.seq not in present]
+    span = (missing[-1].at - missing[0].at) if missing else None
+    times = [started_at, *(a.at for a in acks), stopped_at]
+    longest, gap_from, gap_to = 0.0, None, None
+    for before, after in itertools.pairwise(times):
+        if after - before > longest:
+            longest, gap_from, gap_to = after - before, before, after
+    first_new: float | None = None
+    if first_mutation_at is not None and new_primary_address:
+        for a in acks:
+            if a.at >= first_mutation_at and a.address == new_primary_address:
+                first_new = a.at
+                break
+    return Measurement(
+        acknowledged=len(acks),
+        missing=len(missing),
+        missing_first_seq=missing[0].seq if missing else None,
+        missing_span=span,
+        longest_gap=longest,
+        gap_from=gap_from,
+        gap_to=gap_to,
+        first_mutation_at=first_mutation_at,
+        first_new_primary_ack_at=first_new,
+        time_to_new_primary=(
+            None
+            if first_new is None or first_mutation_at is None
+            else first_new - first_mutation_at
+        ),
+        new_primary_address=new_primary_address,
+        canary_errors=canary_errors,
+    )
+
+
+def judge(m: Measurement, objectives: dict[str, float | None]) -> Verdict:
+    """Whether ``m`` meets the runbook's ``objectives`` (``{rto: seconds, rpo: seconds}``)."""
+    rto, rpo = objectives.get("rto"), objectives.get("rpo")
+    rpo_met: bool | None = None
+    if rpo is not None:
+        rpo_met = m.missing == 0 or (rpo > 0 and (m.missing_span or 0.0) <= rpo)
+    return Verdict(
+        rto_objective=rto,
+        rpo_objective=rpo,
+        rto_met=None if rto is None else m.rto <= rto,
+        rpo_met=rpo_met,
+    )

@@ -1,0 +1,195 @@
+"""The drill report's data: the run, its step timeline, the figures, the verdict, history.
+
+Built from the state store only (the run record, its journal and the ``drill_measured``
+event), so a report can be rebuilt later from any machine that shares the store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from drctl.engine import events as ev
+from drctl.state.base import Event, RunRecord, StateStore
+
+#: The journal event a drill appends to its run when it has measured it.
+DRILL_MEASURED = ev.DRILL_MEASURED
+
+_ENDS = {
+    ev.STEP_SUCCEEDED: "succeeded",
+    ev.STEP_FAILED: "failed",
+    ev.STEP_SKIPPED: "skipped",
+    ev.STEP_RECOVERED: "recovered",
+}
+
+
+@dataclass(frozen=True)
+class StepSpan:
+    """One step on the timeline: when it started and ended (seconds since the run started)."""
+
+    id: str
+    status: str
+    start: float | None
+    end: float | None
+    mutates: bool
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """An earlier (or this) drill of the same runbook, from its ``drill_measured`` event."""
+
+    run_id: str
+    started_at: float
+    run_status: str
+    passed: bool
+    rto: float
+    missing: int
+
+
+@dataclass(frozen=True)
+class DrillReport:
+    """Everything a drill report shows."""
+
+    run_id: str
+    name: str
+    runbook: str
+    run_status: str
+    started_at: float
+    finished_at: float | None
+    drill: dict[str, Any]
+    steps: tuple[StepSpan, ...]
+    history: tuple[HistoryEntry, ...]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.drill.get("passed"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "name": self.name,
+            "runbook": self.runbook,
+            "run_status": self.run_status,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "passed": self.passed,
+            **self.drill,
+            "steps": [asdict(s) for s in self.steps],
+            "history": [asdict(h) for h in self.history],
+        }
+
+
+def mask_dsn(dsn: str) -> str:
+    """A DSN as it may be shown: any password replaced by ``***``."""
+    dsn = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
+    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", dsn)
+
+
+def drill_event(events: Sequence[Event]) -> Event | None:
+    """The run's last ``drill_measured`` event, if it was a drill."""
+    found = [e for e in events if e.kind == DRILL_MEASURED]
+    return found[-1] if found else None
+
+
+def timeline(run: RunRecord, events: Sequence[Event]) -> tuple[StepSpan, ...]:
+    """Each plan step's span, from its first ``step_started`` to its last outcome."""
+    plan = json.loads(run.plan_json)
+    mutates = {s["id"]: bool(s.get("mutates")) for s in plan.get("steps", [])}
+    starts: dict[str, float] = {}
+    ends: dict[str, tuple[float, str]] = {}
+    for e in events:
+        if e.step is None:
+            continue
+        if e.kind in (ev.STEP_STARTED, ev.APPROVAL_NEEDED) and e.step not in starts:
+            starts[e.step] = e.ts
+        elif e.kind in _ENDS:
+            ends[e.step] = (e.ts, _ENDS[e.kind])
+    spans = []
+    for sid in [s["id"] for s in plan.get("steps", [])]:
+        start = starts.get(sid)
+        end = ends.get(sid)
+        status = end[1] if end else ("started" if start is not None else "pending")
+        spans.append(
+            StepSpan(
+                id=sid,
+                status=status,
+                start=None if start is None else start - run.started_at,
+                end=None if end is None else end[0] - run.started_at,
+                mutates=mutates.get(sid, False),
+            )
+        )
+    return tuple(spans)
+
+
+def first_mutation(run: RunRecord, events: Sequence[Event]) -> float | None:
+    """When the first mutating step started (wall time), from the journal."""
+    plan = json.loads(run.plan_json)
+    mutating = {s["id"] for s in plan.get("steps", []) if s.get("mutates")}
+    for e in events:
+        if e.kind == ev.STEP_STARTED and e.step in mutating:
+            return e.ts
+    return None
+
+
+def history(store: StateStore, name: str, limit: int = 200) -> tuple[HistoryEntry, ...]:
+    """Drills of runbook ``name`` in ``store``, newest first."""
+    out = []
+    for run in store.list_runs(limit=limit, name=name):
+        entry = history_entry(run, store.events(run.id))
+        if entry is not None:
+            out.append(entry)
+    return tuple(out)
+
+
+def history_entry(run: RunRecord, events: Sequence[Event]) -> HistoryEntry | None:
+    found = drill_event(events)
+    if found is None:
+        return None
+    m = found.data.get("measurement", {})
+    return HistoryEntry(
+        run_id=run.id,
+        started_at=run.started_at,
+        run_status=run.status,
+        passed=bool(found.data.get("passed")),
+        rto=float(m.get("rto") or 0.0),
+        missing=int(m.get("missing") or 0),
+    )
+
+
+def drills(store: StateStore, limit: int = 20) -> list[tuple[RunRecord, HistoryEntry]]:
+    """The most recent drills in ``store`` (any runbook), newest first."""
+    out = []
+    for run in store.list_runs(limit=max(limit * 10, 200)):
+        entry = history_entry(run, store.events(run.id))
+        if entry is not None:
+            out.append((run, entry))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def build(store: StateStore, run_id: str) -> DrillReport:
+    """The report of drill run ``run_id`` (its ``drill_measured`` event must be journaled)."""
+    from drctl.errors import RunNotFound
+
+    run = store.get_run(run_id)
+    if run is None:
+        raise RunNotFound(f"no run {run_id!r} in {store.location}")
+    events = store.events(run_id)
+    found = drill_event(events)
+    if found is None:
+        raise RunNotFound(f"run {run_id} was not a drill (no {DRILL_MEASURED} event)")
+    return DrillReport(
+        run_id=run.id,
+        name=run.name,
+        runbook=run.runbook,
+        run_status=run.status,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        drill=dict(found.data),
+        steps=timeline(run, events),
+        history=history(store, run.name),
+    )

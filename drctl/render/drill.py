@@ -1,0 +1,199 @@
+"""Drill reports as markdown (a step table), HTML (a Gantt-style step timeline) or JSON."""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from drctl.drill.report import DrillReport, HistoryEntry
+
+
+def _t(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts)) if ts else "-"
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def _met(value: bool | None) -> str:
+    return "no objective" if value is None else ("met" if value else "MISSED")
+
+
+def _figures(r: DrillReport) -> list[tuple[str, str, str, str]]:
+    m: dict[str, Any] = r.drill["measurement"]
+    v: dict[str, Any] = r.drill["verdict"]
+    rpo = f"{m['missing']} of {m['acknowledged']} acknowledged writes missing"
+    if m["missing"]:
+        rpo += f" (span {_s(m['missing_span'])}, first seq {m['missing_first_seq']})"
+    if r.drill.get("read_back_error"):
+        rpo = f"unknown: {r.drill['read_back_error']}"
+    return [
+        ("RPO", rpo, _obj(v["rpo_objective"]), _met(v["rpo_met"])),
+        ("RTO", _s(m["rto"]), _obj(v["rto_objective"]), _met(v["rto_met"])),
+        ("longest window with no successful write", _s(m["longest_gap"]), "", ""),
+        (
+            "first mutation → first write on the new primary",
+            _s(m["time_to_new_primary"])
+            + (f" ({m['new_primary_address']})" if m["new_primary_address"] else ""),
+            "",
+            "",
+        ),
+        ("canary write errors", str(m["canary_errors"]), "", ""),
+    ]
+
+
+def _obj(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}s"
+
+
+def _verdict(r: DrillReport) -> str:
+    if r.drill.get("run_exit_code"):
+        return f"FAILED: the run ended {r.run_status} (exit {r.drill['run_exit_code']}): {r.drill.get('run_message', '')}"
+    return "PASSED: objectives met" if r.passed else "FAILED: objectives missed"
+
+
+def _history_rows(history: Sequence[HistoryEntry]) -> list[tuple[str, str, str, str, str]]:
+    return [
+        (
+            h.run_id,
+            _t(h.started_at),
+            "pass" if h.passed else "fail",
+            f"{h.rto:.2f}s",
+            str(h.missing),
+        )
+        for h in history
+    ]
+
+
+def as_markdown(r: DrillReport) -> str:
+    out = [
+        f"# Drill: {r.name}",
+        "",
+        f"**{_verdict(r)}**",
+        "",
+        f"- Run: `{r.run_id}` ({r.run_status}), started {_t(r.started_at)}, finished {_t(r.finished_at)}",
+        f"- Runbook: `{r.runbook}`",
+        f"- Canary: {r.drill['canary']['kind']} `{r.drill['canary']['dsn']}`"
+        + (f" via DNS {r.drill['canary']['dns_server']}" if r.drill["canary"]["dns_server"] else "")
+        + f", read back from `{r.drill['canary']['verify_dsn']}`",
+        "",
+        "## Figures",
+        "",
+        "| measure | value | objective | result |",
+        "| --- | --- | --- | --- |",
+    ]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _figures(r)]
+    out += ["", "## Steps", "", "| step | status | start | end | duration | mutates |"]
+    out.append("| --- | --- | --- | --- | --- | --- |")
+    for s in r.steps:
+        duration = None if s.start is None or s.end is None else s.end - s.start
+        out.append(
+            f"| {s.id} | {s.status} | {_s(s.start)} | {_s(s.end)} | {_s(duration)} | {'yes' if s.mutates else ''} |"
+        )
+    out += ["", "## History", "", "| run | started | result | RTO | missing writes |"]
+    out.append("| --- | --- | --- | --- | --- |")
+    out += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in _history_rows(r.history)]
+    return "\n".join(out) + "\n"
+
+
+def as_json(r: DrillReport) -> str:
+    return json.dumps(r.to_json(), indent=2, sort_keys=True, default=str) + "\n"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
+.pass{color:#176117}.fail{color:#a11}
+.gantt{position:relative;border-left:1px solid #999;margin:1em 0}
+.row{display:flex;align-items:center;height:1.6em}
+.label{width:14em;font-family:monospace;font-size:.9em}
+.track{position:relative;flex:1;height:1.1em;background:#f4f4f4}
+.bar{position:absolute;height:100%;background:#4a7fc1}
+.bar.mutates{background:#d08a2c}.bar.failed{background:#c33}
+.gap{position:absolute;height:100%;background:rgba(200,0,0,.25)}
+"""
+
+
+def as_html(r: DrillReport) -> str:
+    e = html.escape
+    ok = "pass" if r.passed and not r.drill.get("run_exit_code") else "fail"
+    m = r.drill["measurement"]
+    ends = [s.end for s in r.steps if s.end is not None] + [
+        (r.finished_at or r.started_at) - r.started_at,
+        (r.drill["canary"]["stopped_at"] or r.started_at) - r.started_at,
+    ]
+    total = max([*ends, 0.001])
+    out = [
+        "<!doctype html>",
+        f"<html><head><meta charset='utf-8'><title>Drill: {e(r.name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Drill: {e(r.name)}</h1>",
+        f"<p class='{ok}'><strong>{e(_verdict(r))}</strong></p>",
+        f"<p>Run <code>{e(r.run_id)}</code> ({e(r.run_status)}), started {_t(r.started_at)}, "
+        f"finished {_t(r.finished_at)}; runbook <code>{e(r.runbook)}</code>; canary "
+        f"<code>{e(r.drill['canary']['dsn'])}</code></p>",
+        "<h2>Figures</h2><table><tr><th>measure</th><th>value</th><th>objective</th><th>result</th></tr>",
+    ]
+    for a, b, c, d in _figures(r):
+        cls = "fail" if d == "MISSED" else ("pass" if d == "met" else "")
+        out.append(
+            f"<tr><td>{e(a)}</td><td>{e(b)}</td><td>{e(c)}</td><td class='{cls}'>{e(d)}</td></tr>"
+        )
+    out.append("</table><h2>Step timeline</h2><div class='gantt'>")
+    if m.get("gap_from") is not None and m.get("gap_to") is not None:
+        left = 100 * max(0.0, m["gap_from"] - r.started_at) / total
+        width = 100 * max(0.0, m["gap_to"] - m["gap_from"]) / total
+        out.append(
+            f"<div class='row'><span class='label'>no writes (longest)</span><div class='track'>"
+            f"<div class='gap' style='left:{left:.2f}%;width:{max(width, 0.3):.2f}%' "
+            f"title='{m['longest_gap']:.2f}s'></div></div></div>"
+        )
+    for s in r.steps:
+        bar = ""
+        if s.start is not None:
+            end = s.end if s.end is not None else total
+            left = 100 * max(0.0, s.start) / total
+            width = max(0.3, 100 * max(0.0, end - s.start) / total)
+            classes = (
+                "bar"
+                + (" mutates" if s.mutates else "")
+                + (" failed" if s.status == "failed" else "")
+            )
+            bar = (
+                f"<div class='{classes}' style='left:{left:.2f}%;width:{width:.2f}%' "
+                f"title='{e(s.id)}: {e(s.status)} {_s(s.start)} → {_s(s.end)}'></div>"
+            )
+        out.append(
+            f"<div class='row'><span class='label'>{e(s.id)}</span><div class='track'>{bar}</div></div>"
+        )
+    out.append(f"</div><p>0s … {total:.2f}s after the run started</p>")
+    out.append(
+        "<h2>History</h2><table><tr><th>run</th><th>started</th><th>result</th><th>RTO</th><th>missing writes</th></tr>"
+    )
+    for row in _history_rows(r.history):
+        out.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+    out.append("</table></body></html>")
+    return "\n".join(out) + "\n"
+
+
+def drills_table(rows: Sequence[tuple[Any, HistoryEntry]]) -> str:
+    if not rows:
+        return "no drills\n"
+    lines = [f"{'RUN':<23} {'RESULT':<7} {'RTO':>8} {'MISSING':>8} {'STARTED':<21} RUNBOOK"]
+    for run, h in rows:
+        lines.append(
+            f"{h.run_id:<23} {'pass' if h.passed else 'fail':<7} {h.rto:>7.2f}s {h.missing:>8} {_t(h.started_at):<21} {run.name}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def drills_json(rows: Sequence[tuple[Any, HistoryEntry]]) -> str:
+    data = [
+        {"id": h.run_id, "name": run.name, "status": h.run_status, "passed": h.passed,
+         "rto": h.rto, "missing": h.missing, "started_at": h.started_at}
+        for run, h in rows
+    ]  # fmt: skip
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
