@@ -9,13 +9,13 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from drctl.sandbox import pidfile
 from drctl.sandbox.pgnode import SandboxError
 
 
@@ -97,34 +97,8 @@ UsePAM no
         except OSError:
             return False
 
-    def _pid(self) -> int | None:
-        try:
-            return int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-
     def running(self) -> bool:
-        pid = self._pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return self._answers()
+        return pidfile.alive(self.pid_file) and self._answers()
 
     def stop(self) -> None:
-        pid = self._pid()
-        if pid is None:
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+        pidfile.stop(self.pid_file)
