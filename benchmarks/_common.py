@@ -112,3 +112,37 @@ def write_section(name: str, body: str) -> Path:
         f.truncate()
         f.write(text)
     return DOC
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without drctl's test hooks or a state override."""
+    env = dict(os.environ)
+    for key in ("DRCTL_FAULT", "DRCTL_STATE"):
+        env.pop(key, None)
+    return env
+
+
+_FANOUT = """\
+apiVersion: drctl/v1
+kind: Runbook
+metadata:
+  name: {name}
+  description: {n} no-op steps fanned out from one for_each over a list param
+params:
+  ids:
+    type: list
+    default: {ids}
+steps:
+  - id: noop
+    type: wait
+    for_each: "{{{{ params.ids }}}}"
+    as: id
+    with: {{duration: 0s}}
+"""
+
+
+def fanout_runbook(name: str, ids: list[str]) -> str:
+    """A runbook fanning one no-op ``wait`` step out over ``ids``."""
+    import json
+
+    return _FANOUT.format(name=name, n=len(ids), ids=json.dumps(ids))

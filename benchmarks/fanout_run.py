@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import sqlite3
@@ -27,7 +26,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from _common import DRCTL, machine, machine_line, median, p90, table, write_section
+from _common import (
+    DRCTL,
+    clean_env,
+    fanout_runbook,
+    machine,
+    machine_line,
+    median,
+    p90,
+    table,
+    write_section,
+)
 from engine_overhead import pressure, profile_section
 
 STEPS = 1000
@@ -36,31 +45,6 @@ GOAL_CONCURRENCY = 64
 RUNS = 5
 GOAL_S = 3.0
 TIMEOUT = 120  # seconds per command
-
-RUNBOOK = """\
-apiVersion: drctl/v1
-kind: Runbook
-metadata:
-  name: fanout-noop
-  description: {n} no-op steps fanned out from one for_each over a list param
-params:
-  ids:
-    type: list
-    default: {ids}
-steps:
-  - id: noop
-    type: wait
-    for_each: "{{{{ params.ids }}}}"
-    as: id
-    with: {{duration: 0s}}
-"""
-
-
-def clean_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("DRCTL_FAULT", "DRCTL_STATE"):
-        env.pop(key, None)
-    return env
 
 
 def run_once(
@@ -126,7 +110,7 @@ def report(args: argparse.Namespace) -> str:
     try:
         runbook = work / "fanout.yaml"
         ids = [f"id-{i:04d}" for i in range(STEPS)]
-        runbook.write_text(RUNBOOK.format(n=STEPS, ids=json.dumps(ids)))
+        runbook.write_text(fanout_runbook("fanout-noop", ids))
         print("warm-up...")
         run_once(runbook, GOAL_CONCURRENCY, work, env, via_log=True)
         samples: dict[int, list[float]] = {c: [] for c in CONCURRENCY}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -34,7 +33,18 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from _common import DRCTL, machine, machine_line, median, ms, p90, table, write_section
+from _common import (
+    DRCTL,
+    clean_env,
+    fanout_runbook,
+    machine,
+    machine_line,
+    median,
+    ms,
+    p90,
+    table,
+    write_section,
+)
 from engine_overhead import pressure, profile_section
 
 STEPS = 5000
@@ -47,38 +57,11 @@ RESUMES = 5
 GOAL_S = 0.2
 TIMEOUT = 180  # seconds per command
 
-RUNBOOK = """\
-apiVersion: drctl/v1
-kind: Runbook
-metadata:
-  name: resume-noop
-  description: {n} no-op steps fanned out from one for_each over a list param
-params:
-  ids:
-    type: list
-    default: {ids}
-steps:
-  - id: noop
-    type: wait
-    for_each: "{{{{ params.ids }}}}"
-    as: id
-    with: {{duration: 0s}}
-"""
-
-
-def clean_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("DRCTL_FAULT", "DRCTL_STATE"):
-        env.pop(key, None)
-    return env
-
 
 def build(work: Path, env: dict[str, str]) -> tuple[Path, str, float]:
     """Run the runbook until SIGKILL at event 10,000; returns (state file, run id, seconds)."""
     runbook = work / "resume.yaml"
-    runbook.write_text(
-        RUNBOOK.format(n=STEPS, ids=json.dumps([f"id-{i:04d}" for i in range(STEPS)]))
-    )
+    runbook.write_text(fanout_runbook("resume-noop", [f"id-{i:04d}" for i in range(STEPS)]))
     state = work / "interrupted.db"
     argv = [str(DRCTL), "run", str(runbook), "--concurrency", str(CONCURRENCY)]
     argv += ["--state", str(state)]

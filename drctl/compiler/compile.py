@@ -657,14 +657,15 @@ class _Compiler:
                 if isinstance(items[loc[1]], dict):
                     step = items[loc[1]].get("id")
             where = ".".join(str(p) for p in loc)
-            finding = Finding(
-                "DR005",
-                step if isinstance(step, str) else "",
-                f"{where}: {reason}; use ${{env:NAME}} or ${{file:path}}",
+            out.append(
+                Finding(
+                    "DR005",
+                    step if isinstance(step, str) else "",
+                    f"{where}: {reason}; use ${{env:NAME}} or ${{file:path}}",
+                    loc,
+                )
             )
-            out.append((finding, loc))
-        self._secret_locs = {f.message: loc for f, loc in out}
-        return [f for f, _ in out]
+        return out
 
     def _acknowledge(
         self, findings: list[Finding], by_base: dict[str, _Instance]
@@ -677,11 +678,7 @@ class _Compiler:
             acknowledged = f.code in global_ack or f.code in step_ack
             out.append(LintFinding(f.code, f.message, f.base_id or None, acknowledged))
             if not acknowledged:
-                loc = (
-                    getattr(self, "_secret_locs", {}).get(f.message) if f.code == "DR005" else None
-                )
-                if loc is None:
-                    loc = inst.loc if inst is not None else ()
+                loc = f.loc if f.loc is not None else (inst.loc if inst is not None else ())
                 self.error(
                     f.code,
                     f"{TITLES[f.code]}: {f.message}",

@@ -44,6 +44,8 @@ class Finding:
     code: str
     base_id: str
     message: str
+    #: Where in the document, when more precise than the step (a literal secret's value).
+    loc: tuple[str | int, ...] | None = None
 
 
 def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> list[Finding]:

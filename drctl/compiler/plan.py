@@ -58,10 +58,6 @@ class CompiledStep:
     lints: tuple[str, ...] = ()
     fallback: bool = False
 
-    @property
-    def skipped_at_plan(self) -> bool:
-        return self.when is False
-
     def masked_inputs(self) -> dict[str, Any]:
         """The inputs as they may be shown (literal secrets as ``***``)."""
         masked: dict[str, Any] = mask(None, self.inputs)

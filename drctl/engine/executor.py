@@ -13,11 +13,11 @@ thread bounded by the step's deadline, so a hung call cannot hang the run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import heapq
 import queue
 import threading
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -567,13 +567,11 @@ class Executor:
                 if step.rollback is not None:
                     rb_type = get_step_type(step.rollback["type"])
                     inputs = rb_type.Inputs.model_validate(x.secrets.apply(step.rollback["with"]))
-                    rb_step = CompiledStep(
-                        **{
-                            **step.__dict__,
-                            "type": step.rollback["type"],
-                            "target": step.rollback["target"],
-                            "timeout": step.rollback["timeout"] or step.timeout,
-                        }
+                    rb_step = dataclasses.replace(
+                        step,
+                        type=step.rollback["type"],
+                        target=step.rollback["target"],
+                        timeout=step.rollback["timeout"] or step.timeout,
                     )
                     ctx = self._context(rb_step, 0, inputs, dict(self.state.step(sid).recorded))
                     self._bounded(rb_type.apply, ctx)
@@ -652,7 +650,3 @@ def _render_paths(value: Any, paths: set[str], context: dict[str, Any], at: str)
     if isinstance(value, list):
         return [_render_paths(v, paths, context, f"{at}.{i}") for i, v in enumerate(value)]
     return value
-
-
-def now_iso(ts: float | None = None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

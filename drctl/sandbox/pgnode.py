@@ -9,10 +9,8 @@ copies the configuration files from the source server.
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,19 +23,16 @@ class SandboxError(DrctlError):
 
 
 def find_bin_dir() -> Path:
-    """Where initdb/pg_ctl/pg_rewind live: $DRCTL_PG_BIN, Debian's layout, or PATH."""
-    if os.environ.get("DRCTL_PG_BIN"):
-        return Path(os.environ["DRCTL_PG_BIN"])
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[4]))
-    if candidates:
-        return Path(candidates[-1])
-    initdb = shutil.which("initdb")
-    if initdb:
-        return Path(initdb).parent
-    raise SandboxError(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found",
-        hint="install the postgresql package, or set DRCTL_PG_BIN to their directory",
-    )
+    """Where initdb/pg_ctl/pg_rewind live (see server_bin_dir), or a SandboxError."""
+    from drctl.providers.postgres.session import server_bin_dir
+
+    found = server_bin_dir()
+    if not found:
+        raise SandboxError(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found",
+            hint="install the postgresql package, or set DRCTL_PG_BIN to their directory",
+        )
+    return Path(found)
 
 
 def os_user() -> str:

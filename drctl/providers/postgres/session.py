@@ -151,7 +151,7 @@ def local_node(
         if ctx is None:
             raise StepError(f"{what}: an ssh target needs a step context")
         ssh = dict(ctx.target_named(str(target["ssh"])))
-    bin_dir = target.get("bin_dir") or ("" if ssh else _default_bin_dir())
+    bin_dir = target.get("bin_dir") or ("" if ssh else server_bin_dir())
     as_root = (ssh or {}).get("user") == "root" if ssh else os.geteuid() == 0
     user = target.get("os_user") or ("postgres" if as_root else "")
     return {
@@ -167,11 +167,18 @@ def local_node(
     }
 
 
-def _default_bin_dir() -> str:
+def server_bin_dir() -> str:
+    """Where initdb/pg_ctl/pg_rewind live: $DRCTL_PG_BIN, Debian's layout, or PATH ("" if none)."""
+    if os.environ.get("DRCTL_PG_BIN"):
+        return os.environ["DRCTL_PG_BIN"]
     import glob
+    import shutil
 
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[4]))
-    return found[-1] if found else ""
+    if found:
+        return found[-1]
+    initdb = shutil.which("initdb")
+    return str(Path(initdb).parent) if initdb else ""
 
 
 def pg_tool(
