@@ -30,26 +30,37 @@ class ReportFormat(StrEnum):
 
 
 def drill(
-    file: str = typer.Argument(..., help="The runbook."),
+    file: str | None = typer.Argument(
+        None, metavar="[FILE]", help="The runbook (not with --resume)."
+    ),
     param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),
-    canary: CanaryKind = typer.Option(
-        CanaryKind.postgres,
+    canary: CanaryKind | None = typer.Option(
+        None,
         "--canary",
-        help="The canary writer (postgres; mongo is not built yet).",
+        help="The canary writer: postgres (the default) or mongo.",
     ),
-    canary_dsn: str = typer.Option(
-        ..., "--canary-dsn", help="Where the canary writes: the DSN the application uses."
+    canary_dsn: str | None = typer.Option(
+        None,
+        "--canary-dsn",
+        help="Where the canary writes: the DSN or mongodb:// URI the application uses.",
     ),
     canary_dns_server: str | None = typer.Option(
         None,
         "--canary-dns-server",
-        help="Resolve the canary DSN's host through this DNS server (host:port), on every reconnect.",
+        help="Resolve the canary DSN's host through this DNS server (host:port), on every "
+        "reconnect (postgres canary only).",
     ),
     verify_dsn: str | None = typer.Option(
         None,
         "--verify-dsn",
         help="The new primary, read back after the run (default: the canary DSN, resolved then).",
+    ),
+    resume: str | None = typer.Option(
+        None,
+        "--resume",
+        metavar="RUN_ID",
+        help="Continue a drill that stopped unfinished, its canary writing again, and measure it whole.",
     ),
     report: str | None = typer.Option(
         None, "--report", help="Write the report here (default: standard output)."
@@ -66,14 +77,32 @@ def drill(
 ) -> None:
     """Run a runbook as a drill with a canary writer; report RTO/RPO; exit 0 objectives met, 1 missed."""
     from drctl.compiler.params import ParamInput
+    from drctl.drill.canary import CanarySpec
     from drctl.drill.report import build
-    from drctl.drill.run import CanarySpec
     from drctl.drill.run import drill as do_drill
+    from drctl.drill.run import resume_drill
     from drctl.engine.executor import Interrupts
     from drctl.errors import UsageError
 
-    if canary is CanaryKind.mongo:
-        raise UsageError("--canary mongo is not available yet; use --canary postgres")
+    if canary is CanaryKind.mongo and canary_dns_server:
+        raise UsageError(
+            "--canary-dns-server works with --canary postgres only",
+            hint="the MongoDB driver resolves the URI's hosts itself; give them in --canary-dsn",
+        )
+    if resume is not None:
+        given = [flag for flag, value in (
+            ("FILE", file), ("--param", param), ("--params-file", params_file),
+            ("--canary", canary),
+        ) if value]  # fmt: skip
+        if given:
+            raise UsageError(
+                f"--resume continues a drill as it was started: {', '.join(given)} cannot be given with it",
+                hint="the runbook, its parameters and the canary kind come from the run's journal",
+            )
+    elif file is None:
+        raise UsageError("give the runbook FILE, or --resume RUN_ID")
+    elif canary_dsn is None:
+        raise UsageError("--canary-dsn is required: where the canary writes")
     kind = fmt or _format_for(report)
     # Progress goes to stderr so that a report on stdout stays clean; no prompts.
     terminal = Terminal(OutputFormat.text, yes, approve or [])
@@ -90,12 +119,23 @@ def drill(
     _signals(interrupts)
     store = _store(state)
     options = _options(concurrency, False, yes, approve or [])
-    result = do_drill(
-        file, ParamInput(tuple(param or ()), params_file), options, store, sinks,
-        terminal.gate, interrupts,
-        CanarySpec(canary_dsn, canary_dns_server, verify_dsn),
-    )  # fmt: skip
-    text = _render(build(store, result.run_id), kind)
+    if file is not None and canary_dsn is not None:
+        spec = CanarySpec(
+            (canary or CanaryKind.postgres).value, canary_dsn, canary_dns_server, verify_dsn
+        )
+        result = do_drill(
+            file, ParamInput(tuple(param or ()), params_file), options, store, sinks,
+            terminal.gate, interrupts, spec,
+        )  # fmt: skip
+    else:
+        from drctl.engine.runs import find_run
+
+        result = resume_drill(
+            find_run(store, resume), options, store, sinks, terminal.gate, interrupts,
+            dsn=canary_dsn, dns_server=canary_dns_server, verify_dsn=verify_dsn,
+        )  # fmt: skip
+    built = build(store, result.run_id)
+    text = _render(built, kind)
     if report:
         Path(report).write_text(text)
     else:
@@ -104,6 +144,8 @@ def drill(
     verdict = "objectives met" if v.passed else "objectives MISSED"
     if result.outcome.exit_code:
         verdict = f"run {result.outcome.status} (exit {result.outcome.exit_code})"
+        if built.drill.get("paused"):
+            verdict += f"; continue the drill with: drctl drill --resume {result.run_id}"
     sys.stderr.write(
         f"drill {result.run_id}: {verdict}: RPO {m.missing} of {m.acknowledged} acknowledged "
         f"writes missing; RTO {m.rto:.2f}s (longest gap {m.longest_gap:.2f}s)"

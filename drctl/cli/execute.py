@@ -188,6 +188,11 @@ def resume(
         "--mark-done",
         help="Record an interrupted step as done after checking by hand (repeatable).",
     ),
+    unmeasured: bool = typer.Option(
+        False,
+        "--unmeasured",
+        help="Finish a paused drill without its canary (it stays measured up to the pause).",
+    ),
     concurrency: int | None = typer.Option(None, "--concurrency", help="Steps run at once."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json lines."),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
@@ -202,6 +207,14 @@ def resume(
         raise UsageError("give a RUN_ID or --last")
     store = _store(state)
     record = find_run(store, run_id, last=last)
+    if not unmeasured:
+        from drctl.drill.run import paused_drill
+
+        if paused_drill(store, record.id) is not None:
+            raise UsageError(
+                f"run {record.id} is a drill: resuming it here would leave the rest unmeasured",
+                hint=f"continue it with: drctl drill --resume {record.id} (or pass --unmeasured)",
+            )
     terminal = Terminal(output, yes, approve or [])
     interrupts = Interrupts()
     _signals(interrupts)

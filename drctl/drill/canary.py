@@ -1,33 +1,26 @@
-"""The canary writer: numbered rows committed through the client path, acknowledged.
+"""The canary writer every drill runs: numbered writes through the client path, acknowledged.
 
-A background thread inserts ``(drill_id, seq, at)`` into ``drctl_canary`` in autocommit
-every ``interval`` seconds, through the DSN an application would use (its host resolved
-through ``dns_server`` on every reconnect, as a client's resolver would). A write counts
-as acknowledged only after the commit returned; each acknowledgement keeps its sequence
-number, wall time and the address it went to. On any failure the connection is dropped
-and the next write reconnects (and re-resolves). Every connect and statement is bounded
-by ``timeout``, so stopping the canary is bounded too.
+A background thread writes ``(drill_id, seq, at)`` every ``interval`` seconds through the
+connection string an application would use. A write counts as acknowledged only after
+the database confirmed it as durable; each acknowledgement keeps its sequence number,
+wall time and the address of the server that confirmed it. On a failure the writer
+reconnects the way that database's clients do (see each kind). Every connect and write
+is bounded by ``timeout``, so stopping the canary is bounded too.
+
+Kinds: ``postgres`` (drctl.drill.pg_canary) and ``mongo`` (drctl.drill.mongo_canary).
 """
 
 from __future__ import annotations
 
-import contextlib
+import re
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, ClassVar
 
 from drctl.errors import DrctlError
-
-if TYPE_CHECKING:
-    from drctl.steps.base import StepContext
-
-TABLE_SQL = (
-    "CREATE TABLE IF NOT EXISTS drctl_canary "
-    "(drill_id text NOT NULL, seq bigint NOT NULL, at timestamptz NOT NULL, "
-    "PRIMARY KEY (drill_id, seq))"
-)
 
 
 class CanaryError(DrctlError):
@@ -39,74 +32,48 @@ class CanaryError(DrctlError):
 
 @dataclass(frozen=True)
 class Ack:
-    """One acknowledged write: its sequence number, when the commit returned, and where it went."""
+    """One acknowledged write: its sequence number, when it was confirmed, and by which server."""
 
     seq: int
     at: float
     address: str
 
 
-class _Budget:
-    """The one thing the postgres resolver asks of a step context: the time left."""
+@dataclass(frozen=True)
+class CanarySpec:
+    """Where the canary writes (the application's connection string) and where it reads back."""
 
-    def __init__(self, seconds: float) -> None:
-        self._deadline = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return max(0.0, self._deadline - time.monotonic())
-
-
-def resolve_dsn(dsn: str, dns_server: str | None, timeout: float = 1.0) -> tuple[str, str]:
-    """The DSN to connect with and the address it names (its host resolved through ``dns_server``)."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    from drctl.errors import StepError
-    from drctl.providers.postgres.session import target_dsn
-
-    if dns_server:
-        ctx = cast("StepContext", _Budget(timeout))
-        try:
-            resolved, address = target_dsn(ctx, {"dsn": dsn, "dns_server": dns_server})
-        except StepError as exc:
-            raise CanaryError(exc.message) from exc
-        return resolved, address or ""
-    params = conninfo_to_dict(dsn)
-    return dsn, str(params.get("hostaddr") or params.get("host") or "")
+    kind: str
+    dsn: str
+    dns_server: str | None = None
+    verify_dsn: str | None = None
+    interval: float = 0.02
+    timeout: float = 1.0
+    #: How long the canary keeps writing after the run ended (to see the new primary).
+    settle: float = 2.0
 
 
-def connect(dsn: str, timeout: float) -> Any:
-    """An autocommit connection with connect and statement timeouts of about ``timeout``."""
-    import psycopg
+class Canary(ABC):
+    """Writes numbered records until stopped; keeps every acknowledgement.
 
-    return psycopg.connect(
-        dsn,
-        autocommit=True,
-        connect_timeout=max(1, round(timeout)),
-        # A server that vanished mid-statement: give up when sent data stays unacknowledged.
-        tcp_user_timeout=int(timeout * 1000) + 1000,
-        options=f"-c statement_timeout={int(timeout * 1000)}",
-    )
+    A kind supplies how to connect, write one record, react to a failure and read the
+    records back; the writing loop, its pacing and its bookkeeping are shared.
+    """
 
-
-class PostgresCanary:
-    """Writes numbered rows through ``dsn`` until stopped; keeps every acknowledgement."""
+    kind: ClassVar[str]
 
     def __init__(
         self,
-        dsn: str,
+        spec: CanarySpec,
         drill_id: str,
         *,
-        dns_server: str | None = None,
-        interval: float = 0.02,
-        timeout: float = 1.0,
+        first_seq: int = 1,
         now: Callable[[], float] = time.time,
     ) -> None:
-        self.dsn = dsn
+        self.spec = spec
         self.drill_id = drill_id
-        self.dns_server = dns_server
-        self.interval = interval
-        self.timeout = timeout
         self._now = now
+        self._next_seq = first_seq
         self._acks: list[Ack] = []
         self._errors = 0
         self._last_error = ""
@@ -116,23 +83,48 @@ class PostgresCanary:
         self.started_at = 0.0
         self.stopped_at = 0.0
 
+    # -- what a kind supplies ------------------------------------------------------------
+    def prepare(self) -> None:  # noqa: B027 - most kinds need nothing before writing
+        """Make the records' home exist through the client path; raises CanaryError if it cannot."""
+
+    @abstractmethod
+    def _connect(self) -> Any:
+        """A new connection (or client) to write through."""
+
+    @abstractmethod
+    def _write(self, conn: Any, seq: int) -> str:
+        """Write record ``seq`` durably; the address of the server that confirmed it."""
+
+    @abstractmethod
+    def _failures(self) -> tuple[type[BaseException], ...]:
+        """The exceptions a failed connect or write raises (the canary counts them and goes on)."""
+
+    @abstractmethod
+    def _after_failure(self, conn: Any) -> Any:
+        """What to write through next after a failure: ``conn`` kept, or None to reconnect."""
+
+    @abstractmethod
+    def _close(self, conn: Any) -> None:
+        """Release ``conn`` when the canary stops."""
+
+    @abstractmethod
+    def read_back(self) -> tuple[set[int], str, str]:
+        """The seqs of this drill found on the new primary, its address, and the masked
+        connection string read from; raises CanaryError if it cannot be read."""
+
     # -- lifecycle ---------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Create the canary table through the client path; raises CanaryError if it cannot."""
-        import psycopg
+    def start(self, first_ack_within: float | None = 5.0) -> None:
+        """Start writing; returns after the first acknowledgement (CanaryError if none comes).
 
-        try:
-            dsn, _ = resolve_dsn(self.dsn, self.dns_server, self.timeout)
-            with connect(dsn, max(self.timeout, 3.0)) as conn:
-                conn.execute(TABLE_SQL)
-        except psycopg.Error as exc:
-            raise CanaryError(f"canary: cannot create drctl_canary: {_first_line(exc)}") from exc
-
-    def start(self, first_ack_within: float = 5.0) -> None:
-        """Start writing; returns after the first acknowledgement (CanaryError if none comes)."""
+        With ``first_ack_within=None`` it returns at once: a drill resumed mid-failover
+        may find writes impossible, and that is what it is there to measure.
+        """
         self.started_at = self._now()
+        self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="drctl-canary", daemon=True)
         self._thread.start()
+        if first_ack_within is None:
+            return
         deadline = time.monotonic() + first_ack_within
         while time.monotonic() < deadline:
             if self.acks():
@@ -140,16 +132,16 @@ class PostgresCanary:
             time.sleep(0.01)
         self.stop()
         raise CanaryError(
-            f"canary: no write acknowledged within {first_ack_within:g}s through {self._shown()}"
+            f"canary: no write acknowledged within {first_ack_within:g}s through {self.shown()}"
             + (f": {self._last_error}" if self._last_error else ""),
             hint="check --canary-dsn (and --canary-dns-server): the canary writes where the application does",
         )
 
     def stop(self) -> None:
-        """Stop writing; bounded by one statement's timeout."""
+        """Stop writing; bounded by one write's timeout."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.timeout * 3 + 1)
+            self._thread.join(timeout=self.spec.timeout * 3 + 1)
         self.stopped_at = self._now()
 
     def acks(self) -> list[Ack]:
@@ -160,64 +152,60 @@ class PostgresCanary:
     def errors(self) -> int:
         return self._errors
 
+    @property
+    def next_seq(self) -> int:
+        """The first sequence number never attempted: a later canary of the drill starts there.
+
+        Not the last acknowledged one plus one: a write whose acknowledgement was lost may
+        still have landed, and must not be confused with a new one.
+        """
+        return self._next_seq
+
+    def shown(self) -> str:
+        via = f" (resolved through {self.spec.dns_server})" if self.spec.dns_server else ""
+        return mask_dsn(self.spec.dsn) + via
+
     # -- the writer ----------------------------------------------------------------------
     def _loop(self) -> None:
-        import psycopg
-
+        failures = self._failures()
         conn: Any = None
-        address = ""
-        seq = 0
         while not self._stop.is_set():
             began = time.monotonic()
             try:
                 if conn is None:
-                    dsn, address = resolve_dsn(self.dsn, self.dns_server, self.timeout)
-                    conn = connect(dsn, self.timeout)
-                seq += 1
-                conn.execute(
-                    "INSERT INTO drctl_canary (drill_id, seq, at) VALUES (%s, %s, now())",
-                    (self.drill_id, seq),
-                )
+                    conn = self._connect()
+                seq = self._next_seq
+                self._next_seq += 1
+                address = self._write(conn, seq)
                 ack = Ack(seq, self._now(), address)
                 with self._lock:
                     self._acks.append(ack)
-            except (psycopg.Error, CanaryError, OSError) as exc:
+            except failures as exc:
                 self._errors += 1
-                self._last_error = _first_line(exc)
-                _close(conn)
-                conn = None
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
-        _close(conn)
-
-    def _shown(self) -> str:
-        return self.dsn + (f" (resolved through {self.dns_server})" if self.dns_server else "")
+                self._last_error = first_line(exc)
+                conn = self._after_failure(conn)
+            self._stop.wait(max(0.0, self.spec.interval - (time.monotonic() - began)))
+        if conn is not None:
+            self._close(conn)
 
 
-def read_back(dsn: str, drill_id: str, timeout: float = 5.0) -> set[int]:
-    """The canary sequence numbers of ``drill_id`` present at ``dsn`` (none if the table is absent)."""
-    import psycopg
+def make_canary(spec: CanarySpec, drill_id: str, *, first_seq: int = 1) -> Canary:
+    """The canary of ``spec.kind`` (its client library imported only now)."""
+    if spec.kind == "mongo":
+        from drctl.drill.mongo_canary import MongoCanary
 
-    try:
-        with connect(dsn, timeout) as conn:
-            rows = conn.execute(
-                "SELECT seq FROM drctl_canary WHERE drill_id = %s", (drill_id,)
-            ).fetchall()
-    except psycopg.errors.UndefinedTable:
-        return set()
-    except psycopg.Error as exc:
-        raise CanaryError(
-            f"canary: cannot read back from the new primary: {_first_line(exc)}"
-        ) from exc
-    return {int(r[0]) for r in rows}
+        return MongoCanary(spec, drill_id, first_seq=first_seq)
+    from drctl.drill.pg_canary import PostgresCanary
+
+    return PostgresCanary(spec, drill_id, first_seq=first_seq)
 
 
-def _close(conn: Any) -> None:
-    if conn is None:
-        return
-    with contextlib.suppress(Exception):  # closing a broken connection: nothing to do with it
-        conn.close()
+def mask_dsn(dsn: str) -> str:
+    """A connection string as it may be shown: any password replaced by ``***``."""
+    dsn = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
+    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", dsn)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -6,6 +6,10 @@
 - RTO: the longest window with no successful write while the canary ran, and the time
   from the first mutating step's start to the first write acknowledged by the new
   primary's address. The RTO checked against the objective is the larger of the two.
+
+A drill that stopped (at a gate, say) and was resumed ran its canary in several
+windows; gaps are measured inside each window, since nobody wrote between them, while
+the time to the new primary spans the pause: a gate a person must open is downtime.
 """
 
 from __future__ import annotations
@@ -61,20 +65,23 @@ def measure(
     acks: Sequence[Ack],
     present: set[int],
     *,
-    started_at: float,
-    stopped_at: float,
+    windows: Sequence[tuple[float, float]],
     first_mutation_at: float | None,
     new_primary_address: str,
     canary_errors: int = 0,
 ) -> Measurement:
-    """RTO/RPO from acknowledgements, the seqs found on the new primary, and the run's timing."""
+    """RTO/RPO from acknowledgements, the seqs found on the new primary, and the run's timing.
+
+    ``windows`` are the (start, stop) wall times the canary wrote in, in order.
+    """
     missing = [a for a in acks if a.seq not in present]
     span = (missing[-1].at - missing[0].at) if missing else None
-    times = [started_at, *(a.at for a in acks), stopped_at]
     longest, gap_from, gap_to = 0.0, None, None
-    for before, after in itertools.pairwise(times):
-        if after - before > longest:
-            longest, gap_from, gap_to = after - before, before, after
+    for start, stop in windows:
+        times = [start, *(a.at for a in acks if start <= a.at <= stop), stop]
+        for before, after in itertools.pairwise(times):
+            if after - before > longest:
+                longest, gap_from, gap_to = after - before, before, after
     first_new: float | None = None
     if first_mutation_at is not None and new_primary_address:
         for a in acks:

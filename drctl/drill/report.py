@@ -7,7 +7,6 @@ event), so a report can be rebuilt later from any machine that shares the store.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,6 +16,8 @@ from drctl.state.base import Event, RunRecord, StateStore
 
 #: The journal event a drill appends to its run when it has measured it.
 DRILL_MEASURED = ev.DRILL_MEASURED
+#: The journal event a drill appends when its run stopped unfinished (see drill.run).
+DRILL_PAUSED = ev.DRILL_PAUSED
 
 _ENDS = {
     ev.STEP_SUCCEEDED: "succeeded",
@@ -80,12 +81,6 @@ class DrillReport:
             "steps": [asdict(s) for s in self.steps],
             "history": [asdict(h) for h in self.history],
         }
-
-
-def mask_dsn(dsn: str) -> str:
-    """A DSN as it may be shown: any password replaced by ``***``."""
-    dsn = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", dsn)
 
 
 def drill_event(events: Sequence[Event]) -> Event | None:

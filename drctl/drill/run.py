@@ -4,36 +4,35 @@ A drill is a normal run (same journal, lock and gates — with no prompt: a gate
 ``--yes`` or ``--approve``) wrapped by a canary writer. When the run ends the canary
 writes on briefly (bounded), stops, and the new primary is read back; the measurement
 and the verdict are appended to the run's journal as a durable ``drill_measured`` event.
+
+A drill whose run did not finish (stopped at a gate, failed, interrupted) also journals
+``drill_paused``: the drill id, the canary's settings (connection strings masked), every
+acknowledgement so far and the next sequence number. ``resume_drill`` starts the canary
+again from there, resumes the run, and measures the whole drill: RPO over every write
+acknowledged in any window, read back once at the end.
 """
 
 from __future__ import annotations
 
 import secrets as pysecrets
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from drctl.compiler.compile import compile_runbook
 from drctl.compiler.params import ParamInput
-from drctl.drill.canary import CanaryError, PostgresCanary, read_back, resolve_dsn
+from drctl.drill.canary import Ack, Canary, CanaryError, CanarySpec, make_canary, mask_dsn
 from drctl.drill.measure import Measurement, Verdict, judge, measure
-from drctl.drill.report import DRILL_MEASURED, first_mutation, mask_dsn
+from drctl.drill.report import DRILL_MEASURED, DRILL_PAUSED, first_mutation
+from drctl.engine import events as ev
 from drctl.engine.executor import GateDecider, Interrupts, Options, Outcome
 from drctl.engine.runs import SinkFactory, start
-from drctl.errors import RunNotFound
-from drctl.state.base import Event, StateStore
+from drctl.engine.runs import resume as resume_run
+from drctl.errors import RunNotFound, UsageError
+from drctl.state.base import Event, RunRecord, StateStore
 
-
-@dataclass(frozen=True)
-class CanarySpec:
-    """Where the canary writes (the application's DSN) and where the drill reads back."""
-
-    dsn: str
-    dns_server: str | None = None
-    verify_dsn: str | None = None
-    interval: float = 0.02
-    timeout: float = 1.0
-    #: How long the canary keeps writing after the run ended (to see the new primary).
-    settle: float = 2.0
+_FINISHED = (ev.SUCCEEDED, ev.ROLLED_BACK, ev.ABORTED)
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,15 @@ class DrillResult:
         return 0 if self.verdict.passed else 1
 
 
+@dataclass(frozen=True)
+class _Earlier:
+    """What earlier windows of a resumed drill left in the journal."""
+
+    acks: tuple[Ack, ...] = ()
+    windows: tuple[tuple[float, float], ...] = ()
+    errors: int = 0
+
+
 def drill(
     path: str,
     given: ParamInput,
@@ -58,69 +66,171 @@ def drill(
     sinks: SinkFactory,
     gate: GateDecider,
     interrupts: Interrupts,
-    canary_spec: CanarySpec,
+    spec: CanarySpec,
 ) -> DrillResult:
     """Run ``path`` as a drill; the result is journaled on the run before this returns."""
     compile_runbook(path, given)  # an invalid runbook fails before the canary writes anything
     drill_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + pysecrets.token_hex(3)
-    canary = PostgresCanary(
-        canary_spec.dsn, drill_id, dns_server=canary_spec.dns_server,
-        interval=canary_spec.interval, timeout=canary_spec.timeout,
-    )  # fmt: skip
+    canary = make_canary(spec, drill_id)
     canary.prepare()
     canary.start()
     try:
         run_id, outcome = start(path, given, options, store, sinks, gate, interrupts)
-        _settle(canary, canary_spec.settle)
+        _settle(canary, spec.settle)
     finally:
         canary.stop()
+    return _conclude(store, run_id, outcome, canary, _Earlier())
+
+
+def paused_drill(store: StateStore, run_id: str) -> Event | None:
+    """The run's last ``drill_paused`` event if it is a drill that has not concluded."""
+    found = None
+    for event in store.events(run_id):
+        if event.kind == DRILL_PAUSED:
+            found = event
+        elif event.kind == DRILL_MEASURED and not event.data.get("paused"):
+            found = None
+    return found
+
+
+def resume_drill(
+    run: RunRecord,
+    options: Options,
+    store: StateStore,
+    sinks: SinkFactory,
+    gate: GateDecider,
+    interrupts: Interrupts,
+    *,
+    dsn: str | None = None,
+    dns_server: str | None = None,
+    verify_dsn: str | None = None,
+    accept_plan_hash: str | None = None,
+) -> DrillResult:
+    """Continue drill ``run`` with its canary writing again; measure the whole drill.
+
+    The journal keeps connection strings masked, so one that held a password must be
+    given again (``dsn``, ``verify_dsn``); the others default to what the drill used.
+    """
+    paused = paused_drill(store, run.id)
+    if paused is None:
+        raise UsageError(
+            f"run {run.id} is not a paused drill",
+            hint="resume a run that is not a drill with drctl resume",
+        )
+    if run.status in _FINISHED:
+        raise UsageError(
+            f"run {run.id} is {run.status.replace('_', ' ')}: it went on without its canary "
+            "and cannot be measured now",
+            hint="start a new drill",
+        )
+    data = paused.data
+    saved = data["canary"]
+    spec = CanarySpec(
+        kind=saved["kind"],
+        dsn=dsn or str(_unmasked(saved, "dsn", "--canary-dsn")),
+        dns_server=dns_server or saved.get("dns_server"),
+        verify_dsn=verify_dsn or _unmasked(saved, "verify_dsn", "--verify-dsn", optional=True),
+        interval=float(saved["interval"]),
+        timeout=float(saved["timeout"]),
+        settle=float(saved["settle"]),
+    )
+    earlier = _Earlier(
+        acks=_acks_from(data["acks"]),
+        windows=tuple((float(a), float(b)) for a, b in data["windows"]),
+        errors=int(data.get("canary_errors", 0)),
+    )
+    canary = make_canary(spec, str(data["drill_id"]), first_seq=int(data["next_seq"]))
+    # The drill may have stopped mid-failover (the old primary fenced, say): writes
+    # failing now are downtime to measure, not a reason to refuse.
+    canary.start(first_ack_within=None)
+    try:
+        outcome = resume_run(
+            run, options, store, sinks, gate, interrupts, accept_plan_hash=accept_plan_hash
+        )
+        _settle(canary, spec.settle)
+    finally:
+        canary.stop()
+    return _conclude(store, run.id, outcome, canary, earlier)
+
+
+def _conclude(
+    store: StateStore, run_id: str, outcome: Outcome, canary: Canary, earlier: _Earlier
+) -> DrillResult:
+    """Read back, measure the drill's every window, and journal it (and a pause, if any)."""
     record = store.get_run(run_id)
     if record is None:
         raise RunNotFound(f"run {run_id} vanished from {store.location}")
     events = store.events(run_id)
-    acks = canary.acks()
-    verify_dsn, address, read_error = canary_spec.verify_dsn or canary_spec.dsn, "", None
+    acks = [*earlier.acks, *canary.acks()]
+    windows = [*earlier.windows, (canary.started_at, canary.stopped_at)]
+    errors = earlier.errors + canary.errors
+    spec = canary.spec
+    address, read_error = "", None
+    read_from = mask_dsn(spec.verify_dsn or spec.dsn)
     try:
-        if canary_spec.verify_dsn:
-            verify_dsn, address = resolve_dsn(canary_spec.verify_dsn, None)
-        else:
-            verify_dsn, address = resolve_dsn(canary_spec.dsn, canary_spec.dns_server, 3.0)
-        present = read_back(verify_dsn, drill_id)
+        present, address, read_from = canary.read_back()
     except CanaryError as exc:
         # The run happened: journal what was measured, and that RPO could not be.
         present, read_error = {a.seq for a in acks}, exc.message
     measured = measure(
-        acks, present, started_at=canary.started_at, stopped_at=canary.stopped_at,
-        first_mutation_at=first_mutation(record, events), new_primary_address=address,
-        canary_errors=canary.errors,
+        acks, present, windows=windows, first_mutation_at=first_mutation(record, events),
+        new_primary_address=address, canary_errors=errors,
     )  # fmt: skip
     objectives = _objectives(record.plan_json)
     verdict = judge(measured, objectives)
     if read_error is not None:
         verdict = replace(verdict, rpo_met=False)
     result = DrillResult(run_id, outcome, measured, verdict)
+    paused = record.status not in _FINISHED
+    settings = {
+        "kind": canary.kind,
+        "dsn": mask_dsn(spec.dsn),
+        "dsn_masked": mask_dsn(spec.dsn) != spec.dsn,
+        "dns_server": spec.dns_server,
+        "verify_dsn": read_from,
+        "verify_dsn_given": spec.verify_dsn is not None,
+        "verify_dsn_masked": spec.verify_dsn is not None
+        and mask_dsn(spec.verify_dsn) != spec.verify_dsn,
+        "interval": spec.interval,
+        "timeout": spec.timeout,
+        "settle": spec.settle,
+        "started_at": windows[0][0],
+        "stopped_at": windows[-1][1],
+    }
+    now = time.time()
+    if paused:
+        store.append(
+            run_id,
+            Event(
+                DRILL_PAUSED,
+                now,
+                data={
+                    "drill_id": canary.drill_id,
+                    "canary": settings,
+                    "next_seq": canary.next_seq,
+                    "windows": [list(w) for w in windows],
+                    "acks": _acks_to(acks),
+                    "canary_errors": errors,
+                },
+            ),
+            None,
+        )
     store.append(
         run_id,
         Event(
             DRILL_MEASURED,
-            time.time(),
+            now,
             data={
-                "drill_id": drill_id,
-                "canary": {
-                    "kind": "postgres",
-                    "dsn": mask_dsn(canary_spec.dsn),
-                    "dns_server": canary_spec.dns_server,
-                    "verify_dsn": mask_dsn(verify_dsn),
-                    "interval": canary_spec.interval,
-                    "started_at": canary.started_at,
-                    "stopped_at": canary.stopped_at,
-                },
+                "drill_id": canary.drill_id,
+                "canary": settings,
+                "windows": [list(w) for w in windows],
                 "objectives": objectives,
                 "measurement": measured.to_json(),
                 "verdict": asdict(verdict),
                 "read_back_error": read_error,
                 "run_exit_code": outcome.exit_code,
                 "run_message": outcome.message,
+                "paused": paused,
                 "passed": outcome.exit_code == 0 and verdict.passed,
                 "exit_code": result.exit_code,
             },
@@ -130,7 +240,30 @@ def drill(
     return result
 
 
-def _settle(canary: PostgresCanary, seconds: float) -> None:
+def _unmasked(saved: dict[str, Any], key: str, flag: str, *, optional: bool = False) -> str | None:
+    if optional and not saved.get(f"{key}_given"):
+        return None
+    if saved.get(f"{key}_masked"):
+        raise UsageError(
+            f"the drill's {flag} held a password, which drctl does not keep",
+            hint=f"give {flag} again to resume the drill",
+        )
+    return str(saved[key])
+
+
+def _acks_to(acks: Sequence[Ack]) -> dict[str, Any]:
+    """Acknowledgements in a compact form for the journal: addresses listed once."""
+    addresses: dict[str, int] = {}
+    rows = [[a.seq, round(a.at, 6), addresses.setdefault(a.address, len(addresses))] for a in acks]
+    return {"addresses": list(addresses), "rows": rows}
+
+
+def _acks_from(saved: dict[str, Any]) -> tuple[Ack, ...]:
+    names = saved["addresses"]
+    return tuple(Ack(int(seq), float(at), str(names[i])) for seq, at, i in saved["rows"])
+
+
+def _settle(canary: Canary, seconds: float) -> None:
     """Let the canary write on for up to ``seconds`` after the run, until a fresh ack lands."""
     ended = time.time()
     deadline = time.monotonic() + seconds

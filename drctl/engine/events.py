@@ -23,6 +23,7 @@ UNDO_STARTED = "undo_started"
 UNDO_SUCCEEDED = "undo_succeeded"
 UNDO_FAILED = "undo_failed"
 DRILL_MEASURED = "drill_measured"  # a drill's RTO/RPO and verdict, appended after the run
+DRILL_PAUSED = "drill_paused"  # a drill's run stopped unfinished: its canary's acks, to resume
 
 #: Run statuses stored on the run record.
 RUNNING = "running"

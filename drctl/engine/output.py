@@ -70,6 +70,9 @@ def describe_event(event: Event) -> str | None:
         verdict = "objectives met" if d.get("passed") else "objectives MISSED"
         m = d.get("measurement") or {}
         return f"drill measured: {verdict} (RPO {m.get('missing', '?')} writes lost, RTO {m.get('rto', '?')}s)"
+    if k == ev.DRILL_PAUSED:
+        acks = len((d.get("acks") or {}).get("rows") or [])
+        return f"drill paused: {acks} canary writes acknowledged so far; drctl drill --resume continues it"
     if k == ev.LOCK_TAKEN_OVER:
         return f"lock {d.get('key')}: expired lease of {d.get('previous')} taken over"
     if k == ev.LOCK_FORCE_RELEASED:

@@ -56,6 +56,17 @@ def _verdict(r: DrillReport) -> str:
     return "PASSED: objectives met" if r.passed else "FAILED: objectives missed"
 
 
+def _windows(r: DrillReport, prefix: str) -> list[str]:
+    """A line on a resumed drill's canary windows (none for a drill run in one go)."""
+    windows = r.drill.get("windows") or []
+    if len(windows) < 2:
+        return []
+    return [
+        f"{prefix}Resumed: the canary wrote in {len(windows)} windows; write gaps are "
+        "measured within each, the time to the new primary across them"
+    ]
+
+
 def _history_rows(history: Sequence[HistoryEntry]) -> list[tuple[str, str, str, str, str]]:
     return [
         (
@@ -80,6 +91,7 @@ def as_markdown(r: DrillReport) -> str:
         f"- Canary: {r.drill['canary']['kind']} `{r.drill['canary']['dsn']}`"
         + (f" via DNS {r.drill['canary']['dns_server']}" if r.drill["canary"]["dns_server"] else "")
         + f", read back from `{r.drill['canary']['verify_dsn']}`",
+        *_windows(r, "- "),
         "",
         "## Figures",
         "",
@@ -135,6 +147,7 @@ def as_html(r: DrillReport) -> str:
         f"<p>Run <code>{e(r.run_id)}</code> ({e(r.run_status)}), started {_t(r.started_at)}, "
         f"finished {_t(r.finished_at)}; runbook <code>{e(r.runbook)}</code>; canary "
         f"<code>{e(r.drill['canary']['dsn'])}</code></p>",
+        *(f"<p>{e(line)}</p>" for line in _windows(r, "")),
         "<h2>Figures</h2><table><tr><th>measure</th><th>value</th><th>objective</th><th>result</th></tr>",
     ]
     for a, b, c, d in _figures(r):

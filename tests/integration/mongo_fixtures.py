@@ -20,7 +20,16 @@ Tests switch failures on: ``down(host)`` (the member hangs up every connection, 
 cut off), ``drop_next(command)`` (hang up in the middle of that command),
 ``set_lag(host, seconds)`` (a secondary behind by that much, unable to catch up within a
 shorter catch-up period), ``write_concern_timeout``, ``lose_writes`` and
-``step_down_drops_connection`` (servers before 4.2 closed the step-down's connection).
+``step_down_drops_connection`` (servers before 4.2 closed the step-down's connection);
+``on_next(command, action)`` runs ``action`` right after that command is next answered,
+to time a failure to a step.
+
+Each member keeps its own documents. An insert lands on the primary and on every
+member that is up, in the config and not lagging; ``w: majority`` fails with a write
+concern error unless those hold a majority of the votes. A lagging member catches up
+when its lag is cleared, an elected member first takes what the members it sees have
+(its catch-up period), and a member that comes back takes the primary's copy (rollback).
+So a forced reconfig onto members that never received writes loses them, as it does.
 """
 
 from __future__ import annotations
@@ -117,7 +126,9 @@ class MockReplicaSet:
         }
         self.term = 1
         self.members[0].state = "PRIMARY"
-        self.documents: dict[str, dict[Any, dict[str, Any]]] = {}
+        #: member host -> namespace -> _id -> document
+        self.documents: dict[str, dict[str, dict[Any, dict[str, Any]]]] = {}
+        self.triggers: dict[str, Callable[[], None]] = {}
         self.received: list[tuple[str, str, dict[str, Any]]] = []
         self.drops: dict[str, int] = {}
         self.write_concern_timeout = False
@@ -165,7 +176,21 @@ class MockReplicaSet:
 
     def set_lag(self, host: str, seconds: float) -> None:
         with self._lock:
-            self.member(host).lag = seconds
+            member = self.member(host)
+            member.lag = seconds
+            primary = self._primary()
+            if seconds == 0 and primary is not None and primary is not member:
+                self._copy(primary, member)
+
+    def on_next(self, command: str, action: Callable[[], None]) -> None:
+        """Run ``action`` (under the set's lock) right after ``command`` is next answered."""
+        with self._lock:
+            self.triggers[command] = action
+
+    def holds(self, host: str, namespace: str) -> dict[Any, dict[str, Any]]:
+        """A copy of the documents ``host`` has in ``namespace``."""
+        with self._lock:
+            return dict(self.documents.get(host, {}).get(namespace, {}))
 
     def down(self, *hosts: str) -> None:
         with self._lock:
@@ -180,6 +205,9 @@ class MockReplicaSet:
                 member.up, member.started = True, time.time()
                 if member.state == "PRIMARY":
                     member.state = "SECONDARY"
+                primary = self._primary()
+                if primary is not None and primary is not member:
+                    self._copy(primary, member)  # writes only it had are rolled back
 
     def restart(self, host: str) -> None:
         """A process restart: uptime starts again and a freeze ends."""
@@ -284,6 +312,7 @@ class MockReplicaSet:
             winner = self.member(host)
             if self._can_stand(winner, now):
                 winner.state, winner.lag = "PRIMARY", 0.0
+                self._catch_up(winner)
                 self.term += 1
                 return
         candidates = [m for m in self.members if self._can_stand(m, now)]
@@ -297,6 +326,19 @@ class MockReplicaSet:
                 ),
             )
             self._election = (best.host, now + self.election_delay)
+
+    def _copy(self, source: Member, target: Member) -> None:
+        self.documents[target.host] = copy.deepcopy(self.documents.get(source.host, {}))
+
+    def _catch_up(self, winner: Member) -> None:
+        """A new primary takes every document the members it sees have."""
+        mine = self.documents.setdefault(winner.host, {})
+        for other in self.members:
+            if other is winner or not other.up or self._cfg(other.host) is None:
+                continue
+            for namespace, docs in self.documents.get(other.host, {}).items():
+                for key, d in docs.items():
+                    mine.setdefault(namespace, {}).setdefault(key, copy.deepcopy(d))
 
     # -- the wire ----------------------------------------------------------------------
 
@@ -314,6 +356,7 @@ class MockReplicaSet:
 
     def _handle(self, member: Member, request: Any) -> bool:
         name = str(request.command_name or "")
+        trigger: Callable[[], None] | None = None
         with self._lock:
             if not member.up:
                 return self._hang_up(request)
@@ -321,6 +364,7 @@ class MockReplicaSet:
             doc = dict(request.doc)
             if name.lower() not in HANDSHAKE:
                 self.received.append((member.host, name, doc))
+                trigger = self.triggers.pop(name, None)
                 if self.drops.get(name, 0) > 0:
                     self.drops[name] -= 1
                     return self._hang_up(request)
@@ -333,7 +377,11 @@ class MockReplicaSet:
                 reply = handler(member, doc, request)
         if reply is None:
             return self._hang_up(request)
-        return bool(request.reply(reply))
+        answered = bool(request.reply(reply))
+        if trigger is not None:
+            with self._lock:
+                trigger()
+        return answered
 
     def _handlers(self) -> dict[str, Callable[[Member, dict[str, Any], Any], Any]]:
         return {
@@ -605,13 +653,22 @@ class MockReplicaSet:
             return _error(10107, "NotWritablePrimary", "not primary")
         namespace = f"{request.namespace}.{doc['insert']}"
         documents = list(doc.get("documents", []))
+        holders = [member] + [
+            m
+            for m in self.members
+            if m is not member and m.up and m.lag == 0 and self._cfg(m.host) is not None
+        ]
         if not self.lose_writes:
-            store = self.documents.setdefault(namespace, {})
-            for d in documents:
-                store[d["_id"]] = dict(d)
+            for holder in holders:
+                store = self.documents.setdefault(holder.host, {}).setdefault(namespace, {})
+                for d in documents:
+                    store[d["_id"]] = dict(d)
         reply: dict[str, Any] = {"n": len(documents), "ok": 1}
         concern = dict(doc.get("writeConcern") or {})
-        if concern.get("w") == "majority" and self.write_concern_timeout:
+        _, total = self._votes()
+        held = sum(int((self._cfg(h.host) or {}).get("votes", 1)) for h in holders)
+        replicated = held * 2 > total
+        if concern.get("w") == "majority" and (self.write_concern_timeout or not replicated):
             reply["writeConcernError"] = {
                 "code": 64,
                 "codeName": "WriteConcernFailed",
@@ -632,7 +689,7 @@ class MockReplicaSet:
         wanted = dict(doc.get("filter") or {})
         batch = [
             d
-            for d in self.documents.get(namespace, {}).values()
+            for d in self.documents.get(member.host, {}).get(namespace, {}).values()
             if all(d.get(k) == v for k, v in wanted.items())
         ]
         return {"cursor": {"firstBatch": batch, "id": Int64(0), "ns": namespace}, "ok": 1}

@@ -1,0 +1,140 @@
+"""The MongoDB canary: numbered documents inserted with write concern ``majority, j: true``.
+
+It writes through the replica-set URI an application would use, with one long-lived
+``MongoClient``, as an application does: after a failure the same client goes on, and
+its own monitoring finds the new primary. A write is acknowledged when the insert
+returned with its write concern satisfied, so the document is on a majority of the
+voting members' journals; the server that confirmed it is taken from the client's
+command events, not guessed. Documents go to ``drctl_canary`` in the URI's default
+database (``drctl`` when it names none), ``_id`` = ``<drill id>/<seq>``.
+
+The read-back asks the primary with read concern ``majority``: what it returns survives
+any further election.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from drctl.drill.canary import Canary, CanaryError, mask_dsn
+
+COLLECTION = "drctl_canary"
+
+
+class _LastServer:
+    """Remembers which server answered the last successful command of a kind.
+
+    A pymongo command listener; events of the writer's client come from the writer's
+    thread only (server monitoring publishes heartbeats elsewhere), so no lock.
+    """
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.address = ""
+
+    def started(self, event: Any) -> None:
+        pass
+
+    def succeeded(self, event: Any) -> None:
+        if event.command_name == self.command:
+            host, port = event.connection_id
+            self.address = f"{host}:{port}"
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+def _listener(command: str) -> tuple[_LastServer, Any]:
+    """A ``_LastServer`` and the pymongo listener that feeds it."""
+    from pymongo import monitoring
+
+    last = _LastServer(command)
+
+    class Listener(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            last.started(event)
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            last.succeeded(event)
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            last.failed(event)
+
+    return last, Listener()
+
+
+def _client(uri: str, budget: float, listener: Any, **options: Any) -> Any:
+    from pymongo import MongoClient
+
+    from drctl.providers.mongo.session import timeouts
+
+    return MongoClient(
+        uri, appname="drctl-canary", event_listeners=[listener], **timeouts(uri, budget), **options
+    )
+
+
+class MongoCanary(Canary):
+    """Inserts numbered documents through the application's replica-set URI until stopped."""
+
+    kind = "mongo"
+
+    def _connect(self) -> Any:
+        last, listener = _listener("insert")
+        client = _client(
+            self.spec.dsn, self.spec.timeout, listener,
+            w="majority", journal=True, wTimeoutMS=max(1, int(self.spec.timeout * 1000)),
+        )  # fmt: skip
+        return client, last
+
+    def _write(self, conn: Any, seq: int) -> str:
+        client, last = conn
+        last.address = ""
+        collection = client.get_default_database(default="drctl")[COLLECTION]
+        collection.insert_one(
+            {"_id": f"{self.drill_id}/{seq}", "drill_id": self.drill_id, "seq": seq,
+             "at": datetime.now(UTC)}
+        )  # fmt: skip
+        return str(last.address)
+
+    def _failures(self) -> tuple[type[BaseException], ...]:
+        from pymongo.errors import PyMongoError
+
+        return (PyMongoError, OSError, ValueError, TypeError)
+
+    def _after_failure(self, conn: Any) -> Any:
+        # An application keeps its client through an election: the driver finds the new
+        # primary by itself. Only a client that could not be made is made again.
+        return conn
+
+    def _close(self, conn: Any) -> None:
+        conn[0].close()
+
+    def read_back(self) -> tuple[set[int], str, str]:
+        from pymongo import ReadPreference
+        from pymongo.errors import PyMongoError
+        from pymongo.read_concern import ReadConcern
+
+        from drctl.providers.mongo.session import first_line
+
+        uri = self.spec.verify_dsn or self.spec.dsn
+        last, listener = _listener("find")
+        try:
+            client = _client(uri, 5.0, listener)
+            try:
+                collection = client.get_default_database(default="drctl").get_collection(
+                    COLLECTION,
+                    read_concern=ReadConcern("majority"),
+                    read_preference=ReadPreference.PRIMARY,
+                )
+                seqs = {
+                    int(doc["seq"])
+                    for doc in collection.find({"drill_id": self.drill_id}, {"seq": 1})
+                }
+            finally:
+                client.close()
+        except (PyMongoError, ValueError, TypeError) as exc:
+            raise CanaryError(
+                f"canary: cannot read back from the new primary: {first_line(exc)}"
+            ) from exc
+        return seqs, last.address, mask_dsn(uri)
