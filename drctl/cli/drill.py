@@ -72,6 +72,16 @@ def drill(
     approve: list[str] | None = typer.Option(
         None, "--approve", help="Approve one gate by step id (repeatable)."
     ),
+    reapply: list[str] | None = typer.Option(
+        None,
+        "--reapply",
+        help="With --resume: re-apply an interrupted step that cannot verify (repeatable).",
+    ),
+    mark_done: list[str] | None = typer.Option(
+        None,
+        "--mark-done",
+        help="With --resume: record an interrupted step as done after checking by hand (repeatable).",
+    ),
     concurrency: int | None = typer.Option(None, "--concurrency", help="Steps run at once."),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
 ) -> None:
@@ -118,7 +128,7 @@ def drill(
     interrupts = Interrupts()
     _signals(interrupts)
     store = _store(state)
-    options = _options(concurrency, False, yes, approve or [])
+    options = _options(concurrency, False, yes, approve or [], reapply, mark_done)
     if file is not None and canary_dsn is not None:
         spec = CanarySpec(
             (canary or CanaryKind.postgres).value, canary_dsn, canary_dns_server, verify_dsn

@@ -12,6 +12,7 @@ Kinds: ``postgres`` (drctl.drill.pg_canary) and ``mongo`` (drctl.drill.mongo_can
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -80,10 +81,16 @@ class Canary(ABC):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stopped = False  # under _lock: once set, no sequence number is handed out
+        self.fatal: str | None = None
         self.started_at = 0.0
         self.stopped_at = 0.0
 
     # -- what a kind supplies ------------------------------------------------------------
+    @abstractmethod
+    def check(self) -> None:
+        """Raise CanaryError (naming the flag, never the string) if a connection string is malformed."""
+
     def prepare(self) -> None:  # noqa: B027 - most kinds need nothing before writing
         """Make the records' home exist through the client path; raises CanaryError if it cannot."""
 
@@ -106,6 +113,20 @@ class Canary(ABC):
     @abstractmethod
     def _close(self, conn: Any) -> None:
         """Release ``conn`` when the canary stops."""
+
+    def describe_error(self, exc: BaseException) -> str:
+        """One line on a failed write, as the kind's client words it, with no secret in it."""
+        return self.scrub(self._error_line(exc))
+
+    def _error_line(self, exc: BaseException) -> str:
+        return first_line(exc)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the connection strings' secret values replaced by ``***``."""
+        for dsn in (self.spec.dsn, self.spec.verify_dsn or ""):
+            for secret in secret_values(dsn):
+                text = text.replace(secret, "***")
+        return text
 
     @abstractmethod
     def read_back(self) -> tuple[set[int], str, str]:
@@ -138,7 +159,13 @@ class Canary(ABC):
         )
 
     def stop(self) -> None:
-        """Stop writing; bounded by one write's timeout."""
+        """Stop writing; bounded by one write's timeout.
+
+        From the moment this is called no new sequence number is handed out, so
+        ``next_seq`` is final even if a write still in flight outlives the wait.
+        """
+        with self._lock:
+            self._stopped = True
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.spec.timeout * 3 + 1)
@@ -150,43 +177,61 @@ class Canary(ABC):
 
     @property
     def errors(self) -> int:
-        return self._errors
+        with self._lock:
+            return self._errors
 
     @property
     def next_seq(self) -> int:
-        """The first sequence number never attempted: a later canary of the drill starts there.
+        """The first sequence number never handed out: a later canary of the drill starts there.
 
         Not the last acknowledged one plus one: a write whose acknowledgement was lost may
         still have landed, and must not be confused with a new one.
         """
-        return self._next_seq
+        with self._lock:
+            return self._next_seq
 
     def shown(self) -> str:
         via = f" (resolved through {self.spec.dns_server})" if self.spec.dns_server else ""
         return mask_dsn(self.spec.dsn) + via
 
     # -- the writer ----------------------------------------------------------------------
+    def _take_seq(self) -> int | None:
+        with self._lock:
+            if self._stopped:
+                return None
+            seq = self._next_seq
+            self._next_seq += 1
+            return seq
+
     def _loop(self) -> None:
         failures = self._failures()
         conn: Any = None
-        while not self._stop.is_set():
-            began = time.monotonic()
-            try:
-                if conn is None:
-                    conn = self._connect()
-                seq = self._next_seq
-                self._next_seq += 1
-                address = self._write(conn, seq)
-                ack = Ack(seq, self._now(), address)
-                with self._lock:
-                    self._acks.append(ack)
-            except failures as exc:
-                self._errors += 1
-                self._last_error = first_line(exc)
-                conn = self._after_failure(conn)
-            self._stop.wait(max(0.0, self.spec.interval - (time.monotonic() - began)))
-        if conn is not None:
-            self._close(conn)
+        try:
+            while not self._stop.is_set():
+                began = time.monotonic()
+                try:
+                    if conn is None:
+                        conn = self._connect()
+                    seq = self._take_seq()
+                    if seq is None:
+                        break
+                    address = self._write(conn, seq)
+                    ack = Ack(seq, self._now(), address)
+                    with self._lock:
+                        self._acks.append(ack)
+                except failures as exc:
+                    with self._lock:
+                        self._errors += 1
+                        self._last_error = self.describe_error(exc)
+                    conn = self._after_failure(conn)
+                self._stop.wait(max(0.0, self.spec.interval - (time.monotonic() - began)))
+        except Exception as exc:  # a canary that stopped by surprise must not pass for an outage
+            self.fatal = f"{type(exc).__name__}: {self.describe_error(exc)}"
+            self._last_error = self.fatal
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):  # releasing a broken client: nothing to do
+                    self._close(conn)
 
 
 def make_canary(spec: CanarySpec, drill_id: str, *, first_seq: int = 1) -> Canary:
@@ -200,10 +245,58 @@ def make_canary(spec: CanarySpec, drill_id: str, *, first_seq: int = 1) -> Canar
     return PostgresCanary(spec, drill_id, first_seq=first_seq)
 
 
+#: Connection-string options whose values are secrets (keys compared case-insensitively):
+#: libpq's password and sslpassword, pymongo's tlsCertificateKeyFilePassword and the
+#: authMechanismProperties that can carry an AWS session token.
+_SECRET_KEY = re.compile(r"password|secret|token|authmechanismproperties", re.IGNORECASE)
+_CONNINFO_PAIR = re.compile(r"([A-Za-z_][\w.-]*)\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)")
+_QUERY_PAIR = re.compile(r"[?&;]([^=&;#]+)=([^&;#]*)")
+
+
+def _secret_spans(dsn: str) -> list[tuple[int, int]]:
+    """Where the secrets are in a connection string: (start, end) offsets, in order.
+
+    libpq ``key=value`` strings (quoted values with escapes included), and URIs
+    (``postgresql://``, ``mongodb://``, ``mongodb+srv://``): the password in the user
+    information — which ends at the last ``@`` before the first ``/``, as both libpq and
+    pymongo read it — and secret query options.
+    """
+    _scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        return [m.span(2) for m in _CONNINFO_PAIR.finditer(dsn) if _SECRET_KEY.search(m[1])]
+    offset = len(dsn) - len(rest)
+    authority = rest.partition("/")[0]
+    if "@" not in authority:
+        # An unencoded "/" in a password: no client parses that, but it must not show.
+        authority = rest.partition("?")[0]
+    spans = []
+    userinfo = authority.rpartition("@")[0]
+    if ":" in userinfo:
+        spans.append((offset + userinfo.index(":") + 1, offset + len(userinfo)))
+    query_at = offset + len(userinfo)
+    spans += [m.span(2) for m in _QUERY_PAIR.finditer(dsn, query_at) if _SECRET_KEY.search(m[1])]
+    return spans
+
+
 def mask_dsn(dsn: str) -> str:
-    """A connection string as it may be shown: any password replaced by ``***``."""
-    dsn = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", dsn)
+    """A connection string as it may be shown: every secret replaced by ``***``."""
+    out, at = [], 0
+    for start, end in _secret_spans(dsn):
+        out += [dsn[at:start], "***"]
+        at = end
+    return "".join([*out, dsn[at:]])
+
+
+def secret_values(dsn: str) -> list[str]:
+    """The secret values in a connection string, as written, unquoted and percent-decoded."""
+    from urllib.parse import unquote
+
+    found: set[str] = set()
+    for start, end in _secret_spans(dsn):
+        value = dsn[start:end]
+        bare = value.strip("'").replace("\\'", "'").replace("\\\\", "\\")
+        found |= {v for v in (value, bare, unquote(bare)) if v}
+    return sorted(found, key=len, reverse=True)
 
 
 def first_line(exc: BaseException) -> str:

@@ -79,6 +79,29 @@ class MongoCanary(Canary):
 
     kind = "mongo"
 
+    def check(self) -> None:
+        from pymongo import uri_parser
+        from pymongo.errors import PyMongoError
+
+        for flag, uri in (("--canary-dsn", self.spec.dsn), ("--verify-dsn", self.spec.verify_dsn)):
+            if uri is None:
+                continue
+            if not uri.startswith(("mongodb://", "mongodb+srv://")):
+                raise CanaryError(f"{flag} is not a mongodb:// or mongodb+srv:// URI")
+            if uri.startswith("mongodb+srv://"):
+                continue  # parsing one looks its name up in DNS: the first write will tell
+            try:
+                uri_parser.parse_uri(uri)
+            except (PyMongoError, ValueError) as exc:
+                raise CanaryError(
+                    f"{flag} is not a valid MongoDB URI: {self.describe_error(exc)}"
+                ) from exc
+
+    def _error_line(self, exc: BaseException) -> str:
+        from drctl.providers.mongo.session import first_line
+
+        return first_line(exc)
+
     def _connect(self) -> Any:
         last, listener = _listener("insert")
         client = _client(
@@ -100,7 +123,7 @@ class MongoCanary(Canary):
     def _failures(self) -> tuple[type[BaseException], ...]:
         from pymongo.errors import PyMongoError
 
-        return (PyMongoError, OSError, ValueError, TypeError)
+        return (PyMongoError, OSError)
 
     def _after_failure(self, conn: Any) -> Any:
         # An application keeps its client through an election: the driver finds the new
@@ -114,8 +137,6 @@ class MongoCanary(Canary):
         from pymongo import ReadPreference
         from pymongo.errors import PyMongoError
         from pymongo.read_concern import ReadConcern
-
-        from drctl.providers.mongo.session import first_line
 
         uri = self.spec.verify_dsn or self.spec.dsn
         last, listener = _listener("find")
@@ -133,8 +154,8 @@ class MongoCanary(Canary):
                 }
             finally:
                 client.close()
-        except (PyMongoError, ValueError, TypeError) as exc:
+        except PyMongoError as exc:
             raise CanaryError(
-                f"canary: cannot read back from the new primary: {first_line(exc)}"
+                f"canary: cannot read back from the new primary: {self.describe_error(exc)}"
             ) from exc
         return seqs, last.address, mask_dsn(uri)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any, cast
 
-from drctl.drill.canary import Canary, CanaryError, first_line, mask_dsn
+from drctl.drill.canary import Canary, CanaryError, mask_dsn
 
 if TYPE_CHECKING:
     from drctl.steps.base import StepContext
@@ -74,6 +74,20 @@ class PostgresCanary(Canary):
 
     kind = "postgres"
 
+    def check(self) -> None:
+        from psycopg.conninfo import conninfo_to_dict
+
+        for flag, dsn in (("--canary-dsn", self.spec.dsn), ("--verify-dsn", self.spec.verify_dsn)):
+            if dsn is None:
+                continue
+            try:
+                conninfo_to_dict(dsn)
+            except Exception as exc:  # psycopg words it with a piece of the string: not shown
+                raise CanaryError(
+                    f"{flag} is not a valid libpq connection string",
+                    hint="key=value pairs (quote values with spaces: password='a b') or a postgresql:// URI",
+                ) from exc
+
     def prepare(self) -> None:
         import psycopg
 
@@ -82,7 +96,9 @@ class PostgresCanary(Canary):
             with connect(dsn, max(self.spec.timeout, 3.0)) as conn:
                 conn.execute(TABLE_SQL)
         except psycopg.Error as exc:
-            raise CanaryError(f"canary: cannot create drctl_canary: {first_line(exc)}") from exc
+            raise CanaryError(
+                f"canary: cannot create drctl_canary: {self.describe_error(exc)}"
+            ) from exc
 
     def _connect(self) -> Any:
         dsn, address = resolve_dsn(self.spec.dsn, self.spec.dns_server, self.spec.timeout)
@@ -116,11 +132,11 @@ class PostgresCanary(Canary):
         import psycopg
 
         spec = self.spec
-        if spec.verify_dsn:
-            dsn, address = resolve_dsn(spec.verify_dsn, None)
-        else:
-            dsn, address = resolve_dsn(spec.dsn, spec.dns_server, 3.0)
         try:
+            if spec.verify_dsn:
+                dsn, address = resolve_dsn(spec.verify_dsn, None)
+            else:
+                dsn, address = resolve_dsn(spec.dsn, spec.dns_server, 3.0)
             with connect(dsn, 5.0) as conn:
                 rows = conn.execute(
                     "SELECT seq FROM drctl_canary WHERE drill_id = %s", (self.drill_id,)
@@ -129,6 +145,6 @@ class PostgresCanary(Canary):
             rows = []
         except psycopg.Error as exc:
             raise CanaryError(
-                f"canary: cannot read back from the new primary: {first_line(exc)}"
+                f"canary: cannot read back from the new primary: {self.describe_error(exc)}"
             ) from exc
         return {int(r[0]) for r in rows}, address, mask_dsn(dsn)

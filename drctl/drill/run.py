@@ -56,6 +56,7 @@ class _Earlier:
     acks: tuple[Ack, ...] = ()
     windows: tuple[tuple[float, float], ...] = ()
     errors: int = 0
+    fatal: str | None = None
 
 
 def drill(
@@ -72,23 +73,37 @@ def drill(
     compile_runbook(path, given)  # an invalid runbook fails before the canary writes anything
     drill_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + pysecrets.token_hex(3)
     canary = make_canary(spec, drill_id)
+    canary.check()
     canary.prepare()
     canary.start()
+    run_ids: list[str] = []
     try:
-        run_id, outcome = start(path, given, options, store, sinks, gate, interrupts)
+        run_id, outcome = start(
+            path, given, options, store, sinks, gate, interrupts, on_ready=run_ids.append
+        )
         _settle(canary, spec.settle)
-    finally:
+    except BaseException:
         canary.stop()
+        if run_ids:
+            _journal_pause(store, run_ids[0], canary)
+        raise
+    canary.stop()
     return _conclude(store, run_id, outcome, canary, _Earlier())
 
 
 def paused_drill(store: StateStore, run_id: str) -> Event | None:
-    """The run's last ``drill_paused`` event if it is a drill that has not concluded."""
+    """The run's last ``drill_paused`` event, if it is a drill that can still be measured whole.
+
+    Not if the drill concluded, nor if the run went on without its canary after the
+    pause (``drctl resume --unmeasured``, or a resumed drill that was killed).
+    """
     found = None
     for event in store.events(run_id):
         if event.kind == DRILL_PAUSED:
             found = event
-        elif event.kind == DRILL_MEASURED and not event.data.get("paused"):
+        elif event.kind == ev.RUN_RESUMED or (
+            event.kind == DRILL_MEASURED and not event.data.get("paused")
+        ):
             found = None
     return found
 
@@ -110,47 +125,116 @@ def resume_drill(
 
     The journal keeps connection strings masked, so one that held a password must be
     given again (``dsn``, ``verify_dsn``); the others default to what the drill used.
+    The canary starts once the run holds its lock again, and does not wait for a first
+    acknowledgement: the drill may have stopped with the old primary already fenced.
     """
     paused = paused_drill(store, run.id)
     if paused is None:
         raise UsageError(
-            f"run {run.id} is not a paused drill",
-            hint="resume a run that is not a drill with drctl resume",
-        )
-    if run.status in _FINISHED:
-        raise UsageError(
-            f"run {run.id} is {run.status.replace('_', ' ')}: it went on without its canary "
-            "and cannot be measured now",
-            hint="start a new drill",
+            f"run {run.id} is not a paused drill: it was no drill, it concluded, or it went "
+            "on without its canary",
+            hint="drctl log shows its events; drctl resume continues a run that is not a drill",
         )
     data = paused.data
     saved = data["canary"]
+    if saved["kind"] == "mongo" and dns_server:
+        raise UsageError("--canary-dns-server works with --canary postgres only")
     spec = CanarySpec(
         kind=saved["kind"],
-        dsn=dsn or str(_unmasked(saved, "dsn", "--canary-dsn")),
+        dsn=_given_again(dsn, saved, "dsn", "--canary-dsn") or "",
         dns_server=dns_server or saved.get("dns_server"),
-        verify_dsn=verify_dsn or _unmasked(saved, "verify_dsn", "--verify-dsn", optional=True),
+        verify_dsn=_given_again(verify_dsn, saved, "verify_dsn", "--verify-dsn"),
         interval=float(saved["interval"]),
         timeout=float(saved["timeout"]),
         settle=float(saved["settle"]),
     )
-    earlier = _Earlier(
-        acks=_acks_from(data["acks"]),
-        windows=tuple((float(a), float(b)) for a, b in data["windows"]),
-        errors=int(data.get("canary_errors", 0)),
-    )
+    earlier = _earlier(store.events(run.id))
     canary = make_canary(spec, str(data["drill_id"]), first_seq=int(data["next_seq"]))
-    # The drill may have stopped mid-failover (the old primary fenced, say): writes
-    # failing now are downtime to measure, not a reason to refuse.
-    canary.start(first_ack_within=None)
+    canary.check()
+    started: list[str] = []
+
+    def ready(run_id: str) -> None:
+        started.append(run_id)
+        canary.start(first_ack_within=None)
+
     try:
         outcome = resume_run(
-            run, options, store, sinks, gate, interrupts, accept_plan_hash=accept_plan_hash
-        )
+            run, options, store, sinks, gate, interrupts,
+            accept_plan_hash=accept_plan_hash, on_ready=ready,
+        )  # fmt: skip
         _settle(canary, spec.settle)
-    finally:
+    except BaseException:
         canary.stop()
+        if started:
+            _journal_pause(store, run.id, canary)
+        raise
+    canary.stop()
     return _conclude(store, run.id, outcome, canary, earlier)
+
+
+def _earlier(events: Sequence[Event]) -> _Earlier:
+    """The windows, acknowledgements and errors of a drill's earlier ``drill_paused`` events."""
+    acks: list[Ack] = []
+    windows: list[tuple[float, float]] = []
+    errors = 0
+    fatal: str | None = None
+    for event in events:
+        if event.kind != DRILL_PAUSED:
+            continue
+        acks += _acks_from(event.data["acks"])
+        start, stop = event.data["window"]
+        windows.append((float(start), float(stop)))
+        errors += int(event.data.get("canary_errors", 0))
+        fatal = fatal or event.data.get("canary_failed")
+    return _Earlier(tuple(acks), tuple(windows), errors, fatal)
+
+
+def _settings(
+    canary: Canary, windows: Sequence[tuple[float, float]], read_from: str
+) -> dict[str, Any]:
+    """The canary's settings as journaled: connection strings masked, and whether they were."""
+    spec = canary.spec
+    return {
+        "kind": canary.kind,
+        "dsn": mask_dsn(spec.dsn),
+        "dsn_masked": mask_dsn(spec.dsn) != spec.dsn,
+        "dns_server": spec.dns_server,
+        "verify_dsn": read_from,
+        "verify_dsn_given": spec.verify_dsn is not None,
+        "verify_dsn_masked": spec.verify_dsn is not None
+        and mask_dsn(spec.verify_dsn) != spec.verify_dsn,
+        "interval": spec.interval,
+        "timeout": spec.timeout,
+        "settle": spec.settle,
+        "started_at": windows[0][0],
+        "stopped_at": windows[-1][1],
+    }
+
+
+def _journal_pause(store: StateStore, run_id: str, canary: Canary) -> None:
+    """Journal this window of an unfinished drill, so that a resume can measure it whole.
+
+    Each ``drill_paused`` holds its own window's acknowledgements; a resume reads them all.
+    """
+    window = (canary.started_at, canary.stopped_at)
+    spec = canary.spec
+    store.append(
+        run_id,
+        Event(
+            DRILL_PAUSED,
+            time.time(),
+            data={
+                "drill_id": canary.drill_id,
+                "canary": _settings(canary, [window], mask_dsn(spec.verify_dsn or spec.dsn)),
+                "next_seq": canary.next_seq,
+                "window": list(window),
+                "acks": _acks_to(canary.acks()),
+                "canary_errors": canary.errors,
+                "canary_failed": canary.fatal,
+            },
+        ),
+        None,
+    )
 
 
 def _conclude(
@@ -180,54 +264,28 @@ def _conclude(
     verdict = judge(measured, objectives)
     if read_error is not None:
         verdict = replace(verdict, rpo_met=False)
+    fatal = canary.fatal or earlier.fatal
+    if fatal is not None:
+        # The writer stopped by surprise: the gap after it measured drctl, not the database.
+        verdict = replace(verdict, rto_met=False, rpo_met=False)
     result = DrillResult(run_id, outcome, measured, verdict)
     paused = record.status not in _FINISHED
-    settings = {
-        "kind": canary.kind,
-        "dsn": mask_dsn(spec.dsn),
-        "dsn_masked": mask_dsn(spec.dsn) != spec.dsn,
-        "dns_server": spec.dns_server,
-        "verify_dsn": read_from,
-        "verify_dsn_given": spec.verify_dsn is not None,
-        "verify_dsn_masked": spec.verify_dsn is not None
-        and mask_dsn(spec.verify_dsn) != spec.verify_dsn,
-        "interval": spec.interval,
-        "timeout": spec.timeout,
-        "settle": spec.settle,
-        "started_at": windows[0][0],
-        "stopped_at": windows[-1][1],
-    }
-    now = time.time()
     if paused:
-        store.append(
-            run_id,
-            Event(
-                DRILL_PAUSED,
-                now,
-                data={
-                    "drill_id": canary.drill_id,
-                    "canary": settings,
-                    "next_seq": canary.next_seq,
-                    "windows": [list(w) for w in windows],
-                    "acks": _acks_to(acks),
-                    "canary_errors": errors,
-                },
-            ),
-            None,
-        )
+        _journal_pause(store, run_id, canary)
     store.append(
         run_id,
         Event(
             DRILL_MEASURED,
-            now,
+            time.time(),
             data={
                 "drill_id": canary.drill_id,
-                "canary": settings,
+                "canary": _settings(canary, windows, read_from),
                 "windows": [list(w) for w in windows],
                 "objectives": objectives,
                 "measurement": measured.to_json(),
                 "verdict": asdict(verdict),
                 "read_back_error": read_error,
+                "canary_failed": fatal,
                 "run_exit_code": outcome.exit_code,
                 "run_message": outcome.message,
                 "paused": paused,
@@ -240,9 +298,27 @@ def _conclude(
     return result
 
 
-def _unmasked(saved: dict[str, Any], key: str, flag: str, *, optional: bool = False) -> str | None:
-    if optional and not saved.get(f"{key}_given"):
-        return None
+def _given_again(value: str | None, saved: dict[str, Any], key: str, flag: str) -> str | None:
+    """The connection string ``key`` for a resumed drill: as saved, or given again.
+
+    One given again must mask to what the drill journaled, so a typo or another database
+    cannot make the second window measure something else.
+    """
+    if value is None:
+        if key != "dsn" and not saved.get(f"{key}_given"):
+            return None
+        return _unmasked(saved, key, flag)
+    if key != "dsn" and not saved.get(f"{key}_given"):
+        raise UsageError(f"the drill was started without {flag}; resume it without one too")
+    if mask_dsn(value) != saved[key]:
+        raise UsageError(
+            f"{flag} is not the one the drill started with ({saved[key]})",
+            hint="a drill is measured through one connection string from start to end",
+        )
+    return value
+
+
+def _unmasked(saved: dict[str, Any], key: str, flag: str) -> str:
     if saved.get(f"{key}_masked"):
         raise UsageError(
             f"the drill's {flag} held a password, which drctl does not keep",

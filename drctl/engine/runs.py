@@ -105,8 +105,13 @@ def start(
     *,
     clock: Clock | None = None,
     environ: Mapping[str, str] | None = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> tuple[str, Outcome]:
-    """Compile and run (or dry-run) a runbook; returns the run id and how it ended."""
+    """Compile and run (or dry-run) a runbook; returns the run id and how it ended.
+
+    ``on_ready(run_id)`` is called once the run holds its lock and is journaled, just
+    before its first step (a drill's canary hooks in there).
+    """
     clock = clock or SystemClock()
     plan = compile_runbook(path, given)
     redactor = Redactor()
@@ -147,6 +152,8 @@ def start(
         live.write(ev.RUN_STARTED, **header)
         if taken.took_over is not None:
             live.write(ev.LOCK_TAKEN_OVER, key=lock_key, previous=taken.took_over.describe())
+        if on_ready is not None:
+            on_ready(run_id)
         executor = Executor(
             plan, live, RunState(), resolved, options, gate, clock, interrupts, lock.lost
         )
@@ -179,8 +186,9 @@ def resume(
     accept_plan_hash: str | None = None,
     clock: Clock | None = None,
     environ: Mapping[str, str] | None = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> Outcome:
-    """Continue ``run`` where its journal says it stopped."""
+    """Continue ``run`` where its journal says it stopped (``on_ready`` as for ``start``)."""
     clock = clock or SystemClock()
     if run.dry_run:
         raise ResumeRefused(f"run {run.id} was a dry run; start a real one with drctl run")
@@ -209,6 +217,8 @@ def resume(
         if taken.took_over is not None:
             journal.write(ev.LOCK_TAKEN_OVER, key=run.lock_key, previous=taken.took_over.describe())
         store.set_status(run.id, ev.RUNNING, None)
+        if on_ready is not None:
+            on_ready(run.id)
         executor = Executor(
             plan, journal, state, resolved, options, gate, clock, interrupts, lock.lost
         )

@@ -51,6 +51,8 @@ def _obj(value: float | None) -> str:
 
 
 def _verdict(r: DrillReport) -> str:
+    if r.drill.get("canary_failed"):
+        return f"FAILED: the canary writer stopped by surprise ({r.drill['canary_failed']}): nothing after it was measured"
     if r.drill.get("run_exit_code"):
         return f"FAILED: the run ended {r.run_status} (exit {r.drill['run_exit_code']}): {r.drill.get('run_message', '')}"
     return "PASSED: objectives met" if r.passed else "FAILED: objectives missed"

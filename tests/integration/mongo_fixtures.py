@@ -129,6 +129,8 @@ class MockReplicaSet:
         #: member host -> namespace -> _id -> document
         self.documents: dict[str, dict[str, dict[Any, dict[str, Any]]]] = {}
         self.triggers: dict[str, Callable[[], None]] = {}
+        #: Inserts refused because their _id was taken (E11000), as a real server refuses them.
+        self.duplicate_inserts = 0
         self.received: list[tuple[str, str, dict[str, Any]]] = []
         self.drops: dict[str, int] = {}
         self.write_concern_timeout = False
@@ -658,6 +660,22 @@ class MockReplicaSet:
             for m in self.members
             if m is not member and m.up and m.lag == 0 and self._cfg(m.host) is not None
         ]
+        mine = self.documents.setdefault(member.host, {}).setdefault(namespace, {})
+        taken = [d for d in documents if d["_id"] in mine]
+        if taken:
+            self.duplicate_inserts += len(taken)
+            return {
+                "n": 0,
+                "writeErrors": [
+                    {
+                        "index": documents.index(taken[0]),
+                        "code": 11000,
+                        "errmsg": f"E11000 duplicate key error collection: {namespace} "
+                        f"index: _id_ dup key: {{ _id: {taken[0]['_id']!r} }}",
+                    }
+                ],
+                "ok": 1,
+            }
         if not self.lose_writes:
             for holder in holders:
                 store = self.documents.setdefault(holder.host, {}).setdefault(namespace, {})

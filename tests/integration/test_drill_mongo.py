@@ -92,9 +92,9 @@ def test_regional_disaster_drill_loses_acknowledged_writes(
         # With the link gone the survivors replicate from each other again.
         mock_rs5.member(d).lag = mock_rs5.member(e).lag = 0.0
 
-    # The region goes when the runbook's first step asks the survivors for their status:
-    # after the canary's first acknowledgements, before the forced reconfig.
-    mock_rs5.on_next("replSetGetStatus", region_lost)
+    # The region goes right after the canary's first write was acknowledged: before the
+    # runbook starts, which finds the survivors without a primary.
+    mock_rs5.on_next("insert", region_lost)
     runbook = tmp_path / "disaster.yaml"
     runbook.write_text(
         (REPO / DISASTER)
@@ -165,13 +165,17 @@ def test_drill_stopped_at_its_gate_resumes_and_is_measured_whole(
     assert len(whole["windows"]) == 2, whole["windows"]
     m = whole["measurement"]
     assert m["missing"] == 0 and m["acknowledged"] > first["measurement"]["acknowledged"], m
-    # Sequence numbers go on where the first window stopped: no write is counted twice.
-    held = [d for d in mock_rs.holds(c, CANARY_NS).values() if d["drill_id"] == whole["drill_id"]]
-    assert len({d["seq"] for d in held}) == len(held) >= m["acknowledged"]
+    # Sequence numbers go on where the first window stopped: none is written twice.
+    events = _journal(state, run_id)
+    [pause] = [e["data"] for e in events if e["kind"] == "drill_paused"]
+    held = {d["seq"] for d in mock_rs.holds(c, CANARY_NS).values()}
+    assert pause["next_seq"] in held and max(held) >= pause["next_seq"] + 5, (pause, held)
+    assert mock_rs.duplicate_inserts == 0
+    assert len(held) >= m["acknowledged"]
     # The pause between the windows is not a write gap (nobody wrote then).
     (_s1, e1), (s2, _e2) = whole["windows"]
     assert m["gap_to"] <= e1 or m["gap_from"] >= s2, (m, whole["windows"])
-    kinds = [e["kind"] for e in _journal(state, run_id)]
+    kinds = [e["kind"] for e in events]
     assert kinds.count("drill_paused") == 1 and kinds.count("drill_measured") == 2, kinds
     listed = json.loads(
         run_cli("runs", "--drills", "--output", "json", "--state", str(state)).stdout
@@ -212,3 +216,49 @@ def test_mongo_canary_that_cannot_write_refuses_the_drill(tmp_path: Path) -> Non
     assert "no write acknowledged" in done.stderr, _explain(done)
     assert "hunter2-canary" not in done.stdout + done.stderr
     assert run_cli("runs", "--state", state).stdout == "no runs\n"
+
+
+def test_a_drill_resumed_unmeasured_or_elsewhere_is_not_measured_whole(
+    mock_rs: MockReplicaSet,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A changed runbook or another DSN refuses the drill's resume before its canary writes;
+    after `drctl resume --unmeasured` the drill can no longer be measured whole."""
+    _a, b, c = mock_rs.hosts
+    runbook = tmp_path / "planned.yaml"
+    runbook.write_text((REPO / PLANNED).read_text(encoding="utf-8"), encoding="utf-8")
+    state = tmp_path / "state.db"
+    env = {"MONGO_URI": mock_rs.uri()}
+    stopped = run_cli(
+        "drill", str(runbook), "-p", f"new_primary={c}", "-p", f"hold={b}", "--state",
+        str(state), "--canary", "mongo", "--canary-dsn", mock_rs.uri(), "--format", "json",
+        env=env, timeout=90,
+    )  # fmt: skip
+    assert stopped.returncode == 4, _explain(stopped)
+    run_id = json.loads(stopped.stdout)["run_id"]
+    writes = len(mock_rs.sent("insert"))
+
+    other = run_cli(
+        "drill", "--resume", run_id, "--yes", "--state", str(state),
+        "--canary-dsn", mock_rs.uri([c]), env=env,
+    )  # fmt: skip
+    assert other.returncode == 2 and "not the one the drill started with" in other.stderr, _explain(
+        other
+    )
+    runbook.write_text(
+        runbook.read_text(encoding="utf-8").replace("step_timeout: 2m", "step_timeout: 3m"),
+        encoding="utf-8",
+    )
+    changed = run_cli("drill", "--resume", run_id, "--yes", "--state", str(state), env=env)
+    # Resume refused (exit 1, as for drctl resume): the plan is checked before the canary starts.
+    assert changed.returncode == 1 and "runbook changed" in changed.stderr, _explain(changed)
+    assert len(mock_rs.sent("insert")) == writes  # refused before the canary wrote again
+
+    runbook.write_text((REPO / PLANNED).read_text(encoding="utf-8"), encoding="utf-8")
+    unmeasured = run_cli(
+        "resume", run_id, "--unmeasured", "--yes", "--state", str(state), env=env, timeout=90
+    )
+    assert unmeasured.returncode == 0, _explain(unmeasured)
+    assert mock_rs.primary == c
+    late = run_cli("drill", "--resume", run_id, "--yes", "--state", str(state), env=env)
+    assert late.returncode == 2 and "without its canary" in late.stderr, _explain(late)

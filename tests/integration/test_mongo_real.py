@@ -223,3 +223,28 @@ def test_regional_disaster_on_real_mongod(real_rs: RealSet) -> None:
     probe = _ctx(ProbeInputs(deadline=60.0), survivors)
     WriteProbe().apply(probe)
     assert probe.outputs["primary"] == c
+
+
+@pytest.mark.integration
+def test_planned_failover_drill_on_real_mongod(real_rs: RealSet, tmp_path: Path) -> None:
+    """On real mongod: a drill of the planned failover with the MongoDB canary loses no majority write."""
+    import json
+
+    from tests.conftest import run_cli
+
+    _a, b, c = real_rs.hosts
+    report = tmp_path / "drill.json"
+    done = run_cli(
+        "drill", "runbooks/mongo-planned-failover.yaml", "-p", f"new_primary={c}",
+        "-p", f"hold={b}", "--yes", "--state", str(tmp_path / "state.db"),
+        "--canary", "mongo", "--canary-dsn", real_rs.uri, "--report", str(report),
+        env={"MONGO_URI": real_rs.uri}, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    data = json.loads(report.read_text())
+    m = data["measurement"]
+    assert data["passed"] and m["missing"] == 0 and m["acknowledged"] > 10, data
+    assert m["new_primary_address"] == c, m
+    with _client(c) as client:
+        held = client["drctl"]["drctl_canary"].count_documents({"drill_id": data["drill_id"]})
+    assert held >= m["acknowledged"]
