@@ -9,12 +9,21 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from drctl.cli.execute import STATE_HELP, OutputFormat, Terminal, _options, _signals, _store
+from drctl.cli.execute import (
+    STATE_HELP,
+    OutputFormat,
+    Terminal,
+    _confirm_changed_plan,
+    _options,
+    _signals,
+    _store,
+)
 from drctl.cli.review import PARAM_HELP, PARAMS_FILE_HELP
 
 if TYPE_CHECKING:
     from drctl.compiler.plan import Plan
     from drctl.drill.report import DrillReport
+    from drctl.drill.run import DrillResult
     from drctl.engine.journal import Sink
 
 
@@ -82,6 +91,11 @@ def drill(
         "--mark-done",
         help="With --resume: record an interrupted step as done after checking by hand (repeatable).",
     ),
+    allow_changed_plan: bool = typer.Option(
+        False,
+        "--allow-changed-plan",
+        help="With --resume: show how the plan changed and go on if --yes is given.",
+    ),
     concurrency: int | None = typer.Option(None, "--concurrency", help="Steps run at once."),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
 ) -> None:
@@ -92,27 +106,8 @@ def drill(
     from drctl.drill.run import drill as do_drill
     from drctl.drill.run import resume_drill
     from drctl.engine.executor import Interrupts
-    from drctl.errors import UsageError
 
-    if canary is CanaryKind.mongo and canary_dns_server:
-        raise UsageError(
-            "--canary-dns-server works with --canary postgres only",
-            hint="the MongoDB driver resolves the URI's hosts itself; give them in --canary-dsn",
-        )
-    if resume is not None:
-        given = [flag for flag, value in (
-            ("FILE", file), ("--param", param), ("--params-file", params_file),
-            ("--canary", canary),
-        ) if value]  # fmt: skip
-        if given:
-            raise UsageError(
-                f"--resume continues a drill as it was started: {', '.join(given)} cannot be given with it",
-                hint="the runbook, its parameters and the canary kind come from the run's journal",
-            )
-    elif file is None:
-        raise UsageError("give the runbook FILE, or --resume RUN_ID")
-    elif canary_dsn is None:
-        raise UsageError("--canary-dsn is required: where the canary writes")
+    _check_flags(file, param, params_file, canary, canary_dsn, canary_dns_server, resume)
     kind = fmt or _format_for(report)
     # Progress goes to stderr so that a report on stdout stays clean; no prompts.
     terminal = Terminal(OutputFormat.text, yes, approve or [])
@@ -138,31 +133,81 @@ def drill(
             terminal.gate, interrupts, spec,
         )  # fmt: skip
     else:
-        from drctl.engine.runs import find_run
+        from drctl.engine.runs import PlanChanged, find_run
 
-        result = resume_drill(
-            find_run(store, resume), options, store, sinks, terminal.gate, interrupts,
-            dsn=canary_dsn, dns_server=canary_dns_server, verify_dsn=verify_dsn,
-        )  # fmt: skip
+        record = find_run(store, resume)
+
+        def resume_with(accept: str | None) -> DrillResult:
+            return resume_drill(
+                record, options, store, sinks, terminal.gate, interrupts,
+                dsn=canary_dsn, dns_server=canary_dns_server, verify_dsn=verify_dsn,
+                accept_plan_hash=accept,
+            )  # fmt: skip
+
+        try:
+            result = resume_with(None)
+        except PlanChanged as changed:
+            if not allow_changed_plan:
+                raise
+            # The diff goes to stderr: stdout may be the report. The canary has not started.
+            result = resume_with(_confirm_changed_plan(changed, terminal, sys.stderr))
     built = build(store, result.run_id)
     text = _render(built, kind)
     if report:
         Path(report).write_text(text)
     else:
         sys.stdout.write(text)
+    sys.stderr.write(_summary(result, bool(built.drill.get("paused")), report))
+    raise typer.Exit(result.exit_code)
+
+
+def _check_flags(
+    file: str | None,
+    param: list[str] | None,
+    params_file: str | None,
+    canary: CanaryKind | None,
+    canary_dsn: str | None,
+    canary_dns_server: str | None,
+    resume: str | None,
+) -> None:
+    """Refuse flag combinations that cannot mean anything (exit 2, naming the flags)."""
+    from drctl.errors import UsageError
+
+    if canary is CanaryKind.mongo and canary_dns_server:
+        raise UsageError(
+            "--canary-dns-server works with --canary postgres only",
+            hint="the MongoDB driver resolves the URI's hosts itself; give them in --canary-dsn",
+        )
+    if resume is not None:
+        given = [flag for flag, value in (
+            ("FILE", file), ("--param", param), ("--params-file", params_file),
+            ("--canary", canary),
+        ) if value]  # fmt: skip
+        if given:
+            raise UsageError(
+                f"--resume continues a drill as it was started: {', '.join(given)} cannot be given with it",
+                hint="the runbook, its parameters and the canary kind come from the run's journal",
+            )
+    elif file is None:
+        raise UsageError("give the runbook FILE, or --resume RUN_ID")
+    elif canary_dsn is None:
+        raise UsageError("--canary-dsn is required: where the canary writes")
+
+
+def _summary(result: DrillResult, paused: bool, report: str | None) -> str:
+    """The last line on stderr: the verdict and the figures, and how to go on if paused."""
     m, v = result.measurement, result.verdict
     verdict = "objectives met" if v.passed else "objectives MISSED"
     if result.outcome.exit_code:
         verdict = f"run {result.outcome.status} (exit {result.outcome.exit_code})"
-        if built.drill.get("paused"):
+        if paused:
             verdict += f"; continue the drill with: drctl drill --resume {result.run_id}"
-    sys.stderr.write(
+    return (
         f"drill {result.run_id}: {verdict}: RPO {m.missing} of {m.acknowledged} acknowledged "
         f"writes missing; RTO {m.rto:.2f}s (longest gap {m.longest_gap:.2f}s)"
         + (f"; report: {report}" if report else "")
         + "\n"
     )
-    raise typer.Exit(result.exit_code)
 
 
 def _format_for(report: str | None) -> ReportFormat:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
@@ -238,7 +238,8 @@ def resume(
     _finish(outcome, record.id)
 
 
-def _confirm_changed_plan(changed: Any, terminal: Terminal) -> str:
+def _confirm_changed_plan(changed: Any, terminal: Terminal, out: IO[str] | None = None) -> str:
+    """Show how the plan changed (on ``out``, default stdout); the new hash if accepted."""
     import json
 
     from drctl.compiler.diff import diff_plans
@@ -247,7 +248,9 @@ def _confirm_changed_plan(changed: Any, terminal: Terminal) -> str:
     from drctl.render.diff import as_text
 
     old = plan_from_dict(json.loads(changed.run.plan_json))
-    sys.stdout.write(as_text(diff_plans(old, changed.new_plan), "run's plan", changed.run.runbook))
+    (out or sys.stdout).write(
+        as_text(diff_plans(old, changed.new_plan), "run's plan", changed.run.runbook)
+    )
     if terminal.yes:
         return str(changed.new_plan.hash)
     if not terminal.interactive:

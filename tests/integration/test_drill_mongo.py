@@ -218,12 +218,12 @@ def test_mongo_canary_that_cannot_write_refuses_the_drill(tmp_path: Path) -> Non
     assert run_cli("runs", "--state", state).stdout == "no runs\n"
 
 
-def test_a_drill_resumed_unmeasured_or_elsewhere_is_not_measured_whole(
+def test_a_resumed_drill_must_keep_its_dsn_and_plan(
     mock_rs: MockReplicaSet,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """A changed runbook or another DSN refuses the drill's resume before its canary writes;
-    after `drctl resume --unmeasured` the drill can no longer be measured whole."""
+    """Another DSN or a changed runbook refuses the drill's resume before its canary writes;
+    --allow-changed-plan with --yes shows the diff and goes on."""
     _a, b, c = mock_rs.hosts
     runbook = tmp_path / "planned.yaml"
     runbook.write_text((REPO / PLANNED).read_text(encoding="utf-8"), encoding="utf-8")
@@ -254,7 +254,31 @@ def test_a_drill_resumed_unmeasured_or_elsewhere_is_not_measured_whole(
     assert changed.returncode == 1 and "runbook changed" in changed.stderr, _explain(changed)
     assert len(mock_rs.sent("insert")) == writes  # refused before the canary wrote again
 
-    runbook.write_text((REPO / PLANNED).read_text(encoding="utf-8"), encoding="utf-8")
+    allowed = run_cli(
+        "drill", "--resume", run_id, "--yes", "--allow-changed-plan", "--state", str(state),
+        "--format", "json", env=env, timeout=90,
+    )  # fmt: skip
+    assert allowed.returncode == 0, _explain(allowed)
+    assert "step_timeout" in allowed.stderr  # the plan's diff, kept off the report
+    whole = json.loads(allowed.stdout)
+    assert whole["passed"] and len(whole["windows"]) == 2, whole
+
+
+def test_a_drill_resumed_unmeasured_cannot_be_measured_whole(
+    mock_rs: MockReplicaSet,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """After `drctl resume --unmeasured` the drill went on without its canary: drill --resume refuses."""
+    _a, b, c = mock_rs.hosts
+    state = tmp_path / "state.db"
+    env = {"MONGO_URI": mock_rs.uri()}
+    stopped = run_cli(
+        "drill", PLANNED, "-p", f"new_primary={c}", "-p", f"hold={b}", "--state", str(state),
+        "--canary", "mongo", "--canary-dsn", mock_rs.uri(), "--format", "json",
+        env=env, timeout=90,
+    )  # fmt: skip
+    assert stopped.returncode == 4, _explain(stopped)
+    run_id = json.loads(stopped.stdout)["run_id"]
     unmeasured = run_cli(
         "resume", run_id, "--unmeasured", "--yes", "--state", str(state), env=env, timeout=90
     )
