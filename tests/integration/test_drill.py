@@ -131,6 +131,9 @@ def test_drill_failover_through_dns_meets_objectives(sandbox: Pair, tmp_path: Pa
     )  # fmt: skip
     assert done.returncode == 0, explain(done)
     assert not in_recovery(pair.node2.dsn)
+    # Server tools run as postgres from "/", not from root's home they cannot enter.
+    assert "rejoin-old-primary | pg_rewind: Done!" in done.stderr, explain(done)
+    assert "Permission denied" not in done.stderr, explain(done)
     text = report.read_text()
     assert "PASSED: objectives met" in text, text
     assert "| promote | succeeded |" in text, text

@@ -208,7 +208,12 @@ def _as_server_user(
 ) -> Completed:
     if node["as_root"] and node["os_user"] and node["os_user"] != "root":
         keep = ",".join(sorted(env)) if env else ""
-        argv = ["runuser", "-u", node["os_user"], *(["-w", keep] if keep else []), "--", *argv]
+        # From "/": the caller's directory (root's home, over SSH) is closed to the server's
+        # user, and every tool would start by saying so.
+        argv = [
+            "runuser", "-u", node["os_user"], *(["-w", keep] if keep else []), "--",
+            "sh", "-c", 'cd / && exec "$0" "$@"', *argv,
+        ]  # fmt: skip
     if node.get("ssh"):
         from drctl.providers.ssh.session import run_remote
 
