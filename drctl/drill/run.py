@@ -256,9 +256,11 @@ def _conclude(
     except CanaryError as exc:
         # The run happened: journal what was measured, and that RPO could not be.
         present, read_error = {a.seq for a in acks}, exc.message
+    paused = record.status not in _FINISHED
     measured = measure(
         acks, present, windows=windows, first_mutation_at=first_mutation(record, events),
-        new_primary_address=address, canary_errors=errors,
+        # A paused drill has no new primary yet: the one read back may be the old one.
+        new_primary_address="" if paused else address, canary_errors=errors,
     )  # fmt: skip
     objectives = _objectives(record.plan_json)
     verdict = judge(measured, objectives)
@@ -269,7 +271,6 @@ def _conclude(
         # The writer stopped by surprise: the gap after it measured drctl, not the database.
         verdict = replace(verdict, rto_met=False, rpo_met=False)
     result = DrillResult(run_id, outcome, measured, verdict)
-    paused = record.status not in _FINISHED
     if paused:
         _journal_pause(store, run_id, canary)
     store.append(

@@ -262,6 +262,8 @@ def test_drill_stops_at_a_gate_and_resumes_measured(sandbox: Pair, tmp_path: Pat
     text = report.read_text()
     assert "FAILED: the run ended waiting_approval (exit 4)" in text, text
     assert "| promote | pending |" in text, text
+    # Stopped after the fence, before the promotion: no new primary to time yet.
+    assert "| first mutation → first write on the new primary | - |" in text, text
     run_id = json.loads(drctl("runs", "--output", "json", "--state", str(state)).stdout)[0]["id"]
     assert f"drctl drill --resume {run_id}" in done.stderr, explain(done)
 
