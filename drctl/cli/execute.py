@@ -208,7 +208,7 @@ def resume(
     store = _store(state)
     record = find_run(store, run_id, last=last)
     if not unmeasured:
-        from drctl.drill.run import paused_drill
+        from drctl.engine.runs import paused_drill
 
         if paused_drill(store, record.id) is not None:
             raise UsageError(

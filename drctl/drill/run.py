@@ -27,7 +27,7 @@ from drctl.drill.measure import Measurement, Verdict, judge, measure
 from drctl.drill.report import DRILL_MEASURED, DRILL_PAUSED, first_mutation
 from drctl.engine import events as ev
 from drctl.engine.executor import GateDecider, Interrupts, Options, Outcome
-from drctl.engine.runs import SinkFactory, start
+from drctl.engine.runs import SinkFactory, paused_drill, start
 from drctl.engine.runs import resume as resume_run
 from drctl.errors import RunNotFound, UsageError
 from drctl.state.base import Event, RunRecord, StateStore
@@ -89,23 +89,6 @@ def drill(
         raise
     canary.stop()
     return _conclude(store, run_id, outcome, canary, _Earlier())
-
-
-def paused_drill(store: StateStore, run_id: str) -> Event | None:
-    """The run's last ``drill_paused`` event, if it is a drill that can still be measured whole.
-
-    Not if the drill concluded, nor if the run went on without its canary after the
-    pause (``drctl resume --unmeasured``, or a resumed drill that was killed).
-    """
-    found = None
-    for event in store.events(run_id):
-        if event.kind == DRILL_PAUSED:
-            found = event
-        elif event.kind == ev.RUN_RESUMED or (
-            event.kind == DRILL_MEASURED and not event.data.get("paused")
-        ):
-            found = None
-    return found
 
 
 def resume_drill(

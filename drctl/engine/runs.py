@@ -167,12 +167,30 @@ def start(
 def _refuse_if_unfinished(store: StateStore, name: str, lock_key: str) -> None:
     for run in store.list_runs(limit=200, name=name):
         if run.lock_key == lock_key and run.status in ev.UNFINISHED and not run.dry_run:
+            how = "drctl drill --resume" if paused_drill(store, run.id) else "drctl resume"
             raise LockHeld(
                 f"run {run.id} of {name} is unfinished ({run.status}); a new run could act on a "
                 "half-failed-over system",
-                hint=f"continue it with: drctl resume {run.id}   or give it up with: "
+                hint=f"continue it with: {how} {run.id}   or give it up with: "
                 f"drctl abort {run.id} --reason '…'",
             )
+
+
+def paused_drill(store: StateStore, run_id: str) -> Event | None:
+    """The run's last ``drill_paused`` event, if it is a drill that can still be measured whole.
+
+    Not if the drill concluded, nor if the run went on without its canary after the
+    pause (``drctl resume --unmeasured``, or a resumed drill that was killed).
+    """
+    found = None
+    for event in store.events(run_id):
+        if event.kind == ev.DRILL_PAUSED:
+            found = event
+        elif event.kind == ev.RUN_RESUMED or (
+            event.kind == ev.DRILL_MEASURED and not event.data.get("paused")
+        ):
+            found = None
+    return found
 
 
 def resume(

@@ -152,6 +152,13 @@ def test_drill_stopped_at_its_gate_resumes_and_is_measured_whole(
 
     mixed = run_cli("drill", PLANNED, "--resume", run_id, "--state", str(state), env=env)
     assert mixed.returncode == 2 and "FILE" in mixed.stderr, _explain(mixed)
+    fresh = run_cli(
+        "drill", PLANNED, "-p", f"new_primary={c}", "-p", f"hold={b}", "--yes",
+        "--state", str(state), "--canary", "mongo", "--canary-dsn", mock_rs.uri(),
+        env=env, timeout=90,
+    )  # fmt: skip
+    assert fresh.returncode == 3, _explain(fresh)
+    assert f"drctl drill --resume {run_id}" in fresh.stderr, _explain(fresh)
 
     resumed = run_cli(
         "drill", "--resume", run_id, "--yes", "--state", str(state), "--format", "json",
