@@ -108,6 +108,10 @@ def drill(
     from drctl.engine.executor import Interrupts
 
     _check_flags(file, param, params_file, canary, canary_dsn, canary_dns_server, resume)
+    _check_resume_flags(
+        resume, verify_dsn,
+        {"--reapply": reapply, "--mark-done": mark_done, "--allow-changed-plan": allow_changed_plan},
+    )  # fmt: skip
     kind = fmt or _format_for(report)
     # Progress goes to stderr so that a report on stdout stays clean; no prompts.
     terminal = Terminal(OutputFormat.text, yes, approve or [])
@@ -192,6 +196,22 @@ def _check_flags(
         raise UsageError("give the runbook FILE, or --resume RUN_ID")
     elif canary_dsn is None:
         raise UsageError("--canary-dsn is required: where the canary writes")
+    for flag, value in (("--canary-dsn", canary_dsn), ("--canary-dns-server", canary_dns_server)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} is empty")
+
+
+def _check_resume_flags(
+    resume: str | None, verify_dsn: str | None, resume_only: dict[str, object]
+) -> None:
+    from drctl.errors import UsageError
+
+    if resume is None:
+        given = [flag for flag, value in resume_only.items() if value]
+        if given:
+            raise UsageError(f"{', '.join(given)} only mean something with --resume RUN_ID")
+    if verify_dsn is not None and not verify_dsn.strip():
+        raise UsageError("--verify-dsn is empty")
 
 
 def _summary(result: DrillResult, paused: bool, report: str | None) -> str:

@@ -13,7 +13,6 @@ Kinds: ``postgres`` (drctl.drill.pg_canary) and ``mongo`` (drctl.drill.mongo_can
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -21,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from drctl.drill.conninfo import mask_dsn, secret_values
 from drctl.errors import DrctlError
 
 
@@ -147,11 +147,13 @@ class Canary(ABC):
         if first_ack_within is None:
             return
         deadline = time.monotonic() + first_ack_within
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self._thread.is_alive():
             if self.acks():
                 return
             time.sleep(0.01)
         self.stop()
+        if self.fatal is not None:
+            raise CanaryError(f"canary: the writer stopped by surprise: {self.fatal}")
         raise CanaryError(
             f"canary: no write acknowledged within {first_ack_within:g}s through {self.shown()}"
             + (f": {self._last_error}" if self._last_error else ""),
@@ -243,60 +245,6 @@ def make_canary(spec: CanarySpec, drill_id: str, *, first_seq: int = 1) -> Canar
     from drctl.drill.pg_canary import PostgresCanary
 
     return PostgresCanary(spec, drill_id, first_seq=first_seq)
-
-
-#: Connection-string options whose values are secrets (keys compared case-insensitively):
-#: libpq's password and sslpassword, pymongo's tlsCertificateKeyFilePassword and the
-#: authMechanismProperties that can carry an AWS session token.
-_SECRET_KEY = re.compile(r"password|secret|token|authmechanismproperties", re.IGNORECASE)
-_CONNINFO_PAIR = re.compile(r"([A-Za-z_][\w.-]*)\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)")
-_QUERY_PAIR = re.compile(r"[?&;]([^=&;#]+)=([^&;#]*)")
-
-
-def _secret_spans(dsn: str) -> list[tuple[int, int]]:
-    """Where the secrets are in a connection string: (start, end) offsets, in order.
-
-    libpq ``key=value`` strings (quoted values with escapes included), and URIs
-    (``postgresql://``, ``mongodb://``, ``mongodb+srv://``): the password in the user
-    information — which ends at the last ``@`` before the first ``/``, as both libpq and
-    pymongo read it — and secret query options.
-    """
-    _scheme, sep, rest = dsn.partition("://")
-    if not sep:
-        return [m.span(2) for m in _CONNINFO_PAIR.finditer(dsn) if _SECRET_KEY.search(m[1])]
-    offset = len(dsn) - len(rest)
-    authority = rest.partition("/")[0]
-    if "@" not in authority:
-        # An unencoded "/" in a password: no client parses that, but it must not show.
-        authority = rest.partition("?")[0]
-    spans = []
-    userinfo = authority.rpartition("@")[0]
-    if ":" in userinfo:
-        spans.append((offset + userinfo.index(":") + 1, offset + len(userinfo)))
-    query_at = offset + len(userinfo)
-    spans += [m.span(2) for m in _QUERY_PAIR.finditer(dsn, query_at) if _SECRET_KEY.search(m[1])]
-    return spans
-
-
-def mask_dsn(dsn: str) -> str:
-    """A connection string as it may be shown: every secret replaced by ``***``."""
-    out, at = [], 0
-    for start, end in _secret_spans(dsn):
-        out += [dsn[at:start], "***"]
-        at = end
-    return "".join([*out, dsn[at:]])
-
-
-def secret_values(dsn: str) -> list[str]:
-    """The secret values in a connection string, as written, unquoted and percent-decoded."""
-    from urllib.parse import unquote
-
-    found: set[str] = set()
-    for start, end in _secret_spans(dsn):
-        value = dsn[start:end]
-        bare = value.strip("'").replace("\\'", "'").replace("\\\\", "\\")
-        found |= {v for v in (value, bare, unquote(bare)) if v}
-    return sorted(found, key=len, reverse=True)
 
 
 def first_line(exc: BaseException) -> str:

@@ -17,7 +17,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from drctl.drill.canary import Canary, CanaryError, mask_dsn
+from drctl.drill.canary import Canary, CanaryError
+from drctl.drill.conninfo import mask_dsn
 
 COLLECTION = "drctl_canary"
 

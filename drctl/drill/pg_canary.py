@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any, cast
 
-from drctl.drill.canary import Canary, CanaryError, mask_dsn
+from drctl.drill.canary import Canary, CanaryError
+from drctl.drill.conninfo import mask_dsn
 
 if TYPE_CHECKING:
     from drctl.steps.base import StepContext

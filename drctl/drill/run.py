@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import secrets as pysecrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from drctl.compiler.compile import compile_runbook
 from drctl.compiler.params import ParamInput
-from drctl.drill.canary import Ack, Canary, CanaryError, CanarySpec, make_canary, mask_dsn
+from drctl.drill.canary import Ack, Canary, CanaryError, CanarySpec, make_canary
+from drctl.drill.conninfo import mask_dsn
 from drctl.drill.measure import Measurement, Verdict, judge, measure
 from drctl.drill.report import DRILL_MEASURED, DRILL_PAUSED, first_mutation
 from drctl.engine import events as ev
@@ -76,19 +77,11 @@ def drill(
     canary.check()
     canary.prepare()
     canary.start()
-    run_ids: list[str] = []
-    try:
-        run_id, outcome = start(
-            path, given, options, store, sinks, gate, interrupts, on_ready=run_ids.append
-        )
-        _settle(canary, spec.settle)
-    except BaseException:
-        canary.stop()
-        if run_ids:
-            _journal_pause(store, run_ids[0], canary)
-        raise
-    canary.stop()
-    return _conclude(store, run_id, outcome, canary, _Earlier())
+
+    def run(ready: Callable[[str], None]) -> tuple[str, Outcome]:
+        return start(path, given, options, store, sinks, gate, interrupts, on_ready=ready)
+
+    return _window(store, canary, run, _Earlier(), start_canary=False)
 
 
 def resume_drill(
@@ -114,18 +107,22 @@ def resume_drill(
     paused = paused_drill(store, run.id)
     if paused is None:
         raise UsageError(
-            f"run {run.id} is not a paused drill: it was no drill, it concluded, or it went "
-            "on without its canary",
+            f"run {run.id} is not a paused drill: it was no drill, it is {run.status.replace('_', ' ')}, "
+            "its drill concluded, or it went on without its canary",
             hint="drctl log shows its events; drctl resume continues a run that is not a drill",
         )
     data = paused.data
     saved = data["canary"]
-    if saved["kind"] == "mongo" and dns_server:
-        raise UsageError("--canary-dns-server works with --canary postgres only")
+    if dns_server is not None and dns_server != saved.get("dns_server"):
+        raise UsageError(
+            f"--canary-dns-server is not the one the drill started with "
+            f"({saved.get('dns_server') or 'none'})",
+            hint="a drill is measured through one client path from start to end",
+        )
     spec = CanarySpec(
         kind=saved["kind"],
         dsn=_given_again(dsn, saved, "dsn", "--canary-dsn") or "",
-        dns_server=dns_server or saved.get("dns_server"),
+        dns_server=saved.get("dns_server"),
         verify_dsn=_given_again(verify_dsn, saved, "verify_dsn", "--verify-dsn"),
         interval=float(saved["interval"]),
         timeout=float(saved["timeout"]),
@@ -134,25 +131,54 @@ def resume_drill(
     earlier = _earlier(store.events(run.id))
     canary = make_canary(spec, str(data["drill_id"]), first_seq=int(data["next_seq"]))
     canary.check()
-    started: list[str] = []
 
-    def ready(run_id: str) -> None:
-        started.append(run_id)
-        canary.start(first_ack_within=None)
-
-    try:
+    def go_on(ready: Callable[[str], None]) -> tuple[str, Outcome]:
         outcome = resume_run(
             run, options, store, sinks, gate, interrupts,
             accept_plan_hash=accept_plan_hash, on_ready=ready,
         )  # fmt: skip
-        _settle(canary, spec.settle)
+        return run.id, outcome
+
+    return _window(store, canary, go_on, earlier, start_canary=True)
+
+
+def _window(
+    store: StateStore,
+    canary: Canary,
+    body: Callable[[Callable[[str], None]], tuple[str, Outcome]],
+    earlier: _Earlier,
+    *,
+    start_canary: bool,
+) -> DrillResult:
+    """One window of a drill: the run (``body``) with the canary writing, then the conclusion.
+
+    ``body`` gets the hook the run calls once it holds its lock (there the canary starts,
+    when ``start_canary``). Whatever happens after that, an unfinished run gets its
+    ``drill_paused``, so that no acknowledgement of this window is lost to a resume.
+    """
+    run_ids: list[str] = []
+
+    def ready(run_id: str) -> None:
+        run_ids.append(run_id)
+        if start_canary:
+            canary.start(first_ack_within=None)
+
+    try:
+        run_id, outcome = body(ready)
+        if canary.started_at:
+            _settle(canary, canary.spec.settle)
     except BaseException:
         canary.stop()
-        if started:
-            _journal_pause(store, run.id, canary)
+        if run_ids and _unfinished(store, run_ids[0]):
+            _journal_pause(store, run_ids[0], canary)
         raise
     canary.stop()
-    return _conclude(store, run.id, outcome, canary, earlier)
+    return _conclude(store, run_id, outcome, canary, earlier)
+
+
+def _unfinished(store: StateStore, run_id: str) -> bool:
+    record = store.get_run(run_id)
+    return record is not None and record.status not in _FINISHED
 
 
 def _earlier(events: Sequence[Event]) -> _Earlier:
@@ -165,8 +191,9 @@ def _earlier(events: Sequence[Event]) -> _Earlier:
         if event.kind != DRILL_PAUSED:
             continue
         acks += _acks_from(event.data["acks"])
-        start, stop = event.data["window"]
-        windows.append((float(start), float(stop)))
+        if event.data.get("window"):  # none when the canary of that attempt never started
+            start, stop = event.data["window"]
+            windows.append((float(start), float(stop)))
         errors += int(event.data.get("canary_errors", 0))
         fatal = fatal or event.data.get("canary_failed")
     return _Earlier(tuple(acks), tuple(windows), errors, fatal)
@@ -199,7 +226,7 @@ def _journal_pause(store: StateStore, run_id: str, canary: Canary) -> None:
 
     Each ``drill_paused`` holds its own window's acknowledgements; a resume reads them all.
     """
-    window = (canary.started_at, canary.stopped_at)
+    window = (canary.started_at, canary.stopped_at) if canary.started_at else None
     spec = canary.spec
     store.append(
         run_id,
@@ -208,9 +235,11 @@ def _journal_pause(store: StateStore, run_id: str, canary: Canary) -> None:
             time.time(),
             data={
                 "drill_id": canary.drill_id,
-                "canary": _settings(canary, [window], mask_dsn(spec.verify_dsn or spec.dsn)),
+                "canary": _settings(
+                    canary, [window or (0.0, 0.0)], mask_dsn(spec.verify_dsn or spec.dsn)
+                ),
                 "next_seq": canary.next_seq,
-                "window": list(window),
+                "window": list(window) if window else None,
                 "acks": _acks_to(canary.acks()),
                 "canary_errors": canary.errors,
                 "canary_failed": canary.fatal,
@@ -229,9 +258,15 @@ def _conclude(
         raise RunNotFound(f"run {run_id} vanished from {store.location}")
     events = store.events(run_id)
     acks = [*earlier.acks, *canary.acks()]
-    windows = [*earlier.windows, (canary.started_at, canary.stopped_at)]
+    windows = [*earlier.windows]
+    if canary.started_at:
+        windows.append((canary.started_at, canary.stopped_at))
     errors = earlier.errors + canary.errors
     spec = canary.spec
+    paused = record.status not in _FINISHED
+    if paused:
+        # First: whatever fails below, a resume must find this window's acknowledgements.
+        _journal_pause(store, run_id, canary)
     address, read_error = "", None
     read_from = mask_dsn(spec.verify_dsn or spec.dsn)
     try:
@@ -239,7 +274,6 @@ def _conclude(
     except CanaryError as exc:
         # The run happened: journal what was measured, and that RPO could not be.
         present, read_error = {a.seq for a in acks}, exc.message
-    paused = record.status not in _FINISHED
     measured = measure(
         acks, present, windows=windows, first_mutation_at=first_mutation(record, events),
         # A paused drill has no new primary yet: the one read back may be the old one.
@@ -254,8 +288,6 @@ def _conclude(
         # The writer stopped by surprise: the gap after it measured drctl, not the database.
         verdict = replace(verdict, rto_met=False, rpo_met=False)
     result = DrillResult(run_id, outcome, measured, verdict)
-    if paused:
-        _journal_pause(store, run_id, canary)
     store.append(
         run_id,
         Event(

@@ -179,9 +179,13 @@ def _refuse_if_unfinished(store: StateStore, name: str, lock_key: str) -> None:
 def paused_drill(store: StateStore, run_id: str) -> Event | None:
     """The run's last ``drill_paused`` event, if it is a drill that can still be measured whole.
 
-    Not if the drill concluded, nor if the run went on without its canary after the
-    pause (``drctl resume --unmeasured``, or a resumed drill that was killed).
+    Not if the run finished or was aborted, nor if the drill concluded, nor if the run
+    went on without its canary after the pause (``drctl resume --unmeasured``, or a
+    resumed drill that was killed).
     """
+    record = store.get_run(run_id)
+    if record is None or record.status not in ev.UNFINISHED:
+        return None
     found = None
     for event in store.events(run_id):
         if event.kind == ev.DRILL_PAUSED:

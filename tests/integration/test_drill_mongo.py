@@ -175,7 +175,9 @@ def test_drill_stopped_at_its_gate_resumes_and_is_measured_whole(
     # Sequence numbers go on where the first window stopped: none is written twice.
     events = _journal(state, run_id)
     [pause] = [e["data"] for e in events if e["kind"] == "drill_paused"]
-    held = {d["seq"] for d in mock_rs.holds(c, CANARY_NS).values()}
+    held = {
+        d["seq"] for d in mock_rs.holds(c, CANARY_NS).values() if d["drill_id"] == whole["drill_id"]
+    }
     assert pause["next_seq"] in held and max(held) >= pause["next_seq"] + 5, (pause, held)
     assert mock_rs.duplicate_inserts == 0
     assert len(held) >= m["acknowledged"]
@@ -206,7 +208,16 @@ def test_mongo_canary_flags_are_checked(tmp_path: Path) -> None:
     assert no_dsn.returncode == 2 and "--canary-dsn" in no_dsn.stderr, _explain(no_dsn)
     nothing = run_cli("drill", "--yes", "--state", state)
     assert nothing.returncode == 2 and "--resume" in nothing.stderr, _explain(nothing)
-    assert "Traceback" not in dns.stderr + no_dsn.stderr + nothing.stderr
+    empty = run_cli("drill", shell, "--yes", "--state", state, "--canary-dsn", " ")
+    assert empty.returncode == 2 and "--canary-dsn is empty" in empty.stderr, _explain(empty)
+    stray = run_cli(
+        "drill", shell, "--state", state, "--canary-dsn", "mongodb://127.0.0.1:1",
+        "--canary", "mongo", "--reapply", "x", "--allow-changed-plan",
+    )  # fmt: skip
+    assert stray.returncode == 2, _explain(stray)
+    assert "--reapply, --allow-changed-plan only mean something with --resume" in stray.stderr
+    shown = dns.stderr + no_dsn.stderr + nothing.stderr + empty.stderr + stray.stderr
+    assert "Traceback" not in shown
 
 
 def test_mongo_canary_that_cannot_write_refuses_the_drill(tmp_path: Path) -> None:
@@ -252,6 +263,12 @@ def test_a_resumed_drill_must_keep_its_dsn_and_plan(
     assert other.returncode == 2 and "not the one the drill started with" in other.stderr, _explain(
         other
     )
+    via_dns = run_cli(
+        "drill", "--resume", run_id, "--yes", "--state", str(state),
+        "--canary-dns-server", "127.0.0.1:53", env=env,
+    )  # fmt: skip
+    assert via_dns.returncode == 2, _explain(via_dns)
+    assert "--canary-dns-server is not the one" in via_dns.stderr, _explain(via_dns)
     runbook.write_text(
         runbook.read_text(encoding="utf-8").replace("step_timeout: 2m", "step_timeout: 3m"),
         encoding="utf-8",

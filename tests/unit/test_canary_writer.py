@@ -23,20 +23,21 @@ class ListCanary(Canary):
 
     kind = "list"
 
-    def __init__(self, *, fail_on: dict[int, BaseException] | None = None, slow: float = 0.0):
+    def __init__(self, *, fail_on: dict[int, BaseException] | None = None):
         super().__init__(CanarySpec("list", "list://", interval=0.001, timeout=0.05), "d")
         self.written: list[int] = []
         self.fail_on = fail_on or {}
-        self.slow = slow
         self.closed = 0
         self.connecting = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
 
     def check(self) -> None:
         pass
 
     def _connect(self) -> Any:
         self.connecting.set()
-        time.sleep(self.slow)
+        self.release.wait(10)
         return object()
 
     def _write(self, conn: Any, seq: int) -> str:
@@ -89,13 +90,28 @@ def test_a_surprise_stops_the_canary_and_is_recorded() -> None:
 
 def test_no_number_is_handed_out_after_stop() -> None:
     """A connect that outlives stop()'s wait writes nothing after it: next_seq is final at stop."""
-    canary = ListCanary(slow=1.5)
+    canary = ListCanary()
+    canary.release.clear()
     canary.start(first_ack_within=None)
     assert canary.connecting.wait(5)
-    began = time.monotonic()
-    canary.stop()  # waits timeout * 3 + 1 s at most, while the connect takes 1.5 s
-    assert time.monotonic() - began < 1.4
+    canary.stop()  # gives up waiting (timeout * 3 + 1 s): the connect is still held
     final = canary.next_seq
-    time.sleep(1.6)  # the connect returns; a number taken now would reach the database
-    assert [s for s in canary.written if s >= final] == [], (canary.written, final)
-    assert canary.next_seq == final and canary.closed == 1
+    assert canary._thread is not None and canary._thread.is_alive()
+    canary.release.set()  # the connect returns; a number taken now would reach the database
+    canary._thread.join(5)
+    assert not canary._thread.is_alive()
+    assert canary.written == [] and canary.next_seq == final == 1
+    assert canary.closed == 1
+
+
+def test_a_surprise_before_the_first_write_fails_the_start_at_once() -> None:
+    """start() does not wait out its 5 s for a writer that is already dead: it says why."""
+    import pytest
+
+    from drctl.drill.canary import CanaryError
+
+    canary = ListCanary(fail_on={1: KeyError("driver bug")})
+    began = time.monotonic()
+    with pytest.raises(CanaryError, match="stopped by surprise: KeyError"):
+        canary.start()
+    assert time.monotonic() - began < 2.0
