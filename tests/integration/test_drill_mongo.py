@@ -126,6 +126,21 @@ def test_regional_disaster_drill_loses_acknowledged_writes(
     assert len(lost_region - survivors) == m["missing"], (lost_region, survivors)
 
 
+def _stop_at_the_gate(
+    rs: MockReplicaSet, state: Path, runbook: str = PLANNED
+) -> tuple[str, dict[str, Any], subprocess.CompletedProcess[str]]:
+    """A planned-failover drill without --yes: it stops at its gate (exit 4)."""
+    _a, b, c = rs.hosts
+    stopped = run_cli(
+        "drill", runbook, "-p", f"new_primary={c}", "-p", f"hold={b}", "--state", str(state),
+        "--canary", "mongo", "--canary-dsn", rs.uri(), "--format", "json",
+        env={"MONGO_URI": rs.uri()}, timeout=90,
+    )  # fmt: skip
+    assert stopped.returncode == 4, _explain(stopped)
+    report = json.loads(stopped.stdout)
+    return str(report["run_id"]), report, stopped
+
+
 def test_drill_stopped_at_its_gate_resumes_and_is_measured_whole(
     mock_rs: MockReplicaSet,  # noqa: F811
     tmp_path: Path,
@@ -134,14 +149,7 @@ def test_drill_stopped_at_its_gate_resumes_and_is_measured_whole(
     _a, b, c = mock_rs.hosts
     state = tmp_path / "state.db"
     env = {"MONGO_URI": mock_rs.uri()}
-    stopped = run_cli(
-        "drill", PLANNED, "-p", f"new_primary={c}", "-p", f"hold={b}", "--state", str(state),
-        "--canary", "mongo", "--canary-dsn", mock_rs.uri(), "--format", "json",
-        env=env, timeout=90,
-    )  # fmt: skip
-    assert stopped.returncode == 4, _explain(stopped)
-    first = json.loads(stopped.stdout)
-    run_id = first["run_id"]
+    run_id, first, stopped = _stop_at_the_gate(mock_rs, state)
     assert f"drctl drill --resume {run_id}" in stopped.stderr, _explain(stopped)
     assert first["paused"] is True and first["measurement"]["acknowledged"] > 0, first
 
@@ -242,18 +250,12 @@ def test_a_resumed_drill_must_keep_its_dsn_and_plan(
 ) -> None:
     """Another DSN or a changed runbook refuses the drill's resume before its canary writes;
     --allow-changed-plan with --yes shows the diff and goes on."""
-    _a, b, c = mock_rs.hosts
+    _a, _b, c = mock_rs.hosts
     runbook = tmp_path / "planned.yaml"
     runbook.write_text((REPO / PLANNED).read_text(encoding="utf-8"), encoding="utf-8")
     state = tmp_path / "state.db"
     env = {"MONGO_URI": mock_rs.uri()}
-    stopped = run_cli(
-        "drill", str(runbook), "-p", f"new_primary={c}", "-p", f"hold={b}", "--state",
-        str(state), "--canary", "mongo", "--canary-dsn", mock_rs.uri(), "--format", "json",
-        env=env, timeout=90,
-    )  # fmt: skip
-    assert stopped.returncode == 4, _explain(stopped)
-    run_id = json.loads(stopped.stdout)["run_id"]
+    run_id, _report, _stopped = _stop_at_the_gate(mock_rs, state, str(runbook))
     writes = len(mock_rs.sent("insert"))
 
     other = run_cli(
@@ -293,16 +295,10 @@ def test_a_drill_resumed_unmeasured_cannot_be_measured_whole(
     tmp_path: Path,
 ) -> None:
     """After `drctl resume --unmeasured` the drill went on without its canary: drill --resume refuses."""
-    _a, b, c = mock_rs.hosts
+    _a, _b, c = mock_rs.hosts
     state = tmp_path / "state.db"
     env = {"MONGO_URI": mock_rs.uri()}
-    stopped = run_cli(
-        "drill", PLANNED, "-p", f"new_primary={c}", "-p", f"hold={b}", "--state", str(state),
-        "--canary", "mongo", "--canary-dsn", mock_rs.uri(), "--format", "json",
-        env=env, timeout=90,
-    )  # fmt: skip
-    assert stopped.returncode == 4, _explain(stopped)
-    run_id = json.loads(stopped.stdout)["run_id"]
+    run_id, _report, _stopped = _stop_at_the_gate(mock_rs, state)
     unmeasured = run_cli(
         "resume", run_id, "--unmeasured", "--yes", "--state", str(state), env=env, timeout=90
     )
