@@ -24,9 +24,7 @@ def schema() -> None:
 
 
 def steps(
-    type_name: str | None = typer.Argument(
-        None, metavar="[TYPE]", help="One step type to describe."
-    ),
+    type_name: str | None = typer.Argument(None, metavar="TYPE", help="One step type to describe."),
     fmt: CatalogFormat = typer.Option(CatalogFormat.text, "--format", help="Output format."),
 ) -> None:
     """List the registered step types, or describe one with its inputs."""

@@ -40,7 +40,7 @@ class ReportFormat(StrEnum):
 
 def drill(
     file: str | None = typer.Argument(
-        None, metavar="[FILE]", help="The runbook (not with --resume)."
+        None, metavar="FILE", help="The runbook (not with --resume)."
     ),
     param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),

@@ -133,7 +133,7 @@ def _finish(outcome: Outcome, run_id: str) -> None:
 
 
 def run(
-    file: str = typer.Argument(..., help="The runbook."),
+    file: str = typer.Argument(..., metavar="FILE", help="The runbook."),
     param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),
     dry_run: bool = typer.Option(
@@ -170,7 +170,7 @@ def run(
 
 def resume(
     run_id: str | None = typer.Argument(
-        None, metavar="[RUN_ID]", help="The run (an id prefix is enough)."
+        None, metavar="RUN_ID", help="The run (an id prefix is enough)."
     ),
     last: bool = typer.Option(False, "--last", help="Resume the most recent run."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Approve every gate (and a changed plan)."),
@@ -263,7 +263,7 @@ def _confirm_changed_plan(changed: Any, terminal: Terminal, out: IO[str] | None 
 
 
 def abort(
-    run_id: str = typer.Argument(..., help="The run to give up."),
+    run_id: str = typer.Argument(..., metavar="RUN_ID", help="The run to give up."),
     reason: str = typer.Option(..., "--reason", help="Why (kept in the journal)."),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
 ) -> None:

@@ -36,7 +36,7 @@ def review(
     base: str = typer.Argument(..., metavar="BASE_REF", help="The git ref the change is against."),
     paths: list[str] | None = typer.Argument(
         None,
-        metavar="[PATHS]...",
+        metavar="PATHS",
         help="Only these files or directories (default: YAML under runbooks/ or declaring apiVersion: drctl/v1).",
     ),
     param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),

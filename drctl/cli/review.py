@@ -41,7 +41,7 @@ def _compile(path: str, params: ParamInput) -> Plan:
 
 
 def validate(
-    files: list[str] = typer.Argument(..., help="Runbook files to check.", metavar="FILE..."),
+    files: list[str] = typer.Argument(..., help="Runbook files to check.", metavar="FILE"),
     param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),
     fmt: ValidateFormat = typer.Option(ValidateFormat.text, "--format", help="Output format."),
@@ -85,7 +85,7 @@ def validate(
 
 
 def plan(
-    file: str = typer.Argument(..., help="The runbook."),
+    file: str = typer.Argument(..., metavar="FILE", help="The runbook."),
     param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),
     fmt: DocFormat = typer.Option(DocFormat.text, "--format", help="Output format."),
@@ -104,8 +104,8 @@ def plan(
 
 
 def diff(
-    old: str = typer.Argument(..., help="The runbook before the change."),
-    new: str = typer.Argument(..., help="The runbook after the change."),
+    old: str = typer.Argument(..., metavar="OLD", help="The runbook before the change."),
+    new: str = typer.Argument(..., metavar="NEW", help="The runbook after the change."),
     param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),
     fmt: DocFormat = typer.Option(DocFormat.text, "--format", help="Output format."),

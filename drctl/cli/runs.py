@@ -12,7 +12,7 @@ from drctl.cli.execute import STATE_HELP, OutputFormat, _store
 
 def status(
     run_id: str | None = typer.Argument(
-        None, metavar="[RUN_ID]", help="A run (default: the most recent)."
+        None, metavar="RUN_ID", help="A run (default: the most recent)."
     ),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
@@ -59,7 +59,7 @@ def runs(
 
 
 def log(
-    run_id: str = typer.Argument(..., help="The run."),
+    run_id: str = typer.Argument(..., metavar="RUN_ID", help="The run."),
     output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json lines."),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
 ) -> None:
@@ -76,7 +76,9 @@ def log(
 
 
 def unlock(
-    key: str = typer.Argument(..., help="The lock key (settings.lock, or the runbook name)."),
+    key: str = typer.Argument(
+        ..., metavar="KEY", help="The lock key (settings.lock, or the runbook name)."
+    ),
     lease: str = typer.Option(
         ..., "--lease", help="The holder's lease id, as the lock-held message shows it."
     ),
