@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # drctl's pull-request review, as run by action.yml (and by tests/unit/test_review.py).
 #
-#   1. `drctl validate --format github` on the changed runbooks: problems become
+#   1. if the base commit is not in the checkout (shallow clone), `git fetch origin
+#      "$base"` first (drctl review itself never fetches);
+#   2. `drctl validate --format github` on the changed runbooks: problems become
 #      annotations on the PR's "Files changed" tab;
-#   2. `drctl review` writes one markdown document;
-#   3. that document is posted as one PR comment, updated in place on every push
+#   3. `drctl review` writes one markdown document;
+#   4. that document is posted as one PR comment, updated in place on every push
 #      (found again by a hidden marker), and appended to the job summary.
 #
 # Environment: DRCTL_BASE_REF (required), DRCTL_PATHS (newline- or space-separated,
 # optional), DRCTL_COMMENT (true/false, default true), PR_NUMBER and GITHUB_REPOSITORY
 # (to comment; without PR_NUMBER nothing is posted), GH_TOKEN (for gh).
-# Exit status: drctl review's (0 all changed runbooks valid, 2 one is invalid or git failed).
+# Exit status: drctl review's (0 all changed runbooks valid, 2 one is invalid or git failed),
+# except 1 when the review passed but posting or updating the PR comment failed.
 set -uo pipefail
 
 base="${DRCTL_BASE_REF:?DRCTL_BASE_REF is required (the base branch or commit)}"

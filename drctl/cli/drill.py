@@ -17,6 +17,7 @@ from drctl.cli.execute import (
     _options,
     _signals,
     _store,
+    _store_for_runbook,
 )
 from drctl.cli.review import PARAM_HELP, PARAMS_FILE_HELP
 
@@ -126,17 +127,17 @@ def drill(
 
     interrupts = Interrupts()
     _signals(interrupts)
-    store = _store(state)
     options = _options(concurrency, False, yes, approve or [], reapply, mark_done)
+    state_flag = ""
     if file is not None and canary_dsn is not None:
         spec = CanarySpec(
             (canary or CanaryKind.postgres).value, canary_dsn, canary_dns_server, verify_dsn
         )
-        result = do_drill(
-            file, ParamInput(tuple(param or ()), params_file), options, store, sinks,
-            terminal.gate, interrupts, spec,
-        )  # fmt: skip
+        given = ParamInput(tuple(param or ()), params_file)
+        store, plan, state_flag = _store_for_runbook(state, file, given)
+        result = do_drill(file, given, options, store, sinks, terminal.gate, interrupts, spec, plan)
     else:
+        store = _store(state)
         from drctl.engine.runs import PlanChanged, find_run
 
         record = find_run(store, resume)
@@ -161,7 +162,7 @@ def drill(
         Path(report).write_text(text)
     else:
         sys.stdout.write(text)
-    sys.stderr.write(_summary(result, bool(built.drill.get("paused")), report))
+    sys.stderr.write(_summary(result, bool(built.drill.get("paused")), report, state_flag))
     raise typer.Exit(result.exit_code)
 
 
@@ -214,14 +215,16 @@ def _check_resume_flags(
         raise UsageError("--verify-dsn is empty")
 
 
-def _summary(result: DrillResult, paused: bool, report: str | None) -> str:
+def _summary(result: DrillResult, paused: bool, report: str | None, state_flag: str) -> str:
     """The last line on stderr: the verdict and the figures, and how to go on if paused."""
     m, v = result.measurement, result.verdict
     verdict = "objectives met" if v.passed else "objectives MISSED"
     if result.outcome.exit_code:
         verdict = f"run {result.outcome.status} (exit {result.outcome.exit_code})"
         if paused:
-            verdict += f"; continue the drill with: drctl drill --resume {result.run_id}"
+            verdict += (
+                f"; continue the drill with: drctl drill --resume {result.run_id}{state_flag}"
+            )
     return (
         f"drill {result.run_id}: {verdict}: RPO {m.missing} of {m.acknowledged} acknowledged "
         f"writes missing; RTO {m.rto:.2f}s (longest gap {m.longest_gap:.2f}s)"

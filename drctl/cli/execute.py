@@ -12,6 +12,7 @@ import typer
 from drctl.cli.review import PARAM_HELP, PARAMS_FILE_HELP
 
 if TYPE_CHECKING:
+    from drctl.compiler.params import ParamInput
     from drctl.compiler.plan import CompiledStep, Plan
     from drctl.engine.executor import Interrupts, Options, Outcome
     from drctl.engine.journal import Sink
@@ -114,12 +115,12 @@ def _options(
 
         raise UsageError("--concurrency: give a number from 1 to 1024")
     return Options(
-        concurrency=concurrency or 8, dry_run=dry_run, yes=yes, approve=frozenset(approve),
+        concurrency=concurrency, dry_run=dry_run, yes=yes, approve=frozenset(approve),
         reapply=frozenset(reapply or ()), mark_done=frozenset(mark_done or ()),
     )  # fmt: skip
 
 
-def _finish(outcome: Outcome, run_id: str) -> None:
+def _finish(outcome: Outcome, run_id: str, state_flag: str = "") -> None:
     if outcome.exit_code not in (0,):
         sys.stderr.write(
             f"drctl: run {run_id} {outcome.status.replace('_', ' ')}: {outcome.message}\n"
@@ -128,8 +129,31 @@ def _finish(outcome: Outcome, run_id: str) -> None:
             "rolled_back",
             "dry_run_failed",
         ):
-            sys.stderr.write(f"    resume with: drctl resume {run_id}\n")
+            sys.stderr.write(f"    resume with: drctl resume {run_id}{state_flag}\n")
     raise typer.Exit(outcome.exit_code)
+
+
+def _store_for_runbook(
+    state: str | None, file: str, given: ParamInput
+) -> tuple[StateStore, Plan | None, str]:
+    """The store a new run of ``file`` uses: --state, DRCTL_STATE, the runbook's
+    ``settings.state``, or the default, first found.
+
+    Returns the plan when the runbook had to be compiled to know (so it is not compiled
+    twice), and the ``--state`` flag later commands need when the store came from the
+    runbook (connection string masked), else "".
+    """
+    import os
+
+    if state or os.environ.get("DRCTL_STATE"):
+        return _store(state), None, ""
+    from drctl.compiler.compile import compile_runbook
+    from drctl.drill.conninfo import mask_dsn
+
+    plan = compile_runbook(file, given)
+    from_runbook = str(plan.settings.get("state") or "")
+    shown = f" --state '{mask_dsn(from_runbook)}'" if from_runbook else ""
+    return _store(None, from_runbook or None), plan, shown
 
 
 def run(
@@ -159,13 +183,13 @@ def run(
     terminal = Terminal(output, yes, approve or [])
     interrupts = Interrupts()
     _signals(interrupts)
-    store = _store(state)
+    given = ParamInput(tuple(param or ()), params_file)
+    store, plan, state_flag = _store_for_runbook(state, file, given)
     options = _options(concurrency, dry_run, yes, approve or [])
     run_id, outcome = start(
-        file, ParamInput(tuple(param or ()), params_file), options, store,
-        terminal.make_sinks, terminal.gate, interrupts,
-    )  # fmt: skip
-    _finish(outcome, run_id)
+        file, given, options, store, terminal.make_sinks, terminal.gate, interrupts, plan=plan
+    )
+    _finish(outcome, run_id, state_flag)
 
 
 def resume(

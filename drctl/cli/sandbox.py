@@ -35,7 +35,8 @@ def up(
         "--base-port",
         min=1024,
         max=65000,
-        help="Primary's port; the standby gets the next one (default 55432).",
+        help="PostgreSQL port N of both nodes (127.0.0.2 and 127.0.0.3); BIND9 uses N+1 and "
+        "sshd N+2, on 127.0.0.1 (default 55432; an existing sandbox keeps its ports).",
     ),
 ) -> None:
     """Create (or start again) the primary and its streaming standby."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from drctl.compiler.compile import compile_runbook
 from drctl.compiler.params import ParamInput
+from drctl.compiler.plan import Plan
 from drctl.drill.canary import Ack, Canary, CanaryError, CanarySpec, make_canary
 from drctl.drill.conninfo import mask_dsn
 from drctl.drill.measure import Measurement, Verdict, judge, measure
@@ -69,9 +70,14 @@ def drill(
     gate: GateDecider,
     interrupts: Interrupts,
     spec: CanarySpec,
+    plan: Plan | None = None,
 ) -> DrillResult:
-    """Run ``path`` as a drill; the result is journaled on the run before this returns."""
-    compile_runbook(path, given)  # an invalid runbook fails before the canary writes anything
+    """Run ``path`` as a drill; the result is journaled on the run before this returns.
+
+    ``plan``: the runbook already compiled with ``given``, if the caller has it.
+    """
+    # An invalid runbook fails before the canary writes anything.
+    plan = plan or compile_runbook(path, given)
     drill_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + pysecrets.token_hex(3)
     canary = make_canary(spec, drill_id)
     canary.check()
@@ -79,7 +85,9 @@ def drill(
     canary.start()
 
     def run(ready: Callable[[str], None]) -> tuple[str, Outcome]:
-        return start(path, given, options, store, sinks, gate, interrupts, on_ready=ready)
+        return start(
+            path, given, options, store, sinks, gate, interrupts, on_ready=ready, plan=plan
+        )
 
     return _window(store, canary, run, _Earlier(), start_canary=False)
 

@@ -45,7 +45,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Options:
-    concurrency: int = 8
+    #: Steps run at once; None: the runbook's ``settings.concurrency`` (default 8).
+    concurrency: int | None = None
     dry_run: bool = False
     yes: bool = False
     approve: frozenset[str] = frozenset()
@@ -164,15 +165,14 @@ class Executor:
         stop_message = ""
         running = 0
         announced = False
-        with ThreadPoolExecutor(
-            max_workers=self.options.concurrency, thread_name_prefix="step"
-        ) as pool:
+        limit = self.options.concurrency or int(plan.settings.get("concurrency") or 8)
+        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="step") as pool:
             while True:
                 if stop is None and x.interrupts.stop.is_set():
                     stop = "interrupted"
                 if stop is None and self.lock_lost.is_set():
                     stop, stop_message = "failed", "the run lost its lock; stopped launching steps"
-                while stop is None and ready and running < self.options.concurrency:
+                while stop is None and ready and running < limit:
                     step = plan.steps[heapq.heappop(ready)]
                     decision = self._gate(step)
                     if decision is not None:

@@ -78,7 +78,11 @@ def find_run(store: StateStore, ref: str | None, *, last: bool = False) -> RunRe
         return runs[0]
     found = store.find_runs(ref)
     if not found:
-        raise RunNotFound(f"no run {ref!r} in {store.location}", hint="list runs with: drctl runs")
+        raise RunNotFound(
+            f"no run {ref!r} in {store.location}",
+            hint="list runs with: drctl runs; a run kept in another store (a runbook's "
+            "settings.state, or DRCTL_STATE) needs --state",
+        )
     if len(found) > 1:
         raise UsageError(f"{ref!r} matches {len(found)} runs; give more of the id")
     return found[0]
@@ -106,14 +110,16 @@ def start(
     clock: Clock | None = None,
     environ: Mapping[str, str] | None = None,
     on_ready: Callable[[str], None] | None = None,
+    plan: Plan | None = None,
 ) -> tuple[str, Outcome]:
     """Compile and run (or dry-run) a runbook; returns the run id and how it ended.
 
     ``on_ready(run_id)`` is called once the run holds its lock and is journaled, just
-    before its first step (a drill's canary hooks in there).
+    before its first step (a drill's canary hooks in there). ``plan``: the runbook
+    already compiled with ``given`` (the caller needed its settings first).
     """
     clock = clock or SystemClock()
-    plan = compile_runbook(path, given)
+    plan = plan or compile_runbook(path, given)
     redactor = Redactor()
     resolved = resolve_plan_secrets(plan, redactor, environ)
     lock_key = plan.settings.get("lock") or plan.name

@@ -470,7 +470,9 @@ def exit_codes() -> str:
         "## Errors and their exit codes",
         "",
         "Every error drctl raises on purpose is one of these classes, rendered once by the "
-        "CLI as `drctl: error: MESSAGE` (with a `hint:` line when there is one).",
+        "CLI on standard error as `drctl: error: MESSAGE` (with a `hint:` line when there is "
+        "one) — except `RunbookInvalid`, which prints its diagnostic lines (see below) and "
+        "then `drctl: N errors found`.",
         "",
         "| error | exit | meaning |",
         "|---|---|---|",
@@ -483,8 +485,12 @@ def exit_codes() -> str:
         "## Diagnostic codes",
         "",
         "`drctl validate` and `drctl plan` report each problem as "
-        "`path:line:col: error CODE: message` (or JSON, or GitHub annotations with "
-        "`--format`), all of them at once, and exit 2.",
+        "`path:line:col: error CODE: message` (with a `hint:` line when there is one), all "
+        "of them at once, and exit 2. `drctl validate` writes them to standard output "
+        "followed by a count (`N errors in M of K files`), or as JSON or GitHub annotations "
+        "with `--format json|github`. `drctl plan` (whose `--format` shapes the plan, not "
+        "the errors) and the other commands that compile a runbook (`diff`, `run`, `drill`, "
+        "…) write the lines as text to standard error, then `drctl: N errors found`.",
         "",
         "| code | constant | meaning |",
         "|---|---|---|",

@@ -110,6 +110,40 @@ steps:
     assert (tmp_path / "promoted").exists()
 
 
+def test_settings_state_chooses_the_store_of_a_run(tmp_path: Path) -> None:
+    """settings.state keeps the run in the runbook's store (not the default one); the
+    resume hint names it, and --state or DRCTL_STATE still win over it."""
+    team = tmp_path / "team.db"
+    path = write(
+        tmp_path,
+        f"""
+settings: {{state: "{team}"}}
+steps:
+  - {{id: promote, type: shell, approve: true, with: {{command: "touch {{tmp}}/promoted", verify: "test -f {{tmp}}/promoted"}}}}
+""",
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DRCTL_STATE"}
+    first = run_cli("run", path, cwd=str(tmp_path), env=env)
+    assert first.returncode == 4, first.stderr
+    assert team.exists() and not (tmp_path / ".drctl").exists()
+    run_id = json.loads(run_cli("runs", "--output", "json", "--state", str(team)).stdout)[0]["id"]
+    assert f"resume with: drctl resume {run_id} --state '{team}'" in first.stderr
+    lost = run_cli("resume", run_id, "--yes", cwd=str(tmp_path), env=env)
+    assert lost.returncode == 2 and "--state" in lost.stderr, lost.stderr
+    done = run_cli("resume", run_id, "--yes", "--state", str(team), cwd=str(tmp_path), env=env)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "promoted").exists()
+    # The flag wins over the runbook's setting.
+    (tmp_path / "promoted").unlink()
+    elsewhere = tmp_path / "elsewhere.db"
+    flagged = run_cli("run", path, "--yes", "--state", str(elsewhere), cwd=str(tmp_path), env=env)
+    assert flagged.returncode == 0, flagged.stderr
+    assert (
+        len(json.loads(run_cli("runs", "--output", "json", "--state", str(elsewhere)).stdout)) == 1
+    )
+    assert len(json.loads(run_cli("runs", "--output", "json", "--state", str(team)).stdout)) == 1
+
+
 def test_yes_approves_every_gate(tmp_path: Path) -> None:
     """--yes passes every gate and journals who approved."""
     path = write(tmp_path, "steps:\n  - {id: g, type: approve}\n  - {id: h, type: approve}\n")

@@ -237,6 +237,37 @@ steps:
     assert elapsed < 6 * 0.3
 
 
+def test_settings_concurrency_is_the_default_limit(harness: Harness) -> None:
+    """Without --concurrency the runbook's settings.concurrency bounds the fan-out; the flag overrides it."""
+    path = harness.write(
+        HEAD
+        + """
+settings: {concurrency: 2}
+steps:
+  - id: fan
+    type: shell
+    for_each: [a, b, c, d]
+    with:
+      command: "echo start $(date +%s.%N) >> {tmp}/log-{{ item }}; sleep 0.2; echo end $(date +%s.%N) >> {tmp}/log-{{ item }}"
+      verify: "true"
+"""
+    )
+
+    def peak() -> int:
+        spans = []
+        for item in "abcd":
+            lines = (harness.tmp / f"log-{item}").read_text().split()
+            spans.append((float(lines[-3]), float(lines[-1])))
+        return max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+
+    _, outcome = harness.run(path)
+    assert outcome.exit_code == 0 and peak() == 2
+    for item in "abcd":
+        (harness.tmp / f"log-{item}").unlink()
+    _, outcome = harness.run(path, concurrency=4)
+    assert outcome.exit_code == 0 and peak() == 4
+
+
 def test_a_second_run_is_refused_while_one_is_unfinished(harness: Harness) -> None:
     """A run waiting at a gate blocks a new run of the same runbook (exit 3) until resumed."""
     path = harness.write(

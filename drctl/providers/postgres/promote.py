@@ -38,7 +38,13 @@ class PromoteInputs(StepInputs):
         description="Wait this long for the lag to drain before refusing.",
     )
     wait_seconds: int = Field(
-        default=60, ge=1, le=3600, description="pg_promote's wait for promotion."
+        default=60,
+        ge=1,
+        le=3600,
+        description=(
+            "After pg_promote(false), poll pg_is_in_recovery() every 10 ms for up to this "
+            "many seconds until the standby leaves recovery; fail after that."
+        ),
     )
     accept_data_loss: bool = Field(
         default=False, description="Promote even when the standby is behind (lint DR002)."
@@ -60,7 +66,10 @@ def current_timeline(conn: object) -> int:
 
 
 class Promote(StepType):
-    """Promote the standby with ``pg_promote(wait => true)``, after proving it is safe.
+    """Promote the standby with ``SELECT pg_promote(false)``, after proving it is safe.
+
+    After signalling the promotion it polls ``pg_is_in_recovery()`` every 10 ms until the
+    standby leaves recovery, for up to ``wait_seconds`` (the step fails after that).
 
     Refuses (the step fails) when the standby is more than ``max_lag_bytes`` behind
     after waiting ``catchup_seconds``, unless ``accept_data_loss: true``; and when the
