@@ -1,7 +1,7 @@
 """End-to-end sandbox failover: drctl against the same operations scripted with psql.
 
-One real PostgreSQL sandbox (primary + streaming standby on 127.0.0.1, base port
-57100 unless ``--base-port``), in a temp dir under /tmp, always torn down. For R
+One real PostgreSQL sandbox (primary + streaming standby on 127.0.0.2 and 127.0.0.3,
+both on port 57100 unless ``--base-port``), in a temp dir under /tmp, always torn down. For R
 rounds (default 5), interleaved, alternating which goes first, it fails the sandbox
 over with
 
@@ -143,13 +143,13 @@ class Sample:
 # -- the sandbox and the commands -------------------------------------------------------
 
 
-def port_free(port: int) -> bool:
-    """Nobody listens on 127.0.0.1:port (TIME_WAIT leftovers of a previous run are fine:
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nobody listens on host:port (TIME_WAIT leftovers of a previous run are fine:
     PostgreSQL binds with SO_REUSEADDR too)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
@@ -301,7 +301,9 @@ class Bench:
         )
 
     def run_raw(self, old: dict[str, Any], new: dict[str, Any]) -> Sample:
-        argv = ["bash", str(RAW), str(old["port"]), str(new["port"])]
+        argv = [
+            "bash", str(RAW), f"{old['host']}:{old['port']}", f"{new['host']}:{new['port']}"
+        ]  # fmt: skip
         start = time.perf_counter()
         proc = subprocess.run(
             argv,
@@ -378,9 +380,10 @@ class Bench:
 
 # -- diagnostics (when the goal is missed, or --profile) ------------------------------
 
-# Runs drctl's CLI like the console script does, except that its last atexit handler
-# (registered first, so it runs after all the others) flushes and leaves with
-# os._exit: no interpreter finalization (module teardown, final GC) after the run.
+# Runs drctl's CLI through main() and leaves from its last atexit handler (registered
+# first, so it runs after all the others) with os._exit: the console script's entry()
+# also leaves with os._exit, after main(); this measures what, if anything, is left
+# between the two.
 EXIT_WRAPPER = """
 import atexit, os, sys
 code = [0]
@@ -583,7 +586,8 @@ def suggestions(samples: list[Sample], d: Diagnostics) -> list[str]:
     exit_gain = exit_ - median(d.fast_exit)
     spare = max(0, d.connects - MIN_CONNECTS)
     in_run = median([s.in_run for s in dr])
-    target = max(0.0, budget - (in_run - wait_gain) - median(d.fast_exit))
+    # in_run already has the promotion poll's saving: nothing of it is still to come.
+    target = max(0.0, budget - in_run - median(d.fast_exit))
     return [
         "",
         "### Where drctl's extra time goes, and what would cut it",
@@ -614,9 +618,10 @@ def suggestions(samples: list[Sample], d: Diagnostics) -> list[str]:
         f"3. **psycopg import: {ms(d.psycopg_import)} ms inside the first step** (lazy, "
         f'depth 0; `python -c "import psycopg"` alone: {ms(d.bare_psycopg)} ms vs '
         f"{ms(d.floor)} ms floor). It is most of why the fence step is {ms(step['fence'])} ms over raw. "
-        "Unavoidable while drctl uses psycopg, but it can overlap I/O: start the import in a "
-        "background thread as soon as the plan is known to contain postgres steps (the lock "
-        "acquire and the fsynced `run_started` come before the first connection).",
+        "Unavoidable while drctl uses psycopg; drctl already starts it in a background thread "
+        "(each step type's `warm_up`) when the executor is built, after the lock and the "
+        "fsynced `run_started`, so it overlaps only what comes between that and the first "
+        "connection. Starting it before the lock is taken would overlap more.",
         f"4. **Promotion wait: `pg_promote(true, 60)` took {ms(median(d.promote_wait))} ms, "
         f"`pg_promote(false)` + polling {ms(median(d.promote_poll))} ms.** PostgreSQL's "
         "`pg_promote(wait => true)` checks for the end of recovery only every 100 ms; "
@@ -634,8 +639,7 @@ def suggestions(samples: list[Sample], d: Diagnostics) -> list[str]:
         "Items 1 and 4 are already in drctl: the timings above include them, so the "
         f"{ms(exit_gain + wait_gain)} ms they add up to is not still to be won from the "
         f"{ms(gap)} ms gap. Meeting {GOAL}× "
-        f"would need start-up (spawn → `run_started`) below {ms(target)} ms — an estimate that "
-        "still counts item 4's saving as to come, so the real need is lower — while `drctl "
+        f"would need start-up (spawn → `run_started`) below {ms(target)} ms while `drctl "
         f"plan` alone takes {ms(d.plan)} ms: i.e. a plan cache and a typer-free `run` path, or "
         "a long-lived drctl process.",
     ]
@@ -728,9 +732,13 @@ def report(args: argparse.Namespace) -> str:
     load_start = load()
     from drctl.sandbox.pair import Sandbox
 
-    for port in (args.base_port, args.base_port + 1):
-        if not port_free(port):
-            sys.exit(f"port {port} is taken: pick another --base-port")
+    # PostgreSQL on 127.0.0.2/.3 at the base port, BIND9 and sshd on 127.0.0.1 at +1, +2.
+    for host, port in [
+        ("127.0.0.2", args.base_port), ("127.0.0.3", args.base_port),
+        ("127.0.0.1", args.base_port + 1), ("127.0.0.1", args.base_port + 2),
+    ]:  # fmt: skip
+        if not port_free(port, host):
+            sys.exit(f"{host}:{port} is taken: pick another --base-port")
     tmp = Path(tempfile.mkdtemp(prefix="drctl-bench-pgfo-", dir="/tmp"))
     tmp.chmod(0o755)  # the postgres OS user must traverse it
     work = tmp / "work"
@@ -743,9 +751,7 @@ def report(args: argparse.Namespace) -> str:
     try:
         t = time.perf_counter()
         sandbox.up()
-        print(
-            f"sandbox up on {args.base_port}/{args.base_port + 1} in {time.perf_counter() - t:.1f} s"
-        )
+        print(f"sandbox up on port {args.base_port} in {time.perf_counter() - t:.1f} s")
         bench = Bench(sandbox, work, env)
         for kind in ("raw", "drctl") if args.warmup else ():
             s, _ = bench.failover(kind)
@@ -780,7 +786,7 @@ def report(args: argparse.Namespace) -> str:
             "Reproduce: `.venv/bin/python benchmarks/pg_failover.py --write`"
             + (f" (here `--rounds {args.rounds}`)" if args.rounds != ROUNDS else "")
             + f". A real PostgreSQL {pg_version(sandbox)} sandbox (`drctl.sandbox.pair.Sandbox`: "
-            f"primary + streaming standby on 127.0.0.1:{args.base_port}/{args.base_port + 1}, "
+            f"primary + streaming standby on 127.0.0.2 and 127.0.0.3, port {args.base_port}, "
             "`fsync = on`, servers run as the `postgres` OS user) in a temp dir under /tmp, torn "
             f"down at the end. {rounds} timed runs of each, interleaved (which goes first "
             "alternates), after one untimed warm-up of each. Every run is a real failover of the "
@@ -790,7 +796,7 @@ def report(args: argparse.Namespace) -> str:
             "run. Before each timed run the standby streams and has replayed all of the "
             "primary's WAL, and the primary's `default_transaction_read_only` is off.",
             "",
-            "- RAW: `bash benchmarks/peers/pg_failover_raw.sh OLD_PORT NEW_PORT` — three psql "
+            "- RAW: `bash benchmarks/peers/pg_failover_raw.sh OLD_HOST:PORT NEW_HOST:PORT` — three psql "
             "sessions: `ALTER SYSTEM SET default_transaction_read_only = on`, "
             "`pg_reload_conf()` and `pg_terminate_backend` of the client sessions on the old "
             "primary; `SELECT pg_promote(true, 60)` on the standby; create-if-missing, insert "

@@ -2,7 +2,7 @@
 # The raw peer of `drctl run` in benchmarks/pg_failover.py: the same failover scripted
 # directly with psql, nothing more (no lag check, no check that the fence took effect).
 #
-#   bash benchmarks/peers/pg_failover_raw.sh OLD_PRIMARY_PORT STANDBY_PORT
+#   bash benchmarks/peers/pg_failover_raw.sh OLD_PRIMARY_HOST:PORT STANDBY_HOST:PORT
 #
 # 1. fence the old primary read-only (ALTER SYSTEM + reload), end its client sessions;
 # 2. promote the standby, waiting for the promotion (pg_promote(true, 60));
@@ -16,9 +16,9 @@ new=$2
 nonce="raw-$$-${EPOCHREALTIME}"
 
 q() {
-	local port=$1
+	local node=$1
 	shift
-	psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres -At "$@"
+	psql -X -q -v ON_ERROR_STOP=1 -h "${node%:*}" -p "${node##*:}" -U postgres -d postgres -At "$@"
 }
 
 t0=$EPOCHREALTIME
