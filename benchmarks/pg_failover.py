@@ -239,17 +239,7 @@ class Bench:
         argv = [*(argv0 or [str(DRCTL)]), "run", str(runbook), "--params-file", str(params)]
         argv += ["--yes", "--state", str(self.state)]
         spawned = time.time()
-        start = time.perf_counter()
-        proc = subprocess.run(
-            argv,
-            cwd=self.work,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
-        elapsed = time.perf_counter() - start
+        proc, elapsed = self.call(argv)
         if proc.returncode != 0:
             sys.exit(
                 f"drctl run {runbook.name} failed (exit {proc.returncode}):\n"
@@ -260,16 +250,26 @@ class Bench:
             sys.exit(f"no run id in drctl's output:\n{proc.stdout[-2000:]}")
         return spawned, elapsed, found.group(1), proc.stderr
 
-    def journal(self, run_id: str) -> list[dict[str, Any]]:
+    def call(self, argv: list[str]) -> tuple[subprocess.CompletedProcess[str], float]:
+        """Run ``argv`` in the work dir with the bench's environment; (result, wall seconds)."""
+        start = time.perf_counter()
         proc = subprocess.run(
-            [str(DRCTL), "log", run_id, "--output", "json", "--state", str(self.state)],
+            argv,
             cwd=self.work,
             env=self.env,
             capture_output=True,
             text=True,
             timeout=RUN_TIMEOUT,
-            check=True,
+            check=False,
         )
+        return proc, time.perf_counter() - start
+
+    def journal(self, run_id: str) -> list[dict[str, Any]]:
+        proc, _ = self.call(
+            [str(DRCTL), "log", run_id, "--output", "json", "--state", str(self.state)]
+        )
+        if proc.returncode != 0:
+            sys.exit(f"drctl log {run_id} failed (exit {proc.returncode}):\n{proc.stderr}")
         return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
     def run_drctl(
@@ -304,17 +304,7 @@ class Bench:
         argv = [
             "bash", str(RAW), f"{old['host']}:{old['port']}", f"{new['host']}:{new['port']}"
         ]  # fmt: skip
-        start = time.perf_counter()
-        proc = subprocess.run(
-            argv,
-            cwd=self.work,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
-        elapsed = time.perf_counter() - start
+        proc, elapsed = self.call(argv)
         if proc.returncode != 0:
             sys.exit(f"raw script failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         t0, t1, t2, t3 = (float(x.replace(",", ".")) for x in proc.stdout.split()[-4:])

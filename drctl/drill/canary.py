@@ -81,7 +81,6 @@ class Canary(ABC):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._stopped = False  # under _lock: once set, no sequence number is handed out
         self.fatal: str | None = None
         self.started_at = 0.0
         self.stopped_at = 0.0
@@ -166,9 +165,8 @@ class Canary(ABC):
         From the moment this is called no new sequence number is handed out, so
         ``next_seq`` is final even if a write still in flight outlives the wait.
         """
-        with self._lock:
-            self._stopped = True
-        self._stop.set()
+        with self._lock:  # with _take_seq: once set, no sequence number is handed out
+            self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.spec.timeout * 3 + 1)
         self.stopped_at = self._now()
@@ -199,7 +197,7 @@ class Canary(ABC):
     # -- the writer ----------------------------------------------------------------------
     def _take_seq(self) -> int | None:
         with self._lock:
-            if self._stopped:
+            if self._stop.is_set():
                 return None
             seq = self._next_seq
             self._next_seq += 1

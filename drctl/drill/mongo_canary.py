@@ -23,46 +23,30 @@ from drctl.drill.conninfo import mask_dsn
 COLLECTION = "drctl_canary"
 
 
-class _LastServer:
-    """Remembers which server answered the last successful command of a kind.
+def _last_server(command: str) -> Any:
+    """A pymongo command listener whose ``address`` is the server that answered the
+    last successful ``command``.
 
-    A pymongo command listener; events of the writer's client come from the writer's
-    thread only (server monitoring publishes heartbeats elsewhere), so no lock.
+    Events of a client's commands come from the thread that ran them (server monitoring
+    publishes heartbeats elsewhere), and each canary client has one such thread.
     """
-
-    def __init__(self, command: str) -> None:
-        self.command = command
-        self.address = ""
-
-    def started(self, event: Any) -> None:
-        pass
-
-    def succeeded(self, event: Any) -> None:
-        if event.command_name == self.command:
-            host, port = event.connection_id
-            self.address = f"{host}:{port}"
-
-    def failed(self, event: Any) -> None:
-        pass
-
-
-def _listener(command: str) -> tuple[_LastServer, Any]:
-    """A ``_LastServer`` and the pymongo listener that feeds it."""
     from pymongo import monitoring
 
-    last = _LastServer(command)
+    class LastServer(monitoring.CommandListener):
+        address = ""
 
-    class Listener(monitoring.CommandListener):
         def started(self, event: monitoring.CommandStartedEvent) -> None:
-            last.started(event)
+            pass
 
         def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-            last.succeeded(event)
+            if event.command_name == command:
+                host, port = event.connection_id
+                self.address = f"{host}:{port}"
 
         def failed(self, event: monitoring.CommandFailedEvent) -> None:
-            last.failed(event)
+            pass
 
-    return last, Listener()
+    return LastServer()
 
 
 def _client(uri: str, budget: float, listener: Any, **options: Any) -> Any:
@@ -104,9 +88,9 @@ class MongoCanary(Canary):
         return first_line(exc)
 
     def _connect(self) -> Any:
-        last, listener = _listener("insert")
+        last = _last_server("insert")
         client = _client(
-            self.spec.dsn, self.spec.timeout, listener,
+            self.spec.dsn, self.spec.timeout, last,
             w="majority", journal=True, wTimeoutMS=max(1, int(self.spec.timeout * 1000)),
         )  # fmt: skip
         return client, last
@@ -140,9 +124,9 @@ class MongoCanary(Canary):
         from pymongo.read_concern import ReadConcern
 
         uri = self.spec.verify_dsn or self.spec.dsn
-        last, listener = _listener("find")
+        last = _last_server("find")
         try:
-            client = _client(uri, 5.0, listener)
+            client = _client(uri, 5.0, last)
             try:
                 collection = client.get_default_database(default="drctl").get_collection(
                     COLLECTION,

@@ -9,6 +9,7 @@ reconnects (and re-resolves), as a pooled application's would.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import TYPE_CHECKING, Any, cast
 
 from drctl.drill.canary import Canary, CanaryError
@@ -28,13 +29,9 @@ class _Budget:
     """The one thing the postgres resolver asks of a step context: the time left."""
 
     def __init__(self, seconds: float) -> None:
-        import time
-
         self._deadline = time.monotonic() + seconds
 
     def remaining(self) -> float:
-        import time
-
         return max(0.0, self._deadline - time.monotonic())
 
 

@@ -29,7 +29,7 @@ from drctl.drill.measure import Measurement, Verdict, judge, measure
 from drctl.drill.report import DRILL_MEASURED, DRILL_PAUSED, first_mutation
 from drctl.engine import events as ev
 from drctl.engine.executor import GateDecider, Interrupts, Options, Outcome
-from drctl.engine.runs import SinkFactory, paused_drill, start
+from drctl.engine.runs import SinkFactory, last_pause, start
 from drctl.engine.runs import resume as resume_run
 from drctl.errors import RunNotFound, UsageError
 from drctl.state.base import Event, RunRecord, StateStore
@@ -112,7 +112,8 @@ def resume_drill(
     The canary starts once the run holds its lock again, and does not wait for a first
     acknowledgement: the drill may have stopped with the old primary already fenced.
     """
-    paused = paused_drill(store, run.id)
+    events = store.events(run.id)
+    paused = last_pause(events) if run.status in ev.UNFINISHED else None
     if paused is None:
         raise UsageError(
             f"run {run.id} is not a paused drill: it was no drill, it is {run.status.replace('_', ' ')}, "
@@ -136,7 +137,7 @@ def resume_drill(
         timeout=float(saved["timeout"]),
         settle=float(saved["settle"]),
     )
-    earlier = _earlier(store.events(run.id))
+    earlier = _earlier(events)
     canary = make_canary(spec, str(data["drill_id"]), first_seq=int(data["next_seq"]))
     canary.check()
 
@@ -224,8 +225,8 @@ def _settings(
         "interval": spec.interval,
         "timeout": spec.timeout,
         "settle": spec.settle,
-        "started_at": windows[0][0],
-        "stopped_at": windows[-1][1],
+        "started_at": windows[0][0] if windows else None,
+        "stopped_at": windows[-1][1] if windows else None,
     }
 
 
@@ -244,7 +245,7 @@ def _journal_pause(store: StateStore, run_id: str, canary: Canary) -> None:
             data={
                 "drill_id": canary.drill_id,
                 "canary": _settings(
-                    canary, [window or (0.0, 0.0)], mask_dsn(spec.verify_dsn or spec.dsn)
+                    canary, [window] if window else [], mask_dsn(spec.verify_dsn or spec.dsn)
                 ),
                 "next_seq": canary.next_seq,
                 "window": list(window) if window else None,

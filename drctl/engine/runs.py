@@ -183,17 +183,22 @@ def _refuse_if_unfinished(store: StateStore, name: str, lock_key: str) -> None:
 
 
 def paused_drill(store: StateStore, run_id: str) -> Event | None:
-    """The run's last ``drill_paused`` event, if it is a drill that can still be measured whole.
-
-    Not if the run finished or was aborted, nor if the drill concluded, nor if the run
-    went on without its canary after the pause (``drctl resume --unmeasured``, or a
-    resumed drill that was killed).
-    """
+    """The run's last ``drill_paused`` event, if it is a drill that can still be measured whole."""
     record = store.get_run(run_id)
     if record is None or record.status not in ev.UNFINISHED:
         return None
+    return last_pause(store.events(run_id))
+
+
+def last_pause(events: Sequence[Event]) -> Event | None:
+    """The last ``drill_paused`` of an unfinished run's journal, if the drill can go on.
+
+    Not if the drill concluded, nor if the run went on without its canary after the
+    pause (``drctl resume --unmeasured``, or a resumed drill that was killed). Finished
+    and aborted runs are no paused drills either: ``paused_drill`` checks that.
+    """
     found = None
-    for event in store.events(run_id):
+    for event in events:
         if event.kind == ev.DRILL_PAUSED:
             found = event
         elif event.kind == ev.RUN_RESUMED or (
