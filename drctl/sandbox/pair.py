@@ -108,7 +108,7 @@ class Sandbox:
         else:
             wanted = DEFAULT_STANDBYS if standbys is None else standbys
             check_standbys(wanted)
-            on_disk = len(list((root / "pg").glob("node*/PG_VERSION")))
+            on_disk = sum(1 for d in (root / "pg").glob("node*") if d.is_dir())
             standbys = max(wanted, on_disk - 1)
         bin_dir = find_bin_dir()
         user = os_user()
@@ -134,8 +134,10 @@ class Sandbox:
 
     def up(self) -> SandboxStatus:
         if (self.root / MANIFEST).exists():
-            _each(self.nodes, PgNode.start)
-            self._start_services()
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                services = pool.submit(self._start_services)
+                _each(self.nodes, PgNode.start)
+            services.result()
             status = self.status()
             # Roles move with every failover: point the files at the live ones.
             self._write_files(status)
@@ -147,6 +149,21 @@ class Sandbox:
             )
         self._check_addresses()
         self._prepare_dirs()
+        # DNS and sshd need nothing from PostgreSQL: they start while the nodes are made.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            services = pool.submit(self._start_services)
+            self._create_nodes()
+        services.result()
+        manifest: dict[str, float] = {
+            "base_port": self.nodes[0].port, "standbys": len(self.nodes) - 1, "created": time.time()
+        }  # fmt: skip
+        (self.root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        status = self.status()
+        self._write_files(status)
+        return status
+
+    def _create_nodes(self) -> None:
+        """initdb the primary, clone the standbys from it cold, start them all, wait for streaming."""
         primary, *standbys = self.nodes
         primary.initdb()
         with (primary.data_dir / "postgresql.conf").open("a") as conf:
@@ -159,17 +176,6 @@ class Sandbox:
         primary.start()
         _each(standbys, PgNode.start)
         self._wait_streaming(primary, standbys)
-        self._start_services()
-        (self.root / MANIFEST).write_text(
-            json.dumps(
-                {"base_port": primary.port, "standbys": len(standbys), "created": time.time()},
-                indent=2,
-            )
-            + "\n"
-        )
-        status = self.status()
-        self._write_files(status)
-        return status
 
     def _start_services(self) -> None:
         records = {DNS_NAME: self.nodes[0].host} | {n.name: n.host for n in self.nodes}

@@ -9,7 +9,8 @@ Import the fixtures explicitly from a test module::
 helpers that make one standby stop replaying and another stop receiving.
 Each sandbox lives under a fresh directory in /tmp that the ``postgres`` OS user can
 traverse (pytest's own tmp_path is under a 0700 directory it cannot enter), on loopback
-addresses (127.0.0.2, .3, …) at a port checked to be free first, and is always torn down (``down()``).
+addresses (127.0.0.2, .3, …) at a high port checked to be free first, and is always
+torn down (``down()``).
 Every wait here has a deadline; every connection has a connect timeout.
 """
 
