@@ -183,14 +183,15 @@ class Sandbox:
         self.sshd.start()
 
     def down(self) -> None:
-        self.named.stop()
-        self.sshd.stop()
-
         def stop(node: PgNode) -> None:
             with contextlib.suppress(SandboxError):  # removing the directory is what matters
                 node.stop("immediate")
 
-        _each(self.nodes, stop)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            services = [pool.submit(self.named.stop), pool.submit(self.sshd.stop)]
+            _each(self.nodes, stop)
+        for done in services:
+            done.result()
         if self.root.exists():
             shutil.rmtree(self.root)
 
