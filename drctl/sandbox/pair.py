@@ -134,10 +134,7 @@ class Sandbox:
 
     def up(self) -> SandboxStatus:
         if (self.root / MANIFEST).exists():
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                services = pool.submit(self._start_services)
-                _each(self.nodes, PgNode.start)
-            services.result()
+            _together(lambda: _each(self.nodes, PgNode.start), self._start_services)
             status = self.status()
             # Roles move with every failover: point the files at the live ones.
             self._write_files(status)
@@ -150,10 +147,7 @@ class Sandbox:
         self._check_addresses()
         self._prepare_dirs()
         # DNS and sshd need nothing from PostgreSQL: they start while the nodes are made.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            services = pool.submit(self._start_services)
-            self._create_nodes()
-        services.result()
+        _together(self._create_nodes, self._start_services)
         manifest: dict[str, float] = {
             "base_port": self.nodes[0].port, "standbys": len(self.nodes) - 1, "created": time.time()
         }  # fmt: skip
@@ -187,11 +181,11 @@ class Sandbox:
             with contextlib.suppress(SandboxError):  # removing the directory is what matters
                 node.stop("immediate")
 
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            services = [pool.submit(self.named.stop), pool.submit(self.sshd.stop)]
-            _each(self.nodes, stop)
-        for done in services:
-            done.result()
+        def stop_services() -> None:
+            self.named.stop()
+            self.sshd.stop()
+
+        _together(lambda: _each(self.nodes, stop), stop_services)
         if self.root.exists():
             shutil.rmtree(self.root)
 
@@ -359,6 +353,23 @@ def _each(nodes: Iterable[PgNode], action: Callable[[PgNode], _T]) -> list[_T]:
     with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as pool:
         futures = [pool.submit(action, n) for n in nodes]
     return [f.result() for f in futures]
+
+
+def _together(background: Callable[[], object], foreground: Callable[[], object]) -> None:
+    """Run ``background`` on a worker thread while ``foreground`` runs on this one.
+
+    The daemons (named, sshd) are the foreground, on the main thread as when they run
+    alone; the nodes' subprocesses are the background. Both always finish; the
+    foreground's error wins, else the background's is raised.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        work = pool.submit(background)
+        try:
+            foreground()
+        finally:
+            error = work.exception()
+    if error is not None:
+        raise error
 
 
 def _write_params(path: Path, values: dict[str, Any]) -> None:
