@@ -94,9 +94,9 @@ def status(
     sys.stdout.write(f"sandbox {info.root}\n")
     for node in info.nodes:
         state = "running" if node.running else "stopped"
-        streams = f"from {node.upstream}" if node.upstream else ""
-        if node.role is NodeRole.standby and not node.upstream:
-            streams = "not streaming"
+        streams = ""
+        if node.role is NodeRole.standby:
+            streams = f"from {node.upstream or '?'}" if node.streaming else "not streaming"
         sys.stdout.write(f"  {node.name:<6} {node.role:<8} {state:<8} {streams:<14} {node.dsn}\n")
 
 

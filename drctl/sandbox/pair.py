@@ -199,9 +199,9 @@ class Sandbox:
             NodeStatus(
                 name=node.name, host=node.host, port=node.port, dsn=node.dsn, role=role,
                 data_dir=node.data_dir, running=running, start_options=node.start_options,
-                upstream=by_host.get(sender) if sender else None,
+                upstream=by_host.get(upstream or ""), streaming=streaming,
             )
-            for node, (running, role, sender) in zip(self.nodes, probed, strict=True)
+            for node, (running, role, upstream, streaming) in zip(self.nodes, probed, strict=True)
         )  # fmt: skip
         return SandboxStatus(
             root=self.root,
@@ -257,7 +257,7 @@ class Sandbox:
         } | shared
         _write_params(self.root / "params.yaml", params)
         nodes = [
-            {k: v for k, v in n.to_json().items() if k not in ("running", "upstream")}
+            {k: v for k, v in n.to_json().items() if k not in ("running", "upstream", "streaming")}
             for n in status.nodes
         ]
         _write_params(
@@ -332,14 +332,16 @@ class Sandbox:
         )
 
 
-def _probe(node: PgNode) -> tuple[bool, NodeRole, str | None]:
-    """(running, live role, the host it streams from) of one node."""
+def _probe(node: PgNode) -> tuple[bool, NodeRole, str | None, bool]:
+    """(running, live role, the host it follows, streaming now) of one node."""
     if not node.running():
-        return False, NodeRole.unknown, None
-    in_recovery, sender = node.recovery_state()
-    if in_recovery is None:
-        return True, NodeRole.unknown, None
-    return True, NodeRole.standby if in_recovery else NodeRole.primary, sender
+        return False, NodeRole.unknown, None, False
+    found = node.recovery()
+    if found is None:
+        return True, NodeRole.unknown, None, False
+    if not found.in_recovery:
+        return True, NodeRole.primary, None, False
+    return True, NodeRole.standby, found.upstream_host, found.streaming
 
 
 def _each(nodes: Iterable[PgNode], action: Callable[[PgNode], _T]) -> list[_T]:

@@ -56,6 +56,17 @@ def as_user(user: str, argv: list[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Recovery:
+    """What a running server says about its replication."""
+
+    in_recovery: bool
+    #: The host its primary_conninfo names (what it follows, streaming or not).
+    upstream_host: str | None
+    #: Its walreceiver streams now.
+    streaming: bool
+
+
+@dataclass(frozen=True)
 class PgNode:
     """A data directory and how to start it."""
 
@@ -160,16 +171,20 @@ class PgNode:
         if os.geteuid() == 0:
             shutil.chown(signal, self.user)
 
-    def recovery_state(self) -> tuple[bool | None, str | None]:
-        """(in recovery?, the host it streams from now); (None, None) when it does not answer."""
+    def recovery(self) -> Recovery | None:
+        """Whether the server is in recovery and from where it streams; None: it does not answer."""
         import psycopg
+        from psycopg.conninfo import conninfo_to_dict
 
         try:
             with psycopg.connect(self.dsn, autocommit=True, connect_timeout=3) as conn:
                 row = conn.execute(
-                    "SELECT pg_is_in_recovery(), (SELECT sender_host FROM pg_stat_wal_receiver"
-                    " WHERE status = 'streaming')"
+                    "SELECT pg_is_in_recovery(), current_setting('primary_conninfo'),"
+                    " EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')"
                 ).fetchone()
+            if row is None:
+                return None
+            host = conninfo_to_dict(row[1]).get("host") if row[1] else None
         except psycopg.Error:
-            return None, None
-        return (bool(row[0]), row[1]) if row else (None, None)
+            return None
+        return Recovery(bool(row[0]), str(host) if host else None, bool(row[2]))

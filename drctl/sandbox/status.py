@@ -35,14 +35,17 @@ class NodeStatus:
     running: bool
     #: pg_ctl ``-o`` options: per-node settings kept out of the data directory.
     start_options: str
-    #: The node this standby streams from now (None: a primary, or not streaming).
+    #: The node this standby's primary_conninfo names (None: a primary, or names no node).
     upstream: str | None
+    #: Whether this standby's walreceiver streams from its upstream now.
+    streaming: bool
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "host": self.host, "port": self.port, "dsn": self.dsn,
             "role": str(self.role), "data_dir": str(self.data_dir), "running": self.running,
             "start_options": self.start_options, "upstream": self.upstream,
+            "streaming": self.streaming,
         }  # fmt: skip
 
 
@@ -95,10 +98,12 @@ class SandboxStatus:
 
     @property
     def standby(self) -> NodeStatus | None:
-        """The first standby (in node order) streaming from the primary, else the first standby.
+        """The first standby (in node order) that follows the primary, else the first standby.
 
-        Streaming first, so that after a failover the alias names a standby a fail-back
-        can promote, not one left behind on the old timeline.
+        Following first, so that after a failover the alias names a standby a fail-back
+        can promote, not one left behind on the old timeline. What a standby follows is
+        its configuration, not whether it streams this instant, so the choice does not
+        depend on which walreceiver reconnected first after a restart.
         """
         standbys = [n for n in self.nodes if n.role is NodeRole.standby]
         primary = self.primary

@@ -164,7 +164,11 @@ def test_three_node_sandbox_fails_over_and_up_follows_the_roles(
         ("node3", "127.0.0.4", "standby", True),
     ]
     assert {n["port"] for n in nodes} == {int(port)}
-    assert [n["upstream"] for n in nodes] == [None, "node1", "node1"]
+    assert [(n["upstream"], n["streaming"]) for n in nodes] == [
+        (None, False),
+        ("node1", True),
+        ("node1", True),
+    ]
     assert all(Path(n["data_dir"]).is_dir() for n in nodes)
     assert status["postgres"]["primary"] == nodes[0]
     assert status["postgres"]["standby"] == nodes[1]
@@ -186,8 +190,11 @@ def test_three_node_sandbox_fails_over_and_up_follows_the_roles(
     after = _status(root)
     assert _roles(after) == {"node1": "standby", "node2": "primary", "node3": "standby"}
     assert after["postgres"]["primary"]["name"] == "node2"
-    # node1 rejoined node2, so it, not node3, is the standby a fail-back promotes.
+    # node1 rejoined node2, so it, not node3 (still following node1), is the standby a
+    # fail-back promotes.
     assert after["postgres"]["standby"]["name"] == "node1"
+    upstreams = {n["name"]: n["upstream"] for n in after["postgres"]["nodes"]}
+    assert upstreams == {"node1": "node2", "node2": None, "node3": "node1"}
     text = drctl("sandbox", "status", "--dir", str(root))
     assert text.returncode == 0, explain(text)
     lines = {line.split()[0]: line.split()[1] for line in text.stdout.splitlines()[1:]}

@@ -7,12 +7,15 @@ from pathlib import Path
 from drctl.sandbox.status import DnsStatus, NodeRole, NodeStatus, SandboxStatus, SshStatus
 
 
-def _node(name: str, role: NodeRole, upstream: str | None = None) -> NodeStatus:
+def _node(
+    name: str, role: NodeRole, upstream: str | None = None, streaming: bool = False
+) -> NodeStatus:
     host = f"127.0.0.{int(name[-1]) + 1}"
     return NodeStatus(
         name=name, host=host, port=5432, dsn=f"host={host} port=5432", role=role,
         data_dir=Path("/pg") / name, running=role is not NodeRole.unknown,
         start_options=f"-p 5432 -c listen_addresses={host}", upstream=upstream,
+        streaming=streaming,
     )  # fmt: skip
 
 
@@ -27,20 +30,30 @@ def _status(*nodes: NodeStatus) -> SandboxStatus:
     )
 
 
-def test_standby_alias_prefers_a_standby_streaming_from_the_primary() -> None:
+def test_standby_alias_prefers_a_standby_that_follows_the_primary() -> None:
     """After a failover the standby alias names the rejoined node, not one left on the old timeline."""
     status = _status(
         _node("node1", NodeRole.unknown),
         _node("node2", NodeRole.primary),
-        _node("node3", NodeRole.standby),  # streams from nowhere
+        _node("node3", NodeRole.standby, upstream="node1"),  # the old primary's follower
         _node("node4", NodeRole.standby, upstream="node2"),
     )
     assert status.primary is not None and status.primary.name == "node2"
     assert status.standby is not None and status.standby.name == "node4"
 
 
+def test_standby_alias_does_not_depend_on_who_streams_first() -> None:
+    """Two standbys following the primary: the alias is the first, even while only the second streams."""
+    status = _status(
+        _node("node1", NodeRole.primary),
+        _node("node2", NodeRole.standby, upstream="node1", streaming=False),
+        _node("node3", NodeRole.standby, upstream="node1", streaming=True),
+    )
+    assert status.standby is not None and status.standby.name == "node2"
+
+
 def test_standby_alias_falls_back_to_the_first_standby() -> None:
-    """With no standby streaming from the primary, the alias is the first standby in node order."""
+    """With no standby following the primary, the alias is the first standby in node order."""
     status = _status(
         _node("node1", NodeRole.primary),
         _node("node2", NodeRole.standby, upstream="node3"),
@@ -60,8 +73,8 @@ def test_json_lists_every_node_with_the_aliases_as_copies() -> None:
     """status --format json: every node's fields under postgres.nodes, primary/standby copies of two."""
     shape = _status(
         _node("node1", NodeRole.primary),
-        _node("node2", NodeRole.standby, upstream="node1"),
-        _node("node3", NodeRole.standby, upstream="node1"),
+        _node("node2", NodeRole.standby, upstream="node1", streaming=True),
+        _node("node3", NodeRole.standby, upstream="node1", streaming=True),
     ).to_json()
     nodes = shape["postgres"]["nodes"]
     assert set(nodes[0]) >= {"name", "host", "port", "dsn", "role", "data_dir", "running"}
@@ -72,4 +85,5 @@ def test_json_lists_every_node_with_the_aliases_as_copies() -> None:
         "name": "node2", "host": "127.0.0.3", "port": 5432, "dsn": "host=127.0.0.3 port=5432",
         "role": "standby", "data_dir": "/pg/node2", "running": True,
         "start_options": "-p 5432 -c listen_addresses=127.0.0.3", "upstream": "node1",
+        "streaming": True,
     }  # fmt: skip
