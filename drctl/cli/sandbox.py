@@ -52,10 +52,6 @@ def up(
     ),
 ) -> None:
     """Create (or start again) the primary and its streaming standbys."""
-    if standbys is not None:
-        from drctl.sandbox.pair import check_standbys
-
-        check_standbys(standbys)  # before touching anything, even on an existing sandbox
     box = _sandbox(directory, base_port, standbys)
     status = box.up()
     root = status.root

@@ -93,6 +93,8 @@ class Sandbox:
         another number is a UsageError. Without a manifest (nothing made yet, or a
         half-made sandbox) the nodes already on disk count too, so ``down`` stops them all.
         """
+        if standbys is not None:
+            check_standbys(standbys)  # before anything is read or made
         root = root.resolve()
         manifest = root / MANIFEST
         if manifest.exists():
@@ -107,7 +109,6 @@ class Sandbox:
             standbys = have
         else:
             wanted = DEFAULT_STANDBYS if standbys is None else standbys
-            check_standbys(wanted)
             on_disk = sum(1 for d in (root / "pg").glob("node*") if d.is_dir())
             standbys = max(wanted, on_disk - 1)
         bin_dir = find_bin_dir()
