@@ -15,6 +15,7 @@ from drctl.compiler.secret_scan import scan
 from drctl.engine.redact import MIN_SECRET_LENGTH, Redactor
 from drctl.errors import UsageError
 from drctl.runbook.secrets import SecretUnavailable, find_refs, iter_strings, resolve
+from drctl.runbook.targets import TARGET_TYPES, TargetModel
 
 
 class Secrets:
@@ -36,6 +37,14 @@ class Secrets:
         if isinstance(value, list):
             return [self.apply(v) for v in value]
         return value
+
+    def target(self, fields: Mapping[str, Any]) -> TargetModel:
+        """A plan's target as its own model, secret references resolved (for steps at run time).
+
+        The compiler validated the same fields with the same model, so this cannot fail
+        on a plan it produced; a resolved secret is never part of an error message.
+        """
+        return TARGET_TYPES[str(fields["type"])].model_validate(self.apply(dict(fields)))
 
 
 def resolve_plan_secrets(
