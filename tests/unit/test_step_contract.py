@@ -96,9 +96,9 @@ def test_a_target_still_reads_like_a_mapping_with_a_warning() -> None:
     target = PostgresTarget(type="postgres", dsn="host=db1")
     with pytest.warns(DeprecationWarning, match="target.dsn"):
         assert target["dsn"] == "host=db1"
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(DeprecationWarning, match="target.dsn"):
         assert target.get("data_dir", "none") == "none"
-    with pytest.warns(DeprecationWarning), pytest.raises(KeyError):
+    with pytest.warns(DeprecationWarning, match="target.dsn"), pytest.raises(KeyError):
         target["nope"]
 
 
