@@ -127,7 +127,7 @@ class Executor:
             )
             view[name] = {k: v for k, v in t.items() if k not in hidden} | {"name": name}
         self.x = _Ctx(plan, journal, secrets, clock, interrupts, targets, view)
-        _warm_up({s.type for s in (*plan.steps, *plan.fallbacks)})
+        _warm_up([s.type for s in (*plan.steps, *plan.fallbacks)])
         self.state = state
         self.options = options
         self.gate = gate
@@ -623,14 +623,15 @@ class _CallThreads:
 _CALLERS = _CallThreads()
 
 
-def _warm_up(type_names: set[str]) -> None:
+def _warm_up(type_names: list[str]) -> None:
     """Import the plan's client libraries in the background while the run starts.
 
-    Through ``StepType.warm``: one import at a time, and a step waits for its own.
+    Through ``StepType.warm``: one import at a time, and a step waits for its own, so
+    types go in plan order (the first step's first).
     """
 
     def load() -> None:
-        for name in sorted(type_names):
+        for name in dict.fromkeys(type_names):
             # Only a head start: an unknown or broken type is reported by its step.
             with contextlib.suppress(StepTypeError):
                 get_step_type(name).warm()

@@ -93,7 +93,7 @@ class Aws:
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError
 
-        profile = target.profile or None
+        profile = _text(target.profile)
         budget = max(2.0, min(cap, ctx.remaining()))
         config = Config(
             connect_timeout=min(5.0, budget),
@@ -108,8 +108,8 @@ class Aws:
                     session = _sessions[profile] = boto3.session.Session(profile_name=profile)
                 client = session.client(
                     service,
-                    region_name=target.region or None,
-                    endpoint_url=target.endpoint_url or None,
+                    region_name=_text(target.region),
+                    endpoint_url=_text(target.endpoint_url),
                     config=config,
                 )
         except BotoCoreError as exc:
