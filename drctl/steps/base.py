@@ -174,8 +174,13 @@ def poll(
     retry_on: tuple[type[StepError], ...] = (),
 ) -> Polled[R]:
     """The one polling loop behind every context's ``poll`` (see StepContext.poll)."""
+    if every <= 0:
+        raise StepError(f"cannot poll every {every:g}s: the interval must be more than 0")
     started = ctx.monotonic()
-    deadline = started + max(0.0, min(within, ctx.remaining()))
+    span = max(0.0, min(within, ctx.remaining()))
+    deadline = started + span
+    # Bounded by a count too, so a context whose clock does not move cannot spin.
+    limit = int(span / every) + 2
     polls = 0
     error: StepError | None = None
     while True:
@@ -189,7 +194,7 @@ def poll(
             return Polled(value, polls, now - started, error)
         # The last check is the one after which another would come past ``within``
         # (a nanosecond of slack: five 0.2 s sleeps add up to a hair over one second).
-        if now + every > deadline + 1e-9:
+        if now + every > deadline + 1e-9 or polls >= limit:
             return Polled(None, polls, now - started, error)
         ctx.sleep(every)
 

@@ -158,3 +158,9 @@ def test_a_step_never_imports_beside_its_warm_up(run: int, tmp_path: Path) -> No
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_poll_refuses_an_interval_of_zero() -> None:
+    """An interval of 0 would spin; poll fails the step instead, saying why."""
+    with pytest.raises(StepError, match="interval must be more than 0"):
+        _ctx().poll(lambda: None, every=0, within=5)
