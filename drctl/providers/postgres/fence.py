@@ -66,8 +66,8 @@ class Fence(PostgresStep[FenceInputs]):
                 if scalar(conn, "SELECT pg_is_in_recovery()"):
                     return "the server is a standby: already takes no writes"
                 return self.describe(inputs, ctx.step_id)
-        except Unreachable:
-            return "the server does not answer: nothing to fence there"
+        except Unreachable as exc:
+            return f"the server does not answer ({exc.message}): nothing to fence there"
 
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
@@ -76,10 +76,10 @@ class Fence(PostgresStep[FenceInputs]):
         if inputs.mode in ("read_only", "read_only_then_stop"):
             try:
                 self._read_only(ctx, dsn, inputs.terminate_sessions)
-            except Unreachable:
+            except Unreachable as exc:
                 if inputs.mode == "read_only":
                     raise
-                ctx.log("server does not answer; going on to stop it")
+                ctx.log(f"server does not answer ({exc.message}); going on to stop it")
         if inputs.mode in ("stop", "read_only_then_stop"):
             node = local_node(target, "fence (stop)", ctx)
             ctx.record("stopped", True)

@@ -69,7 +69,9 @@ def measure(ctx: StepContext, standby_dsn: str, primary_dsn: str | None) -> Lag:
                 if not scalar(conn, "SELECT pg_is_in_recovery()"):
                     primary_lsn = scalar(conn, "SELECT pg_current_wal_lsn()::text")
                     reachable = True
-        except Unreachable:
+        except Unreachable as exc:
+            # Measured on the standby alone then; the outputs say so, the log says why.
+            ctx.log(f"measuring on the standby only: {exc.message}")
             reachable = False
         if primary_lsn is not None:
             worst = max(worst, (lsn(primary_lsn) or 0) - (lsn(replay) or 0))
