@@ -8,7 +8,27 @@ interrupted step already took effect) and optionally ``undo``.
 
 A step type is generic in its inputs and its target: ``StepType[I, T]`` is handed a
 ``StepContext[I, T]`` whose ``inputs`` is an ``I`` and whose ``target`` is a ``T``
-(the target's own model, secrets resolved), so nothing needs narrowing at run time.
+(the target's own model, secrets resolved), so nothing needs narrowing at run time::
+
+    class CountInputs(StepInputs):
+        table: str
+
+    class RowCount(StepType[CountInputs, PostgresTarget]):
+        '''Count the rows of a table.'''
+
+        name = "acme.row_count"
+        Inputs = CountInputs
+        target_types = frozenset({"postgres"})
+        target_required = True
+
+        def describe(self, inputs: CountInputs, target: str | None) -> str:
+            return f"count {inputs.table} on {target}"
+
+        def apply(self, ctx: StepContext[CountInputs, PostgresTarget]) -> None:
+            ctx.output("rows", count(ctx.target.dsn, ctx.inputs.table))
+
+Waits take their time from the context (``ctx.poll``, ``ctx.sleep``, ``ctx.monotonic``),
+so ``drctl.testing.FakeContext`` can run them on a fake clock.
 
 The engine owns journaling, dry-run, timeouts and retries; a step type cannot
 bypass them because it is only ever called by the engine.
