@@ -119,7 +119,7 @@ class Executor:
         interrupts: Interrupts,
         lock_lost: threading.Event | None = None,
     ) -> None:
-        targets = {name: secrets.target(t) for name, t in plan.targets.items()}
+        targets = {name: secrets.target(name, t) for name, t in plan.targets.items()}
         view = {}
         for name, t in plan.targets.items():
             hidden = (

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from drctl.compiler.plan import Plan
 from drctl.compiler.secret_scan import scan
 from drctl.engine.redact import MIN_SECRET_LENGTH, Redactor
@@ -38,13 +40,19 @@ class Secrets:
             return [self.apply(v) for v in value]
         return value
 
-    def target(self, fields: Mapping[str, Any]) -> TargetModel:
+    def target(self, name: str, fields: Mapping[str, Any]) -> TargetModel:
         """A plan's target as its own model, secret references resolved (for steps at run time).
 
-        The compiler validated the same fields with the same model, so this cannot fail
-        on a plan it produced; a resolved secret is never part of an error message.
+        The compiler validated the same fields with the same model, so this fails only
+        on a stored plan edited by hand; the error never quotes a value (it may be secret).
         """
-        return TARGET_TYPES[str(fields["type"])].model_validate(self.apply(dict(fields)))
+        try:
+            return TARGET_TYPES[str(fields["type"])].model_validate(self.apply(dict(fields)))
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            # Not "from exc": pydantic's error quotes the input, which may be a secret.
+            raise UsageError(f"targets.{name}.{where}: {first['msg']}") from None
 
 
 def resolve_plan_secrets(

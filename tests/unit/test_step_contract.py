@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from drctl.errors import StepError, Unreachable
+from drctl.engine.secrets import Secrets
+from drctl.errors import StepError, Unreachable, UsageError
 from drctl.runbook.targets import PostgresTarget, SshTarget
 from drctl.steps.wait import WaitInputs
 from drctl.testing import FakeContext
@@ -164,3 +165,14 @@ def test_poll_refuses_an_interval_of_zero() -> None:
     """An interval of 0 would spin; poll fails the step instead, saying why."""
     with pytest.raises(StepError, match="interval must be more than 0"):
         _ctx().poll(lambda: None, every=0, within=5)
+
+
+def test_a_run_time_target_that_does_not_validate_never_quotes_its_secret() -> None:
+    """A target whose resolved value breaks its model is a usage error naming the field, not the value."""
+    secrets = Secrets({"${env:PORT}": "not-a-port-but-a-secret"})
+    target = secrets.target("db", {"type": "postgres", "dsn": "host=db1"})
+    assert isinstance(target, PostgresTarget)
+    with pytest.raises(UsageError, match=r"targets\.jump\.port") as bad:
+        secrets.target("jump", {"type": "ssh", "host": "h", "user": "u", "port": "${env:PORT}"})
+    assert "not-a-port-but-a-secret" not in str(bad.value)
+    assert bad.value.__cause__ is None
