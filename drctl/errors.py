@@ -12,12 +12,15 @@
     ├── LockHeld                    exit 3: another run holds the lock (names the holder)
     ├── ResumeRefused               exit 1: resume would be unsafe (changed plan, in-doubt step)
     ├── StepError                   exit 1: a step failed; raised by step types, journaled
+    │   ├── Unreachable             a system did not answer (refused, timed out, no route,
+    │   │                           name not resolved, no handshake) — any provider's client
     │   ├── StepTimeout             the step ran past its timeout
     │   └── VerifyFailed            apply returned but the postcondition does not hold
     └── Cancelled                   exit 130: the operator cancelled in-flight steps
 
-Foreign exceptions (yaml, pydantic, jinja2, and later the providers' client
-libraries) are translated to these once, where they are caught, keeping the cause.
+Foreign exceptions (yaml, pydantic, jinja2, the providers' client libraries) are
+translated to these once, where they are caught, keeping the cause (``raise … from
+exc``); ``first_line`` is how a foreign message is quoted in ours.
 """
 
 from __future__ import annotations
@@ -97,6 +100,16 @@ class StepError(DrctlError):
     """
 
 
+class Unreachable(StepError):
+    """Raised when the system a step talks to does not answer: the connection is refused
+    or times out, the name does not resolve, the handshake never completes.
+
+    Every provider translates its client's "no answer" errors to this one class, so a
+    step that must tell "refused" from "silent" (a fence proof: a server that does not
+    answer may still take writes behind a partition) works the same for any system.
+    """
+
+
 class StepTimeout(StepError):
     """Raised when a step runs past its timeout."""
 
@@ -114,3 +127,9 @@ class Cancelled(DrctlError):
     """
 
     exit_code = 130
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its class name if it has none), for ours."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -83,7 +83,7 @@ class MongoCanary(Canary):
                 ) from exc
 
     def _error_line(self, exc: BaseException) -> str:
-        from drctl.providers.mongo.session import first_line
+        from drctl.providers.mongo.session import brief as first_line
 
         return first_line(exc)
 

@@ -45,7 +45,7 @@ def resolve_dsn(dsn: str, dns_server: str | None, timeout: float = 1.0) -> tuple
     if dns_server:
         ctx = cast("StepContext", _Budget(timeout))
         try:
-            resolved, address = target_dsn(ctx, {"dsn": dsn, "dns_server": dns_server})
+            resolved, address = target_dsn(ctx, dsn, dns_server)
         except StepError as exc:
             raise CanaryError(exc.message) from exc
         return resolved, address or ""

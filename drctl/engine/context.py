@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, overload
 
 from drctl.engine import events as ev
 from drctl.engine.clock import Clock
 from drctl.engine.journal import Journal
 from drctl.errors import Cancelled, StepError
-from drctl.steps.base import StepInputs
+from drctl.runbook.targets import TargetModel
+from drctl.steps.base import I, J, M, Polled, R, StepContext, T, U, poll, target_of
 
 
-class StepRun:
+class StepRun(Generic[I, T]):
     """One attempt of one step, handed to the step type's check/apply/verify/undo."""
 
     def __init__(
@@ -21,9 +22,9 @@ class StepRun:
         *,
         step_id: str,
         attempt: int,
-        inputs: StepInputs,
-        target: Mapping[str, Any] | None,
-        targets: Mapping[str, Mapping[str, Any]],
+        inputs: I,
+        target: T,
+        targets: Mapping[str, TargetModel],
         recorded: dict[str, Any],
         journal: Journal,
         clock: Clock,
@@ -51,14 +52,21 @@ class StepRun:
         #: Set when the engine gave up on this attempt (timeout): its late writes are dropped.
         self.abandoned = threading.Event()
 
-    def target_named(self, name: str) -> Mapping[str, Any]:
+    @overload
+    def target_named(self, name: str) -> TargetModel: ...
+
+    @overload
+    def target_named(self, name: str, kind: type[M]) -> M: ...
+
+    def target_named(self, name: str, kind: type[M] | None = None) -> TargetModel:
         if name not in self._targets:
             raise StepError(f"unknown target {name!r}")
-        return self._targets[name]
+        found = self._targets[name]
+        return found if kind is None else target_of(name, found, kind)
 
-    def derive(self, inputs: StepInputs, target: Mapping[str, Any] | None) -> StepRun:
+    def derive(self, inputs: J, target: U) -> StepContext[J, U]:
         """A context for a step type used inside this step (``wait: until``)."""
-        child = StepRun(
+        child: StepRun[J, U] = StepRun(
             step_id=self.step_id, attempt=self.attempt, inputs=inputs, target=target,
             targets=self._targets, recorded={}, journal=self._journal, clock=self._clock,
             deadline=self._deadline, cancel=self._cancel, dry_run=self.dry_run,
@@ -88,6 +96,9 @@ class StepRun:
     def remaining(self) -> float:
         return max(0.0, self._deadline - self._clock.monotonic())
 
+    def monotonic(self) -> float:
+        return self._clock.monotonic()
+
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set() or self.abandoned.is_set()
@@ -96,6 +107,16 @@ class StepRun:
         """Sleep up to the deadline; raises Cancelled if the operator cancels meanwhile."""
         if self._clock.sleep(min(seconds, self.remaining()), self._cancel):
             raise Cancelled("cancelled by the operator")
+
+    def poll(
+        self,
+        check: Callable[[], R | None],
+        *,
+        every: float,
+        within: float,
+        retry_on: tuple[type[StepError], ...] = (),
+    ) -> Polled[R]:
+        return poll(self, check, every=every, within=within, retry_on=retry_on)
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled:

@@ -36,7 +36,7 @@ from drctl.engine.replay import RunState, StepState
 from drctl.engine.secrets import Secrets
 from drctl.errors import Cancelled, LockLost, StepError, StepTimeout, StepTypeError, VerifyFailed
 from drctl.runbook.durations import format_duration
-from drctl.runbook.targets import TARGET_TYPES
+from drctl.runbook.targets import TARGET_TYPES, TargetModel
 from drctl.steps.base import StepInputs, StepType
 from drctl.steps.registry import get_step_type
 
@@ -98,7 +98,7 @@ class _Ctx:
     secrets: Secrets
     clock: Clock
     interrupts: Interrupts
-    targets: dict[str, dict[str, Any]]
+    targets: dict[str, TargetModel]
     template_targets: dict[str, dict[str, Any]]
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     finish_order: list[str] = field(default_factory=list)
@@ -119,7 +119,7 @@ class Executor:
         interrupts: Interrupts,
         lock_lost: threading.Event | None = None,
     ) -> None:
-        targets = {name: secrets.apply(dict(t)) for name, t in plan.targets.items()}
+        targets = {name: secrets.target(name, t) for name, t in plan.targets.items()}
         view = {}
         for name, t in plan.targets.items():
             hidden = (
@@ -127,7 +127,7 @@ class Executor:
             )
             view[name] = {k: v for k, v in t.items() if k not in hidden} | {"name": name}
         self.x = _Ctx(plan, journal, secrets, clock, interrupts, targets, view)
-        _warm_up({s.type for s in (*plan.steps, *plan.fallbacks)})
+        _warm_up([s.type for s in (*plan.steps, *plan.fallbacks)])
         self.state = state
         self.options = options
         self.gate = gate
@@ -517,8 +517,10 @@ class Executor:
         recorded: dict[str, Any],
         *,
         dry_run: bool = False,
-    ) -> StepRun:
+    ) -> StepRun[Any, Any]:
         x = self.x
+        # The step's first call waits for its own type's warm-up: never import beside it.
+        get_step_type(step.type).warm()
         return StepRun(
             step_id=step.id, attempt=attempt, inputs=inputs,
             target=x.targets.get(step.target) if step.target else None, targets=x.targets,
@@ -527,7 +529,7 @@ class Executor:
             dry_run=dry_run, run_id=x.journal.run_id, runbook=x.plan.name,
         )  # fmt: skip
 
-    def _bounded(self, fn: Callable[[StepRun], T], ctx: StepRun) -> T:
+    def _bounded(self, fn: Callable[[StepRun[Any, Any]], T], ctx: StepRun[Any, Any]) -> T:
         """Call into a step type on a call thread, bounded by the step's deadline."""
         done = threading.Event()
         box: dict[str, Any] = {}
@@ -621,17 +623,23 @@ class _CallThreads:
 _CALLERS = _CallThreads()
 
 
-def _warm_up(type_names: set[str]) -> None:
+def _warm_up(type_names: list[str]) -> None:
+    """Import the plan's client libraries in the background while the run starts.
+
+    Through ``StepType.warm``: one import at a time, and a step waits for its own, so
+    types go in plan order (the first step's first).
+    """
+
     def load() -> None:
-        for name in sorted(type_names):
-            # Only a head start: a failing import is reported by the step itself.
-            with contextlib.suppress(Exception):
-                get_step_type(name).warm_up()
+        for name in dict.fromkeys(type_names):
+            # Only a head start: an unknown or broken type is reported by its step.
+            with contextlib.suppress(StepTypeError):
+                get_step_type(name).warm()
 
     threading.Thread(target=load, name="warm-up", daemon=True).start()
 
 
-def _check_apply_verify(step_type: StepType, ctx: StepRun) -> None:
+def _check_apply_verify(step_type: StepType[Any, Any], ctx: StepRun[Any, Any]) -> None:
     step_type.check(ctx)
     step_type.apply(ctx)
     faults.after_apply(ctx.step_id)

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from drctl.compiler.plan import Plan
 from drctl.compiler.secret_scan import scan
 from drctl.engine.redact import MIN_SECRET_LENGTH, Redactor
 from drctl.errors import UsageError
 from drctl.runbook.secrets import SecretUnavailable, find_refs, iter_strings, resolve
+from drctl.runbook.targets import TARGET_TYPES, TargetModel
 
 
 class Secrets:
@@ -36,6 +39,20 @@ class Secrets:
         if isinstance(value, list):
             return [self.apply(v) for v in value]
         return value
+
+    def target(self, name: str, fields: Mapping[str, Any]) -> TargetModel:
+        """A plan's target as its own model, secret references resolved (for steps at run time).
+
+        The compiler validated the same fields with the same model, so this fails only
+        on a stored plan edited by hand; the error never quotes a value (it may be secret).
+        """
+        try:
+            return TARGET_TYPES[str(fields["type"])].model_validate(self.apply(dict(fields)))
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            # Not "from exc": pydantic's error quotes the input, which may be a secret.
+            raise UsageError(f"targets.{name}.{where}: {first['msg']}") from None
 
 
 def resolve_plan_secrets(

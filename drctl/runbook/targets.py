@@ -7,18 +7,44 @@ templates as ``targets.<name>.<field>``.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import warnings
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class TargetModel(BaseModel):
-    """Base of target models; ``secret_fields`` are never shown to templates."""
+    """Base of target models; ``secret_fields`` are never shown to templates.
+
+    At run time a step gets its target as this model with secret references resolved
+    (``ctx.target.dsn``). ``target["dsn"]`` and ``target.get("dsn")`` still work for
+    step types written against 0.1.0, when targets were mappings, with a
+    DeprecationWarning.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     secret_fields: ClassVar[frozenset[str]] = frozenset()
 
     type: str
+
+    def __getitem__(self, field: str) -> Any:
+        _mapping_access()
+        if field not in type(self).model_fields:
+            raise KeyError(field)
+        return getattr(self, field)
+
+    def get(self, field: str, default: Any = None) -> Any:
+        _mapping_access()
+        value = getattr(self, field, None) if field in type(self).model_fields else None
+        return default if value is None else value
+
+
+def _mapping_access() -> None:
+    warnings.warn(
+        "a target is a model now: read its fields as attributes (target.dsn)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 class PostgresTarget(TargetModel):

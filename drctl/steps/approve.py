@@ -11,17 +11,16 @@ class ApproveInputs(StepInputs):
     message: str = Field(default="continue?", description="What the approver is agreeing to.")
 
 
-class Approve(StepType):
+class Approve(StepType[ApproveInputs, None]):
     """A gate: the run stops here until an operator approves (prompt, --yes or --approve ID)."""
 
     name = "approve"
     Inputs = ApproveInputs
     roles = frozenset({Role.GATE})
 
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, ApproveInputs)
+    def describe(self, inputs: ApproveInputs, target: str | None) -> str:
         return f"gate: {short(inputs.message)}"
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: StepContext[ApproveInputs, None]) -> None:
         # The engine holds the gate before apply; reaching apply means approved.
         return None

@@ -18,20 +18,18 @@ class AssertInputs(StepInputs):
     message: str | None = Field(default=None, description="Shown when the assertion fails.")
 
 
-class Assert(StepType):
+class Assert(StepType[AssertInputs, None]):
     """Fail the run unless an expression over params and earlier steps' outputs is true."""
 
     name = "assert"
     Inputs = AssertInputs
     roles = frozenset({Role.VERIFY})
 
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, AssertInputs)
+    def describe(self, inputs: AssertInputs, target: str | None) -> str:
         return f"assert {short(inputs.message or inputs.that)}"
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: StepContext[AssertInputs, None]) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, AssertInputs)
         ctx.output("value", inputs.that)
         if isinstance(inputs.that, str) and inputs.that.strip().lower() in (
             "false",

@@ -6,20 +6,49 @@ A step type declares its ``with`` model (validated at compile time), its roles
 ``apply``, ``verify`` (the postcondition; on resume it decides whether an
 interrupted step already took effect) and optionally ``undo``.
 
+A step type is generic in its inputs and its target: ``StepType[I, T]`` is handed a
+``StepContext[I, T]`` whose ``inputs`` is an ``I`` and whose ``target`` is a ``T``
+(the target's own model, secrets resolved), so nothing needs narrowing at run time::
+
+    class CountInputs(StepInputs):
+        table: str
+
+    class RowCount(StepType[CountInputs, PostgresTarget]):
+        '''Count the rows of a table.'''
+
+        name = "acme.row_count"
+        Inputs = CountInputs
+        target_types = frozenset({"postgres"})
+        target_required = True
+
+        def describe(self, inputs: CountInputs, target: str | None) -> str:
+            return f"count {inputs.table} on {target}"
+
+        def apply(self, ctx: StepContext[CountInputs, PostgresTarget]) -> None:
+            ctx.output("rows", count(ctx.target.dsn, ctx.inputs.table))
+
+Waits take their time from the context (``ctx.poll``, ``ctx.sleep``, ``ctx.monotonic``),
+so ``drctl.testing.FakeContext`` can run them on a fake clock.
+
 The engine owns journaling, dry-run, timeouts and retries; a step type cannot
 bypass them because it is only ever called by the engine.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, overload
 
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypeVar
 
 from drctl.errors import StepError
+from drctl.runbook.targets import TargetModel
 
 
 class Role(StrEnum):
@@ -40,11 +69,42 @@ class StepInputs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
-class StepContext(Protocol):
+#: A step type's ``with`` model.
+I = TypeVar("I", bound=StepInputs, default=StepInputs)  # noqa: E741 (the conventional name)
+#: The model of the target a step type acts on (``None`` for a step type without one).
+T = TypeVar("T", bound=TargetModel | None, default=TargetModel | None)
+I_co = TypeVar("I_co", bound=StepInputs, default=StepInputs, covariant=True)
+T_co = TypeVar("T_co", bound=TargetModel | None, default=TargetModel | None, covariant=True)
+J = TypeVar("J", bound=StepInputs)
+U = TypeVar("U", bound=TargetModel | None)
+M = TypeVar("M", bound=TargetModel)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Polled(Generic[R]):
+    """What :meth:`StepContext.poll` saw: the value that ended the wait, or the last error."""
+
+    #: What ``check`` returned when it was not None; None if the time ran out first.
+    value: R | None
+    polls: int
+    #: Seconds from the first check to the last, on the step's clock.
+    waited: float
+    #: The last error ``check`` raised of the kinds the caller let it retry on.
+    error: StepError | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.value is not None
+
+
+class StepContext(Protocol[I_co, T_co]):
     """What the engine hands a step type while it runs one attempt of one step.
 
-    Secret references in ``inputs`` and ``target`` are already resolved; whatever a
-    step logs, records or outputs is redacted before it is shown or journaled.
+    ``inputs`` is the step type's own ``with`` model and ``target`` its target's own
+    model, secret references resolved; whatever a step logs, records or outputs is
+    redacted before it is shown or journaled. Time comes from here too
+    (``monotonic``, ``sleep``, ``poll``), so tests can run a step type on a fake clock.
     """
 
     @property
@@ -54,11 +114,11 @@ class StepContext(Protocol):
     def attempt(self) -> int: ...
 
     @property
-    def inputs(self) -> StepInputs: ...
+    def inputs(self) -> I_co: ...
 
     @property
-    def target(self) -> Mapping[str, Any] | None:
-        """The step's target with secrets resolved; None if it has none."""
+    def target(self) -> T_co:
+        """The step's target with secrets resolved; None for a step without one."""
 
     @property
     def recorded(self) -> Mapping[str, Any]:
@@ -85,6 +145,9 @@ class StepContext(Protocol):
     def remaining(self) -> float:
         """Seconds left before the step's timeout."""
 
+    def monotonic(self) -> float:
+        """The step's clock, in seconds; only differences between two readings mean anything."""
+
     @property
     def cancelled(self) -> bool:
         """True once the operator cancelled in-flight steps or the attempt timed out."""
@@ -92,61 +155,148 @@ class StepContext(Protocol):
     def sleep(self, seconds: float) -> None:
         """Sleep (capped at the deadline); raises Cancelled if cancelled meanwhile."""
 
+    def poll(
+        self,
+        check: Callable[[], R | None],
+        *,
+        every: float,
+        within: float,
+        retry_on: tuple[type[StepError], ...] = (),
+    ) -> Polled[R]:
+        """Call ``check`` now and every ``every`` seconds until it returns a value.
+
+        Gives up when the next check would come more than ``within`` seconds (or the
+        step's remaining time, if less) after the first. Errors of the ``retry_on``
+        kinds count as "not yet" (the last one is kept); any other error ends the wait.
+        """
+
     def raise_if_cancelled(self) -> None: ...
 
-    def target_named(self, name: str) -> Mapping[str, Any]:
-        """Another target of the runbook, secrets resolved."""
+    @overload
+    def target_named(self, name: str) -> TargetModel: ...
 
-    def derive(self, inputs: StepInputs, target: Mapping[str, Any] | None) -> StepContext:
+    @overload
+    def target_named(self, name: str, kind: type[M]) -> M: ...
+
+    def target_named(self, name: str, kind: type[M] | None = None) -> TargetModel:
+        """Another target of the runbook, secrets resolved; a StepError unless it is a ``kind``."""
+
+    def derive(self, inputs: J, target: U) -> StepContext[J, U]:
         """A context for running another step type's check/verify inside this step."""
 
 
-class StepType(ABC):
-    """A kind of step. Subclasses set the class attributes and implement the methods."""
+def poll(
+    ctx: StepContext[Any, Any],
+    check: Callable[[], R | None],
+    *,
+    every: float,
+    within: float,
+    retry_on: tuple[type[StepError], ...] = (),
+) -> Polled[R]:
+    """The one polling loop behind every context's ``poll`` (see StepContext.poll)."""
+    if every <= 0:
+        raise StepError(f"cannot poll every {every:g}s: the interval must be more than 0")
+    started = ctx.monotonic()
+    span = max(0.0, min(within, ctx.remaining()))
+    deadline = started + span
+    # Bounded by a count too, so a context whose clock does not move cannot spin.
+    limit = int(span / every) + 2
+    polls = 0
+    error: StepError | None = None
+    while True:
+        polls += 1
+        try:
+            value = check()
+        except retry_on as exc:
+            value, error = None, exc
+        now = ctx.monotonic()
+        if value is not None:
+            return Polled(value, polls, now - started, error)
+        # The last check is the one after which another would come past ``within``
+        # (a nanosecond of slack: five 0.2 s sleeps add up to a hair over one second).
+        if now + every > deadline + 1e-9 or polls >= limit:
+            return Polled(None, polls, now - started, error)
+        ctx.sleep(every)
+
+
+def target_of(name: str, target: TargetModel, kind: type[M]) -> M:
+    """``target`` as a ``kind``, or a StepError naming what it is instead."""
+    if not isinstance(target, kind):
+        raise StepError(f"target {name!r} is a {target.type} target, not the kind this step needs")
+    return target
+
+
+class StepType(ABC, Generic[I, T]):
+    """A kind of step. Subclasses set the class attributes and implement the methods.
+
+    ``I`` is the ``with`` model (``Inputs``), ``T`` the model of the target the step
+    acts on at run time (``None`` when it takes none; ``X | None`` when optional).
+    One base per provider family (``PostgresStep``…) fixes ``T``, ``target_types``
+    and ``warm_up`` once.
+    """
 
     name: ClassVar[str]
-    Inputs: ClassVar[type[StepInputs]]
+    Inputs: type[I]
     roles: ClassVar[frozenset[Role]] = frozenset()
     #: Target types this step acts on; empty means the step takes no target.
     target_types: ClassVar[frozenset[str]] = frozenset()
     target_required: ClassVar[bool] = False
 
-    def warm_up(self) -> None:  # noqa: B027 (an optional hook: most step types need nothing)
+    def warm_up(self) -> None:
         """Import what the step needs (its client library) ahead of time.
 
-        The engine calls it in a background thread when a run starts, so a slow import
-        overlaps the lock and the first journal writes instead of the first step.
+        Import everything the step type imports lazily: the engine calls it through
+        :meth:`warm`, in a background thread when a run starts and again before the
+        step's first call, so no step imports a module another thread is importing.
         """
 
-    def step_roles(self, inputs: StepInputs) -> frozenset[Role]:
+    def warm(self) -> None:
+        """Run ``warm_up`` once per process, under the one import lock; never raises.
+
+        A step's first call waits here for its own warm-up: two threads importing one
+        package at once can each see the other's half-initialised module
+        (``ImportError: … partially initialized module``). A failing import is left for
+        the step itself to report.
+        """
+        if type(self) in _WARMED:
+            return
+        with _IMPORTS:
+            if type(self) in _WARMED:
+                return
+            # Only a head start: a failing import is reported by the step that needs it.
+            with contextlib.suppress(Exception):
+                self.warm_up()
+            _WARMED.add(type(self))
+
+    def step_roles(self, inputs: I) -> frozenset[Role]:
         """The roles of one step of this type; some types' roles depend on their inputs."""
         return self.roles
 
-    def verifies(self, inputs: StepInputs) -> bool:
+    def verifies(self, inputs: I) -> bool:
         """Whether ``verify`` proves this step's effect (DR004 reads this)."""
         return True
 
     @abstractmethod
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
+    def describe(self, inputs: I, target: str | None) -> str:
         """One line saying what the step will do; offline, no I/O."""
 
-    def check(self, ctx: StepContext) -> str | None:
+    def check(self, ctx: StepContext[I, T]) -> str | None:
         """Read-only preflight; returns what the step would change, or raises."""
         return None
 
     @abstractmethod
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: StepContext[I, T]) -> None:
         """Perform the change."""
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: StepContext[I, T]) -> bool:
         """Whether the step's effect is in place."""
         return True
 
-    def undo(self, ctx: StepContext) -> None:
+    def undo(self, ctx: StepContext[I, T]) -> None:
         """Reverse ``apply``; only called when ``undoable`` says so."""
         raise StepError(f"step type {self.name} cannot be undone")
 
-    def undoable(self, inputs: StepInputs) -> bool:
+    def undoable(self, inputs: I) -> bool:
         """Whether ``undo`` can reverse a step with these inputs."""
         return type(self).undo is not StepType.undo
 
@@ -155,6 +305,11 @@ class StepType(ABC):
         """The first line of the type's docstring, for the catalogue."""
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
+
+
+#: Held while a step type warms up: imports of client libraries go one at a time.
+_IMPORTS = threading.RLock()
+_WARMED: set[type[StepType[Any, Any]]] = set()
 
 
 def short(value: Any, limit: int = 60) -> str:

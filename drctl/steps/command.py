@@ -4,12 +4,13 @@ with optional check, verify and undo commands. Only where the command runs diffe
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import ClassVar
+from typing import Generic, TypeVar
 
 from pydantic import Field
 
 from drctl.errors import StepError
 from drctl.runbook.model import Duration
+from drctl.runbook.targets import TargetModel
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
 from drctl.steps.process import Completed, last_line
 
@@ -45,24 +46,20 @@ def command_text(command: Command) -> str:
     return command if isinstance(command, str) else " ".join(command)
 
 
-class CommandStep(StepType):
+CI = TypeVar("CI", bound=CommandInputs)
+CT = TypeVar("CT", bound=TargetModel | None)
+
+
+class CommandStep(StepType[CI, CT], Generic[CI, CT]):
     """Base of command-running step types; subclasses say where the command runs."""
 
-    Inputs: ClassVar[type[StepInputs]] = CommandInputs
     roles = frozenset({Role.MUTATING})
 
     @abstractmethod
-    def run(self, ctx: StepContext, command: Command) -> Completed:
+    def run(self, ctx: StepContext[CI, CT], command: Command) -> Completed:
         """Run ``command`` with the step's env, cwd, output limit and grace."""
 
-    @staticmethod
-    def inputs_of(ctx: StepContext) -> CommandInputs:
-        inputs = ctx.inputs
-        assert isinstance(inputs, CommandInputs)
-        return inputs
-
-    def step_roles(self, inputs: StepInputs) -> frozenset[Role]:
-        assert isinstance(inputs, CommandInputs)
+    def step_roles(self, inputs: CI) -> frozenset[Role]:
         roles = set(inputs.roles)
         if inputs.mutates:
             roles.add(Role.MUTATING)
@@ -70,29 +67,26 @@ class CommandStep(StepType):
         # is for steps that check the world after others, declared with roles: [verify].
         return frozenset(roles)
 
-    def verifies(self, inputs: StepInputs) -> bool:
-        assert isinstance(inputs, CommandInputs)
+    def verifies(self, inputs: CI) -> bool:
         return inputs.verify is not None
 
-    def undoable(self, inputs: StepInputs) -> bool:
-        assert isinstance(inputs, CommandInputs)
+    def undoable(self, inputs: CI) -> bool:
         return inputs.undo is not None
 
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, CommandInputs)
+    def describe(self, inputs: CI, target: str | None) -> str:
         where = f" on {target}" if target else ""
         return f"run `{short(command_text(inputs.command))}`{where}"
 
-    def check(self, ctx: StepContext) -> str | None:
-        inputs = self.inputs_of(ctx)
+    def check(self, ctx: StepContext[CI, CT]) -> str | None:
+        inputs = ctx.inputs
         if inputs.check is not None:
             done = self.run(ctx, inputs.check)
             if done.exit_code != 0:
                 raise StepError(f"check command exited {done.exit_code}: {last_line(done.output)}")
         return None
 
-    def apply(self, ctx: StepContext) -> None:
-        inputs = self.inputs_of(ctx)
+    def apply(self, ctx: StepContext[CI, CT]) -> None:
+        inputs = ctx.inputs
         done = self.run(ctx, inputs.command)
         ctx.output("exit_code", done.exit_code)
         ctx.output("stdout", done.output)
@@ -102,14 +96,14 @@ class CommandStep(StepType):
                 f"command exited {done.exit_code} (expected {expected}): {last_line(done.output)}"
             )
 
-    def verify(self, ctx: StepContext) -> bool:
-        inputs = self.inputs_of(ctx)
+    def verify(self, ctx: StepContext[CI, CT]) -> bool:
+        inputs = ctx.inputs
         if inputs.verify is None:
             return True
         return self.run(ctx, inputs.verify).exit_code == 0
 
-    def undo(self, ctx: StepContext) -> None:
-        inputs = self.inputs_of(ctx)
+    def undo(self, ctx: StepContext[CI, CT]) -> None:
+        inputs = ctx.inputs
         if inputs.undo is None:
             raise StepError("no undo command")
         done = self.run(ctx, inputs.undo)

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 from pydantic import Field
 
 from drctl.errors import StepError
+from drctl.runbook.targets import HttpTarget
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
 
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -33,7 +34,10 @@ class HttpInputs(StepInputs):
     verify_tls: bool = Field(default=True, description="Verify the server's certificate.")
 
 
-class Http(StepType):
+Ctx = StepContext[HttpInputs, HttpTarget | None]
+
+
+class Http(StepType[HttpInputs, HttpTarget | None]):
     """Send an HTTP request and check the status and, optionally, a value in the JSON reply.
 
     GET, HEAD and OPTIONS requests are read-only checks; other methods mutate. With
@@ -46,18 +50,15 @@ class Http(StepType):
     Inputs = HttpInputs
     target_types = frozenset({"http"})
 
-    def step_roles(self, inputs: StepInputs) -> frozenset[Role]:
-        assert isinstance(inputs, HttpInputs)
+    def step_roles(self, inputs: HttpInputs) -> frozenset[Role]:
         if inputs.method in _SAFE_METHODS:
             return frozenset({Role.VERIFY})
         return frozenset({Role.MUTATING})
 
-    def verifies(self, inputs: StepInputs) -> bool:
-        assert isinstance(inputs, HttpInputs)
+    def verifies(self, inputs: HttpInputs) -> bool:
         return inputs.method in _SAFE_METHODS or inputs.json_path is not None
 
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, HttpInputs)
+    def describe(self, inputs: HttpInputs, target: str | None) -> str:
         where = f" on {target}" if target else ""
         expect = "/".join(str(s) for s in inputs.expect_status)
         text = f"{inputs.method} {short(inputs.url)}{where}, expect {expect}"
@@ -66,23 +67,21 @@ class Http(StepType):
         return text
 
     @staticmethod
-    def _call(ctx: StepContext, method: str) -> Response:
+    def _call(ctx: Ctx, method: str) -> Response:
         from drctl.steps.httpclient import request  # urllib and ssl load only when a step runs
 
-        inputs = ctx.inputs
-        assert isinstance(inputs, HttpInputs)
-        target = ctx.target or {}
+        inputs, target = ctx.inputs, ctx.target
         url = inputs.url
-        if target.get("base_url") and "://" not in url:
-            url = urljoin(str(target["base_url"]).rstrip("/") + "/", url.lstrip("/"))
-        headers = {**dict(target.get("headers") or {}), **inputs.headers}
+        if target is not None and "://" not in url:
+            url = urljoin(target.base_url.rstrip("/") + "/", url.lstrip("/"))
+        headers = {**(target.headers if target else {}), **inputs.headers}
         body = None
         if inputs.json_body is not None:
             body = json.dumps(inputs.json_body).encode()
             headers.setdefault("Content-Type", "application/json")
         elif inputs.body is not None:
             body = inputs.body.encode()
-        verify_tls = inputs.verify_tls and bool(target.get("verify_tls", True))
+        verify_tls = inputs.verify_tls and (target is None or target.verify_tls)
         return request(
             method, url, headers=headers, body=body if method == inputs.method else None,
             timeout=min(ctx.remaining(), 60.0), verify_tls=verify_tls,
@@ -98,9 +97,8 @@ class Http(StepType):
                 return f"{inputs.json_path} is {value!r}, expected {inputs.equals!r}"
         return None
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, HttpInputs)
         resp = self._call(ctx, inputs.method)
         ctx.output("status", resp.status)
         if resp.json is not None:
@@ -109,9 +107,8 @@ class Http(StepType):
         if problem is not None:
             raise StepError(problem)
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: Ctx) -> bool:
         inputs = ctx.inputs
-        assert isinstance(inputs, HttpInputs)
         if inputs.method in _SAFE_METHODS:
             # Checked by apply already; on resume, ask again.
             return self._judge(inputs, self._call(ctx, inputs.method)) is None

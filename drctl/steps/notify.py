@@ -18,21 +18,19 @@ class NotifyInputs(StepInputs):
     timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds per attempt.")
 
 
-class Notify(StepType):
+class Notify(StepType[NotifyInputs, None]):
     """POST a JSON message ({"text": …, "run_id": …, …}) to a webhook (Slack, Teams, a pager)."""
 
     name = "notify"
     Inputs = NotifyInputs
 
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, NotifyInputs)
+    def describe(self, inputs: NotifyInputs, target: str | None) -> str:
         return f"notify webhook: {short(inputs.message)}"
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: StepContext[NotifyInputs, None]) -> None:
         from drctl.steps.httpclient import request  # urllib and ssl load only when a step runs
 
         inputs = ctx.inputs
-        assert isinstance(inputs, NotifyInputs)
         payload = {
             "text": inputs.message,
             "run_id": ctx.run_id,

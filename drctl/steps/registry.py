@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
+from typing import Any
 
 from drctl.errors import StepTypeError
 from drctl.runbook.suggest import did_you_mean
@@ -34,7 +35,7 @@ def is_known(name: str) -> bool:
 
 
 @cache
-def get_step_type(name: str) -> StepType:
+def get_step_type(name: str) -> StepType[Any, Any]:
     """The step type called ``name``; raises StepTypeError if unknown or broken."""
     spec = BUILTIN_STEP_TYPES.get(name) or _plugins().get(name)
     if spec is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from drctl.runbook.model import Duration
+from drctl.runbook.targets import LocalTarget
 from drctl.steps.base import StepContext
 from drctl.steps.command import Command, CommandInputs, CommandStep
 from drctl.steps.process import Completed, run_command
@@ -19,7 +20,7 @@ class ShellInputs(CommandInputs):
     )
 
 
-class Shell(CommandStep):
+class Shell(CommandStep[ShellInputs, LocalTarget | None]):
     """Run a local command; exit codes decide success, optional check/verify/undo commands.
 
     With a string the command runs through ``/bin/sh -c``; with a list it runs as an
@@ -31,8 +32,8 @@ class Shell(CommandStep):
     Inputs = ShellInputs
     target_types = frozenset({"local"})
 
-    def run(self, ctx: StepContext, command: Command) -> Completed:
-        inputs = self.inputs_of(ctx)
+    def run(self, ctx: StepContext[ShellInputs, LocalTarget | None], command: Command) -> Completed:
+        inputs = ctx.inputs
         return run_command(
             ctx,
             command,

@@ -34,18 +34,16 @@ class WaitInputs(StepInputs):
         return self
 
 
-class Wait(StepType):
+class Wait(StepType[WaitInputs, None]):
     """Wait for a fixed time, or until another step type's verify holds, up to a deadline."""
 
     name = "wait"
     Inputs = WaitInputs
 
-    def step_roles(self, inputs: StepInputs) -> frozenset[Role]:
-        assert isinstance(inputs, WaitInputs)
+    def step_roles(self, inputs: WaitInputs) -> frozenset[Role]:
         return frozenset({Role.VERIFY}) if inputs.until is not None else frozenset()
 
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, WaitInputs)
+    def describe(self, inputs: WaitInputs, target: str | None) -> str:
         if inputs.until is None:
             return f"wait {format_duration(inputs.duration or 0.0)}"
         on = f" on {inputs.until.target}" if inputs.until.target else ""
@@ -55,9 +53,8 @@ class Wait(StepType):
             f"up to {format_duration(inputs.deadline)})"
         )
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: StepContext[WaitInputs, None]) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, WaitInputs)
         if inputs.until is None:
             if (inputs.duration or 0.0) > ctx.remaining():
                 raise StepTimeout("the wait is longer than the step's timeout")
@@ -67,24 +64,21 @@ class Wait(StepType):
 
         cond = inputs.until
         sub_type = get_step_type(cond.type)
+        # The condition's client library is imported here, not beside another step's import.
+        sub_type.warm()
         sub_inputs = sub_type.Inputs.model_validate(cond.with_)
         target = ctx.target_named(cond.target) if cond.target else None
         sub = ctx.derive(sub_inputs, target)
-        budget = min(inputs.deadline, ctx.remaining())
-        polls = 0
-        waited = 0.0
-        last_error = "condition not met"
-        # Bounded by the deadline: at most deadline/interval + 1 polls.
-        while True:
-            polls += 1
-            try:
-                if sub_type.verify(sub):
-                    ctx.output("polls", polls)
-                    ctx.output("waited", round(waited, 3))
-                    return
-            except StepError as exc:
-                last_error = exc.message
-            if waited + inputs.interval > budget:
-                raise StepTimeout(f"gave up after {polls} polls in {waited:.1f}s: {last_error}")
-            ctx.sleep(inputs.interval)
-            waited += inputs.interval
+        polled = ctx.poll(
+            lambda: True if sub_type.verify(sub) else None,
+            every=inputs.interval,
+            within=inputs.deadline,
+            retry_on=(StepError,),
+        )
+        if not polled.done:
+            reason = polled.error.message if polled.error else "condition not met"
+            raise StepTimeout(
+                f"gave up after {polled.polls} polls in {polled.waited:.1f}s: {reason}"
+            ) from polled.error
+        ctx.output("polls", polled.polls)
+        ctx.output("waited", round(polled.waited, 3))

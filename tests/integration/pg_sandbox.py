@@ -482,6 +482,9 @@ class RealContext(FakeContext):
     def remaining(self) -> float:
         return max(0.0, self._deadline - time.monotonic())
 
+    def monotonic(self) -> float:
+        return time.monotonic()
+
     def sleep(self, seconds: float) -> None:
         super().sleep(seconds)
         time.sleep(max(0.0, min(seconds, self.remaining())))

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
-from drctl.errors import StepError, StepTimeout
+from drctl.errors import StepError, StepTimeout, Unreachable
 from drctl.providers.dns.resolve import Resolve, ResolveInputs
 from drctl.providers.dns.rfc2136 import Delete, DeleteInputs, Update, UpdateInputs
-from drctl.providers.dns.wire import KeyRefused, RRset, Server, ServerUnreachable, replace
+from drctl.providers.dns.wire import KeyRefused, RRset, Server, replace
+from drctl.runbook.targets import Rfc2136Target
 from drctl.steps.base import Role, StepInputs
 from tests.integration.bind9 import Bind9, bind9, free_port, new_secret  # noqa: F401
 from tests.integration.pg_sandbox import RealContext, drctl, explain, journal
@@ -168,7 +169,7 @@ def test_update_refuses_to_overwrite_a_concurrent_change(bind9: Bind9) -> None: 
     """The update's prerequisite is the RRset as read, so a change made meanwhile is refused, not overwritten."""
     bind9.set_rrset("race", "A", 30, ["127.0.0.2"])
     ctx = _ctx(UpdateInputs(name="race", values=["127.0.0.3"], ttl=30), bind9)
-    server = Server.of_target(bind9.target())
+    server = Server.of_target(Rfc2136Target(**bind9.target()))
     with pytest.raises(StepError, match="changed since it was read"):
         replace(
             ctx, server, bind9.zone, "race.example.", "A",
@@ -249,7 +250,7 @@ def test_unreachable_server_fails_within_the_timeout(bind9: Bind9) -> None:  # n
     closed = free_port()
     t0 = time.monotonic()
     with pytest.raises(
-        ServerUnreachable, match=rf"cannot reach 127\.0\.0\.1:{closed}: Connection refused"
+        Unreachable, match=rf"cannot reach 127\.0\.0\.1:{closed}: Connection refused"
     ):
         Update().check(_ctx(inputs, bind9, port=closed))
     assert time.monotonic() - t0 < 2.0
@@ -262,7 +263,7 @@ def test_unreachable_server_fails_within_the_timeout(bind9: Bind9) -> None:  # n
         for step, step_inputs in ((Update(), inputs), (Delete(), DeleteInputs(name="db"))):
             t0 = time.monotonic()
             with pytest.raises(
-                ServerUnreachable, match=rf"no answer from 127\.0\.0\.1:{port} within 1\.\ds"
+                Unreachable, match=rf"no answer from 127\.0\.0\.1:{port} within 1\.\ds"
             ):
                 step.apply(_ctx(step_inputs, bind9, timeout=1.5, port=port))
             assert 1.0 < time.monotonic() - t0 < 3.0

@@ -353,6 +353,24 @@ def test_fence_stop_check_apply_verify_undo(shared_sandbox: Pair, mode: str) -> 
 
 
 @pytest.mark.integration
+def test_promote_refusal_says_why_the_old_primary_could_not_be_shown_stopped(
+    shared_sandbox: Pair,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A silent old primary whose pg_ctl status cannot tell is refused, and the refusal says why."""
+    pair = shared_sandbox
+    old = {**_nobody(), "data_dir": str(tmp_path / "not-here"), "bin_dir": pair.bin_dir,
+           "os_user": pair.os_user}  # fmt: skip
+    inputs = PromoteInputs(old_primary="old", accept_data_loss=True)
+    ctx = _ctx(inputs, pair.target(pair.node2), {"old": old})
+    with pytest.raises(StepError, match="does not answer") as refused:
+        Promote().check(ctx)
+    assert "whether it is stopped is unknown too: cannot tell whether the server in" in (
+        refused.value.message
+    )
+    assert isinstance(refused.value.__cause__, StepError)
+
+
 def test_promote_then_rejoin(sandbox: Pair) -> None:  # noqa: F811
     """promote refuses an unfenced primary, promotes once, is idempotent; rejoin makes the old primary stream."""
     pair = sandbox

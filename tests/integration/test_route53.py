@@ -26,9 +26,9 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from drctl.errors import StepError
+from drctl.errors import StepError, Unreachable
 from drctl.providers.aws.hosted_zone import HostedZone
-from drctl.providers.aws.session import AccessDenied, Aws, AwsUnreachable, NotFound, translate
+from drctl.providers.aws.session import AccessDenied, Aws, NotFound, translate
 from drctl.providers.dns.route53 import (
     CHANGE_ID,
     PREVIOUS,
@@ -378,7 +378,7 @@ def test_aws_errors_become_clear_step_errors(stubbed: tuple[Any, Stubber], aws_e
     assert aws_env not in translate(leaked, "route53", "GetHostedZone").message
 
     nobody = _target_nobody()
-    with pytest.raises(AwsUnreachable, match="route53 GetHostedZone: no answer"):
+    with pytest.raises(Unreachable, match="route53 GetHostedZone: no answer"):
         Upsert().check(FakeContext(_repoint(), target=nobody, timeout=10.0))
 
 

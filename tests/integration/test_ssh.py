@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from drctl.errors import Cancelled, StepError, StepTimeout
+from drctl.errors import Cancelled, StepError, StepTimeout, Unreachable
 from drctl.providers.ssh.command import wrapped
 from drctl.providers.ssh.run import SshRun, SshRunInputs
 from drctl.providers.ssh.session import (
@@ -30,7 +30,6 @@ from drctl.providers.ssh.session import (
     HostKeyChanged,
     HostKeyRevoked,
     HostKeyUnknown,
-    HostUnreachable,
     connect,
     run_remote,
 )
@@ -241,19 +240,19 @@ def test_argv_lists_cwd_and_one_connection_for_several_commands(
     """An argv list reaches the host word for word, cwd applies, and one session runs several commands."""
     ctx = _ctx(SshRunInputs(command="x"), sshd_server.target())
     tricky = ["printf", "%s|", "two words", "it's", "$HOME", "a;b"]
-    done = run_remote(ctx, sshd_server.target(), tricky)
+    done = run_remote(ctx, ctx.target, tricky)
     assert done.output == "two words|it's|$HOME|a;b|"
     assert done.exit_code == 0
 
     before = _accepted_logins(sshd_server)
-    with connect(sshd_server.target(), ctx) as session:
+    with connect(ctx.target, ctx) as session:
         first = session.run(ctx, "pwd", cwd=str(box))
         second = session.run(ctx, "exit 7")
     assert first.output == f"{box}\n"
     assert second.exit_code == 7
     assert _accepted_logins(sshd_server) == before + 1
 
-    missing = run_remote(ctx, sshd_server.target(), "pwd", cwd=str(box / "nope"))
+    missing = run_remote(ctx, ctx.target, "pwd", cwd=str(box / "nope"))
     assert missing.exit_code == 126
     assert "nope" in missing.output
 
@@ -278,7 +277,7 @@ def test_output_is_capped_but_streamed_whole(
 ) -> None:
     """Output past output_limit is dropped from what is kept (truncated is set) but every line is still logged."""
     ctx = _ctx(SshRunInputs(command="x"), sshd_server.target())
-    done = run_remote(ctx, sshd_server.target(), "seq 1 5000", limit=1024)
+    done = run_remote(ctx, ctx.target, "seq 1 5000", limit=1024)
     assert done.truncated
     assert len(done.output.encode()) == 1024
     assert done.output.startswith("1\n2\n3\n")
@@ -289,7 +288,7 @@ def test_output_is_capped_but_streamed_whole(
     SshRun().apply(step_ctx)
     assert len(step_ctx.outputs["stdout"]) == 1024
 
-    whole = run_remote(ctx, sshd_server.target(), "seq 1 10")
+    whole = run_remote(ctx, ctx.target, "seq 1 10")
     assert not whole.truncated
     assert whole.output == "".join(f"{i}\n" for i in range(1, 11))
 
@@ -306,13 +305,13 @@ def test_env_values_reach_the_command_but_no_command_line(
         'printf %s "$TOKEN"'
     )
     ctx = _ctx(SshRunInputs(command="x"), sshd_server.target())
-    done = run_remote(ctx, sshd_server.target(), command, env={"TOKEN": value})
+    done = run_remote(ctx, ctx.target, command, env={"TOKEN": value})
     assert done.output == value
     assert seen.stat().st_size > 0
     assert "s3cret-" not in seen.read_text(errors="replace")
 
     with pytest.raises(StepError, match="not a valid environment variable name"):
-        run_remote(ctx, sshd_server.target(), "true", env={"BAD-NAME": "x"})
+        run_remote(ctx, ctx.target, "true", env={"BAD-NAME": "x"})
 
 
 def test_a_command_whose_environment_never_arrived_does_not_run(
@@ -322,7 +321,7 @@ def test_a_command_whose_environment_never_arrived_does_not_run(
     """If the channel closes before the environment's end line (drctl died mid-send), the wrapper exits 125 and runs nothing."""
     marker = box / "ran"
     ctx = _ctx(SshRunInputs(command="x"), sshd_server.target())
-    with connect(sshd_server.target(), ctx) as session:
+    with connect(ctx.target, ctx) as session:
         # The command line as command.start sends it, but its stdin stops half-way.
         channel = session._client.get_transport().open_session(timeout=5)
         channel.exec_command(wrapped(f"touch {marker}", None, "END", 1))
@@ -551,7 +550,7 @@ def test_closed_port_fails_at_once(
     port = free_loopback_port()
     ctx = _ctx(SshRunInputs(command="true"), sshd_server.target(port=port, connect_timeout=5.0))
     started = time.monotonic()
-    with pytest.raises(HostUnreachable, match=rf"127\.0\.0\.1:{port}: connection refused"):
+    with pytest.raises(Unreachable, match=rf"127\.0\.0\.1:{port}: connection refused"):
         SshRun().check(ctx)
     assert time.monotonic() - started < 2.0
 
@@ -566,7 +565,7 @@ def test_silent_server_fails_within_the_connect_timeout(
         port = silent.getsockname()[1]
         ctx = _ctx(SshRunInputs(command="true"), sshd_server.target(port=port, connect_timeout=1.0))
         started = time.monotonic()
-        with pytest.raises(HostUnreachable, match=r"no SSH handshake within 1s"):
+        with pytest.raises(Unreachable, match=r"no SSH handshake within 1s"):
             SshRun().apply(ctx)
         took = time.monotonic() - started
     assert 0.9 <= took < 3.0, took
@@ -586,7 +585,7 @@ def test_command_timeout_kills_the_remote_process_group(
         command = f"{trap}echo started; sleep {token} & sleep {token}; echo never"
         started = time.monotonic()
         with pytest.raises(StepTimeout, match="command ran past its timeout and was killed"):
-            run_remote(ctx, sshd_server.target(), command, timeout=1.0, grace=1.0)
+            run_remote(ctx, ctx.target, command, timeout=1.0, grace=1.0)
         took = time.monotonic() - started
         assert 1.0 <= took < 5.0, took
         assert "started" in ctx.lines

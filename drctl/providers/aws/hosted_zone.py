@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -180,20 +179,17 @@ class HostedZone:
         self, ctx: StepContext, change_id: str, timeout: float, interval: float
     ) -> None:
         """Poll GetChange until INSYNC; bounded by ``timeout``, the step's deadline and a count."""
-        budget = min(timeout, ctx.remaining())
-        started = time.monotonic()
-        waited = 0.0
         status = "unknown"
-        for _ in range(int(budget / interval) + 2):
+
+        def insync() -> bool | None:
+            nonlocal status
             status = str(self.aws.call("get_change", Id=change_id)["ChangeInfo"]["Status"])
-            if status == "INSYNC":
-                return
-            waited = max(waited, time.monotonic() - started)
-            if waited + interval > budget:
-                break
-            ctx.sleep(interval)
-            waited += interval
-        raise StepError(
-            f"Route 53 change {change_id} is still {status} after {waited:.0f}s (limit "
-            f"{budget:g}s); it was sent, and resume will verify it"
-        )
+            return True if status == "INSYNC" else None
+
+        polled = ctx.poll(insync, every=interval, within=timeout)
+        if not polled.done:
+            raise StepError(
+                f"Route 53 change {change_id} is still {status} after {polled.waited:.0f}s (limit "
+                f"{min(timeout, ctx.remaining() + polled.waited):g}s); it was sent, and resume will "
+                "verify it"
+            )

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from drctl.errors import StepError
 from drctl.providers.aws.session import Aws, import_client
 from drctl.runbook.model import Duration
+from drctl.runbook.targets import AwsTarget
 from drctl.steps.base import Role, StepContext, StepInputs, StepType
 
 #: ``ctx.record`` keys: the writer (Aurora) or the primary's AZ (Multi-AZ) before the failover.
@@ -93,7 +94,10 @@ def _instance(aws: Aws, instance_id: str) -> dict[str, Any]:
     )
 
 
-class RdsFailover(StepType):
+Ctx = StepContext[RdsFailoverInputs, AwsTarget]
+
+
+class RdsFailover(StepType[RdsFailoverInputs, AwsTarget]):
     """Fail an Aurora cluster over to a chosen reader, or a Multi-AZ DB instance to its standby.
 
     ``cluster`` + ``target_instance``: FailoverDBCluster, then wait until the target is
@@ -124,8 +128,7 @@ class RdsFailover(StepType):
     def warm_up(self) -> None:
         import_client()
 
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, RdsFailoverInputs)
+    def describe(self, inputs: RdsFailoverInputs, target: str | None) -> str:
         if inputs.cluster is not None:
             return (
                 f"fail Aurora cluster {inputs.cluster} over to {inputs.target_instance} "
@@ -136,15 +139,14 @@ class RdsFailover(StepType):
             f"(in {target}, wait ≤ {inputs.wait:g}s)"
         )
 
-    def client(self, ctx: StepContext) -> Aws:
+    def client(self, ctx: Ctx) -> Aws:
         """An RDS client for this phase of the step (a subclass may hand another)."""
         return Aws.open("rds", ctx.target, ctx)
 
     # -- check ----------------------------------------------------------------------------
 
-    def check(self, ctx: StepContext) -> str | None:
+    def check(self, ctx: Ctx) -> str | None:
         inputs = ctx.inputs
-        assert isinstance(inputs, RdsFailoverInputs)
         aws = self.client(ctx)
         if inputs.cluster is not None:
             return self._check_cluster(aws, inputs.cluster, str(inputs.target_instance))
@@ -182,9 +184,8 @@ class RdsFailover(StepType):
 
     # -- apply, verify, undo --------------------------------------------------------------
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, RdsFailoverInputs)
         aws = self.client(ctx)
         if inputs.cluster is not None:
             target = str(inputs.target_instance)
@@ -210,10 +211,9 @@ class RdsFailover(StepType):
         ctx.output("primary_az", inputs.to_az)
         ctx.log(f"{inputs.instance}: primary {az} → {inputs.to_az}")
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: Ctx) -> bool:
         """The target is the writer (or the primary is in ``to_az``), and all is available."""
         inputs = ctx.inputs
-        assert isinstance(inputs, RdsFailoverInputs)
         aws = self.client(ctx)
         if inputs.cluster is not None:
             probe = self._writer_probe(aws, inputs.cluster, str(inputs.target_instance))
@@ -223,9 +223,8 @@ class RdsFailover(StepType):
         done, _ = _poll(ctx, inputs, probe, until_stable=True)
         return done
 
-    def undo(self, ctx: StepContext) -> None:
+    def undo(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, RdsFailoverInputs)
         aws = self.client(ctx)
         if inputs.cluster is not None:
             before = ctx.recorded.get(WRITER_BEFORE)
@@ -250,7 +249,7 @@ class RdsFailover(StepType):
         self._reboot_over(ctx, aws, inputs.instance, to=str(az))
         ctx.log(f"{inputs.instance}: primary back in {az}")
 
-    def _move_writer(self, ctx: StepContext, aws: Aws, cluster_id: str, target: str) -> None:
+    def _move_writer(self, ctx: Ctx, aws: Aws, cluster_id: str, target: str) -> None:
         aws.call(
             "failover_db_cluster",
             DBClusterIdentifier=cluster_id,
@@ -260,7 +259,7 @@ class RdsFailover(StepType):
         if not done:
             raise StepError(f"cluster {cluster_id} failover to {target} not done in time: {state}")
 
-    def _reboot_over(self, ctx: StepContext, aws: Aws, instance_id: str, *, to: str) -> None:
+    def _reboot_over(self, ctx: Ctx, aws: Aws, instance_id: str, *, to: str) -> None:
         aws.call("reboot_db_instance", DBInstanceIdentifier=instance_id, ForceFailover=True)
         done, state = _poll(ctx, ctx.inputs, self._az_probe(aws, instance_id, to))
         if not done:
@@ -294,25 +293,23 @@ Probe = Callable[[], tuple[bool, bool, str]]
 
 
 def _poll(
-    ctx: StepContext, inputs: StepInputs, probe: Probe, *, until_stable: bool = False
+    ctx: Ctx, inputs: RdsFailoverInputs, probe: Probe, *, until_stable: bool = False
 ) -> tuple[bool, str]:
     """Poll ``probe`` until done (or, with ``until_stable``, until nothing is in progress).
 
-    Bounded by the step's ``wait``, its deadline, and a count of polls. Right after a
-    failover call RDS may still say ``available`` for a moment, so apply waits for the
-    effect itself; verify only waits while something is in progress.
+    Bounded by the step's ``wait`` and its deadline. Right after a failover call RDS may
+    still say ``available`` for a moment, so apply waits for the effect itself; verify
+    only waits while something is in progress.
     """
-    assert isinstance(inputs, RdsFailoverInputs)
-    budget = min(inputs.wait, ctx.remaining())
-    waited = 0.0
     state = "not polled"
-    for _ in range(int(budget / inputs.poll_interval) + 2):
+
+    def settled() -> bool | None:
+        nonlocal state
         done, stable, state = probe()
-        if done or (until_stable and stable) or waited + inputs.poll_interval > budget:
-            return done, state
-        ctx.sleep(inputs.poll_interval)
-        waited += inputs.poll_interval
-    return False, state
+        return done if done or (until_stable and stable) else None
+
+    polled = ctx.poll(settled, every=inputs.poll_interval, within=inputs.wait)
+    return bool(polled.value), state
 
 
 def _require_available(what: str, status: Any) -> None:

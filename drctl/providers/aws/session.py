@@ -3,10 +3,10 @@
 ::
 
     StepError
+    ├── Unreachable           (drctl.errors) no answer from the endpoint within the timeouts
     └── AwsError              AWS answered with an error, or the request could not be made
         ├── AccessDenied      no usable credentials, or they lack the permission (HTTP 401/403)
-        ├── NotFound          the zone, change, cluster or instance does not exist (or is hidden)
-        └── AwsUnreachable    no answer from the endpoint within the timeouts
+        └── NotFound          the zone, change, cluster or instance does not exist (or is hidden)
 
 A client is made for one step phase from the target (``region``, ``profile``,
 ``endpoint_url``), with connect and read timeouts bounded by the step's remaining time
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
 from typing import Any
 
-from drctl.errors import StepError
+from drctl.errors import StepError, Unreachable
+from drctl.runbook.targets import AwsTarget, Route53Target
 from drctl.steps.base import StepContext
 
 #: Error codes that mean "these credentials may not do this" (or are not valid at all).
@@ -53,10 +53,6 @@ class AccessDenied(AwsError):
 
 class NotFound(AwsError):
     """Raised when the resource named in the call does not exist (or the caller cannot see it)."""
-
-
-class AwsUnreachable(AwsError):
-    """Raised when the endpoint does not answer (connection refused, timeouts)."""
 
 
 def import_client() -> None:
@@ -90,15 +86,14 @@ class Aws:
 
     @classmethod
     def open(
-        cls, service: str, target: Mapping[str, Any] | None, ctx: StepContext, *, cap: float = 30.0
+        cls, service: str, target: AwsTarget | Route53Target, ctx: StepContext, *, cap: float = 30.0
     ) -> Aws:
         """A client for the target's region, profile and endpoint, bounded by ``ctx.remaining()``."""
         import boto3
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError
 
-        target = target or {}
-        profile = _text(target.get("profile"))
+        profile = _text(target.profile)
         budget = max(2.0, min(cap, ctx.remaining()))
         config = Config(
             connect_timeout=min(5.0, budget),
@@ -113,8 +108,8 @@ class Aws:
                     session = _sessions[profile] = boto3.session.Session(profile_name=profile)
                 client = session.client(
                     service,
-                    region_name=_text(target.get("region")),
-                    endpoint_url=_text(target.get("endpoint_url")),
+                    region_name=_text(target.region),
+                    endpoint_url=_text(target.endpoint_url),
                     config=config,
                 )
         except BotoCoreError as exc:
@@ -133,7 +128,7 @@ class Aws:
             raise translate(exc, self.service, api, self.profile) from exc
 
 
-def translate(exc: Exception, service: str, api: str, profile: str | None = None) -> AwsError:
+def translate(exc: Exception, service: str, api: str, profile: str | None = None) -> StepError:
     """The one place a botocore exception becomes drctl's: what failed, why, and what to do."""
     from botocore import exceptions as bx
 
@@ -170,9 +165,9 @@ def translate(exc: Exception, service: str, api: str, profile: str | None = None
     if isinstance(exc, bx.NoRegionError):
         return AwsError(f"{what}: no AWS region: set the target's region")
     if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.ReadTimeoutError):
-        return AwsUnreachable(f"{what}: no answer: {text}")
+        return Unreachable(f"{what}: no answer: {text}")
     if isinstance(exc, bx.HTTPClientError):
-        return AwsUnreachable(f"{what}: connection failed: {text}")
+        return Unreachable(f"{what}: connection failed: {text}")
     return AwsError(f"{what}: {text}")
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import math
-import time
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -21,6 +19,7 @@ from drctl.providers.dns.wire import (
 )
 from drctl.runbook.durations import format_duration
 from drctl.runbook.model import Duration
+from drctl.runbook.targets import Rfc2136Target
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
 
 
@@ -79,7 +78,10 @@ class ResolveInputs(StepInputs):
         return value
 
 
-class Resolve(StepType):
+Ctx = StepContext[ResolveInputs, Rfc2136Target | None]
+
+
+class Resolve(StepType[ResolveInputs, Rfc2136Target | None]):
     """Resolve a name until it gives the expected values; at the deadline, report the TTL to wait.
 
     Asks one server — a resolver by address, an rfc2136 target's authoritative
@@ -101,8 +103,7 @@ class Resolve(StepType):
     def warm_up(self) -> None:
         import_client()
 
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, ResolveInputs)
+    def describe(self, inputs: ResolveInputs, target: str | None) -> str:
         if isinstance(inputs.resolver, ResolverAddress):
             via = f" via {inputs.resolver.ip}:{inputs.resolver.port}"
         elif inputs.resolver:
@@ -118,10 +119,9 @@ class Resolve(StepType):
     # -- whom to ask, and what -----------------------------------------------------------
 
     @staticmethod
-    def _server(ctx: StepContext) -> tuple[Server, str | None]:
+    def _server(ctx: Ctx) -> tuple[Server, str | None]:
         """The server to ask and the zone relative names belong to (None: absolute names)."""
         inputs = ctx.inputs
-        assert isinstance(inputs, ResolveInputs)
         resolver = inputs.resolver
         if isinstance(resolver, ResolverAddress):
             return Server(host=resolver.ip, port=resolver.port), None
@@ -129,21 +129,14 @@ class Resolve(StepType):
             address = Server.parse(resolver)
             if address is not None:
                 return address, None
-            target: Any = ctx.target_named(resolver)
-            return Server.of_target(target, f"resolver {resolver}"), zone_name(
-                str(target.get("zone") or ".")
-            )
-        if ctx.target:
-            return Server.of_target(ctx.target, ctx.step_id), zone_name(
-                str(ctx.target.get("zone") or ".")
-            )
+            target = ctx.target_named(resolver, Rfc2136Target)
+            return Server.of_target(target, f"resolver {resolver}"), zone_name(target.zone)
+        if ctx.target is not None:
+            return Server.of_target(ctx.target, ctx.step_id), zone_name(ctx.target.zone)
         return _system_resolver(), None
 
-    def _ask(
-        self, ctx: StepContext, cap: float = 5.0
-    ) -> tuple[Server, str, tuple[str, ...], Resolution]:
+    def _ask(self, ctx: Ctx, cap: float = 5.0) -> tuple[Server, str, tuple[str, ...], Resolution]:
         inputs = ctx.inputs
-        assert isinstance(inputs, ResolveInputs)
         server, zone = self._server(ctx)
         name = absolute_name(inputs.name, zone) if zone else absolute_name(inputs.name, None)
         expected = canonical_values(inputs.type, inputs.expect, zone)
@@ -151,56 +144,58 @@ class Resolve(StepType):
 
     # -- the contract ----------------------------------------------------------------------
 
-    def check(self, ctx: StepContext) -> str | None:
+    def check(self, ctx: Ctx) -> str | None:
         inputs = ctx.inputs
-        assert isinstance(inputs, ResolveInputs)
         server, name, expected, got = self._ask(ctx)
         head = f"resolve {name} {inputs.type}: now {got.show()} via {server}"
         if got.values == expected:
             return f"{head}, as expected"
         return f"{head}; expecting {_show(expected)}"
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: Ctx) -> bool:
         """Whether the name resolves to the expected values now (one query)."""
         _, _, expected, got = self._ask(ctx)
         return got.values == expected
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, ResolveInputs)
         budget = min(inputs.deadline, ctx.remaining())
-        started = time.monotonic()
-        # Bounded: at most one poll per interval of the budget, plus the first.
-        max_polls = math.floor(budget / inputs.interval) + 1
+        started = ctx.monotonic()
         last: Resolution | None = None
         last_error = ""
         shown = ""
-        polls = 0
         name, via, expected = inputs.name, "", tuple(inputs.expect)
-        for polls in range(1, max_polls + 1):
+
+        def resolved() -> Resolution | None:
+            nonlocal last, last_error, shown, name, via, expected
             # A query never outlasts the deadline: a silent server costs at most what is left.
-            cap = max(0.2, min(5.0, budget - (time.monotonic() - started)))
+            cap = max(0.2, min(5.0, budget - (ctx.monotonic() - started)))
             try:
                 server, name, expected, last = self._ask(ctx, cap)
                 via, last_error = str(server), ""
             except StepError as exc:
                 last_error = exc.message
-            waited = round(time.monotonic() - started, 3)
             if last is not None and not last_error and last.values == expected:
-                ctx.output("values", list(last.values))
-                ctx.output("ttl", last.ttl)
-                ctx.output("polls", polls)
-                ctx.output("waited", waited)
-                ctx.log(f"{name} {inputs.type} → {last.show()} after {polls} poll(s), {waited:g}s")
-                return
+                return last
             now = last_error or f"{name} {inputs.type} → {last.show() if last else '?'} via {via}"
             if now != shown:
                 ctx.log(f"{now}; waiting for {_show(expected)}")
                 shown = now
-            if time.monotonic() - started + inputs.interval > budget:
-                break
-            ctx.sleep(inputs.interval)
-        waited = round(time.monotonic() - started, 1)
+            return None
+
+        polled = ctx.poll(resolved, every=inputs.interval, within=budget)
+        polls = polled.polls
+        if polled.value is not None:
+            waited = round(polled.waited, 3)
+            ctx.output("values", list(polled.value.values))
+            ctx.output("ttl", polled.value.ttl)
+            ctx.output("polls", polls)
+            ctx.output("waited", waited)
+            ctx.log(
+                f"{name} {inputs.type} → {polled.value.show()} after {polls} poll(s), {waited:g}s"
+            )
+            return
+        waited = round(polled.waited, 1)
         if last is None:
             raise StepTimeout(
                 f"{name} {inputs.type}: no answer after {polls} poll(s) in {waited:g}s: {last_error}"

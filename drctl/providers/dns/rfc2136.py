@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import Field, field_validator
 
@@ -22,6 +22,7 @@ from drctl.providers.dns.wire import (
     zone_name,
     zone_serial,
 )
+from drctl.runbook.targets import Rfc2136Target
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
 
 #: The ``ctx.record`` key holding the RRset as it was before the change (None: absent).
@@ -78,8 +79,12 @@ class DeleteInputs(RecordInputs):
     pass
 
 
-class _Rfc2136Step(StepType):
-    """Shared plumbing: the target's server and zone, the absolute name, the current RRset."""
+RI = TypeVar("RI", bound=RecordInputs)
+
+
+class Rfc2136Step(StepType[RI, Rfc2136Target], Generic[RI]):
+    """Base of the ``rfc2136.*`` step types: the target's server and zone, the absolute
+    name, the current RRset; dnspython warmed up."""
 
     roles = frozenset({Role.TRAFFIC, Role.MUTATING})
     target_types = frozenset({"rfc2136"})
@@ -89,25 +94,24 @@ class _Rfc2136Step(StepType):
         import_client()
 
     @staticmethod
-    def _where(ctx: StepContext) -> tuple[Server, str, str, str]:
+    def _where(ctx: StepContext[RI, Rfc2136Target]) -> tuple[Server, str, str, str]:
         """(server, zone, absolute name, type) of this step."""
         inputs = ctx.inputs
-        assert isinstance(inputs, RecordInputs)
-        target = ctx.target or {}
+        target = ctx.target
         server = Server.of_target(target, ctx.step_id)
-        zone = zone_name(str(target.get("zone") or ""))
+        zone = zone_name(target.zone)
         if zone == ".":
             raise StepError(f"{ctx.step_id}: the rfc2136 target has no zone")
         return server, zone, absolute_name(inputs.name, zone), inputs.type
 
     @staticmethod
-    def _preflight(ctx: StepContext, server: Server, zone: str) -> None:
+    def _preflight(ctx: StepContext[Any, Rfc2136Target], server: Server, zone: str) -> None:
         """The zone is served by the server, and the key may update it (nothing changes)."""
         zone_serial(ctx, server, zone)
         may_update(ctx, server, zone)
 
     @staticmethod
-    def _previous(ctx: StepContext) -> RRset | None:
+    def _previous(ctx: StepContext[Any, Rfc2136Target]) -> RRset | None:
         if PREVIOUS not in ctx.recorded:
             raise StepError(
                 f"{ctx.step_id}: nothing was recorded before the change, so there is no old "
@@ -117,7 +121,7 @@ class _Rfc2136Step(StepType):
 
     @staticmethod
     def _restore(
-        ctx: StepContext,
+        ctx: StepContext[Any, Rfc2136Target],
         server: Server,
         zone: str,
         name: str,
@@ -143,7 +147,11 @@ class _Rfc2136Step(StepType):
         ctx.log(f"{name} {rdtype} {show(current)} → {show(previous)} (restored)")
 
 
-class Update(_Rfc2136Step):
+UpdateContext = StepContext[UpdateInputs, Rfc2136Target]
+DeleteContext = StepContext[DeleteInputs, Rfc2136Target]
+
+
+class Update(Rfc2136Step[UpdateInputs]):
     """Replace one RRset with a TSIG-signed RFC 2136 dynamic update (dnspython).
 
     ``check`` reads the RRset from the zone's authoritative server and shows
@@ -162,23 +170,21 @@ class Update(_Rfc2136Step):
     name = "rfc2136.update"
     Inputs = UpdateInputs
 
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, UpdateInputs)
+    def describe(self, inputs: UpdateInputs, target: str | None) -> str:
         ttl = "TTL unchanged" if inputs.ttl is None else f"TTL {inputs.ttl}"
         return (
             f"set {inputs.name} {inputs.type} → {short(', '.join(inputs.values), 60)} ({ttl}) "
             f"on {target} (RFC 2136)"
         )
 
-    def _desired(self, ctx: StepContext, zone: str, current: RRset | None) -> RRset:
+    def _desired(self, ctx: UpdateContext, zone: str, current: RRset | None) -> RRset:
         inputs = ctx.inputs
-        assert isinstance(inputs, UpdateInputs)
         ttl = inputs.ttl
         if ttl is None:
             ttl = current.ttl if current is not None else DEFAULT_TTL
         return RRset(ttl, canonical_values(inputs.type, inputs.values, zone))
 
-    def check(self, ctx: StepContext) -> str | None:
+    def check(self, ctx: UpdateContext) -> str | None:
         server, zone, name, rdtype = self._where(ctx)
         self._desired(ctx, zone, None)  # bad values fail before any I/O
         self._preflight(ctx, server, zone)
@@ -187,7 +193,7 @@ class Update(_Rfc2136Step):
         verb = "leave" if current == desired else "set"
         return f"{verb} {name} {rdtype} {_change(current, desired)}"
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: UpdateContext) -> None:
         server, zone, name, rdtype = self._where(ctx)
         current = read_rrset(ctx, server, zone, name, rdtype)
         desired = self._desired(ctx, zone, current)
@@ -205,10 +211,9 @@ class Update(_Rfc2136Step):
         cached = f"; resolvers may serve the old answer for up to {current.ttl}s" if current else ""
         ctx.log(f"{name} {rdtype} {_change(current, desired)}{cached}")
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: UpdateContext) -> bool:
         """The authoritative server holds the values (and the TTL, when the step gives one)."""
         inputs = ctx.inputs
-        assert isinstance(inputs, UpdateInputs)
         server, zone, name, rdtype = self._where(ctx)
         current = read_rrset(ctx, server, zone, name, rdtype)
         if current is None:
@@ -216,14 +221,14 @@ class Update(_Rfc2136Step):
         wanted = canonical_values(rdtype, inputs.values, zone)
         return current.values == wanted and (inputs.ttl is None or current.ttl == inputs.ttl)
 
-    def undo(self, ctx: StepContext) -> None:
+    def undo(self, ctx: UpdateContext) -> None:
         server, zone, name, rdtype = self._where(ctx)
         previous = self._previous(ctx)
         ours = self._desired(ctx, zone, previous)
         self._restore(ctx, server, zone, name, rdtype, ours=ours, previous=previous)
 
 
-class Delete(_Rfc2136Step):
+class Delete(Rfc2136Step[DeleteInputs]):
     """Delete one RRset with a TSIG-signed RFC 2136 dynamic update (dnspython).
 
     ``check`` shows what would go (``delete db.example. A 127.0.0.2 (TTL 30)``) and
@@ -236,11 +241,10 @@ class Delete(_Rfc2136Step):
     name = "rfc2136.delete"
     Inputs = DeleteInputs
 
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, DeleteInputs)
+    def describe(self, inputs: DeleteInputs, target: str | None) -> str:
         return f"delete {inputs.name} {inputs.type} on {target} (RFC 2136)"
 
-    def check(self, ctx: StepContext) -> str | None:
+    def check(self, ctx: DeleteContext) -> str | None:
         server, zone, name, rdtype = self._where(ctx)
         self._preflight(ctx, server, zone)
         current = read_rrset(ctx, server, zone, name, rdtype)
@@ -248,7 +252,7 @@ class Delete(_Rfc2136Step):
             return f"leave {name} {rdtype}: it does not exist"
         return f"delete {name} {rdtype} {current.show()}"
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: DeleteContext) -> None:
         server, zone, name, rdtype = self._where(ctx)
         current = read_rrset(ctx, server, zone, name, rdtype)
         ctx.record(PREVIOUS, None if current is None else current.as_record())
@@ -265,12 +269,12 @@ class Delete(_Rfc2136Step):
             f"for up to {current.ttl}s"
         )
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: DeleteContext) -> bool:
         """The authoritative server has no such RRset."""
         server, zone, name, rdtype = self._where(ctx)
         return read_rrset(ctx, server, zone, name, rdtype) is None
 
-    def undo(self, ctx: StepContext) -> None:
+    def undo(self, ctx: DeleteContext) -> None:
         server, zone, name, rdtype = self._where(ctx)
         previous = self._previous(ctx)
         self._restore(ctx, server, zone, name, rdtype, ours=None, previous=previous)

@@ -11,7 +11,7 @@ reads the record set back. ``undo`` puts the journaled record set back field for
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -27,6 +27,7 @@ from drctl.providers.aws.hosted_zone import (
 )
 from drctl.providers.aws.session import Aws, import_client
 from drctl.runbook.model import Duration
+from drctl.runbook.targets import Route53Target
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
 
 #: ``ctx.record`` keys: the record set as it was before the change (None: absent), and
@@ -132,8 +133,12 @@ class DeleteInputs(RecordSetInputs):
 # -- the step types --------------------------------------------------------------------------
 
 
-class _Route53Step(StepType):
-    """Shared plumbing: the target's zone, the record set's key, preflight, the INSYNC wait."""
+RS = TypeVar("RS", bound=RecordSetInputs)
+
+
+class Route53Step(StepType[RS, Route53Target], Generic[RS]):
+    """Base of the ``route53.*`` step types: the target's zone, the record set's key,
+    preflight, the INSYNC wait; boto3 warmed up."""
 
     roles = frozenset({Role.TRAFFIC, Role.MUTATING})
     target_types = frozenset({"route53"})
@@ -142,23 +147,22 @@ class _Route53Step(StepType):
     def warm_up(self) -> None:
         import_client()
 
-    def zone(self, ctx: StepContext) -> HostedZone:
+    def zone(self, ctx: StepContext[RS, Route53Target]) -> HostedZone:
         """The step's hosted zone, with a client for this phase (a subclass may hand another)."""
-        return HostedZone(
-            Aws.open("route53", ctx.target, ctx), str((ctx.target or {})["hosted_zone_id"])
-        )
+        return HostedZone(Aws.open("route53", ctx.target, ctx), ctx.target.hosted_zone_id)
 
     @staticmethod
-    def _key(ctx: StepContext) -> tuple[str, str, str | None]:
+    def _key(ctx: StepContext[RS, Route53Target]) -> tuple[str, str, str | None]:
         inputs = ctx.inputs
-        assert isinstance(inputs, RecordSetInputs)
         return absolute(inputs.name), inputs.type, inputs.set_identifier
 
     @staticmethod
     def _head(name: str, rtype: str, set_id: str | None) -> str:
         return f"{name} {rtype}" + (f" [{set_id}]" if set_id else "")
 
-    def _preflight(self, ctx: StepContext, zone: HostedZone) -> dict[str, Any] | None:
+    def _preflight(
+        self, ctx: StepContext[RS, Route53Target], zone: HostedZone
+    ) -> dict[str, Any] | None:
         """The zone exists and holds the name; returns the current record set (read-only)."""
         name, rtype, set_id = self._key(ctx)
         zone_name = zone.name()
@@ -174,18 +178,22 @@ class _Route53Step(StepType):
             (r for r in here if r["Type"] == rtype and r.get("SetIdentifier") == set_id), None
         )
 
-    def _send(self, ctx: StepContext, zone: HostedZone, action: str, rrs: Mapping[str, Any]) -> str:
+    def _send(
+        self,
+        ctx: StepContext[RS, Route53Target],
+        zone: HostedZone,
+        action: str,
+        rrs: Mapping[str, Any],
+    ) -> str:
         inputs = ctx.inputs
-        assert isinstance(inputs, RecordSetInputs)
         change_id = zone.change(ctx, action, rrs)
         ctx.record(CHANGE_ID, change_id)
         zone.wait_insync(ctx, change_id, inputs.insync_timeout, inputs.poll_interval)
         return change_id
 
-    def _insync(self, ctx: StepContext, zone: HostedZone) -> bool:
+    def _insync(self, ctx: StepContext[RS, Route53Target], zone: HostedZone) -> bool:
         """The change this step sent (if any) is INSYNC, waiting for it within the limits."""
         inputs = ctx.inputs
-        assert isinstance(inputs, RecordSetInputs)
         if ctx.recorded.get(CHANGE_ID):
             zone.wait_insync(
                 ctx, str(ctx.recorded[CHANGE_ID]), inputs.insync_timeout, inputs.poll_interval
@@ -193,7 +201,11 @@ class _Route53Step(StepType):
         return True
 
     def _restore(
-        self, ctx: StepContext, zone: HostedZone, ours: Mapping[str, Any] | None, previous: Any
+        self,
+        ctx: StepContext[RS, Route53Target],
+        zone: HostedZone,
+        ours: Mapping[str, Any] | None,
+        previous: Any,
     ) -> None:
         """Put ``previous`` back, but only over what this step left (``ours``)."""
         name, rtype, set_id = self._key(ctx)
@@ -217,7 +229,11 @@ class _Route53Step(StepType):
         ctx.log(f"{head} {change_line(current, previous)}: restored")
 
 
-class Upsert(_Route53Step):
+UpsertContext = StepContext[UpsertInputs, Route53Target]
+DeleteContext = StepContext[DeleteInputs, Route53Target]
+
+
+class Upsert(Route53Step[UpsertInputs]):
     """Create or replace one Route 53 record set (UPSERT), wait for INSYNC, and read it back.
 
     Fields the step does not give are kept from the record set as it is, so
@@ -238,8 +254,7 @@ class Upsert(_Route53Step):
     name = "route53.upsert"
     Inputs = UpsertInputs
 
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, UpsertInputs)
+    def describe(self, inputs: UpsertInputs, target: str | None) -> str:
         head = self._head(absolute(inputs.name), inputs.type, inputs.set_identifier)
         if inputs.alias is not None:
             to = f"alias {inputs.alias.dns_name}"
@@ -285,10 +300,9 @@ class Upsert(_Route53Step):
                 rrs[key] = getattr(inputs, field)
         return rrs
 
-    def _desired(self, ctx: StepContext, current: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _desired(self, ctx: UpsertContext, current: Mapping[str, Any] | None) -> dict[str, Any]:
         """The record set after the change: the current one with the step's fields over it."""
         inputs = ctx.inputs
-        assert isinstance(inputs, UpsertInputs)
         wanted = self._wanted(inputs)
         rrs = dict(current) if current is not None else {}
         if "AliasTarget" in wanted:
@@ -309,12 +323,12 @@ class Upsert(_Route53Step):
             )
         return rrs
 
-    def check(self, ctx: StepContext) -> str | None:
+    def check(self, ctx: UpsertContext) -> str | None:
         zone = self.zone(ctx)
         current = self._preflight(ctx, zone)
         return f"{self._head(*self._key(ctx))} {change_line(current, self._desired(ctx, current))}"
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: UpsertContext) -> None:
         name, rtype, set_id = self._key(ctx)
         head = self._head(name, rtype, set_id)
         zone = self.zone(ctx)
@@ -338,25 +352,23 @@ class Upsert(_Route53Step):
         ) else ""  # fmt: skip
         ctx.log(f"{head} {change_line(current, desired)}; change {change_id} INSYNC{cached}")
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: UpsertContext) -> bool:
         """Route 53 holds every field the step gives, and the change it sent is INSYNC."""
         inputs = ctx.inputs
-        assert isinstance(inputs, UpsertInputs)
         zone = self.zone(ctx)
         if not holds(zone.record_set(*self._key(ctx)), self._wanted(inputs)):
             return False
         return self._insync(ctx, zone)
 
-    def undo(self, ctx: StepContext) -> None:
+    def undo(self, ctx: UpsertContext) -> None:
         if PREVIOUS not in ctx.recorded:
             ctx.log("this step sent no change: nothing to undo")
             return
         inputs = ctx.inputs
-        assert isinstance(inputs, UpsertInputs)
         self._restore(ctx, self.zone(ctx), self._wanted(inputs), ctx.recorded[PREVIOUS])
 
 
-class Delete(_Route53Step):
+class Delete(Route53Step[DeleteInputs]):
     """Delete one Route 53 record set, wait for INSYNC, and check it is gone.
 
     ``check`` shows what would go (``db.example. CNAME old.example. (TTL 60) → (none)``)
@@ -370,16 +382,15 @@ class Delete(_Route53Step):
     name = "route53.delete"
     Inputs = DeleteInputs
 
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, DeleteInputs)
+    def describe(self, inputs: DeleteInputs, target: str | None) -> str:
         head = self._head(absolute(inputs.name), inputs.type, inputs.set_identifier)
         return f"delete {head} in {target} (Route 53)"
 
-    def check(self, ctx: StepContext) -> str | None:
+    def check(self, ctx: DeleteContext) -> str | None:
         current = self._preflight(ctx, self.zone(ctx))
         return f"{self._head(*self._key(ctx))} {change_line(current, None)}"
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: DeleteContext) -> None:
         name, rtype, set_id = self._key(ctx)
         head = self._head(name, rtype, set_id)
         zone = self.zone(ctx)
@@ -399,12 +410,12 @@ class Delete(_Route53Step):
         ctx.output("change_id", change_id)
         ctx.log(f"{head} {change_line(current, None)}; change {change_id} INSYNC")
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: DeleteContext) -> bool:
         """Route 53 has no such record set, and the change the step sent is INSYNC."""
         zone = self.zone(ctx)
         return zone.record_set(*self._key(ctx)) is None and self._insync(ctx, zone)
 
-    def undo(self, ctx: StepContext) -> None:
+    def undo(self, ctx: DeleteContext) -> None:
         if ctx.recorded.get(PREVIOUS) is None:
             ctx.log("this step deleted nothing: nothing to undo")
             return

@@ -4,7 +4,7 @@ Every exchange has a timeout bounded by the step's remaining time, and dnspython
 exceptions become StepError here, once, keeping the cause::
 
     StepError
-    ├── ServerUnreachable   no answer within the timeout, or the connection was refused
+    ├── Unreachable         (drctl.errors) no answer within the timeout, or the connection was refused
     └── KeyRefused          the server does not accept the TSIG key: unknown name, wrong
                             secret or algorithm, clock skew; or its answer fails our check
 
@@ -19,21 +19,18 @@ presentation strings (``dns.rdata`` parsed, then printed), so ``2001:db8:0::1`` 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drctl.errors import StepError
+from drctl.errors import StepError, Unreachable
+from drctl.runbook.targets import Rfc2136Target
 from drctl.steps.base import StepContext
 
 #: TTL for a new RRset when the step gives none and there is no old RRset to keep it from.
 DEFAULT_TTL = 300
 #: Types that are not RRsets one may replace with an UPDATE.
 UNSUPPORTED_TYPES = frozenset({"SOA", "ANY", "AXFR", "IXFR", "OPT", "TSIG", "TKEY"})
-
-
-class ServerUnreachable(StepError):
-    """Raised when a DNS server does not answer in time or refuses the connection."""
 
 
 class KeyRefused(StepError):
@@ -66,20 +63,14 @@ class Server:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @classmethod
-    def of_target(cls, target: Mapping[str, Any] | None, what: str = "target") -> Server:
-        """The server of an ``rfc2136`` target mapping (secrets already resolved)."""
-        if not target or not target.get("server"):
-            raise StepError(f"{what}: an rfc2136 target (server, port, zone) is required")
-        if target.get("type", "rfc2136") != "rfc2136":
-            raise StepError(f"{what}: a target of type rfc2136 is required, not {target['type']}")
-        key_name, secret = target.get("tsig_key_name"), target.get("tsig_secret")
+    def of_target(cls, target: Rfc2136Target, what: str = "target") -> Server:
+        """The server of an ``rfc2136`` target (secrets already resolved)."""
+        key_name, secret = target.tsig_key_name, target.tsig_secret
         if bool(key_name) != bool(secret):
             raise StepError(f"{what}: give both tsig_key_name and tsig_secret, or neither")
         return cls(
-            host=str(target["server"]), port=int(target.get("port") or 53),
-            key_name=str(key_name) if key_name else None,
-            algorithm=str(target.get("tsig_algorithm") or "hmac-sha256"),
-            secret=str(secret) if secret else None,
+            host=target.server, port=target.port, key_name=key_name or None,
+            algorithm=target.tsig_algorithm, secret=secret or None,
         )  # fmt: skip
 
     @classmethod
@@ -240,10 +231,10 @@ def _exchange(
         )
         return response
     except dns.exception.Timeout as exc:
-        raise ServerUnreachable(f"{what}: no answer from {server} within {timeout:.1f}s") from exc
+        raise Unreachable(f"{what}: no answer from {server} within {timeout:.1f}s") from exc
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise ServerUnreachable(f"{what}: cannot reach {server}: {reason}") from exc
+        raise Unreachable(f"{what}: cannot reach {server}: {reason}") from exc
     except dns.tsig.PeerBadKey as exc:
         raise KeyRefused(
             f"{what}: {server} does not know TSIG key {server.key_name!r} (BADKEY)"

@@ -7,14 +7,13 @@ from typing import Any, Self
 from pydantic import Field, model_validator
 
 from drctl.errors import StepError
+from drctl.providers.mongo.base import MongoContext, MongoStep
 from drctl.providers.mongo.session import (
     CommandFailed,
-    Deadline,
     admin,
     connect,
     electable_in_config,
     get_config,
-    import_client,
     member_hello,
     members_by_host,
     next_config,
@@ -25,7 +24,7 @@ from drctl.providers.mongo.session import (
 from drctl.providers.mongo.status import read_status
 from drctl.providers.mongo.step_down import step_down
 from drctl.runbook.model import Duration
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.steps.base import Role, StepInputs
 
 #: At most this many primaries are stepped down while waiting (another member may win
 #: the election after the first step-down; the raised priority then takes over).
@@ -70,7 +69,10 @@ def _priority(member: dict[str, Any]) -> float:
     return float(member.get("priority", 1))
 
 
-class Elect(StepType):
+Ctx = MongoContext[ElectInputs]
+
+
+class Elect(MongoStep[ElectInputs]):
     """Make a chosen member primary: raise its priority, step the primary down, wait.
 
     1. Reconfigures (on the primary, without force) the member's priority to
@@ -90,14 +92,8 @@ class Elect(StepType):
     name = "mongo.elect"
     Inputs = ElectInputs
     roles = frozenset({Role.PROMOTE, Role.MUTATING})
-    target_types = frozenset({"mongo"})
-    target_required = True
 
-    def warm_up(self) -> None:
-        import_client()
-
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, ElectInputs)
+    def describe(self, inputs: ElectInputs, target: str | None) -> str:
         priority = (
             f"priority {inputs.priority:g}"
             if inputs.priority is not None
@@ -106,8 +102,8 @@ class Elect(StepType):
         return f"make {inputs.member} primary of {target} ({priority}; wait up to {inputs.wait:g}s)"
 
     @staticmethod
-    def _uri(ctx: StepContext) -> str:
-        return str((ctx.target or {})["uri"])
+    def _uri(ctx: Ctx) -> str:
+        return ctx.target.uri
 
     @staticmethod
     def _wanted(inputs: ElectInputs, members: dict[str, dict[str, Any]]) -> float | None:
@@ -128,9 +124,8 @@ class Elect(StepType):
         if why:
             raise StepError(f"{inputs.member} cannot become primary: {why}")
 
-    def check(self, ctx: StepContext) -> str | None:
+    def check(self, ctx: Ctx) -> str | None:
         inputs = ctx.inputs
-        assert isinstance(inputs, ElectInputs)
         uri = self._uri(ctx)
         with connect(uri, ctx, what="replica set") as client:
             members = members_by_host(get_config(client))
@@ -144,12 +139,11 @@ class Elect(StepType):
             return f"{inputs.member} is primary already{raise_note}"
         return f"make {inputs.member} ({me.state}, {me.lag_seconds or 0:g}s behind) primary{raise_note}"
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, ElectInputs)
         uri = self._uri(ctx)
-        deadline = Deadline(ctx, inputs.wait)
-        primary = wait_for_primary(uri, ctx, deadline.left())
+        started = ctx.monotonic()
+        primary = wait_for_primary(uri, ctx, inputs.wait)
         with connect(uri, ctx, what=primary, member=primary) as client:
             config = get_config(client)
             members = members_by_host(config)
@@ -174,10 +168,13 @@ class Elect(StepType):
             except CommandFailed as exc:
                 if exc.code != NOT_SECONDARY:  # it won an election meanwhile
                     raise
-        for _ in range(int(inputs.wait / POLL) + 2):
+        current: str | None = None
+
+        def elected() -> bool | None:
+            nonlocal hello, current
             if hello is not None and hello.get("isWritablePrimary"):
-                break
-            current = hello.get("primary") if hello else None
+                return True
+            current = str(hello["primary"]) if hello and hello.get("primary") else None
             if current and current != inputs.member and current not in stepped:
                 if len(stepped) >= MAX_STEP_DOWNS:
                     raise StepError(
@@ -185,29 +182,28 @@ class Elect(StepType):
                         f"{inputs.member} did not"
                     )
                 ctx.log(
-                    step_down(
-                        uri, ctx, str(current), inputs.step_down_seconds, inputs.catch_up_seconds
-                    )
+                    step_down(uri, ctx, current, inputs.step_down_seconds, inputs.catch_up_seconds)
                 )
-                stepped.append(str(current))
-            if deadline.left() < POLL:
-                raise StepError(
-                    f"{inputs.member} did not become primary within {inputs.wait:g}s "
-                    f"(primary now: {current or 'none'})"
-                )
-            ctx.sleep(POLL)
+                stepped.append(current)
             hello = try_member_hello(uri, ctx, inputs.member, cap=2.0)
+            return True if hello is not None and hello.get("isWritablePrimary") else None
+
+        left = inputs.wait - (ctx.monotonic() - started)
+        if not ctx.poll(elected, every=POLL, within=left).done:
+            raise StepError(
+                f"{inputs.member} did not become primary within {inputs.wait:g}s "
+                f"(primary now: {current or 'none'})"
+            )
         ctx.output("primary", inputs.member)
         ctx.output("stepped_down", stepped)
         ctx.log(f"{inputs.member} is primary")
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: Ctx) -> bool:
         inputs = ctx.inputs
-        assert isinstance(inputs, ElectInputs)
         reply = try_member_hello(self._uri(ctx), ctx, inputs.member)
         return bool(reply and reply.get("isWritablePrimary"))
 
-    def undo(self, ctx: StepContext) -> None:
+    def undo(self, ctx: Ctx) -> None:
         """Put the recorded priorities back (reconfig on the primary)."""
         previous = ctx.recorded.get("previous_priorities")
         if not previous:

@@ -8,16 +8,15 @@ from typing import Any
 
 from pydantic import Field
 
-from drctl.errors import StepError
+from drctl.errors import StepError, Unreachable
+from drctl.providers.mongo.base import MongoContext, MongoStep
 from drctl.providers.mongo.session import (
     ConnectionDropped,
-    MemberUnreachable,
     admin,
     connect,
-    import_client,
     member_hello,
 )
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.steps.base import Role, StepContext, StepInputs
 
 
 class FreezeInputs(StepInputs):
@@ -47,7 +46,10 @@ def _self_status(uri: str, ctx: StepContext, member: str) -> dict[str, Any]:
     raise StepError(f"{member}: replSetGetStatus has no entry for the member itself")
 
 
-class Freeze(StepType):
+Ctx = MongoContext[FreezeInputs]
+
+
+class Freeze(MongoStep[FreezeInputs]):
     """Keep members from standing for election for a while (``replSetFreeze``).
 
     For members that must not become primary during a failover (say, the secondaries
@@ -62,23 +64,16 @@ class Freeze(StepType):
     name = "mongo.freeze"
     Inputs = FreezeInputs
     roles = frozenset({Role.MUTATING})
-    target_types = frozenset({"mongo"})
-    target_required = True
 
-    def warm_up(self) -> None:
-        import_client()
-
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, FreezeInputs)
+    def describe(self, inputs: FreezeInputs, target: str | None) -> str:
         return f"freeze {', '.join(inputs.members)} for {inputs.seconds}s (no election)"
 
     @staticmethod
-    def _uri(ctx: StepContext) -> str:
-        return str((ctx.target or {})["uri"])
+    def _uri(ctx: Ctx) -> str:
+        return ctx.target.uri
 
-    def check(self, ctx: StepContext) -> str | None:
+    def check(self, ctx: Ctx) -> str | None:
         inputs = ctx.inputs
-        assert isinstance(inputs, FreezeInputs)
         notes = []
         for member in inputs.members:
             if member_hello(self._uri(ctx), ctx, member).get("isWritablePrimary"):
@@ -87,9 +82,8 @@ class Freeze(StepType):
                 notes.append(f"{member} is primary now: it must have stepped down by then")
         return "; ".join(notes) or self.describe(inputs, None)
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, FreezeInputs)
         uri = self._uri(ctx)
         frozen: dict[str, dict[str, float]] = {}
         for member in inputs.members:
@@ -105,9 +99,8 @@ class Freeze(StepType):
             ctx.log(f"{member} frozen until {_iso(at + inputs.seconds)}")
         ctx.output("frozen_until", {m: _iso(v["until"]) for m, v in frozen.items()})
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: Ctx) -> bool:
         inputs = ctx.inputs
-        assert isinstance(inputs, FreezeInputs)
         frozen = ctx.recorded.get("frozen") or {}
         now = time.time()
         for member in inputs.members:
@@ -116,17 +109,16 @@ class Freeze(StepType):
                 return False
             try:
                 me = _self_status(self._uri(ctx), ctx, member)
-            except (MemberUnreachable, ConnectionDropped):
+            except (Unreachable, ConnectionDropped):
                 return False
             restarted = float(me.get("uptime", 0)) + 2.0 < now - float(entry["at"])
             if me.get("stateStr") == "PRIMARY" or int(me.get("state", 0)) == 1 or restarted:
                 return False
         return True
 
-    def undo(self, ctx: StepContext) -> None:
+    def undo(self, ctx: Ctx) -> None:
         """Unfreeze every member the step froze (``replSetFreeze: 0``)."""
         inputs = ctx.inputs
-        assert isinstance(inputs, FreezeInputs)
         uri = self._uri(ctx)
         failed = []
         for member in (ctx.recorded.get("frozen") or {}) or inputs.members:

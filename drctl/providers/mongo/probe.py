@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import secrets
-import time
 from datetime import UTC, datetime
 
 from pydantic import Field
 
 from drctl.errors import StepError
-from drctl.providers.mongo.session import Deadline, connect, import_client
+from drctl.providers.mongo.base import MongoContext, MongoStep
+from drctl.providers.mongo.session import connect
 from drctl.runbook.model import Duration
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.steps.base import Role, StepInputs
 
 
 class ProbeInputs(StepInputs):
@@ -26,7 +26,10 @@ class ProbeInputs(StepInputs):
     interval: Duration = Field(default=0.5, description="Seconds between tries.")
 
 
-class WriteProbe(StepType):
+Ctx = MongoContext[ProbeInputs]
+
+
+class WriteProbe(MongoStep[ProbeInputs]):
     """Insert a document with ``w: majority, j: true`` and read it back with read concern majority.
 
     Each try inserts one document (``run_id``, ``step``, a nonce, the time) into
@@ -39,35 +42,24 @@ class WriteProbe(StepType):
     name = "mongo.write_probe"
     Inputs = ProbeInputs
     roles = frozenset({Role.VERIFY})
-    target_types = frozenset({"mongo"})
-    target_required = True
 
-    def warm_up(self) -> None:
-        import_client()
-
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, ProbeInputs)
+    def describe(self, inputs: ProbeInputs, target: str | None) -> str:
         return (
             f"write a probe document to {target} with w: majority (wtimeout "
             f"{inputs.wtimeout:g}s) and read it back, up to {inputs.deadline:g}s"
         )
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, ProbeInputs)
         from bson import ObjectId
         from pymongo import ReadPreference
         from pymongo.read_concern import ReadConcern
         from pymongo.write_concern import WriteConcern
 
-        uri = str((ctx.target or {})["uri"])
-        deadline = Deadline(ctx, inputs.deadline)
+        uri = ctx.target.uri
         concern = WriteConcern(w="majority", j=True, wtimeout=max(1, int(inputs.wtimeout * 1000)))
-        last = "no attempt"
-        attempts = 0
-        # Bounded by the deadline, and by a count: at most deadline/interval + 1 tries.
-        for _ in range(int(inputs.deadline / max(inputs.interval, 0.01)) + 1):
-            attempts += 1
+
+        def write() -> tuple[float, str | None]:
             doc = {
                 "_id": ObjectId(),
                 "run_id": ctx.run_id,
@@ -75,31 +67,34 @@ class WriteProbe(StepType):
                 "nonce": secrets.token_hex(8),
                 "at": datetime.now(UTC),
             }
-            t0 = time.monotonic()
-            try:
-                with connect(uri, ctx, what="write probe", cap=inputs.wtimeout + 5.0) as client:
-                    coll = client[inputs.database].get_collection(
-                        inputs.collection,
-                        write_concern=concern,
-                        read_concern=ReadConcern("majority"),
-                        read_preference=ReadPreference.PRIMARY,
-                    )
-                    coll.insert_one(doc)
-                    back = coll.find_one({"_id": doc["_id"]})
-                    primary = client.primary
-                if back is not None and back.get("nonce") == doc["nonce"]:
-                    ctx.output("latency_ms", round((time.monotonic() - t0) * 1000, 1))
-                    ctx.output("attempts", attempts)
-                    ctx.output("primary", f"{primary[0]}:{primary[1]}" if primary else None)
-                    ctx.log(f"majority write acknowledged and read back after {attempts} tries")
-                    return
-                last = "the document read back with read concern majority differs or is missing"
-            except StepError as exc:
-                last = exc.message
-            if deadline.left() < inputs.interval:
-                break
-            ctx.sleep(inputs.interval)
-        raise StepError(
-            f"no majority-acknowledged write after {attempts} tries in "
-            f"{deadline.elapsed():.1f}s: {last}"
+            t0 = ctx.monotonic()
+            with connect(uri, ctx, what="write probe", cap=inputs.wtimeout + 5.0) as client:
+                coll = client[inputs.database].get_collection(
+                    inputs.collection,
+                    write_concern=concern,
+                    read_concern=ReadConcern("majority"),
+                    read_preference=ReadPreference.PRIMARY,
+                )
+                coll.insert_one(doc)
+                back = coll.find_one({"_id": doc["_id"]})
+                primary = client.primary
+            if back is None or back.get("nonce") != doc["nonce"]:
+                raise StepError(
+                    "the document read back with read concern majority differs or is missing"
+                )
+            return ctx.monotonic() - t0, f"{primary[0]}:{primary[1]}" if primary else None
+
+        polled = ctx.poll(
+            write, every=inputs.interval, within=inputs.deadline, retry_on=(StepError,)
         )
+        if polled.value is None:
+            last = polled.error.message if polled.error else "no attempt"
+            raise StepError(
+                f"no majority-acknowledged write after {polled.polls} tries in "
+                f"{polled.waited:.1f}s: {last}"
+            ) from polled.error
+        took, primary = polled.value
+        ctx.output("latency_ms", round(took * 1000, 1))
+        ctx.output("attempts", polled.polls)
+        ctx.output("primary", primary)
+        ctx.log(f"majority write acknowledged and read back after {polled.polls} tries")

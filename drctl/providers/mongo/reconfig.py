@@ -14,10 +14,10 @@ from typing import Any, Literal, Self
 from pydantic import Field, model_validator
 
 from drctl.errors import StepError
+from drctl.providers.mongo.base import MongoContext, MongoStep
 from drctl.providers.mongo.session import (
     connect,
     get_config,
-    import_client,
     members_by_host,
     next_config,
     reconfig,
@@ -25,7 +25,7 @@ from drctl.providers.mongo.session import (
     try_member_hello,
     wait_for_primary,
 )
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.steps.base import Role, StepInputs
 
 
 class MemberChange(StepInputs):
@@ -154,7 +154,10 @@ def describe_changes(inputs: ReconfigInputs) -> str:
     return "; ".join(parts)
 
 
-class Reconfig(StepType):
+Ctx = MongoContext[ReconfigInputs]
+
+
+class Reconfig(MongoStep[ReconfigInputs]):
     """Change members, votes or priorities with ``replSetReconfig``; forced only with consent.
 
     Without ``force`` the primary takes the new config (version + 1) and the server
@@ -172,22 +175,14 @@ class Reconfig(StepType):
     name = "mongo.reconfig"
     Inputs = ReconfigInputs
     roles = frozenset({Role.MUTATING})
-    target_types = frozenset({"mongo"})
-    target_required = True
 
-    def warm_up(self) -> None:
-        import_client()
-
-    def step_roles(self, inputs: StepInputs) -> frozenset[Role]:
-        assert isinstance(inputs, ReconfigInputs)
+    def step_roles(self, inputs: ReconfigInputs) -> frozenset[Role]:
         return frozenset({Role.MUTATING, Role.PROMOTE}) if inputs.force else self.roles
 
-    def undoable(self, inputs: StepInputs) -> bool:
-        assert isinstance(inputs, ReconfigInputs)
+    def undoable(self, inputs: ReconfigInputs) -> bool:
         return not inputs.force
 
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, ReconfigInputs)
+    def describe(self, inputs: ReconfigInputs, target: str | None) -> str:
         how = (
             f"FORCED on {inputs.via or 'a surviving member'}, accepting data loss"
             if inputs.force
@@ -196,13 +191,12 @@ class Reconfig(StepType):
         return f"reconfigure {target} ({how}): {describe_changes(inputs)}"
 
     @staticmethod
-    def _uri(ctx: StepContext) -> str:
-        return str((ctx.target or {})["uri"])
+    def _uri(ctx: Ctx) -> str:
+        return ctx.target.uri
 
-    def _receiver(self, ctx: StepContext) -> str:
+    def _receiver(self, ctx: Ctx) -> str:
         """The member that takes the new config: the primary, or (forced) a survivor."""
         inputs = ctx.inputs
-        assert isinstance(inputs, ReconfigInputs)
         uri = self._uri(ctx)
         if not inputs.force:
             return wait_for_primary(uri, ctx, min(30.0, ctx.remaining()))
@@ -216,7 +210,7 @@ class Reconfig(StepType):
                 return str(member["host"])
         raise StepError("no member of the new config answers: nowhere to force it")
 
-    def _refuse_force_with_primary(self, ctx: StepContext) -> None:
+    def _refuse_force_with_primary(self, ctx: Ctx) -> None:
         """A forced reconfig is for a set without a majority: refuse it while a primary answers."""
         uri = self._uri(ctx)
         reply = set_hello(uri, ctx, cap=3.0)
@@ -230,9 +224,8 @@ class Reconfig(StepType):
                 "there; reconfigure without force"
             )
 
-    def check(self, ctx: StepContext) -> str | None:
+    def check(self, ctx: Ctx) -> str | None:
         inputs = ctx.inputs
-        assert isinstance(inputs, ReconfigInputs)
         receiver = self._receiver(ctx)
         with connect(self._uri(ctx), ctx, what=receiver, member=receiver) as client:
             config = get_config(client)
@@ -243,9 +236,8 @@ class Reconfig(StepType):
             self._refuse_force_with_primary(ctx)
         return f"{receiver} takes config version {int(config.get('version', 0)) + 1}: {describe_changes(inputs)}"
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, ReconfigInputs)
         from bson import json_util
 
         uri = self._uri(ctx)
@@ -274,9 +266,8 @@ class Reconfig(StepType):
             f"{' (forced)' if inputs.force else ''}: {describe_changes(inputs)}"
         )
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: Ctx) -> bool:
         inputs = ctx.inputs
-        assert isinstance(inputs, ReconfigInputs)
         uri = self._uri(ctx)
         if inputs.force:
             receiver = str(ctx.recorded.get("receiver") or inputs.via or self._receiver(ctx))
@@ -285,7 +276,7 @@ class Reconfig(StepType):
         with connect(uri, ctx, what="replica set") as client:
             return in_effect(get_config(client), inputs)
 
-    def undo(self, ctx: StepContext) -> None:
+    def undo(self, ctx: Ctx) -> None:
         """Re-apply the recorded previous config (members and settings) on the primary."""
         from bson import json_util
 

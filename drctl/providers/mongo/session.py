@@ -8,7 +8,7 @@ URI's own, when it sets smaller ones), so a member that does not answer fails th
 instead of hanging drctl. pymongo's exceptions become these, here, keeping the cause::
 
     StepError
-    ├── MemberUnreachable    no suitable member answered within the selection timeout
+    ├── Unreachable          (drctl.errors) no suitable member answered within the selection timeout
     ├── ConnectionDropped    the connection closed or timed out mid-command (a step-down
     │                        closes its own connection on servers before 4.2)
     ├── NotPrimary           the command needs the primary and the member is not it
@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
-from drctl.errors import StepError
+from drctl.errors import StepError, Unreachable, first_line
 from drctl.steps.base import StepContext
 
 #: Upper bound on server selection when neither the URI nor the step says less: a member
@@ -31,10 +31,6 @@ from drctl.steps.base import StepContext
 SELECTION_CAP = 5.0
 
 NOT_PRIMARY_CODES = frozenset({10107, 13435, 11602, 189})
-
-
-class MemberUnreachable(StepError):
-    """Raised when no member suitable for a command answers within the selection timeout."""
 
 
 class ConnectionDropped(StepError):
@@ -58,16 +54,9 @@ class WriteConcernFailed(StepError):
     """Raised when a write is applied but its write concern is not satisfied (e.g. wtimeout)."""
 
 
-def import_client() -> None:
-    """Import pymongo (about 0.2 s) ahead of the first connection."""
-    import pymongo  # noqa: F401
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's message without pymongo's topology dump."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line.split(", Timeout:", 1)[0].split(" (configured timeouts:", 1)[0]
+def brief(exc: BaseException) -> str:
+    """An exception's first line without pymongo's topology dump."""
+    return first_line(exc).split(", Timeout:", 1)[0].split(" (configured timeouts:", 1)[0]
 
 
 def _uri_option_seconds(uri: str, name: str) -> float | None:
@@ -134,28 +123,28 @@ def _translate(exc: Exception, what: str) -> StepError:
     if isinstance(exc, errors.WriteConcernError):
         details = exc.details or {}
         return WriteConcernFailed(
-            f"{what}: write concern not satisfied: {details.get('errmsg') or first_line(exc)}"
+            f"{what}: write concern not satisfied: {details.get('errmsg') or brief(exc)}"
         )
     if isinstance(exc, errors.NotPrimaryError):
-        return NotPrimary(f"{what}: not primary: {first_line(exc)}")
+        return NotPrimary(f"{what}: not primary: {brief(exc)}")
     if isinstance(exc, errors.ServerSelectionTimeoutError):
-        return MemberUnreachable(f"{what}: no answer: {first_line(exc)}")
+        return Unreachable(f"{what}: no answer: {brief(exc)}")
     if isinstance(exc, errors.OperationFailure):
         details = exc.details or {}
         code_name = str(details.get("codeName") or "")
         if exc.code in NOT_PRIMARY_CODES:
-            return NotPrimary(f"{what}: not primary: {details.get('errmsg') or first_line(exc)}")
+            return NotPrimary(f"{what}: not primary: {details.get('errmsg') or brief(exc)}")
         label = f"{code_name} ({exc.code})" if code_name else f"error {exc.code}"
         return CommandFailed(
-            f"{what}: {label}: {details.get('errmsg') or first_line(exc)}",
+            f"{what}: {label}: {details.get('errmsg') or brief(exc)}",
             code=exc.code,
             code_name=code_name,
         )
     if isinstance(exc, errors.ConnectionFailure):
-        return ConnectionDropped(f"{what}: connection lost: {first_line(exc)}")
+        return ConnectionDropped(f"{what}: connection lost: {brief(exc)}")
     if isinstance(exc, errors.ConfigurationError):
-        return StepError(f"{what}: invalid MongoDB URI or option: {first_line(exc)}")
-    return StepError(f"{what}: {first_line(exc)}")
+        return StepError(f"{what}: invalid MongoDB URI or option: {brief(exc)}")
+    return StepError(f"{what}: {brief(exc)}")
 
 
 @contextmanager
@@ -181,7 +170,7 @@ def connect(
             uri, options["directConnection"] = member_uri(uri, member), True
         client: Any = MongoClient(uri, **options)
     except (errors.PyMongoError, ValueError, TypeError) as exc:
-        raise StepError(f"{what}: cannot use the target's URI: {first_line(exc)}") from exc
+        raise StepError(f"{what}: cannot use the target's URI: {brief(exc)}") from exc
     try:
         yield client
     except errors.PyMongoError as exc:
@@ -214,7 +203,7 @@ def hello(client: Any) -> dict[str, Any]:
 
 
 def member_hello(uri: str, ctx: StepContext, member: str, *, cap: float = 5.0) -> dict[str, Any]:
-    """``hello`` on one member, directly; raises MemberUnreachable if it does not answer."""
+    """``hello`` on one member, directly; raises Unreachable if it does not answer."""
     with connect(uri, ctx, what=member, member=member, cap=cap) as client:
         return hello(client)
 
@@ -225,7 +214,7 @@ def try_member_hello(
     """``hello`` on one member, or None when it does not answer or the connection drops."""
     try:
         return member_hello(uri, ctx, member, cap=cap)
-    except (MemberUnreachable, ConnectionDropped):
+    except (Unreachable, ConnectionDropped):
         return None
 
 
@@ -244,36 +233,20 @@ def current_primary(uri: str, ctx: StepContext) -> str | None:
     return str(primary) if primary else None
 
 
-class Deadline:
-    """A wait bounded by ``seconds`` and by the step's own time, on the step's clock."""
-
-    def __init__(self, ctx: StepContext, seconds: float) -> None:
-        self._ctx = ctx
-        self._start = ctx.remaining()
-        self.seconds = max(0.0, min(seconds, self._start))
-
-    def elapsed(self) -> float:
-        return self._start - self._ctx.remaining()
-
-    def left(self) -> float:
-        return self.seconds - self.elapsed()
-
-
 def wait_for_primary(uri: str, ctx: StepContext, seconds: float, *, interval: float = 0.2) -> str:
     """Poll until the set has a primary; bounded by ``seconds`` and the step's time."""
-    deadline = Deadline(ctx, seconds)
-    last = "no member names a primary"
-    for _ in range(int(seconds / interval) + 2):
-        try:
-            primary = current_primary(uri, ctx)
-            if primary:
-                return primary
-        except (MemberUnreachable, ConnectionDropped) as exc:
-            last = exc.message
-        if deadline.left() < interval:
-            break
-        ctx.sleep(interval)
-    raise StepError(f"the replica set has no primary after {deadline.elapsed():.1f}s: {last}")
+    polled = ctx.poll(
+        lambda: current_primary(uri, ctx),
+        every=interval,
+        within=seconds,
+        retry_on=(Unreachable, ConnectionDropped),
+    )
+    if polled.value:
+        return polled.value
+    last = polled.error.message if polled.error else "no member names a primary"
+    raise StepError(
+        f"the replica set has no primary after {polled.waited:.1f}s: {last}"
+    ) from polled.error
 
 
 def get_config(client: Any) -> dict[str, Any]:

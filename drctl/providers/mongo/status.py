@@ -9,17 +9,16 @@ from typing import Any
 
 from pydantic import Field
 
-from drctl.errors import StepError
+from drctl.errors import StepError, Unreachable
+from drctl.providers.mongo.base import MongoContext, MongoStep
 from drctl.providers.mongo.session import (
     ConnectionDropped,
-    MemberUnreachable,
     admin,
     connect,
     get_config,
-    import_client,
     set_hello,
 )
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.steps.base import Role, StepContext, StepInputs
 
 PRIMARY, SECONDARY, ARBITER = 1, 2, 7
 
@@ -217,12 +216,15 @@ def read_status(uri: str, ctx: StepContext) -> SetStatus:
                 status = admin(client, "replSetGetStatus")
                 config = get_config(client)
             return parse_status(status, config)
-        except (MemberUnreachable, ConnectionDropped) as exc:
+        except (Unreachable, ConnectionDropped) as exc:
             last = exc  # the named primary is cut off from us: ask the member that answered
     raise last
 
 
-class ReplicaSetStatus(StepType):
+Ctx = MongoContext[StatusInputs]
+
+
+class ReplicaSetStatus(MongoStep[StatusInputs]):
     """Read the replica set's members, states, optimes and lag; fail beyond the limits.
 
     Asks the primary (``replSetGetStatus`` and ``replSetGetConfig``), or a secondary when
@@ -239,14 +241,8 @@ class ReplicaSetStatus(StepType):
     name = "mongo.rs_status"
     Inputs = StatusInputs
     roles = frozenset({Role.LAG_CHECK})
-    target_types = frozenset({"mongo"})
-    target_required = True
 
-    def warm_up(self) -> None:
-        import_client()
-
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, StatusInputs)
+    def describe(self, inputs: StatusInputs, target: str | None) -> str:
         who = inputs.member or "the worst secondary"
         limit = (
             f"; {who} at most {inputs.max_lag_seconds:g}s behind"
@@ -256,8 +252,8 @@ class ReplicaSetStatus(StepType):
         majority = "; a majority must answer" if inputs.require_majority else ""
         return f"read replica-set status of {target}{limit}{majority}"
 
-    def _read(self, ctx: StepContext) -> SetStatus:
-        return read_status(str((ctx.target or {})["uri"]), ctx)
+    def _read(self, ctx: Ctx) -> SetStatus:
+        return read_status(ctx.target.uri, ctx)
 
     def _problems(self, status: SetStatus, inputs: StatusInputs) -> list[str]:
         problems = []
@@ -274,14 +270,12 @@ class ReplicaSetStatus(StepType):
             )
         return problems
 
-    def check(self, ctx: StepContext) -> str | None:
+    def check(self, ctx: Ctx) -> str | None:
         inputs = ctx.inputs
-        assert isinstance(inputs, StatusInputs)
         return self._read(ctx).summary(inputs.member)
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, StatusInputs)
         status = self._read(ctx)
         for key, value in status.as_outputs(inputs.member).items():
             ctx.output(key, value)
@@ -290,8 +284,7 @@ class ReplicaSetStatus(StepType):
         if problems:
             raise StepError("; ".join(problems))
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: Ctx) -> bool:
         """The limits hold now (what ``wait: until`` polls for)."""
         inputs = ctx.inputs
-        assert isinstance(inputs, StatusInputs)
         return not self._problems(self._read(ctx), inputs)

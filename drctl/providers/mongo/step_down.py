@@ -7,23 +7,22 @@ from typing import Self
 from pydantic import Field, model_validator
 
 from drctl.errors import StepError
+from drctl.providers.mongo.base import MongoContext, MongoStep
 from drctl.providers.mongo.session import (
     CommandFailed,
     ConnectionDropped,
-    Deadline,
     NotPrimary,
     admin,
     connect,
     current_primary,
     electable_in_config,
     get_config,
-    import_client,
     member_hello,
     members_by_host,
     try_member_hello,
 )
 from drctl.providers.mongo.status import parse_status
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.steps.base import Role, StepContext, StepInputs
 
 EXCEEDED_TIME_LIMIT = 262
 
@@ -82,7 +81,10 @@ def step_down(uri: str, ctx: StepContext, name: str, seconds: int, catch_up: int
     return f"{name} stepped down"
 
 
-class StepDown(StepType):
+Ctx = MongoContext[StepDownInputs]
+
+
+class StepDown(MongoStep[StepDownInputs]):
     """Step the primary down with ``replSetStepDown``, so it stops taking writes.
 
     Sends ``{replSetStepDown: step_down_seconds, secondaryCatchUpPeriodSecs:
@@ -98,14 +100,8 @@ class StepDown(StepType):
     name = "mongo.step_down"
     Inputs = StepDownInputs
     roles = frozenset({Role.FENCE, Role.MUTATING})
-    target_types = frozenset({"mongo"})
-    target_required = True
 
-    def warm_up(self) -> None:
-        import_client()
-
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, StepDownInputs)
+    def describe(self, inputs: StepDownInputs, target: str | None) -> str:
         who = inputs.member or f"the primary of {target}"
         return (
             f"step down {who} (secondaries may catch up for {inputs.catch_up_seconds}s; "
@@ -113,17 +109,14 @@ class StepDown(StepType):
         )
 
     @staticmethod
-    def _uri(ctx: StepContext) -> str:
-        return str((ctx.target or {})["uri"])
+    def _uri(ctx: Ctx) -> str:
+        return ctx.target.uri
 
-    def _primary(self, ctx: StepContext) -> str | None:
+    def _primary(self, ctx: Ctx) -> str | None:
         inputs = ctx.inputs
-        assert isinstance(inputs, StepDownInputs)
         return inputs.member or current_primary(self._uri(ctx), ctx)
 
-    def check(self, ctx: StepContext) -> str | None:
-        inputs = ctx.inputs
-        assert isinstance(inputs, StepDownInputs)
+    def check(self, ctx: Ctx) -> str | None:
         uri = self._uri(ctx)
         name = self._primary(ctx)
         if name is None:
@@ -148,9 +141,8 @@ class StepDown(StepType):
             )
         return f"step down {name}; electable: {', '.join(electable)}"
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, StepDownInputs)
         uri = self._uri(ctx)
         name = self._primary(ctx)
         if name is None:
@@ -163,24 +155,20 @@ class StepDown(StepType):
         ctx.record("old_primary", name)
         ctx.log(step_down(uri, ctx, name, inputs.step_down_seconds, inputs.catch_up_seconds))
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: Ctx) -> bool:
         """The old primary answers ``hello`` and is no longer writable (polled up to 2 s)."""
         inputs = ctx.inputs
-        assert isinstance(inputs, StepDownInputs)
         name = ctx.recorded.get("old_primary") or inputs.member
         if not name:
             return False
-        deadline = Deadline(ctx, 2.0)
-        for _ in range(11):
-            reply = try_member_hello(self._uri(ctx), ctx, str(name), cap=2.0)
-            if reply is not None and not reply.get("isWritablePrimary"):
-                return True
-            if deadline.left() < 0.2:
-                break
-            ctx.sleep(0.2)
-        return False
 
-    def undo(self, ctx: StepContext) -> None:
+        def stepped_down() -> bool | None:
+            reply = try_member_hello(self._uri(ctx), ctx, str(name), cap=2.0)
+            return True if reply is not None and not reply.get("isWritablePrimary") else None
+
+        return ctx.poll(stepped_down, every=0.2, within=2.0).done
+
+    def undo(self, ctx: Ctx) -> None:
         """Let the old primary stand for election again at once (``replSetFreeze: 0``)."""
         name = ctx.recorded.get("old_primary")
         if not name:

@@ -6,18 +6,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from drctl.errors import StepError
+from drctl.errors import StepError, Unreachable
+from drctl.providers.postgres.base import PostgresContext, PostgresStep
 from drctl.providers.postgres.session import (
-    ServerUnreachable,
     connect,
-    import_client,
     local_node,
     pg_ctl,
     pg_ctl_status,
     scalar,
     writable,
 )
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.steps.base import Role, StepInputs
 
 Mode = Literal["read_only", "stop", "read_only_then_stop"]
 
@@ -32,7 +31,10 @@ class FenceInputs(StepInputs):
     )
 
 
-class Fence(StepType):
+Ctx = PostgresContext[FenceInputs]
+
+
+class Fence(PostgresStep[FenceInputs]):
     """Stop the old primary from accepting writes: read-only, stopped, or read-only then stopped.
 
     ``read_only`` sets ``default_transaction_read_only`` with ALTER SYSTEM, reloads, and
@@ -46,48 +48,38 @@ class Fence(StepType):
     name = "postgres.fence"
     Inputs = FenceInputs
     roles = frozenset({Role.FENCE, Role.MUTATING})
-    target_types = frozenset({"postgres"})
-    target_required = True
 
-    def warm_up(self) -> None:
-        import_client()
-
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, FenceInputs)
+    def describe(self, inputs: FenceInputs, target: str | None) -> str:
         return {
             "read_only": f"fence {target}: read-only (advisory: a session can override it)",
             "stop": f"fence {target}: stop the server (fast shutdown)",
             "read_only_then_stop": f"fence {target}: read-only, then stop the server",
         }[inputs.mode]
 
-    def check(self, ctx: StepContext) -> str | None:
+    def check(self, ctx: Ctx) -> str | None:
         inputs = ctx.inputs
-        assert isinstance(inputs, FenceInputs)
-        target = ctx.target or {}
+        target = ctx.target
         if inputs.mode != "read_only":
             local_node(target, "fence (stop)", ctx)
         try:
-            with connect(
-                str(target["dsn"]), ctx, what="old primary", read_only=True, cap=5.0
-            ) as conn:
+            with connect(target.dsn, ctx, what="old primary", read_only=True, cap=5.0) as conn:
                 if scalar(conn, "SELECT pg_is_in_recovery()"):
                     return "the server is a standby: already takes no writes"
                 return self.describe(inputs, ctx.step_id)
-        except ServerUnreachable:
-            return "the server does not answer: nothing to fence there"
+        except Unreachable as exc:
+            return f"the server does not answer ({exc.message}): nothing to fence there"
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, FenceInputs)
-        target = ctx.target or {}
-        dsn = str(target["dsn"])
+        target = ctx.target
+        dsn = target.dsn
         if inputs.mode in ("read_only", "read_only_then_stop"):
             try:
                 self._read_only(ctx, dsn, inputs.terminate_sessions)
-            except ServerUnreachable:
+            except Unreachable as exc:
                 if inputs.mode == "read_only":
                     raise
-                ctx.log("server does not answer; going on to stop it")
+                ctx.log(f"server does not answer ({exc.message}); going on to stop it")
         if inputs.mode in ("stop", "read_only_then_stop"):
             node = local_node(target, "fence (stop)", ctx)
             ctx.record("stopped", True)
@@ -100,18 +92,21 @@ class Fence(StepType):
         ctx.output("mode", inputs.mode)
 
     @staticmethod
-    def _read_only(ctx: StepContext, dsn: str, terminate: bool) -> None:
+    def _read_only(ctx: Ctx, dsn: str, terminate: bool) -> None:
         ctx.record("read_only", True)
         with connect(dsn, ctx, what="old primary") as conn:
             conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
             conn.execute("SELECT pg_reload_conf()")
         # The reload is asynchronous; wait until fresh sessions see it.
-        for _ in range(50):
-            if writable(dsn, ctx, "old primary") is not True:
-                break
-            ctx.sleep(0.1)
-        else:
-            raise StepError("the read-only setting did not take effect after a reload")
+        seen = ctx.poll(
+            lambda: True if writable(dsn, ctx, "old primary") is not True else None,
+            every=0.1,
+            within=5.0,
+        )
+        if not seen.done:
+            raise StepError(
+                f"the read-only setting did not take effect {seen.waited:.1f}s after a reload"
+            )
         if terminate:
             with connect(dsn, ctx, what="old primary") as conn:
                 ended = scalar(
@@ -122,16 +117,15 @@ class Fence(StepType):
             ctx.log(f"read-only; ended {ended} client session(s)")
             ctx.output("sessions_ended", ended)
 
-    def verify(self, ctx: StepContext) -> bool:
-        target = ctx.target or {}
-        return writable(str(target["dsn"]), ctx, "old primary") is not True
+    def verify(self, ctx: Ctx) -> bool:
+        return writable(ctx.target.dsn, ctx, "old primary") is not True
 
-    def undo(self, ctx: StepContext) -> None:
-        target = ctx.target or {}
+    def undo(self, ctx: Ctx) -> None:
+        target = ctx.target
         if ctx.recorded.get("stopped"):
             node = local_node(target, "fence undo", ctx)
             if not pg_ctl_status(ctx, node):
                 pg_ctl(ctx, node, "start")
-        with connect(str(target["dsn"]), ctx, what="old primary") as conn:
+        with connect(target.dsn, ctx, what="old primary") as conn:
             conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
             conn.execute("SELECT pg_reload_conf()")

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
-from drctl.errors import StepError
-from drctl.providers.postgres.session import ServerUnreachable, connect, import_client, lsn, scalar
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.errors import StepError, Unreachable
+from drctl.providers.postgres.base import PostgresContext, PostgresStep
+from drctl.providers.postgres.session import connect, lsn, scalar
+from drctl.runbook.targets import PostgresTarget
+from drctl.steps.base import Role, StepContext, StepInputs
 
 
 class LagInputs(StepInputs):
@@ -67,14 +69,19 @@ def measure(ctx: StepContext, standby_dsn: str, primary_dsn: str | None) -> Lag:
                 if not scalar(conn, "SELECT pg_is_in_recovery()"):
                     primary_lsn = scalar(conn, "SELECT pg_current_wal_lsn()::text")
                     reachable = True
-        except ServerUnreachable:
+        except Unreachable as exc:
+            # Measured on the standby alone then; the outputs say so, the log says why.
+            ctx.log(f"measuring on the standby only: {exc.message}")
             reachable = False
         if primary_lsn is not None:
             worst = max(worst, (lsn(primary_lsn) or 0) - (lsn(replay) or 0))
     return Lag(worst, round(float(seconds or 0), 3), receive, replay, primary_lsn, reachable)
 
 
-class ReplicationLag(StepType):
+Ctx = PostgresContext[LagInputs]
+
+
+class ReplicationLag(PostgresStep[LagInputs]):
     """Measure the standby's replay lag in bytes and seconds; fail above the limits.
 
     Measured on the standby (received vs replayed WAL) always, and against the
@@ -86,14 +93,8 @@ class ReplicationLag(StepType):
     name = "postgres.replication_lag"
     Inputs = LagInputs
     roles = frozenset({Role.LAG_CHECK})
-    target_types = frozenset({"postgres"})
-    target_required = True
 
-    def warm_up(self) -> None:
-        import_client()
-
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, LagInputs)
+    def describe(self, inputs: LagInputs, target: str | None) -> str:
         limits = []
         if inputs.max_bytes is not None:
             limits.append(f"≤ {inputs.max_bytes} bytes")
@@ -104,29 +105,25 @@ class ReplicationLag(StepType):
             f" ({', '.join(limits)})" if limits else ""
         )
 
-    def _measure(self, ctx: StepContext) -> Lag:
+    def _measure(self, ctx: Ctx) -> Lag:
         inputs = ctx.inputs
-        assert isinstance(inputs, LagInputs)
-        target = ctx.target or {}
-        primary = ctx.target_named(inputs.primary)["dsn"] if inputs.primary else None
-        return measure(ctx, str(target["dsn"]), primary)
+        primary = ctx.target_named(inputs.primary, PostgresTarget).dsn if inputs.primary else None
+        return measure(ctx, ctx.target.dsn, primary)
 
-    def check(self, ctx: StepContext) -> str | None:
+    def check(self, ctx: Ctx) -> str | None:
         lag = self._measure(ctx)
         return f"lag is {lag.bytes} bytes, {lag.seconds:g}s"
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: Ctx) -> bool:
         """The lag is within the limits now (what ``wait: until`` polls for)."""
         inputs = ctx.inputs
-        assert isinstance(inputs, LagInputs)
         lag = self._measure(ctx)
         return (inputs.max_bytes is None or lag.bytes <= inputs.max_bytes) and (
             inputs.max_seconds is None or lag.seconds <= inputs.max_seconds
         )
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, LagInputs)
         lag = self._measure(ctx)
         for key, value in lag.as_outputs().items():
             ctx.output(key, value)

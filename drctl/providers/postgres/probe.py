@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import secrets
-import time
 
 from pydantic import Field
 
 from drctl.errors import StepError
+from drctl.providers.postgres.base import PostgresContext, PostgresStep
 from drctl.providers.postgres.promote import CREATE_PROBE, PROBE_TABLE
-from drctl.providers.postgres.session import connect, import_client, target_dsn
+from drctl.providers.postgres.session import connect, target_dsn
 from drctl.runbook.model import Duration
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.steps.base import Role, StepInputs
 
 
 class ProbeInputs(StepInputs):
@@ -21,7 +21,10 @@ class ProbeInputs(StepInputs):
     interval: Duration = Field(default=0.5, description="Seconds between tries.")
 
 
-class WriteProbe(StepType):
+Ctx = PostgresContext[ProbeInputs]
+
+
+class WriteProbe(PostgresStep[ProbeInputs]):
     """Insert a row into drctl's probe table and read it back, retrying until the deadline.
 
     The table (``drctl_probe``) is created on first use. With ``dns_server`` on the
@@ -33,53 +36,46 @@ class WriteProbe(StepType):
     name = "postgres.write_probe"
     Inputs = ProbeInputs
     roles = frozenset({Role.VERIFY})
-    target_types = frozenset({"postgres"})
-    target_required = True
 
-    def warm_up(self) -> None:
-        import_client()
-
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, ProbeInputs)
+    def describe(self, inputs: ProbeInputs, target: str | None) -> str:
         return f"write and read back a probe row on {target} (up to {inputs.deadline:g}s)"
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, ProbeInputs)
-        budget = min(inputs.deadline, ctx.remaining())
-        started = time.monotonic()
-        attempts = 0
-        last = "no attempt"
-        # Bounded by the deadline: at most deadline/interval + 1 tries.
-        while True:
-            attempts += 1
+        tries = 0
+
+        def write() -> tuple[float, str | None]:
+            nonlocal tries
+            tries += 1
             nonce = secrets.token_hex(8)
-            t0 = time.monotonic()
-            try:
-                # Resolved on every try: a repointed name is followed as a client would.
-                dsn, address = target_dsn(ctx, ctx.target)
-                with connect(dsn, ctx, what="probe", cap=5.0) as conn:
-                    with conn.transaction():
-                        conn.execute(CREATE_PROBE)
-                        row = conn.execute(
-                            f"INSERT INTO {PROBE_TABLE} (run_id, step, nonce) VALUES (%s, %s, %s) RETURNING id",
-                            (ctx.run_id, ctx.step_id, nonce),
-                        ).fetchone()
-                    back = conn.execute(
-                        f"SELECT nonce FROM {PROBE_TABLE} WHERE id = %s", (row[0],)
+            t0 = ctx.monotonic()
+            # Resolved on every try: a repointed name is followed as a client would.
+            dsn, address = target_dsn(ctx, ctx.target.dsn, ctx.target.dns_server)
+            with connect(dsn, ctx, what="probe", cap=5.0) as conn:
+                with conn.transaction():
+                    conn.execute(CREATE_PROBE)
+                    row = conn.execute(
+                        f"INSERT INTO {PROBE_TABLE} (run_id, step, nonce) VALUES (%s, %s, %s) RETURNING id",
+                        (ctx.run_id, ctx.step_id, nonce),
                     ).fetchone()
-                if back and back[0] == nonce:
-                    ctx.output("latency_ms", round((time.monotonic() - t0) * 1000, 1))
-                    ctx.output("attempts", attempts)
-                    if address is not None:
-                        ctx.output("address", address)
-                        ctx.log(f"wrote through {address}")
-                    return
-                last = "the row read back differs"
-            except StepError as exc:
-                last = exc.message
-            if time.monotonic() - started + inputs.interval > budget:
-                raise StepError(
-                    f"no successful write after {attempts} tries in {time.monotonic() - started:.1f}s: {last}"
-                )
-            ctx.sleep(inputs.interval)
+                back = conn.execute(
+                    f"SELECT nonce FROM {PROBE_TABLE} WHERE id = %s", (row[0],)
+                ).fetchone()
+            if not (back and back[0] == nonce):
+                raise StepError("the row read back differs")
+            return ctx.monotonic() - t0, address
+
+        polled = ctx.poll(
+            write, every=inputs.interval, within=inputs.deadline, retry_on=(StepError,)
+        )
+        if polled.value is None:
+            last = polled.error.message if polled.error else "no attempt"
+            raise StepError(
+                f"no successful write after {polled.polls} tries in {polled.waited:.1f}s: {last}"
+            ) from polled.error
+        took, address = polled.value
+        ctx.output("latency_ms", round(took * 1000, 1))
+        ctx.output("attempts", polled.polls)
+        if address is not None:
+            ctx.output("address", address)
+            ctx.log(f"wrote through {address}")

@@ -5,16 +5,17 @@ from __future__ import annotations
 from pydantic import Field
 
 from drctl.errors import StepError
+from drctl.providers.postgres.base import PostgresContext, PostgresStep
 from drctl.providers.postgres.lag import Lag, measure
 from drctl.providers.postgres.session import (
     connect,
-    import_client,
     local_node,
     pg_ctl_status,
     scalar,
     writable,
 )
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.runbook.targets import PostgresTarget
+from drctl.steps.base import Role, StepInputs
 
 PROBE_TABLE = "drctl_probe"
 CREATE_PROBE = (
@@ -65,7 +66,10 @@ def current_timeline(conn: object) -> int:
     return int(str(scalar(conn, "SELECT pg_walfile_name(pg_current_wal_lsn())"))[:8], 16)
 
 
-class Promote(StepType):
+Ctx = PostgresContext[PromoteInputs]
+
+
+class Promote(PostgresStep[PromoteInputs]):
     """Promote the standby with ``SELECT pg_promote(false)``, after proving it is safe.
 
     After signalling the promotion it polls ``pg_is_in_recovery()`` every 10 ms until the
@@ -82,14 +86,8 @@ class Promote(StepType):
     name = "postgres.promote"
     Inputs = PromoteInputs
     roles = frozenset({Role.PROMOTE, Role.MUTATING})
-    target_types = frozenset({"postgres"})
-    target_required = True
 
-    def warm_up(self) -> None:
-        import_client()
-
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, PromoteInputs)
+    def describe(self, inputs: PromoteInputs, target: str | None) -> str:
         guards = []
         guards.append(
             "accepting data loss"
@@ -104,33 +102,29 @@ class Promote(StepType):
             )
         return f"promote {target} to primary ({' '.join(guards)})"
 
-    def check(self, ctx: StepContext) -> str | None:
-        inputs = ctx.inputs
-        assert isinstance(inputs, PromoteInputs)
-        dsn = str((ctx.target or {})["dsn"])
-        with connect(dsn, ctx, what="standby", read_only=True) as conn:
+    def check(self, ctx: Ctx) -> str | None:
+        with connect(ctx.target.dsn, ctx, what="standby", read_only=True) as conn:
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 return "already primary: nothing to promote"
         lag = self._lag_within_limit(ctx)
         fence = self._fence_proof(ctx)
         return f"promote (lag {lag.bytes} bytes; {fence})"
 
-    def _lag_within_limit(self, ctx: StepContext) -> Lag:
+    def _lag_within_limit(self, ctx: Ctx) -> Lag:
         inputs = ctx.inputs
-        assert isinstance(inputs, PromoteInputs)
-        dsn = str((ctx.target or {})["dsn"])
-        primary = str(ctx.target_named(inputs.old_primary)["dsn"]) if inputs.old_primary else None
-        waited = 0.0
-        while True:
-            lag = measure(ctx, dsn, primary)
-            if (
-                lag.bytes <= inputs.max_lag_bytes
-                or inputs.accept_data_loss
-                or waited >= inputs.catchup_seconds
-            ):
-                break
-            ctx.sleep(0.2)
-            waited += 0.2
+        primary = (
+            ctx.target_named(inputs.old_primary, PostgresTarget).dsn if inputs.old_primary else None
+        )
+        last: list[Lag] = []
+
+        def drained() -> Lag | None:
+            last.append(measure(ctx, ctx.target.dsn, primary))
+            return last[-1] if last[-1].bytes <= inputs.max_lag_bytes else None
+
+        # With accept_data_loss one measurement decides; otherwise wait for the lag to drain.
+        within = 0.0 if inputs.accept_data_loss else inputs.catchup_seconds
+        polled = ctx.poll(drained, every=0.2, within=within)
+        lag, waited = last[-1], polled.waited
         ctx.output("lag_bytes", lag.bytes)
         if lag.bytes > inputs.max_lag_bytes:
             if not inputs.accept_data_loss:
@@ -142,16 +136,15 @@ class Promote(StepType):
             ctx.log(f"promoting {lag.bytes} bytes behind: accept_data_loss is set")
         return lag
 
-    def _fence_proof(self, ctx: StepContext) -> str:
+    def _fence_proof(self, ctx: Ctx) -> str:
         inputs = ctx.inputs
-        assert isinstance(inputs, PromoteInputs)
         if not inputs.old_primary:
             return "no old primary named"
         if inputs.force:
             ctx.log("force is set: not checking that the old primary is fenced")
             return "fence not checked (force)"
-        old = ctx.target_named(inputs.old_primary)
-        state = writable(str(old["dsn"]), ctx, "old primary")
+        old = ctx.target_named(inputs.old_primary, PostgresTarget)
+        state = writable(old.dsn, ctx, "old primary")
         if state is True:
             if ctx.dry_run:  # the fence step before this one has not run in a dry run
                 return f"{inputs.old_primary} still accepts writes now: it must be fenced by then"
@@ -161,22 +154,27 @@ class Promote(StepType):
             )
         if state is False:
             return f"{inputs.old_primary} refuses writes"
-        if old.get("data_dir"):
+        status_unknown: StepError | None = None
+        if old.data_dir:
             try:
                 if not pg_ctl_status(ctx, local_node(old, "old primary", ctx)):
                     return f"{inputs.old_primary} is stopped"
-            except StepError:
-                pass
+            except StepError as exc:
+                status_unknown = exc
+        why = (
+            f"; whether it is stopped is unknown too: {status_unknown.message}"
+            if status_unknown is not None
+            else ""
+        )
         raise StepError(
             f"refusing to promote: the old primary {inputs.old_primary} does not answer, so it "
-            "cannot be shown to be fenced — it may still take writes behind a partition. Stop it "
-            "for certain, or set force: true."
-        )
+            f"cannot be shown to be fenced — it may still take writes behind a partition{why}. "
+            "Stop it for certain, or set force: true."
+        ) from status_unknown
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, PromoteInputs)
-        dsn = str((ctx.target or {})["dsn"])
+        dsn = ctx.target.dsn
         with connect(dsn, ctx, what="standby") as conn:
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 ctx.log("already primary")
@@ -189,17 +187,17 @@ class Promote(StepType):
             # asking without waiting and polling every 10 ms saves most of that tick.
             if not scalar(conn, "SELECT pg_promote(false)"):
                 raise StepError("pg_promote refused to signal the promotion")
-            for _ in range(inputs.wait_seconds * 100):
-                if not scalar(conn, "SELECT pg_is_in_recovery()"):
-                    break
-                ctx.sleep(0.01)
-            else:
+            left = ctx.poll(
+                lambda: True if not scalar(conn, "SELECT pg_is_in_recovery()") else None,
+                every=0.01,
+                within=inputs.wait_seconds,
+            )
+            if not left.done:
                 raise StepError(f"the standby did not leave recovery within {inputs.wait_seconds}s")
             ctx.output("timeline", current_timeline(conn))
 
-    def verify(self, ctx: StepContext) -> bool:
-        dsn = str((ctx.target or {})["dsn"])
-        with connect(dsn, ctx, what="new primary") as conn:
+    def verify(self, ctx: Ctx) -> bool:
+        with connect(ctx.target.dsn, ctx, what="new primary") as conn:
             if scalar(conn, "SELECT pg_is_in_recovery()"):
                 return False
             before = ctx.recorded.get("timeline_before")

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
 
 from pydantic import Field
 
-from drctl.errors import StepError
+from drctl.errors import StepError, Unreachable
+from drctl.providers.postgres.base import PostgresContext, PostgresStep
 from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.session import (
-    ServerUnreachable,
+    ServerNode,
     connect,
-    import_client,
     local_node,
     node_shell,
     pg_ctl,
@@ -21,7 +19,8 @@ from drctl.providers.postgres.session import (
     pg_tool,
     scalar,
 )
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.runbook.targets import PostgresTarget
+from drctl.steps.base import Role, StepInputs
 from drctl.steps.process import last_line
 
 # Run as the server's OS user, where the server lives (locally or over SSH): rewind
@@ -45,7 +44,10 @@ class RejoinInputs(StepInputs):
     )
 
 
-class Rejoin(StepType):
+Ctx = PostgresContext[RejoinInputs]
+
+
+class Rejoin(PostgresStep[RejoinInputs]):
     """Rewind the old primary onto the new primary's timeline and start it as its standby.
 
     Steps: CHECKPOINT on the new primary and wait until its control file shows the new
@@ -61,25 +63,18 @@ class Rejoin(StepType):
     name = "postgres.rejoin"
     Inputs = RejoinInputs
     roles = frozenset({Role.MUTATING})
-    target_types = frozenset({"postgres"})
-    target_required = True
 
-    def warm_up(self) -> None:
-        import_client()
-
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, RejoinInputs)
+    def describe(self, inputs: RejoinInputs, target: str | None) -> str:
         return f"rewind {target} and start it as a standby of {inputs.new_primary}"
 
-    def _app_name(self, ctx: StepContext) -> str:
+    def _app_name(self, ctx: Ctx) -> str:
         return f"drctl_{re.sub(r'[^A-Za-z0-9_]', '_', ctx.step_id)}"
 
-    def check(self, ctx: StepContext) -> str | None:
+    def check(self, ctx: Ctx) -> str | None:
         inputs = ctx.inputs
-        assert isinstance(inputs, RejoinInputs)
         local_node(ctx.target, "rejoin", ctx)
-        new = ctx.target_named(inputs.new_primary)
-        with connect(str(new["dsn"]), ctx, what="new primary", read_only=True) as conn:
+        new = ctx.target_named(inputs.new_primary, PostgresTarget)
+        with connect(new.dsn, ctx, what="new primary", read_only=True) as conn:
             if scalar(conn, "SELECT pg_is_in_recovery()"):
                 if ctx.dry_run:  # the promote before this step has not run in a dry run
                     return (
@@ -89,18 +84,16 @@ class Rejoin(StepType):
                 raise StepError(f"{inputs.new_primary} is still in recovery: promote it first")
         return self.describe(inputs, ctx.step_id)
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, RejoinInputs)
         node = local_node(ctx.target, "rejoin", ctx)
-        new = ctx.target_named(inputs.new_primary)
-        new_dsn = str(new["dsn"])
+        new_dsn = ctx.target_named(inputs.new_primary, PostgresTarget).dsn
         self._checkpoint(ctx, new_dsn)
         if pg_ctl_status(ctx, node):
             pg_ctl(ctx, node, "stop")
         env, conninfo = _libpq_env(new_dsn)
         done = pg_tool(
-            ctx, node, "pg_rewind", "-D", node["data_dir"], f"--source-server={conninfo}", env=env
+            ctx, node, "pg_rewind", "-D", node.data_dir, f"--source-server={conninfo}", env=env
         )
         if done.exit_code != 0:
             raise StepError(f"pg_rewind failed (exit {done.exit_code}): {last_line(done.output)}")
@@ -108,54 +101,60 @@ class Rejoin(StepType):
         pg_ctl(ctx, node, "start")
 
     @staticmethod
-    def _checkpoint(ctx: StepContext, dsn: str) -> None:
+    def _checkpoint(ctx: Ctx, dsn: str) -> None:
         with connect(dsn, ctx, what="new primary") as conn:
             if scalar(conn, "SELECT pg_is_in_recovery()"):
                 raise StepError("the new primary is still in recovery")
             timeline = current_timeline(conn)
             conn.execute("CHECKPOINT")
-            for _ in range(100):
-                if int(scalar(conn, "SELECT timeline_id FROM pg_control_checkpoint()")) >= timeline:
-                    return
-                ctx.sleep(0.1)
-        raise StepError(f"the new primary's control file never showed timeline {timeline}")
+            shown = ctx.poll(
+                lambda: (
+                    True
+                    if int(scalar(conn, "SELECT timeline_id FROM pg_control_checkpoint()"))
+                    >= timeline
+                    else None
+                ),
+                every=0.1,
+                within=10.0,
+            )
+        if not shown.done:
+            raise StepError(
+                f"the new primary's control file did not show timeline {timeline} "
+                f"within {shown.waited:.0f}s"
+            )
 
     @staticmethod
-    def _configure(ctx: StepContext, node: Mapping[str, Any], conninfo: str) -> None:
+    def _configure(ctx: Ctx, node: ServerNode, conninfo: str) -> None:
         """Clear old fence and primary settings, point the node at the new primary."""
         escaped = conninfo.replace("'", "''")
         done = node_shell(ctx, node, _CONFIGURE, env={
-            "DRCTL_DATA": node["data_dir"], "DRCTL_CONNINFO": f"primary_conninfo = '{escaped}'",
+            "DRCTL_DATA": node.data_dir, "DRCTL_CONNINFO": f"primary_conninfo = '{escaped}'",
         })  # fmt: skip
         if done.exit_code != 0:
             raise StepError(f"cannot write the standby configuration: {last_line(done.output)}")
 
-    def verify(self, ctx: StepContext) -> bool:
+    def verify(self, ctx: Ctx) -> bool:
         inputs = ctx.inputs
-        assert isinstance(inputs, RejoinInputs)
-        node_dsn = str((ctx.target or {})["dsn"])
-        new_dsn = str(ctx.target_named(inputs.new_primary)["dsn"])
-        waited = 0.0
-        while True:
-            try:
-                with connect(node_dsn, ctx, what="rejoined node", read_only=True, cap=3.0) as conn:
-                    receiving = (
-                        scalar(conn, "SELECT status FROM pg_stat_wal_receiver") == "streaming"
-                    )
-                with connect(new_dsn, ctx, what="new primary", read_only=True, cap=3.0) as conn:
-                    listed = scalar(
-                        conn,
-                        "SELECT count(*) FROM pg_stat_replication WHERE application_name = %s AND state = 'streaming'",
-                        (self._app_name(ctx),),
-                    )
-                if receiving and listed:
-                    return True
-            except ServerUnreachable:
-                pass
-            if waited >= inputs.wait_seconds or ctx.remaining() < 0.5:
-                return False
-            ctx.sleep(0.25)
-            waited += 0.25
+        node_dsn = ctx.target.dsn
+        new_dsn = ctx.target_named(inputs.new_primary, PostgresTarget).dsn
+
+        def streaming() -> bool | None:
+            with connect(node_dsn, ctx, what="rejoined node", read_only=True, cap=3.0) as conn:
+                receiving = scalar(conn, "SELECT status FROM pg_stat_wal_receiver") == "streaming"
+            with connect(new_dsn, ctx, what="new primary", read_only=True, cap=3.0) as conn:
+                listed = scalar(
+                    conn,
+                    "SELECT count(*) FROM pg_stat_replication WHERE application_name = %s AND state = 'streaming'",
+                    (self._app_name(ctx),),
+                )
+            return True if receiving and listed else None
+
+        # Keep half a second of the step for saying why, rather than timing out mid-check.
+        within = min(inputs.wait_seconds, max(0.0, ctx.remaining() - 0.5))
+        polled = ctx.poll(streaming, every=0.25, within=within, retry_on=(Unreachable,))
+        if not polled.done and polled.error is not None:
+            ctx.log(f"not streaming after {polled.waited:.1f}s: {polled.error.message}")
+        return polled.done
 
 
 def _libpq_env(dsn: str) -> tuple[dict[str, str], str]:

@@ -10,26 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drctl.errors import StepError
+from drctl.errors import StepError, Unreachable, first_line
+from drctl.runbook.targets import PostgresTarget, SshTarget
 from drctl.steps.base import StepContext
 from drctl.steps.process import Completed, last_line, run_command
-
-
-class ServerUnreachable(StepError):
-    """Raised when a PostgreSQL server does not accept a connection."""
-
-
-def import_client() -> None:
-    """Import psycopg (about 0.1 s) ahead of the first connection."""
-    import psycopg  # noqa: F401
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @contextmanager
@@ -48,7 +36,7 @@ def connect(
             dsn, autocommit=True, connect_timeout=max(1, int(budget)), options=options
         )
     except psycopg.OperationalError as exc:
-        raise ServerUnreachable(f"{what}: cannot connect: {first_line(exc)}") from exc
+        raise Unreachable(f"{what}: cannot connect: {first_line(exc)}") from exc
     try:
         with conn:
             yield conn
@@ -56,20 +44,18 @@ def connect(
         raise StepError(f"{what}: {first_line(exc)}") from exc
 
 
-def target_dsn(ctx: StepContext, target: Mapping[str, Any] | None) -> tuple[str, str | None]:
-    """The target's DSN, its host resolved through ``dns_server`` when it has one.
+def target_dsn(ctx: StepContext, dsn: str, server: str | None) -> tuple[str, str | None]:
+    """A DSN with its host resolved through the DNS ``server`` (``host:port``), if one is given.
 
     Returns the DSN to connect with and the address the name resolved to (or None).
     """
-    dsn = str((target or {})["dsn"])
-    server = (target or {}).get("dns_server")
     if not server:
         return dsn, None
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     params = conninfo_to_dict(dsn)
     host = str(params.get("host") or "")
-    address = _resolve_a(ctx, host, str(server))
+    address = _resolve_a(ctx, host, server)
     return make_conninfo(dsn, hostaddr=address), address
 
 
@@ -126,45 +112,52 @@ def writable(dsn: str, ctx: StepContext, what: str) -> bool | None:
             except psycopg.errors.ReadOnlySqlTransaction:
                 return False
             return True
-    except ServerUnreachable:
+    except Unreachable:
         return None
 
 
 # -- server-side tools (pg_ctl, pg_rewind) on a local data directory -------------------
 
 
-def local_node(
-    target: Mapping[str, Any] | None, what: str, ctx: StepContext | None = None
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ServerNode:
+    """Where a postgres target's server lives and how its tools are run."""
+
+    data_dir: str
+    bin_dir: str
+    #: The server's OS user the tools run as ("" for the current user).
+    os_user: str
+    as_root: bool
+    #: The host the tools run on over SSH; None for this machine.
+    ssh: SshTarget | None
+    start_options: str
+    log_file: str
+
+
+def local_node(target: PostgresTarget, what: str, ctx: StepContext) -> ServerNode:
     """Where a postgres target's server lives and how to control it, or a StepError.
 
     With ``ssh: NAME`` on the target, its tools run on that host over SSH (the named
     ssh target, strict host keys); without it, on this machine.
     """
-    if not target or not target.get("data_dir"):
+    if not target.data_dir:
         raise StepError(
             f"{what}: the target has no data_dir; controlling a server needs its data "
             "directory (on this machine, or on the host of its ssh target)"
         )
-    ssh = None
-    if target.get("ssh"):
-        if ctx is None:
-            raise StepError(f"{what}: an ssh target needs a step context")
-        ssh = dict(ctx.target_named(str(target["ssh"])))
-    bin_dir = target.get("bin_dir") or ("" if ssh else server_bin_dir())
-    as_root = (ssh or {}).get("user") == "root" if ssh else os.geteuid() == 0
-    user = target.get("os_user") or ("postgres" if as_root else "")
-    return {
-        "data_dir": str(target["data_dir"]),
-        "bin_dir": str(bin_dir),
-        "os_user": str(user),
-        "as_root": as_root,
-        "ssh": ssh,
-        "start_options": str(target.get("start_options") or ""),
-        "log_file": str(
-            target.get("log_file") or Path(str(target["data_dir"])).with_suffix(".log")
-        ),
-    }
+    ssh = ctx.target_named(target.ssh, SshTarget) if target.ssh else None
+    bin_dir = target.bin_dir or ("" if ssh else server_bin_dir())
+    as_root = ssh.user == "root" if ssh else os.geteuid() == 0
+    user = target.os_user or ("postgres" if as_root else "")
+    return ServerNode(
+        data_dir=target.data_dir,
+        bin_dir=bin_dir,
+        os_user=user,
+        as_root=as_root,
+        ssh=ssh,
+        start_options=target.start_options or "",
+        log_file=target.log_file or str(Path(target.data_dir).with_suffix(".log")),
+    )
 
 
 def server_bin_dir() -> str:
@@ -183,18 +176,18 @@ def server_bin_dir() -> str:
 
 def pg_tool(
     ctx: StepContext,
-    node: Mapping[str, Any],
+    node: ServerNode,
     tool: str,
     *args: str,
     env: Mapping[str, str] | None = None,
 ) -> Completed:
     """Run a server tool as the data directory's OS user (initdb/pg_ctl refuse root)."""
-    argv = [str(Path(node["bin_dir"]) / tool) if node["bin_dir"] else tool, *args]
+    argv = [str(Path(node.bin_dir) / tool) if node.bin_dir else tool, *args]
     return _as_server_user(ctx, node, argv, env)
 
 
 def node_shell(
-    ctx: StepContext, node: Mapping[str, Any], script: str, env: Mapping[str, str] | None = None
+    ctx: StepContext, node: ServerNode, script: str, env: Mapping[str, str] | None = None
 ) -> Completed:
     """Run a small sh script as the server's OS user, where the server lives.
 
@@ -204,46 +197,49 @@ def node_shell(
 
 
 def _as_server_user(
-    ctx: StepContext, node: Mapping[str, Any], argv: list[str], env: Mapping[str, str] | None
+    ctx: StepContext, node: ServerNode, argv: list[str], env: Mapping[str, str] | None
 ) -> Completed:
-    if node["as_root"] and node["os_user"] and node["os_user"] != "root":
+    if node.as_root and node.os_user and node.os_user != "root":
         keep = ",".join(sorted(env)) if env else ""
         # From "/": the caller's directory (root's home, over SSH) is closed to the server's
         # user, and every tool would start by saying so.
         argv = [
-            "runuser", "-u", node["os_user"], *(["-w", keep] if keep else []), "--",
+            "runuser", "-u", node.os_user, *(["-w", keep] if keep else []), "--",
             "sh", "-c", 'cd / && exec "$0" "$@"', *argv,
         ]  # fmt: skip
-    if node.get("ssh"):
+    if node.ssh:
+        from drctl.providers.ssh.run import SshRun
         from drctl.providers.ssh.session import run_remote
 
-        return run_remote(ctx, node["ssh"], argv, env=env)
+        SshRun().warm()  # paramiko through the one import lock, not beside an ssh step's
+
+        return run_remote(ctx, node.ssh, argv, env=env)
     return run_command(ctx, argv, env=env)
 
 
-def pg_ctl_status(ctx: StepContext, node: Mapping[str, Any]) -> bool:
+def pg_ctl_status(ctx: StepContext, node: ServerNode) -> bool:
     """True if the server runs, False if it is stopped; a StepError if pg_ctl cannot tell.
 
     ``pg_ctl status`` exits 0 (running), 3 (not running) or 4 (no accessible data
     directory): 4 — a data directory that is not on this machine — proves nothing.
     """
-    done = pg_tool(ctx, node, "pg_ctl", "status", "-D", node["data_dir"])
+    done = pg_tool(ctx, node, "pg_ctl", "status", "-D", node.data_dir)
     if done.exit_code in (0, 3):
         return done.exit_code == 0
     raise StepError(
-        f"cannot tell whether the server in {node['data_dir']} is running: pg_ctl status "
+        f"cannot tell whether the server in {node.data_dir} is running: pg_ctl status "
         f"exit {done.exit_code}: {last_line(done.output)}"
     )
 
 
-def pg_ctl(ctx: StepContext, node: Mapping[str, Any], action: str) -> None:
-    args = [action, "-w", "-t", str(max(5, int(ctx.remaining()))), "-D", node["data_dir"]]
+def pg_ctl(ctx: StepContext, node: ServerNode, action: str) -> None:
+    args = [action, "-w", "-t", str(max(5, int(ctx.remaining()))), "-D", node.data_dir]
     if action == "stop":
         args += ["-m", "fast"]
     if action == "start":
-        args += ["-l", node["log_file"]]
-        if node["start_options"]:
-            args += ["-o", node["start_options"]]
+        args += ["-l", node.log_file]
+        if node.start_options:
+            args += ["-o", node.start_options]
     done = pg_tool(ctx, node, "pg_ctl", *args)
     if done.exit_code != 0:
         raise StepError(f"pg_ctl {action} failed (exit {done.exit_code}): {last_line(done.output)}")

@@ -7,8 +7,9 @@ from typing import Any
 from pydantic import Field
 
 from drctl.errors import StepError
-from drctl.providers.postgres.session import connect, import_client
-from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
+from drctl.providers.postgres.base import PostgresContext, PostgresStep
+from drctl.providers.postgres.session import connect
+from drctl.steps.base import Role, StepInputs, short
 
 
 class SqlInputs(StepInputs):
@@ -19,27 +20,23 @@ class SqlInputs(StepInputs):
     )
 
 
-class Sql(StepType):
+Ctx = PostgresContext[SqlInputs]
+
+
+class Sql(PostgresStep[SqlInputs]):
     """Run a read-only query and compare its result with ``expect``; publishes ``rows``."""
 
     name = "postgres.sql"
     Inputs = SqlInputs
     roles = frozenset({Role.VERIFY})
-    target_types = frozenset({"postgres"})
-    target_required = True
 
-    def warm_up(self) -> None:
-        import_client()
-
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, SqlInputs)
+    def describe(self, inputs: SqlInputs, target: str | None) -> str:
         expect = "" if inputs.expect is None else f", expect {short(inputs.expect, 30)}"
         return f"query {target}: {short(inputs.query, 50)}{expect}"
 
-    def apply(self, ctx: StepContext) -> None:
+    def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        assert isinstance(inputs, SqlInputs)
-        with connect(str((ctx.target or {})["dsn"]), ctx, what="query", read_only=True) as conn:
+        with connect(ctx.target.dsn, ctx, what="query", read_only=True) as conn:
             rows = [list(r) for r in conn.execute(inputs.query).fetchall()]
         plain = [
             [v if isinstance(v, str | int | float | bool) or v is None else str(v) for v in r]

@@ -22,12 +22,10 @@ import re
 import secrets
 import shlex
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from drctl.errors import StepError
-from drctl.providers.ssh.errors import HostUnreachable, first_line
+from drctl.errors import StepError, Unreachable, first_line
 from drctl.steps.base import StepContext
 
 #: After the command exits, how long to keep reading output that something it left
@@ -114,7 +112,7 @@ def start(
         channel.sendall(stdin.encode())
     except (paramiko.SSHException, OSError, EOFError) as exc:
         if not timer.is_alive():
-            raise HostUnreachable(
+            raise Unreachable(
                 f"{where}: the server did not start the command within {budget:g}s"
             ) from exc
         raise StepError(f"{where}: cannot start the command: {first_line(exc)}") from exc
@@ -149,7 +147,7 @@ def pump(
 
     # Bounded by the deadline: every pass waits at most 0.1 s.
     while True:
-        now = time.monotonic()
+        now = ctx.monotonic()
         if ctx.cancelled:
             outcome = "cancelled"
             break

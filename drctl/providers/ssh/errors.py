@@ -3,7 +3,8 @@
 ::
 
     StepError (drctl.errors)
-    ├── HostUnreachable          refused, no answer in time, name not resolved, no SSH handshake
+    ├── Unreachable              (drctl.errors) refused, no answer in time, name not resolved,
+    │                            no SSH handshake
     ├── HostKeyRejected          the server's key is not one known_hosts trusts for it
     │   ├── HostKeyUnknown       no entry for [host]:port, or no known_hosts file at all
     │   ├── HostKeyChanged       an entry with another key: a rebuilt host or a man in the middle
@@ -17,11 +18,6 @@ Cancelled (drctl.errors) is raised, not wrapped, when the operator cancels a com
 from __future__ import annotations
 
 from drctl.errors import StepError
-
-
-class HostUnreachable(StepError):
-    """Raised when the host refuses the connection, does not answer within the connect
-    timeout, cannot be resolved, or does not complete the SSH handshake in time."""
 
 
 class HostKeyRejected(StepError):
@@ -42,9 +38,3 @@ class HostKeyRevoked(HostKeyRejected):
 
 class AuthenticationFailed(StepError):
     """Raised when the server accepts none of the credentials the target offers."""
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's text (its type name if it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drctl.errors import StepError
-from drctl.providers.ssh.errors import HostKeyRevoked, HostKeyUnknown, first_line
+from drctl.errors import StepError, first_line
+from drctl.providers.ssh.errors import HostKeyRevoked, HostKeyUnknown
 from drctl.runbook.targets import SshTarget
 
 

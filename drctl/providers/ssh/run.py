@@ -8,11 +8,11 @@ from drctl.providers.ssh.session import (
     connect,
     describe_endpoint,
     import_client,
-    parse_target,
     run_remote,
 )
 from drctl.runbook.model import Duration
-from drctl.steps.base import StepContext, StepInputs, short
+from drctl.runbook.targets import SshTarget
+from drctl.steps.base import StepContext, short
 from drctl.steps.command import Command, CommandInputs, CommandStep, command_text
 from drctl.steps.process import Completed
 
@@ -32,7 +32,10 @@ class SshRunInputs(CommandInputs):
     )
 
 
-class SshRun(CommandStep):
+Ctx = StepContext[SshRunInputs, SshTarget]
+
+
+class SshRun(CommandStep[SshRunInputs, SshTarget]):
     """Run a command on an SSH host; exit codes decide success, optional check/verify/undo commands.
 
     The host key must already be in the target's ``known_hosts`` (``[host]:port`` for a
@@ -56,19 +59,18 @@ class SshRun(CommandStep):
     def warm_up(self) -> None:
         import_client()
 
-    def describe(self, inputs: StepInputs, target: str | None) -> str:
-        assert isinstance(inputs, SshRunInputs)
+    def describe(self, inputs: SshRunInputs, target: str | None) -> str:
         return f"run `{short(command_text(inputs.command))}` on {target}"
 
-    def run(self, ctx: StepContext, command: Command) -> Completed:
-        inputs = self.inputs_of(ctx)
+    def run(self, ctx: Ctx, command: Command) -> Completed:
+        inputs = ctx.inputs
         return run_remote(
             ctx, ctx.target, command, env=inputs.env, cwd=inputs.cwd,
             limit=inputs.output_limit, grace=inputs.grace,
         )  # fmt: skip
 
-    def check(self, ctx: StepContext) -> str | None:
-        inputs = self.inputs_of(ctx)
+    def check(self, ctx: Ctx) -> str | None:
+        inputs = ctx.inputs
         if inputs.check is not None:
             super().check(ctx)
         else:
@@ -76,5 +78,5 @@ class SshRun(CommandStep):
             with connect(ctx.target, ctx):
                 pass
         passed = "host key, login and check command" if inputs.check else "host key and login"
-        where = describe_endpoint(parse_target(ctx.target))
+        where = describe_endpoint(ctx.target)
         return f"run `{short(command_text(inputs.command))}` on {where} ({passed} ok)"

@@ -25,15 +25,12 @@ import logging
 import shlex
 import socket
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from drctl.errors import Cancelled, StepError, StepTimeout
+from drctl.errors import Cancelled, StepError, StepTimeout, Unreachable, first_line
 from drctl.providers.ssh.command import check_env, pump, start, stop
 from drctl.providers.ssh.errors import (
     AuthenticationFailed,
@@ -41,8 +38,6 @@ from drctl.providers.ssh.errors import (
     HostKeyRejected,
     HostKeyRevoked,
     HostKeyUnknown,
-    HostUnreachable,
-    first_line,
 )
 from drctl.providers.ssh.hostkeys import (
     KnownHosts,
@@ -61,13 +56,12 @@ __all__ = [
     "HostKeyRejected",
     "HostKeyRevoked",
     "HostKeyUnknown",
-    "HostUnreachable",
     "SshSession",
+    "Unreachable",
     "connect",
     "describe_endpoint",
     "import_client",
     "known_hosts_name",
-    "parse_target",
     "run_remote",
 ]
 
@@ -83,23 +77,6 @@ def import_client() -> None:
     logger = logging.getLogger("paramiko")
     if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
         logger.addHandler(logging.NullHandler())
-
-
-def parse_target(target: Mapping[str, Any] | None) -> SshTarget:
-    """The ``ssh`` target mapping a step received, validated, with its defaults."""
-    if not target:
-        raise StepError("the step needs an ssh target")
-    fields = dict(target)
-    kind = fields.setdefault("type", "ssh")
-    if kind != "ssh":
-        raise StepError(f"the target is a {kind} target, not an ssh target")
-    try:
-        return SshTarget.model_validate(fields)
-    except ValidationError as exc:
-        # Never the input values: they may be secrets.
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise StepError(f"ssh target: {where}: {first['msg']}") from None
 
 
 def describe_endpoint(target: SshTarget) -> str:
@@ -120,10 +97,10 @@ def _load_key(target: SshTarget, where: str) -> Any:
     passphrase = target.key_passphrase.encode() if target.key_passphrase else None
     try:
         info = path.stat()
-    except FileNotFoundError:
-        raise StepError(f"{where}: key_file {path} does not exist") from None
+    except FileNotFoundError as exc:
+        raise StepError(f"{where}: key_file {path} does not exist") from exc
     except OSError as exc:
-        raise StepError(f"{where}: cannot read key_file {path}: {exc.strerror or exc}") from None
+        raise StepError(f"{where}: cannot read key_file {path}: {exc.strerror or exc}") from exc
     cache_key = (str(path), info.st_ino, info.st_mtime_ns, info.st_size, passphrase)
     with _KEYS_LOCK:
         if cache_key in _KEYS:
@@ -146,14 +123,14 @@ def _read_key(path: Path, passphrase: bytes | None, where: str) -> Any:
     try:
         # paramiko 5 hands the passphrase to cryptography, which wants bytes.
         return paramiko.PKey.from_path(path, passphrase)
-    except FileNotFoundError:
-        raise StepError(f"{where}: key_file {path} does not exist") from None
-    except paramiko.PasswordRequiredException:
-        raise encrypted from None
+    except FileNotFoundError as exc:
+        raise StepError(f"{where}: key_file {path} does not exist") from exc
+    except paramiko.PasswordRequiredException as exc:
+        raise encrypted from exc
     except TypeError as exc:
         # cryptography's "Key is password-protected, but password was not provided."
         if passphrase is None and "password" in str(exc):
-            raise encrypted from None
+            raise encrypted from exc
         raise StepError(f"{where}: cannot load key_file {path}: {first_line(exc)}") from exc
     except (OSError, ValueError, paramiko.SSHException) as exc:
         wrong = " (wrong key_passphrase?)" if passphrase else ""
@@ -163,18 +140,16 @@ def _read_key(path: Path, passphrase: bytes | None, where: str) -> Any:
 def _open_socket(target: SshTarget, where: str, budget: float) -> socket.socket:
     try:
         return socket.create_connection((target.host, target.port), timeout=budget)
-    except ConnectionRefusedError:
-        raise HostUnreachable(
+    except ConnectionRefusedError as exc:
+        raise Unreachable(
             f"{where}: connection refused (nothing listens on port {target.port})"
-        ) from None
+        ) from exc
     except socket.gaierror as exc:
-        raise HostUnreachable(
-            f"{where}: cannot resolve {target.host}: {exc.strerror or exc}"
-        ) from None
-    except TimeoutError:
-        raise HostUnreachable(f"{where}: no answer within {budget:g}s (connect timeout)") from None
+        raise Unreachable(f"{where}: cannot resolve {target.host}: {exc.strerror or exc}") from exc
+    except TimeoutError as exc:
+        raise Unreachable(f"{where}: no answer within {budget:g}s (connect timeout)") from exc
     except OSError as exc:
-        raise HostUnreachable(f"{where}: cannot connect: {exc.strerror or exc}") from None
+        raise Unreachable(f"{where}: cannot connect: {exc.strerror or exc}") from exc
 
 
 class SshSession:
@@ -207,7 +182,7 @@ class SshSession:
         left = ctx.remaining() if timeout is None else min(timeout, ctx.remaining())
         if left <= 0:
             raise StepTimeout(f"{self.where}: no time left to run the command")
-        deadline = time.monotonic() + left
+        deadline = ctx.monotonic() + left
         text = command if isinstance(command, str) else shlex.join(command)
         budget = min(left, self.target.connect_timeout)
         channel = start(self._client, self.where, text, env or {}, cwd, grace, budget)
@@ -233,16 +208,16 @@ class SshSession:
 
 
 @contextmanager
-def connect(target: Mapping[str, Any] | None, ctx: StepContext) -> Iterator[SshSession]:
-    """An authenticated connection to an ``ssh`` target mapping, closed on exit.
+def connect(target: SshTarget, ctx: StepContext) -> Iterator[SshSession]:
+    """An authenticated connection to an ``ssh`` target, closed on exit.
 
-    Raises HostUnreachable, HostKeyUnknown, HostKeyChanged, HostKeyRevoked,
+    Raises Unreachable, HostKeyUnknown, HostKeyChanged, HostKeyRevoked,
     AuthenticationFailed, StepTimeout or StepError — never a paramiko exception.
     """
     import paramiko
 
     import_client()
-    spec = parse_target(target)
+    spec = target
     where = f"ssh {describe_endpoint(spec)}"
     budget = min(spec.connect_timeout, ctx.remaining())
     if budget <= 0:
@@ -261,9 +236,9 @@ def connect(target: Mapping[str, Any] | None, ctx: StepContext) -> Iterator[SshS
     client = paramiko.SSHClient()
     known = load_known_hosts(client, known_hosts, where)
     client.set_missing_host_key_policy(RefuseUnknownHost(where, known))
-    started = time.monotonic()
+    started = ctx.monotonic()
     sock = _open_socket(spec, where, budget)
-    left = max(0.5, budget - (time.monotonic() - started))
+    left = max(0.5, budget - (ctx.monotonic() - started))
     try:
         client.connect(
             spec.host, spec.port, username=spec.user, pkey=pkey, password=spec.password,
@@ -325,15 +300,15 @@ def _translate(
     # fails with "No existing session". A missing banner says so; a dropped link is EOF.
     stalled = ("banner", "no existing session", "negotiation failed")
     if any(s in text.lower() for s in stalled) or isinstance(exc, TimeoutError | EOFError):
-        return HostUnreachable(f"{where}: no SSH handshake within {budget:g}s ({text})")
+        return Unreachable(f"{where}: no SSH handshake within {budget:g}s ({text})")
     if isinstance(exc, OSError):
-        return HostUnreachable(f"{where}: connection lost during the handshake: {text}")
+        return Unreachable(f"{where}: connection lost during the handshake: {text}")
     return StepError(f"{where}: SSH handshake failed: {text}")
 
 
 def run_remote(
     ctx: StepContext,
-    target: Mapping[str, Any] | None,
+    target: SshTarget,
     command: str | Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
