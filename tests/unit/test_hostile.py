@@ -1,0 +1,235 @@
+"""Hostile input, generated: every case ends in a value or a clear error, within a bounded
+time and memory, never a crash, a hang or a blow-up.
+
+Each case runs in a forked child (the parent has drctl and Jinja imported already, so a
+fork costs milliseconds) with an address-space ceiling and an alarm; a case that blows
+the ceiling, hangs or dies fails the test instead of the machine. The ceilings are far
+above what a bounded case needs and far below what an unbounded one takes, so no
+assertion depends on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from drctl.compiler.templating import TemplateProblem, render
+
+#: Memory a case may add to the parent's address space.
+CASE_MEMORY = 384 * 1024 * 1024
+#: Seconds before a case counts as hung (a bounded case takes well under one).
+CASE_SECONDS = 10
+
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a bounded case ended: ``ok`` with a value, ``error`` with a message, or ``crash``."""
+
+    kind: str
+    text: str
+
+
+def _address_space() -> int:
+    with open("/proc/self/statm", encoding="ascii") as fh:
+        return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def bounded(fn: Callable[[], Any], expected: tuple[type[BaseException], ...]) -> Outcome:
+    """Run ``fn`` in a forked child under a memory ceiling and an alarm."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os.close(read)
+        code = 0
+        try:
+            limit = _address_space() + CASE_MEMORY
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            signal.alarm(CASE_SECONDS)
+            try:
+                result = {"kind": "ok", "text": repr(fn())[:300]}
+            except expected as exc:
+                result = {"kind": "error", "text": str(getattr(exc, "message", exc))}
+            except BaseException as exc:
+                result = {"kind": "crash", "text": f"{type(exc).__name__}: {exc}"[:500]}
+            os.write(write, json.dumps(result).encode())
+        except BaseException:
+            code = 3
+        finally:
+            os._exit(code)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    _, status = os.waitpid(pid, 0)
+    if not chunks:
+        why = (
+            f"killed by signal {os.WTERMSIG(status)}"
+            if os.WIFSIGNALED(status)
+            else f"exit {os.WEXITSTATUS(status)}"
+        )
+        return Outcome(
+            "crash", f"the case died ({why}): hung past {CASE_SECONDS}s or out of memory"
+        )
+    data = json.loads(b"".join(chunks))
+    return Outcome(data["kind"], data["text"])
+
+
+def drctl_bounded(
+    *args: str, cwd: Path, memory: int = 768 * 1024 * 1024
+) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a fresh interpreter with an address-space ceiling and a timeout."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    env = {k: v for k, v in os.environ.items() if k != "DRCTL_DEBUG"}
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "drctl", *args],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            cwd=cwd,
+            env=env,
+            timeout=60,
+            check=False,
+            preexec_fn=limit,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"drctl {' '.join(args)} hung")
+
+
+def assert_clean_refusal(proc: subprocess.CompletedProcess[str], fragment: str = "") -> None:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out and "internal error" not in out, out
+    assert fragment in out, out
+
+
+# -- templates ------------------------------------------------------------------
+
+#: Payloads from the issue: each used to allocate gigabytes, hang, or raise RecursionError.
+RUNAWAY = {
+    "ljust": "{{ 'x'.ljust(2000000000) }}",
+    "rjust": "{{ 'x'.rjust(2000000000) }}",
+    "center": "{{ 'x'.center(2000000000) }}",
+    "zfill": "{{ 'x'.zfill(2000000000) }}",
+    "expandtabs": "{{ ('\\t' * 1000).expandtabs(2000000) }}",
+    "percent-width": "{{ '%0999999999d' % 1 }}",
+    "percent-star": "{{ '%*d' % (999999999, 1) }}",
+    "percent-precision": "{{ '%.999999999f' % 1.0 }}",
+    "format-width": "{{ '{:>999999999}'.format(1) }}",
+    "format-nested-width": "{{ '{:{w}}'.format(1, w=999999999) }}",
+    "format-map": "{{ '{x:>999999999}'.format_map({'x': 1}) }}",
+    "join-method": "{{ ('x' * 90000).join(['a'] * 90000) }}",
+    "join-filter": "{{ (['x' * 90000] * 20) | join }}",
+    "replace-method": "{{ ('x' * 100000).replace('', 'yyyyyyyyyyyy') }}",
+    "replace-filter": "{{ ('x' * 100000) | replace('x', 'yyyyyyyyyyyyyyy') }}",
+    "translate": "{{ ('a' * 1000).translate({97: 'b' * 10000}) }}",
+    "power-chain": "{{ 2 ** 64 ** 64 }}",
+    "small-powers": "{{ ((2 ** 60) ** 60) ** 60 }}",
+    "concat": "{% set s = 'x' * 99999 %}{{ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s }}",
+    "output": "{% set s = 'x' * 99999 %}" + "{{ s }}" * 20,
+    "shared-list": "{% set s = 'x' * 99999 %}{{ [s, s, s, s, s, s, s, s, s, s, s, s] }}",
+    "batch-fill": "{{ [1] | batch(1000000000, 'x') | list }}",
+    "indent": "{{ 'x' | indent(1000000000) }}",
+    "tojson-indent": "{{ range(100000) | list | tojson(indent=100) }}",
+    "attribute-chain": "{{ params" + ".a" * 3000 + " }}",
+    "filter-chain": "{{ 'a'" + " | upper" * 3000 + " }}",
+    "plus-chain": "{{ 1" + " + 1" * 3000 + " }}",
+    "parentheses": "{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}",
+}
+
+
+@pytest.mark.parametrize("template", list(RUNAWAY.values()), ids=list(RUNAWAY))
+def test_a_runaway_template_is_a_template_error_within_bounds(template: str) -> None:
+    """Padding, widths, %, join, replace, ** chains and long chains stop with TemplateProblem."""
+    outcome = bounded(lambda: render(template, {"params": {"a": {}}}), (TemplateProblem,))
+    assert outcome.kind == "error", outcome
+    assert "RecursionError" not in outcome.text
+
+
+def test_a_runaway_template_in_a_runbook_is_a_located_exit_2(tmp_path: Path) -> None:
+    """validate names file:line:col and exits 2 for over-budget templates, under a memory ceiling."""
+    steps = "".join(
+        f"  - id: s{i}\n    type: shell\n    with:\n      command: {json.dumps(t)}\n      mutates: false\n"
+        for i, t in enumerate(RUNAWAY.values())
+    )
+    text = (
+        "apiVersion: drctl/v1\nkind: Runbook\nmetadata: {name: t}\nparams:\n"
+        "  a: {type: map, default: {}}\nsteps:\n" + steps
+    )
+    (tmp_path / "rb.yaml").write_text(text, encoding="utf-8")
+    proc = drctl_bounded("validate", "rb.yaml", cwd=tmp_path)
+    assert_clean_refusal(proc)
+    located = [line for line in proc.stdout.splitlines() if line.startswith("rb.yaml:")]
+    assert len(located) == len(RUNAWAY), proc.stdout
+
+
+#: Building blocks for generated templates: each is small, some amplify.
+_ATOMS = st.sampled_from(
+    [
+        "'x'",
+        "'ab\\t'",
+        "'%5d'",
+        "'{:>9}'",
+        "1",
+        "2",
+        "7",
+        "64",
+        "[1, 2]",
+        "['a', 'b']",
+        "params.n",
+        "params.s",
+    ]
+)
+_UNARY = st.sampled_from(
+    [
+        "({}).ljust({n})", "({}).center({n})", "({}).zfill({n})", "({}).expandtabs({n})",
+        "({}) * {n}", "({}) ** {n}", "({}) % {n}", "({}).format({n})", "({}) | join",
+        "({}) | replace('', 'xyz' * {n})", "({}).replace('a', 'b' * {n})", "({}) ~ ({})",
+        "[({}), ({})]", "({}) | list", "({}) | batch({n}, 0)", "({}) | indent({n})",
+        "({}) + ({})", "({}) | string", "({}) | tojson",
+    ]
+)  # fmt: skip
+_SIZES = st.sampled_from([10**9, 2**31, 10**6, 99999, 64, 3, 0])
+
+
+@st.composite
+def _expressions(draw: st.DrawFn, depth: int = 4) -> str:
+    expr = draw(_ATOMS)
+    for _ in range(draw(st.integers(1, depth))):
+        shape = draw(_UNARY)
+        expr = shape.replace("{n}", str(draw(_SIZES))).replace("{}", expr)
+    return expr
+
+
+@FUZZ
+@given(_expressions())
+def test_generated_templates_end_in_a_value_or_a_template_error(expr: str) -> None:
+    """Any composition of amplifying operations renders or is refused, within time and memory."""
+    template = "{{ " + expr + " }}"
+    context = {"params": {"n": 3, "s": "abc"}}
+    outcome = bounded(lambda: render(template, context), (TemplateProblem,))
+    assert outcome.kind in ("ok", "error"), (template, outcome)
