@@ -233,3 +233,102 @@ def test_generated_templates_end_in_a_value_or_a_template_error(expr: str) -> No
     context = {"params": {"n": 3, "s": "abc"}}
     outcome = bounded(lambda: render(template, context), (TemplateProblem,))
     assert outcome.kind in ("ok", "error"), (template, outcome)
+
+
+# -- YAML -----------------------------------------------------------------------
+
+
+def _load_error(text: str) -> Outcome:
+    from drctl.errors import RunbookInvalid
+    from drctl.runbook.source import load_yaml
+
+    def run() -> str:
+        try:
+            load_yaml(text, "f.yaml")
+        except RunbookInvalid as exc:
+            d = exc.diagnostics[0]
+            raise ValueError(
+                json.dumps([d.code, d.position.line, d.position.column] if d.position else [d.code])
+            ) from None
+        return "loaded"
+
+    return bounded(run, (ValueError,))
+
+
+@pytest.mark.parametrize("copies", [2000, 40])
+def test_a_large_scalar_repeated_by_alias_is_e102_within_bounds(copies: int) -> None:
+    """Alias expansion is bounded by the text it expands to, not only by the number of values."""
+    big = "x" * (4 * 1024 * 1024 // 40 + 1)
+    text = "a: &a '" + big + "'\nb: [" + ", ".join(["*a"] * copies) + "]\n"
+    outcome = _load_error(text)
+    assert outcome.kind == "error", outcome
+    assert json.loads(outcome.text)[0] == "E102"
+
+
+def test_a_large_scalar_repeated_by_alias_stops_validate_within_bounds(tmp_path: Path) -> None:
+    """validate refuses one large scalar referenced 2,000 times with E102, under a memory ceiling."""
+    big = "x" * 200_000
+    text = (
+        "apiVersion: drctl/v1\nkind: Runbook\nmetadata: {name: t, description: &big '"
+        + big
+        + "'}\nsteps:\n  - id: a\n    type: shell\n    with: {command: echo, mutates: false}\n"
+        + "x-refs: ["
+        + ", ".join(["*big"] * 2000)
+        + "]\n"
+    )
+    (tmp_path / "rb.yaml").write_text(text, encoding="utf-8")
+    proc = drctl_bounded("validate", "rb.yaml", cwd=tmp_path)
+    assert_clean_refusal(proc, "rb.yaml:8:")
+    assert "E102" in proc.stdout
+
+
+_LINE_TEXT = st.text(
+    alphabet=st.sampled_from(["a", "Z", "é", "😀", "\u2028", "\u2029", "\x85", "\t", " ", ":"]),
+    max_size=12,
+)
+
+
+@FUZZ
+@given(
+    before=st.lists(_LINE_TEXT, max_size=6),
+    after=st.lists(_LINE_TEXT, max_size=3),
+    eol=st.sampled_from(["\n", "\r\n", "\r"]),
+    bom=st.booleans(),
+    final_eol=st.booleans(),
+)
+def test_yaml_errors_are_located_as_an_editor_numbers_lines(
+    before: list[str], after: list[str], eol: str, bom: bool, final_eol: bool
+) -> None:
+    """Under LF, CRLF, CR, a BOM, tabs and Unicode line separators, an error is at its line and column."""
+    lines = [f"k{i}: '{v}'" for i, v in enumerate(before)]
+    lines.append("bad: }")
+    lines += [f"z{i}: '{v}'" for i, v in enumerate(after)]
+    text = ("\ufeff" if bom else "") + eol.join(lines) + (eol if final_eol else "")
+    outcome = _load_error(text)
+    assert outcome.kind == "error", (text, outcome)
+    assert json.loads(outcome.text) == ["E101", len(before) + 1, 6], repr(text)
+
+
+@FUZZ
+@given(
+    body=st.lists(_LINE_TEXT, min_size=1, max_size=4),
+    eol=st.sampled_from(["\n", "\r\n", "\r"]),
+    final_eol=st.booleans(),
+    tail=st.sampled_from(["b: [", "b: {", "b: '", 'b: "x', "b: [1, ", "- x", "b: &"]),
+)
+def test_an_error_at_the_end_of_a_file_is_inside_the_file(
+    body: list[str], eol: str, final_eol: bool, tail: str
+) -> None:
+    """An error found at the end of input names a line and column that exist in the file."""
+    lines = [f"k{i}: '{v}'" for i, v in enumerate(body)] + [tail]
+    text = eol.join(lines) + (eol if final_eol else "")
+    outcome = _load_error(text)
+    assert outcome.kind == "error", (text, outcome)
+    got = json.loads(outcome.text)
+    assert len(got) == 3, got
+    _, line, col = got
+    shown = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if final_eol:
+        shown.pop()
+    assert 1 <= line <= len(shown), (repr(text), got)
+    assert 1 <= col <= len(shown[line - 1]) + 1, (repr(text), got)
