@@ -43,6 +43,10 @@ from drctl.runbook.validation import to_diagnostics
 from drctl.steps.base import StepInputs, StepType
 from drctl.steps.registry import get_step_type
 
+#: The default and the largest ``settings.max_steps`` (kept in step with the model's bounds).
+MAX_STEPS = 10_000
+MAX_STEPS_CEILING = 50_000
+
 _JINJA_GLOBALS = frozenset({"range", "lipsum", "dict", "cycler", "joiner", "namespace", "loop"})
 
 
@@ -79,6 +83,8 @@ class _Compiler:
         self.target_names = set(raw_targets) if isinstance(raw_targets, dict) else set()
         self.params: dict[str, Any] = {}
         self.targets_ctx: dict[str, dict[str, Any]] = {}
+        #: Step instances the for_each lists seen so far expand to (see _fan_out_fits).
+        self.planned = 0
 
     def error(
         self, code: str, message: str, loc: Loc, *, key: bool = False, hint: str | None = None
@@ -252,6 +258,8 @@ class _Compiler:
         if not isinstance(values, list):
             self.error(E_FOR_EACH, f"for_each must give a list, got {type(values).__name__}", floc)
             return None
+        if not self._fan_out_fits(len(values), floc):
+            return None
         out: list[tuple[str | None, Any]] = []
         seen: set[str] = set()
         for index, item in enumerate(values):
@@ -272,6 +280,25 @@ class _Compiler:
             seen.add(key_text)
             out.append((key_text, item))
         return out
+
+    def _fan_out_fits(self, count: int, loc: Loc) -> bool:
+        """Refuse, before expanding it, a fan-out that takes the plan past ``max_steps``.
+
+        Compiling costs memory per step and dependency checks grow with the square of
+        the step count (see docs/limits.md), so the bound is checked up front.
+        """
+        limit = self.header.settings.max_steps if self.header is not None else MAX_STEPS
+        self.planned += count - 1
+        if self.planned + len(self.loaded.steps) + len(self.loaded.fallbacks) <= limit:
+            return True
+        self.error(
+            E_FOR_EACH,
+            f"for_each gives {count} items: the plan would have more than {limit} steps",
+            loc,
+            hint=f"split the runbook, or raise the limit with 'settings: {{max_steps: N}}' "
+            f"(at most {MAX_STEPS_CEILING}; see docs/limits.md for the memory it takes)",
+        )
+        return False
 
     def _compile_step(self, located: LocatedStep, *, fallback: bool) -> list[_Instance]:
         spec, loc = located.spec, located.loc

@@ -332,3 +332,36 @@ def test_an_error_at_the_end_of_a_file_is_inside_the_file(
         shown.pop()
     assert 1 <= line <= len(shown), (repr(text), got)
     assert 1 <= col <= len(shown[line - 1]) + 1, (repr(text), got)
+
+
+# -- fan-out --------------------------------------------------------------------
+
+
+def _fan_out_runbook(items: int, settings_line: str = "") -> str:
+    ids = ", ".join(f"i{i}" for i in range(items))
+    return (
+        "apiVersion: drctl/v1\nkind: Runbook\nmetadata: {name: fo}\n"
+        + settings_line
+        + f"params:\n  ids: {{type: list, default: [{ids}]}}\nsteps:\n"
+        '  - id: s\n    type: shell\n    for_each: "{{ params.ids }}"\n'
+        '    with: {command: "echo {{ item }}", mutates: false}\n'
+    )
+
+
+def test_a_100000_step_fan_out_is_refused_up_front_naming_the_setting(tmp_path: Path) -> None:
+    """plan refuses a 100,000-item for_each before expanding it, naming the limit and settings.max_steps."""
+    (tmp_path / "rb.yaml").write_text(_fan_out_runbook(100_000), encoding="utf-8")
+    proc = drctl_bounded("plan", "rb.yaml", cwd=tmp_path, memory=640 * 1024 * 1024)
+    assert_clean_refusal(proc, "rb.yaml:9:15: error E270: for_each gives 100000 items")
+    assert "more than 10000 steps" in proc.stdout + proc.stderr
+    assert "settings: {max_steps: N}" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("limit", "code"), [(4, 2), (6, 0)])
+def test_settings_max_steps_sets_the_fan_out_limit(tmp_path: Path, limit: int, code: int) -> None:
+    """settings.max_steps is the limit: five instances pass at six and are refused at four."""
+    text = _fan_out_runbook(5, f"settings: {{max_steps: {limit}}}\n")
+    (tmp_path / "rb.yaml").write_text(text, encoding="utf-8")
+    proc = drctl_bounded("validate", "rb.yaml", cwd=tmp_path)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert (f"more than {limit} steps" in proc.stdout) == (code == 2), proc.stdout
