@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import drctl.cli.app  # imported once here, so a forked case does not import it again
 from drctl.compiler.templating import TemplateProblem, render
 
 #: Memory a case may add to the parent's address space.
@@ -33,7 +34,7 @@ CASE_MEMORY = 384 * 1024 * 1024
 CASE_SECONDS = 10
 
 FUZZ = settings(
-    max_examples=60,
+    max_examples=50,
     deadline=None,
     derandomize=True,
     database=None,
@@ -66,7 +67,7 @@ def bounded(fn: Callable[[], Any], expected: tuple[type[BaseException], ...]) ->
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
             signal.alarm(CASE_SECONDS)
             try:
-                result = {"kind": "ok", "text": repr(fn())[:300]}
+                result = {"kind": "ok", "text": repr(fn())[:4000]}
             except expected as exc:
                 result = {"kind": "error", "text": str(getattr(exc, "message", exc))}
             except BaseException as exc:
@@ -365,3 +366,86 @@ def test_settings_max_steps_sets_the_fan_out_limit(tmp_path: Path, limit: int, c
     proc = drctl_bounded("validate", "rb.yaml", cwd=tmp_path)
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert (f"more than {limit} steps" in proc.stdout) == (code == 2), proc.stdout
+
+
+# -- -p values and params files ---------------------------------------------------
+
+#: Whole CLI runs cost more than a render: fewer examples.
+CLI_FUZZ = settings(FUZZ, max_examples=20)
+
+RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
+
+
+def run_main(*args: str) -> tuple[int, str]:
+    """``drctl ARGS`` through main() in this process, writing to strict UTF-8 streams as a terminal does."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    main = drctl.cli.app.main
+    out_bytes, err_bytes = io.BytesIO(), io.BytesIO()
+    out = io.TextIOWrapper(out_bytes, encoding="utf-8", errors="strict")
+    err = io.TextIOWrapper(err_bytes, encoding="utf-8", errors="strict")
+    code: int | str | None = 0
+    env = {k: v for k, v in os.environ.items() if k != "DRCTL_DEBUG"}
+    with (
+        mock.patch.object(sys, "argv", ["drctl", *args]),
+        mock.patch.dict(os.environ, env, clear=True),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code
+    out.flush()
+    err.flush()
+    text = (out_bytes.getvalue() + err_bytes.getvalue()).decode("utf-8")
+    return (code if isinstance(code, int) else 1), text
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm() -> None:
+    """Build the template environment and caches in the parent, so forked cases reuse them."""
+    run_main("plan", str(RUNBOOKS / "shell-demo.yaml"))
+
+
+def assert_cli_clean(outcome: Outcome) -> None:
+    assert outcome.kind == "ok", outcome
+    assert "internal error" not in outcome.text and "Traceback" not in outcome.text, outcome
+    assert outcome.text.startswith(("(0,", "(2,")), outcome
+
+
+def argv_text(raw: bytes) -> str:
+    """``raw`` as Python receives it in argv (undecodable bytes as lone surrogates)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+@CLI_FUZZ
+@given(raw=st.binary(max_size=24), name=st.sampled_from(["workdir", "shards", "wor\xffk"]))
+def test_any_bytes_in_a_p_value_are_text_or_a_clear_error(raw: bytes, name: str) -> None:
+    """-p NAME=<any bytes> plans, or is refused with exit 2; never exit 70."""
+    flag = argv_text(name.encode("latin-1") + b"=" + raw)
+    path = str(RUNBOOKS / "shell-demo.yaml")
+
+    def every_format() -> list[tuple[int, str]]:
+        return [
+            run_main("plan", path, "--format", f, "-p", flag) for f in ("text", "json", "markdown")
+        ]
+
+    outcome = bounded(every_format, ())
+    assert outcome.kind == "ok", outcome
+    assert "internal error" not in outcome.text and "Traceback" not in outcome.text, outcome
+    assert all(f"({c}," not in outcome.text for c in (1, 70)), outcome
+
+
+def test_a_non_utf8_p_value_names_the_flag_and_the_byte() -> None:
+    """A -p value with a byte that is not UTF-8 is E230 naming the flag, the byte and its offset."""
+    flag = argv_text(b"workdir=ab\xff\xfe")
+    outcome = bounded(lambda: run_main("plan", str(RUNBOOKS / "shell-demo.yaml"), "-p", flag), ())
+    assert outcome.kind == "ok", outcome
+    assert outcome.text.startswith("(2,"), outcome
+    assert (
+        "-p workdir=ab\\\\xff\\\\xfe: error E230: not UTF-8 text (invalid byte 0xff at offset 10)"
+        in outcome.text
+    )
