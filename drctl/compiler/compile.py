@@ -161,7 +161,8 @@ class _Compiler:
         """Target fields may be templates over params (a port, a data directory)."""
         for name, target in list(self.loaded.targets.items()):
             fields = target.model_dump(exclude_none=True, warnings=False)
-            changed = False
+            rendered: dict[str, Any] = {}
+            failed = False
             for key, value in fields.items():
                 if isinstance(value, str) and is_template(value):
                     loc = ("targets", name, key)
@@ -172,11 +173,35 @@ class _Compiler:
                             f"targets.{name}.{key}: a target cannot read steps' outputs",
                             loc,
                         )
-                    elif out is not _FAILED:
-                        fields[key] = out if isinstance(out, str) else str(out)
-                        changed = True
-            if changed:
-                self.loaded.targets[name] = type(target).model_validate(fields)
+                        failed = True
+                    elif out is _FAILED:
+                        failed = True
+                    else:
+                        rendered[key] = _field_value(out)
+            if rendered and not failed:
+                self._validate_rendered_target(name, target, {**fields, **rendered}, rendered)
+
+    def _validate_rendered_target(
+        self, name: str, target: TargetModel, fields: dict[str, Any], rendered: dict[str, Any]
+    ) -> None:
+        """Check a target once its templates are rendered, at the templates' places."""
+        from dataclasses import replace
+
+        model = type(target)
+        try:
+            self.loaded.targets[name] = model.model_validate(fields)
+        except ValidationError as exc:
+            for found in to_diagnostics(exc, model, fields, self.srcmap, ("targets", name)):
+                d = found
+                key = d.message.split(":", 1)[0].rsplit(".", 1)[-1]
+                if key in rendered:
+                    shown = repr(rendered[key])
+                    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                    d = replace(d, message=f"{d.message} (its template rendered {shown})")
+                marker = (d.code, d.location, d.message)
+                if marker not in self._seen:
+                    self._seen.add(marker)
+                    self.diags.append(d)
 
     def _check_duplicate_ids(self) -> None:
         seen: dict[str, Loc] = {}
@@ -723,6 +748,15 @@ class _Deferred:
 
 
 _FAILED = object()
+
+
+def _field_value(out: Any) -> Any:
+    """A rendered target field as the model reads it: text, or a list or map as it is."""
+    if isinstance(out, dict | list):
+        return out
+    if isinstance(out, bool):
+        return "true" if out else "false"
+    return str(out)
 
 
 def _template_view(name: str, target: TargetModel) -> dict[str, Any]:

@@ -449,3 +449,74 @@ def test_a_non_utf8_p_value_names_the_flag_and_the_byte() -> None:
         "-p workdir=ab\\\\xff\\\\xfe: error E230: not UTF-8 text (invalid byte 0xff at offset 10)"
         in outcome.text
     )
+
+
+# -- templated target fields ------------------------------------------------------
+
+TARGET_RUNBOOK = """\
+apiVersion: drctl/v1
+kind: Runbook
+metadata: {{name: t}}
+params:
+  v: {{type: {kind}, default: {default}}}
+targets:
+  box: {{type: ssh, host: h, user: u, {field}: "{{{{ params.v }}}}"}}
+steps:
+  - id: a
+    type: ssh.run
+    target: box
+    with: {{command: echo, mutates: false}}
+"""
+
+
+def _target_case(tmp_path: Path, field: str, kind: str, default: str) -> Outcome:
+    (tmp_path / "rb.yaml").write_text(
+        TARGET_RUNBOOK.format(field=field, kind=kind, default=default), encoding="utf-8"
+    )
+    return bounded(lambda: run_main("validate", str(tmp_path / "rb.yaml")), ())
+
+
+def test_a_misspelt_target_key_holding_a_template_is_e201(tmp_path: Path) -> None:
+    """known_hots: "{{ params.v }}" is an unknown field with a suggestion, not silently ignored."""
+    outcome = _target_case(tmp_path, "known_hots", "str", "/etc/kh")
+    assert outcome.text.startswith("(2,"), outcome
+    assert "rb.yaml:7:38: error E201: targets.box.known_hots: unknown field" in outcome.text
+    assert "known_hosts" in outcome.text
+
+
+def test_a_template_rendering_an_invalid_port_is_located_at_the_template(tmp_path: Path) -> None:
+    """A port template rendering -1 is E200 at the template, saying what it rendered; not exit 70."""
+    outcome = _target_case(tmp_path, "port", "int", "-1")
+    assert outcome.text.startswith("(2,"), outcome
+    assert (
+        "rb.yaml:7:44: error E200: targets.box.port: input should be greater than or equal to 1 "
+        "(its template rendered '-1')"
+    ) in outcome.text, outcome
+
+
+@CLI_FUZZ
+@given(
+    field=st.sampled_from(["port", "agent", "connect_timeout", "known_hosts", "host", "prot", "x"]),
+    param=st.one_of(
+        st.tuples(st.just("int"), st.integers(-(2**70), 2**70).map(str)),
+        st.tuples(
+            st.just("str"),
+            st.text(st.characters(categories=("L", "N", "P", "S", "Zs")), max_size=8).map(
+                lambda t: json.dumps(t, ensure_ascii=False)
+            ),
+        ),
+        st.sampled_from(
+            [("list", "[1, 2]"), ("map", "{a: 1}"), ("bool", "true"), ("float", "1.5")]
+        ),
+    ),
+)
+def test_any_rendered_target_value_validates_or_is_a_located_error(
+    field: str, param: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Whatever a target field's template renders, validate exits 0 or 2 with a located error."""
+    outcome = _target_case(tmp_path_factory.mktemp("tg"), field, *param)
+    assert outcome.kind == "ok", outcome
+    assert "internal error" not in outcome.text, outcome
+    assert outcome.text.startswith(("(0,", "(2,")), outcome
+    if outcome.text.startswith("(2,"):
+        assert "rb.yaml:7:" in outcome.text, outcome
