@@ -39,6 +39,9 @@ class Redactor:
         #: Forms whose cut pieces are masked too (not whole connection strings: their
         #: start is ``host=…``, and their secret pieces are registered on their own).
         self._edges: list[str] = []
+        #: Every run of MIN_SECRET_LENGTH characters in those forms: a text whose ends are
+        #: not among them holds no cut piece, which spares most texts the search.
+        self._grams: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
     def add(self, value: str) -> None:
@@ -50,6 +53,11 @@ class Redactor:
             # Longest first, so a secret containing another is masked whole.
             self._secrets = sorted({*self._secrets, *forms}, key=lambda s: (-len(s), s))
             self._edges = sorted({*self._edges, *edges}, key=lambda s: (-len(s), s))
+            self._grams = self._grams | {
+                e[i : i + MIN_SECRET_LENGTH]
+                for e in edges
+                for i in range(len(e) - MIN_SECRET_LENGTH + 1)
+            }
 
     def text(self, value: str) -> str:
         secrets = self._secrets
@@ -58,7 +66,7 @@ class Redactor:
         for secret in secrets:
             if secret in value:
                 value = value.replace(secret, MASK)
-        return _mask_cut_ends(value, self._edges)
+        return _mask_cut_ends(value, self._edges, self._grams)
 
     def data(self, value: Any) -> Any:
         if not self._secrets:
@@ -120,12 +128,15 @@ def _base64_cores(raw: bytes) -> set[str]:
     return out
 
 
-def _mask_cut_ends(text: str, secrets: list[str]) -> str:
+def _mask_cut_ends(text: str, secrets: list[str], grams: frozenset[str]) -> str:
     """Mask the start of a secret at the end of ``text`` (before a cut mark), and the end
     of a secret at its start: what is left of a secret when someone cut the text."""
     body = text
     mark = next((m for m in _CUT_MARKS if body.endswith(m)), "")
     body = body[: len(body) - len(mark)]
+    n = MIN_SECRET_LENGTH
+    if body[-n:] not in grams and body[:n] not in grams:
+        return text
     for secret in secrets:
         for size in range(min(len(secret), len(body)) - 1, MIN_SECRET_LENGTH - 1, -1):
             if body.endswith(secret[:size]):
