@@ -210,7 +210,9 @@ def _parse_structured(text: Any, kind: str) -> Any:
     if stripped[:1] in "[{":
         try:
             return json.loads(stripped)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
+            # Not JSON, or nested past the JSON decoder's stack: the YAML loader reads
+            # JSON too, and reports nesting past its limit as E102.
             doc = load_yaml(stripped, "-p")
             return doc.data
     if kind == "list":

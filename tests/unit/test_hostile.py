@@ -639,3 +639,15 @@ def test_plan_on_a_terminal_shows_a_hidden_command_escaped(tmp_path: Path) -> No
     )
     assert "\\r\\u001b[2Kecho hello" in outcome.text, outcome
     assert "\x1b" not in outcome.text
+
+
+@pytest.mark.parametrize("opener", ["[", '{"a": '])
+def test_a_deeply_nested_p_value_is_e102_not_a_recursion_error(opener: str) -> None:
+    """-p shards=[[[[… (100,000 levels) is a nesting error, not RecursionError (exit 70)."""
+    flag = "shards=" + opener * 100_000
+    outcome = bounded(
+        lambda: run_main("plan", str(RUNBOOKS / "shell-demo.yaml"), "-p", flag)[1], ()
+    )
+    assert outcome.kind == "ok", outcome
+    assert "error E102: nesting deeper than 64 levels" in outcome.text, outcome
+    assert "RecursionError" not in outcome.text
