@@ -313,8 +313,9 @@ class _Compiler:
         the step count (see docs/limits.md), so the bound is checked up front.
         """
         limit = self.header.settings.max_steps if self.header is not None else MAX_STEPS
-        self.planned += count - 1
-        if self.planned + len(self.loaded.steps) + len(self.loaded.fallbacks) <= limit:
+        planned = self.planned + count - 1
+        if planned + len(self.loaded.steps) + len(self.loaded.fallbacks) <= limit:
+            self.planned = planned
             return True
         self.error(
             E_FOR_EACH,

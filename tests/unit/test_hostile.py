@@ -651,3 +651,15 @@ def test_a_deeply_nested_p_value_is_e102_not_a_recursion_error(opener: str) -> N
     assert outcome.kind == "ok", outcome
     assert "error E102: nesting deeper than 64 levels" in outcome.text, outcome
     assert "RecursionError" not in outcome.text
+
+
+def test_a_refused_fan_out_does_not_count_against_the_next_one(tmp_path: Path) -> None:
+    """After one for_each is refused for its size, a small one later in the runbook is not refused too."""
+    text = _fan_out_runbook(20_000) + (
+        "  - id: t\n    type: shell\n    for_each: [a, b]\n"
+        '    with: {command: "echo {{ item }}", mutates: false}\n'
+    )
+    (tmp_path / "rb.yaml").write_text(text, encoding="utf-8")
+    proc = drctl_bounded("validate", "rb.yaml", cwd=tmp_path)
+    assert_clean_refusal(proc, "for_each gives 20000 items")
+    assert "for_each gives 2 items" not in proc.stdout, proc.stdout
