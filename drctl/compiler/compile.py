@@ -43,6 +43,10 @@ from drctl.runbook.validation import to_diagnostics
 from drctl.steps.base import StepInputs, StepType
 from drctl.steps.registry import get_step_type
 
+#: The default and the largest ``settings.max_steps`` (kept in step with the model's bounds).
+MAX_STEPS = 10_000
+MAX_STEPS_CEILING = 50_000
+
 _JINJA_GLOBALS = frozenset({"range", "lipsum", "dict", "cycler", "joiner", "namespace", "loop"})
 
 
@@ -79,6 +83,8 @@ class _Compiler:
         self.target_names = set(raw_targets) if isinstance(raw_targets, dict) else set()
         self.params: dict[str, Any] = {}
         self.targets_ctx: dict[str, dict[str, Any]] = {}
+        #: Step instances the for_each lists seen so far expand to (see _fan_out_fits).
+        self.planned = 0
 
     def error(
         self, code: str, message: str, loc: Loc, *, key: bool = False, hint: str | None = None
@@ -155,7 +161,8 @@ class _Compiler:
         """Target fields may be templates over params (a port, a data directory)."""
         for name, target in list(self.loaded.targets.items()):
             fields = target.model_dump(exclude_none=True, warnings=False)
-            changed = False
+            rendered: dict[str, Any] = {}
+            failed = False
             for key, value in fields.items():
                 if isinstance(value, str) and is_template(value):
                     loc = ("targets", name, key)
@@ -166,11 +173,35 @@ class _Compiler:
                             f"targets.{name}.{key}: a target cannot read steps' outputs",
                             loc,
                         )
-                    elif out is not _FAILED:
-                        fields[key] = out if isinstance(out, str) else str(out)
-                        changed = True
-            if changed:
-                self.loaded.targets[name] = type(target).model_validate(fields)
+                        failed = True
+                    elif out is _FAILED:
+                        failed = True
+                    else:
+                        rendered[key] = _field_value(out)
+            if rendered and not failed:
+                self._validate_rendered_target(name, target, {**fields, **rendered}, rendered)
+
+    def _validate_rendered_target(
+        self, name: str, target: TargetModel, fields: dict[str, Any], rendered: dict[str, Any]
+    ) -> None:
+        """Check a target once its templates are rendered, at the templates' places."""
+        from dataclasses import replace
+
+        model = type(target)
+        try:
+            self.loaded.targets[name] = model.model_validate(fields)
+        except ValidationError as exc:
+            for found in to_diagnostics(exc, model, fields, self.srcmap, ("targets", name)):
+                d = found
+                key = d.message.split(":", 1)[0].rsplit(".", 1)[-1]
+                if key in rendered:
+                    shown = repr(rendered[key])
+                    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                    d = replace(d, message=f"{d.message} (its template rendered {shown})")
+                marker = (d.code, d.location, d.message)
+                if marker not in self._seen:
+                    self._seen.add(marker)
+                    self.diags.append(d)
 
     def _check_duplicate_ids(self) -> None:
         seen: dict[str, Loc] = {}
@@ -252,6 +283,8 @@ class _Compiler:
         if not isinstance(values, list):
             self.error(E_FOR_EACH, f"for_each must give a list, got {type(values).__name__}", floc)
             return None
+        if not self._fan_out_fits(len(values), floc):
+            return None
         out: list[tuple[str | None, Any]] = []
         seen: set[str] = set()
         for index, item in enumerate(values):
@@ -272,6 +305,26 @@ class _Compiler:
             seen.add(key_text)
             out.append((key_text, item))
         return out
+
+    def _fan_out_fits(self, count: int, loc: Loc) -> bool:
+        """Refuse, before expanding it, a fan-out that takes the plan past ``max_steps``.
+
+        Compiling costs memory per step and dependency checks grow with the square of
+        the step count (see docs/limits.md), so the bound is checked up front.
+        """
+        limit = self.header.settings.max_steps if self.header is not None else MAX_STEPS
+        planned = self.planned + count - 1
+        if planned + len(self.loaded.steps) + len(self.loaded.fallbacks) <= limit:
+            self.planned = planned
+            return True
+        self.error(
+            E_FOR_EACH,
+            f"for_each gives {count} items: the plan would have more than {limit} steps",
+            loc,
+            hint=f"split the runbook, or raise the limit with 'settings: {{max_steps: N}}' "
+            f"(at most {MAX_STEPS_CEILING}; see docs/limits.md for the memory it takes)",
+        )
+        return False
 
     def _compile_step(self, located: LocatedStep, *, fallback: bool) -> list[_Instance]:
         spec, loc = located.spec, located.loc
@@ -696,6 +749,15 @@ class _Deferred:
 
 
 _FAILED = object()
+
+
+def _field_value(out: Any) -> Any:
+    """A rendered target field as the model reads it: text, or a list or map as it is."""
+    if isinstance(out, dict | list):
+        return out
+    if isinstance(out, bool):
+        return "true" if out else "false"
+    return str(out)
 
 
 def _template_view(name: str, target: TargetModel) -> dict[str, Any]:

@@ -56,6 +56,21 @@ def bind_params(
     if given.params_file is not None:
         supplied.update(_from_file(given.params_file, specs, diags))
     for flag in given.flags:
+        undecodable = _undecodable(flag)
+        if undecodable is not None:
+            # The OS hands Python undecodable argv bytes as lone surrogates; they
+            # cannot be written anywhere (terminal, JSON, journal), so say where they are.
+            raw = flag.encode("utf-8", "surrogateescape")
+            shown = raw.decode("utf-8", "backslashreplace")
+            diags.append(
+                Diagnostic(
+                    E_PARAM,
+                    f"not UTF-8 text (invalid byte 0x{raw[undecodable]:02x} at offset {undecodable})",
+                    f"-p {shown}",
+                    hint="parameter values are UTF-8 text; pass binary data base64-encoded",
+                )
+            )
+            continue
         # A value with a newline or control character would break the one-line diagnostic.
         source = f"-p {flag}" if flag.isprintable() else f"-p {flag!r}"
         key, sep, text = flag.partition("=")
@@ -195,7 +210,9 @@ def _parse_structured(text: Any, kind: str) -> Any:
     if stripped[:1] in "[{":
         try:
             return json.loads(stripped)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
+            # Not JSON, or nested past the JSON decoder's stack: the YAML loader reads
+            # JSON too, and reports nesting past its limit as E102.
             doc = load_yaml(stripped, "-p")
             return doc.data
     if kind == "list":
@@ -226,6 +243,15 @@ def _from_file(
             continue
         out[str(key)] = _Given(value, False, path, doc.map)
     return out
+
+
+def _undecodable(flag: str) -> int | None:
+    """The byte offset of the first byte the OS could not decode in ``flag``, if any."""
+    try:
+        flag.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return len(flag[: exc.start].encode("utf-8", "surrogateescape"))
+    return None
 
 
 def _placeholder(name: str, spec: ParamSpec) -> Any:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 
 from drctl.diagnostics import Diagnostic
+from drctl.render.visible import visible
 
 
 def as_text(diags: Sequence[Diagnostic]) -> str:
@@ -14,7 +15,7 @@ def as_text(diags: Sequence[Diagnostic]) -> str:
         lines.append(f"{d.location}: {d.severity.value} {d.code}: {d.message}")
         if d.hint:
             lines.append(f"    hint: {d.hint}")
-    return "\n".join(lines) + ("\n" if lines else "")
+    return visible("\n".join(lines) + ("\n" if lines else ""))
 
 
 def as_json(diags: Sequence[Diagnostic], files: Sequence[str]) -> str:
@@ -34,7 +35,7 @@ def as_json(diags: Sequence[Diagnostic], files: Sequence[str]) -> str:
             for d in diags
         ],
     }
-    return json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    return visible(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def as_github(diags: Sequence[Diagnostic]) -> str:
@@ -47,7 +48,7 @@ def as_github(diags: Sequence[Diagnostic]) -> str:
         props.append(f"title={_prop('drctl ' + d.code)}")
         text = d.message + (f" ({d.hint})" if d.hint else "")
         lines.append(f"::{d.severity.value} {','.join(props)}::{_data(text)}")
-    return "\n".join(lines) + ("\n" if lines else "")
+    return visible("\n".join(lines) + ("\n" if lines else ""))
 
 
 def _data(text: str) -> str:

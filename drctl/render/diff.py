@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from drctl.compiler.diff import Change, PlanDiff
 from drctl.render.values import inline, md_cell
+from drctl.render.visible import visible
 
 
 def _value(value: object) -> str:
@@ -21,14 +22,16 @@ def as_json(diff: PlanDiff, old_source: str, new_source: str) -> str:
     data = asdict(diff)
     data.pop("extra")
     data.update({"equal": diff.equal, "old": old_source, "new": new_source})
-    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    return visible(
+        json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    )
 
 
 def as_text(diff: PlanDiff, old_source: str, new_source: str) -> str:
     out = [f"--- {old_source}  {diff.old_hash}", f"+++ {new_source}  {diff.new_hash}"]
     if diff.equal:
         out.append("plans are identical")
-        return "\n".join(out) + "\n"
+        return visible("\n".join(out) + "\n")
     for c in diff.header:
         out.append(f"~ {_change(c)}")
     out.extend(f"+ step {i}" for i in diff.added)
@@ -41,7 +44,7 @@ def as_text(diff: PlanDiff, old_source: str, new_source: str) -> str:
     out.extend(f"- gate {g}" for g in diff.gates_removed)
     out.extend(f"+ lint {lint}" for lint in diff.lints_added)
     out.extend(f"- lint {lint}" for lint in diff.lints_removed)
-    return "\n".join(out) + "\n"
+    return visible("\n".join(out) + "\n")
 
 
 def as_markdown(diff: PlanDiff, old_source: str, new_source: str, *, level: int = 3) -> str:
@@ -49,7 +52,7 @@ def as_markdown(diff: PlanDiff, old_source: str, new_source: str, *, level: int 
     out = [f"{'#' * level} drctl diff: `{old_source}` → `{new_source}`", ""]
     if diff.equal:
         out += ["No change to the plan.", ""]
-        return "\n".join(out)
+        return visible("\n".join(out))
     summary = []
     for label, items in (("added", diff.added), ("removed", diff.removed), ("moved", diff.moved)):
         if items:
@@ -94,4 +97,4 @@ def as_markdown(diff: PlanDiff, old_source: str, new_source: str, *, level: int 
         out.append("</details>")
         out.append("")
     out.append(f"<sub>old `{diff.old_hash}` → new `{diff.new_hash}`</sub>")
-    return "\n".join(out) + "\n"
+    return visible("\n".join(out) + "\n")

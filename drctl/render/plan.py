@@ -7,11 +7,12 @@ import json
 from drctl.compiler.lints import TITLES
 from drctl.compiler.plan import CompiledStep, Plan
 from drctl.render.values import flatten, inline, md_cell
+from drctl.render.visible import visible
 from drctl.runbook.durations import format_duration
 
 
 def as_json(plan: Plan) -> str:
-    return json.dumps(plan.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return visible(json.dumps(plan.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def _gate(step: CompiledStep) -> str:
@@ -112,7 +113,7 @@ def as_text(plan: Plan) -> str:
     out.append(
         f"{len(plan.steps)} steps, {sum(1 for s in plan.steps if s.mutates)} mutating, {gates} gate{'s' if gates != 1 else ''}."
     )
-    return "\n".join(out) + "\n"
+    return visible("\n".join(out) + "\n")
 
 
 def as_markdown(plan: Plan, *, level: int = 3) -> str:
@@ -161,4 +162,4 @@ def as_markdown(plan: Plan, *, level: int = 3) -> str:
             out.append(f"- `{step.id}` (`{step.type}`): {md_cell(step.description)}")
         out.append("")
     out.append("</details>")
-    return "\n".join(out) + "\n"
+    return visible("\n".join(out) + "\n")

@@ -114,6 +114,7 @@ FIELD_DOCS: dict[str, str] = {
     "Settings.lock": "Lock key: one active run per key per state store (default: the runbook name).",
     "Settings.step_timeout": "Default timeout of every step.",
     "Settings.concurrency": "How many independent steps may run at once (`--concurrency` overrides it).",
+    "Settings.max_steps": "The most steps the plan may have, `for_each` instances included (at most 50,000; see [limits](limits.md)).",
     "StepSpec.id": "Unique slug; fan-out instances are named `id[item]`.",
     "StepSpec.type": "The step type (see the [step catalogue](step-catalogue.md)).",
     "StepSpec.target": "Name of the target the step acts on; its type must be one the step type accepts.",

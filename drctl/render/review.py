@@ -17,6 +17,7 @@ from drctl.diagnostics import Diagnostic
 from drctl.render import diagnostics as render_diagnostics
 from drctl.render import diff as render_diff
 from drctl.render import plan as render_plan
+from drctl.render.visible import visible
 
 
 class ChangeKind(StrEnum):
@@ -72,7 +73,7 @@ def as_markdown(base: str, merge_base: str, changes: Sequence[RunbookChange]) ->
     where = f"against `{base}` (merge base `{merge_base[:12]}`)"
     if not changes:
         out += [f"No runbook changed {where}.", ""]
-        return "\n".join(out)
+        return visible("\n".join(out))
     invalid = [c for c in changes if c.invalid]
     state = f"{len(invalid)} invalid" if invalid else "all valid"
     out += [f"{_count(len(changes), 'runbook')} changed {where}: {state}.", ""]
@@ -90,7 +91,7 @@ def as_markdown(base: str, merge_base: str, changes: Sequence[RunbookChange]) ->
     for change in changes:
         out += ["---", ""]
         out.extend(_section(change))
-    return "\n".join(out)
+    return visible("\n".join(out))
 
 
 def _kind(change: RunbookChange) -> str:

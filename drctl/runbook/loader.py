@@ -123,7 +123,13 @@ def _load_target(name: str, spec: Any, srcmap: Any, diags: list[Diagnostic]) -> 
         return None
     # A field written as a template (``port: "{{ params.port }}"``) is checked after the
     # compiler renders it; here only the fields written literally are.
-    templated = {k for k, v in spec.items() if isinstance(v, str) and ("{{" in v or "{%" in v)}
+    # An unknown key is refused whatever its value: a misspelt ``known_hots: "{{ … }}"``
+    # must not leave the real field at its default.
+    templated = {
+        k
+        for k, v in spec.items()
+        if isinstance(v, str) and ("{{" in v or "{%" in v) and k in model.model_fields
+    }
     literal = {k: v for k, v in spec.items() if k not in templated}
     target, errs = validate_model(model, literal, srcmap, loc)
     missing_templated = [

@@ -64,6 +64,8 @@ class Settings(_Model):
     lock: str | None = None
     step_timeout: Duration = 300.0
     concurrency: int = Field(default=8, ge=1, le=1024)
+    #: Steps a plan may fan out to; the compiler refuses more before expanding them.
+    max_steps: int = Field(default=10_000, ge=1, le=50_000)
 
 
 class Retries(_Model):

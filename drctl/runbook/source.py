@@ -28,6 +28,9 @@ from drctl.errors import RunbookInvalid
 MAX_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 64
 MAX_NODES = 250_000
+#: Characters of scalar text once aliases are expanded. Without aliases a document
+#: cannot reach it (it is the file size limit), so only alias repetition can.
+MAX_EXPANDED_CHARS = MAX_BYTES
 
 Loc = tuple[str | int, ...]
 
@@ -131,6 +134,37 @@ def _read_pipe(p: Path, fail: Any) -> bytes:
     return b"".join(chunks)
 
 
+class LineIndex:
+    """Character offsets of a text as the 1-based line and column an editor shows.
+
+    Lines end at LF, CRLF or a lone CR, as in editors and Python's universal newlines;
+    NEL, U+2028 and U+2029 are characters inside a line (YAML itself counts them as
+    breaks, which shifted every later line). A column counts characters, a tab as one.
+    An offset at or past the end is the end of the last line, so a position is always
+    inside the file.
+    """
+
+    def __init__(self, text: str) -> None:
+        import re
+
+        self._length = len(text)
+        self._starts = [0] + [m.end() for m in re.finditer(r"\r\n|\r|\n", text)]
+        if self._length and text[-1] in "\r\n":
+            # The text ends with a break: there is no line after it.
+            self._starts.pop()
+            tail = 2 if text.endswith("\r\n") else 1
+            self._end = self._length - tail
+        else:
+            self._end = self._length
+
+    def position(self, offset: int) -> Position:
+        from bisect import bisect_right
+
+        offset = min(max(offset, 0), self._end)
+        line = bisect_right(self._starts, offset) - 1
+        return Position(line + 1, offset - self._starts[line] + 1)
+
+
 def load_yaml(text: str, source: str) -> SourceDocument:
     """Parse one YAML document into plain values with positions.
 
@@ -141,12 +175,14 @@ def load_yaml(text: str, source: str) -> SourceDocument:
     import yaml
 
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    text = text.removeprefix("\ufeff")
+    lines = LineIndex(text)
     loader = loader_cls(text)
     try:
-        return _Builder(loader, source).build()
+        return _Builder(loader, source, lines).build()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        pos = Position(mark.line + 1, mark.column + 1) if mark is not None else None
+        pos = lines.position(mark.index) if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.problem:
             problem = f"{exc.problem} ({exc.context})"
@@ -158,9 +194,7 @@ def load_yaml(text: str, source: str) -> SourceDocument:
         # A control character: its str() spans two lines and names "<unicode string>".
         char = exc.character if isinstance(exc.character, int) else None
         at = text.find(chr(char)) if char is not None else -1
-        pos = None
-        if at >= 0:
-            pos = Position(text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at))
+        pos = lines.position(at) if at >= 0 else None
         what = f"character U+{char:04X}" if char is not None else "input"
         message = f"YAML: {what}: {exc.reason}"
         raise RunbookInvalid([Diagnostic(E_YAML, message, source, pos)]) from None
@@ -194,6 +228,7 @@ class _Frame:
     loc: Loc
     anchor: str | None
     start_nodes: int
+    start_chars: int = 0
     key: Any = None
     key_pos: Position | None = None
     has_key: bool = False
@@ -203,17 +238,19 @@ class _Frame:
 
 
 class _Builder:
-    def __init__(self, loader: Any, source: str) -> None:
+    def __init__(self, loader: Any, source: str, lines: LineIndex) -> None:
         import yaml
         from yaml.constructor import SafeConstructor
 
         self._yaml = yaml
         self._loader = loader
         self._source = source
+        self._lines = lines
+        self._chars = 0
         self._constructor = SafeConstructor()
         self._values: dict[Loc, Position] = {}
         self._keys: dict[Loc, Position] = {}
-        self._anchors: dict[str, tuple[Any, int, int]] = {}
+        self._anchors: dict[str, tuple[Any, int, int, int]] = {}
         self._nodes = 0
         self._problems: list[Diagnostic] = []
 
@@ -232,19 +269,21 @@ class _Builder:
                     if documents > 1:
                         raise _LimitExceeded(
                             "more than one YAML document; a runbook is one document",
-                            _pos(event.start_mark),
+                            self._pos(event.start_mark),
                         )
                     continue
                 if isinstance(event, ev.StreamStartEvent | ev.StreamEndEvent | ev.DocumentEndEvent):
                     continue
-                pos = _pos(event.start_mark)
+                pos = self._pos(event.start_mark)
                 if isinstance(event, ev.MappingStartEvent | ev.SequenceStartEvent):
                     if len(stack) >= MAX_DEPTH:
                         raise _LimitExceeded(f"nesting deeper than {MAX_DEPTH} levels", pos)
                     self._count(1, pos)
                     loc = self._child_loc(stack, pos)
                     is_map = isinstance(event, ev.MappingStartEvent)
-                    frame = _Frame({} if is_map else [], loc, event.anchor, self._nodes)
+                    frame = _Frame(
+                        {} if is_map else [], loc, event.anchor, self._nodes, self._chars
+                    )
                     self._values.setdefault(loc, pos)
                     stack.append(frame)
                     continue
@@ -261,6 +300,7 @@ class _Builder:
                             frame.container,
                             self._nodes - frame.start_nodes + 1,
                             frame.height,
+                            self._chars - frame.start_chars,
                         )
                     if stack:
                         stack[-1].height = max(stack[-1].height, frame.height + 1)
@@ -271,8 +311,9 @@ class _Builder:
                         raise _LimitExceeded(
                             f"YAML syntax: alias *{event.anchor} names no anchor", pos, E_YAML
                         )
-                    value, size, height = self._anchors[event.anchor]
+                    value, size, height, chars = self._anchors[event.anchor]
                     self._count(size, pos)
+                    self._count_chars(chars, pos)
                     # An alias nests its anchor's whole value here: count its depth too.
                     if len(stack) + height > MAX_DEPTH:
                         raise _LimitExceeded(f"nesting deeper than {MAX_DEPTH} levels", pos)
@@ -283,9 +324,10 @@ class _Builder:
                     continue
                 if isinstance(event, ev.ScalarEvent):
                     self._count(1, pos)
+                    self._count_chars(len(event.value), pos)
                     value, is_merge = self._scalar(event, pos)
                     if event.anchor is not None:
-                        self._anchors[event.anchor] = (value, 1, 0)
+                        self._anchors[event.anchor] = (value, 1, 0, len(event.value))
                     if stack and isinstance(stack[-1].container, dict) and not stack[-1].has_key:
                         frame = stack[-1]
                         # Keys are names: ``on:`` or ``yes:`` must not become booleans
@@ -312,6 +354,18 @@ class _Builder:
         return SourceDocument(
             root, SourceMap(self._source, self._values, self._keys), tuple(self._problems)
         )
+
+    def _pos(self, mark: Any) -> Position:
+        return self._lines.position(mark.index)
+
+    def _count_chars(self, n: int, pos: Position) -> None:
+        self._chars += n
+        if self._chars > MAX_EXPANDED_CHARS:
+            raise _LimitExceeded(
+                f"document expands to more than {MAX_EXPANDED_CHARS // (1024 * 1024)} MiB "
+                "of text (an alias repeating a large value?)",
+                pos,
+            )
 
     def _count(self, n: int, pos: Position) -> None:
         self._nodes += n
@@ -397,7 +451,3 @@ class _Builder:
                 pos,
                 E_YAML,
             ) from None
-
-
-def _pos(mark: Any) -> Position:
-    return Position(mark.line + 1, mark.column + 1)
