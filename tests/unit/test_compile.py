@@ -388,3 +388,20 @@ fallbacks:
         "on_failure runs 'stop-it', which is not a step under fallbacks: did you mean 'stop'?"
         in messages(info)
     )
+
+
+def test_plan_hashes_are_what_0_1_0_computed() -> None:
+    """Every example runbook hashes as drctl 0.1.0 hashed it, so its journaled runs resume."""
+    import json
+
+    from tests.conftest import REPO
+
+    cases = json.loads((REPO / "tests/fixtures/plan_hashes_0_1_0.json").read_text())
+    assert len(cases) >= 10
+    for case in cases:
+        plan = compile_runbook(
+            str(REPO / case["runbook"]),
+            ParamInput(tuple(case["params"])),
+            placeholders=case["placeholders"],
+        )
+        assert plan.hash == case["hash"], case["runbook"]
