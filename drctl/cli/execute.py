@@ -70,7 +70,7 @@ class Terminal:
             sink.pause()
         try:
             sys.stdout.write(
-                f"\nApproval needed: {step.id} ({step.type}{' → ' + step.target if step.target else ''})\n"
+                f"\nApproval needed: {step.id} ({step.type}{' → ' + step.target.name if step.target else ''})\n"
             )
             sys.stdout.write(f"  {step.description}\n")
             for key, value in flatten(step.masked_inputs()).items():
@@ -151,7 +151,7 @@ def _store_for_runbook(
     from drctl.drill.conninfo import mask_dsn
 
     plan = compile_runbook(file, given)
-    from_runbook = str(plan.settings.get("state") or "")
+    from_runbook = plan.settings.state or ""
     shown = f" --state '{mask_dsn(from_runbook)}'" if from_runbook else ""
     return _store(None, from_runbook or None), plan, shown
 
@@ -264,14 +264,11 @@ def resume(
 
 def _confirm_changed_plan(changed: Any, terminal: Terminal, out: IO[str] | None = None) -> str:
     """Show how the plan changed (on ``out``, default stdout); the new hash if accepted."""
-    import json
-
     from drctl.compiler.diff import diff_plans
-    from drctl.compiler.plan import plan_from_dict
     from drctl.errors import ResumeRefused
     from drctl.render.diff import as_text
 
-    old = plan_from_dict(json.loads(changed.run.plan_json))
+    old = changed.run.plan()
     (out or sys.stdout).write(
         as_text(diff_plans(old, changed.new_plan), "run's plan", changed.run.runbook)
     )

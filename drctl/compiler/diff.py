@@ -85,8 +85,9 @@ _STEP_FIELDS = (
 
 def _step_fields(step: CompiledStep) -> dict[str, Any]:
     data: dict[str, Any] = {}
+    wire = step.to_json()
     for name in _STEP_FIELDS:
-        value = getattr(step, name)
+        value = wire[name]
         data.update(_flatten(list(value) if isinstance(value, tuple) else value, name))
     data.update(_flatten(step.inputs, "with"))
     return data

@@ -6,7 +6,6 @@ event), so a report can be rebuilt later from any machine that shares the store.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -91,8 +90,8 @@ def drill_event(events: Sequence[Event]) -> Event | None:
 
 def timeline(run: RunRecord, events: Sequence[Event]) -> tuple[StepSpan, ...]:
     """Each plan step's span, from its first ``step_started`` to its last outcome."""
-    plan = json.loads(run.plan_json)
-    mutates = {s["id"]: bool(s.get("mutates")) for s in plan.get("steps", [])}
+    steps = run.plan().steps
+    mutates = {s.id: s.mutates for s in steps}
     starts: dict[str, float] = {}
     ends: dict[str, tuple[float, str]] = {}
     for e in events:
@@ -103,7 +102,7 @@ def timeline(run: RunRecord, events: Sequence[Event]) -> tuple[StepSpan, ...]:
         elif e.kind in _ENDS:
             ends[e.step] = (e.ts, _ENDS[e.kind])
     spans = []
-    for sid in [s["id"] for s in plan.get("steps", [])]:
+    for sid in [s.id for s in steps]:
         start = starts.get(sid)
         end = ends.get(sid)
         status = end[1] if end else ("started" if start is not None else "pending")
@@ -121,8 +120,7 @@ def timeline(run: RunRecord, events: Sequence[Event]) -> tuple[StepSpan, ...]:
 
 def first_mutation(run: RunRecord, events: Sequence[Event]) -> float | None:
     """When the first mutating step started (wall time), from the journal."""
-    plan = json.loads(run.plan_json)
-    mutating = {s["id"] for s in plan.get("steps", []) if s.get("mutates")}
+    mutating = {s.id for s in run.plan().steps if s.mutates}
     for e in events:
         if e.kind == ev.STEP_STARTED and e.step in mutating:
             return e.ts

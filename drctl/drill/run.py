@@ -288,7 +288,7 @@ def _conclude(
         # A paused drill has no new primary yet: the one read back may be the old one.
         new_primary_address="" if paused else address, canary_errors=errors,
     )  # fmt: skip
-    objectives = _objectives(record.plan_json)
+    objectives = _objectives(record)
     verdict = judge(measured, objectives)
     if read_error is not None:
         verdict = replace(verdict, rpo_met=False)
@@ -375,8 +375,6 @@ def _settle(canary: Canary, seconds: float) -> None:
         time.sleep(0.02)
 
 
-def _objectives(plan_json: str) -> dict[str, float | None]:
-    import json
-
-    raw = json.loads(plan_json).get("objectives") or {}
-    return {k: (None if raw.get(k) is None else float(raw[k])) for k in ("rto", "rpo")}
+def _objectives(record: RunRecord) -> dict[str, float | None]:
+    raw = record.plan().objectives
+    return {k: raw.get(k) for k in ("rto", "rpo")}

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from drctl.compiler.plan import CompiledStep, Plan
+from drctl.compiler.plan import CompiledStep, FailurePolicy, Plan
 from drctl.compiler.templating import TemplateProblem, render
 from drctl.engine import events as ev
 from drctl.engine import faults
@@ -165,7 +165,7 @@ class Executor:
         stop_message = ""
         running = 0
         announced = False
-        limit = self.options.concurrency or int(plan.settings.get("concurrency") or 8)
+        limit = self.options.concurrency or plan.settings.concurrency
         with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="step") as pool:
             while True:
                 if stop is None and x.interrupts.stop.is_set():
@@ -203,10 +203,10 @@ class Executor:
                         if waiting_on[child] == 0 and status[child] == "pending":
                             heapq.heappush(ready, index[child])
                 elif result.status in ("failed", "in_doubt") and stop is None:
-                    policy = plan.step(sid).on_failure
+                    policy = plan.step(sid).on_failure.policy
                     stop = (
                         "rollback"
-                        if policy == "rollback" and result.status == "failed"
+                        if policy is FailurePolicy.ROLLBACK and result.status == "failed"
                         else "failed"
                     )
                     stop_message = result.message
@@ -332,12 +332,12 @@ class Executor:
         if result.status != "failed":
             return result
         on_failure = step.on_failure
-        if on_failure == "continue":
+        if on_failure.policy is FailurePolicy.CONTINUE:
             x.journal.write(ev.STEP_FAILED, step.id, final=True, ignored=True, error=result.message)
             self._done(step.id, {})
             return _Result(step.id, "ignored", result.message)
-        if isinstance(on_failure, dict):
-            fallback = x.plan.step(on_failure["run"])
+        if on_failure.run is not None:
+            fallback = x.plan.step(on_failure.run)
             x.journal.note(f"{step.id} failed; running fallback {fallback.id}")
             fb = self._attempts(fallback, self.state.step(fallback.id).attempts + 1)
             if fb.status == "succeeded":
@@ -401,12 +401,10 @@ class Executor:
     def _attempts(self, step: CompiledStep, first: int) -> _Result:
         x = self.x
         retries = step.retries
-        attempts = int(retries["attempts"])
-        delay = float(retries["delay"])
         message = ""
-        for n in range(attempts):
+        for n in range(retries.attempts):
             attempt = first + n
-            final = n == attempts - 1
+            final = n == retries.attempts - 1
             started = x.clock.monotonic()
             x.journal.write(ev.STEP_STARTED, step.id, attempt)
             try:
@@ -439,7 +437,8 @@ class Executor:
                 message = exc.message
             except Exception as exc:  # a bug in a step type must not kill the run unjournaled
                 message = f"internal error in step type {step.type}: {type(exc).__name__}: {exc}"
-            wait_for = None if final else min(delay, float(retries["max_delay"] or delay))
+            # Waits count from this series' first attempt: a resumed step starts afresh.
+            wait_for = None if final else retries.delay_before(n + 2)
             x.journal.write(
                 ev.STEP_FAILED, step.id, attempt, error=message, final=final,
                 retry_in=wait_for, duration=x.clock.monotonic() - started,
@@ -450,7 +449,6 @@ class Executor:
                 raise Cancelled("cancelled while waiting to retry")
             if x.interrupts.stop.is_set():
                 return _Result(step.id, "cancelled")
-            delay *= float(retries["backoff"])
         return _Result(step.id, "failed", f"{step.id}: {message}")
 
     def _done(self, sid: str, outputs: dict[str, Any]) -> None:
@@ -565,13 +563,11 @@ class Executor:
             x.journal.write(ev.UNDO_STARTED, sid)
             try:
                 if step.rollback is not None:
-                    rb_type = get_step_type(step.rollback["type"])
-                    inputs = rb_type.Inputs.model_validate(x.secrets.apply(step.rollback["with"]))
+                    rb = step.rollback
+                    rb_type = get_step_type(rb.type)
+                    inputs = rb_type.Inputs.model_validate(x.secrets.apply(rb.inputs))
                     rb_step = dataclasses.replace(
-                        step,
-                        type=step.rollback["type"],
-                        target=step.rollback["target"],
-                        timeout=step.rollback["timeout"] or step.timeout,
+                        step, type=rb.type, target=rb.target, timeout=rb.timeout or step.timeout
                     )
                     ctx = self._context(rb_step, 0, inputs, dict(self.state.step(sid).recorded))
                     self._bounded(rb_type.apply, ctx)

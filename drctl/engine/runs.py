@@ -122,7 +122,7 @@ def start(
     plan = plan or compile_runbook(path, given)
     redactor = Redactor()
     resolved = resolve_plan_secrets(plan, redactor, environ)
-    lock_key = plan.settings.get("lock") or plan.name
+    lock_key = plan.lock_key
     me = who()
     run_id = new_run_id(clock.now())
     record = RunRecord(
