@@ -10,6 +10,7 @@ from typing import IO, TYPE_CHECKING, Any
 import typer
 
 from drctl.cli.review import PARAM_HELP, PARAMS_FILE_HELP
+from drctl.engine.status import GateVerdict, RunStatus
 
 if TYPE_CHECKING:
     from drctl.compiler.params import ParamInput
@@ -50,19 +51,19 @@ class Terminal:
             self.sinks = [PlainSink(sys.stdout)]
         return self.sinks
 
-    def gate(self, step: CompiledStep) -> tuple[str, str]:
+    def gate(self, step: CompiledStep) -> tuple[GateVerdict, str]:
         from drctl.engine.runs import who
 
         me = who()
         if self.yes:
-            return "granted", f"--yes by {me.user}@{me.host}"
+            return GateVerdict.GRANTED, f"--yes by {me.user}@{me.host}"
         if step.id in self.approve or step.base_id in self.approve:
-            return "granted", f"--approve {step.id} by {me.user}@{me.host}"
+            return GateVerdict.GRANTED, f"--approve {step.id} by {me.user}@{me.host}"
         if not self.interactive:
-            return "needed", ""
+            return GateVerdict.NEEDED, ""
         return self._prompt(step, f"{me.user}@{me.host}")
 
-    def _prompt(self, step: CompiledStep, who: str) -> tuple[str, str]:
+    def _prompt(self, step: CompiledStep, who: str) -> tuple[GateVerdict, str]:
         from drctl.render.values import flatten, inline
 
         live = [s for s in self.sinks if hasattr(s, "pause")]
@@ -82,8 +83,8 @@ class Terminal:
             for sink in live:
                 sink.resume()
         if answer in ("y", "yes"):
-            return "granted", f"prompt by {who}"
-        return "denied", f"prompt by {who}"
+            return GateVerdict.GRANTED, f"prompt by {who}"
+        return GateVerdict.DENIED, f"prompt by {who}"
 
 
 def _signals(interrupts: Interrupts) -> None:
@@ -122,12 +123,10 @@ def _options(
 
 def _finish(outcome: Outcome, run_id: str, state_flag: str = "") -> None:
     if outcome.exit_code not in (0,):
-        sys.stderr.write(
-            f"drctl: run {run_id} {outcome.status.replace('_', ' ')}: {outcome.message}\n"
-        )
+        sys.stderr.write(f"drctl: run {run_id} {outcome.status.words}: {outcome.message}\n")
         if outcome.exit_code in (1, 4, 130) and outcome.status not in (
-            "rolled_back",
-            "dry_run_failed",
+            RunStatus.ROLLED_BACK,
+            RunStatus.DRY_RUN_FAILED,
         ):
             sys.stderr.write(f"    resume with: drctl resume {run_id}{state_flag}\n")
     raise typer.Exit(outcome.exit_code)

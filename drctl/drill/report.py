@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from drctl.engine import events as ev
+from drctl.engine.status import StepStatus
 from drctl.state.base import Event, RunRecord, StateStore
 
 #: The journal event a drill appends to its run when it has measured it.
@@ -19,11 +20,12 @@ DRILL_MEASURED = ev.DRILL_MEASURED
 DRILL_PAUSED = ev.DRILL_PAUSED
 
 _ENDS = {
-    ev.STEP_SUCCEEDED: "succeeded",
-    ev.STEP_FAILED: "failed",
-    ev.STEP_SKIPPED: "skipped",
-    ev.STEP_RECOVERED: "recovered",
+    ev.STEP_SUCCEEDED: StepStatus.SUCCEEDED,
+    ev.STEP_FAILED: StepStatus.FAILED,
+    ev.STEP_SKIPPED: StepStatus.SKIPPED,
+    ev.STEP_RECOVERED: StepStatus.RECOVERED,
 }
+_STARTS = {ev.STEP_STARTED: StepStatus.RUNNING, ev.APPROVAL_NEEDED: StepStatus.WAITING}
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class StepSpan:
     """One step on the timeline: when it started and ended (seconds since the run started)."""
 
     id: str
-    status: str
+    status: StepStatus
     start: float | None
     end: float | None
     mutates: bool
@@ -92,25 +94,27 @@ def timeline(run: RunRecord, events: Sequence[Event]) -> tuple[StepSpan, ...]:
     """Each plan step's span, from its first ``step_started`` to its last outcome."""
     steps = run.plan().steps
     mutates = {s.id: s.mutates for s in steps}
-    starts: dict[str, float] = {}
-    ends: dict[str, tuple[float, str]] = {}
+    starts: dict[str, tuple[float, StepStatus]] = {}
+    ends: dict[str, tuple[float, StepStatus]] = {}
     for e in events:
         if e.step is None:
             continue
-        if e.kind in (ev.STEP_STARTED, ev.APPROVAL_NEEDED) and e.step not in starts:
-            starts[e.step] = e.ts
+        if e.kind in (ev.STEP_STARTED, ev.APPROVAL_NEEDED):
+            # When it first started (or reached its gate), and what it does since.
+            was = starts.get(e.step, (e.ts, StepStatus.PENDING))[0]
+            starts[e.step] = (was, _STARTS[e.kind])
         elif e.kind in _ENDS:
             ends[e.step] = (e.ts, _ENDS[e.kind])
     spans = []
     for sid in [s.id for s in steps]:
         start = starts.get(sid)
         end = ends.get(sid)
-        status = end[1] if end else ("started" if start is not None else "pending")
+        status = end[1] if end else (start[1] if start is not None else StepStatus.PENDING)
         spans.append(
             StepSpan(
                 id=sid,
                 status=status,
-                start=None if start is None else start - run.started_at,
+                start=None if start is None else start[0] - run.started_at,
                 end=None if end is None else end[0] - run.started_at,
                 mutates=mutates.get(sid, False),
             )

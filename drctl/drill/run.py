@@ -27,14 +27,12 @@ from drctl.drill.canary import Ack, Canary, CanaryError, CanarySpec, make_canary
 from drctl.drill.conninfo import mask_dsn
 from drctl.drill.measure import Measurement, Verdict, judge, measure
 from drctl.drill.report import DRILL_MEASURED, DRILL_PAUSED, first_mutation
-from drctl.engine import events as ev
 from drctl.engine.executor import GateDecider, Interrupts, Options, Outcome
 from drctl.engine.runs import SinkFactory, last_pause, start
 from drctl.engine.runs import resume as resume_run
+from drctl.engine.status import RunStatus
 from drctl.errors import RunNotFound, UsageError
 from drctl.state.base import Event, RunRecord, StateStore
-
-_FINISHED = (ev.SUCCEEDED, ev.ROLLED_BACK, ev.ABORTED)
 
 
 @dataclass(frozen=True)
@@ -113,10 +111,10 @@ def resume_drill(
     acknowledgement: the drill may have stopped with the old primary already fenced.
     """
     events = store.events(run.id)
-    paused = last_pause(events) if run.status in ev.UNFINISHED else None
+    paused = last_pause(events) if RunStatus(run.status).unfinished else None
     if paused is None:
         raise UsageError(
-            f"run {run.id} is not a paused drill: it was no drill, it is {run.status.replace('_', ' ')}, "
+            f"run {run.id} is not a paused drill: it was no drill, it is {RunStatus(run.status).words}, "
             "its drill concluded, or it went on without its canary",
             hint="drctl log shows its events; drctl resume continues a run that is not a drill",
         )
@@ -187,7 +185,7 @@ def _window(
 
 def _unfinished(store: StateStore, run_id: str) -> bool:
     record = store.get_run(run_id)
-    return record is not None and record.status not in _FINISHED
+    return record is not None and not RunStatus(record.status).concluded
 
 
 def _earlier(events: Sequence[Event]) -> _Earlier:
@@ -272,7 +270,7 @@ def _conclude(
         windows.append((canary.started_at, canary.stopped_at))
     errors = earlier.errors + canary.errors
     spec = canary.spec
-    paused = record.status not in _FINISHED
+    paused = not RunStatus(record.status).concluded
     if paused:
         # First: whatever fails below, a resume must find this window's acknowledgements.
         _journal_pause(store, run_id, canary)

@@ -24,17 +24,3 @@ UNDO_SUCCEEDED = "undo_succeeded"
 UNDO_FAILED = "undo_failed"
 DRILL_MEASURED = "drill_measured"  # a drill's RTO/RPO and verdict, appended after the run
 DRILL_PAUSED = "drill_paused"  # a drill's run stopped unfinished: its canary's acks, to resume
-
-#: Run statuses stored on the run record.
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-INTERRUPTED = "interrupted"
-WAITING_APPROVAL = "waiting_approval"
-DENIED = "denied"
-ROLLED_BACK = "rolled_back"
-ABORTED = "aborted"
-DRY_RUN_OK = "dry_run_ok"
-DRY_RUN_FAILED = "dry_run_failed"
-
-UNFINISHED = frozenset({RUNNING, FAILED, INTERRUPTED, WAITING_APPROVAL, DENIED})

@@ -12,6 +12,7 @@ from typing import IO, Any, ClassVar
 
 from drctl.compiler.plan import Plan
 from drctl.engine import events as ev
+from drctl.engine.status import StepStatus
 from drctl.state.base import Event
 
 
@@ -132,10 +133,11 @@ class JsonSink:
 class LiveSink:
     """The live view on a TTY: every step with state, attempt, duration, and output tail."""
 
-    _ICONS: ClassVar[dict[str, str]] = {
-        "pending": "·", "running": "▶", "succeeded": "✓", "failed": "✗", "skipped": "–",
-        "retrying": "↻", "recovered": "✓", "ignored": "!", "waiting": "?", "undone": "↺",
-        "checked": "✓",
+    _ICONS: ClassVar[dict[StepStatus, str]] = {
+        StepStatus.PENDING: "·", StepStatus.RUNNING: "▶", StepStatus.SUCCEEDED: "✓",
+        StepStatus.FAILED: "✗", StepStatus.SKIPPED: "–", StepStatus.RETRYING: "↻",
+        StepStatus.RECOVERED: "✓", StepStatus.IGNORED: "!", StepStatus.WAITING: "?",
+        StepStatus.UNDOING: "↺", StepStatus.UNDONE: "↺", StepStatus.CHECKED: "✓",
     }  # fmt: skip
 
     def __init__(self, plan: Plan, stream: IO[str]) -> None:
@@ -146,7 +148,7 @@ class LiveSink:
         self.console = Console(file=stream)
         self.rows: dict[str, dict[str, Any]] = {
             s.id: {
-                "state": "pending",
+                "state": StepStatus.PENDING,
                 "attempt": 0,
                 "started": None,
                 "took": None,
@@ -178,7 +180,7 @@ class LiveSink:
         now = time.time()
         for sid, row in self.rows.items():
             took = row["took"]
-            if took is None and row["started"] is not None and row["state"] == "running":
+            if took is None and row["started"] is not None and row["state"] is StepStatus.RUNNING:
                 took = now - row["started"]
             table.add_row(
                 self._ICONS.get(row["state"], " "), sid, row["state"],
@@ -197,23 +199,31 @@ class LiveSink:
             k = event.kind
             if row is not None:
                 if k == ev.STEP_STARTED:
-                    row.update(state="running", attempt=event.attempt, started=event.ts, took=None)
+                    row.update(
+                        state=StepStatus.RUNNING, attempt=event.attempt, started=event.ts, took=None
+                    )
                     self.current, self.tail = event.step, []
                 elif k in (ev.STEP_SUCCEEDED, ev.STEP_RECOVERED):
-                    row["state"] = "succeeded" if k == ev.STEP_SUCCEEDED else "recovered"
+                    row["state"] = (
+                        StepStatus.SUCCEEDED if k == ev.STEP_SUCCEEDED else StepStatus.RECOVERED
+                    )
                     row["took"] = event.data.get("duration", row["took"])
                 elif k == ev.STEP_FAILED:
-                    row["state"] = "retrying" if not event.data.get("final", True) else "failed"
+                    row["state"] = (
+                        StepStatus.RETRYING
+                        if not event.data.get("final", True)
+                        else StepStatus.FAILED
+                    )
                     row["text"] = str(event.data.get("error"))
                 elif k == ev.STEP_SKIPPED:
-                    row["state"] = "skipped"
+                    row["state"] = StepStatus.SKIPPED
                 elif k == ev.STEP_CHECKED:
-                    row["state"] = "checked" if event.data.get("ok") else "failed"
+                    row["state"] = StepStatus.CHECKED if event.data.get("ok") else StepStatus.FAILED
                     row["text"] = str(event.data.get("would") or event.data.get("error"))
                 elif k == ev.APPROVAL_NEEDED:
-                    row["state"] = "waiting"
+                    row["state"] = StepStatus.WAITING
                 elif k == ev.UNDO_SUCCEEDED:
-                    row["state"] = "undone"
+                    row["state"] = StepStatus.UNDONE
             elif k == ev.RUN_FINISHED:
                 self.notes.append(describe_event(event) or "")
             self.live.update(self._render())

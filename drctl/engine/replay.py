@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drctl.engine import events as ev
+from drctl.engine.status import RunStatus, StepStatus
 from drctl.state.base import Event
 
 
@@ -14,7 +15,7 @@ from drctl.state.base import Event
 class StepState:
     """One step as the journal tells it."""
 
-    status: str = "pending"  # pending, running, succeeded, failed, skipped, recovered, undone
+    status: StepStatus = StepStatus.PENDING
     attempts: int = 0
     outputs: dict[str, Any] = field(default_factory=dict)
     recorded: dict[str, Any] = field(default_factory=dict)
@@ -26,19 +27,19 @@ class StepState:
     @property
     def in_doubt(self) -> bool:
         """Started with no outcome: the process died or was cancelled mid-step."""
-        return self.status == "running"
+        return self.status is StepStatus.RUNNING
 
     @property
     def done(self) -> bool:
         """Finished in a way that lets dependent steps run."""
-        return self.status in ("succeeded", "skipped", "recovered", "ignored")
+        return self.status.done
 
 
 @dataclass
 class RunState:
     steps: dict[str, StepState] = field(default_factory=dict)
     approved: set[str] = field(default_factory=set)
-    finished: str | None = None
+    finished: RunStatus | None = None
     events: int = 0
 
     def step(self, step_id: str) -> StepState:
@@ -55,7 +56,7 @@ def replay(events: Iterable[Event]) -> RunState:
         run.events += 1
         kind = e.kind
         if kind == ev.RUN_FINISHED:
-            run.finished = str(e.data.get("status"))
+            run.finished = RunStatus(str(e.data.get("status")))
             continue
         if kind in (ev.RUN_RESUMED, ev.RUN_STARTED):
             run.finished = None
@@ -67,32 +68,32 @@ def replay(events: Iterable[Event]) -> RunState:
             continue
         s = run.step(e.step)
         if kind == ev.STEP_STARTED:
-            s.status = "running"
+            s.status = StepStatus.RUNNING
             s.attempts = max(s.attempts, e.attempt or 1)
             s.started_at = s.started_at or e.ts
             s.error = None
         elif kind == ev.STEP_RECORDED:
             s.recorded[str(e.data["key"])] = e.data.get("value")
         elif kind == ev.STEP_SUCCEEDED:
-            s.status = "succeeded"
+            s.status = StepStatus.SUCCEEDED
             s.outputs = dict(e.data.get("outputs") or {})
             s.summary = e.data.get("summary")
             s.finished_at = e.ts
         elif kind == ev.STEP_FAILED:
             if e.data.get("final", True):
-                s.status = "ignored" if e.data.get("ignored") else "failed"
+                s.status = StepStatus.IGNORED if e.data.get("ignored") else StepStatus.FAILED
             else:
-                s.status = "retrying"
+                s.status = StepStatus.RETRYING
             s.error = e.data.get("error")
             s.finished_at = e.ts
         elif kind == ev.STEP_SKIPPED:
-            s.status = "skipped"
+            s.status = StepStatus.SKIPPED
             s.summary = e.data.get("reason")
         elif kind == ev.STEP_RECOVERED:
-            s.status = "recovered"
+            s.status = StepStatus.RECOVERED
             s.summary = e.data.get("summary")
         elif kind == ev.UNDO_SUCCEEDED:
-            s.status = "undone"
+            s.status = StepStatus.UNDONE
         elif kind == ev.UNDO_STARTED:
-            s.status = "undoing"
+            s.status = StepStatus.UNDOING
     return run

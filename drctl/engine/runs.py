@@ -28,6 +28,7 @@ from drctl.engine.lock import RunLock
 from drctl.engine.redact import Redactor
 from drctl.engine.replay import RunState, replay
 from drctl.engine.secrets import resolve_plan_secrets
+from drctl.engine.status import RunStatus
 from drctl.errors import LockHeld, ResumeRefused, RunNotFound, UsageError
 from drctl.state.base import Event, RunRecord, StateStore, dumps
 
@@ -172,7 +173,7 @@ def start(
 
 def _refuse_if_unfinished(store: StateStore, name: str, lock_key: str) -> None:
     for run in store.list_runs(limit=200, name=name):
-        if run.lock_key == lock_key and run.status in ev.UNFINISHED and not run.dry_run:
+        if run.lock_key == lock_key and RunStatus(run.status).unfinished and not run.dry_run:
             how = "drctl drill --resume" if paused_drill(store, run.id) else "drctl resume"
             raise LockHeld(
                 f"run {run.id} of {name} is unfinished ({run.status}); a new run could act on a "
@@ -185,7 +186,7 @@ def _refuse_if_unfinished(store: StateStore, name: str, lock_key: str) -> None:
 def paused_drill(store: StateStore, run_id: str) -> Event | None:
     """The run's last ``drill_paused`` event, if it is a drill that can still be measured whole."""
     record = store.get_run(run_id)
-    if record is None or record.status not in ev.UNFINISHED:
+    if record is None or not RunStatus(record.status).unfinished:
         return None
     return last_pause(store.events(run_id))
 
@@ -225,10 +226,11 @@ def resume(
     clock = clock or SystemClock()
     if run.dry_run:
         raise ResumeRefused(f"run {run.id} was a dry run; start a real one with drctl run")
-    if run.status == ev.SUCCEEDED:
-        return Outcome(ev.SUCCEEDED, 0, f"run {run.id} already finished; nothing to do")
-    if run.status in (ev.ROLLED_BACK, ev.ABORTED):
-        raise ResumeRefused(f"run {run.id} was {run.status.replace('_', ' ')}; start a new run")
+    status = RunStatus(run.status)
+    if status is RunStatus.SUCCEEDED:
+        return Outcome(status, 0, f"run {run.id} already finished; nothing to do")
+    if status.concluded:
+        raise ResumeRefused(f"run {run.id} was {status.words}; start a new run")
     state = replay(store.events(run.id))
     if os.path.isdir(run.cwd):
         # Relative paths in steps mean what they meant when the run started.
@@ -249,7 +251,7 @@ def resume(
         )  # fmt: skip
         if taken.took_over is not None:
             journal.write(ev.LOCK_TAKEN_OVER, key=run.lock_key, previous=taken.took_over.describe())
-        store.set_status(run.id, ev.RUNNING, None)
+        store.set_status(run.id, RunStatus.RUNNING, None)
         if on_ready is not None:
             on_ready(run.id)
         executor = Executor(
@@ -280,7 +282,7 @@ def abort(run: RunRecord, reason: str, store: StateStore, clock: Clock | None = 
         Event(ev.RUN_ABORTED, clock.now(), data={"by": f"{me.user}@{me.host}", "reason": reason}),
         None,
     )
-    store.set_status(run.id, ev.ABORTED, clock.now())
+    store.set_status(run.id, RunStatus.ABORTED, clock.now())
 
 
 def unlock(

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from drctl.drill.report import DrillReport, HistoryEntry
+from drctl.engine.status import StepStatus
 
 
 def _t(ts: float | None) -> str:
@@ -175,7 +176,7 @@ def as_html(r: DrillReport) -> str:
             classes = (
                 "bar"
                 + (" mutates" if s.mutates else "")
-                + (" failed" if s.status == "failed" else "")
+                + (" failed" if s.status is StepStatus.FAILED else "")
             )
             bar = (
                 f"<div class='{classes}' style='left:{left:.2f}%;width:{width:.2f}%' "

@@ -15,6 +15,7 @@ from drctl.compiler.params import ParamInput
 from drctl.engine.executor import Interrupts, Options, Outcome
 from drctl.engine.replay import RunState, replay
 from drctl.engine.runs import find_run, resume, start
+from drctl.engine.status import GateVerdict
 from drctl.state.base import Event
 from drctl.state.sqlite import SqliteStore
 
@@ -70,9 +71,9 @@ class Harness:
         path.write_text(text.replace("{tmp}", str(self.tmp)))
         return str(path)
 
-    def gate(self, step: Any) -> tuple[str, str]:
-        verdict = self.gate_answers.get(step.id, "needed")
-        return verdict, "test"
+    def gate(self, step: Any) -> tuple[GateVerdict, str]:
+        verdict = self.gate_answers.get(step.id, GateVerdict.NEEDED)
+        return GateVerdict(verdict), "test"
 
     def run(self, path: str, *flags: str, **options: Any) -> tuple[str, Outcome]:
         return start(

@@ -13,9 +13,9 @@ import pytest
 from drctl.compiler.params import ParamInput
 from drctl.drill import run as drill_run
 from drctl.drill.canary import CanarySpec
-from drctl.engine import events as ev
 from drctl.engine.executor import Interrupts, Options
 from drctl.engine.runs import abort, find_run, paused_drill
+from drctl.engine.status import RunStatus
 from tests.engine.conftest import HEAD, Harness
 from tests.unit.test_canary_writer import ListCanary
 
@@ -50,7 +50,7 @@ def test_a_pause_is_journaled_before_the_read_back(
     with pytest.raises(RuntimeError, match="read-back blew up"):
         _drill(harness, harness.write(GATED), canary)
     [record] = harness.store.list_runs()
-    assert record.status == ev.WAITING_APPROVAL
+    assert record.status == RunStatus.WAITING_APPROVAL
     paused = paused_drill(harness.store, record.id)
     assert paused is not None
     assert len(paused.data["acks"]["rows"]) == len(canary.acks()) > 0
