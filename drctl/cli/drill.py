@@ -119,9 +119,11 @@ def drill(
     terminal.interactive = False
 
     def sinks(plan: Plan) -> list[Sink]:
+        import os
+
         from drctl.engine.output import PlainSink
 
-        shown: list[Sink] = [PlainSink(sys.stderr)]
+        shown: list[Sink] = [PlainSink(sys.stderr, debug=bool(os.environ.get("DRCTL_DEBUG")))]
         terminal.sinks = list(shown)
         return shown
 
@@ -162,7 +164,7 @@ def drill(
         Path(report).write_text(text)
     else:
         sys.stdout.write(text)
-    sys.stderr.write(_summary(result, bool(built.drill.get("paused")), report, state_flag))
+    sys.stderr.write(_summary(result, built.drill.paused, report, state_flag))
     raise typer.Exit(result.exit_code)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from enum import StrEnum
@@ -43,12 +44,13 @@ class Terminal:
     def make_sinks(self, plan: Plan) -> list[Sink]:
         from drctl.engine.output import JsonSink, LiveSink, PlainSink
 
+        debug = bool(os.environ.get("DRCTL_DEBUG"))
         if self.output is OutputFormat.json:
             self.sinks = [JsonSink(sys.stdout)]
         elif self.interactive:
-            self.sinks = [LiveSink(plan, sys.stdout)]
+            self.sinks = [LiveSink(plan, sys.stdout, debug=debug)]
         else:
-            self.sinks = [PlainSink(sys.stdout)]
+            self.sinks = [PlainSink(sys.stdout, debug=debug)]
         return self.sinks
 
     def gate(self, step: CompiledStep) -> tuple[GateVerdict, str]:

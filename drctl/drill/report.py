@@ -61,13 +61,13 @@ class DrillReport:
     run_status: str
     started_at: float
     finished_at: float | None
-    drill: dict[str, Any]
+    drill: ev.DrillMeasured
     steps: tuple[StepSpan, ...]
     history: tuple[HistoryEntry, ...]
 
     @property
     def passed(self) -> bool:
-        return bool(self.drill.get("passed"))
+        return self.drill.passed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,16 +78,17 @@ class DrillReport:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "passed": self.passed,
-            **self.drill,
+            **self.drill.to_json(),
             "steps": [asdict(s) for s in self.steps],
             "history": [asdict(h) for h in self.history],
         }
 
 
-def drill_event(events: Sequence[Event]) -> Event | None:
+def drill_event(events: Sequence[Event]) -> ev.DrillMeasured | None:
     """The run's last ``drill_measured`` event, if it was a drill."""
     found = [e for e in events if e.kind == DRILL_MEASURED]
-    return found[-1] if found else None
+    fact = ev.decode(found[-1]) if found else None
+    return fact if isinstance(fact, ev.DrillMeasured) else None
 
 
 def timeline(run: RunRecord, events: Sequence[Event]) -> tuple[StepSpan, ...]:
@@ -145,14 +146,13 @@ def history_entry(run: RunRecord, events: Sequence[Event]) -> HistoryEntry | Non
     found = drill_event(events)
     if found is None:
         return None
-    m = found.data.get("measurement", {})
     return HistoryEntry(
         run_id=run.id,
         started_at=run.started_at,
         run_status=run.status,
-        passed=bool(found.data.get("passed")),
-        rto=float(m.get("rto") or 0.0),
-        missing=int(m.get("missing") or 0),
+        passed=found.passed,
+        rto=found.rto or 0.0,
+        missing=found.missing or 0,
     )
 
 
@@ -186,7 +186,7 @@ def build(store: StateStore, run_id: str) -> DrillReport:
         run_status=run.status,
         started_at=run.started_at,
         finished_at=run.finished_at,
-        drill=dict(found.data),
+        drill=found,
         steps=timeline(run, events),
         history=history(store, run.name),
     )

@@ -18,7 +18,6 @@ import secrets as pysecrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
 
 from drctl.compiler.compile import compile_runbook
 from drctl.compiler.params import ParamInput
@@ -26,7 +25,8 @@ from drctl.compiler.plan import Plan
 from drctl.drill.canary import Ack, Canary, CanaryError, CanarySpec, make_canary
 from drctl.drill.conninfo import mask_dsn
 from drctl.drill.measure import Measurement, Verdict, judge, measure
-from drctl.drill.report import DRILL_MEASURED, DRILL_PAUSED, first_mutation
+from drctl.drill.report import first_mutation
+from drctl.engine import events as ev
 from drctl.engine.executor import GateDecider, Interrupts, Options, Outcome
 from drctl.engine.runs import SinkFactory, last_pause, start
 from drctl.engine.runs import resume as resume_run
@@ -118,25 +118,27 @@ def resume_drill(
             "its drill concluded, or it went on without its canary",
             hint="drctl log shows its events; drctl resume continues a run that is not a drill",
         )
-    data = paused.data
-    saved = data["canary"]
-    if dns_server is not None and dns_server != saved.get("dns_server"):
+    saved = paused.canary
+    if dns_server is not None and dns_server != saved.dns_server:
         raise UsageError(
             f"--canary-dns-server is not the one the drill started with "
-            f"({saved.get('dns_server') or 'none'})",
+            f"({saved.dns_server or 'none'})",
             hint="a drill is measured through one client path from start to end",
         )
     spec = CanarySpec(
-        kind=saved["kind"],
-        dsn=_given_again(dsn, saved, "dsn", "--canary-dsn") or "",
-        dns_server=saved.get("dns_server"),
-        verify_dsn=_given_again(verify_dsn, saved, "verify_dsn", "--verify-dsn"),
-        interval=float(saved["interval"]),
-        timeout=float(saved["timeout"]),
-        settle=float(saved["settle"]),
-    )
+        kind=saved.kind,
+        dsn=_given_again(dsn, saved.dsn, True, saved.dsn_masked, "--canary-dsn") or "",
+        dns_server=saved.dns_server,
+        verify_dsn=_given_again(
+            verify_dsn, saved.verify_dsn, saved.verify_dsn_given, saved.verify_dsn_masked,
+            "--verify-dsn",
+        ),
+        interval=saved.interval,
+        timeout=saved.timeout,
+        settle=saved.settle,
+    )  # fmt: skip
     earlier = _earlier(events)
-    canary = make_canary(spec, str(data["drill_id"]), first_seq=int(data["next_seq"]))
+    canary = make_canary(spec, paused.drill_id, first_seq=paused.next_seq)
     canary.check()
 
     def go_on(ready: Callable[[str], None]) -> tuple[str, Outcome]:
@@ -195,37 +197,38 @@ def _earlier(events: Sequence[Event]) -> _Earlier:
     errors = 0
     fatal: str | None = None
     for event in events:
-        if event.kind != DRILL_PAUSED:
+        if event.kind != ev.DRILL_PAUSED:
             continue
-        acks += _acks_from(event.data["acks"])
-        if event.data.get("window"):  # none when the canary of that attempt never started
-            start, stop = event.data["window"]
-            windows.append((float(start), float(stop)))
-        errors += int(event.data.get("canary_errors", 0))
-        fatal = fatal or event.data.get("canary_failed")
+        paused = ev.decode(event)
+        assert isinstance(paused, ev.DrillPaused)
+        acks += _acks_from(paused.acks)
+        if paused.window is not None:  # none when the canary of that attempt never started
+            windows.append(paused.window)
+        errors += paused.canary_errors
+        fatal = fatal or paused.canary_failed
     return _Earlier(tuple(acks), tuple(windows), errors, fatal)
 
 
 def _settings(
     canary: Canary, windows: Sequence[tuple[float, float]], read_from: str
-) -> dict[str, Any]:
+) -> ev.CanarySettings:
     """The canary's settings as journaled: connection strings masked, and whether they were."""
     spec = canary.spec
-    return {
-        "kind": canary.kind,
-        "dsn": mask_dsn(spec.dsn),
-        "dsn_masked": mask_dsn(spec.dsn) != spec.dsn,
-        "dns_server": spec.dns_server,
-        "verify_dsn": read_from,
-        "verify_dsn_given": spec.verify_dsn is not None,
-        "verify_dsn_masked": spec.verify_dsn is not None
+    return ev.CanarySettings(
+        kind=canary.kind,
+        dsn=mask_dsn(spec.dsn),
+        dsn_masked=mask_dsn(spec.dsn) != spec.dsn,
+        dns_server=spec.dns_server,
+        verify_dsn=read_from,
+        verify_dsn_given=spec.verify_dsn is not None,
+        verify_dsn_masked=spec.verify_dsn is not None
         and mask_dsn(spec.verify_dsn) != spec.verify_dsn,
-        "interval": spec.interval,
-        "timeout": spec.timeout,
-        "settle": spec.settle,
-        "started_at": windows[0][0] if windows else None,
-        "stopped_at": windows[-1][1] if windows else None,
-    }
+        interval=spec.interval,
+        timeout=spec.timeout,
+        settle=spec.settle,
+        started_at=windows[0][0] if windows else None,
+        stopped_at=windows[-1][1] if windows else None,
+    )
 
 
 def _journal_pause(store: StateStore, run_id: str, canary: Canary) -> None:
@@ -238,19 +241,19 @@ def _journal_pause(store: StateStore, run_id: str, canary: Canary) -> None:
     store.append(
         run_id,
         Event(
-            DRILL_PAUSED,
+            ev.DRILL_PAUSED,
             time.time(),
-            data={
-                "drill_id": canary.drill_id,
-                "canary": _settings(
+            data=ev.DrillPaused(
+                drill_id=canary.drill_id,
+                canary=_settings(
                     canary, [window] if window else [], mask_dsn(spec.verify_dsn or spec.dsn)
                 ),
-                "next_seq": canary.next_seq,
-                "window": list(window) if window else None,
-                "acks": _acks_to(canary.acks()),
-                "canary_errors": canary.errors,
-                "canary_failed": canary.fatal,
-            },
+                next_seq=canary.next_seq,
+                window=window,
+                acks=_acks_to(canary.acks()),
+                canary_errors=canary.errors,
+                canary_failed=canary.fatal,
+            ).to_json(),
         ),
         None,
     )
@@ -298,68 +301,66 @@ def _conclude(
     store.append(
         run_id,
         Event(
-            DRILL_MEASURED,
+            ev.DRILL_MEASURED,
             time.time(),
-            data={
-                "drill_id": canary.drill_id,
-                "canary": _settings(canary, windows, read_from),
-                "windows": [list(w) for w in windows],
-                "objectives": objectives,
-                "measurement": measured.to_json(),
-                "verdict": asdict(verdict),
-                "read_back_error": read_error,
-                "canary_failed": fatal,
-                "run_exit_code": outcome.exit_code,
-                "run_message": outcome.message,
-                "paused": paused,
-                "passed": outcome.exit_code == 0 and verdict.passed,
-                "exit_code": result.exit_code,
-            },
+            data=ev.DrillMeasured(
+                drill_id=canary.drill_id,
+                canary=_settings(canary, windows, read_from),
+                windows=tuple(windows),
+                objectives=objectives,
+                measurement=measured.to_json(),
+                verdict=asdict(verdict),
+                read_back_error=read_error,
+                canary_failed=fatal,
+                run_exit_code=outcome.exit_code,
+                run_message=outcome.message,
+                paused=paused,
+                passed=outcome.exit_code == 0 and verdict.passed,
+                exit_code=result.exit_code,
+            ).to_json(),
         ),
         None,
     )
     return result
 
 
-def _given_again(value: str | None, saved: dict[str, Any], key: str, flag: str) -> str | None:
-    """The connection string ``key`` for a resumed drill: as saved, or given again.
+def _given_again(value: str | None, saved: str, given: bool, masked: bool, flag: str) -> str | None:
+    """A connection string for a resumed drill: as saved (masked ``saved``), or given again.
 
     One given again must mask to what the drill journaled, so a typo or another database
-    cannot make the second window measure something else.
+    cannot make the second window measure something else. ``given``: the drill started
+    with one (the canary's own DSN always is).
     """
     if value is None:
-        if key != "dsn" and not saved.get(f"{key}_given"):
+        if not given:
             return None
-        return _unmasked(saved, key, flag)
-    if key != "dsn" and not saved.get(f"{key}_given"):
+        if masked:
+            raise UsageError(
+                f"the drill's {flag} held a password, which drctl does not keep",
+                hint=f"give {flag} again to resume the drill",
+            )
+        return saved
+    if not given:
         raise UsageError(f"the drill was started without {flag}; resume it without one too")
-    if mask_dsn(value) != saved[key]:
+    if mask_dsn(value) != saved:
         raise UsageError(
-            f"{flag} is not the one the drill started with ({saved[key]})",
+            f"{flag} is not the one the drill started with ({saved})",
             hint="a drill is measured through one connection string from start to end",
         )
     return value
 
 
-def _unmasked(saved: dict[str, Any], key: str, flag: str) -> str:
-    if saved.get(f"{key}_masked"):
-        raise UsageError(
-            f"the drill's {flag} held a password, which drctl does not keep",
-            hint=f"give {flag} again to resume the drill",
-        )
-    return str(saved[key])
-
-
-def _acks_to(acks: Sequence[Ack]) -> dict[str, Any]:
+def _acks_to(acks: Sequence[Ack]) -> ev.AckLog:
     """Acknowledgements in a compact form for the journal: addresses listed once."""
     addresses: dict[str, int] = {}
-    rows = [[a.seq, round(a.at, 6), addresses.setdefault(a.address, len(addresses))] for a in acks]
-    return {"addresses": list(addresses), "rows": rows}
+    rows = tuple(
+        (a.seq, round(a.at, 6), addresses.setdefault(a.address, len(addresses))) for a in acks
+    )
+    return ev.AckLog(tuple(addresses), rows)
 
 
-def _acks_from(saved: dict[str, Any]) -> tuple[Ack, ...]:
-    names = saved["addresses"]
-    return tuple(Ack(int(seq), float(at), str(names[i])) for seq, at, i in saved["rows"])
+def _acks_from(saved: ev.AckLog) -> tuple[Ack, ...]:
+    return tuple(Ack(seq, at, saved.addresses[i]) for seq, at, i in saved.rows)
 
 
 def _settle(canary: Canary, seconds: float) -> None:

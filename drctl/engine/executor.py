@@ -18,6 +18,7 @@ import functools
 import heapq
 import queue
 import threading
+import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,7 +38,6 @@ from drctl.engine.replay import RunState, StepState
 from drctl.engine.secrets import Secrets
 from drctl.engine.status import GateVerdict, RunStatus, StepStatus, StopReason
 from drctl.errors import Cancelled, LockLost, StepError, StepTimeout, StepTypeError, VerifyFailed
-from drctl.runbook.durations import format_duration
 from drctl.runbook.targets import TARGET_TYPES
 from drctl.steps.base import StepInputs, StepType
 from drctl.steps.registry import get_step_type
@@ -241,7 +241,7 @@ class Executor:
             self._rollback()
             return self._finish(RunStatus.ROLLED_BACK, 1, f"{stop_message}; rolled back")
         if stop is StopReason.INTERRUPTED:
-            x.journal.write(ev.RUN_INTERRUPTED)
+            x.journal.write(ev.RunInterrupted())
             return self._finish(RunStatus.INTERRUPTED, 130, "interrupted; resume with drctl resume")
         if stop in (StopReason.APPROVAL, StopReason.DENIED):
             code_status = (
@@ -258,27 +258,27 @@ class Executor:
         failures = 0
         for step in x.plan.steps:
             if x.interrupts.stop.is_set():
-                x.journal.write(ev.RUN_INTERRUPTED)
+                x.journal.write(ev.RunInterrupted())
                 return self._finish(RunStatus.INTERRUPTED, 130, "interrupted")
             if step.when is False:
-                x.journal.write(ev.STEP_SKIPPED, step.id, reason="when is false")
+                x.journal.write(ev.StepSkipped(step=step.id, reason="when is false"))
                 continue
             if step.deferred or isinstance(step.when, str):
-                x.journal.write(
-                    ev.STEP_CHECKED, step.id, ok=True,
-                    would=f"{step.description} (not checked: its inputs depend on earlier steps' outputs)",
-                )  # fmt: skip
+                would = (
+                    f"{step.description} (not checked: its inputs depend on earlier steps' outputs)"
+                )
+                x.journal.write(ev.StepChecked(step=step.id, ok=True, would=would))
                 continue
             try:
                 step_type, inputs = self._prepare(step, {})
                 ctx = self._context(step, 0, inputs, {}, dry_run=True)
                 would = self._bounded(step_type.check, ctx) or step.description
-                x.journal.write(ev.STEP_CHECKED, step.id, ok=True, would=would)
+                x.journal.write(ev.StepChecked(step=step.id, ok=True, would=would))
             except (StepError, StepTypeError) as exc:
                 failures += 1
-                x.journal.write(ev.STEP_CHECKED, step.id, ok=False, error=exc.message)
+                x.journal.write(ev.StepChecked(step=step.id, ok=False, error=exc.message))
             except Cancelled:
-                x.journal.write(ev.RUN_INTERRUPTED)
+                x.journal.write(ev.RunInterrupted())
                 return self._finish(RunStatus.INTERRUPTED, 130, "interrupted")
         if failures:
             return self._finish(
@@ -298,13 +298,13 @@ class Executor:
         verdict, how = self.gate(step)
         journal = self.x.journal
         if verdict == GateVerdict.GRANTED:
-            journal.write(ev.APPROVAL_GRANTED, step.id, by=how)
+            journal.write(ev.ApprovalGranted(step=step.id, by=how))
             self.state.approved.add(step.id)
             return None
         if verdict == GateVerdict.DENIED:
-            journal.write(ev.APPROVAL_DENIED, step.id, by=how)
+            journal.write(ev.ApprovalDenied(step=step.id, by=how))
             return StopReason.DENIED, f"approval for {step.id} denied"
-        journal.write(ev.APPROVAL_NEEDED, step.id, description=step.description)
+        journal.write(ev.ApprovalNeeded(step=step.id, description=step.description))
         return (
             StopReason.APPROVAL,
             f"step {step.id} needs approval: resume with --approve {step.id} (or --yes)",
@@ -313,7 +313,7 @@ class Executor:
     def _finish(self, status: RunStatus, code: int, message: str) -> Outcome:
         journal = self.x.journal
         message = journal.redactor.text(message)
-        journal.write(ev.RUN_FINISHED, status=status, exit_code=code, message=message)
+        journal.write(ev.RunFinished(status=status, exit_code=code, message=message))
         journal.store.set_status(journal.run_id, status, journal.clock.now())
         return Outcome(status, code, message)
 
@@ -341,7 +341,7 @@ class Executor:
         x = self.x
         when = self._when(step)
         if when is not True:
-            x.journal.write(ev.STEP_SKIPPED, step.id, reason=when)
+            x.journal.write(ev.StepSkipped(step=step.id, reason=str(when)))
             self._done(step.id, {})
             return _Result(step.id, StepStatus.SKIPPED)
         start_attempt = prior.attempts + 1
@@ -354,7 +354,7 @@ class Executor:
             return result
         on_failure = step.on_failure
         if on_failure.policy is FailurePolicy.CONTINUE:
-            x.journal.write(ev.STEP_FAILED, step.id, final=True, ignored=True, error=result.message)
+            x.journal.write(ev.StepFailed(step=step.id, ignored=True, error=result.message))
             self._done(step.id, {})
             return _Result(step.id, StepStatus.IGNORED, result.message)
         if on_failure.run is not None:
@@ -362,12 +362,7 @@ class Executor:
             x.journal.note(f"{step.id} failed; running fallback {fallback.id}")
             fb = self._attempts(fallback, self.state.step(fallback.id).attempts + 1)
             if fb.status == StepStatus.SUCCEEDED:
-                x.journal.write(
-                    ev.STEP_RECOVERED,
-                    step.id,
-                    by=fallback.id,
-                    summary=f"recovered by {fallback.id}",
-                )
+                x.journal.write(ev.StepRecovered(step=step.id, by=fallback.id))
                 self._done(step.id, {})
                 return _Result(step.id, StepStatus.RECOVERED)
             return _Result(
@@ -382,12 +377,7 @@ class Executor:
         x = self.x
         if step.id in self.options.mark_done:
             x.journal.write(
-                ev.STEP_SUCCEEDED,
-                step.id,
-                prior.attempts,
-                outputs={},
-                summary=f"{step.id}: marked done by the operator",
-                marked_done=True,
+                ev.StepSucceeded(step=step.id, attempt=prior.attempts, marked_done=True)
             )
             self._done(step.id, {})
             return _Result(step.id, StepStatus.SUCCEEDED)
@@ -401,8 +391,10 @@ class Executor:
                 x.journal.note(f"{step.id}: verify on resume failed: {exc.message}")
             if applied:
                 x.journal.write(
-                    ev.STEP_SUCCEEDED, step.id, prior.attempts, outputs=ctx.outputs,
-                    summary=f"{step.id}: already in effect (verified on resume)", verified_on_resume=True,
+                    ev.StepSucceeded(
+                        step=step.id, attempt=prior.attempts, outputs=ctx.outputs,
+                        verified_on_resume=True,
+                    )
                 )  # fmt: skip
                 self._done(step.id, ctx.outputs)
                 return _Result(step.id, StepStatus.SUCCEEDED)
@@ -415,19 +407,19 @@ class Executor:
             f"effect; check by hand, then resume with --reapply {step.id} or --mark-done {step.id}"
         )
         x.journal.write(
-            ev.STEP_FAILED, step.id, prior.attempts, final=True, error=message, in_doubt=True
+            ev.StepFailed(step=step.id, attempt=prior.attempts, error=message, in_doubt=True)
         )
         return _Result(step.id, Halt.IN_DOUBT, message)
 
     def _attempts(self, step: CompiledStep, first: int) -> _Result:
         x = self.x
         retries = step.retries
-        message = ""
+        message, trace = "", None
         for n in range(retries.attempts):
             attempt = first + n
             final = n == retries.attempts - 1
             started = x.clock.monotonic()
-            x.journal.write(ev.STEP_STARTED, step.id, attempt)
+            x.journal.write(ev.StepStarted(step=step.id, attempt=attempt))
             try:
                 step_type, inputs = self._prepare(step, {})
                 ctx = self._context(step, attempt, inputs, {})
@@ -438,31 +430,32 @@ class Executor:
                     # What apply recorded (durably) is what a rollback later in this run
                     # needs for undo, as a resume would have it from the journal.
                     self.state.step(step.id).recorded.update(ctx.recorded)
-                took = format_duration(round(x.clock.monotonic() - started, 3))
                 # A step that can verify itself may have its outcome synced with the next
                 # intent; one that cannot must be durable now or resume could not decide.
                 record = x.journal.write_later if step_type.verifies(inputs) else x.journal.write
                 record(
-                    ev.STEP_SUCCEEDED,
-                    step.id,
-                    attempt,
-                    outputs=ctx.outputs,
-                    summary=f"{step.id}: {step.description} — ok in {took}",
-                    duration=x.clock.monotonic() - started,
-                )
+                    ev.StepSucceeded(
+                        step=step.id, attempt=attempt, outputs=ctx.outputs,
+                        duration=x.clock.monotonic() - started, description=step.description,
+                    )
+                )  # fmt: skip
                 self._done(step.id, ctx.outputs)
                 return _Result(step.id, StepStatus.SUCCEEDED)
             except Cancelled:
                 raise  # journal nothing: the step stays in doubt and resume verifies it
             except (StepError, StepTypeError) as exc:
-                message = exc.message
+                message, trace = exc.message, None
             except Exception as exc:  # a bug in a step type must not kill the run unjournaled
                 message = f"internal error in step type {step.type}: {type(exc).__name__}: {exc}"
+                # Kept (redacted, as all event data) so the bug can be found from the journal.
+                trace = "".join(traceback.format_exception(exc))
             # Waits count from this series' first attempt: a resumed step starts afresh.
             wait_for = None if final else retries.delay_before(n + 2)
             x.journal.write(
-                ev.STEP_FAILED, step.id, attempt, error=message, final=final,
-                retry_in=wait_for, duration=x.clock.monotonic() - started,
+                ev.StepFailed(
+                    step=step.id, attempt=attempt, error=message, final=final, retry_in=wait_for,
+                    duration=x.clock.monotonic() - started, traceback=trace,
+                )
             )  # fmt: skip
             if final:
                 break
@@ -581,7 +574,7 @@ class Executor:
             if step.rollback is None and not step.can_undo:
                 x.journal.note(f"{sid}: cannot be undone; left as it is")
                 continue
-            x.journal.write(ev.UNDO_STARTED, sid)
+            x.journal.write(ev.UndoStarted(step=sid))
             try:
                 if step.rollback is not None:
                     rb = step.rollback
@@ -596,9 +589,9 @@ class Executor:
                     step_type, inputs = self._prepare(step, {})
                     ctx = self._context(step, 0, inputs, dict(self.state.step(sid).recorded))
                     self._bounded(step_type.undo, ctx)
-                x.journal.write(ev.UNDO_SUCCEEDED, sid)
+                x.journal.write(ev.UndoSucceeded(step=sid))
             except (StepError, StepTypeError) as exc:
-                x.journal.write(ev.UNDO_FAILED, sid, error=exc.message)
+                x.journal.write(ev.UndoFailed(step=sid, error=exc.message))
             except Cancelled:
                 x.journal.note("rollback cancelled")
                 return

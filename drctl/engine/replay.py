@@ -20,7 +20,6 @@ class StepState:
     outputs: dict[str, Any] = field(default_factory=dict)
     recorded: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-    summary: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
 
@@ -55,45 +54,53 @@ def replay(events: Iterable[Event]) -> RunState:
     for e in events:
         run.events += 1
         kind = e.kind
-        if kind == ev.RUN_FINISHED:
-            run.finished = RunStatus(str(e.data.get("status")))
-            continue
-        if kind in (ev.RUN_RESUMED, ev.RUN_STARTED):
-            run.finished = None
-            continue
-        if kind == ev.APPROVAL_GRANTED and e.step is not None:
-            run.approved.add(e.step)
-            continue
-        if e.step is None:
-            continue
-        s = run.step(e.step)
-        if kind == ev.STEP_STARTED:
-            s.status = StepStatus.RUNNING
-            s.attempts = max(s.attempts, e.attempt or 1)
-            s.started_at = s.started_at or e.ts
-            s.error = None
-        elif kind == ev.STEP_RECORDED:
-            s.recorded[str(e.data["key"])] = e.data.get("value")
-        elif kind == ev.STEP_SUCCEEDED:
-            s.status = StepStatus.SUCCEEDED
-            s.outputs = dict(e.data.get("outputs") or {})
-            s.summary = e.data.get("summary")
-            s.finished_at = e.ts
-        elif kind == ev.STEP_FAILED:
-            if e.data.get("final", True):
-                s.status = StepStatus.IGNORED if e.data.get("ignored") else StepStatus.FAILED
-            else:
-                s.status = StepStatus.RETRYING
-            s.error = e.data.get("error")
-            s.finished_at = e.ts
-        elif kind == ev.STEP_SKIPPED:
-            s.status = StepStatus.SKIPPED
-            s.summary = e.data.get("reason")
-        elif kind == ev.STEP_RECOVERED:
-            s.status = StepStatus.RECOVERED
-            s.summary = e.data.get("summary")
-        elif kind == ev.UNDO_SUCCEEDED:
-            s.status = StepStatus.UNDONE
-        elif kind == ev.UNDO_STARTED:
-            s.status = StepStatus.UNDOING
+        if kind in _IGNORED:
+            continue  # decoding only what tells a step's state keeps resume quick
+        fact = ev.decode(e)
+        match fact:
+            case ev.RunFinished():
+                run.finished = fact.status
+            case ev.RunResumed() | ev.RunStarted():
+                run.finished = None
+            case ev.ApprovalGranted():
+                run.approved.add(fact.step)
+            case ev.StepStarted():
+                s = run.step(fact.step)
+                s.status = StepStatus.RUNNING
+                s.attempts = max(s.attempts, fact.attempt or 1)
+                s.started_at = s.started_at or e.ts
+                s.error = None
+            case ev.StepRecorded():
+                run.step(fact.step).recorded[fact.key] = fact.value
+            case ev.StepSucceeded():
+                s = run.step(fact.step)
+                s.status = StepStatus.SUCCEEDED
+                s.outputs = dict(fact.outputs)
+                s.finished_at = e.ts
+            case ev.StepFailed():
+                s = run.step(fact.step)
+                if not fact.final:
+                    s.status = StepStatus.RETRYING
+                else:
+                    s.status = StepStatus.IGNORED if fact.ignored else StepStatus.FAILED
+                s.error = fact.error
+                s.finished_at = e.ts
+            case ev.StepSkipped():
+                run.step(fact.step).status = StepStatus.SKIPPED
+            case ev.StepRecovered():
+                run.step(fact.step).status = StepStatus.RECOVERED
+            case ev.UndoSucceeded():
+                run.step(fact.step).status = StepStatus.UNDONE
+            case ev.UndoStarted():
+                run.step(fact.step).status = StepStatus.UNDOING
     return run
+
+
+#: Kinds that change no step's state nor the run's.
+_IGNORED = frozenset(
+    {
+        ev.RUN_INTERRUPTED, ev.RUN_ABORTED, ev.LOCK_TAKEN_OVER, ev.LOCK_FORCE_RELEASED,
+        ev.APPROVAL_NEEDED, ev.APPROVAL_DENIED, ev.STEP_CHECKED, ev.UNDO_FAILED,
+        ev.DRILL_MEASURED, ev.DRILL_PAUSED,
+    }
+)  # fmt: skip

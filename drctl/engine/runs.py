@@ -132,17 +132,17 @@ def start(
         user=me.user, host=me.host, pid=me.pid, version=__version__, started_at=clock.now(),
         lock_key=lock_key, dry_run=options.dry_run, cwd=me.cwd,
     )  # fmt: skip
-    header = {
-        "run_id": run_id, "runbook": record.runbook, "name": plan.name, "plan_hash": plan.hash,
-        "params": redactor.data(plan.params), "user": me.user, "host": me.host, "pid": me.pid,
-        "version": __version__, "lock_key": lock_key, "dry_run": options.dry_run, "cwd": me.cwd,
-    }  # fmt: skip
+    header = ev.RunStarted(
+        run_id=run_id, runbook=record.runbook, name=plan.name, plan_hash=plan.hash,
+        params=plan.params, user=me.user, host=me.host, pid=me.pid,
+        version=__version__, lock_key=lock_key, dry_run=options.dry_run, cwd=me.cwd,
+    )  # fmt: skip
     if options.dry_run:
         # A dry run changes nothing, so it neither takes nor waits for the lock.
         store.create_run(record)
         journal = Journal(store, run_id, None, redactor, clock, sinks(plan))
         try:
-            journal.write(ev.RUN_STARTED, **header)
+            journal.write(header)
             executor = Executor(
                 plan, journal, RunState(), resolved, options, gate, clock, interrupts
             )
@@ -156,9 +156,9 @@ def start(
         _refuse_if_unfinished(store, plan.name, lock_key)
         store.create_run(record)
         live = Journal(store, run_id, lock, redactor, clock, sinks(plan))
-        live.write(ev.RUN_STARTED, **header)
+        live.write(header)
         if taken.took_over is not None:
-            live.write(ev.LOCK_TAKEN_OVER, key=lock_key, previous=taken.took_over.describe())
+            live.write(ev.LockTakenOver(key=lock_key, previous=taken.took_over.describe()))
         if on_ready is not None:
             on_ready(run_id)
         executor = Executor(
@@ -183,7 +183,7 @@ def _refuse_if_unfinished(store: StateStore, name: str, lock_key: str) -> None:
             )
 
 
-def paused_drill(store: StateStore, run_id: str) -> Event | None:
+def paused_drill(store: StateStore, run_id: str) -> ev.DrillPaused | None:
     """The run's last ``drill_paused`` event, if it is a drill that can still be measured whole."""
     record = store.get_run(run_id)
     if record is None or not RunStatus(record.status).unfinished:
@@ -191,19 +191,22 @@ def paused_drill(store: StateStore, run_id: str) -> Event | None:
     return last_pause(store.events(run_id))
 
 
-def last_pause(events: Sequence[Event]) -> Event | None:
+def last_pause(events: Sequence[Event]) -> ev.DrillPaused | None:
     """The last ``drill_paused`` of an unfinished run's journal, if the drill can go on.
 
     Not if the drill concluded, nor if the run went on without its canary after the
     pause (``drctl resume --unmeasured``, or a resumed drill that was killed). Finished
     and aborted runs are no paused drills either: ``paused_drill`` checks that.
     """
-    found = None
+    found: ev.DrillPaused | None = None
     for event in events:
-        if event.kind == ev.DRILL_PAUSED:
-            found = event
-        elif event.kind == ev.RUN_RESUMED or (
-            event.kind == ev.DRILL_MEASURED and not event.data.get("paused")
+        if event.kind not in (ev.DRILL_PAUSED, ev.RUN_RESUMED, ev.DRILL_MEASURED):
+            continue  # decoding only what decides keeps a long journal quick
+        fact = ev.decode(event)
+        if isinstance(fact, ev.DrillPaused):
+            found = fact
+        elif isinstance(fact, ev.RunResumed) or (
+            isinstance(fact, ev.DrillMeasured) and not fact.paused
         ):
             found = None
     return found
@@ -246,11 +249,13 @@ def resume(
     journal = Journal(store, run.id, lock, redactor, clock, sinks(plan))
     try:
         journal.write(
-            ev.RUN_RESUMED, user=me.user, host=me.host, pid=me.pid, version=__version__,
-            plan_hash=plan.hash, previous_status=run.status,
+            ev.RunResumed(
+                user=me.user, host=me.host, pid=me.pid, version=__version__,
+                plan_hash=plan.hash, previous_status=run.status,
+            )
         )  # fmt: skip
         if taken.took_over is not None:
-            journal.write(ev.LOCK_TAKEN_OVER, key=run.lock_key, previous=taken.took_over.describe())
+            journal.write(ev.LockTakenOver(key=run.lock_key, previous=taken.took_over.describe()))
         store.set_status(run.id, RunStatus.RUNNING, None)
         if on_ready is not None:
             on_ready(run.id)
@@ -279,7 +284,11 @@ def abort(run: RunRecord, reason: str, store: StateStore, clock: Clock | None = 
     me = who()
     store.append(
         run.id,
-        Event(ev.RUN_ABORTED, clock.now(), data={"by": f"{me.user}@{me.host}", "reason": reason}),
+        Event(
+            ev.RUN_ABORTED,
+            clock.now(),
+            data=ev.RunAborted(by=f"{me.user}@{me.host}", reason=reason).to_json(),
+        ),
         None,
     )
     store.set_status(run.id, RunStatus.ABORTED, clock.now())
@@ -298,12 +307,9 @@ def unlock(
             Event(
                 ev.LOCK_FORCE_RELEASED,
                 clock.now(),
-                data={
-                    "key": key,
-                    "lease": lease_id,
-                    "by": f"{me.user}@{me.host}",
-                    "reason": reason,
-                },
+                data=ev.LockForceReleased(
+                    key=key, lease=lease_id, by=f"{me.user}@{me.host}", reason=reason
+                ).to_json(),
             ),
             None,
         )

@@ -6,7 +6,8 @@ import json
 import time
 from collections.abc import Sequence
 
-from drctl.engine.output import describe_event
+from drctl.engine.events import StepRecorded, decode
+from drctl.engine.outcome import line
 from drctl.engine.replay import RunState
 from drctl.engine.status import StepStatus
 from drctl.state.base import Event, LockInfo, RunRecord
@@ -91,12 +92,17 @@ def status_json(
 def log_text(events: Sequence[Event]) -> str:
     lines = []
     for e in events:
-        text = describe_event(e)
-        if text is None:
-            text = f"{e.step}: recorded {e.data.get('key')}"
+        fact = decode(e)
+        text = line(fact, e.token)
+        if isinstance(fact, StepRecorded):
+            text = f"{fact.step}: recorded {fact.key}"
         lines.append(f"{e.seq:>5} {_t(e.ts)} [{e.token}] {text}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 
 def log_json(events: Sequence[Event]) -> str:
-    return "".join(json.dumps(e.to_json(), sort_keys=True, default=str) + "\n" for e in events)
+    return "".join(
+        json.dumps({**e.to_json(), "line": line(decode(e), e.token)}, sort_keys=True, default=str)
+        + "\n"
+        for e in events
+    )

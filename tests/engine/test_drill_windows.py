@@ -53,8 +53,8 @@ def test_a_pause_is_journaled_before_the_read_back(
     assert record.status == RunStatus.WAITING_APPROVAL
     paused = paused_drill(harness.store, record.id)
     assert paused is not None
-    assert len(paused.data["acks"]["rows"]) == len(canary.acks()) > 0
-    assert paused.data["next_seq"] == canary.next_seq
+    assert len(paused.acks.rows) == len(canary.acks()) > 0
+    assert paused.next_seq == canary.next_seq
     # Given up: an aborted run is no paused drill any more.
     abort(find_run(harness.store, record.id), "test", harness.store)
     assert paused_drill(harness.store, record.id) is None
