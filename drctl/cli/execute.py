@@ -179,7 +179,7 @@ def run(
     """Execute a runbook with a durable journal; exit 0 done, 1 failed, 3 locked, 4 gate, 130 interrupted."""
     from drctl.compiler.params import ParamInput
     from drctl.engine.executor import Interrupts
-    from drctl.engine.runs import start
+    from drctl.engine.runner import Runner
 
     terminal = Terminal(output, yes, approve or [])
     interrupts = Interrupts()
@@ -187,9 +187,8 @@ def run(
     given = ParamInput(tuple(param or ()), params_file)
     store, plan, state_flag = _store_for_runbook(state, file, given)
     options = _options(concurrency, dry_run, yes, approve or [])
-    run_id, outcome = start(
-        file, given, options, store, terminal.make_sinks, terminal.gate, interrupts, plan=plan
-    )
+    runner = Runner(store, terminal.make_sinks, terminal.gate, interrupts)
+    run_id, outcome = runner.start(file, given, options, plan=plan)
     _finish(outcome, run_id, state_flag)
 
 
@@ -224,8 +223,8 @@ def resume(
 ) -> None:
     """Continue a run: skip what succeeded, verify what was interrupted, retry what failed."""
     from drctl.engine.executor import Interrupts
+    from drctl.engine.runner import Runner
     from drctl.engine.runs import PlanChanged, find_run
-    from drctl.engine.runs import resume as do_resume
     from drctl.errors import UsageError
 
     if run_id is None and not last:
@@ -244,22 +243,14 @@ def resume(
     interrupts = Interrupts()
     _signals(interrupts)
     options = _options(concurrency, False, yes, approve or [], reapply, mark_done)
-    accept: str | None = None
+    runner = Runner(store, terminal.make_sinks, terminal.gate, interrupts)
     try:
-        outcome = do_resume(record, options, store, terminal.make_sinks, terminal.gate, interrupts)
+        outcome = runner.resume(record, options)
     except PlanChanged as changed:
         if not allow_changed_plan:
             raise
         accept = _confirm_changed_plan(changed, terminal)
-        outcome = do_resume(
-            record,
-            options,
-            store,
-            terminal.make_sinks,
-            terminal.gate,
-            interrupts,
-            accept_plan_hash=accept,
-        )
+        outcome = runner.resume(record, options, accept_plan_hash=accept)
     _finish(outcome, record.id)
 
 

@@ -27,9 +27,9 @@ from drctl.drill.conninfo import mask_dsn
 from drctl.drill.measure import Measurement, Verdict, judge, measure
 from drctl.drill.report import first_mutation
 from drctl.engine import events as ev
-from drctl.engine.executor import GateDecider, Interrupts, Options, Outcome
-from drctl.engine.runs import SinkFactory, last_pause, start
-from drctl.engine.runs import resume as resume_run
+from drctl.engine.executor import Options, Outcome
+from drctl.engine.runner import ReadyHook, Runner
+from drctl.engine.runs import last_pause
 from drctl.engine.status import RunStatus
 from drctl.errors import RunNotFound, UsageError
 from drctl.state.base import Event, RunRecord, StateStore
@@ -59,96 +59,87 @@ class _Earlier:
     fatal: str | None = None
 
 
-def drill(
-    path: str,
-    given: ParamInput,
-    options: Options,
-    store: StateStore,
-    sinks: SinkFactory,
-    gate: GateDecider,
-    interrupts: Interrupts,
-    spec: CanarySpec,
-    plan: Plan | None = None,
-) -> DrillResult:
-    """Run ``path`` as a drill; the result is journaled on the run before this returns.
+class DrillRunner(Runner):
+    """A Runner whose runs can be drills: a canary writes through them and they are measured."""
 
-    ``plan``: the runbook already compiled with ``given``, if the caller has it.
-    """
-    # An invalid runbook fails before the canary writes anything.
-    plan = plan or compile_runbook(path, given)
-    drill_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + pysecrets.token_hex(3)
-    canary = make_canary(spec, drill_id)
-    canary.check()
-    canary.prepare()
-    canary.start()
+    def drill(
+        self,
+        path: str,
+        given: ParamInput,
+        options: Options,
+        spec: CanarySpec,
+        plan: Plan | None = None,
+    ) -> DrillResult:
+        """Run ``path`` as a drill; the result is journaled on the run before this returns.
 
-    def run(ready: Callable[[str], None]) -> tuple[str, Outcome]:
-        return start(
-            path, given, options, store, sinks, gate, interrupts, on_ready=ready, plan=plan
-        )
+        ``plan``: the runbook already compiled with ``given``, if the caller has it.
+        """
+        # An invalid runbook fails before the canary writes anything.
+        plan = plan or compile_runbook(path, given)
+        drill_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + pysecrets.token_hex(3)
+        canary = make_canary(spec, drill_id)
+        canary.check()
+        canary.prepare()
+        canary.start()
 
-    return _window(store, canary, run, _Earlier(), start_canary=False)
+        def run(ready: ReadyHook) -> tuple[str, Outcome]:
+            return self.start(path, given, options, on_ready=ready, plan=plan)
 
+        return _window(self.store, canary, run, _Earlier(), start_canary=False)
 
-def resume_drill(
-    run: RunRecord,
-    options: Options,
-    store: StateStore,
-    sinks: SinkFactory,
-    gate: GateDecider,
-    interrupts: Interrupts,
-    *,
-    dsn: str | None = None,
-    dns_server: str | None = None,
-    verify_dsn: str | None = None,
-    accept_plan_hash: str | None = None,
-) -> DrillResult:
-    """Continue drill ``run`` with its canary writing again; measure the whole drill.
+    def resume_drill(
+        self,
+        run: RunRecord,
+        options: Options,
+        *,
+        dsn: str | None = None,
+        dns_server: str | None = None,
+        verify_dsn: str | None = None,
+        accept_plan_hash: str | None = None,
+    ) -> DrillResult:
+        """Continue drill ``run`` with its canary writing again; measure the whole drill.
 
-    The journal keeps connection strings masked, so one that held a password must be
-    given again (``dsn``, ``verify_dsn``); the others default to what the drill used.
-    The canary starts once the run holds its lock again, and does not wait for a first
-    acknowledgement: the drill may have stopped with the old primary already fenced.
-    """
-    events = store.events(run.id)
-    paused = last_pause(events) if RunStatus(run.status).unfinished else None
-    if paused is None:
-        raise UsageError(
-            f"run {run.id} is not a paused drill: it was no drill, it is {RunStatus(run.status).words}, "
-            "its drill concluded, or it went on without its canary",
-            hint="drctl log shows its events; drctl resume continues a run that is not a drill",
-        )
-    saved = paused.canary
-    if dns_server is not None and dns_server != saved.dns_server:
-        raise UsageError(
-            f"--canary-dns-server is not the one the drill started with "
-            f"({saved.dns_server or 'none'})",
-            hint="a drill is measured through one client path from start to end",
-        )
-    spec = CanarySpec(
-        kind=saved.kind,
-        dsn=_given_again(dsn, saved.dsn, True, saved.dsn_masked, "--canary-dsn") or "",
-        dns_server=saved.dns_server,
-        verify_dsn=_given_again(
-            verify_dsn, saved.verify_dsn, saved.verify_dsn_given, saved.verify_dsn_masked,
-            "--verify-dsn",
-        ),
-        interval=saved.interval,
-        timeout=saved.timeout,
-        settle=saved.settle,
-    )  # fmt: skip
-    earlier = _earlier(events)
-    canary = make_canary(spec, paused.drill_id, first_seq=paused.next_seq)
-    canary.check()
-
-    def go_on(ready: Callable[[str], None]) -> tuple[str, Outcome]:
-        outcome = resume_run(
-            run, options, store, sinks, gate, interrupts,
-            accept_plan_hash=accept_plan_hash, on_ready=ready,
+        The journal keeps connection strings masked, so one that held a password must be
+        given again (``dsn``, ``verify_dsn``); the others default to what the drill used.
+        The canary starts once the run holds its lock again, and does not wait for a first
+        acknowledgement: the drill may have stopped with the old primary already fenced.
+        """
+        events = self.store.events(run.id)
+        paused = last_pause(events) if RunStatus(run.status).unfinished else None
+        if paused is None:
+            raise UsageError(
+                f"run {run.id} is not a paused drill: it was no drill, it is {RunStatus(run.status).words}, "
+                "its drill concluded, or it went on without its canary",
+                hint="drctl log shows its events; drctl resume continues a run that is not a drill",
+            )
+        saved = paused.canary
+        if dns_server is not None and dns_server != saved.dns_server:
+            raise UsageError(
+                f"--canary-dns-server is not the one the drill started with "
+                f"({saved.dns_server or 'none'})",
+                hint="a drill is measured through one client path from start to end",
+            )
+        spec = CanarySpec(
+            kind=saved.kind,
+            dsn=_given_again(dsn, saved.dsn, True, saved.dsn_masked, "--canary-dsn") or "",
+            dns_server=saved.dns_server,
+            verify_dsn=_given_again(
+                verify_dsn, saved.verify_dsn, saved.verify_dsn_given, saved.verify_dsn_masked,
+                "--verify-dsn",
+            ),
+            interval=saved.interval,
+            timeout=saved.timeout,
+            settle=saved.settle,
         )  # fmt: skip
-        return run.id, outcome
+        earlier = _earlier(events)
+        canary = make_canary(spec, paused.drill_id, first_seq=paused.next_seq)
+        canary.check()
 
-    return _window(store, canary, go_on, earlier, start_canary=True)
+        def go_on(ready: ReadyHook) -> tuple[str, Outcome]:
+            outcome = self.resume(run, options, accept_plan_hash=accept_plan_hash, on_ready=ready)
+            return run.id, outcome
+
+        return _window(self.store, canary, go_on, earlier, start_canary=True)
 
 
 def _window(

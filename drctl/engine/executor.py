@@ -114,21 +114,25 @@ class _Ctx:
     finish_order: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Controls:
+    """What steers a run from outside its plan: options, the gate, Ctrl-C, the clock, the lock."""
+
+    options: Options
+    gate: GateDecider
+    clock: Clock
+    interrupts: Interrupts
+    #: Set when the run's lock was lost (None: a dry run, which holds none).
+    lock_lost: threading.Event | None = None
+
+
 class Executor:
     """Runs (or dry-runs) one plan against its journal."""
 
     def __init__(
-        self,
-        plan: Plan,
-        journal: Journal,
-        state: RunState,
-        secrets: Secrets,
-        options: Options,
-        gate: GateDecider,
-        clock: Clock,
-        interrupts: Interrupts,
-        lock_lost: threading.Event | None = None,
+        self, plan: Plan, journal: Journal, state: RunState, secrets: Secrets, controls: Controls
     ) -> None:
+        clock, interrupts = controls.clock, controls.interrupts
         targets = {name: secrets.apply(dict(t)) for name, t in plan.targets.items()}
         view = {}
         for name, t in plan.targets.items():
@@ -139,9 +143,9 @@ class Executor:
         self.x = _Ctx(plan, journal, secrets, clock, interrupts, targets, view)
         _warm_up({s.type for s in (*plan.steps, *plan.fallbacks)})
         self.state = state
-        self.options = options
-        self.gate = gate
-        self.lock_lost = lock_lost or threading.Event()
+        self.options = controls.options
+        self.gate = controls.gate
+        self.lock_lost = controls.lock_lost or threading.Event()
         for sid, s in state.steps.items():
             if s.done:
                 self.x.outputs[sid] = s.outputs

@@ -35,10 +35,10 @@ class BrokenReadBack(ListCanary):
 
 
 def _drill(harness: Harness, path: str, canary: ListCanary) -> Any:
-    return drill_run.drill(
-        path, ParamInput(()), Options(), harness.store, lambda plan: [harness.sink],
-        harness.gate, Interrupts(), CanarySpec("list", "list://"),
-    )  # fmt: skip
+    runner = drill_run.DrillRunner(
+        harness.store, lambda plan: [harness.sink], harness.gate, Interrupts(), harness.clock
+    )
+    return runner.drill(path, ParamInput(()), Options(), CanarySpec("list", "list://"))
 
 
 def test_a_pause_is_journaled_before_the_read_back(

@@ -402,3 +402,42 @@ def test_a_plain_sink_prints_no_traceback_without_debug(harness: Harness) -> Non
     assert shown.getvalue().endswith("s: FAILED (attempt 1): internal error\n")
     PlainSink(shown, debug=True).event(Event("step_failed", 0.0, "s", 1, data))
     assert shown.getvalue().endswith("Traceback (most recent")
+
+
+def test_every_view_tells_a_step_in_the_same_words(harness: Harness) -> None:
+    """Plain lines, JSON lines, drctl log and the live view show each outcome's one line."""
+    import io
+
+    from drctl.engine.output import JsonSink, LiveSink, PlainSink
+    from drctl.render.runs import log_text
+    from drctl.state.base import RunRecord
+
+    path = harness.write(
+        HEAD
+        + """
+steps:
+  - {id: ok, type: shell, with: {command: "true", verify: "true"}}
+  - {id: bad, type: shell, on_failure: continue, with: {command: "exit 3", verify: "true"}}
+"""
+    )
+    run_id, _ = harness.run(path)
+    events = harness.store.events(run_id)
+    record = harness.store.get_run(run_id)
+    assert isinstance(record, RunRecord)
+    plain, as_json = io.StringIO(), io.StringIO()
+    live = LiveSink(record.plan(), io.StringIO())
+    for e in events:
+        PlainSink(plain).event(e)
+        JsonSink(as_json).event(e)
+        live.event(e)
+    live.close()
+    plain_lines = [line.split(" ", 1)[1] for line in plain.getvalue().splitlines()]
+    json_lines = [json.loads(line)["line"] for line in as_json.getvalue().splitlines()]
+    log_lines = [line.split("] ", 1)[1] for line in log_text(events).splitlines()]
+    assert plain_lines == json_lines == log_lines
+    succeeded = next(line for line in plain_lines if line.startswith("ok: run"))
+    assert succeeded.startswith("ok: run `true` — ok in ")
+    assert live.rows["ok"]["text"] == succeeded
+    ignored = [line for line in plain_lines if line.startswith("bad: FAILED")][-1]
+    assert live.rows["bad"]["text"] == ignored
+    assert "(attempt None)" not in ignored

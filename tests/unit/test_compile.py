@@ -405,3 +405,34 @@ def test_plan_hashes_are_what_0_1_0_computed() -> None:
             placeholders=case["placeholders"],
         )
         assert plan.hash == case["hash"], case["runbook"]
+
+
+def test_retries_wait_as_their_policy_says() -> None:
+    """delay_before: nothing before the first attempt, then delay growing by backoff, capped."""
+    from drctl.compiler.plan import Retries
+
+    policy = Retries(attempts=5, delay=1.0, backoff=2.0, max_delay=5.0)
+    assert [policy.delay_before(n) for n in range(1, 6)] == [0.0, 1.0, 2.0, 4.0, 5.0]
+    assert Retries(attempts=3, delay=2.0).delay_before(3) == 2.0
+    with pytest.raises(ValueError, match="attempts"):
+        Retries(attempts=0)
+    with pytest.raises(ValueError, match="backoff"):
+        Retries(backoff=0.5)
+
+
+def test_a_stored_plan_reads_back_as_the_same_typed_plan() -> None:
+    """plan_from_dict(to_dict()) gives back the typed values, and the same content and hash."""
+    from drctl.compiler.plan import FailurePolicy, plan_from_dict, plan_hash
+    from tests.conftest import REPO
+
+    plan = compile_runbook(str(REPO / "tests/fixtures/journal_0_1_0/runbook.yaml"))
+    again = plan_from_dict(plan.to_dict())
+    assert again.content() == plan.content()
+    assert plan_hash(again) == plan.hash
+    assert again.settings.lock_key(again.name) == "journal-fixture"
+    flaky, fenced, promote = again.step("flaky"), again.step("fenced"), again.step("promote")
+    assert flaky.retries.attempts == 2
+    assert fenced.on_failure.policy is FailurePolicy.FALLBACK
+    assert fenced.on_failure.run == "fallback-fence"
+    assert promote.rollback is not None
+    assert promote.rollback.inputs == {"command": "rm -f promoted"}
