@@ -10,7 +10,7 @@ default. Dicts exist only here and in the store: every other module reads these 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from drctl.engine.status import RunStatus
 from drctl.state.base import Event
@@ -56,6 +56,13 @@ class JournalEvent:
     def to_json(self) -> dict[str, Any]:
         """The event's data as stored (step and attempt are the store's own columns)."""
         return {name: getattr(self, name) for name in _data_fields(type(self))}
+
+    @classmethod
+    def read(cls, event: Event) -> Self:
+        """A stored event of this class's kind, typed (``decode`` for one of any kind)."""
+        fact = cls.from_json(event.data, event.step, event.attempt)
+        assert isinstance(fact, cls)
+        return fact
 
     @classmethod
     def from_json(
@@ -214,6 +221,12 @@ class StepRecorded(StepEvent):
     key: str = ""
     value: Any = None
 
+    @classmethod
+    def from_json(
+        cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
+    ) -> JournalEvent:
+        return cls(step=step or "", attempt=attempt, key=data["key"], value=data.get("value"))
+
 
 @dataclass(frozen=True, kw_only=True)
 class StepSucceeded(StepEvent):
@@ -231,6 +244,18 @@ class StepSucceeded(StepEvent):
     verified_on_resume: bool = False
     #: The line 0.1.0 journaled with it; kept for its journals, no longer written.
     summary: str | None = None
+
+    @classmethod
+    def from_json(
+        cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
+    ) -> JournalEvent:
+        # Written out, not the generic path: resume reads one of these per step.
+        return cls(
+            step=step or "", attempt=attempt, outputs=data.get("outputs") or {},
+            duration=data.get("duration"), description=data.get("description"),
+            marked_done=data.get("marked_done", False),
+            verified_on_resume=data.get("verified_on_resume", False), summary=data.get("summary"),
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"outputs": self.outputs}
@@ -259,6 +284,18 @@ class StepFailed(StepEvent):
     in_doubt: bool = False
     #: A bug in the step type: its traceback, redacted.
     traceback: str | None = None
+
+    @classmethod
+    def from_json(
+        cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
+    ) -> JournalEvent:
+        # Written out, not the generic path: resume reads one of these per attempt.
+        return cls(
+            step=step or "", attempt=attempt, error=data.get("error", ""),
+            final=data.get("final", True), retry_in=data.get("retry_in"),
+            duration=data.get("duration"), ignored=data.get("ignored", False),
+            in_doubt=data.get("in_doubt", False), traceback=data.get("traceback"),
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"error": self.error, "final": self.final}

@@ -54,53 +54,48 @@ def replay(events: Iterable[Event]) -> RunState:
     for e in events:
         run.events += 1
         kind = e.kind
-        if kind in _IGNORED:
-            continue  # decoding only what tells a step's state keeps resume quick
-        fact = ev.decode(e)
-        match fact:
-            case ev.RunFinished():
-                run.finished = fact.status
-            case ev.RunResumed() | ev.RunStarted():
-                run.finished = None
-            case ev.ApprovalGranted():
-                run.approved.add(fact.step)
-            case ev.StepStarted():
-                s = run.step(fact.step)
-                s.status = StepStatus.RUNNING
-                s.attempts = max(s.attempts, fact.attempt or 1)
-                s.started_at = s.started_at or e.ts
-                s.error = None
-            case ev.StepRecorded():
-                run.step(fact.step).recorded[fact.key] = fact.value
-            case ev.StepSucceeded():
-                s = run.step(fact.step)
-                s.status = StepStatus.SUCCEEDED
-                s.outputs = dict(fact.outputs)
-                s.finished_at = e.ts
-            case ev.StepFailed():
-                s = run.step(fact.step)
-                if not fact.final:
-                    s.status = StepStatus.RETRYING
-                else:
-                    s.status = StepStatus.IGNORED if fact.ignored else StepStatus.FAILED
-                s.error = fact.error
-                s.finished_at = e.ts
-            case ev.StepSkipped():
-                run.step(fact.step).status = StepStatus.SKIPPED
-            case ev.StepRecovered():
-                run.step(fact.step).status = StepStatus.RECOVERED
-            case ev.UndoSucceeded():
-                run.step(fact.step).status = StepStatus.UNDONE
-            case ev.UndoStarted():
-                run.step(fact.step).status = StepStatus.UNDOING
+        # Dispatch on the stored kind, then read only that kind: resume folds whole journals.
+        if kind == ev.STEP_STARTED and e.step is not None:
+            # All a start says is in the store's own columns.
+            s = run.step(e.step)
+            s.status = StepStatus.RUNNING
+            s.attempts = max(s.attempts, e.attempt or 1)
+            s.started_at = s.started_at or e.ts
+            s.error = None
+        elif kind == ev.STEP_SUCCEEDED:
+            ok = ev.StepSucceeded.read(e)
+            s = run.step(ok.step)
+            s.status = StepStatus.SUCCEEDED
+            s.outputs = dict(ok.outputs)
+            s.finished_at = e.ts
+        elif kind == ev.STEP_FAILED:
+            failed = ev.StepFailed.read(e)
+            s = run.step(failed.step)
+            if not failed.final:
+                s.status = StepStatus.RETRYING
+            else:
+                s.status = StepStatus.IGNORED if failed.ignored else StepStatus.FAILED
+            s.error = failed.error
+            s.finished_at = e.ts
+        elif kind == ev.STEP_RECORDED:
+            recorded = ev.StepRecorded.read(e)
+            run.step(recorded.step).recorded[recorded.key] = recorded.value
+        elif kind == ev.RUN_FINISHED:
+            run.finished = ev.RunFinished.read(e).status
+        elif kind in (ev.RUN_RESUMED, ev.RUN_STARTED):
+            run.finished = None
+        elif kind == ev.APPROVAL_GRANTED and e.step is not None:
+            run.approved.add(e.step)
+        elif kind in _STEP_STATES and e.step is not None:
+            # Skipped, recovered, undoing, undone: the kind and the step say it all.
+            run.step(e.step).status = _STEP_STATES[kind]
     return run
 
 
-#: Kinds that change no step's state nor the run's.
-_IGNORED = frozenset(
-    {
-        ev.RUN_INTERRUPTED, ev.RUN_ABORTED, ev.LOCK_TAKEN_OVER, ev.LOCK_FORCE_RELEASED,
-        ev.APPROVAL_NEEDED, ev.APPROVAL_DENIED, ev.STEP_CHECKED, ev.UNDO_FAILED,
-        ev.DRILL_MEASURED, ev.DRILL_PAUSED,
-    }
-)  # fmt: skip
+#: Kinds whose whole meaning for a step's state is their kind.
+_STEP_STATES = {
+    ev.STEP_SKIPPED: StepStatus.SKIPPED,
+    ev.STEP_RECOVERED: StepStatus.RECOVERED,
+    ev.UNDO_STARTED: StepStatus.UNDOING,
+    ev.UNDO_SUCCEEDED: StepStatus.UNDONE,
+}
