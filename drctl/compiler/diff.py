@@ -113,9 +113,10 @@ def diff_plans(old: Plan, new: Plan) -> PlanDiff:
     old, new = old.masked(), new.masked()
     header_old = {"name": old.name, "description": old.description}
     header_new = {"name": new.name, "description": new.description}
+    old_wire, new_wire = old.content(), new.content()
     for key in ("params", "objectives", "settings", "targets"):
-        header_old.update(_flatten(getattr(old, key), key))
-        header_new.update(_flatten(getattr(new, key), key))
+        header_old.update(_flatten(old_wire[key], key))
+        header_new.update(_flatten(new_wire[key], key))
 
     old_steps = {s.id: s for s in (*old.steps, *old.fallbacks)}
     new_steps = {s.id: s for s in (*new.steps, *new.fallbacks)}

@@ -436,3 +436,16 @@ def test_a_stored_plan_reads_back_as_the_same_typed_plan() -> None:
     assert fenced.on_failure.run == "fallback-fence"
     assert promote.rollback is not None
     assert promote.rollback.inputs == {"command": "rm -f promoted"}
+
+
+def test_a_plan_diff_names_changed_settings(write_runbook: Callable[..., str]) -> None:
+    """A settings change shows as settings.<field> in the diff, in text and JSON."""
+    from drctl.compiler.diff import diff_plans
+    from drctl.render.diff import as_json, as_text
+
+    body = "settings: {lock: %s}\nsteps:\n  - {id: a, type: wait, with: {duration: 0s}}\n"
+    old = compile_runbook(write_runbook(HEAD + body % "one", name="old.yaml"))
+    new = compile_runbook(write_runbook(HEAD + body % "two", name="new.yaml"))
+    changed = diff_plans(old, new)
+    assert "settings.lock" in as_text(changed, "old", "new")
+    assert "settings.lock" in as_json(changed, "old", "new")
