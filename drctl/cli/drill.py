@@ -104,8 +104,7 @@ def drill(
     from drctl.compiler.params import ParamInput
     from drctl.drill.canary import CanarySpec
     from drctl.drill.report import build
-    from drctl.drill.run import drill as do_drill
-    from drctl.drill.run import resume_drill
+    from drctl.drill.run import DrillRunner
     from drctl.engine.executor import Interrupts
 
     _check_flags(file, param, params_file, canary, canary_dsn, canary_dns_server, resume)
@@ -119,9 +118,11 @@ def drill(
     terminal.interactive = False
 
     def sinks(plan: Plan) -> list[Sink]:
+        import os
+
         from drctl.engine.output import PlainSink
 
-        shown: list[Sink] = [PlainSink(sys.stderr)]
+        shown: list[Sink] = [PlainSink(sys.stderr, debug=bool(os.environ.get("DRCTL_DEBUG")))]
         terminal.sinks = list(shown)
         return shown
 
@@ -135,18 +136,19 @@ def drill(
         )
         given = ParamInput(tuple(param or ()), params_file)
         store, plan, state_flag = _store_for_runbook(state, file, given)
-        result = do_drill(file, given, options, store, sinks, terminal.gate, interrupts, spec, plan)
+        runner = DrillRunner(store, sinks, terminal.gate, interrupts)
+        result = runner.drill(file, given, options, spec, plan)
     else:
         store = _store(state)
         from drctl.engine.runs import PlanChanged, find_run
 
         record = find_run(store, resume)
+        runner = DrillRunner(store, sinks, terminal.gate, interrupts)
 
         def resume_with(accept: str | None) -> DrillResult:
-            return resume_drill(
-                record, options, store, sinks, terminal.gate, interrupts,
-                dsn=canary_dsn, dns_server=canary_dns_server, verify_dsn=verify_dsn,
-                accept_plan_hash=accept,
+            return runner.resume_drill(
+                record, options, dsn=canary_dsn, dns_server=canary_dns_server,
+                verify_dsn=verify_dsn, accept_plan_hash=accept,
             )  # fmt: skip
 
         try:
@@ -162,7 +164,7 @@ def drill(
         Path(report).write_text(text)
     else:
         sys.stdout.write(text)
-    sys.stderr.write(_summary(result, bool(built.drill.get("paused")), report, state_flag))
+    sys.stderr.write(_summary(result, built.drill.paused, report, state_flag))
     raise typer.Exit(result.exit_code)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from enum import StrEnum
@@ -10,6 +11,7 @@ from typing import IO, TYPE_CHECKING, Any
 import typer
 
 from drctl.cli.review import PARAM_HELP, PARAMS_FILE_HELP
+from drctl.engine.status import GateVerdict, RunStatus
 
 if TYPE_CHECKING:
     from drctl.compiler.params import ParamInput
@@ -42,27 +44,28 @@ class Terminal:
     def make_sinks(self, plan: Plan) -> list[Sink]:
         from drctl.engine.output import JsonSink, LiveSink, PlainSink
 
+        debug = bool(os.environ.get("DRCTL_DEBUG"))
         if self.output is OutputFormat.json:
             self.sinks = [JsonSink(sys.stdout)]
         elif self.interactive:
-            self.sinks = [LiveSink(plan, sys.stdout)]
+            self.sinks = [LiveSink(plan, sys.stdout, debug=debug)]
         else:
-            self.sinks = [PlainSink(sys.stdout)]
+            self.sinks = [PlainSink(sys.stdout, debug=debug)]
         return self.sinks
 
-    def gate(self, step: CompiledStep) -> tuple[str, str]:
+    def gate(self, step: CompiledStep) -> tuple[GateVerdict, str]:
         from drctl.engine.runs import who
 
         me = who()
         if self.yes:
-            return "granted", f"--yes by {me.user}@{me.host}"
+            return GateVerdict.GRANTED, f"--yes by {me.user}@{me.host}"
         if step.id in self.approve or step.base_id in self.approve:
-            return "granted", f"--approve {step.id} by {me.user}@{me.host}"
+            return GateVerdict.GRANTED, f"--approve {step.id} by {me.user}@{me.host}"
         if not self.interactive:
-            return "needed", ""
+            return GateVerdict.NEEDED, ""
         return self._prompt(step, f"{me.user}@{me.host}")
 
-    def _prompt(self, step: CompiledStep, who: str) -> tuple[str, str]:
+    def _prompt(self, step: CompiledStep, who: str) -> tuple[GateVerdict, str]:
         from drctl.render.values import flatten, inline
 
         live = [s for s in self.sinks if hasattr(s, "pause")]
@@ -70,7 +73,7 @@ class Terminal:
             sink.pause()
         try:
             sys.stdout.write(
-                f"\nApproval needed: {step.id} ({step.type}{' → ' + step.target if step.target else ''})\n"
+                f"\nApproval needed: {step.id} ({step.type}{' → ' + step.target.name if step.target else ''})\n"
             )
             sys.stdout.write(f"  {step.description}\n")
             for key, value in flatten(step.masked_inputs()).items():
@@ -82,8 +85,8 @@ class Terminal:
             for sink in live:
                 sink.resume()
         if answer in ("y", "yes"):
-            return "granted", f"prompt by {who}"
-        return "denied", f"prompt by {who}"
+            return GateVerdict.GRANTED, f"prompt by {who}"
+        return GateVerdict.DENIED, f"prompt by {who}"
 
 
 def _signals(interrupts: Interrupts) -> None:
@@ -122,12 +125,10 @@ def _options(
 
 def _finish(outcome: Outcome, run_id: str, state_flag: str = "") -> None:
     if outcome.exit_code not in (0,):
-        sys.stderr.write(
-            f"drctl: run {run_id} {outcome.status.replace('_', ' ')}: {outcome.message}\n"
-        )
+        sys.stderr.write(f"drctl: run {run_id} {outcome.status.words}: {outcome.message}\n")
         if outcome.exit_code in (1, 4, 130) and outcome.status not in (
-            "rolled_back",
-            "dry_run_failed",
+            RunStatus.ROLLED_BACK,
+            RunStatus.DRY_RUN_FAILED,
         ):
             sys.stderr.write(f"    resume with: drctl resume {run_id}{state_flag}\n")
     raise typer.Exit(outcome.exit_code)
@@ -151,7 +152,7 @@ def _store_for_runbook(
     from drctl.drill.conninfo import mask_dsn
 
     plan = compile_runbook(file, given)
-    from_runbook = str(plan.settings.get("state") or "")
+    from_runbook = plan.settings.state or ""
     shown = f" --state '{mask_dsn(from_runbook)}'" if from_runbook else ""
     return _store(None, from_runbook or None), plan, shown
 
@@ -178,7 +179,7 @@ def run(
     """Execute a runbook with a durable journal; exit 0 done, 1 failed, 3 locked, 4 gate, 130 interrupted."""
     from drctl.compiler.params import ParamInput
     from drctl.engine.executor import Interrupts
-    from drctl.engine.runs import start
+    from drctl.engine.runner import Runner
 
     terminal = Terminal(output, yes, approve or [])
     interrupts = Interrupts()
@@ -186,9 +187,8 @@ def run(
     given = ParamInput(tuple(param or ()), params_file)
     store, plan, state_flag = _store_for_runbook(state, file, given)
     options = _options(concurrency, dry_run, yes, approve or [])
-    run_id, outcome = start(
-        file, given, options, store, terminal.make_sinks, terminal.gate, interrupts, plan=plan
-    )
+    runner = Runner(store, terminal.make_sinks, terminal.gate, interrupts)
+    run_id, outcome = runner.start(file, given, options, plan=plan)
     _finish(outcome, run_id, state_flag)
 
 
@@ -223,8 +223,8 @@ def resume(
 ) -> None:
     """Continue a run: skip what succeeded, verify what was interrupted, retry what failed."""
     from drctl.engine.executor import Interrupts
+    from drctl.engine.runner import Runner
     from drctl.engine.runs import PlanChanged, find_run
-    from drctl.engine.runs import resume as do_resume
     from drctl.errors import UsageError
 
     if run_id is None and not last:
@@ -243,35 +243,24 @@ def resume(
     interrupts = Interrupts()
     _signals(interrupts)
     options = _options(concurrency, False, yes, approve or [], reapply, mark_done)
-    accept: str | None = None
+    runner = Runner(store, terminal.make_sinks, terminal.gate, interrupts)
     try:
-        outcome = do_resume(record, options, store, terminal.make_sinks, terminal.gate, interrupts)
+        outcome = runner.resume(record, options)
     except PlanChanged as changed:
         if not allow_changed_plan:
             raise
         accept = _confirm_changed_plan(changed, terminal)
-        outcome = do_resume(
-            record,
-            options,
-            store,
-            terminal.make_sinks,
-            terminal.gate,
-            interrupts,
-            accept_plan_hash=accept,
-        )
+        outcome = runner.resume(record, options, accept_plan_hash=accept)
     _finish(outcome, record.id)
 
 
 def _confirm_changed_plan(changed: Any, terminal: Terminal, out: IO[str] | None = None) -> str:
     """Show how the plan changed (on ``out``, default stdout); the new hash if accepted."""
-    import json
-
     from drctl.compiler.diff import diff_plans
-    from drctl.compiler.plan import plan_from_dict
     from drctl.errors import ResumeRefused
     from drctl.render.diff import as_text
 
-    old = plan_from_dict(json.loads(changed.run.plan_json))
+    old = changed.run.plan()
     (out or sys.stdout).write(
         as_text(diff_plans(old, changed.new_plan), "run's plan", changed.run.runbook)
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import typer
@@ -25,7 +24,7 @@ def status(
     store = _store(state)
     run = find_run(store, run_id, last=run_id is None)
     run_state = replay(store.events(run.id))
-    order = [s["id"] for s in json.loads(run.plan_json)["steps"]]
+    order = [s.id for s in run.plan().steps]
     lock = store.lock_info(run.lock_key)
     view = render.status_json if output is OutputFormat.json else render.status_text
     sys.stdout.write(view(run, run_state, order, lock))

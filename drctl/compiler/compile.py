@@ -16,7 +16,18 @@ from pydantic import ValidationError
 from drctl.compiler.graph import CycleError, ancestor_bits, topological_order
 from drctl.compiler.lints import TITLES, Finding, LintSubject, graph_lints
 from drctl.compiler.params import ParamInput, bind_params
-from drctl.compiler.plan import CompiledStep, LintFinding, Plan, plan_hash
+from drctl.compiler.plan import (
+    CompiledStep,
+    FailurePolicy,
+    LintFinding,
+    OnFailure,
+    Plan,
+    Retries,
+    Rollback,
+    Settings,
+    TargetRef,
+    plan_hash,
+)
 from drctl.compiler.secret_scan import scan
 from drctl.compiler.templating import TemplateProblem, analyze, is_template, render
 from drctl.diagnostics import (
@@ -34,8 +45,9 @@ from drctl.diagnostics import (
     Diagnostic,
 )
 from drctl.errors import RunbookInvalid, StepTypeError
+from drctl.runbook import model
 from drctl.runbook.loader import LoadedRunbook, LocatedStep, load_runbook
-from drctl.runbook.model import Fallback, Retries, StepSpec
+from drctl.runbook.model import Fallback, StepSpec
 from drctl.runbook.source import Loc
 from drctl.runbook.suggest import did_you_mean
 from drctl.runbook.targets import TargetModel
@@ -147,7 +159,7 @@ class _Compiler:
             source=self.loaded.path,
             params=dict(sorted(self.params.items())),
             objectives={"rto": header.objectives.rto, "rpo": header.objectives.rpo},
-            settings=header.settings.model_dump(),
+            settings=_settings(header.settings),
             targets={
                 n: t.model_dump(exclude_none=True) for n, t in sorted(self.loaded.targets.items())
             },
@@ -340,11 +352,11 @@ class _Compiler:
             if spec.timeout is not None
             else (settings.step_timeout if settings else 300.0)
         )
-        retries = (spec.retries or Retries()).model_dump()
-        on_failure: str | dict[str, str] = (
-            {"run": spec.on_failure.run}
+        retries = _retries(spec.retries)
+        on_failure = (
+            OnFailure(FailurePolicy.FALLBACK, spec.on_failure.run)
             if isinstance(spec.on_failure, Fallback)
-            else spec.on_failure
+            else OnFailure(FailurePolicy(spec.on_failure))
         )
         out = []
         for key, item in items:
@@ -373,7 +385,7 @@ class _Compiler:
                 id=sid,
                 base_id=spec.id,
                 type=spec.type,
-                target=spec.target,
+                target=self._target_ref(spec.target),
                 description=description or step_type.describe(inputs, spec.target),
                 inputs=inputs_raw,
                 deferred=tuple(sorted(deferred)),
@@ -459,7 +471,7 @@ class _Compiler:
 
     def _rollback(
         self, spec: StepSpec, context: dict[str, Any], loc: Loc, refs: dict[str, Loc]
-    ) -> dict[str, Any] | None:
+    ) -> Rollback | None:
         rb = spec.rollback
         if rb is None:
             return None
@@ -473,13 +485,19 @@ class _Compiler:
         inputs = self._validate_inputs(rb_type, raw, (*rloc, "with"), deferred)
         if inputs is None:
             return None
-        return {
-            "type": rb.type,
-            "target": rb.target,
-            "with": raw,
-            "description": rb.description or rb_type.describe(inputs, rb.target),
-            "timeout": rb.timeout,
-        }
+        return Rollback(
+            type=rb.type,
+            target=self._target_ref(rb.target),
+            inputs=raw,
+            description=rb.description or rb_type.describe(inputs, rb.target),
+            timeout=rb.timeout,
+        )
+
+    def _target_ref(self, name: str | None) -> TargetRef | None:
+        if name is None:
+            return None
+        target = self.loaded.targets.get(name)
+        return TargetRef(name, target.type if target is not None else "")
 
     # -- templates ------------------------------------------------------------
 
@@ -783,6 +801,26 @@ def _dedupe_locs(exc: ValidationError, raw: Any) -> list[str]:
         if path not in seen:
             seen.append(path)
     return seen
+
+
+def _settings(settings: model.Settings) -> Settings:
+    return Settings(
+        state=settings.state,
+        lock=settings.lock,
+        step_timeout=settings.step_timeout,
+        concurrency=settings.concurrency,
+    )
+
+
+def _retries(retries: model.Retries | None) -> Retries:
+    if retries is None:
+        return Retries()
+    return Retries(
+        attempts=retries.attempts,
+        delay=retries.delay,
+        backoff=retries.backoff,
+        max_delay=retries.max_delay,
+    )
 
 
 def _with(step: CompiledStep, **changes: Any) -> CompiledStep:

@@ -85,8 +85,9 @@ _STEP_FIELDS = (
 
 def _step_fields(step: CompiledStep) -> dict[str, Any]:
     data: dict[str, Any] = {}
+    wire = step.to_json()
     for name in _STEP_FIELDS:
-        value = getattr(step, name)
+        value = wire[name]
         data.update(_flatten(list(value) if isinstance(value, tuple) else value, name))
     data.update(_flatten(step.inputs, "with"))
     return data
@@ -112,9 +113,10 @@ def diff_plans(old: Plan, new: Plan) -> PlanDiff:
     old, new = old.masked(), new.masked()
     header_old = {"name": old.name, "description": old.description}
     header_new = {"name": new.name, "description": new.description}
+    old_wire, new_wire = old.content(), new.content()
     for key in ("params", "objectives", "settings", "targets"):
-        header_old.update(_flatten(getattr(old, key), key))
-        header_new.update(_flatten(getattr(new, key), key))
+        header_old.update(_flatten(old_wire[key], key))
+        header_new.update(_flatten(new_wire[key], key))
 
     old_steps = {s.id: s for s in (*old.steps, *old.fallbacks)}
     new_steps = {s.id: s for s in (*new.steps, *new.fallbacks)}

@@ -1,22 +1,226 @@
 """The Plan: what a runbook compiles to, and what every later stage reads.
 
-A plan is plain data (JSON-able inputs, sorted keys), so that the same runbook and
-params give a byte-identical plan and the same hash on any machine and any
-``PYTHONHASHSEED``. The hash leaves out where the runbook file lives: moving a file
-does not change what it does.
+A plan is typed all the way down (frozen values: ``Settings``, ``Retries``,
+``OnFailure``, ``Rollback``, ``TargetRef``) and becomes JSON only at the wire:
+``Plan.content()`` (what is hashed and stored) and ``plan_from_dict`` (a stored plan
+read back, through ``RunRecord.plan()``). The JSON form is the one drctl 0.1.0 wrote,
+key for key, so that the same runbook and params give a byte-identical plan and the
+same hash on any machine, any ``PYTHONHASHSEED`` and any version since 0.1.0. The hash
+leaves out where the runbook file lives: moving a file does not change what it does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
 from drctl.compiler.secret_scan import mask
 
 PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A runbook's execution settings, as compiled (command-line flags override them)."""
+
+    #: The state store the runbook's runs use (None: ``--state``, DRCTL_STATE or the default).
+    state: str | None = None
+    #: The lock key its runs take (None: the runbook's name).
+    lock: str | None = None
+    #: Seconds a step may take when it sets no ``timeout``.
+    step_timeout: float = 300.0
+    #: Steps run at once when ``--concurrency`` is not given.
+    concurrency: int = 8
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.step_timeout <= 0:
+            raise ValueError("settings.step_timeout must be positive")
+        if self.concurrency < 1:
+            raise ValueError("settings.concurrency must be at least 1")
+
+    def lock_key(self, name: str) -> str:
+        """The lock a run of runbook ``name`` takes."""
+        return self.lock or name
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "lock": self.lock,
+            "step_timeout": float(self.step_timeout),
+            "concurrency": self.concurrency,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Settings:
+        return cls(
+            state=data.get("state"),
+            lock=data.get("lock"),
+            step_timeout=float(data.get("step_timeout", 300.0)),
+            concurrency=int(data.get("concurrency") or 8),
+        )
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How often a failed step is tried again, and how long to wait in between.
+
+    In the shape of Temporal's ``RetryPolicy``: the first retry waits ``delay``, each
+    later one ``backoff`` times longer than the one before, never more than
+    ``max_delay`` (when set and non-zero). The defaults try once and never wait.
+    """
+
+    #: Attempts in all, the first one included (1: no retry).
+    attempts: int = 1
+    #: Seconds before the first retry.
+    delay: float = 0.0
+    #: Factor each wait grows by (1.0: a constant wait).
+    backoff: float = 1.0
+    #: The longest wait, in seconds (None or 0: no cap).
+    max_delay: float | None = None
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("retries.attempts must be at least 1")
+        if self.delay < 0:
+            raise ValueError("retries.delay must not be negative")
+        if self.backoff < 1.0:
+            raise ValueError("retries.backoff must be at least 1.0")
+        if self.max_delay is not None and self.max_delay < 0:
+            raise ValueError("retries.max_delay must not be negative")
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt`` (1-based) of one series of attempts.
+
+        0 before the first; ``delay`` before the second; ``backoff`` times the previous
+        wait after that, capped at ``max_delay``.
+        """
+        if attempt <= 1:
+            return 0.0
+        wait = self.delay * self.backoff ** (attempt - 2)
+        return min(wait, self.max_delay) if self.max_delay else wait
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attempts": self.attempts,
+            "delay": float(self.delay),
+            "backoff": float(self.backoff),
+            "max_delay": None if self.max_delay is None else float(self.max_delay),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Retries:
+        max_delay = data.get("max_delay")
+        return cls(
+            attempts=int(data.get("attempts", 1)),
+            delay=float(data.get("delay", 0.0)),
+            backoff=float(data.get("backoff", 1.0)),
+            max_delay=None if max_delay is None else float(max_delay),
+        )
+
+
+class FailurePolicy(StrEnum):
+    """What a step's final failure does to the run."""
+
+    ABORT = "abort"  # the run stops, failed
+    CONTINUE = "continue"  # the failure is journaled and ignored
+    ROLLBACK = "rollback"  # the run stops and undoes its completed steps
+    FALLBACK = "fallback"  # a step from ``fallbacks`` runs instead
+
+
+@dataclass(frozen=True)
+class OnFailure:
+    """A step's ``on_failure``: a policy, and the fallback step it runs (``{run: ID}``)."""
+
+    policy: FailurePolicy = FailurePolicy.ABORT
+    #: The fallback step's id, for ``FailurePolicy.FALLBACK`` only.
+    run: str | None = None
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    def _validate(self) -> None:
+        if (self.policy is FailurePolicy.FALLBACK) != (self.run is not None):
+            raise ValueError("on_failure runs a fallback step exactly when its policy is fallback")
+
+    def describe(self) -> str:
+        return f"run {self.run}" if self.run is not None else self.policy.value
+
+    def to_json(self) -> str | dict[str, str]:
+        return {"run": self.run} if self.run is not None else self.policy.value
+
+    @classmethod
+    def from_json(cls, data: str | dict[str, str]) -> OnFailure:
+        if isinstance(data, dict):
+            return cls(FailurePolicy.FALLBACK, data["run"])
+        return cls(FailurePolicy(data))
+
+
+class TargetRef(str):
+    """A step's target: its name in the runbook's ``targets`` (the string itself), and its type.
+
+    A ``str`` so that it keys the run's targets, prints and serialises as the name it
+    was written as; ``type`` says what kind of system it is without a look-up.
+    """
+
+    __slots__ = ("type",)
+    type: str
+
+    def __new__(cls, name: str, type: str) -> TargetRef:
+        ref = super().__new__(cls, name)
+        object.__setattr__(ref, "type", type)
+        return ref
+
+    @property
+    def name(self) -> str:
+        return str.__str__(self)
+
+    def __repr__(self) -> str:
+        return f"TargetRef({self.name!r}, {self.type!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TargetRef, (self.name, self.type))
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """A step's custom undo (``rollback:``): a step of its own, run when the run rolls back."""
+
+    type: str
+    target: TargetRef | None
+    #: Its rendered ``with`` (secret references unresolved).
+    inputs: dict[str, Any]
+    description: str
+    #: Seconds it may take (None: the step's own timeout).
+    timeout: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "target": None if self.target is None else self.target.name,
+            "with": self.inputs,
+            "description": self.description,
+            "timeout": self.timeout,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], targets: dict[str, dict[str, Any]]) -> Rollback:
+        return cls(
+            type=data["type"],
+            target=_target_ref(data.get("target"), targets),
+            inputs=data.get("with") or {},
+            description=data.get("description") or "",
+            timeout=None if data.get("timeout") is None else float(data["timeout"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -36,7 +240,7 @@ class CompiledStep:
     id: str
     base_id: str
     type: str
-    target: str | None
+    target: TargetRef | None
     description: str
     inputs: dict[str, Any]
     #: Input paths (dotted) whose templates read earlier steps' outputs: rendered at run time.
@@ -45,9 +249,9 @@ class CompiledStep:
     approve: bool
     when: bool | str | None
     timeout: float
-    retries: dict[str, Any]
-    on_failure: str | dict[str, str]
-    rollback: dict[str, Any] | None
+    retries: Retries
+    on_failure: OnFailure
+    rollback: Rollback | None
     roles: tuple[str, ...]
     mutates: bool
     verifies: bool
@@ -63,6 +267,68 @@ class CompiledStep:
         masked: dict[str, Any] = mask(None, self.inputs)
         return masked
 
+    def to_json(self) -> dict[str, Any]:
+        """The step's wire form (the one 0.1.0 wrote): what is hashed and stored."""
+        return {
+            "id": self.id,
+            "base_id": self.base_id,
+            "type": self.type,
+            "target": None if self.target is None else self.target.name,
+            "description": self.description,
+            "inputs": self.inputs,
+            "deferred": self.deferred,
+            "requires": self.requires,
+            "approve": self.approve,
+            "when": self.when,
+            "timeout": self.timeout,
+            "retries": self.retries.to_json(),
+            "on_failure": self.on_failure.to_json(),
+            "rollback": None if self.rollback is None else self.rollback.to_json(),
+            "roles": self.roles,
+            "mutates": self.mutates,
+            "verifies": self.verifies,
+            "can_undo": self.can_undo,
+            "item": self.item,
+            "loop_var": self.loop_var,
+            "lints": self.lints,
+            "fallback": self.fallback,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], targets: dict[str, dict[str, Any]]) -> CompiledStep:
+        return cls(
+            id=data["id"],
+            base_id=data["base_id"],
+            type=data["type"],
+            target=_target_ref(data.get("target"), targets),
+            description=data["description"],
+            inputs=data["inputs"],
+            deferred=tuple(data.get("deferred") or ()),
+            requires=tuple(data.get("requires") or ()),
+            approve=bool(data["approve"]),
+            when=data.get("when"),
+            timeout=float(data["timeout"]),
+            retries=Retries.from_json(data["retries"]),
+            on_failure=OnFailure.from_json(data["on_failure"]),
+            rollback=None
+            if data.get("rollback") is None
+            else Rollback.from_json(data["rollback"], targets),
+            roles=tuple(data.get("roles") or ()),
+            mutates=bool(data["mutates"]),
+            verifies=bool(data["verifies"]),
+            can_undo=bool(data["can_undo"]),
+            item=data.get("item"),
+            loop_var=data.get("loop_var"),
+            lints=tuple(data.get("lints") or ()),
+            fallback=bool(data.get("fallback", False)),
+        )
+
+
+def _target_ref(name: str | None, targets: dict[str, dict[str, Any]]) -> TargetRef | None:
+    if name is None:
+        return None
+    return TargetRef(name, str(targets.get(name, {}).get("type", "")))
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -73,12 +339,18 @@ class Plan:
     source: str
     params: dict[str, Any]
     objectives: dict[str, float | None]
-    settings: dict[str, Any]
+    settings: Settings
+    #: Each target's fields as written (secret references unresolved), by name.
     targets: dict[str, dict[str, Any]]
     steps: tuple[CompiledStep, ...]
     fallbacks: tuple[CompiledStep, ...]
     lints: tuple[LintFinding, ...]
     hash: str = field(default="")
+
+    @property
+    def lock_key(self) -> str:
+        """The lock a run of this plan takes."""
+        return self.settings.lock_key(self.name)
 
     @cached_property
     def _masked(self) -> Plan:
@@ -86,7 +358,7 @@ class Plan:
             inputs = mask(None, s.inputs)
             rollback = s.rollback
             if rollback is not None:
-                rollback = {**rollback, "with": mask(None, rollback["with"])}
+                rollback = replace(rollback, inputs=mask(None, rollback.inputs))
             if inputs == s.inputs and rollback == s.rollback:
                 return s
             return replace(s, inputs=inputs, rollback=rollback)
@@ -117,10 +389,10 @@ class Plan:
             "description": shown.description,
             "params": shown.params,
             "objectives": shown.objectives,
-            "settings": shown.settings,
+            "settings": shown.settings.to_json(),
             "targets": shown.targets,
-            "steps": [_step_dict(s) for s in shown.steps],
-            "fallbacks": [_step_dict(s) for s in shown.fallbacks],
+            "steps": [s.to_json() for s in shown.steps],
+            "fallbacks": [s.to_json() for s in shown.fallbacks],
             "lints": [
                 {
                     "code": x.code,
@@ -146,13 +418,6 @@ class Plan:
         raise KeyError(step_id)
 
 
-_STEP_FIELDS = tuple(f.name for f in fields(CompiledStep))
-
-
-def _step_dict(step: CompiledStep) -> dict[str, Any]:
-    return {name: getattr(step, name) for name in _STEP_FIELDS}
-
-
 def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -163,24 +428,18 @@ def plan_hash(plan: Plan) -> str:
 
 
 def plan_from_dict(data: dict[str, Any]) -> Plan:
-    """Rebuild a Plan from ``to_dict()`` output (a stored plan, for diffs on resume)."""
-
-    def step(d: dict[str, Any]) -> CompiledStep:
-        d = dict(d)
-        for key in ("deferred", "requires", "roles", "lints"):
-            d[key] = tuple(d.get(key) or ())
-        return CompiledStep(**d)
-
+    """Rebuild a Plan from ``to_dict()`` output (a stored plan: ``RunRecord.plan()``)."""
+    targets: dict[str, dict[str, Any]] = data["targets"]
     return Plan(
         name=data["name"],
         description=data["description"],
         source=data.get("source", ""),
         params=data["params"],
         objectives=data["objectives"],
-        settings=data["settings"],
-        targets=data["targets"],
-        steps=tuple(step(s) for s in data["steps"]),
-        fallbacks=tuple(step(s) for s in data["fallbacks"]),
+        settings=Settings.from_json(data["settings"]),
+        targets=targets,
+        steps=tuple(CompiledStep.from_json(s, targets) for s in data["steps"]),
+        fallbacks=tuple(CompiledStep.from_json(s, targets) for s in data["fallbacks"]),
         lints=tuple(LintFinding(**lint) for lint in data["lints"]),
         hash=data.get("hash", ""),
     )

@@ -6,12 +6,12 @@ event), so a report can be rebuilt later from any machine that shares the store.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from drctl.engine import events as ev
+from drctl.engine.status import StepStatus
 from drctl.state.base import Event, RunRecord, StateStore
 
 #: The journal event a drill appends to its run when it has measured it.
@@ -20,11 +20,12 @@ DRILL_MEASURED = ev.DRILL_MEASURED
 DRILL_PAUSED = ev.DRILL_PAUSED
 
 _ENDS = {
-    ev.STEP_SUCCEEDED: "succeeded",
-    ev.STEP_FAILED: "failed",
-    ev.STEP_SKIPPED: "skipped",
-    ev.STEP_RECOVERED: "recovered",
+    ev.STEP_SUCCEEDED: StepStatus.SUCCEEDED,
+    ev.STEP_FAILED: StepStatus.FAILED,
+    ev.STEP_SKIPPED: StepStatus.SKIPPED,
+    ev.STEP_RECOVERED: StepStatus.RECOVERED,
 }
+_STARTS = {ev.STEP_STARTED: StepStatus.RUNNING, ev.APPROVAL_NEEDED: StepStatus.WAITING}
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class StepSpan:
     """One step on the timeline: when it started and ended (seconds since the run started)."""
 
     id: str
-    status: str
+    status: StepStatus
     start: float | None
     end: float | None
     mutates: bool
@@ -60,13 +61,13 @@ class DrillReport:
     run_status: str
     started_at: float
     finished_at: float | None
-    drill: dict[str, Any]
+    drill: ev.DrillMeasured
     steps: tuple[StepSpan, ...]
     history: tuple[HistoryEntry, ...]
 
     @property
     def passed(self) -> bool:
-        return bool(self.drill.get("passed"))
+        return self.drill.passed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,41 +78,44 @@ class DrillReport:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "passed": self.passed,
-            **self.drill,
+            **self.drill.to_json(),
             "steps": [asdict(s) for s in self.steps],
             "history": [asdict(h) for h in self.history],
         }
 
 
-def drill_event(events: Sequence[Event]) -> Event | None:
+def drill_event(events: Sequence[Event]) -> ev.DrillMeasured | None:
     """The run's last ``drill_measured`` event, if it was a drill."""
     found = [e for e in events if e.kind == DRILL_MEASURED]
-    return found[-1] if found else None
+    fact = ev.decode(found[-1]) if found else None
+    return fact if isinstance(fact, ev.DrillMeasured) else None
 
 
 def timeline(run: RunRecord, events: Sequence[Event]) -> tuple[StepSpan, ...]:
     """Each plan step's span, from its first ``step_started`` to its last outcome."""
-    plan = json.loads(run.plan_json)
-    mutates = {s["id"]: bool(s.get("mutates")) for s in plan.get("steps", [])}
-    starts: dict[str, float] = {}
-    ends: dict[str, tuple[float, str]] = {}
+    steps = run.plan().steps
+    mutates = {s.id: s.mutates for s in steps}
+    starts: dict[str, tuple[float, StepStatus]] = {}
+    ends: dict[str, tuple[float, StepStatus]] = {}
     for e in events:
         if e.step is None:
             continue
-        if e.kind in (ev.STEP_STARTED, ev.APPROVAL_NEEDED) and e.step not in starts:
-            starts[e.step] = e.ts
+        if e.kind in (ev.STEP_STARTED, ev.APPROVAL_NEEDED):
+            # When it first started (or reached its gate), and what it does since.
+            was = starts.get(e.step, (e.ts, StepStatus.PENDING))[0]
+            starts[e.step] = (was, _STARTS[e.kind])
         elif e.kind in _ENDS:
             ends[e.step] = (e.ts, _ENDS[e.kind])
     spans = []
-    for sid in [s["id"] for s in plan.get("steps", [])]:
+    for sid in [s.id for s in steps]:
         start = starts.get(sid)
         end = ends.get(sid)
-        status = end[1] if end else ("started" if start is not None else "pending")
+        status = end[1] if end else (start[1] if start is not None else StepStatus.PENDING)
         spans.append(
             StepSpan(
                 id=sid,
                 status=status,
-                start=None if start is None else start - run.started_at,
+                start=None if start is None else start[0] - run.started_at,
                 end=None if end is None else end[0] - run.started_at,
                 mutates=mutates.get(sid, False),
             )
@@ -121,8 +125,7 @@ def timeline(run: RunRecord, events: Sequence[Event]) -> tuple[StepSpan, ...]:
 
 def first_mutation(run: RunRecord, events: Sequence[Event]) -> float | None:
     """When the first mutating step started (wall time), from the journal."""
-    plan = json.loads(run.plan_json)
-    mutating = {s["id"] for s in plan.get("steps", []) if s.get("mutates")}
+    mutating = {s.id for s in run.plan().steps if s.mutates}
     for e in events:
         if e.kind == ev.STEP_STARTED and e.step in mutating:
             return e.ts
@@ -143,14 +146,13 @@ def history_entry(run: RunRecord, events: Sequence[Event]) -> HistoryEntry | Non
     found = drill_event(events)
     if found is None:
         return None
-    m = found.data.get("measurement", {})
     return HistoryEntry(
         run_id=run.id,
         started_at=run.started_at,
         run_status=run.status,
-        passed=bool(found.data.get("passed")),
-        rto=float(m.get("rto") or 0.0),
-        missing=int(m.get("missing") or 0),
+        passed=found.passed,
+        rto=found.rto or 0.0,
+        missing=found.missing or 0,
     )
 
 
@@ -184,7 +186,7 @@ def build(store: StateStore, run_id: str) -> DrillReport:
         run_status=run.status,
         started_at=run.started_at,
         finished_at=run.finished_at,
-        drill=dict(found.data),
+        drill=found,
         steps=timeline(run, events),
         history=history(store, run.name),
     )

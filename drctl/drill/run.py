@@ -18,7 +18,6 @@ import secrets as pysecrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
 
 from drctl.compiler.compile import compile_runbook
 from drctl.compiler.params import ParamInput
@@ -26,15 +25,14 @@ from drctl.compiler.plan import Plan
 from drctl.drill.canary import Ack, Canary, CanaryError, CanarySpec, make_canary
 from drctl.drill.conninfo import mask_dsn
 from drctl.drill.measure import Measurement, Verdict, judge, measure
-from drctl.drill.report import DRILL_MEASURED, DRILL_PAUSED, first_mutation
+from drctl.drill.report import first_mutation
 from drctl.engine import events as ev
-from drctl.engine.executor import GateDecider, Interrupts, Options, Outcome
-from drctl.engine.runs import SinkFactory, last_pause, start
-from drctl.engine.runs import resume as resume_run
+from drctl.engine.executor import Options, Outcome
+from drctl.engine.runner import ReadyHook, Runner
+from drctl.engine.runs import last_pause
+from drctl.engine.status import RunStatus
 from drctl.errors import RunNotFound, UsageError
 from drctl.state.base import Event, RunRecord, StateStore
-
-_FINISHED = (ev.SUCCEEDED, ev.ROLLED_BACK, ev.ABORTED)
 
 
 @dataclass(frozen=True)
@@ -61,94 +59,87 @@ class _Earlier:
     fatal: str | None = None
 
 
-def drill(
-    path: str,
-    given: ParamInput,
-    options: Options,
-    store: StateStore,
-    sinks: SinkFactory,
-    gate: GateDecider,
-    interrupts: Interrupts,
-    spec: CanarySpec,
-    plan: Plan | None = None,
-) -> DrillResult:
-    """Run ``path`` as a drill; the result is journaled on the run before this returns.
+class DrillRunner(Runner):
+    """A Runner whose runs can be drills: a canary writes through them and they are measured."""
 
-    ``plan``: the runbook already compiled with ``given``, if the caller has it.
-    """
-    # An invalid runbook fails before the canary writes anything.
-    plan = plan or compile_runbook(path, given)
-    drill_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + pysecrets.token_hex(3)
-    canary = make_canary(spec, drill_id)
-    canary.check()
-    canary.prepare()
-    canary.start()
+    def drill(
+        self,
+        path: str,
+        given: ParamInput,
+        options: Options,
+        spec: CanarySpec,
+        plan: Plan | None = None,
+    ) -> DrillResult:
+        """Run ``path`` as a drill; the result is journaled on the run before this returns.
 
-    def run(ready: Callable[[str], None]) -> tuple[str, Outcome]:
-        return start(
-            path, given, options, store, sinks, gate, interrupts, on_ready=ready, plan=plan
-        )
+        ``plan``: the runbook already compiled with ``given``, if the caller has it.
+        """
+        # An invalid runbook fails before the canary writes anything.
+        plan = plan or compile_runbook(path, given)
+        drill_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + pysecrets.token_hex(3)
+        canary = make_canary(spec, drill_id)
+        canary.check()
+        canary.prepare()
+        canary.start()
 
-    return _window(store, canary, run, _Earlier(), start_canary=False)
+        def run(ready: ReadyHook) -> tuple[str, Outcome]:
+            return self.start(path, given, options, on_ready=ready, plan=plan)
 
+        return _window(self.store, canary, run, _Earlier(), start_canary=False)
 
-def resume_drill(
-    run: RunRecord,
-    options: Options,
-    store: StateStore,
-    sinks: SinkFactory,
-    gate: GateDecider,
-    interrupts: Interrupts,
-    *,
-    dsn: str | None = None,
-    dns_server: str | None = None,
-    verify_dsn: str | None = None,
-    accept_plan_hash: str | None = None,
-) -> DrillResult:
-    """Continue drill ``run`` with its canary writing again; measure the whole drill.
+    def resume_drill(
+        self,
+        run: RunRecord,
+        options: Options,
+        *,
+        dsn: str | None = None,
+        dns_server: str | None = None,
+        verify_dsn: str | None = None,
+        accept_plan_hash: str | None = None,
+    ) -> DrillResult:
+        """Continue drill ``run`` with its canary writing again; measure the whole drill.
 
-    The journal keeps connection strings masked, so one that held a password must be
-    given again (``dsn``, ``verify_dsn``); the others default to what the drill used.
-    The canary starts once the run holds its lock again, and does not wait for a first
-    acknowledgement: the drill may have stopped with the old primary already fenced.
-    """
-    events = store.events(run.id)
-    paused = last_pause(events) if run.status in ev.UNFINISHED else None
-    if paused is None:
-        raise UsageError(
-            f"run {run.id} is not a paused drill: it was no drill, it is {run.status.replace('_', ' ')}, "
-            "its drill concluded, or it went on without its canary",
-            hint="drctl log shows its events; drctl resume continues a run that is not a drill",
-        )
-    data = paused.data
-    saved = data["canary"]
-    if dns_server is not None and dns_server != saved.get("dns_server"):
-        raise UsageError(
-            f"--canary-dns-server is not the one the drill started with "
-            f"({saved.get('dns_server') or 'none'})",
-            hint="a drill is measured through one client path from start to end",
-        )
-    spec = CanarySpec(
-        kind=saved["kind"],
-        dsn=_given_again(dsn, saved, "dsn", "--canary-dsn") or "",
-        dns_server=saved.get("dns_server"),
-        verify_dsn=_given_again(verify_dsn, saved, "verify_dsn", "--verify-dsn"),
-        interval=float(saved["interval"]),
-        timeout=float(saved["timeout"]),
-        settle=float(saved["settle"]),
-    )
-    earlier = _earlier(events)
-    canary = make_canary(spec, str(data["drill_id"]), first_seq=int(data["next_seq"]))
-    canary.check()
-
-    def go_on(ready: Callable[[str], None]) -> tuple[str, Outcome]:
-        outcome = resume_run(
-            run, options, store, sinks, gate, interrupts,
-            accept_plan_hash=accept_plan_hash, on_ready=ready,
+        The journal keeps connection strings masked, so one that held a password must be
+        given again (``dsn``, ``verify_dsn``); the others default to what the drill used.
+        The canary starts once the run holds its lock again, and does not wait for a first
+        acknowledgement: the drill may have stopped with the old primary already fenced.
+        """
+        events = self.store.events(run.id)
+        paused = last_pause(events) if RunStatus(run.status).unfinished else None
+        if paused is None:
+            raise UsageError(
+                f"run {run.id} is not a paused drill: it was no drill, it is {RunStatus(run.status).words}, "
+                "its drill concluded, or it went on without its canary",
+                hint="drctl log shows its events; drctl resume continues a run that is not a drill",
+            )
+        saved = paused.canary
+        if dns_server is not None and dns_server != saved.dns_server:
+            raise UsageError(
+                f"--canary-dns-server is not the one the drill started with "
+                f"({saved.dns_server or 'none'})",
+                hint="a drill is measured through one client path from start to end",
+            )
+        spec = CanarySpec(
+            kind=saved.kind,
+            dsn=_given_again(dsn, saved.dsn, True, saved.dsn_masked, "--canary-dsn") or "",
+            dns_server=saved.dns_server,
+            verify_dsn=_given_again(
+                verify_dsn, saved.verify_dsn, saved.verify_dsn_given, saved.verify_dsn_masked,
+                "--verify-dsn",
+            ),
+            interval=saved.interval,
+            timeout=saved.timeout,
+            settle=saved.settle,
         )  # fmt: skip
-        return run.id, outcome
+        earlier = _earlier(events)
+        canary = make_canary(spec, paused.drill_id, first_seq=paused.next_seq)
+        canary.check()
 
-    return _window(store, canary, go_on, earlier, start_canary=True)
+        def go_on(ready: ReadyHook) -> tuple[str, Outcome]:
+            outcome = self.resume(run, options, accept_plan_hash=accept_plan_hash, on_ready=ready)
+            return run.id, outcome
+
+        return _window(self.store, canary, go_on, earlier, start_canary=True)
 
 
 def _window(
@@ -187,7 +178,7 @@ def _window(
 
 def _unfinished(store: StateStore, run_id: str) -> bool:
     record = store.get_run(run_id)
-    return record is not None and record.status not in _FINISHED
+    return record is not None and not RunStatus(record.status).concluded
 
 
 def _earlier(events: Sequence[Event]) -> _Earlier:
@@ -197,37 +188,38 @@ def _earlier(events: Sequence[Event]) -> _Earlier:
     errors = 0
     fatal: str | None = None
     for event in events:
-        if event.kind != DRILL_PAUSED:
+        if event.kind != ev.DRILL_PAUSED:
             continue
-        acks += _acks_from(event.data["acks"])
-        if event.data.get("window"):  # none when the canary of that attempt never started
-            start, stop = event.data["window"]
-            windows.append((float(start), float(stop)))
-        errors += int(event.data.get("canary_errors", 0))
-        fatal = fatal or event.data.get("canary_failed")
+        paused = ev.decode(event)
+        assert isinstance(paused, ev.DrillPaused)
+        acks += _acks_from(paused.acks)
+        if paused.window is not None:  # none when the canary of that attempt never started
+            windows.append(paused.window)
+        errors += paused.canary_errors
+        fatal = fatal or paused.canary_failed
     return _Earlier(tuple(acks), tuple(windows), errors, fatal)
 
 
 def _settings(
     canary: Canary, windows: Sequence[tuple[float, float]], read_from: str
-) -> dict[str, Any]:
+) -> ev.CanarySettings:
     """The canary's settings as journaled: connection strings masked, and whether they were."""
     spec = canary.spec
-    return {
-        "kind": canary.kind,
-        "dsn": mask_dsn(spec.dsn),
-        "dsn_masked": mask_dsn(spec.dsn) != spec.dsn,
-        "dns_server": spec.dns_server,
-        "verify_dsn": read_from,
-        "verify_dsn_given": spec.verify_dsn is not None,
-        "verify_dsn_masked": spec.verify_dsn is not None
+    return ev.CanarySettings(
+        kind=canary.kind,
+        dsn=mask_dsn(spec.dsn),
+        dsn_masked=mask_dsn(spec.dsn) != spec.dsn,
+        dns_server=spec.dns_server,
+        verify_dsn=read_from,
+        verify_dsn_given=spec.verify_dsn is not None,
+        verify_dsn_masked=spec.verify_dsn is not None
         and mask_dsn(spec.verify_dsn) != spec.verify_dsn,
-        "interval": spec.interval,
-        "timeout": spec.timeout,
-        "settle": spec.settle,
-        "started_at": windows[0][0] if windows else None,
-        "stopped_at": windows[-1][1] if windows else None,
-    }
+        interval=spec.interval,
+        timeout=spec.timeout,
+        settle=spec.settle,
+        started_at=windows[0][0] if windows else None,
+        stopped_at=windows[-1][1] if windows else None,
+    )
 
 
 def _journal_pause(store: StateStore, run_id: str, canary: Canary) -> None:
@@ -240,19 +232,19 @@ def _journal_pause(store: StateStore, run_id: str, canary: Canary) -> None:
     store.append(
         run_id,
         Event(
-            DRILL_PAUSED,
+            ev.DRILL_PAUSED,
             time.time(),
-            data={
-                "drill_id": canary.drill_id,
-                "canary": _settings(
+            data=ev.DrillPaused(
+                drill_id=canary.drill_id,
+                canary=_settings(
                     canary, [window] if window else [], mask_dsn(spec.verify_dsn or spec.dsn)
                 ),
-                "next_seq": canary.next_seq,
-                "window": list(window) if window else None,
-                "acks": _acks_to(canary.acks()),
-                "canary_errors": canary.errors,
-                "canary_failed": canary.fatal,
-            },
+                next_seq=canary.next_seq,
+                window=window,
+                acks=_acks_to(canary.acks()),
+                canary_errors=canary.errors,
+                canary_failed=canary.fatal,
+            ).to_json(),
         ),
         None,
     )
@@ -272,7 +264,7 @@ def _conclude(
         windows.append((canary.started_at, canary.stopped_at))
     errors = earlier.errors + canary.errors
     spec = canary.spec
-    paused = record.status not in _FINISHED
+    paused = not RunStatus(record.status).concluded
     if paused:
         # First: whatever fails below, a resume must find this window's acknowledgements.
         _journal_pause(store, run_id, canary)
@@ -288,7 +280,7 @@ def _conclude(
         # A paused drill has no new primary yet: the one read back may be the old one.
         new_primary_address="" if paused else address, canary_errors=errors,
     )  # fmt: skip
-    objectives = _objectives(record.plan_json)
+    objectives = _objectives(record)
     verdict = judge(measured, objectives)
     if read_error is not None:
         verdict = replace(verdict, rpo_met=False)
@@ -300,68 +292,66 @@ def _conclude(
     store.append(
         run_id,
         Event(
-            DRILL_MEASURED,
+            ev.DRILL_MEASURED,
             time.time(),
-            data={
-                "drill_id": canary.drill_id,
-                "canary": _settings(canary, windows, read_from),
-                "windows": [list(w) for w in windows],
-                "objectives": objectives,
-                "measurement": measured.to_json(),
-                "verdict": asdict(verdict),
-                "read_back_error": read_error,
-                "canary_failed": fatal,
-                "run_exit_code": outcome.exit_code,
-                "run_message": outcome.message,
-                "paused": paused,
-                "passed": outcome.exit_code == 0 and verdict.passed,
-                "exit_code": result.exit_code,
-            },
+            data=ev.DrillMeasured(
+                drill_id=canary.drill_id,
+                canary=_settings(canary, windows, read_from),
+                windows=tuple(windows),
+                objectives=objectives,
+                measurement=measured.to_json(),
+                verdict=asdict(verdict),
+                read_back_error=read_error,
+                canary_failed=fatal,
+                run_exit_code=outcome.exit_code,
+                run_message=outcome.message,
+                paused=paused,
+                passed=outcome.exit_code == 0 and verdict.passed,
+                exit_code=result.exit_code,
+            ).to_json(),
         ),
         None,
     )
     return result
 
 
-def _given_again(value: str | None, saved: dict[str, Any], key: str, flag: str) -> str | None:
-    """The connection string ``key`` for a resumed drill: as saved, or given again.
+def _given_again(value: str | None, saved: str, given: bool, masked: bool, flag: str) -> str | None:
+    """A connection string for a resumed drill: as saved (masked ``saved``), or given again.
 
     One given again must mask to what the drill journaled, so a typo or another database
-    cannot make the second window measure something else.
+    cannot make the second window measure something else. ``given``: the drill started
+    with one (the canary's own DSN always is).
     """
     if value is None:
-        if key != "dsn" and not saved.get(f"{key}_given"):
+        if not given:
             return None
-        return _unmasked(saved, key, flag)
-    if key != "dsn" and not saved.get(f"{key}_given"):
+        if masked:
+            raise UsageError(
+                f"the drill's {flag} held a password, which drctl does not keep",
+                hint=f"give {flag} again to resume the drill",
+            )
+        return saved
+    if not given:
         raise UsageError(f"the drill was started without {flag}; resume it without one too")
-    if mask_dsn(value) != saved[key]:
+    if mask_dsn(value) != saved:
         raise UsageError(
-            f"{flag} is not the one the drill started with ({saved[key]})",
+            f"{flag} is not the one the drill started with ({saved})",
             hint="a drill is measured through one connection string from start to end",
         )
     return value
 
 
-def _unmasked(saved: dict[str, Any], key: str, flag: str) -> str:
-    if saved.get(f"{key}_masked"):
-        raise UsageError(
-            f"the drill's {flag} held a password, which drctl does not keep",
-            hint=f"give {flag} again to resume the drill",
-        )
-    return str(saved[key])
-
-
-def _acks_to(acks: Sequence[Ack]) -> dict[str, Any]:
+def _acks_to(acks: Sequence[Ack]) -> ev.AckLog:
     """Acknowledgements in a compact form for the journal: addresses listed once."""
     addresses: dict[str, int] = {}
-    rows = [[a.seq, round(a.at, 6), addresses.setdefault(a.address, len(addresses))] for a in acks]
-    return {"addresses": list(addresses), "rows": rows}
+    rows = tuple(
+        (a.seq, round(a.at, 6), addresses.setdefault(a.address, len(addresses))) for a in acks
+    )
+    return ev.AckLog(tuple(addresses), rows)
 
 
-def _acks_from(saved: dict[str, Any]) -> tuple[Ack, ...]:
-    names = saved["addresses"]
-    return tuple(Ack(int(seq), float(at), str(names[i])) for seq, at, i in saved["rows"])
+def _acks_from(saved: ev.AckLog) -> tuple[Ack, ...]:
+    return tuple(Ack(seq, at, saved.addresses[i]) for seq, at, i in saved.rows)
 
 
 def _settle(canary: Canary, seconds: float) -> None:
@@ -375,8 +365,6 @@ def _settle(canary: Canary, seconds: float) -> None:
         time.sleep(0.02)
 
 
-def _objectives(plan_json: str) -> dict[str, float | None]:
-    import json
-
-    raw = json.loads(plan_json).get("objectives") or {}
-    return {k: (None if raw.get(k) is None else float(raw[k])) for k in ("rto", "rpo")}
+def _objectives(record: RunRecord) -> dict[str, float | None]:
+    raw = record.plan().objectives
+    return {k: raw.get(k) for k in ("rto", "rpo")}

@@ -80,7 +80,9 @@ class StepRun(Generic[I, T]):
             return
         if self.abandoned.is_set():
             raise StepError("step attempt was abandoned after its timeout")
-        self._journal.write(ev.STEP_RECORDED, self.step_id, self.attempt, key=key, value=value)
+        self._journal.write(
+            ev.StepRecorded(step=self.step_id, attempt=self.attempt, key=key, value=value)
+        )
         self.recorded[key] = value
 
     def output(self, key: str, value: Any) -> None:

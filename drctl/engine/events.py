@@ -1,6 +1,19 @@
-"""The journal's event kinds. A run's story is the sequence of these, in order."""
+"""The journal's events: one frozen class per kind. A run's story is the sequence of these.
+
+Each class holds the facts of its kind, typed; ``to_json`` gives the data the store
+keeps and ``from_json`` reads it back (``decode`` does it for a stored ``Event``). The
+JSON form is the one drctl 0.1.0 wrote, key for key, so that journals written since
+0.1.0 read back, resume and render; a key 0.1.0 did not always write reads back as its
+default. Dicts exist only here and in the store: every other module reads these fields.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Self
+
+from drctl.engine.status import RunStatus
+from drctl.state.base import Event
 
 RUN_STARTED = "run_started"
 RUN_RESUMED = "run_resumed"
@@ -25,16 +38,507 @@ UNDO_FAILED = "undo_failed"
 DRILL_MEASURED = "drill_measured"  # a drill's RTO/RPO and verdict, appended after the run
 DRILL_PAUSED = "drill_paused"  # a drill's run stopped unfinished: its canary's acks, to resume
 
-#: Run statuses stored on the run record.
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-INTERRUPTED = "interrupted"
-WAITING_APPROVAL = "waiting_approval"
-DENIED = "denied"
-ROLLED_BACK = "rolled_back"
-ABORTED = "aborted"
-DRY_RUN_OK = "dry_run_ok"
-DRY_RUN_FAILED = "dry_run_failed"
 
-UNFINISHED = frozenset({RUNNING, FAILED, INTERRUPTED, WAITING_APPROVAL, DENIED})
+@dataclass(frozen=True, kw_only=True)
+class JournalEvent:
+    """What every event kind shares: its kind, and the step and attempt it is about (if any)."""
+
+    kind: ClassVar[str]
+
+    @property
+    def step_id(self) -> str | None:
+        return None
+
+    @property
+    def attempt_no(self) -> int | None:
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """The event's data as stored (step and attempt are the store's own columns)."""
+        return {name: getattr(self, name) for name in _data_fields(type(self))}
+
+    @classmethod
+    def read(cls, event: Event) -> Self:
+        """A stored event of this class's kind, typed (``decode`` for one of any kind)."""
+        fact = cls.from_json(event.data, event.step, event.attempt)
+        assert isinstance(fact, cls)
+        return fact
+
+    @classmethod
+    def from_json(
+        cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
+    ) -> JournalEvent:
+        known = _data_fields(cls)
+        values = {k: v for k, v in data.items() if k in known}
+        if issubclass(cls, StepEvent):
+            values["step"] = step or ""
+            values["attempt"] = attempt
+        return cls(**values)
+
+
+def _data_fields(cls: type[JournalEvent]) -> frozenset[str]:
+    # Cached: resume decodes every event of a long journal.
+    found = _FIELDS.get(cls)
+    if found is None:
+        found = _FIELDS[cls] = frozenset(f.name for f in fields(cls)) - {"step", "attempt"}
+    return found
+
+
+_FIELDS: dict[type[JournalEvent], frozenset[str]] = {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepEvent(JournalEvent):
+    """An event about one step (and, for some kinds, one attempt of it)."""
+
+    step: str
+    attempt: int | None = None
+
+    @property
+    def step_id(self) -> str | None:
+        return self.step
+
+    @property
+    def attempt_no(self) -> int | None:
+        return self.attempt
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStarted(JournalEvent):
+    """The journal's header: which run, of what, by whom, where."""
+
+    kind: ClassVar[str] = RUN_STARTED
+    run_id: str = ""
+    runbook: str = ""
+    name: str = ""
+    plan_hash: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    user: str = ""
+    host: str = ""
+    pid: int = 0
+    version: str = ""
+    lock_key: str = ""
+    dry_run: bool = False
+    cwd: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResumed(JournalEvent):
+    kind: ClassVar[str] = RUN_RESUMED
+    user: str = ""
+    host: str = ""
+    pid: int = 0
+    version: str = ""
+    plan_hash: str = ""
+    previous_status: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunInterrupted(JournalEvent):
+    kind: ClassVar[str] = RUN_INTERRUPTED
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFinished(JournalEvent):
+    kind: ClassVar[str] = RUN_FINISHED
+    status: RunStatus = RunStatus.FAILED
+    exit_code: int = 1
+    message: str = ""
+
+    @classmethod
+    def from_json(
+        cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
+    ) -> JournalEvent:
+        return cls(
+            status=RunStatus(data.get("status", RunStatus.FAILED)),
+            exit_code=int(data.get("exit_code", 1)),
+            message=str(data.get("message", "")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunAborted(JournalEvent):
+    kind: ClassVar[str] = RUN_ABORTED
+    by: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockTakenOver(JournalEvent):
+    kind: ClassVar[str] = LOCK_TAKEN_OVER
+    key: str = ""
+    previous: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockForceReleased(JournalEvent):
+    kind: ClassVar[str] = LOCK_FORCE_RELEASED
+    key: str = ""
+    lease: str = ""
+    by: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalNeeded(StepEvent):
+    kind: ClassVar[str] = APPROVAL_NEEDED
+    description: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalGranted(StepEvent):
+    kind: ClassVar[str] = APPROVAL_GRANTED
+    by: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalDenied(StepEvent):
+    kind: ClassVar[str] = APPROVAL_DENIED
+    by: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepChecked(StepEvent):
+    """A dry run's check: what the step would do (``ok``), or why it cannot."""
+
+    kind: ClassVar[str] = STEP_CHECKED
+    ok: bool = False
+    would: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True, "would": self.would} if self.ok else {"ok": False, "error": self.error}
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepStarted(StepEvent):
+    kind: ClassVar[str] = STEP_STARTED
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepRecorded(StepEvent):
+    kind: ClassVar[str] = STEP_RECORDED
+    key: str = ""
+    value: Any = None
+
+    @classmethod
+    def from_json(
+        cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
+    ) -> JournalEvent:
+        return cls(step=step or "", attempt=attempt, key=data["key"], value=data.get("value"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepSucceeded(StepEvent):
+    """A step took effect: its outputs and the facts its outcome line is worded from."""
+
+    kind: ClassVar[str] = STEP_SUCCEEDED
+    outputs: dict[str, Any] = field(default_factory=dict)
+    #: Seconds the attempt took (None: settled without running it).
+    duration: float | None = None
+    #: The step's one-line description, as the plan has it.
+    description: str | None = None
+    #: The operator marked it done on resume (``--mark-done``).
+    marked_done: bool = False
+    #: Resume found it already in effect (its verify said so).
+    verified_on_resume: bool = False
+    #: The line 0.1.0 journaled with it; kept for its journals, no longer written.
+    summary: str | None = None
+
+    @classmethod
+    def from_json(
+        cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
+    ) -> JournalEvent:
+        # Written out, not the generic path: resume reads one of these per step.
+        return cls(
+            step=step or "", attempt=attempt, outputs=data.get("outputs") or {},
+            duration=data.get("duration"), description=data.get("description"),
+            marked_done=data.get("marked_done", False),
+            verified_on_resume=data.get("verified_on_resume", False), summary=data.get("summary"),
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"outputs": self.outputs}
+        for key in ("duration", "description", "summary"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        for key in ("marked_done", "verified_on_resume"):
+            if getattr(self, key):
+                data[key] = True
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepFailed(StepEvent):
+    """An attempt failed (``final``: no retry follows), or a step's failure was settled."""
+
+    kind: ClassVar[str] = STEP_FAILED
+    error: str = ""
+    final: bool = True
+    #: Seconds until the next attempt, when one follows.
+    retry_in: float | None = None
+    duration: float | None = None
+    #: Ignored under ``on_failure: continue``: the run goes on.
+    ignored: bool = False
+    #: Interrupted earlier, and it cannot verify whether it took effect.
+    in_doubt: bool = False
+    #: A bug in the step type: its traceback, redacted.
+    traceback: str | None = None
+
+    @classmethod
+    def from_json(
+        cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
+    ) -> JournalEvent:
+        # Written out, not the generic path: resume reads one of these per attempt.
+        return cls(
+            step=step or "", attempt=attempt, error=data.get("error", ""),
+            final=data.get("final", True), retry_in=data.get("retry_in"),
+            duration=data.get("duration"), ignored=data.get("ignored", False),
+            in_doubt=data.get("in_doubt", False), traceback=data.get("traceback"),
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"error": self.error, "final": self.final}
+        if self.duration is not None:  # an attempt ran: whether another follows
+            data["retry_in"] = self.retry_in
+        for key in ("duration", "traceback"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        for key in ("ignored", "in_doubt"):
+            if getattr(self, key):
+                data[key] = True
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepSkipped(StepEvent):
+    kind: ClassVar[str] = STEP_SKIPPED
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepRecovered(StepEvent):
+    kind: ClassVar[str] = STEP_RECOVERED
+    #: The fallback step that succeeded.
+    by: str = ""
+    summary: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"by": self.by}
+        if self.summary is not None:
+            data["summary"] = self.summary
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class UndoStarted(StepEvent):
+    kind: ClassVar[str] = UNDO_STARTED
+
+
+@dataclass(frozen=True, kw_only=True)
+class UndoSucceeded(StepEvent):
+    kind: ClassVar[str] = UNDO_SUCCEEDED
+
+
+@dataclass(frozen=True, kw_only=True)
+class UndoFailed(StepEvent):
+    kind: ClassVar[str] = UNDO_FAILED
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CanarySettings:
+    """A drill's canary as journaled: connection strings masked, and whether they were."""
+
+    kind: str = ""
+    dsn: str = ""
+    dsn_masked: bool = False
+    dns_server: str | None = None
+    verify_dsn: str = ""
+    verify_dsn_given: bool = False
+    verify_dsn_masked: bool = False
+    interval: float = 0.0
+    timeout: float = 0.0
+    settle: float = 0.0
+    started_at: float | None = None
+    stopped_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CanarySettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class AckLog:
+    """Acknowledged canary writes, compactly: each server's address listed once."""
+
+    addresses: tuple[str, ...] = ()
+    #: (sequence number, wall time, index into ``addresses``) per write.
+    rows: tuple[tuple[int, float, int], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"addresses": list(self.addresses), "rows": [list(r) for r in self.rows]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AckLog:
+        return cls(
+            tuple(str(a) for a in data.get("addresses", ())),
+            tuple((int(s), float(t), int(i)) for s, t, i in data.get("rows", ())),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DrillPaused(JournalEvent):
+    """A drill's run stopped unfinished: this window's acknowledgements, to resume from."""
+
+    kind: ClassVar[str] = DRILL_PAUSED
+    drill_id: str = ""
+    canary: CanarySettings = field(default_factory=CanarySettings)
+    next_seq: int = 1
+    #: When this window's canary wrote (None: it never started).
+    window: tuple[float, float] | None = None
+    acks: AckLog = field(default_factory=AckLog)
+    canary_errors: int = 0
+    canary_failed: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "drill_id": self.drill_id,
+            "canary": self.canary.to_json(),
+            "next_seq": self.next_seq,
+            "window": None if self.window is None else list(self.window),
+            "acks": self.acks.to_json(),
+            "canary_errors": self.canary_errors,
+            "canary_failed": self.canary_failed,
+        }
+
+    @classmethod
+    def from_json(
+        cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
+    ) -> JournalEvent:
+        window = data.get("window")
+        return cls(
+            drill_id=str(data.get("drill_id", "")),
+            canary=CanarySettings.from_json(data.get("canary") or {}),
+            next_seq=int(data.get("next_seq", 1)),
+            window=None if not window else (float(window[0]), float(window[1])),
+            acks=AckLog.from_json(data.get("acks") or {}),
+            canary_errors=int(data.get("canary_errors", 0)),
+            canary_failed=data.get("canary_failed"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DrillMeasured(JournalEvent):
+    """A drill's figures and verdict, appended to its run once it was read back."""
+
+    kind: ClassVar[str] = DRILL_MEASURED
+    drill_id: str = ""
+    canary: CanarySettings = field(default_factory=CanarySettings)
+    windows: tuple[tuple[float, float], ...] = ()
+    objectives: dict[str, float | None] = field(default_factory=dict)
+    #: The figures, as ``drill.measure.Measurement.to_json`` gives them.
+    measurement: dict[str, Any] = field(default_factory=dict)
+    #: The verdict's fields, as ``drill.measure.Verdict`` has them.
+    verdict: dict[str, Any] = field(default_factory=dict)
+    read_back_error: str | None = None
+    canary_failed: str | None = None
+    run_exit_code: int = 0
+    run_message: str = ""
+    #: The run had not finished: this measures the drill up to its pause.
+    paused: bool = False
+    passed: bool = False
+    exit_code: int = 0
+
+    @property
+    def missing(self) -> int | None:
+        """Acknowledged writes the new primary does not have (the RPO, in writes)."""
+        value = self.measurement.get("missing")
+        return None if value is None else int(value)
+
+    @property
+    def rto(self) -> float | None:
+        """Seconds the application could not write (the RTO)."""
+        value = self.measurement.get("rto")
+        return None if value is None else float(value)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "drill_id": self.drill_id,
+            "canary": self.canary.to_json(),
+            "windows": [list(w) for w in self.windows],
+            "objectives": self.objectives,
+            "measurement": self.measurement,
+            "verdict": self.verdict,
+            "read_back_error": self.read_back_error,
+            "canary_failed": self.canary_failed,
+            "run_exit_code": self.run_exit_code,
+            "run_message": self.run_message,
+            "paused": self.paused,
+            "passed": self.passed,
+            "exit_code": self.exit_code,
+        }
+
+    @classmethod
+    def from_json(
+        cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
+    ) -> JournalEvent:
+        return cls(
+            drill_id=str(data.get("drill_id", "")),
+            canary=CanarySettings.from_json(data.get("canary") or {}),
+            windows=tuple((float(a), float(b)) for a, b in data.get("windows") or ()),
+            objectives=dict(data.get("objectives") or {}),
+            measurement=dict(data.get("measurement") or {}),
+            verdict=dict(data.get("verdict") or {}),
+            read_back_error=data.get("read_back_error"),
+            canary_failed=data.get("canary_failed"),
+            run_exit_code=int(data.get("run_exit_code") or 0),
+            run_message=str(data.get("run_message") or ""),
+            paused=bool(data.get("paused")),
+            passed=bool(data.get("passed")),
+            exit_code=int(data.get("exit_code") or 0),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unknown(JournalEvent):
+    """An event of a kind this version does not know (written by a newer drctl)."""
+
+    kind: ClassVar[str] = ""
+    name: str
+    step: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def step_id(self) -> str | None:
+        return self.step
+
+    def to_json(self) -> dict[str, Any]:
+        return self.data
+
+
+KINDS: dict[str, type[JournalEvent]] = {
+    cls.kind: cls
+    for cls in (
+        RunStarted, RunResumed, RunInterrupted, RunFinished, RunAborted, LockTakenOver,
+        LockForceReleased, ApprovalNeeded, ApprovalGranted, ApprovalDenied, StepChecked,
+        StepStarted, StepRecorded, StepSucceeded, StepFailed, StepSkipped, StepRecovered,
+        UndoStarted, UndoSucceeded, UndoFailed, DrillPaused, DrillMeasured,
+    )
+}  # fmt: skip
+
+
+def decode(event: Event) -> JournalEvent:
+    """The typed event a stored one holds."""
+    cls = KINDS.get(event.kind)
+    if cls is None:
+        return Unknown(name=event.kind, step=event.step, data=dict(event.data))
+    return cls.from_json(event.data, event.step, event.attempt)
+
+
+def kind_of(event: JournalEvent) -> str:
+    return event.name if isinstance(event, Unknown) else event.kind

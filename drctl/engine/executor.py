@@ -18,14 +18,16 @@ import functools
 import heapq
 import queue
 import threading
+import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from drctl.compiler.plan import CompiledStep, Plan
+from drctl.compiler.plan import CompiledStep, FailurePolicy, Plan
 from drctl.compiler.templating import TemplateProblem, render
 from drctl.engine import events as ev
 from drctl.engine import faults
@@ -34,8 +36,8 @@ from drctl.engine.context import StepRun
 from drctl.engine.journal import Journal
 from drctl.engine.replay import RunState, StepState
 from drctl.engine.secrets import Secrets
+from drctl.engine.status import GateVerdict, RunStatus, StepStatus, StopReason
 from drctl.errors import Cancelled, LockLost, StepError, StepTimeout, StepTypeError, VerifyFailed
-from drctl.runbook.durations import format_duration
 from drctl.runbook.targets import TARGET_TYPES, TargetModel
 from drctl.steps.base import StepInputs, StepType
 from drctl.steps.registry import get_step_type
@@ -56,7 +58,7 @@ class Options:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str
+    status: RunStatus
     exit_code: int
     message: str
 
@@ -80,14 +82,22 @@ class Interrupts:
             return self._presses
 
 
-#: Decides a gate: returns ("granted" | "denied" | "needed", how-or-who).
-GateDecider = Callable[[CompiledStep], tuple[str, str]]
+#: Decides a gate: its verdict, and how or by whom (``--approve promote``, a name).
+GateDecider = Callable[[CompiledStep], tuple[GateVerdict, str]]
+
+
+class Halt(StrEnum):
+    """How a step ended that is no step status: the scheduler stops on each."""
+
+    CANCELLED = "cancelled"  # Ctrl-C twice: left in doubt, resume verifies it
+    IN_DOUBT = "in_doubt"  # interrupted earlier, and it cannot verify itself
+    LOCK_LOST = "lock_lost"  # the run lost its lock while the step ran
 
 
 @dataclass
 class _Result:
     step: str
-    status: str  # succeeded, failed, skipped, recovered, ignored, cancelled, in_doubt
+    status: StepStatus | Halt
     message: str = ""
 
 
@@ -104,21 +114,25 @@ class _Ctx:
     finish_order: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Controls:
+    """What steers a run from outside its plan: options, the gate, Ctrl-C, the clock, the lock."""
+
+    options: Options
+    gate: GateDecider
+    clock: Clock
+    interrupts: Interrupts
+    #: Set when the run's lock was lost (None: a dry run, which holds none).
+    lock_lost: threading.Event | None = None
+
+
 class Executor:
     """Runs (or dry-runs) one plan against its journal."""
 
     def __init__(
-        self,
-        plan: Plan,
-        journal: Journal,
-        state: RunState,
-        secrets: Secrets,
-        options: Options,
-        gate: GateDecider,
-        clock: Clock,
-        interrupts: Interrupts,
-        lock_lost: threading.Event | None = None,
+        self, plan: Plan, journal: Journal, state: RunState, secrets: Secrets, controls: Controls
     ) -> None:
+        clock, interrupts = controls.clock, controls.interrupts
         targets = {name: secrets.target(name, t) for name, t in plan.targets.items()}
         view = {}
         for name, t in plan.targets.items():
@@ -129,9 +143,9 @@ class Executor:
         self.x = _Ctx(plan, journal, secrets, clock, interrupts, targets, view)
         _warm_up([s.type for s in (*plan.steps, *plan.fallbacks)])
         self.state = state
-        self.options = options
-        self.gate = gate
-        self.lock_lost = lock_lost or threading.Event()
+        self.options = controls.options
+        self.gate = controls.gate
+        self.lock_lost = controls.lock_lost or threading.Event()
         for sid, s in state.steps.items():
             if s.done:
                 self.x.outputs[sid] = s.outputs
@@ -143,13 +157,13 @@ class Executor:
         plan, x = self.x.plan, self.x
         # What the journal says is done stays done; everything else is scheduled again
         # (an in-doubt step is probed with verify in _execute before any re-apply).
-        status: dict[str, str] = {
-            s.id: self.state.step(s.id).status if self.state.step(s.id).done else "pending"
+        status: dict[str, StepStatus | Halt] = {
+            s.id: self.state.step(s.id).status if self.state.step(s.id).done else StepStatus.PENDING
             for s in plan.steps
         }
         index = {s.id: i for i, s in enumerate(plan.steps)}
         waiting_on = {
-            s.id: sum(1 for d in s.requires if status.get(d) not in _DONE) for s in plan.steps
+            s.id: sum(1 for d in s.requires if not _done(status.get(d))) for s in plan.steps
         }
         dependents: dict[str, list[str]] = {}
         for s in plan.steps:
@@ -157,31 +171,36 @@ class Executor:
                 dependents.setdefault(d, []).append(s.id)
         # Ready steps in plan order: a heap of plan positions, so launching is O(log n).
         ready = [
-            index[s.id] for s in plan.steps if status[s.id] == "pending" and waiting_on[s.id] == 0
+            index[s.id]
+            for s in plan.steps
+            if status[s.id] == StepStatus.PENDING and waiting_on[s.id] == 0
         ]
         heapq.heapify(ready)
         results: queue.Queue[_Result] = queue.Queue()
-        stop: str | None = None
+        stop: StopReason | None = None
         stop_message = ""
         running = 0
         announced = False
-        limit = self.options.concurrency or int(plan.settings.get("concurrency") or 8)
+        limit = self.options.concurrency or plan.settings.concurrency
         with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="step") as pool:
             while True:
                 if stop is None and x.interrupts.stop.is_set():
-                    stop = "interrupted"
+                    stop = StopReason.INTERRUPTED
                 if stop is None and self.lock_lost.is_set():
-                    stop, stop_message = "failed", "the run lost its lock; stopped launching steps"
+                    stop, stop_message = (
+                        StopReason.FAILED,
+                        "the run lost its lock; stopped launching steps",
+                    )
                 while stop is None and ready and running < limit:
                     step = plan.steps[heapq.heappop(ready)]
                     decision = self._gate(step)
                     if decision is not None:
                         stop, stop_message = decision
                         break
-                    status[step.id] = "running"
+                    status[step.id] = StepStatus.RUNNING
                     running += 1
                     pool.submit(self._execute_to, results, step, self.state.step(step.id))
-                if stop == "interrupted" and not announced and running:
+                if stop is StopReason.INTERRUPTED and not announced and running:
                     announced = True
                     x.journal.note(
                         f"stopping: no new steps; waiting for {running} in-flight "
@@ -197,41 +216,45 @@ class Executor:
                 running -= 1
                 sid = result.step
                 status[sid] = result.status
-                if result.status in _DONE:
+                if _done(result.status):
                     for child in dependents.get(sid, ()):
                         waiting_on[child] -= 1
-                        if waiting_on[child] == 0 and status[child] == "pending":
+                        if waiting_on[child] == 0 and status[child] == StepStatus.PENDING:
                             heapq.heappush(ready, index[child])
-                elif result.status in ("failed", "in_doubt") and stop is None:
-                    policy = plan.step(sid).on_failure
+                elif result.status in (StepStatus.FAILED, Halt.IN_DOUBT) and stop is None:
+                    policy = plan.step(sid).on_failure.policy
                     stop = (
-                        "rollback"
-                        if policy == "rollback" and result.status == "failed"
-                        else "failed"
+                        StopReason.ROLLBACK
+                        if policy is FailurePolicy.ROLLBACK and result.status is StepStatus.FAILED
+                        else StopReason.FAILED
                     )
                     stop_message = result.message
-                elif result.status == "cancelled" and stop is None:
-                    stop = "interrupted"
-                elif result.status == "lock_lost":
-                    stop, stop_message = "failed", result.message
+                elif result.status == Halt.CANCELLED and stop is None:
+                    stop = StopReason.INTERRUPTED
+                elif result.status == Halt.LOCK_LOST:
+                    stop, stop_message = StopReason.FAILED, result.message
         return self._conclude(stop, stop_message, status)
 
-    def _conclude(self, stop: str | None, stop_message: str, status: dict[str, str]) -> Outcome:
+    def _conclude(
+        self, stop: StopReason | None, stop_message: str, status: dict[str, StepStatus | Halt]
+    ) -> Outcome:
         plan, x = self.x.plan, self.x
-        if stop is None and all(status[s.id] in _DONE for s in plan.steps):
-            return self._finish(ev.SUCCEEDED, 0, f"all {len(plan.steps)} steps done")
-        if stop == "rollback":
+        if stop is None and all(_done(status[s.id]) for s in plan.steps):
+            return self._finish(RunStatus.SUCCEEDED, 0, f"all {len(plan.steps)} steps done")
+        if stop is StopReason.ROLLBACK:
             self._rollback()
-            return self._finish(ev.ROLLED_BACK, 1, f"{stop_message}; rolled back")
-        if stop == "interrupted":
-            x.journal.write(ev.RUN_INTERRUPTED)
-            return self._finish(ev.INTERRUPTED, 130, "interrupted; resume with drctl resume")
-        if stop in ("approval", "denied"):
-            code_status = ev.WAITING_APPROVAL if stop == "approval" else ev.DENIED
+            return self._finish(RunStatus.ROLLED_BACK, 1, f"{stop_message}; rolled back")
+        if stop is StopReason.INTERRUPTED:
+            x.journal.write(ev.RunInterrupted())
+            return self._finish(RunStatus.INTERRUPTED, 130, "interrupted; resume with drctl resume")
+        if stop in (StopReason.APPROVAL, StopReason.DENIED):
+            code_status = (
+                RunStatus.WAITING_APPROVAL if stop is StopReason.APPROVAL else RunStatus.DENIED
+            )
             return self._finish(code_status, 4, stop_message)
         if stop is None:
             stop_message = "some steps could not run"  # unreachable with a valid plan
-        return self._finish(ev.FAILED, 1, stop_message)
+        return self._finish(RunStatus.FAILED, 1, stop_message)
 
     def dry_run(self) -> Outcome:
         """Run every step's read-only ``check``; journal what each would do."""
@@ -239,62 +262,62 @@ class Executor:
         failures = 0
         for step in x.plan.steps:
             if x.interrupts.stop.is_set():
-                x.journal.write(ev.RUN_INTERRUPTED)
-                return self._finish(ev.INTERRUPTED, 130, "interrupted")
+                x.journal.write(ev.RunInterrupted())
+                return self._finish(RunStatus.INTERRUPTED, 130, "interrupted")
             if step.when is False:
-                x.journal.write(ev.STEP_SKIPPED, step.id, reason="when is false")
+                x.journal.write(ev.StepSkipped(step=step.id, reason="when is false"))
                 continue
             if step.deferred or isinstance(step.when, str):
-                x.journal.write(
-                    ev.STEP_CHECKED, step.id, ok=True,
-                    would=f"{step.description} (not checked: its inputs depend on earlier steps' outputs)",
-                )  # fmt: skip
+                would = (
+                    f"{step.description} (not checked: its inputs depend on earlier steps' outputs)"
+                )
+                x.journal.write(ev.StepChecked(step=step.id, ok=True, would=would))
                 continue
             try:
                 step_type, inputs = self._prepare(step, {})
                 ctx = self._context(step, 0, inputs, {}, dry_run=True)
                 would = self._bounded(step_type.check, ctx) or step.description
-                x.journal.write(ev.STEP_CHECKED, step.id, ok=True, would=would)
+                x.journal.write(ev.StepChecked(step=step.id, ok=True, would=would))
             except (StepError, StepTypeError) as exc:
                 failures += 1
-                x.journal.write(ev.STEP_CHECKED, step.id, ok=False, error=exc.message)
+                x.journal.write(ev.StepChecked(step=step.id, ok=False, error=exc.message))
             except Cancelled:
-                x.journal.write(ev.RUN_INTERRUPTED)
-                return self._finish(ev.INTERRUPTED, 130, "interrupted")
+                x.journal.write(ev.RunInterrupted())
+                return self._finish(RunStatus.INTERRUPTED, 130, "interrupted")
         if failures:
             return self._finish(
-                ev.DRY_RUN_FAILED,
+                RunStatus.DRY_RUN_FAILED,
                 1,
                 f"{failures} check{'s' if failures != 1 else ''} failed; nothing was changed",
             )
-        return self._finish(ev.DRY_RUN_OK, 0, "all checks passed; nothing was changed")
+        return self._finish(RunStatus.DRY_RUN_OK, 0, "all checks passed; nothing was changed")
 
     # -- scheduling helpers ------------------------------------------------------
 
-    def _gate(self, step: CompiledStep) -> tuple[str, str] | None:
+    def _gate(self, step: CompiledStep) -> tuple[StopReason, str] | None:
         if not (step.approve or "gate" in step.roles) or step.id in self.state.approved:
             return None
         if step.when is False:
             return None
         verdict, how = self.gate(step)
         journal = self.x.journal
-        if verdict == "granted":
-            journal.write(ev.APPROVAL_GRANTED, step.id, by=how)
+        if verdict == GateVerdict.GRANTED:
+            journal.write(ev.ApprovalGranted(step=step.id, by=how))
             self.state.approved.add(step.id)
             return None
-        if verdict == "denied":
-            journal.write(ev.APPROVAL_DENIED, step.id, by=how)
-            return "denied", f"approval for {step.id} denied"
-        journal.write(ev.APPROVAL_NEEDED, step.id, description=step.description)
+        if verdict == GateVerdict.DENIED:
+            journal.write(ev.ApprovalDenied(step=step.id, by=how))
+            return StopReason.DENIED, f"approval for {step.id} denied"
+        journal.write(ev.ApprovalNeeded(step=step.id, description=step.description))
         return (
-            "approval",
+            StopReason.APPROVAL,
             f"step {step.id} needs approval: resume with --approve {step.id} (or --yes)",
         )
 
-    def _finish(self, status: str, code: int, message: str) -> Outcome:
+    def _finish(self, status: RunStatus, code: int, message: str) -> Outcome:
         journal = self.x.journal
         message = journal.redactor.text(message)
-        journal.write(ev.RUN_FINISHED, status=status, exit_code=code, message=message)
+        journal.write(ev.RunFinished(status=status, exit_code=code, message=message))
         journal.store.set_status(journal.run_id, status, journal.clock.now())
         return Outcome(status, code, message)
 
@@ -310,48 +333,45 @@ class Executor:
         try:
             return self._execute_inner(step, prior)
         except LockLost as exc:
-            return _Result(step.id, "lock_lost", exc.message)
+            return _Result(step.id, Halt.LOCK_LOST, exc.message)
         except Cancelled:
-            return _Result(step.id, "cancelled")
+            return _Result(step.id, Halt.CANCELLED)
         except Exception as exc:  # never let a worker die silently: the scheduler waits on it
-            return _Result(step.id, "failed", f"internal error: {type(exc).__name__}: {exc}")
+            return _Result(
+                step.id, StepStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}"
+            )
 
     def _execute_inner(self, step: CompiledStep, prior: StepState) -> _Result:
         x = self.x
         when = self._when(step)
         if when is not True:
-            x.journal.write(ev.STEP_SKIPPED, step.id, reason=when)
+            x.journal.write(ev.StepSkipped(step=step.id, reason=str(when)))
             self._done(step.id, {})
-            return _Result(step.id, "skipped")
+            return _Result(step.id, StepStatus.SKIPPED)
         start_attempt = prior.attempts + 1
         if prior.in_doubt:
             verdict = self._probe(step, prior)
             if verdict is not None:
                 return verdict
         result = self._attempts(step, start_attempt)
-        if result.status != "failed":
+        if result.status != StepStatus.FAILED:
             return result
         on_failure = step.on_failure
-        if on_failure == "continue":
-            x.journal.write(ev.STEP_FAILED, step.id, final=True, ignored=True, error=result.message)
+        if on_failure.policy is FailurePolicy.CONTINUE:
+            x.journal.write(ev.StepFailed(step=step.id, ignored=True, error=result.message))
             self._done(step.id, {})
-            return _Result(step.id, "ignored", result.message)
-        if isinstance(on_failure, dict):
-            fallback = x.plan.step(on_failure["run"])
+            return _Result(step.id, StepStatus.IGNORED, result.message)
+        if on_failure.run is not None:
+            fallback = x.plan.step(on_failure.run)
             x.journal.note(f"{step.id} failed; running fallback {fallback.id}")
             fb = self._attempts(fallback, self.state.step(fallback.id).attempts + 1)
-            if fb.status == "succeeded":
-                x.journal.write(
-                    ev.STEP_RECOVERED,
-                    step.id,
-                    by=fallback.id,
-                    summary=f"recovered by {fallback.id}",
-                )
+            if fb.status == StepStatus.SUCCEEDED:
+                x.journal.write(ev.StepRecovered(step=step.id, by=fallback.id))
                 self._done(step.id, {})
-                return _Result(step.id, "recovered")
+                return _Result(step.id, StepStatus.RECOVERED)
             return _Result(
                 step.id,
-                "failed",
+                StepStatus.FAILED,
                 f"{step.id} failed ({result.message}) and fallback {fallback.id} failed ({fb.message})",
             )
         return result
@@ -361,15 +381,10 @@ class Executor:
         x = self.x
         if step.id in self.options.mark_done:
             x.journal.write(
-                ev.STEP_SUCCEEDED,
-                step.id,
-                prior.attempts,
-                outputs={},
-                summary=f"{step.id}: marked done by the operator",
-                marked_done=True,
+                ev.StepSucceeded(step=step.id, attempt=prior.attempts, marked_done=True)
             )
             self._done(step.id, {})
-            return _Result(step.id, "succeeded")
+            return _Result(step.id, StepStatus.SUCCEEDED)
         step_type, inputs = self._prepare(step, prior.recorded)
         if step_type.verifies(inputs):
             ctx = self._context(step, prior.attempts, inputs, dict(prior.recorded))
@@ -380,11 +395,13 @@ class Executor:
                 x.journal.note(f"{step.id}: verify on resume failed: {exc.message}")
             if applied:
                 x.journal.write(
-                    ev.STEP_SUCCEEDED, step.id, prior.attempts, outputs=ctx.outputs,
-                    summary=f"{step.id}: already in effect (verified on resume)", verified_on_resume=True,
+                    ev.StepSucceeded(
+                        step=step.id, attempt=prior.attempts, outputs=ctx.outputs,
+                        verified_on_resume=True,
+                    )
                 )  # fmt: skip
                 self._done(step.id, ctx.outputs)
-                return _Result(step.id, "succeeded")
+                return _Result(step.id, StepStatus.SUCCEEDED)
             x.journal.note(f"{step.id}: interrupted earlier and not in effect; applying again")
             return None
         if not step.mutates or step.id in self.options.reapply:
@@ -394,21 +411,19 @@ class Executor:
             f"effect; check by hand, then resume with --reapply {step.id} or --mark-done {step.id}"
         )
         x.journal.write(
-            ev.STEP_FAILED, step.id, prior.attempts, final=True, error=message, in_doubt=True
+            ev.StepFailed(step=step.id, attempt=prior.attempts, error=message, in_doubt=True)
         )
-        return _Result(step.id, "in_doubt", message)
+        return _Result(step.id, Halt.IN_DOUBT, message)
 
     def _attempts(self, step: CompiledStep, first: int) -> _Result:
         x = self.x
         retries = step.retries
-        attempts = int(retries["attempts"])
-        delay = float(retries["delay"])
-        message = ""
-        for n in range(attempts):
+        message, trace = "", None
+        for n in range(retries.attempts):
             attempt = first + n
-            final = n == attempts - 1
+            final = n == retries.attempts - 1
             started = x.clock.monotonic()
-            x.journal.write(ev.STEP_STARTED, step.id, attempt)
+            x.journal.write(ev.StepStarted(step=step.id, attempt=attempt))
             try:
                 step_type, inputs = self._prepare(step, {})
                 ctx = self._context(step, attempt, inputs, {})
@@ -419,39 +434,40 @@ class Executor:
                     # What apply recorded (durably) is what a rollback later in this run
                     # needs for undo, as a resume would have it from the journal.
                     self.state.step(step.id).recorded.update(ctx.recorded)
-                took = format_duration(round(x.clock.monotonic() - started, 3))
                 # A step that can verify itself may have its outcome synced with the next
                 # intent; one that cannot must be durable now or resume could not decide.
                 record = x.journal.write_later if step_type.verifies(inputs) else x.journal.write
                 record(
-                    ev.STEP_SUCCEEDED,
-                    step.id,
-                    attempt,
-                    outputs=ctx.outputs,
-                    summary=f"{step.id}: {step.description} — ok in {took}",
-                    duration=x.clock.monotonic() - started,
-                )
+                    ev.StepSucceeded(
+                        step=step.id, attempt=attempt, outputs=ctx.outputs,
+                        duration=x.clock.monotonic() - started, description=step.description,
+                    )
+                )  # fmt: skip
                 self._done(step.id, ctx.outputs)
-                return _Result(step.id, "succeeded")
+                return _Result(step.id, StepStatus.SUCCEEDED)
             except Cancelled:
                 raise  # journal nothing: the step stays in doubt and resume verifies it
             except (StepError, StepTypeError) as exc:
-                message = exc.message
+                message, trace = exc.message, None
             except Exception as exc:  # a bug in a step type must not kill the run unjournaled
                 message = f"internal error in step type {step.type}: {type(exc).__name__}: {exc}"
-            wait_for = None if final else min(delay, float(retries["max_delay"] or delay))
+                # Kept (redacted, as all event data) so the bug can be found from the journal.
+                trace = "".join(traceback.format_exception(exc))
+            # Waits count from this series' first attempt: a resumed step starts afresh.
+            wait_for = None if final else retries.delay_before(n + 2)
             x.journal.write(
-                ev.STEP_FAILED, step.id, attempt, error=message, final=final,
-                retry_in=wait_for, duration=x.clock.monotonic() - started,
+                ev.StepFailed(
+                    step=step.id, attempt=attempt, error=message, final=final, retry_in=wait_for,
+                    duration=x.clock.monotonic() - started, traceback=trace,
+                )
             )  # fmt: skip
             if final:
                 break
             if x.clock.sleep(wait_for or 0.0, x.interrupts.cancel):
                 raise Cancelled("cancelled while waiting to retry")
             if x.interrupts.stop.is_set():
-                return _Result(step.id, "cancelled")
-            delay *= float(retries["backoff"])
-        return _Result(step.id, "failed", f"{step.id}: {message}")
+                return _Result(step.id, Halt.CANCELLED)
+        return _Result(step.id, StepStatus.FAILED, f"{step.id}: {message}")
 
     def _done(self, sid: str, outputs: dict[str, Any]) -> None:
         self.x.outputs[sid] = outputs
@@ -559,21 +575,19 @@ class Executor:
         x.journal.note("rolling back completed steps in reverse order")
         for sid in reversed(list(dict.fromkeys(x.finish_order))):
             step = x.plan.step(sid)
-            if not step.mutates or self.state.step(sid).status == "undone":
+            if not step.mutates or self.state.step(sid).status == StepStatus.UNDONE:
                 continue
             if step.rollback is None and not step.can_undo:
                 x.journal.note(f"{sid}: cannot be undone; left as it is")
                 continue
-            x.journal.write(ev.UNDO_STARTED, sid)
+            x.journal.write(ev.UndoStarted(step=sid))
             try:
                 if step.rollback is not None:
-                    rb_type = get_step_type(step.rollback["type"])
-                    inputs = rb_type.Inputs.model_validate(x.secrets.apply(step.rollback["with"]))
+                    rb = step.rollback
+                    rb_type = get_step_type(rb.type)
+                    inputs = rb_type.Inputs.model_validate(x.secrets.apply(rb.inputs))
                     rb_step = dataclasses.replace(
-                        step,
-                        type=step.rollback["type"],
-                        target=step.rollback["target"],
-                        timeout=step.rollback["timeout"] or step.timeout,
+                        step, type=rb.type, target=rb.target, timeout=rb.timeout or step.timeout
                     )
                     ctx = self._context(rb_step, 0, inputs, dict(self.state.step(sid).recorded))
                     self._bounded(rb_type.apply, ctx)
@@ -581,15 +595,16 @@ class Executor:
                     step_type, inputs = self._prepare(step, {})
                     ctx = self._context(step, 0, inputs, dict(self.state.step(sid).recorded))
                     self._bounded(step_type.undo, ctx)
-                x.journal.write(ev.UNDO_SUCCEEDED, sid)
+                x.journal.write(ev.UndoSucceeded(step=sid))
             except (StepError, StepTypeError) as exc:
-                x.journal.write(ev.UNDO_FAILED, sid, error=exc.message)
+                x.journal.write(ev.UndoFailed(step=sid, error=exc.message))
             except Cancelled:
                 x.journal.note("rollback cancelled")
                 return
 
 
-_DONE = frozenset({"succeeded", "skipped", "recovered", "ignored"})
+def _done(status: StepStatus | Halt | None) -> bool:
+    return isinstance(status, StepStatus) and status.done
 
 
 class _CallThreads:

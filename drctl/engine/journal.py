@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from drctl.engine import faults
 from drctl.engine.clock import Clock
+from drctl.engine.events import JournalEvent
 from drctl.engine.redact import Redactor
 from drctl.state.base import Event, Lease, StateStore
 
@@ -58,19 +59,18 @@ class Journal:
         self.sinks = list(sinks)
         self._show = threading.Lock()
 
-    def write(
-        self, kind: str, step: str | None = None, attempt: int | None = None, **data: Any
-    ) -> Event:
+    def write(self, event: JournalEvent) -> Event:
         """Append an event durably (with any queued outcomes before it), then show them."""
-        event = Event(kind, self.clock.now(), step, attempt, self.redactor.data(data))
-        return self._commit(event)[-1]
+        return self._commit(self._stored(event))[-1]
 
-    def write_later(
-        self, kind: str, step: str | None = None, attempt: int | None = None, **data: Any
-    ) -> None:
+    def write_later(self, event: JournalEvent) -> None:
         """Queue an outcome; it becomes durable (and shown) with the next write or flush."""
-        event = Event(kind, self.clock.now(), step, attempt, self.redactor.data(data))
-        self.store.append_later(self.run_id, event)
+        self.store.append_later(self.run_id, self._stored(event))
+
+    def _stored(self, event: JournalEvent) -> Event:
+        # The one place a typed event becomes the store's dict: redacted on the way.
+        data = self.redactor.data(event.to_json())
+        return Event(event.kind, self.clock.now(), event.step_id, event.attempt_no, data)
 
     def flush(self) -> None:
         self._commit(None)

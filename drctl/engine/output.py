@@ -12,6 +12,9 @@ from typing import IO, Any, ClassVar
 
 from drctl.compiler.plan import Plan
 from drctl.engine import events as ev
+from drctl.engine import outcome
+from drctl.engine.outcome import describe_event
+from drctl.engine.status import StepStatus
 from drctl.state.base import Event
 
 
@@ -19,79 +22,23 @@ def _stamp(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def describe_event(event: Event) -> str | None:
-    """The one human line for an event (the same text in every text sink and in ``drctl log``)."""
-    d = event.data
-    s = event.step
-    k = event.kind
-    if k == ev.RUN_STARTED:
-        return f"run {d.get('run_id')} started: {d.get('runbook')} (plan {str(d.get('plan_hash'))[:19]}, lock {d.get('lock_key')} token {event.token}){' [dry run]' if d.get('dry_run') else ''}"
-    if k == ev.RUN_RESUMED:
-        return f"run resumed by {d.get('user')}@{d.get('host')} (token {event.token})"
-    if k == ev.STEP_STARTED:
-        return f"{s}: started (attempt {event.attempt})"
-    if k == ev.STEP_SUCCEEDED:
-        return str(d.get("summary") or f"{s}: ok")
-    if k == ev.STEP_FAILED:
-        retry = f"; retrying in {d['retry_in']:g}s" if d.get("retry_in") is not None else ""
-        tag = " (ignored: on_failure continue)" if d.get("ignored") else ""
-        return f"{s}: FAILED (attempt {event.attempt}): {d.get('error')}{retry}{tag}"
-    if k == ev.STEP_SKIPPED:
-        return f"{s}: skipped ({d.get('reason')})"
-    if k == ev.STEP_RECOVERED:
-        return f"{s}: recovered by fallback {d.get('by')}"
-    if k == ev.STEP_CHECKED:
-        return (
-            f"{s}: would {d.get('would')}"
-            if d.get("ok")
-            else f"{s}: CHECK FAILED: {d.get('error')}"
-        )
-    if k == ev.STEP_RECORDED:
-        return None
-    if k == ev.APPROVAL_NEEDED:
-        return f"{s}: waiting for approval: {d.get('description')}"
-    if k == ev.APPROVAL_GRANTED:
-        return f"{s}: approved ({d.get('by')})"
-    if k == ev.APPROVAL_DENIED:
-        return f"{s}: approval denied ({d.get('by')})"
-    if k == ev.UNDO_STARTED:
-        return f"{s}: undoing"
-    if k == ev.UNDO_SUCCEEDED:
-        return f"{s}: undone"
-    if k == ev.UNDO_FAILED:
-        return f"{s}: UNDO FAILED: {d.get('error')}"
-    if k == ev.RUN_INTERRUPTED:
-        return "run interrupted"
-    if k == ev.RUN_FINISHED:
-        return f"run finished: {d.get('status')} (exit {d.get('exit_code')}): {d.get('message')}"
-    if k == ev.RUN_ABORTED:
-        return f"run aborted by {d.get('by')}: {d.get('reason')}"
-    if k == ev.DRILL_MEASURED:
-        verdict = "objectives met" if d.get("passed") else "objectives MISSED"
-        m = d.get("measurement") or {}
-        return f"drill measured: {verdict} (RPO {m.get('missing', '?')} writes lost, RTO {m.get('rto', '?')}s)"
-    if k == ev.DRILL_PAUSED:
-        acks = len((d.get("acks") or {}).get("rows") or [])
-        return f"drill paused: {acks} canary writes acknowledged so far; drctl drill --resume continues it"
-    if k == ev.LOCK_TAKEN_OVER:
-        return f"lock {d.get('key')}: expired lease of {d.get('previous')} taken over"
-    if k == ev.LOCK_FORCE_RELEASED:
-        return f"lock {d.get('key')} force-released by {d.get('by')}: {d.get('reason')}"
-    return f"{k} {s or ''}".strip()
-
-
 class PlainSink:
     """Timestamped lines, for logs and pipes."""
 
-    def __init__(self, stream: IO[str], show_output: bool = True) -> None:
+    def __init__(self, stream: IO[str], show_output: bool = True, *, debug: bool = False) -> None:
         self.stream = stream
         self.show_output = show_output
+        #: Print the traceback of a bug in a step type (``DRCTL_DEBUG=1``).
+        self.debug = debug
 
     def event(self, event: Event) -> None:
-        line = describe_event(event)
+        fact = ev.decode(event)
+        line = outcome.line(fact, event.token)
         if line is not None:
             self.stream.write(f"{_stamp(event.ts)} {line}\n")
-            self.stream.flush()
+        if self.debug and isinstance(fact, ev.StepFailed) and fact.traceback:
+            self.stream.write(fact.traceback)
+        self.stream.flush()
 
     def log(self, step: str, line: str) -> None:
         if self.show_output:
@@ -117,7 +64,7 @@ class JsonSink:
         self.stream.flush()
 
     def event(self, event: Event) -> None:
-        self._write({"type": "event", **event.to_json()})
+        self._write({"type": "event", **event.to_json(), "line": describe_event(event)})
 
     def log(self, step: str, line: str) -> None:
         self._write({"type": "output", "ts": time.time(), "step": step, "line": line})
@@ -132,21 +79,23 @@ class JsonSink:
 class LiveSink:
     """The live view on a TTY: every step with state, attempt, duration, and output tail."""
 
-    _ICONS: ClassVar[dict[str, str]] = {
-        "pending": "·", "running": "▶", "succeeded": "✓", "failed": "✗", "skipped": "–",
-        "retrying": "↻", "recovered": "✓", "ignored": "!", "waiting": "?", "undone": "↺",
-        "checked": "✓",
+    _ICONS: ClassVar[dict[StepStatus, str]] = {
+        StepStatus.PENDING: "·", StepStatus.RUNNING: "▶", StepStatus.SUCCEEDED: "✓",
+        StepStatus.FAILED: "✗", StepStatus.SKIPPED: "–", StepStatus.RETRYING: "↻",
+        StepStatus.RECOVERED: "✓", StepStatus.IGNORED: "!", StepStatus.WAITING: "?",
+        StepStatus.UNDOING: "↺", StepStatus.UNDONE: "↺", StepStatus.CHECKED: "✓",
     }  # fmt: skip
 
-    def __init__(self, plan: Plan, stream: IO[str]) -> None:
+    def __init__(self, plan: Plan, stream: IO[str], *, debug: bool = False) -> None:
         from rich.console import Console
         from rich.live import Live
 
         self.plan = plan
+        self.debug = debug
         self.console = Console(file=stream)
         self.rows: dict[str, dict[str, Any]] = {
             s.id: {
-                "state": "pending",
+                "state": StepStatus.PENDING,
                 "attempt": 0,
                 "started": None,
                 "took": None,
@@ -178,7 +127,7 @@ class LiveSink:
         now = time.time()
         for sid, row in self.rows.items():
             took = row["took"]
-            if took is None and row["started"] is not None and row["state"] == "running":
+            if took is None and row["started"] is not None and row["state"] is StepStatus.RUNNING:
                 took = now - row["started"]
             table.add_row(
                 self._ICONS.get(row["state"], " "), sid, row["state"],
@@ -192,30 +141,29 @@ class LiveSink:
         return Group(*parts)
 
     def event(self, event: Event) -> None:
+        fact = ev.decode(event)
         with self._lock:
-            row = self.rows.get(event.step or "")
-            k = event.kind
+            row = self.rows.get(fact.step_id or "")
             if row is not None:
-                if k == ev.STEP_STARTED:
-                    row.update(state="running", attempt=event.attempt, started=event.ts, took=None)
-                    self.current, self.tail = event.step, []
-                elif k in (ev.STEP_SUCCEEDED, ev.STEP_RECOVERED):
-                    row["state"] = "succeeded" if k == ev.STEP_SUCCEEDED else "recovered"
-                    row["took"] = event.data.get("duration", row["took"])
-                elif k == ev.STEP_FAILED:
-                    row["state"] = "retrying" if not event.data.get("final", True) else "failed"
-                    row["text"] = str(event.data.get("error"))
-                elif k == ev.STEP_SKIPPED:
-                    row["state"] = "skipped"
-                elif k == ev.STEP_CHECKED:
-                    row["state"] = "checked" if event.data.get("ok") else "failed"
-                    row["text"] = str(event.data.get("would") or event.data.get("error"))
-                elif k == ev.APPROVAL_NEEDED:
-                    row["state"] = "waiting"
-                elif k == ev.UNDO_SUCCEEDED:
-                    row["state"] = "undone"
-            elif k == ev.RUN_FINISHED:
-                self.notes.append(describe_event(event) or "")
+                state = _ROW_STATE.get(type(fact))
+                if isinstance(fact, ev.StepFailed) and not fact.final:
+                    state = StepStatus.RETRYING
+                elif isinstance(fact, ev.StepChecked) and not fact.ok:
+                    state = StepStatus.FAILED
+                if state is not None:
+                    row["state"] = state
+                if isinstance(fact, ev.StepStarted):
+                    row.update(attempt=fact.attempt, started=event.ts, took=None)
+                    self.current, self.tail = fact.step, []
+                elif state is not None:
+                    if isinstance(fact, ev.StepSucceeded) and fact.duration is not None:
+                        row["took"] = fact.duration
+                    # The step's outcome, in the words every other view uses.
+                    row["text"] = outcome.line(fact, event.token) or row["text"]
+            elif isinstance(fact, ev.RunFinished):
+                self.notes.append(outcome.line(fact, event.token) or "")
+            if self.debug and isinstance(fact, ev.StepFailed) and fact.traceback:
+                self.console.print(fact.traceback, markup=False, highlight=False)
             self.live.update(self._render())
 
     def log(self, step: str, line: str) -> None:
@@ -240,3 +188,18 @@ class LiveSink:
         with self._lock:
             self.live.update(self._render())
             self.live.stop()
+
+
+#: The live view's state of a step after each kind of event about it.
+_ROW_STATE: dict[type[ev.JournalEvent], StepStatus] = {
+    ev.StepStarted: StepStatus.RUNNING,
+    ev.StepSucceeded: StepStatus.SUCCEEDED,
+    ev.StepRecovered: StepStatus.RECOVERED,
+    ev.StepFailed: StepStatus.FAILED,
+    ev.StepSkipped: StepStatus.SKIPPED,
+    ev.StepChecked: StepStatus.CHECKED,
+    ev.ApprovalNeeded: StepStatus.WAITING,
+    ev.UndoStarted: StepStatus.UNDOING,
+    ev.UndoSucceeded: StepStatus.UNDONE,
+    ev.UndoFailed: StepStatus.FAILED,
+}

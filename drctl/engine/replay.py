@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drctl.engine import events as ev
+from drctl.engine.status import RunStatus, StepStatus
 from drctl.state.base import Event
 
 
@@ -14,31 +15,30 @@ from drctl.state.base import Event
 class StepState:
     """One step as the journal tells it."""
 
-    status: str = "pending"  # pending, running, succeeded, failed, skipped, recovered, undone
+    status: StepStatus = StepStatus.PENDING
     attempts: int = 0
     outputs: dict[str, Any] = field(default_factory=dict)
     recorded: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-    summary: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
 
     @property
     def in_doubt(self) -> bool:
         """Started with no outcome: the process died or was cancelled mid-step."""
-        return self.status == "running"
+        return self.status is StepStatus.RUNNING
 
     @property
     def done(self) -> bool:
         """Finished in a way that lets dependent steps run."""
-        return self.status in ("succeeded", "skipped", "recovered", "ignored")
+        return self.status.done
 
 
 @dataclass
 class RunState:
     steps: dict[str, StepState] = field(default_factory=dict)
     approved: set[str] = field(default_factory=set)
-    finished: str | None = None
+    finished: RunStatus | None = None
     events: int = 0
 
     def step(self, step_id: str) -> StepState:
@@ -54,45 +54,48 @@ def replay(events: Iterable[Event]) -> RunState:
     for e in events:
         run.events += 1
         kind = e.kind
-        if kind == ev.RUN_FINISHED:
-            run.finished = str(e.data.get("status"))
-            continue
-        if kind in (ev.RUN_RESUMED, ev.RUN_STARTED):
-            run.finished = None
-            continue
-        if kind == ev.APPROVAL_GRANTED and e.step is not None:
-            run.approved.add(e.step)
-            continue
-        if e.step is None:
-            continue
-        s = run.step(e.step)
-        if kind == ev.STEP_STARTED:
-            s.status = "running"
+        # Dispatch on the stored kind, then read only that kind: resume folds whole journals.
+        if kind == ev.STEP_STARTED and e.step is not None:
+            # All a start says is in the store's own columns.
+            s = run.step(e.step)
+            s.status = StepStatus.RUNNING
             s.attempts = max(s.attempts, e.attempt or 1)
             s.started_at = s.started_at or e.ts
             s.error = None
-        elif kind == ev.STEP_RECORDED:
-            s.recorded[str(e.data["key"])] = e.data.get("value")
         elif kind == ev.STEP_SUCCEEDED:
-            s.status = "succeeded"
-            s.outputs = dict(e.data.get("outputs") or {})
-            s.summary = e.data.get("summary")
+            ok = ev.StepSucceeded.read(e)
+            s = run.step(ok.step)
+            s.status = StepStatus.SUCCEEDED
+            s.outputs = dict(ok.outputs)
             s.finished_at = e.ts
         elif kind == ev.STEP_FAILED:
-            if e.data.get("final", True):
-                s.status = "ignored" if e.data.get("ignored") else "failed"
+            failed = ev.StepFailed.read(e)
+            s = run.step(failed.step)
+            if not failed.final:
+                s.status = StepStatus.RETRYING
             else:
-                s.status = "retrying"
-            s.error = e.data.get("error")
+                s.status = StepStatus.IGNORED if failed.ignored else StepStatus.FAILED
+            s.error = failed.error
             s.finished_at = e.ts
-        elif kind == ev.STEP_SKIPPED:
-            s.status = "skipped"
-            s.summary = e.data.get("reason")
-        elif kind == ev.STEP_RECOVERED:
-            s.status = "recovered"
-            s.summary = e.data.get("summary")
-        elif kind == ev.UNDO_SUCCEEDED:
-            s.status = "undone"
-        elif kind == ev.UNDO_STARTED:
-            s.status = "undoing"
+        elif kind == ev.STEP_RECORDED:
+            recorded = ev.StepRecorded.read(e)
+            run.step(recorded.step).recorded[recorded.key] = recorded.value
+        elif kind == ev.RUN_FINISHED:
+            run.finished = ev.RunFinished.read(e).status
+        elif kind in (ev.RUN_RESUMED, ev.RUN_STARTED):
+            run.finished = None
+        elif kind == ev.APPROVAL_GRANTED and e.step is not None:
+            run.approved.add(e.step)
+        elif kind in _STEP_STATES and e.step is not None:
+            # Skipped, recovered, undoing, undone: the kind and the step say it all.
+            run.step(e.step).status = _STEP_STATES[kind]
     return run
+
+
+#: Kinds whose whole meaning for a step's state is their kind.
+_STEP_STATES = {
+    ev.STEP_SKIPPED: StepStatus.SKIPPED,
+    ev.STEP_RECOVERED: StepStatus.RECOVERED,
+    ev.UNDO_STARTED: StepStatus.UNDOING,
+    ev.UNDO_SUCCEEDED: StepStatus.UNDONE,
+}

@@ -1,8 +1,7 @@
-"""Starting, resuming, aborting runs and force-unlocking: the engine's front door.
+"""Finding, aborting and force-unlocking runs, and what starting one needs (engine.runner).
 
-Each function opens nothing itself: the caller passes the state store, the output
-sinks and the gate decider, so the CLI decides how things look and tests decide
-what is real.
+Each function opens nothing itself: the caller passes the state store, so the CLI
+decides where runs are kept and tests decide what is real.
 """
 
 from __future__ import annotations
@@ -16,20 +15,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from drctl import __version__
-from drctl.compiler.compile import compile_runbook
-from drctl.compiler.params import ParamInput
 from drctl.compiler.plan import Plan
 from drctl.engine import events as ev
 from drctl.engine.clock import Clock, SystemClock
-from drctl.engine.executor import Executor, GateDecider, Interrupts, Options, Outcome
 from drctl.engine.journal import Journal, Sink
-from drctl.engine.lock import RunLock
-from drctl.engine.redact import Redactor
-from drctl.engine.replay import RunState, replay
-from drctl.engine.secrets import resolve_plan_secrets
+from drctl.engine.status import RunStatus
 from drctl.errors import LockHeld, ResumeRefused, RunNotFound, UsageError
-from drctl.state.base import Event, RunRecord, StateStore, dumps
+from drctl.state.base import Event, RunRecord, StateStore
 
 
 @dataclass(frozen=True)
@@ -98,81 +90,9 @@ def _params_as_flags(params: Mapping[str, object]) -> tuple[str, ...]:
     return tuple(flags)
 
 
-def start(
-    path: str,
-    given: ParamInput,
-    options: Options,
-    store: StateStore,
-    sinks: SinkFactory,
-    gate: GateDecider,
-    interrupts: Interrupts,
-    *,
-    clock: Clock | None = None,
-    environ: Mapping[str, str] | None = None,
-    on_ready: Callable[[str], None] | None = None,
-    plan: Plan | None = None,
-) -> tuple[str, Outcome]:
-    """Compile and run (or dry-run) a runbook; returns the run id and how it ended.
-
-    ``on_ready(run_id)`` is called once the run holds its lock and is journaled, just
-    before its first step (a drill's canary hooks in there). ``plan``: the runbook
-    already compiled with ``given`` (the caller needed its settings first).
-    """
-    clock = clock or SystemClock()
-    plan = plan or compile_runbook(path, given)
-    redactor = Redactor()
-    resolved = resolve_plan_secrets(plan, redactor, environ)
-    lock_key = plan.settings.get("lock") or plan.name
-    me = who()
-    run_id = new_run_id(clock.now())
-    record = RunRecord(
-        id=run_id, runbook=os.path.abspath(path), name=plan.name, plan_hash=plan.hash,
-        plan_json=dumps(plan.to_dict()), params_json=dumps(redactor.data(plan.params)),
-        user=me.user, host=me.host, pid=me.pid, version=__version__, started_at=clock.now(),
-        lock_key=lock_key, dry_run=options.dry_run, cwd=me.cwd,
-    )  # fmt: skip
-    header = {
-        "run_id": run_id, "runbook": record.runbook, "name": plan.name, "plan_hash": plan.hash,
-        "params": redactor.data(plan.params), "user": me.user, "host": me.host, "pid": me.pid,
-        "version": __version__, "lock_key": lock_key, "dry_run": options.dry_run, "cwd": me.cwd,
-    }  # fmt: skip
-    if options.dry_run:
-        # A dry run changes nothing, so it neither takes nor waits for the lock.
-        store.create_run(record)
-        journal = Journal(store, run_id, None, redactor, clock, sinks(plan))
-        try:
-            journal.write(ev.RUN_STARTED, **header)
-            executor = Executor(
-                plan, journal, RunState(), resolved, options, gate, clock, interrupts
-            )
-            return run_id, executor.dry_run()
-        finally:
-            _close(journal)
-    lock = RunLock(store, clock)
-    taken = lock.acquire(lock_key, run_id, me.user, me.host, me.pid)
-    live: Journal | None = None
-    try:
-        _refuse_if_unfinished(store, plan.name, lock_key)
-        store.create_run(record)
-        live = Journal(store, run_id, lock, redactor, clock, sinks(plan))
-        live.write(ev.RUN_STARTED, **header)
-        if taken.took_over is not None:
-            live.write(ev.LOCK_TAKEN_OVER, key=lock_key, previous=taken.took_over.describe())
-        if on_ready is not None:
-            on_ready(run_id)
-        executor = Executor(
-            plan, live, RunState(), resolved, options, gate, clock, interrupts, lock.lost
-        )
-        return run_id, executor.run()
-    finally:
-        if live is not None:
-            _close(live)
-        lock.release()
-
-
-def _refuse_if_unfinished(store: StateStore, name: str, lock_key: str) -> None:
+def refuse_if_unfinished(store: StateStore, name: str, lock_key: str) -> None:
     for run in store.list_runs(limit=200, name=name):
-        if run.lock_key == lock_key and run.status in ev.UNFINISHED and not run.dry_run:
+        if run.lock_key == lock_key and RunStatus(run.status).unfinished and not run.dry_run:
             how = "drctl drill --resume" if paused_drill(store, run.id) else "drctl resume"
             raise LockHeld(
                 f"run {run.id} of {name} is unfinished ({run.status}); a new run could act on a "
@@ -182,83 +102,33 @@ def _refuse_if_unfinished(store: StateStore, name: str, lock_key: str) -> None:
             )
 
 
-def paused_drill(store: StateStore, run_id: str) -> Event | None:
+def paused_drill(store: StateStore, run_id: str) -> ev.DrillPaused | None:
     """The run's last ``drill_paused`` event, if it is a drill that can still be measured whole."""
     record = store.get_run(run_id)
-    if record is None or record.status not in ev.UNFINISHED:
+    if record is None or not RunStatus(record.status).unfinished:
         return None
     return last_pause(store.events(run_id))
 
 
-def last_pause(events: Sequence[Event]) -> Event | None:
+def last_pause(events: Sequence[Event]) -> ev.DrillPaused | None:
     """The last ``drill_paused`` of an unfinished run's journal, if the drill can go on.
 
     Not if the drill concluded, nor if the run went on without its canary after the
     pause (``drctl resume --unmeasured``, or a resumed drill that was killed). Finished
     and aborted runs are no paused drills either: ``paused_drill`` checks that.
     """
-    found = None
+    found: ev.DrillPaused | None = None
     for event in events:
-        if event.kind == ev.DRILL_PAUSED:
-            found = event
-        elif event.kind == ev.RUN_RESUMED or (
-            event.kind == ev.DRILL_MEASURED and not event.data.get("paused")
+        if event.kind not in (ev.DRILL_PAUSED, ev.RUN_RESUMED, ev.DRILL_MEASURED):
+            continue  # decoding only what decides keeps a long journal quick
+        fact = ev.decode(event)
+        if isinstance(fact, ev.DrillPaused):
+            found = fact
+        elif isinstance(fact, ev.RunResumed) or (
+            isinstance(fact, ev.DrillMeasured) and not fact.paused
         ):
             found = None
     return found
-
-
-def resume(
-    run: RunRecord,
-    options: Options,
-    store: StateStore,
-    sinks: SinkFactory,
-    gate: GateDecider,
-    interrupts: Interrupts,
-    *,
-    accept_plan_hash: str | None = None,
-    clock: Clock | None = None,
-    environ: Mapping[str, str] | None = None,
-    on_ready: Callable[[str], None] | None = None,
-) -> Outcome:
-    """Continue ``run`` where its journal says it stopped (``on_ready`` as for ``start``)."""
-    clock = clock or SystemClock()
-    if run.dry_run:
-        raise ResumeRefused(f"run {run.id} was a dry run; start a real one with drctl run")
-    if run.status == ev.SUCCEEDED:
-        return Outcome(ev.SUCCEEDED, 0, f"run {run.id} already finished; nothing to do")
-    if run.status in (ev.ROLLED_BACK, ev.ABORTED):
-        raise ResumeRefused(f"run {run.id} was {run.status.replace('_', ' ')}; start a new run")
-    state = replay(store.events(run.id))
-    if os.path.isdir(run.cwd):
-        # Relative paths in steps mean what they meant when the run started.
-        os.chdir(run.cwd)
-    plan = compile_runbook(run.runbook, ParamInput(_params_as_flags(json.loads(run.params_json))))
-    if plan.hash not in (run.plan_hash, accept_plan_hash):
-        raise PlanChanged(run, plan)
-    redactor = Redactor()
-    resolved = resolve_plan_secrets(plan, redactor, environ)
-    me = who()
-    lock = RunLock(store, clock)
-    taken = lock.acquire(run.lock_key, run.id, me.user, me.host, me.pid)
-    journal = Journal(store, run.id, lock, redactor, clock, sinks(plan))
-    try:
-        journal.write(
-            ev.RUN_RESUMED, user=me.user, host=me.host, pid=me.pid, version=__version__,
-            plan_hash=plan.hash, previous_status=run.status,
-        )  # fmt: skip
-        if taken.took_over is not None:
-            journal.write(ev.LOCK_TAKEN_OVER, key=run.lock_key, previous=taken.took_over.describe())
-        store.set_status(run.id, ev.RUNNING, None)
-        if on_ready is not None:
-            on_ready(run.id)
-        executor = Executor(
-            plan, journal, state, resolved, options, gate, clock, interrupts, lock.lost
-        )
-        return executor.run()
-    finally:
-        _close(journal)
-        lock.release()
 
 
 def abort(run: RunRecord, reason: str, store: StateStore, clock: Clock | None = None) -> None:
@@ -277,10 +147,14 @@ def abort(run: RunRecord, reason: str, store: StateStore, clock: Clock | None = 
     me = who()
     store.append(
         run.id,
-        Event(ev.RUN_ABORTED, clock.now(), data={"by": f"{me.user}@{me.host}", "reason": reason}),
+        Event(
+            ev.RUN_ABORTED,
+            clock.now(),
+            data=ev.RunAborted(by=f"{me.user}@{me.host}", reason=reason).to_json(),
+        ),
         None,
     )
-    store.set_status(run.id, ev.ABORTED, clock.now())
+    store.set_status(run.id, RunStatus.ABORTED, clock.now())
 
 
 def unlock(
@@ -296,18 +170,15 @@ def unlock(
             Event(
                 ev.LOCK_FORCE_RELEASED,
                 clock.now(),
-                data={
-                    "key": key,
-                    "lease": lease_id,
-                    "by": f"{me.user}@{me.host}",
-                    "reason": reason,
-                },
+                data=ev.LockForceReleased(
+                    key=key, lease=lease_id, by=f"{me.user}@{me.host}", reason=reason
+                ).to_json(),
             ),
             None,
         )
     return info.describe()
 
 
-def _close(journal: Journal) -> None:
+def close_sinks(journal: Journal) -> None:
     for sink in journal.sinks:
         sink.close()

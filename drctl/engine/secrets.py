@@ -64,7 +64,7 @@ def resolve_plan_secrets(
     for step in (*plan.steps, *plan.fallbacks):
         holders.append(step.inputs)
         if step.rollback is not None:
-            holders.append(step.rollback["with"])
+            holders.append(step.rollback.inputs)
     for holder in holders:
         for text in iter_strings(holder):
             if "${" in text:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from drctl.drill.report import DrillReport, HistoryEntry
+from drctl.engine.status import StepStatus
 
 
 def _t(ts: float | None) -> str:
@@ -24,13 +25,13 @@ def _met(value: bool | None) -> str:
 
 
 def _figures(r: DrillReport) -> list[tuple[str, str, str, str]]:
-    m: dict[str, Any] = r.drill["measurement"]
-    v: dict[str, Any] = r.drill["verdict"]
+    m: dict[str, Any] = r.drill.measurement
+    v: dict[str, Any] = r.drill.verdict
     rpo = f"{m['missing']} of {m['acknowledged']} acknowledged writes missing"
     if m["missing"]:
         rpo += f" (span {_s(m['missing_span'])}, first seq {m['missing_first_seq']})"
-    if r.drill.get("read_back_error"):
-        rpo = f"unknown: {r.drill['read_back_error']}"
+    if r.drill.read_back_error:
+        rpo = f"unknown: {r.drill.read_back_error}"
     return [
         ("RPO", rpo, _obj(v["rpo_objective"]), _met(v["rpo_met"])),
         ("RTO", _s(m["rto"]), _obj(v["rto_objective"]), _met(v["rto_met"])),
@@ -51,16 +52,16 @@ def _obj(value: float | None) -> str:
 
 
 def _verdict(r: DrillReport) -> str:
-    if r.drill.get("canary_failed"):
-        return f"FAILED: the canary writer stopped by surprise ({r.drill['canary_failed']}): nothing after it was measured"
-    if r.drill.get("run_exit_code"):
-        return f"FAILED: the run ended {r.run_status} (exit {r.drill['run_exit_code']}): {r.drill.get('run_message', '')}"
+    if r.drill.canary_failed:
+        return f"FAILED: the canary writer stopped by surprise ({r.drill.canary_failed}): nothing after it was measured"
+    if r.drill.run_exit_code:
+        return f"FAILED: the run ended {r.run_status} (exit {r.drill.run_exit_code}): {r.drill.run_message}"
     return "PASSED: objectives met" if r.passed else "FAILED: objectives missed"
 
 
 def _windows(r: DrillReport, prefix: str) -> list[str]:
     """A line on a resumed drill's canary windows (none for a drill run in one go)."""
-    windows = r.drill.get("windows") or []
+    windows = r.drill.windows
     if len(windows) < 2:
         return []
     return [
@@ -90,9 +91,9 @@ def as_markdown(r: DrillReport) -> str:
         "",
         f"- Run: `{r.run_id}` ({r.run_status}), started {_t(r.started_at)}, finished {_t(r.finished_at)}",
         f"- Runbook: `{r.runbook}`",
-        f"- Canary: {r.drill['canary']['kind']} `{r.drill['canary']['dsn']}`"
-        + (f" via DNS {r.drill['canary']['dns_server']}" if r.drill["canary"]["dns_server"] else "")
-        + f", read back from `{r.drill['canary']['verify_dsn']}`",
+        f"- Canary: {r.drill.canary.kind} `{r.drill.canary.dsn}`"
+        + (f" via DNS {r.drill.canary.dns_server}" if r.drill.canary.dns_server else "")
+        + f", read back from `{r.drill.canary.verify_dsn}`",
         *_windows(r, "- "),
         "",
         "## Figures",
@@ -134,11 +135,11 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 
 def as_html(r: DrillReport) -> str:
     e = html.escape
-    ok = "pass" if r.passed and not r.drill.get("run_exit_code") else "fail"
-    m = r.drill["measurement"]
+    ok = "pass" if r.passed and not r.drill.run_exit_code else "fail"
+    m = r.drill.measurement
     ends = [s.end for s in r.steps if s.end is not None] + [
         (r.finished_at or r.started_at) - r.started_at,
-        (r.drill["canary"]["stopped_at"] or r.started_at) - r.started_at,
+        (r.drill.canary.stopped_at or r.started_at) - r.started_at,
     ]
     total = max([*ends, 0.001])
     out = [
@@ -148,7 +149,7 @@ def as_html(r: DrillReport) -> str:
         f"<p class='{ok}'><strong>{e(_verdict(r))}</strong></p>",
         f"<p>Run <code>{e(r.run_id)}</code> ({e(r.run_status)}), started {_t(r.started_at)}, "
         f"finished {_t(r.finished_at)}; runbook <code>{e(r.runbook)}</code>; canary "
-        f"<code>{e(r.drill['canary']['dsn'])}</code></p>",
+        f"<code>{e(r.drill.canary.dsn)}</code></p>",
         *(f"<p>{e(line)}</p>" for line in _windows(r, "")),
         "<h2>Figures</h2><table><tr><th>measure</th><th>value</th><th>objective</th><th>result</th></tr>",
     ]
@@ -175,7 +176,7 @@ def as_html(r: DrillReport) -> str:
             classes = (
                 "bar"
                 + (" mutates" if s.mutates else "")
-                + (" failed" if s.status == "failed" else "")
+                + (" failed" if s.status is StepStatus.FAILED else "")
             )
             bar = (
                 f"<div class='{classes}' style='left:{left:.2f}%;width:{width:.2f}%' "

@@ -57,15 +57,13 @@ def _details(step: CompiledStep) -> list[str]:
         lines.append(f"with.{key}: {inline(value)}{marker}")
     retries = step.retries
     extras = [f"timeout {format_duration(step.timeout)}"]
-    if retries["attempts"] > 1:
-        extras.append(f"retries {retries['attempts']}× every {format_duration(retries['delay'])}")
-    on_failure = (
-        step.on_failure if isinstance(step.on_failure, str) else f"run {step.on_failure['run']}"
-    )
+    if retries.attempts > 1:
+        extras.append(f"retries {retries.attempts}× every {format_duration(retries.delay)}")
+    on_failure = step.on_failure.describe()
     if on_failure != "abort":
         extras.append(f"on failure: {on_failure}")
     if step.rollback is not None:
-        extras.append(f"rollback: {step.rollback['description']}")
+        extras.append(f"rollback: {step.rollback.description}")
     elif step.can_undo:
         extras.append("undoable")
     lines.append("; ".join(extras))

@@ -6,8 +6,10 @@ import json
 import time
 from collections.abc import Sequence
 
-from drctl.engine.output import describe_event
+from drctl.engine.events import StepRecorded, decode
+from drctl.engine.outcome import line
 from drctl.engine.replay import RunState
+from drctl.engine.status import StepStatus
 from drctl.state.base import Event, LockInfo, RunRecord
 
 
@@ -55,9 +57,13 @@ def status_text(
     out.append("")
     for sid in order:
         s = state.steps.get(sid)
-        status = s.status if s else "pending"
+        status = s.status if s else StepStatus.PENDING
         detail = ""
-        if s is not None and s.error and status in ("failed", "retrying", "ignored"):
+        if (
+            s is not None
+            and s.error
+            and status in (StepStatus.FAILED, StepStatus.RETRYING, StepStatus.IGNORED)
+        ):
             detail = f"  {s.error}"
         attempts = f" ×{s.attempts}" if s is not None and s.attempts > 1 else ""
         out.append(f"  {status:<10} {sid}{attempts}{detail}")
@@ -73,7 +79,7 @@ def status_json(
         "finished_at": run.finished_at, "user": run.user, "host": run.host,
         "lock": None if lock is None else {"key": lock.key, "lease_id": lock.lease_id, "run_id": lock.run_id, "token": lock.token, "expires_at": lock.expires_at},
         "steps": [
-            {"id": sid, "status": (state.steps[sid].status if sid in state.steps else "pending"),
+            {"id": sid, "status": (state.steps[sid].status if sid in state.steps else StepStatus.PENDING),
              "attempts": state.steps[sid].attempts if sid in state.steps else 0,
              "error": state.steps[sid].error if sid in state.steps else None,
              "outputs": state.steps[sid].outputs if sid in state.steps else {}}
@@ -86,12 +92,17 @@ def status_json(
 def log_text(events: Sequence[Event]) -> str:
     lines = []
     for e in events:
-        text = describe_event(e)
-        if text is None:
-            text = f"{e.step}: recorded {e.data.get('key')}"
+        fact = decode(e)
+        text = line(fact, e.token)
+        if isinstance(fact, StepRecorded):
+            text = f"{fact.step}: recorded {fact.key}"
         lines.append(f"{e.seq:>5} {_t(e.ts)} [{e.token}] {text}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 
 def log_json(events: Sequence[Event]) -> str:
-    return "".join(json.dumps(e.to_json(), sort_keys=True, default=str) + "\n" for e in events)
+    return "".join(
+        json.dumps({**e.to_json(), "line": line(decode(e), e.token)}, sort_keys=True, default=str)
+        + "\n"
+        for e in events
+    )

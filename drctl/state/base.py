@@ -12,7 +12,10 @@ import json
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from drctl.compiler.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,12 @@ class RunRecord:
     status: str = "running"
     finished_at: float | None = None
     cwd: str = ""
+
+    def plan(self) -> Plan:
+        """The plan this run executes, as stored when it started (the one way to read it)."""
+        from drctl.compiler.plan import plan_from_dict
+
+        return plan_from_dict(json.loads(self.plan_json))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ import pytest
 from drctl.compiler.params import ParamInput
 from drctl.engine.executor import Interrupts, Options, Outcome
 from drctl.engine.replay import RunState, replay
-from drctl.engine.runs import find_run, resume, start
+from drctl.engine.runner import Runner
+from drctl.engine.runs import find_run
+from drctl.engine.status import GateVerdict
 from drctl.state.base import Event
 from drctl.state.sqlite import SqliteStore
 
@@ -70,21 +72,19 @@ class Harness:
         path.write_text(text.replace("{tmp}", str(self.tmp)))
         return str(path)
 
-    def gate(self, step: Any) -> tuple[str, str]:
-        verdict = self.gate_answers.get(step.id, "needed")
-        return verdict, "test"
+    def gate(self, step: Any) -> tuple[GateVerdict, str]:
+        verdict = self.gate_answers.get(step.id, GateVerdict.NEEDED)
+        return GateVerdict(verdict), "test"
+
+    def runner(self) -> Runner:
+        """A Runner on this harness's store, sink, gate answers and clock."""
+        return Runner(self.store, lambda plan: [self.sink], self.gate, Interrupts(), self.clock)
 
     def run(self, path: str, *flags: str, **options: Any) -> tuple[str, Outcome]:
-        return start(
-            path, ParamInput(tuple(flags)), Options(**options), self.store,
-            lambda plan: [self.sink], self.gate, Interrupts(), clock=self.clock,
-        )  # fmt: skip
+        return self.runner().start(path, ParamInput(tuple(flags)), Options(**options))
 
     def resume(self, run_id: str, **options: Any) -> Outcome:
-        return resume(
-            find_run(self.store, run_id), Options(**options), self.store,
-            lambda plan: [self.sink], self.gate, Interrupts(), clock=self.clock,
-        )  # fmt: skip
+        return self.runner().resume(find_run(self.store, run_id), Options(**options))
 
     def state(self, run_id: str) -> RunState:
         return replay(self.store.events(run_id))

@@ -13,9 +13,9 @@ import pytest
 from drctl.compiler.params import ParamInput
 from drctl.drill import run as drill_run
 from drctl.drill.canary import CanarySpec
-from drctl.engine import events as ev
 from drctl.engine.executor import Interrupts, Options
 from drctl.engine.runs import abort, find_run, paused_drill
+from drctl.engine.status import RunStatus
 from tests.engine.conftest import HEAD, Harness
 from tests.unit.test_canary_writer import ListCanary
 
@@ -35,10 +35,10 @@ class BrokenReadBack(ListCanary):
 
 
 def _drill(harness: Harness, path: str, canary: ListCanary) -> Any:
-    return drill_run.drill(
-        path, ParamInput(()), Options(), harness.store, lambda plan: [harness.sink],
-        harness.gate, Interrupts(), CanarySpec("list", "list://"),
-    )  # fmt: skip
+    runner = drill_run.DrillRunner(
+        harness.store, lambda plan: [harness.sink], harness.gate, Interrupts(), harness.clock
+    )
+    return runner.drill(path, ParamInput(()), Options(), CanarySpec("list", "list://"))
 
 
 def test_a_pause_is_journaled_before_the_read_back(
@@ -50,11 +50,11 @@ def test_a_pause_is_journaled_before_the_read_back(
     with pytest.raises(RuntimeError, match="read-back blew up"):
         _drill(harness, harness.write(GATED), canary)
     [record] = harness.store.list_runs()
-    assert record.status == ev.WAITING_APPROVAL
+    assert record.status == RunStatus.WAITING_APPROVAL
     paused = paused_drill(harness.store, record.id)
     assert paused is not None
-    assert len(paused.data["acks"]["rows"]) == len(canary.acks()) > 0
-    assert paused.data["next_seq"] == canary.next_seq
+    assert len(paused.acks.rows) == len(canary.acks()) > 0
+    assert paused.next_seq == canary.next_seq
     # Given up: an aborted run is no paused drill any more.
     abort(find_run(harness.store, record.id), "test", harness.store)
     assert paused_drill(harness.store, record.id) is None

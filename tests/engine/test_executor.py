@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -340,3 +342,102 @@ steps:
 def test_process_environment_is_not_leaked_into_the_plan(harness: Harness) -> None:
     """Sanity: the harness runs in tmp_path (relative paths in steps resolve there)."""
     assert os.getcwd() == str(harness.tmp)
+
+
+def test_a_bug_in_a_step_type_journals_its_redacted_traceback(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception in a step type is journaled with its traceback, secrets masked,
+    and a debug sink prints that traceback."""
+    import io
+
+    from drctl.engine import executor
+    from drctl.engine.output import PlainSink
+    from drctl.steps.shell import Shell
+
+    secret = "tok-7c1e9a2b-bug"
+
+    class Buggy(Shell):
+        def apply(self, ctx: Any) -> None:
+            raise ZeroDivisionError(f"division by the token {secret}")
+
+    monkeypatch.setenv("BUG_TOKEN", secret)
+    real = executor.get_step_type
+    monkeypatch.setattr(
+        executor, "get_step_type", lambda name: Buggy() if name == "shell" else real(name)
+    )
+    shown = io.StringIO()
+    harness.sink = PlainSink(shown, debug=True)  # type: ignore[assignment]
+    path = harness.write(
+        HEAD
+        + """
+steps:
+  - id: s
+    type: shell
+    with: {command: "true", verify: "true", env: {T: "${env:BUG_TOKEN}"}}
+"""
+    )
+    run_id, outcome = harness.run(path)
+    assert outcome.exit_code == 1
+    [failed] = [e for e in harness.store.events(run_id) if e.kind == "step_failed"]
+    trace = failed.data["traceback"]
+    assert "Traceback (most recent call last)" in trace
+    assert "ZeroDivisionError: division by the token ***" in trace
+    assert "in apply" in trace
+    assert secret not in json.dumps(failed.data)
+    assert "ZeroDivisionError: division by the token ***" in shown.getvalue()
+    assert secret not in shown.getvalue()
+
+
+def test_a_plain_sink_prints_no_traceback_without_debug(harness: Harness) -> None:
+    """Without DRCTL_DEBUG a step type's traceback stays in the journal, out of the lines."""
+    import io
+
+    from drctl.engine.output import PlainSink
+    from drctl.state.base import Event
+
+    shown = io.StringIO()
+    data = {"error": "internal error", "final": True, "traceback": "Traceback (most recent"}
+    PlainSink(shown).event(Event("step_failed", 0.0, "s", 1, data))
+    assert shown.getvalue().endswith("s: FAILED (attempt 1): internal error\n")
+    PlainSink(shown, debug=True).event(Event("step_failed", 0.0, "s", 1, data))
+    assert shown.getvalue().endswith("Traceback (most recent")
+
+
+def test_every_view_tells_a_step_in_the_same_words(harness: Harness) -> None:
+    """Plain lines, JSON lines, drctl log and the live view show each outcome's one line."""
+    import io
+
+    from drctl.engine.output import JsonSink, LiveSink, PlainSink
+    from drctl.render.runs import log_text
+    from drctl.state.base import RunRecord
+
+    path = harness.write(
+        HEAD
+        + """
+steps:
+  - {id: ok, type: shell, with: {command: "true", verify: "true"}}
+  - {id: bad, type: shell, on_failure: continue, with: {command: "exit 3", verify: "true"}}
+"""
+    )
+    run_id, _ = harness.run(path)
+    events = harness.store.events(run_id)
+    record = harness.store.get_run(run_id)
+    assert isinstance(record, RunRecord)
+    plain, as_json = io.StringIO(), io.StringIO()
+    live = LiveSink(record.plan(), io.StringIO())
+    for e in events:
+        PlainSink(plain).event(e)
+        JsonSink(as_json).event(e)
+        live.event(e)
+    live.close()
+    plain_lines = [line.split(" ", 1)[1] for line in plain.getvalue().splitlines()]
+    json_lines = [json.loads(line)["line"] for line in as_json.getvalue().splitlines()]
+    log_lines = [line.split("] ", 1)[1] for line in log_text(events).splitlines()]
+    assert plain_lines == json_lines == log_lines
+    succeeded = next(line for line in plain_lines if line.startswith("ok: run"))
+    assert succeeded.startswith("ok: run `true` — ok in ")
+    assert live.rows["ok"]["text"] == succeeded
+    ignored = [line for line in plain_lines if line.startswith("bad: FAILED")][-1]
+    assert live.rows["bad"]["text"] == ignored
+    assert "(attempt None)" not in ignored

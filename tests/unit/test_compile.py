@@ -388,3 +388,64 @@ fallbacks:
         "on_failure runs 'stop-it', which is not a step under fallbacks: did you mean 'stop'?"
         in messages(info)
     )
+
+
+def test_plan_hashes_are_what_0_1_0_computed() -> None:
+    """Every example runbook hashes as drctl 0.1.0 hashed it, so its journaled runs resume."""
+    import json
+
+    from tests.conftest import REPO
+
+    cases = json.loads((REPO / "tests/fixtures/plan_hashes_0_1_0.json").read_text())
+    assert len(cases) >= 10
+    for case in cases:
+        plan = compile_runbook(
+            str(REPO / case["runbook"]),
+            ParamInput(tuple(case["params"])),
+            placeholders=case["placeholders"],
+        )
+        assert plan.hash == case["hash"], case["runbook"]
+
+
+def test_retries_wait_as_their_policy_says() -> None:
+    """delay_before: nothing before the first attempt, then delay growing by backoff, capped."""
+    from drctl.compiler.plan import Retries
+
+    policy = Retries(attempts=5, delay=1.0, backoff=2.0, max_delay=5.0)
+    assert [policy.delay_before(n) for n in range(1, 6)] == [0.0, 1.0, 2.0, 4.0, 5.0]
+    assert Retries(attempts=3, delay=2.0).delay_before(3) == 2.0
+    with pytest.raises(ValueError, match="attempts"):
+        Retries(attempts=0)
+    with pytest.raises(ValueError, match="backoff"):
+        Retries(backoff=0.5)
+
+
+def test_a_stored_plan_reads_back_as_the_same_typed_plan() -> None:
+    """plan_from_dict(to_dict()) gives back the typed values, and the same content and hash."""
+    from drctl.compiler.plan import FailurePolicy, plan_from_dict, plan_hash
+    from tests.conftest import REPO
+
+    plan = compile_runbook(str(REPO / "tests/fixtures/journal_0_1_0/runbook.yaml"))
+    again = plan_from_dict(plan.to_dict())
+    assert again.content() == plan.content()
+    assert plan_hash(again) == plan.hash
+    assert again.settings.lock_key(again.name) == "journal-fixture"
+    flaky, fenced, promote = again.step("flaky"), again.step("fenced"), again.step("promote")
+    assert flaky.retries.attempts == 2
+    assert fenced.on_failure.policy is FailurePolicy.FALLBACK
+    assert fenced.on_failure.run == "fallback-fence"
+    assert promote.rollback is not None
+    assert promote.rollback.inputs == {"command": "rm -f promoted"}
+
+
+def test_a_plan_diff_names_changed_settings(write_runbook: Callable[..., str]) -> None:
+    """A settings change shows as settings.<field> in the diff, in text and JSON."""
+    from drctl.compiler.diff import diff_plans
+    from drctl.render.diff import as_json, as_text
+
+    body = "settings: {lock: %s}\nsteps:\n  - {id: a, type: wait, with: {duration: 0s}}\n"
+    old = compile_runbook(write_runbook(HEAD + body % "one", name="old.yaml"))
+    new = compile_runbook(write_runbook(HEAD + body % "two", name="new.yaml"))
+    changed = diff_plans(old, new)
+    assert "settings.lock" in as_text(changed, "old", "new")
+    assert "settings.lock" in as_json(changed, "old", "new")

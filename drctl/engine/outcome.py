@@ -1,0 +1,95 @@
+"""The one line each journal event is told in: worded here, from its typed facts, only.
+
+The live view, the plain lines, the JSON lines (their ``line``) and ``drctl log`` all
+show these words, so a step's outcome reads the same wherever it is seen. The journal
+keeps facts (duration, description, verdicts), never words; the one exception is the
+``summary`` drctl 0.1.0 wrote with a success, shown as it was for those journals.
+"""
+
+from __future__ import annotations
+
+from drctl.engine import events as ev
+from drctl.runbook.durations import format_duration
+from drctl.state.base import Event
+
+
+def describe_event(event: Event) -> str | None:
+    """The line for a stored event; None for one that is not shown (``step_recorded``)."""
+    return line(ev.decode(event), event.token)
+
+
+def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
+    """The line for a typed event; ``token``: the fencing token it was journaled under."""
+    s = fact.step_id
+    match fact:
+        case ev.RunStarted():
+            dry = " [dry run]" if fact.dry_run else ""
+            return (
+                f"run {fact.run_id} started: {fact.runbook} (plan {fact.plan_hash[:19]}, "
+                f"lock {fact.lock_key} token {token}){dry}"
+            )
+        case ev.RunResumed():
+            return f"run resumed by {fact.user}@{fact.host} (token {token})"
+        case ev.StepStarted():
+            return f"{s}: started (attempt {fact.attempt})"
+        case ev.StepSucceeded():
+            return _succeeded(fact)
+        case ev.StepFailed():
+            retry = f"; retrying in {fact.retry_in:g}s" if fact.retry_in is not None else ""
+            tag = " (ignored: on_failure continue)" if fact.ignored else ""
+            attempt = f" (attempt {fact.attempt})" if fact.attempt is not None else ""
+            return f"{s}: FAILED{attempt}: {fact.error}{retry}{tag}"
+        case ev.StepSkipped():
+            return f"{s}: skipped ({fact.reason})"
+        case ev.StepRecovered():
+            return f"{s}: recovered by fallback {fact.by}"
+        case ev.StepChecked():
+            return f"{s}: would {fact.would}" if fact.ok else f"{s}: CHECK FAILED: {fact.error}"
+        case ev.StepRecorded():
+            return None
+        case ev.ApprovalNeeded():
+            return f"{s}: waiting for approval: {fact.description}"
+        case ev.ApprovalGranted():
+            return f"{s}: approved ({fact.by})"
+        case ev.ApprovalDenied():
+            return f"{s}: approval denied ({fact.by})"
+        case ev.UndoStarted():
+            return f"{s}: undoing"
+        case ev.UndoSucceeded():
+            return f"{s}: undone"
+        case ev.UndoFailed():
+            return f"{s}: UNDO FAILED: {fact.error}"
+        case ev.RunInterrupted():
+            return "run interrupted"
+        case ev.RunFinished():
+            return f"run finished: {fact.status} (exit {fact.exit_code}): {fact.message}"
+        case ev.RunAborted():
+            return f"run aborted by {fact.by}: {fact.reason}"
+        case ev.DrillMeasured():
+            verdict = "objectives met" if fact.passed else "objectives MISSED"
+            missing = "?" if fact.missing is None else fact.missing
+            rto = "?" if fact.rto is None else fact.rto
+            return f"drill measured: {verdict} (RPO {missing} writes lost, RTO {rto}s)"
+        case ev.DrillPaused():
+            return (
+                f"drill paused: {len(fact.acks.rows)} canary writes acknowledged so far; "
+                "drctl drill --resume continues it"
+            )
+        case ev.LockTakenOver():
+            return f"lock {fact.key}: expired lease of {fact.previous} taken over"
+        case ev.LockForceReleased():
+            return f"lock {fact.key} force-released by {fact.by}: {fact.reason}"
+        case ev.Unknown():
+            return f"{fact.name} {s or ''}".strip()
+    return f"{fact.kind} {s or ''}".strip()
+
+
+def _succeeded(fact: ev.StepSucceeded) -> str:
+    s = fact.step
+    if fact.marked_done:
+        return f"{s}: marked done by the operator"
+    if fact.verified_on_resume:
+        return f"{s}: already in effect (verified on resume)"
+    if fact.description is not None and fact.duration is not None:
+        return f"{s}: {fact.description} — ok in {format_duration(round(fact.duration, 3))}"
+    return fact.summary or f"{s}: ok"

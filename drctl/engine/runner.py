@@ -1,0 +1,182 @@
+"""The Runner: what every run needs around its plan, given once, and the runs it starts.
+
+A run needs a state store, the output sinks, a gate decider, the Ctrl-C state, a clock
+and the environment its secrets come from. The CLI decides how those look and tests
+decide what is real; the Runner holds them, so ``start`` and ``resume`` (and a drill's,
+``drill.run.DrillRunner``) take only what differs between runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from drctl import __version__
+from drctl.compiler.compile import compile_runbook
+from drctl.compiler.params import ParamInput
+from drctl.compiler.plan import Plan
+from drctl.engine import events as ev
+from drctl.engine.clock import Clock, SystemClock
+from drctl.engine.executor import Controls, Executor, GateDecider, Interrupts, Options, Outcome
+from drctl.engine.journal import Journal
+from drctl.engine.lock import RunLock
+from drctl.engine.redact import Redactor
+from drctl.engine.replay import RunState, replay
+from drctl.engine.runs import (
+    PlanChanged,
+    SinkFactory,
+    _params_as_flags,
+    close_sinks,
+    new_run_id,
+    refuse_if_unfinished,
+    who,
+)
+from drctl.engine.secrets import resolve_plan_secrets
+from drctl.engine.status import RunStatus
+from drctl.errors import ResumeRefused
+from drctl.state.base import RunRecord, StateStore, dumps
+
+#: Called with the run id once the run holds its lock and is journaled, before its first step.
+ReadyHook = Callable[[str], None]
+
+
+@dataclass
+class Runner:
+    """Starts and resumes runs against one store, shown on its sinks, gated by its decider."""
+
+    store: StateStore
+    sinks: SinkFactory
+    gate: GateDecider
+    interrupts: Interrupts = field(default_factory=Interrupts)
+    clock: Clock = field(default_factory=SystemClock)
+    #: Where ``${env:…}`` secrets are read (None: the process environment).
+    environ: Mapping[str, str] | None = None
+
+    def start(
+        self,
+        path: str,
+        given: ParamInput,
+        options: Options,
+        *,
+        on_ready: ReadyHook | None = None,
+        plan: Plan | None = None,
+    ) -> tuple[str, Outcome]:
+        """Compile and run (or dry-run) a runbook; returns the run id and how it ended.
+
+        ``on_ready`` is called once the run holds its lock and is journaled, just before
+        its first step (a drill's canary hooks in there). ``plan``: the runbook already
+        compiled with ``given`` (the caller needed its settings first).
+        """
+        store, clock = self.store, self.clock
+        plan = plan or compile_runbook(path, given)
+        redactor = Redactor()
+        resolved = resolve_plan_secrets(plan, redactor, self.environ)
+        lock_key = plan.lock_key
+        me = who()
+        run_id = new_run_id(clock.now())
+        record = RunRecord(
+            id=run_id, runbook=os.path.abspath(path), name=plan.name, plan_hash=plan.hash,
+            plan_json=dumps(plan.to_dict()), params_json=dumps(redactor.data(plan.params)),
+            user=me.user, host=me.host, pid=me.pid, version=__version__, started_at=clock.now(),
+            lock_key=lock_key, dry_run=options.dry_run, cwd=me.cwd,
+        )  # fmt: skip
+        header = ev.RunStarted(
+            run_id=run_id, runbook=record.runbook, name=plan.name, plan_hash=plan.hash,
+            params=plan.params, user=me.user, host=me.host, pid=me.pid,
+            version=__version__, lock_key=lock_key, dry_run=options.dry_run, cwd=me.cwd,
+        )  # fmt: skip
+        if options.dry_run:
+            # A dry run changes nothing, so it neither takes nor waits for the lock.
+            store.create_run(record)
+            journal = Journal(store, run_id, None, redactor, clock, self.sinks(plan))
+            try:
+                journal.write(header)
+                executor = Executor(plan, journal, RunState(), resolved, self._controls(options))
+                return run_id, executor.dry_run()
+            finally:
+                close_sinks(journal)
+        lock = RunLock(store, clock)
+        taken = lock.acquire(lock_key, run_id, me.user, me.host, me.pid)
+        live: Journal | None = None
+        try:
+            refuse_if_unfinished(store, plan.name, lock_key)
+            store.create_run(record)
+            live = Journal(store, run_id, lock, redactor, clock, self.sinks(plan))
+            live.write(header)
+            if taken.took_over is not None:
+                live.write(ev.LockTakenOver(key=lock_key, previous=taken.took_over.describe()))
+            if on_ready is not None:
+                on_ready(run_id)
+            controls = self._controls(options, lock)
+            return run_id, Executor(plan, live, RunState(), resolved, controls).run()
+        finally:
+            if live is not None:
+                close_sinks(live)
+            lock.release()
+
+    def resume(
+        self,
+        run: RunRecord,
+        options: Options,
+        *,
+        accept_plan_hash: str | None = None,
+        on_ready: ReadyHook | None = None,
+    ) -> Outcome:
+        """Continue ``run`` where its journal says it stopped (``on_ready`` as for ``start``).
+
+        Raises PlanChanged when the runbook no longer compiles to the run's plan (unless
+        its new hash is ``accept_plan_hash``), ResumeRefused for a run that cannot go on.
+        """
+        store, clock = self.store, self.clock
+        if run.dry_run:
+            raise ResumeRefused(f"run {run.id} was a dry run; start a real one with drctl run")
+        status = RunStatus(run.status)
+        if status is RunStatus.SUCCEEDED:
+            return Outcome(status, 0, f"run {run.id} already finished; nothing to do")
+        if status.concluded:
+            raise ResumeRefused(f"run {run.id} was {status.words}; start a new run")
+        state = replay(store.events(run.id))
+        if os.path.isdir(run.cwd):
+            # Relative paths in steps mean what they meant when the run started.
+            os.chdir(run.cwd)
+        plan = compile_runbook(
+            run.runbook, ParamInput(_params_as_flags(json.loads(run.params_json)))
+        )
+        if plan.hash not in (run.plan_hash, accept_plan_hash):
+            raise PlanChanged(run, plan)
+        redactor = Redactor()
+        resolved = resolve_plan_secrets(plan, redactor, self.environ)
+        me = who()
+        lock = RunLock(store, clock)
+        taken = lock.acquire(run.lock_key, run.id, me.user, me.host, me.pid)
+        journal = Journal(store, run.id, lock, redactor, clock, self.sinks(plan))
+        try:
+            journal.write(
+                ev.RunResumed(
+                    user=me.user, host=me.host, pid=me.pid, version=__version__,
+                    plan_hash=plan.hash, previous_status=run.status,
+                )
+            )  # fmt: skip
+            if taken.took_over is not None:
+                journal.write(
+                    ev.LockTakenOver(key=run.lock_key, previous=taken.took_over.describe())
+                )
+            store.set_status(run.id, RunStatus.RUNNING, None)
+            if on_ready is not None:
+                on_ready(run.id)
+            controls = self._controls(options, lock)
+            return Executor(plan, journal, state, resolved, controls).run()
+        finally:
+            close_sinks(journal)
+            lock.release()
+
+    def _controls(self, options: Options, lock: RunLock | None = None) -> Controls:
+        return Controls(
+            options=options,
+            gate=self.gate,
+            clock=self.clock,
+            interrupts=self.interrupts,
+            lock_lost=lock.lost if lock is not None else None,
+        )
