@@ -9,9 +9,14 @@ from __future__ import annotations
 import fcntl
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_PY = ROOT / ".venv" / "bin" / "python"
 DRCTL = ROOT / ".venv" / "bin" / "drctl"
 DOC = ROOT / "docs" / "benchmarks.md"
+#: The peer tools live in a venv of their own, never in the project's .venv.
+PEERS_VENV = Path("/tmp/drctl-bench-peers")
+ANSIBLE = PEERS_VENV / "bin" / "ansible-playbook"
+CHAOS = PEERS_VENV / "bin" / "chaos"
+PIP_TIMEOUT = 180  # seconds
 
 DOC_HEADER = """# Benchmarks
 
@@ -114,6 +124,39 @@ def write_section(name: str, body: str) -> Path:
     return DOC
 
 
+@dataclass(frozen=True)
+class Finished:
+    """One child process run to its end: wall time, exit status, output, peak RSS."""
+
+    elapsed: float
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_rss_mb: float
+
+
+def run_measured(argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> Finished:
+    """Run ``argv`` and reap it with ``wait4``, whose rusage is that one child's peak RSS.
+
+    Output goes to files, not pipes, so nothing needs reading while the child runs.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
+        killer = threading.Timer(timeout, proc.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            killer.cancel()
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        # ru_maxrss is in KiB on Linux.
+        return Finished(elapsed, proc.returncode, out.read(), err.read(), usage.ru_maxrss / 1024)
+
+
 def clean_env() -> dict[str, str]:
     """This environment without drctl's test hooks or a state override."""
     env = dict(os.environ)
@@ -146,3 +189,47 @@ def fanout_runbook(name: str, ids: list[str]) -> str:
     import json
 
     return _FANOUT.format(name=name, n=len(ids), ids=json.dumps(ids))
+
+
+def ensure_peers() -> tuple[str, str]:
+    """ansible-core and chaostoolkit in the peers venv; returns (ansible note, chaos note)."""
+    wanted = [
+        pkg for pkg, exe in (("ansible-core", ANSIBLE), ("chaostoolkit", CHAOS)) if not exe.exists()
+    ]
+    problem = ""
+    if wanted:
+        print(f"installing {', '.join(wanted)} into {PEERS_VENV} (up to {PIP_TIMEOUT}s)...")
+        try:
+            if not (PEERS_VENV / "bin" / "pip").exists():
+                python = shutil.which("python3") or sys.executable
+                subprocess.run(
+                    [python, "-m", "venv", str(PEERS_VENV)],
+                    check=True,
+                    capture_output=True,
+                    timeout=60,
+                )
+            subprocess.run(
+                [str(PEERS_VENV / "bin" / "pip"), "install", "-q", *wanted],
+                check=True,
+                capture_output=True,
+                timeout=PIP_TIMEOUT,
+            )
+        except (subprocess.SubprocessError, OSError) as exc:
+            problem = f"skipped: could not install ({type(exc).__name__})"
+
+    def version(dist: str, exe: Path) -> str:
+        if not exe.exists():
+            return problem or f"skipped: {exe.name} missing"
+        out = subprocess.run(
+            [
+                str(PEERS_VENV / "bin" / "python"),
+                "-c",
+                f"from importlib.metadata import version; print(version({dist!r}))",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        return f"{dist} {out or '?'}"
+
+    return version("ansible-core", ANSIBLE), version("chaostoolkit", CHAOS)

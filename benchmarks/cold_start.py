@@ -19,7 +19,6 @@ import json
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,9 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import (
+    ANSIBLE,
     DRCTL,
+    PEERS_VENV,
     ROOT,
     VENV_PY,
+    ensure_peers,
     machine,
     machine_line,
     median,
@@ -40,8 +42,6 @@ from _common import (
     write_section,
 )
 
-PEERS_VENV = Path("/tmp/drctl-bench-peers")
-ANSIBLE = PEERS_VENV / "bin" / "ansible-playbook"
 HELLO = ROOT / "benchmarks" / "peers" / "hello_typer.py"
 GOAL = 1.3
 HEAVY = (
@@ -55,7 +55,6 @@ HEAVY = (
     "botocore",
     "paramiko",
 )
-PIP_TIMEOUT = 60  # seconds; keeps the whole script well under 3 minutes
 
 # Runs a command in-process and, at exit (also after sys.exit), dumps sys.modules to a file.
 PROBE = """
@@ -117,35 +116,11 @@ def rows(ansible: Path | None, ansible_note: str) -> list[Row]:
 
 
 def ensure_ansible() -> tuple[Path | None, str]:
-    """ansible-playbook from the separate peers venv, creating it if missing."""
+    """ansible-playbook from the peers venv (created if missing), and what to say about it."""
+    note, _chaos = ensure_peers()
     if not ANSIBLE.exists():
-        python = shutil.which("python3") or sys.executable
-        print(f"creating {PEERS_VENV} and installing ansible-core (up to {PIP_TIMEOUT}s)...")
-        try:
-            subprocess.run(
-                [python, "-m", "venv", str(PEERS_VENV)], check=True, capture_output=True, timeout=60
-            )
-            subprocess.run(
-                [str(PEERS_VENV / "bin" / "pip"), "install", "-q", "ansible-core"],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=PIP_TIMEOUT,
-            )
-        except subprocess.TimeoutExpired:
-            return None, f"skipped: pip could not install ansible-core within {PIP_TIMEOUT}s"
-        except subprocess.CalledProcessError as exc:
-            last = (exc.stderr or "").strip().splitlines()[-1:] or ["no output"]
-            return None, f"skipped: could not install ansible-core ({last[0][:120]})"
-    if not ANSIBLE.exists():
-        return None, "skipped: ansible-playbook missing after install"
-    version = subprocess.run(
-        [str(PEERS_VENV / "bin" / "python"), "-c", "import ansible; print(ansible.__version__)"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return ANSIBLE, f"ansible-core {version or '?'} in {PEERS_VENV}"
+        return None, note
+    return ANSIBLE, f"{note} in {PEERS_VENV}"
 
 
 def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, int]:

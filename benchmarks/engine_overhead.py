@@ -1,23 +1,27 @@
-"""Engine overhead: what one no-op step costs in drctl, ansible-core and Chaos Toolkit.
+"""The hot path: what a journaled step costs in drctl, against its floor and its peers.
 
-For N = 10, 100 and 500 this times whole commands (fresh process each):
+One run measures, side by side on this machine (issue 13's speed goals):
 
-* drctl: a runbook of N sequential ``wait`` steps with ``duration: 0s``, each one
-  journaled (``step_started`` before, ``step_succeeded`` after, every event a
-  fsynced SQLite commit) — ``drctl run FILE --state TMP/state.db``, fresh state file
-  per run;
-* ansible-core: a playbook of N ``debug`` tasks, ``connection: local``,
-  ``gather_facts: false``, inventory ``localhost,``;
-* Chaos Toolkit: an experiment whose method is N python probes
-  (``os.path.exists("/")``), ``chaos --no-version-check run``, journal to a temp dir.
+(a) a journaled no-op step (``wait``, ``duration: 0s``; ``step_started`` before,
+    ``step_succeeded`` after, fsynced SQLite commits) against the floor of one durable
+    SQLite commit (WAL, ``synchronous=FULL``) timed in the same run on the same disk —
+    and, for scale, ansible-core ``debug`` tasks and Chaos Toolkit python probes;
+(b) a ``shell`` step running ``/bin/true`` (argv, no shell) against a Chaos Toolkit
+    ``process`` probe of ``/bin/true`` and an ansible-core ``command: /bin/true`` task;
+(c) a 10,000-shard fan-out of no-op steps at ``--concurrency 256``: wall time and peak
+    RSS of the whole command (``benchmarks/fanout_run.py``'s run, reaped with wait4);
+(d) ``drctl --help`` against a bare typer + rich hello (``benchmarks/cold_start.py``'s
+    timing) and the resume decision on a 10,000-event journal
+    (``benchmarks/resume_decision.py``'s journal and decision).
 
-Each (tool, N) is run 3 times, rounds interleaved in a shuffled order; the median
-counts. Per-step cost is the slope of a least-squares line through (N, median) and,
-as a check, (t(500) - t(10)) / 490. A diagnostic row runs drctl with its state on
-tmpfs (/dev/shm), where fsync costs nothing, to split engine CPU from disk sync.
+Per-step costs are whole-command wall times of fresh processes for N steps, rounds
+interleaved in a shuffled order; per step = slope of a least-squares line through the
+medians (and, as a check, through the minimums). A diagnostic row runs drctl with its
+state on tmpfs (/dev/shm), where fsync costs nothing, to split engine CPU from disk sync.
 
-    .venv/bin/python benchmarks/engine_overhead.py            # print results
-    .venv/bin/python benchmarks/engine_overhead.py --write    # and rewrite its docs section
+    .venv/bin/python benchmarks/engine_overhead.py             # print results
+    .venv/bin/python benchmarks/engine_overhead.py --write     # and rewrite its docs section
+    .venv/bin/python benchmarks/engine_overhead.py --profile   # and profile the hot path
 
 The peers live in their own venv, /tmp/drctl-bench-peers (created, and ansible-core
 and chaostoolkit pip-installed into it, if missing); never in the project's .venv.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pstats
 import random
@@ -40,17 +45,45 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import DRCTL, ROOT, VENV_PY, machine, machine_line, median, ms, table, write_section
+from _common import (
+    ANSIBLE,
+    CHAOS,
+    DRCTL,
+    PEERS_VENV,
+    ROOT,
+    VENV_PY,
+    ensure_peers,
+    machine,
+    machine_line,
+    median,
+    ms,
+    table,
+    write_section,
+)
 
-PEERS_VENV = Path("/tmp/drctl-bench-peers")
-ANSIBLE = PEERS_VENV / "bin" / "ansible-playbook"
-CHAOS = PEERS_VENV / "bin" / "chaos"
-SIZES = (10, 100, 500)
+NOOP_SIZES = (10, 100, 500)
+SHELL_SIZES = (10, 100, 300)
+# An ansible-core `command` task costs ~0.5 s of CPU here: fewer of them keep the run short.
+ANSIBLE_SHELL_SIZES = (5, 20, 40)
 REPEATS = 3
-GOAL_RATIO = 20.0
-PIP_TIMEOUT = 180  # seconds
-RUN_TIMEOUT = 180  # seconds per command; N=500 ansible takes ~12 s here
+FLOOR_COMMITS = 200
+FANOUT_SHARDS = 10_000
+FANOUT_CONCURRENCY = 256
+FANOUT_RUNS = 3
+STARTUP_RUNS = 15
+DECISIONS = 10
+PROFILE_STEPS = 2000
+RUN_TIMEOUT = 300  # seconds per command; N=40 ansible `command` tasks take ~20 s here
 TOP = 12
+
+
+@dataclass(frozen=True)
+class Goal:
+    what: str
+    measured: str
+    target: str
+    met: bool | None  # None: not measured (a peer missing)
+
 
 # Runs drctl's CLI in-process with one cProfile per thread (the scheduler, the worker
 # pool, the per-call threads, the lock heartbeat), merged into one stats file at exit.
@@ -95,11 +128,52 @@ main()
 # threads they measure waiting, not cost, so the cost tables leave them out.
 IDLE = ("acquire' of '_thread.lock", "acquire' of '_thread.RLock", "method 'wait'")
 
+# The hot path's stages, found by name in the profile (a stage renamed is left out).
+HOT = (
+    ("a step's attempts (`Executor._attempts`)", "drctl/engine/executor.py", "_attempts"),
+    ("step-type calls (`_bounded`, wall)", "drctl/engine/executor.py", "_bounded"),
+    ("input validation (`_prepare`)", "drctl/engine/executor.py", "_prepare"),
+    ("journal commits (`Journal._commit`)", "drctl/engine/journal.py", "_commit"),
+    ("store transactions (`SqliteStore._tx`, mutex wait included)", "drctl/state/sqlite.py", "_tx"),
+)
+
+
+# Runs drctl's CLI in-process under tracemalloc; a sampler thread keeps the snapshot of
+# the largest traced heap seen (taken again only when the heap grew by a fifth), and at
+# exit the top allocation sites of that snapshot go to OUT.json.
+# Usage: python -c MEMORY OUT.json drctl-args...
+MEMORY = """
+import atexit, json, sys, threading, tracemalloc
+out = sys.argv[1]
+sys.argv = ["drctl", *sys.argv[2:]]
+tracemalloc.start(1)
+best = {"size": 0, "snap": None}
+done = threading.Event()
+def sample():
+    while not done.wait(0.2):
+        size = tracemalloc.get_traced_memory()[0]
+        if size > best["size"] * 1.2:
+            best["size"], best["snap"] = size, tracemalloc.take_snapshot()
+threading.Thread(target=sample, daemon=True).start()
+def dump():
+    done.set()
+    peak = tracemalloc.get_traced_memory()[1]
+    snap = best["snap"] or tracemalloc.take_snapshot()
+    stats = snap.statistics("lineno")
+    rows = [[str(s.traceback[0]), s.size, s.count] for s in stats[:15]]
+    with open(out, "w") as f:
+        json.dump({"peak": peak, "at_snapshot": best["size"], "rows": rows}, f)
+atexit.register(dump)
+from drctl.cli.app import main
+main()
+"""
+
 
 @dataclass
 class Tool:
     key: str
     label: str
+    sizes: tuple[int, ...]
     samples: dict[int, list[float]] = field(default_factory=dict)
     note: str = ""
     skipped: str = ""
@@ -108,91 +182,47 @@ class Tool:
         return median(self.samples[n])
 
 
-# -- peers ---------------------------------------------------------------------
-
-
-def ensure_peers() -> tuple[str, str]:
-    """ansible-core and chaostoolkit in the peers venv; returns (ansible note, chaos note)."""
-    wanted = [
-        pkg for pkg, exe in (("ansible-core", ANSIBLE), ("chaostoolkit", CHAOS)) if not exe.exists()
-    ]
-    problem = ""
-    if wanted:
-        print(f"installing {', '.join(wanted)} into {PEERS_VENV} (up to {PIP_TIMEOUT}s)...")
-        try:
-            if not (PEERS_VENV / "bin" / "pip").exists():
-                python = shutil.which("python3") or sys.executable
-                subprocess.run(
-                    [python, "-m", "venv", str(PEERS_VENV)],
-                    check=True,
-                    capture_output=True,
-                    timeout=60,
-                )
-            subprocess.run(
-                [str(PEERS_VENV / "bin" / "pip"), "install", "-q", *wanted],
-                check=True,
-                capture_output=True,
-                timeout=PIP_TIMEOUT,
-            )
-        except (subprocess.SubprocessError, OSError) as exc:
-            problem = f"skipped: could not install ({type(exc).__name__})"
-
-    def version(dist: str, exe: Path) -> str:
-        if not exe.exists():
-            return problem or f"skipped: {exe.name} missing"
-        out = subprocess.run(
-            [
-                str(PEERS_VENV / "bin" / "python"),
-                "-c",
-                f"from importlib.metadata import version; print(version({dist!r}))",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        return f"{dist} {out or '?'}"
-
-    return version("ansible-core", ANSIBLE), version("chaostoolkit", CHAOS)
-
-
 # -- inputs --------------------------------------------------------------------
 
 
 def write_inputs(directory: Path, n: int) -> None:
-    lines = ["apiVersion: drctl/v1", "kind: Runbook", "metadata:", f"  name: noop-{n}", "steps:"]
-    lines += [f"  - {{id: s{i}, type: wait, with: {{duration: 0s}}}}" for i in range(1, n + 1)]
-    (directory / f"runbook-{n}.yaml").write_text("\n".join(lines) + "\n")
+    """The runbooks, playbooks and experiments of N steps, for both suites."""
 
-    play = [
-        "- hosts: localhost",
-        "  connection: local",
-        "  gather_facts: false",
-        "  tasks:",
-    ]
-    for i in range(1, n + 1):
-        play += [f"    - name: t{i}", "      debug:", "        msg: noop"]
-    (directory / f"playbook-{n}.yml").write_text("\n".join(play) + "\n")
+    def runbook(kind: str, step: str) -> None:
+        lines = ["apiVersion: drctl/v1", "kind: Runbook", "metadata:", f"  name: {kind}-{n}"]
+        lines += ["steps:", *(f"  - {{id: s{i}, {step}}}" for i in range(1, n + 1))]
+        (directory / f"runbook-{kind}-{n}.yaml").write_text("\n".join(lines) + "\n")
 
-    experiment = {
-        "version": "1.0.0",
-        "title": f"{n} no-op probes",
-        "description": "python probes calling os.path.exists('/')",
-        "method": [
-            {
-                "type": "probe",
-                "name": f"p{i}",
-                "provider": {
-                    "type": "python",
-                    "module": "os.path",
-                    "func": "exists",
-                    "arguments": {"path": "/"},
-                },
-            }
-            for i in range(1, n + 1)
-        ],
-        "rollbacks": [],
-    }
-    (directory / f"experiment-{n}.json").write_text(json.dumps(experiment))
+    runbook("noop", "type: wait, with: {duration: 0s}")
+    # argv form: /bin/true runs without a shell, as the peers run it.
+    runbook("shell", "type: shell, with: {command: [/bin/true], mutates: false}")
+
+    def playbook(kind: str, task: list[str]) -> None:
+        play = ["- hosts: localhost", "  connection: local", "  gather_facts: false", "  tasks:"]
+        for i in range(1, n + 1):
+            play += [f"    - name: t{i}", *(f"      {line}" for line in task)]
+        (directory / f"playbook-{kind}-{n}.yml").write_text("\n".join(play) + "\n")
+
+    playbook("noop", ["debug:", "  msg: noop"])
+    playbook("shell", ["ansible.builtin.command: /bin/true"])
+
+    def experiment(kind: str, provider: dict[str, object]) -> None:
+        doc = {
+            "version": "1.0.0",
+            "title": f"{n} {kind} probes",
+            "description": f"{kind} probes",
+            "method": [
+                {"type": "probe", "name": f"p{i}", "provider": provider} for i in range(1, n + 1)
+            ],
+            "rollbacks": [],
+        }
+        (directory / f"experiment-{kind}-{n}.json").write_text(json.dumps(doc))
+
+    experiment(
+        "noop",
+        {"type": "python", "module": "os.path", "func": "exists", "arguments": {"path": "/"}},
+    )
+    experiment("shell", {"type": "process", "path": "/bin/true"})
 
 
 def command(key: str, n: int, work: Path, shm: Path | None) -> tuple[list[str], Path]:
@@ -200,22 +230,21 @@ def command(key: str, n: int, work: Path, shm: Path | None) -> tuple[list[str], 
     base = shm if key == "drctl_tmpfs" else work
     assert base is not None
     scratch = Path(tempfile.mkdtemp(prefix=f"{key}-{n}-", dir=base))
+    kind = "shell" if key.endswith("_shell") else "noop"
     if key.startswith("drctl"):
-        argv = [
-            str(DRCTL),
-            "run",
-            str(work / f"runbook-{n}.yaml"),
-            "--state",
-            str(scratch / "state.db"),
-        ]
-    elif key == "ansible":
-        argv = [str(ANSIBLE), "-i", "localhost,", str(work / f"playbook-{n}.yml")]
-    else:
-        argv = [
-            str(CHAOS), "--no-version-check", "--no-log-file", "--settings", str(scratch / "settings.yaml"),
-            "run", str(work / f"experiment-{n}.json"), "--journal-path", str(scratch / "journal.json"),
-        ]  # fmt: skip
-    return argv, scratch
+        return [
+            str(DRCTL), "run", str(work / f"runbook-{kind}-{n}.yaml"),
+            "--state", str(scratch / "state.db"),
+        ], scratch  # fmt: skip
+    if key.startswith("ansible"):
+        # The peers venv's python runs the modules (not whatever interpreter discovery finds).
+        interpreter = f"ansible_python_interpreter={PEERS_VENV / 'bin' / 'python'}"
+        playbook = str(work / f"playbook-{kind}-{n}.yml")
+        return [str(ANSIBLE), "-i", "localhost,", "-e", interpreter, playbook], scratch
+    return [
+        str(CHAOS), "--no-version-check", "--no-log-file", "--settings", str(scratch / "settings.yaml"),
+        "run", str(work / f"experiment-{kind}-{n}.json"), "--journal-path", str(scratch / "journal.json"),
+    ], scratch  # fmt: skip
 
 
 def check(key: str, n: int, scratch: Path, rc: int, stdout: str) -> str:
@@ -232,77 +261,90 @@ def check(key: str, n: int, scratch: Path, rc: int, stdout: str) -> str:
         finally:
             db.close()
         return "" if ok == n and status == "succeeded" else f"{ok} steps succeeded, run {status}"
-    if key == "ansible":
+    if key.startswith("ansible"):
         return "" if f"ok={n} " in stdout else "recap does not say ok=N"
     journal = json.loads((scratch / "journal.json").read_text())
-    done = len(journal.get("run", []))
+    done = [r for r in journal.get("run", []) if r.get("status") == "succeeded"]
     return (
         ""
-        if journal.get("status") == "completed" and done == n
-        else f"{done} probes, {journal.get('status')}"
+        if journal.get("status") == "completed" and len(done) == n
+        else f"{len(done)} probes succeeded, {journal.get('status')}"
     )
 
 
+def run_checked(key: str, n: int, work: Path, shm: Path | None, env: dict[str, str]) -> float:
+    """Wall time of one checked run; exits if it did not do its N steps."""
+    argv, scratch = command(key, n, work, shm)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        argv, cwd=scratch, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
+    )
+    elapsed = time.perf_counter() - start
+    problem = check(key, n, scratch, proc.returncode, proc.stdout)
+    shutil.rmtree(scratch, ignore_errors=True)
+    if problem:
+        raise RuntimeError(f"{key} N={n}: {problem}: {(proc.stderr or proc.stdout)[-300:]}")
+    return elapsed
+
+
 def measure(tools: list[Tool], work: Path, shm: Path | None, env: dict[str, str]) -> list[float]:
-    """Fill each tool's samples; returns one durable-append cost sample per round."""
+    """Fill each tool's samples; returns one durable-commit floor sample per round."""
     live = [t for t in tools if not t.skipped]
     for t in live:
-        t.samples = {n: [] for n in SIZES}
-    # One warm-up per tool (page cache, .pyc files), not counted.
-    for t in live:
-        argv, scratch = command(t.key, SIZES[0], work, shm)
-        proc = subprocess.run(
-            argv,
-            cwd=scratch,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
-        problem = check(t.key, SIZES[0], scratch, proc.returncode, proc.stdout)
-        if problem:
-            t.skipped = f"skipped: warm-up failed ({problem}): {proc.stderr.strip()[-200:]}"
+        t.samples = {n: [] for n in t.sizes}
+        try:  # one warm-up per tool (page cache, .pyc files), not counted
+            run_checked(t.key, t.sizes[0], work, shm, env)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            t.skipped = f"skipped: warm-up failed ({exc})"
     live = [t for t in live if not t.skipped]
-    jobs = [(t, n) for t in live for n in SIZES]
-    appends = []
+    jobs = [(t, n) for t in live for n in t.sizes]
+    floors = []
     for r in range(REPEATS):
-        appends.append(append_cost(work))
+        floors.append(commit_floor(work))
         random.Random(r).shuffle(jobs)
         for t, n in jobs:
-            argv, scratch = command(t.key, n, work, shm)
-            start = time.perf_counter()
-            proc = subprocess.run(
-                argv,
-                cwd=scratch,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=RUN_TIMEOUT,
-                check=False,
-            )
-            elapsed = time.perf_counter() - start
-            problem = check(t.key, n, scratch, proc.returncode, proc.stdout)
-            if problem:
-                sys.exit(f"{t.label} N={n} failed: {problem}\n{proc.stderr[-2000:]}")
+            try:
+                elapsed = run_checked(t.key, n, work, shm, env)
+            except RuntimeError as exc:
+                sys.exit(str(exc))
             t.samples[n].append(elapsed)
-            print(f"  round {r + 1}: {t.key:12} N={n:<4} {elapsed:7.3f} s")
-            shutil.rmtree(scratch, ignore_errors=True)
-    return appends
+            print(f"  round {r + 1}: {t.key:14} N={n:<4} {elapsed:7.3f} s")
+    return floors
 
 
 def slope(t: Tool, *, best: bool = False) -> float:
     """Seconds per step: least-squares slope through the medians (or the minimums)."""
-    ys = [min(t.samples[n]) if best else t.med(n) for n in SIZES]
-    return statistics.linear_regression(list(SIZES), ys).slope
+    ys = [min(t.samples[n]) if best else t.med(n) for n in t.sizes]
+    return statistics.linear_regression(list(t.sizes), ys).slope
 
 
 def two_point(t: Tool) -> float:
-    lo, hi = SIZES[0], SIZES[-1]
+    lo, hi = t.sizes[0], t.sizes[-1]
     return (t.med(hi) - t.med(lo)) / (hi - lo)
 
 
-# -- diagnostics -----------------------------------------------------------------
+# -- floors and diagnostics ------------------------------------------------------
+
+
+def commit_floor(directory: Path, count: int = FLOOR_COMMITS) -> float:
+    """Median seconds of one durable SQLite commit: WAL, ``synchronous=FULL``, one small
+    row per transaction, on the filesystem the drctl runs write their state to."""
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        db = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data TEXT NOT NULL)")
+            samples = []
+            for i in range(count):
+                start = time.perf_counter()
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT INTO t (data) VALUES (?)", (f'{{"seq": {i}}}',))
+                db.execute("COMMIT")
+                samples.append(time.perf_counter() - start)
+        finally:
+            db.close()
+    return median(samples)
 
 
 def append_cost(directory: Path, count: int = 100) -> float:
@@ -324,14 +366,15 @@ samples.sort()
 print(samples[len(samples) // 2])
 """
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        out = subprocess.run(
+        proc = subprocess.run(
             [str(VENV_PY), "-c", code, str(Path(tmp) / "s.db"), str(count)],
             capture_output=True,
             text=True,
-            check=True,
+            check=False,
             timeout=RUN_TIMEOUT,
-        ).stdout
-    return float(out)
+        )
+    # The store's API is being reworked; a diagnostic that no longer fits is left out.
+    return float(proc.stdout) if proc.returncode == 0 else float("nan")
 
 
 def profile_drctl(args: list[str], cwd: Path, env: dict[str, str]) -> pstats.Stats:
@@ -392,10 +435,12 @@ def profile_section(
 ) -> list[str]:
     """A docs subsection: where one in-process ``drctl`` command spends its time."""
     stats = profile_drctl(drctl_args, cwd, env)
-    calls, appended = total_of(stats, "drctl/state/sqlite.py", "_append")
-    calls_b, bounded = total_of(stats, "drctl/engine/executor.py", "_bounded")
-    calls_p, prepared = total_of(stats, "drctl/engine/executor.py", "_prepare")
     per, unit = (steps, "Per step") if steps else (1, "In total")
+    shares = []
+    for label, module, name in HOT:
+        calls, seconds = total_of(stats, module, name)
+        if calls:
+            shares.append(f"{label} {seconds / per * 1000:.2f} ms ({calls:,} calls)")
     return [
         "",
         f"### cProfile of {title} (all threads, merged)",
@@ -404,11 +449,8 @@ def profile_section(
         "call gets, lock heartbeat); times are summed over threads, so concurrent threads add up, "
         "and idle waits (lock acquire, Event.wait) are left out of the own-time table; a wait in "
         "a `with lock:` block is no call the profiler sees, so it shows as own time of the "
-        f"function holding the `with` (e.g. `SqliteStore._tx` queueing on the store's mutex). {unit}: "
-        f"journal appends {appended / per * 1000:.2f} ms ({calls} appends), "
-        f"step-type calls through `_bounded` {bounded / per * 1000:.2f} ms (wall, each call in a "
-        f"thread of its own: {calls_b} calls), input validation (`_prepare`) "
-        f"{prepared / per * 1000:.2f} ms ({calls_p} calls).",
+        "function holding the `with` (e.g. `SqliteStore._tx` queueing on the store's mutex). "
+        f"{unit} (cumulative, summed over threads): " + "; ".join(shares) + ".",
         "",
         "Top by own time (ms):",
         "",
@@ -449,75 +491,254 @@ def pressure() -> str:
     return ", ".join(found) or "not available"
 
 
-def results(tools: list[Tool], appends: list[float]) -> tuple[list[str], bool]:
-    """The results tables and findings; and whether the goal is met."""
-    by = {t.key: t for t in tools}
-    drctl = by["drctl"]
-    head = ["tool", *(f"N={n} median s" for n in SIZES), "per step ms (fit of medians)"]
-    head += ["per step ms (fit of minimums)", "version"]
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b > 0 else "–"
+
+
+def per_step_table(tools: list[Tool]) -> str:
+    """Median wall time per N and the per-step slopes, one row per tool of a suite."""
+    sizes = sorted({n for t in tools for n in t.sizes})
+    head = ["tool", *(f"N={n} median s" for n in sizes)]
+    head += ["per step ms (fit of medians)", "(fit of minimums)", "version"]
     rows = []
     for t in tools:
         if t.skipped:
-            rows.append([t.label, *("–" for _ in SIZES), "–", "–", t.skipped])
+            rows.append([t.label, *("–" for _ in sizes), "–", "–", t.skipped])
             continue
-        per_step = [f"{slope(t) * 1000:.2f}", f"{slope(t, best=True) * 1000:.2f}"]
-        rows.append(
-            [t.label, *(f"{t.med(n):.3f}" for n in SIZES), *per_step, t.note or "this tree"]
+        cells = [f"{t.med(n):.3f}" if n in t.samples else "·" for n in sizes]
+        per = [f"{slope(t) * 1000:.2f}", f"{slope(t, best=True) * 1000:.2f}"]
+        rows.append([t.label, *cells, *per, t.note or "this tree"])
+    return table(head, rows)
+
+
+def fanout(work: Path, env: dict[str, str]) -> dict[str, float]:
+    """(c): the 10,000-shard fan-out at concurrency 256, as ``fanout_run.py`` runs it."""
+    from _common import fanout_runbook, run_measured
+    from fanout_run import run_once
+
+    runbook = work / "fanout-10k.yaml"
+    runbook.write_text(fanout_runbook("fanout-10k", [f"id-{i:05d}" for i in range(FANOUT_SHARDS)]))
+    print(f"fan-out: {FANOUT_SHARDS:,} shards at --concurrency {FANOUT_CONCURRENCY}...")
+    run_once(runbook, FANOUT_CONCURRENCY, work, env, via_log=False, steps=FANOUT_SHARDS)
+    runs = [
+        run_once(runbook, FANOUT_CONCURRENCY, work, env, via_log=i == 0, steps=FANOUT_SHARDS)
+        for i in range(FANOUT_RUNS)
+    ]
+    for r in runs:
+        print(f"  {r.elapsed:.3f} s, peak RSS {r.peak_rss_mb:.1f} MB")
+    plan = run_measured([str(DRCTL), "plan", str(runbook)], cwd=work, env=env, timeout=RUN_TIMEOUT)
+    if plan.returncode != 0:
+        sys.exit(f"drctl plan of the fan-out exited {plan.returncode}: {plan.stderr[-500:]}")
+    return {
+        "wall": median([r.elapsed for r in runs]),
+        "wall_min": min(r.elapsed for r in runs),
+        "rss": max(r.peak_rss_mb for r in runs),
+        "plan_wall": plan.elapsed,
+        "plan_rss": plan.peak_rss_mb,
+    }
+
+
+def startup(env: dict[str, str]) -> dict[str, float]:
+    """(d) first half: ``drctl --help`` and the typer + rich hello, as ``cold_start.py`` times them."""
+    from cold_start import measure as time_rows
+    from cold_start import rows as startup_rows
+
+    wanted = [r for r in startup_rows(None, "") if r.key in ("hello_help", "drctl_help")]
+    print(f"start-up: {STARTUP_RUNS} runs each of `drctl --help` and the typer hello...")
+    time_rows(wanted, STARTUP_RUNS, 2, {**env, "COLUMNS": "100"})
+    by = {r.key: r for r in wanted}
+    if any(r.skipped for r in wanted):
+        sys.exit(f"start-up rows failed: {[r.skipped for r in wanted]}")
+    return {"drctl": median(by["drctl_help"].samples), "hello": median(by["hello_help"].samples)}
+
+
+def resume_decision(work: Path, env: dict[str, str]) -> dict[str, float]:
+    """(d) second half: the decision on a 10,000-event journal, as ``resume_decision.py`` builds it."""
+    from resume_decision import build, copy_state, decide
+
+    print("resume: building the 10,000-event journal...")
+    state, run_id, _built = build(work, env)
+    copy = copy_state(state, work)
+    runs = [decide(copy, run_id) for _ in range(2 + DECISIONS)][2:]
+    return {
+        "decision": median([float(r["decision"]) for r in runs]),
+        "events": float(runs[0]["events"]),
+    }
+
+
+def results(
+    tools: list[Tool],
+    floors: list[float],
+    store_append: float,
+    fan: dict[str, float],
+    start: dict[str, float],
+    resume: dict[str, float],
+) -> tuple[list[str], list[Goal]]:
+    """The tables, findings and goals of one run."""
+    by = {t.key: t for t in tools}
+    floor = median(floors)
+    noop = slope(by["drctl"])
+    goals = [
+        Goal(
+            "(a) journaled no-op step ÷ one durable SQLite commit",
+            f"{noop * 1000:.2f} ms ÷ {floor * 1000:.2f} ms = {ratio(noop, floor)}",
+            "≤ 1.5×",
+            noop / floor <= 1.5,
         )
-    d = slope(drctl)
-    ratio_rows = []
-    met = False
-    for key in ("ansible", "chaos"):
-        peer = by[key]
-        if peer.skipped:
-            ratio_rows.append([peer.label, "–", "–", "–"])
-            continue
-        r = slope(peer) / d
-        ratio_rows.append(
-            [
-                peer.label,
-                f"{r:.2f}×",
-                f"{two_point(peer) / two_point(drctl):.2f}×",
-                f"{slope(peer, best=True) / slope(drctl, best=True):.2f}×",
-            ]
+    ]
+    shell = slope(by["drctl_shell"])
+    chaos_shell, ansible_shell = by["chaos_shell"], by["ansible_shell"]
+    if chaos_shell.skipped:
+        goals.append(Goal("(b) `shell` step ÷ Chaos Toolkit process probe", "–", "≤ 1.5×", None))
+    else:
+        c = slope(chaos_shell)
+        goals.append(
+            Goal(
+                "(b) `shell` step ÷ Chaos Toolkit process probe",
+                f"{shell * 1000:.2f} ms ÷ {c * 1000:.2f} ms = {ratio(shell, c)}",
+                "≤ 1.5×",
+                shell / c <= 1.5,
+            )
         )
-        if key == "ansible":
-            met = r >= GOAL_RATIO
-    found = (
-        "One durable journal event (`SqliteStore.append` into a fresh store on the same "
-        "filesystem, median of 100, sampled once per round): "
-        + ", ".join(f"{a * 1000:.2f}" for a in appends)
-        + " ms; drctl syncs once per step (a step's outcome is committed with the next "
-        "step's write-ahead intent), so on this disk the fsyncs alone cost about "
-        f"{median(appends) * 1000:.2f} ms/step (the disk is shared with other work, and "
-        "its sync latency moves with it)."
-    )
+    if ansible_shell.skipped:
+        goals.append(Goal("(b) ansible-core `command` task ÷ `shell` step", "–", "≥ 20×", None))
+    else:
+        a = slope(ansible_shell)
+        goals.append(
+            Goal(
+                "(b) ansible-core `command` task ÷ `shell` step",
+                f"{a * 1000:.1f} ms ÷ {shell * 1000:.2f} ms = {ratio(a, shell)}",
+                "≥ 20×",
+                a / shell >= 20,
+            )
+        )
+    goals += [
+        Goal(
+            f"(c) {FANOUT_SHARDS:,}-shard fan-out at concurrency {FANOUT_CONCURRENCY}: wall time",
+            f"{fan['wall']:.2f} s",
+            "≤ 3 s",
+            fan["wall"] <= 3.0,
+        ),
+        Goal(
+            f"(c) {FANOUT_SHARDS:,}-shard fan-out: peak RSS",
+            f"{fan['rss']:.0f} MB",
+            "≤ 150 MB",
+            fan["rss"] <= 150,
+        ),
+        Goal(
+            "(d) `drctl --help` ÷ typer + rich hello `--help`",
+            f"{ms(start['drctl'])} ms ÷ {ms(start['hello'])} ms = {ratio(start['drctl'], start['hello'])}",
+            "≤ 0.7×",
+            start["drctl"] / start["hello"] <= 0.7,
+        ),
+        Goal(
+            f"(d) resume decision on a {resume['events']:,.0f}-event journal",
+            f"{ms(resume['decision'])} ms",
+            "≤ 200 ms",
+            resume["decision"] <= 0.2,
+        ),
+    ]
+    noop_tools = [by[k] for k in ("drctl", "drctl_tmpfs", "ansible", "chaos")]
+    shell_tools = [by[k] for k in ("drctl_shell", "chaos_shell", "ansible_shell")]
     tmpfs = by["drctl_tmpfs"]
+    found = (
+        "One durable SQLite commit (WAL, `synchronous=FULL`, one row per transaction, a fresh "
+        f"database beside the runs' state files, median of {FLOOR_COMMITS}, sampled once per "
+        "round): " + ", ".join(f"{f * 1000:.2f}" for f in floors) + " ms. "
+    )
+    if not math.isnan(store_append):
+        found += f"One `SqliteStore.append` on the same disk: {store_append * 1000:.2f} ms. "
     if not tmpfs.skipped:
         found += (
-            f" With the state on tmpfs the slope is {slope(tmpfs) * 1000:.2f} ms/step, so about "
-            f"{(d - slope(tmpfs)) * 1000:.2f} ms of drctl's {d * 1000:.2f} ms per step is waiting "
-            "for the disk to sync."
+            f"With the state on tmpfs a no-op step costs {slope(tmpfs) * 1000:.2f} ms, so "
+            f"about {(noop - slope(tmpfs)) * 1000:.2f} ms of the {noop * 1000:.2f} ms is waiting "
+            "for the disk."
         )
-        if not by["ansible"].skipped:
-            ratio = slope(by["ansible"]) / slope(tmpfs)
-            found += f" ansible-core ÷ drctl-on-tmpfs: {ratio:.1f}×."
-    found += (
-        f" CPU and I/O pressure (PSI `some` avg60) when the results were written: {pressure()}."
-    )
-    ratio_head = ["peer", "peer ÷ drctl per step (fit of medians)"]
-    ratio_head += [f"(two-point {SIZES[-1]} vs {SIZES[0]})", "(fit of minimums)"]
+    peers = []
+    for key, what in (
+        ("ansible", "ansible-core `debug` task"),
+        ("chaos", "Chaos Toolkit python probe"),
+    ):
+        if not by[key].skipped:
+            peers.append(f"{what} ÷ no-op step: {ratio(slope(by[key]), noop)}")
     lines = [
-        table(head, rows),
+        "### Goals",
         "",
-        table(ratio_head, ratio_rows),
+        table(
+            ["goal", "measured", "target", "met"],
+            [
+                [
+                    g.what,
+                    g.measured,
+                    g.target,
+                    "–" if g.met is None else ("yes" if g.met else "**no**"),
+                ]
+                for g in goals
+            ],
+        ),
+        "",
+        "### (a) Journaled no-op step",
+        "",
+        per_step_table(noop_tools),
         "",
         found,
+        "For scale: " + "; ".join(peers) + "." if peers else "",
         "",
-        f"Goal (from the issue): drctl's per-step overhead (fit of medians) ≥ {GOAL_RATIO:.0f}× "
-        f"lower than ansible-core's. Met: **{'yes' if met else 'no'}**.",
+        "### (b) `shell` step running `/bin/true`",
+        "",
+        per_step_table(shell_tools),
+        "",
+        f"### (c) Fan-out: {FANOUT_SHARDS:,} no-op shards at `--concurrency {FANOUT_CONCURRENCY}`",
+        "",
+        f"Whole `drctl run` command, median of {FANOUT_RUNS} after one warm-up (min "
+        f"{fan['wall_min']:.2f} s), every run checked to end succeeded with {FANOUT_SHARDS:,} "
+        f"`step_succeeded` events; peak RSS is the largest `ru_maxrss` of those runs. For scale, "
+        f"`drctl plan` of the same runbook (start-up + compiling {FANOUT_SHARDS:,} steps, no "
+        f"execution) took {fan['plan_wall']:.2f} s and {fan['plan_rss']:.0f} MB peak RSS.",
+        "",
+        "### (d) Start-up and the resume decision",
+        "",
+        f"`drctl --help` {ms(start['drctl'])} ms and `hello_typer.py --help` "
+        f"{ms(start['hello'])} ms (medians of {STARTUP_RUNS} fresh processes each, interleaved, "
+        f"after 2 warm-up runs). The resume decision (`find_run` + `SqliteStore.events` + "
+        f"`replay` + the plan's steps not done, in-process, median of {DECISIONS} after 2 "
+        f"warm-up) on a real journal of {resume['events']:,.0f} events, left by a run killed "
+        f"with SIGKILL: {ms(resume['decision'])} ms.",
     ]
-    return lines, met
+    return lines, goals
+
+
+def memory_section(title: str, drctl_args: list[str], cwd: Path, env: dict[str, str]) -> list[str]:
+    """A docs subsection: the top allocation sites at the largest traced heap of one command."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "memory.json"
+        subprocess.run(
+            [str(VENV_PY), "-c", MEMORY, str(out), *drctl_args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+        if not out.exists():
+            return ["", f"### Memory of {title}", "", "(the traced run failed)"]
+        data = json.loads(out.read_text())
+    rows = []
+    for site, size, count in data["rows"]:
+        path, _, line = site.rpartition(":")
+        rows.append([f"`{where((path, int(line), ''))[:-2]}`", f"{size / 2**20:.1f}", str(count)])
+    return [
+        "",
+        f"### Memory of {title} (tracemalloc)",
+        "",
+        f"Peak traced Python heap {data['peak'] / 2**20:.1f} MB; the allocation sites below are "
+        f"those of the largest heap sampled ({data['at_snapshot'] / 2**20:.1f} MB; sampled every "
+        "0.2 s). Traced memory is Python objects only: RSS adds the interpreter, extension "
+        "modules, thread stacks and allocator slack.",
+        "",
+        table(["allocated at", "MB", "blocks"], rows),
+    ]
 
 
 def report(args: argparse.Namespace) -> str:
@@ -530,50 +751,80 @@ def report(args: argparse.Namespace) -> str:
     if shm_root.is_dir() and os.access(shm_root, os.W_OK):
         shm = Path(tempfile.mkdtemp(prefix="drctl-bench-", dir=shm_root))
     try:
-        for n in SIZES:
+        for n in {*NOOP_SIZES, *SHELL_SIZES, *ANSIBLE_SHELL_SIZES}:
             write_inputs(work, n)
         tools = [
-            Tool("drctl", "drctl (state on disk, fsync per event)"),
-            Tool("ansible", "ansible-core", note=ansible_note),
-            Tool("chaos", "Chaos Toolkit", note=chaos_note),
-            Tool("drctl_tmpfs", "drctl, state on tmpfs (diagnostic: fsync is free)"),
+            Tool("drctl", "drctl no-op step (state on disk, fsynced)", NOOP_SIZES),
+            Tool("drctl_tmpfs", "drctl no-op step, state on tmpfs (diagnostic)", NOOP_SIZES),
+            Tool("ansible", "ansible-core `debug` task", NOOP_SIZES, note=ansible_note),
+            Tool("chaos", "Chaos Toolkit python probe", NOOP_SIZES, note=chaos_note),
+            Tool("drctl_shell", "drctl `shell` step `[/bin/true]`", SHELL_SIZES),
+            Tool(
+                "chaos_shell",
+                "Chaos Toolkit process probe `/bin/true`",
+                SHELL_SIZES,
+                note=chaos_note,
+            ),
+            Tool(
+                "ansible_shell",
+                "ansible-core `command: /bin/true` task",
+                ANSIBLE_SHELL_SIZES,
+                note=ansible_note,
+            ),
         ]
         for t in tools:
-            if t.key in ("ansible", "chaos") and t.note.startswith("skipped"):
+            if t.key.startswith(("ansible", "chaos")) and t.note.startswith("skipped"):
                 t.skipped = t.note
             if t.key == "drctl_tmpfs" and shm is None:
                 t.skipped = "skipped: no writable /dev/shm"
-        print(f"measuring N = {', '.join(map(str, SIZES))}, {REPEATS} rounds...")
-        appends = measure(tools, work, shm, env)
-        if tools[0].skipped:
-            sys.exit(f"drctl itself failed: {tools[0].skipped}")
-        found, met = results(tools, appends)
+        print(f"measuring per-step costs, {REPEATS} rounds...")
+        floors = measure(tools, work, shm, env)
+        for key in ("drctl", "drctl_shell"):
+            if next(t for t in tools if t.key == key).skipped:
+                sys.exit(f"drctl itself failed: {next(t for t in tools if t.key == key).skipped}")
+        store_append = append_cost(work)
+        fan = fanout(work, env)
+        start = startup(env)
+        resume = resume_decision(work, env)
+        found, goals = results(tools, floors, store_append, fan, start, resume)
+        met = [g for g in goals if g.met]
         parts = [
-            "## Engine overhead per no-op step (drctl vs ansible-core vs Chaos Toolkit)",
+            "## The hot path: journaled steps against their floor and their peers",
             "",
-            machine_line(machine()),
+            machine_line(machine())
+            + f" CPU and I/O pressure (PSI `some` avg60) at the end: {pressure()}.",
             "",
-            "Reproduce: `.venv/bin/python benchmarks/engine_overhead.py --write`. Generated into a "
-            "temp dir: a runbook of N sequential `wait` steps with `duration: 0s` (`drctl run FILE "
+            "Reproduce: `.venv/bin/python benchmarks/engine_overhead.py --write` (add `--profile` "
+            "for the profiles below). Everything here is measured in one run of that script. "
+            "Generated into a temp dir: runbooks of N sequential `wait` steps (`duration: 0s`) "
+            "and of N `shell` steps `{command: [/bin/true], mutates: false}` (`drctl run FILE "
             "--state TMP/state.db`, fresh state file per run; every step journals `step_started` "
-            "and `step_succeeded`, each a fsynced SQLite commit), a playbook of N `debug` tasks "
-            "(`ansible-playbook -i localhost, play.yml`; `hosts: localhost`, `connection: local`, "
-            "`gather_facts: false`) and a Chaos Toolkit experiment of N python probes "
-            "`os.path.exists('/')` (`chaos --no-version-check --no-log-file run exp.json "
-            "--journal-path TMP/journal.json`). Whole-command wall time, median of "
-            f"{REPEATS} (rounds interleaved in a shuffled order, after one warm-up each); every run "
-            "is checked to have done its N steps (drctl: N `step_succeeded` events and status "
-            "succeeded; ansible: `ok=N` in the recap; chaos: N probes in a completed journal). Per "
-            "step = slope of a least-squares line through the three medians (and, less exposed "
-            "to other load on the machine, through the three minimums), and the two-point "
-            f"difference. Peers run from their own venv, `{PEERS_VENV}`.",
+            "and `step_succeeded`), playbooks of N `debug` / `ansible.builtin.command: /bin/true` "
+            "tasks (`ansible-playbook -i localhost,`, `connection: local`, `gather_facts: false`) "
+            "and Chaos Toolkit experiments of N python probes `os.path.exists('/')` / process "
+            "probes `/bin/true` (`chaos --no-version-check --no-log-file run`). Whole-command "
+            f"wall time, median of {REPEATS} rounds interleaved in a shuffled order after one "
+            "warm-up each; every run is checked to have done its N steps (drctl: N "
+            "`step_succeeded` and status succeeded; ansible: `ok=N`; chaos: N succeeded probes "
+            "in a completed journal). Per step = least-squares slope through the medians "
+            "(start-up cancels out). Peers run from their own venv, "
+            f"`{PEERS_VENV}`. Goals met: {len(met)} of {len(goals)}.",
             "",
             *found,
         ]
-        if not met or args.profile:
-            n = SIZES[-1]
-            drctl_args = ["run", str(work / f"runbook-{n}.yaml"), "--state", str(work / "p.db")]
-            parts += profile_section(f"`drctl run` with N={n}", drctl_args, n, work, env)
+        if args.profile:
+            n = PROFILE_STEPS
+            write_inputs(work, n)
+            seq = ["run", str(work / f"runbook-noop-{n}.yaml"), "--state", str(work / "p1.db")]
+            parts += profile_section(
+                f"`drctl run` of {n:,} sequential no-op steps", seq, n, work, env
+            )
+            fan_args = ["run", str(work / "fanout-10k.yaml")]
+            fan_args += ["--concurrency", str(FANOUT_CONCURRENCY), "--state", str(work / "p2.db")]
+            title = f"the {FANOUT_SHARDS:,}-shard fan-out at `--concurrency {FANOUT_CONCURRENCY}`"
+            parts += profile_section(title, fan_args, FANOUT_SHARDS, work, env)
+            fan_args[-1] = str(work / "p3.db")
+            parts += memory_section(title, fan_args, work, env)
         parts += ["", f"Script wall time: {time.perf_counter() - started:.0f} s."]
         return "\n".join(parts)
     finally:
@@ -587,9 +838,7 @@ def main() -> None:
     parser.add_argument(
         "--write", action="store_true", help="rewrite this section of docs/benchmarks.md"
     )
-    parser.add_argument(
-        "--profile", action="store_true", help="profile drctl even if the goal is met"
-    )
+    parser.add_argument("--profile", action="store_true", help="profile the hot path too")
     args = parser.parse_args()
     if not DRCTL.exists():
         sys.exit(f"{DRCTL} not found: create the venv first (see README.md)")

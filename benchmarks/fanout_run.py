@@ -28,12 +28,14 @@ from pathlib import Path
 
 from _common import (
     DRCTL,
+    Finished,
     clean_env,
     fanout_runbook,
     machine,
     machine_line,
     median,
     p90,
+    run_measured,
     table,
     write_section,
 )
@@ -48,20 +50,22 @@ TIMEOUT = 120  # seconds per command
 
 
 def run_once(
-    runbook: Path, concurrency: int, work: Path, env: dict[str, str], *, via_log: bool
-) -> float:
-    """Time one ``drctl run``; exits if it did not run all steps successfully."""
+    runbook: Path,
+    concurrency: int,
+    work: Path,
+    env: dict[str, str],
+    *,
+    via_log: bool,
+    steps: int = STEPS,
+) -> Finished:
+    """One ``drctl run`` of ``steps`` fanned-out steps; exits if any did not succeed."""
     scratch = Path(tempfile.mkdtemp(prefix=f"c{concurrency}-", dir=work))
     state = scratch / "state.db"
     argv = [str(DRCTL), "run", str(runbook), "--concurrency", str(concurrency)]
     argv += ["--state", str(state)]
-    start = time.perf_counter()
-    proc = subprocess.run(
-        argv, cwd=scratch, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False
-    )
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"drctl run exited {proc.returncode}:\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+    done = run_measured(argv, cwd=scratch, env=env, timeout=TIMEOUT)
+    if done.returncode != 0:
+        sys.exit(f"drctl run exited {done.returncode}:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
     db = sqlite3.connect(state)
     try:
         run_id, status = db.execute("SELECT id, status FROM runs").fetchone()
@@ -70,7 +74,7 @@ def run_once(
         ).fetchone()[0]
     finally:
         db.close()
-    if status != "succeeded" or succeeded != STEPS:
+    if status != "succeeded" or succeeded != steps:
         sys.exit(f"run {run_id}: status {status}, {succeeded} step_succeeded events")
     if via_log:
         log = subprocess.run(
@@ -81,10 +85,10 @@ def run_once(
             check=True,
         ).stdout
         kinds = Counter(json.loads(line)["kind"] for line in log.splitlines() if line.strip())
-        if kinds["step_succeeded"] != STEPS or kinds["run_finished"] != 1:
+        if kinds["step_succeeded"] != steps or kinds["run_finished"] != 1:
             sys.exit(f"drctl log {run_id}: {dict(kinds)}")
     shutil.rmtree(scratch, ignore_errors=True)
-    return elapsed
+    return done
 
 
 def plan_time(runbook: Path, env: dict[str, str], runs: int = 3) -> float:
@@ -118,7 +122,7 @@ def report(args: argparse.Namespace) -> str:
             order = list(CONCURRENCY)
             random.Random(r).shuffle(order)
             for c in order:
-                elapsed = run_once(runbook, c, work, env, via_log=c == GOAL_CONCURRENCY)
+                elapsed = run_once(runbook, c, work, env, via_log=c == GOAL_CONCURRENCY).elapsed
                 samples[c].append(elapsed)
                 print(f"  round {r + 1}: --concurrency {c:<3} {elapsed:.3f} s")
         planned = plan_time(runbook, env)

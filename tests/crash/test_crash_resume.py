@@ -355,12 +355,12 @@ def test_ten_runs_started_at_once_one_wins_nine_are_told_who_holds_the_lock(
     """Ten runs of one runbook on one state file at once: one exits 0, nine exit 3 naming the holder."""
     effects, go = tmp_path / "effects.txt", tmp_path / "go"
     # The first step holds the run (and its lock) until the test has seen all nine
-    # losers exit, or 20 s pass; so the runs overlap however slowly they start.
+    # losers exit, or 90 s pass; so the runs overlap however slowly they start.
     runbook = tmp_path / "runbook.yaml"
     runbook.write_text(
         _HEADER.format(name="crash-lock")
-        + "  - id: hold\n    type: shell\n    timeout: 60s\n    with:\n"
-        f"      command: \"for i in $(seq 200); do test -e '{go}' && break; sleep 0.1; done; "
+        + "  - id: hold\n    type: shell\n    timeout: 120s\n    with:\n"
+        f"      command: \"for i in $(seq 900); do test -e '{go}' && break; sleep 0.1; done; "
         f"echo hold >> '{effects}'\"\n"
         f"      verify: \"grep -qx hold '{effects}'\"\n"
         + _shell("after", "after").replace("EFFECTS", str(effects)),
@@ -380,7 +380,7 @@ def test_ten_runs_started_at_once_one_wins_nine_are_told_who_holds_the_lock(
         for _ in range(10)
     ]
     try:
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + 80  # below the hold's 90 s: the winner still holds
         while sum(p.poll() is not None for p in procs) < 9 and time.monotonic() < deadline:
             time.sleep(0.05)
         go.touch()

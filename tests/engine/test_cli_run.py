@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -209,7 +210,7 @@ def test_first_ctrl_c_waits_for_in_flight_steps_then_exits_130(tmp_path: Path) -
         tmp_path,
         """
 steps:
-  - {id: slow, type: shell, with: {command: "sleep 1.5; touch {tmp}/slow", verify: "test -f {tmp}/slow"}}
+  - {id: slow, type: shell, with: {command: "for i in $(seq 1200); do test -f {tmp}/go && break; sleep 0.05; done; touch {tmp}/slow", verify: "test -f {tmp}/slow"}}
   - {id: next, type: shell, with: {command: "touch {tmp}/next", verify: "test -f {tmp}/next"}}
 """,
     )
@@ -217,11 +218,14 @@ steps:
         [sys.executable, "-m", "drctl", "run", path, "--state", str(tmp_path / "state.db")],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    out = _Lines(proc)
     _wait_for_event(tmp_path, "step_started", "slow")
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    # The step is held until drctl has taken the Ctrl-C, however slow the machine.
+    out.wait_for("waiting for 1 in-flight step")
+    (tmp_path / "go").touch()
+    err = out.finish(timeout=30)
     assert proc.returncode == 130, err
-    assert "waiting for 1 in-flight step" in out
     assert (tmp_path / "slow").exists()
     assert not (tmp_path / "next").exists()
     resumed = drctl(tmp_path, "resume", "--last")
@@ -242,14 +246,15 @@ steps:
         [sys.executable, "-m", "drctl", "run", path, "--state", str(tmp_path / "state.db")],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    out = _Lines(proc)
     _wait_for_event(tmp_path, "step_started", "long")
-    started = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    # Two signals before the handler runs would count as one press: wait for the first.
+    out.wait_for("waiting for 1 in-flight step")
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=30)
+    # Bounded well below the command's 60 s: the second press cancelled it.
+    out.finish(timeout=45)
     assert proc.returncode == 130
-    assert time.monotonic() - started < 15
     run_id = str(last_run(tmp_path)["id"])
     kinds = [
         json.loads(x)["kind"]
@@ -286,7 +291,10 @@ steps:
 def test_lock_held_names_the_holder_and_unlock_needs_the_lease(tmp_path: Path) -> None:
     """A live holder makes a second run exit 3; unlock needs the exact lease id and is audited."""
     path = write(
-        tmp_path, "steps:\n  - {id: s, type: shell, with: {command: 'sleep 5', verify: 'true'}}\n"
+        tmp_path,
+        # Held until the test is done with the lock (bounded at 60 s), however slow the CLI.
+        "steps:\n  - {id: s, type: shell, with: {command: 'for i in $(seq 1200); do test -f {tmp}/go && break; "
+        "sleep 0.05; done', verify: 'true'}}\n",
     )
     holder = subprocess.Popen(
         [sys.executable, "-m", "drctl", "run", path, "--state", str(tmp_path / "state.db")],
@@ -305,6 +313,7 @@ def test_lock_held_names_the_holder_and_unlock_needs_the_lease(tmp_path: Path) -
         right = drctl(tmp_path, "unlock", "cli", "--lease", lease, "--reason", "holder wedged")
         assert right.returncode == 0
     finally:
+        (tmp_path / "go").touch()
         holder.wait(timeout=30)
     # The old holder lost its lease: it could not journal its success.
     assert holder.returncode == 1
@@ -345,6 +354,46 @@ def test_status_runs_and_log_in_json(tmp_path: Path) -> None:
     missing = drctl(tmp_path, "status", "nope")
     assert missing.returncode == 2
     assert "no run 'nope'" in missing.stderr
+
+
+class _Lines:
+    """A child's stdout read line by line as it comes, so a test can wait for a line."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._more = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._more:
+                self.lines.append(line)
+                self._more.notify_all()
+        with self._more:
+            self.lines.append("")  # end of output
+            self._more.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> None:
+        with self._more:
+            found = self._more.wait_for(
+                lambda: any(text in line for line in self.lines) or "" in self.lines, timeout
+            )
+            seen = found and any(text in line for line in self.lines)
+        if not seen:
+            self.proc.kill()
+            self.finish(timeout=10)
+            raise AssertionError(f"drctl never printed {text!r}: {self.lines}")
+
+    def finish(self, timeout: float) -> str:
+        """Wait for the child to exit; returns its stderr."""
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.proc.wait(timeout=timeout)  # what drctl writes to stderr here fits in the pipe
+        self._reader.join(timeout=timeout)
+        with self.proc.stdout, self.proc.stderr:
+            return self.proc.stderr.read()
 
 
 def _wait_for_event(tmp: Path, kind: str, step: str, timeout: float = 20.0) -> None:

@@ -135,6 +135,9 @@ class MockReplicaSet:
         #: Inserts refused because their _id was taken (E11000), as a real server refuses them.
         self.duplicate_inserts = 0
         self.received: list[tuple[str, str, dict[str, Any]]] = []
+        #: (member, namespace, document) of every insert the set answered as written
+        #: with no write concern error: what a client may count as acknowledged.
+        self.acknowledged: list[tuple[str, str, dict[str, Any]]] = []
         self.drops: dict[str, int] = {}
         self.write_concern_timeout = False
         self.lose_writes = False
@@ -703,6 +706,8 @@ class MockReplicaSet:
                     },
                 },
             }
+        else:
+            self.acknowledged += [(member.host, namespace, dict(d)) for d in documents]
         return reply
 
     def _find(self, member: Member, doc: dict[str, Any], request: Any) -> dict[str, Any]:

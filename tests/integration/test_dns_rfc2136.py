@@ -252,8 +252,9 @@ def test_unreachable_server_fails_within_the_timeout(bind9: Bind9) -> None:  # n
     with pytest.raises(
         Unreachable, match=rf"cannot reach 127\.0\.0\.1:{closed}: Connection refused"
     ):
-        Update().check(_ctx(inputs, bind9, port=closed))
-    assert time.monotonic() - t0 < 2.0
+        Update().check(_ctx(inputs, bind9, timeout=60.0, port=closed))
+    # At once: far below both the step's 60 s and an exchange's 5 s cap, on any machine.
+    assert time.monotonic() - t0 < 4.0
 
     # The kernel accepts the connection; nobody ever reads the request or answers it.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
@@ -263,10 +264,15 @@ def test_unreachable_server_fails_within_the_timeout(bind9: Bind9) -> None:  # n
         for step, step_inputs in ((Update(), inputs), (Delete(), DeleteInputs(name="db"))):
             t0 = time.monotonic()
             with pytest.raises(
-                Unreachable, match=rf"no answer from 127\.0\.0\.1:{port} within 1\.\ds"
-            ):
-                step.apply(_ctx(step_inputs, bind9, timeout=1.5, port=port))
-            assert 1.0 < time.monotonic() - t0 < 3.0
+                Unreachable, match=rf"no answer from 127\.0\.0\.1:{port}"
+            ) as e:
+                step.apply(_ctx(step_inputs, bind9, timeout=1.0, port=port))
+            took = time.monotonic() - t0
+            # The wait was the step's remaining time (at most its 1 s), not an exchange's
+            # 5 s cap; the message says the timeout used, whatever the machine's speed.
+            waited = re.search(r"within ([\d.]+)s", str(e.value))
+            assert waited and 0.2 <= float(waited.group(1)) <= 1.0, str(e.value)
+            assert float(waited.group(1)) - 0.05 <= took < 4.5, took
 
 
 # -- dns.resolve -------------------------------------------------------------------------
@@ -313,8 +319,10 @@ def test_resolve_waits_until_an_update_shows(bind9: Bind9) -> None:  # noqa: F81
     finally:
         timer.join(timeout=5)
     assert ctx.outputs["values"] == ["127.0.0.3"]
-    assert ctx.outputs["polls"] > 3
-    assert 0.5 < ctx.outputs["waited"] < 5
+    # It polled while the old answer was served (the line below), then saw the update,
+    # which came 0.6 s in; how many polls fit in that is the machine's speed.
+    assert ctx.outputs["polls"] >= 2
+    assert 0.5 < ctx.outputs["waited"] < inputs.deadline
     assert any(
         "127.0.0.2 (TTL 30)" in line and "waiting for 127.0.0.3" in line for line in ctx.lines
     )
@@ -326,13 +334,19 @@ def test_resolve_times_out_reporting_the_ttl_to_wait(bind9: Bind9) -> None:  # n
     inputs = ResolveInputs(
         name="stale", expect="127.0.0.3", resolver="zone", interval=0.2, deadline=0.7
     )
-    ctx = RealContext(inputs, targets={"zone": bind9.target()}, timeout=10.0)
+    ctx = RealContext(inputs, targets={"zone": bind9.target()}, timeout=60.0)
     t0 = time.monotonic()
     with pytest.raises(StepTimeout) as failed:
         Resolve().apply(ctx)
-    assert time.monotonic() - t0 < 2.0
+    # At its 0.7 s deadline, not the step's 60 s; generous for a loaded machine.
+    assert time.monotonic() - t0 < 10.0
     message = str(failed.value)
-    assert "stale.example. A still resolves to 127.0.0.2, not 127.0.0.3, after 4 poll(s)" in message
+    polls = re.search(
+        r"stale\.example\. A still resolves to 127\.0\.0\.2, not 127\.0\.0\.3, after (\d+) poll\(s\)",
+        message,
+    )
+    # 0.7 s at one poll per 0.2 s: at most 4 polls, fewer when each is slow.
+    assert polls and 1 <= int(polls.group(1)) <= 4, message
     assert "may be served for 120s more (TTL still to wait)" in message
     assert ctx.outputs["ttl_remaining"] == 120
 
@@ -347,8 +361,9 @@ def test_resolve_against_a_silent_resolver_times_out(bind9: Bind9) -> None:  # n
     with pytest.raises(
         StepTimeout, match=r"no answer after \d+ poll\(s\).*no answer from 127\.0\.0\.1"
     ):
-        Resolve().apply(RealContext(inputs, timeout=10.0))
-    assert time.monotonic() - t0 < 4.0
+        Resolve().apply(RealContext(inputs, timeout=60.0))
+    # At its 1 s deadline (a poll's wait is cut to what is left), not the step's 60 s.
+    assert time.monotonic() - t0 < 10.0
 
 
 # -- through the CLI -----------------------------------------------------------------------

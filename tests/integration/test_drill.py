@@ -147,11 +147,13 @@ def test_drill_failover_through_dns_meets_objectives(sandbox: Pair, tmp_path: Pa
     measured = [json.loads(x) for x in log.stdout.splitlines() if '"drill_measured"' in x]
     assert len(measured) == 1, log.stdout
     m = measured[0]["data"]["measurement"]
-    assert m["missing"] == 0 and m["acknowledged"] > 10, m
-    # The canary reached the new primary through the name, after the first mutation.
+    assert m["missing"] == 0, m
+    # The canary reached the new primary through the name, after the first mutation (how
+    # many writes it made meanwhile is the machine's speed, not the drill's behaviour).
     assert m["new_primary_address"] == pair.params()["standby_host"], m
-    assert m["time_to_new_primary"] is not None and 0 < m["time_to_new_primary"] < 30, m
-    assert 0 < m["rto"] < 30, m
+    rto = measured[0]["data"]["objectives"]["rto"]
+    assert m["time_to_new_primary"] is not None and 0 < m["time_to_new_primary"] <= rto, m
+    assert 0 < m["rto"] <= rto, m
     # Every acknowledged write is on the new primary.
     drill_id = measured[0]["data"]["drill_id"]
     assert (

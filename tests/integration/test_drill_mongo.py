@@ -58,14 +58,23 @@ def test_planned_failover_drill_loses_nothing(mock_rs: MockReplicaSet, tmp_path:
     data = json.loads(report.read_text())
     assert data["passed"] and data["canary"]["kind"] == "mongo", data
     m = data["measurement"]
-    assert m["missing"] == 0 and m["acknowledged"] > 10, m
+    assert m["missing"] == 0, m
     # Writes were confirmed first by the old primary, then by the new one, named exactly.
+    # (How many there were is the machine's speed, not the drill's behaviour.)
     assert m["new_primary_address"] == c, m
     assert m["time_to_new_primary"] is not None and 0 < m["time_to_new_primary"] < 60, m
-    # Every write the canary counted as acknowledged is on the new primary, with majority.
+    answered: dict[str, list[int]] = {}
+    for host, namespace, doc in mock_rs.acknowledged:
+        if namespace == CANARY_NS and doc["drill_id"] == data["drill_id"]:
+            answered.setdefault(host, []).append(doc["seq"])
+    assert set(answered) == {a, c} and max(answered[a]) < min(answered[c]), answered
+    assert m["acknowledged"] <= len(answered[a]) + len(answered[c]), (m, answered)
+    # Every write acknowledged, as the canary counted them and as the servers answered
+    # them, is on the new primary, with majority.
     held = mock_rs.holds(c, CANARY_NS)
     seqs = {d["seq"] for d in held.values() if d["drill_id"] == data["drill_id"]}
     assert len(seqs) >= m["acknowledged"]
+    assert {*answered[a], *answered[c]} <= seqs, (answered, seqs)
     inserts = [doc for _host, doc in mock_rs.sent("insert") if doc["insert"] == "drctl_canary"]
     assert inserts and all(
         doc["writeConcern"].get("w") == "majority" and doc["writeConcern"].get("j") is True
@@ -186,7 +195,7 @@ def test_drill_stopped_at_its_gate_resumes_and_is_measured_whole(
     held = {
         d["seq"] for d in mock_rs.holds(c, CANARY_NS).values() if d["drill_id"] == whole["drill_id"]
     }
-    assert pause["next_seq"] in held and max(held) >= pause["next_seq"] + 5, (pause, held)
+    assert pause["next_seq"] in held and max(held) > pause["next_seq"], (pause, held)
     assert mock_rs.duplicate_inserts == 0
     assert len(held) >= m["acknowledged"]
     # The pause between the windows is not a write gap (nobody wrote then).

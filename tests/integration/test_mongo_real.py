@@ -243,8 +243,10 @@ def test_planned_failover_drill_on_real_mongod(real_rs: RealSet, tmp_path: Path)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     data = json.loads(report.read_text())
     m = data["measurement"]
-    assert data["passed"] and m["missing"] == 0 and m["acknowledged"] > 10, data
-    assert m["new_primary_address"] == c, m
+    assert data["passed"] and m["missing"] == 0, data
+    # The canary followed the election: the new primary acknowledged writes after the first
+    # mutating step (how many writes there were is the machine's speed).
+    assert m["new_primary_address"] == c and m["first_new_primary_ack_at"] is not None, m
     with _client(c) as client:
         held = client["drctl"]["drctl_canary"].count_documents({"drill_id": data["drill_id"]})
     assert held >= m["acknowledged"]

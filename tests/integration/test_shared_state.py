@@ -25,7 +25,7 @@ def test_second_directory_is_locked_out_then_resumes_the_same_run(
     runbook = tmp_path / "shared.yaml"
     runbook.write_text(
         "apiVersion: drctl/v1\nkind: Runbook\nmetadata: {name: shared}\nsteps:\n"
-        f"  - {{id: work, type: shell, with: {{command: 'sleep 2; echo w >> {tmp_path}/effects', verify: 'grep -q w {tmp_path}/effects'}}}}\n"
+        f"  - {{id: work, type: shell, with: {{command: 'for i in $(seq 1200); do test -e {tmp_path}/go && break; sleep 0.05; done; echo w >> {tmp_path}/effects', verify: 'grep -q w {tmp_path}/effects'}}}}\n"
         "  - {id: gate, type: approve}\n"
         f"  - {{id: finish, type: shell, with: {{command: 'echo f >> {tmp_path}/effects', verify: 'grep -q f {tmp_path}/effects'}}}}\n"
     )
@@ -33,8 +33,15 @@ def test_second_directory_is_locked_out_then_resumes_the_same_run(
         [sys.executable, "-m", "drctl", "run", str(runbook), "--state", pg_state_url],
         cwd=a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
-    time.sleep(1.0)
+    # The run exists once it holds the lock; its first step holds it until `go` exists.
+    deadline = time.monotonic() + 60
+    while not json.loads(
+        run_cli("runs", "--output", "json", "--state", pg_state_url, cwd=str(b)).stdout or "[]"
+    ):
+        assert time.monotonic() < deadline and holder.poll() is None, "dir A's run never started"
+        time.sleep(0.1)
     locked_out = run_cli("run", str(runbook), "--state", pg_state_url, cwd=str(b))
+    (tmp_path / "go").touch()
     _, err = holder.communicate(timeout=60)
     assert holder.returncode == 4, err
     assert locked_out.returncode == 3, locked_out.stderr
