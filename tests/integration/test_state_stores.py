@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from drctl.errors import LockHeld, LockLost, UsageError
+from drctl.engine.clock import SystemClock
+from drctl.engine.lock import RunLock
+from drctl.errors import LockHeld, LockLost, StateError, UsageError
 from drctl.state.base import Event, RunRecord, StateStore
 from drctl.state.open import open_store
+from drctl.state.sqlite import SqliteStore
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +132,26 @@ def test_racing_acquirers_exactly_one_wins(store_url: str) -> None:
     for t in threads:
         t.join(timeout=60)
     assert sorted(results) == ["held"] * 9 + ["won"]
+
+
+def test_a_store_failing_heartbeats_ends_the_lease_with_its_reason(tmp_path: Path) -> None:
+    """Heartbeats refused until the lease runs out lose the lock with a LockLost naming the store's error, kept as its cause."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(path, busy_timeout=0.05)
+    lock = RunLock(store, SystemClock(), ttl=0.6)
+    lock.acquire("k", "r1", "u", "h", 1)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # every heartbeat now finds the store busy
+    try:
+        assert lock.lost.wait(timeout=20)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    with pytest.raises(LockLost) as lost:
+        _ = lock.lease
+    assert lost.match(
+        r"lease \w+ expired after the store failed \d+ heartbeats?: .*database is locked"
+    )
+    assert isinstance(lost.value.__cause__, StateError)
+    lock.release()
+    store.close()
