@@ -34,7 +34,11 @@ class SqliteStore(SqlStore):
         self._mutex = threading.RLock()
         try:
             self._db = self._connect(busy_timeout)
-            self._open_schema()
+            try:
+                self._open_schema()
+            except BaseException:
+                self._db.close()
+                raise
         except sqlite3.Error as exc:
             raise StateError(f"cannot open state store {self.path}: {exc}") from exc
         except OSError as exc:
@@ -42,18 +46,12 @@ class SqliteStore(SqlStore):
 
     def _connect(self, busy_timeout: float) -> sqlite3.Connection:
         if self.read_only:
-            # mode=ro writes nothing; on a read-only file system the WAL index cannot be
-            # created either, and nobody can be writing there, so the file is immutable.
             if not self.path.is_file():
                 raise StateError(
                     f"no state store at {self.path}",
                     hint="give the store with --state (or DRCTL_STATE) as the run did",
                 )
-            mode = "immutable=1" if _read_only_mount(self.path) else "mode=ro"
-            uri = f"file:{quote(str(self.path.absolute()))}?{mode}"
-            db = sqlite3.connect(
-                uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
+            db = self._connect_read_only(busy_timeout)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(
@@ -62,6 +60,31 @@ class SqliteStore(SqlStore):
             db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
+        return db
+
+    def _connect_read_only(self, busy_timeout: float) -> sqlite3.Connection:
+        """A connection that writes nothing, even where nothing can be written.
+
+        ``mode=ro`` still needs the WAL index (``-shm``), which a read-only mount or a
+        full disk cannot create. Then, if no write-ahead log holds committed pages the
+        file lacks (a cleanly closed store), the file alone is the whole store and is
+        read as immutable.
+        """
+        uri = f"file:{quote(str(self.path.absolute()))}"
+        db = sqlite3.connect(
+            f"{uri}?mode=ro", uri=True, timeout=busy_timeout, isolation_level=None,
+            check_same_thread=False,
+        )  # fmt: skip
+        try:
+            db.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.OperationalError:
+            db.close()
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise
+            db = sqlite3.connect(
+                f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False
+            )
         return db
 
     @contextmanager
@@ -102,12 +125,3 @@ class SqliteStore(SqlStore):
     def close(self) -> None:
         with self._mutex:
             self._db.close()
-
-
-def _read_only_mount(path: Path) -> bool:
-    import os
-
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
