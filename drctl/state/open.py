@@ -1,5 +1,6 @@
 """Choosing the state store: ``--state``, then ``DRCTL_STATE``, then ``.drctl/state.db``
-under the current directory. A ``postgresql://`` URL selects the shared store."""
+under the current directory. A ``postgresql://`` URL selects the shared store, an
+``etcd://`` URL the quorum store."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ def open_store(spec: str, *, read_only: bool = False) -> StateStore:
         from drctl.state.postgres import PostgresStore
 
         return PostgresStore(spec, read_only=read_only)
+    if spec.startswith("etcd://"):
+        from drctl.state.etcd import EtcdStore
+
+        return EtcdStore(spec, read_only=read_only)
     if "://" in spec and not spec.startswith("sqlite://"):
         raise UsageError(f"--state: unsupported state store URL {spec!r}")
     from drctl.state.sqlite import SqliteStore

@@ -1,4 +1,4 @@
-"""The StateStore contract, held by both backends: SQLite and the shared PostgreSQL store."""
+"""The StateStore contract, held by every backend: SQLite, PostgreSQL and etcd."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,14 +21,29 @@ from drctl.state.open import open_store
 from drctl.state.sqlite import SqliteStore
 from tests.conftest import run_cli
 from tests.integration.conftest import require_or_skip
+from tests.integration.etcd_cluster import EtcdCluster, etcd_binary
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """One three-member etcd cluster for this module's tests (each uses its own prefix)."""
+    binary = etcd_binary()
+    if binary is None:
+        require_or_skip("etcd (Debian package etcd-server) is not installed")
+    assert binary is not None
+    with EtcdCluster.running(binary, tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgres", "etcd"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "state.db")
+    if request.param == "etcd":
+        cluster: EtcdCluster = request.getfixturevalue("etcd")
+        return cluster.url(f"t-{uuid.uuid4().hex[:10]}")
     return str(request.getfixturevalue("pg_state_url"))
 
 
