@@ -29,6 +29,8 @@ import contextlib
 import json
 import math
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -55,6 +57,9 @@ T = TypeVar("T")
 _EVENTS_PER_TXN = 100
 #: Compare-and-set rounds lost to other writers before an operation gives up.
 _CAS_ROUNDS = 50
+#: Rounds over every member one request may take (also bounded by ``retry_for``).
+_MAX_ROUNDS = 100
+_ROUND_PAUSE = 0.2
 
 
 @dataclass(frozen=True)
@@ -98,13 +103,17 @@ def _bad_url(spec: str, why: str) -> UsageError:
 class EtcdStore(StateStore):
     """State in an etcd v3 cluster (``--state etcd://h1:2379,h2:2379,h3:2379/prefix``)."""
 
-    def __init__(self, spec: str, *, timeout: float = 5.0, read_only: bool = False) -> None:
+    def __init__(
+        self, spec: str, *, timeout: float = 5.0, retry_for: float = 10.0, read_only: bool = False
+    ) -> None:
         url = EtcdUrl.parse(spec)
+        self._retry_for = retry_for
         super().__init__(str(url), read_only=read_only)
         from etcd3gw import exceptions
         from etcd3gw.client import Etcd3Client
 
         self._errors = exceptions
+        self._endpoints = [f"{h}:{p}" for h, p in url.endpoints]
         self._clients = [
             Etcd3Client(host=h, port=p, timeout=timeout, api_path="/v3/") for h, p in url.endpoints
         ]
@@ -125,30 +134,47 @@ class EtcdStore(StateStore):
     # -- the wire: one place that talks to etcd and translates its errors ----------
 
     def _call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST to the gateway, trying each member once, starting with the last that answered."""
+        """POST to the gateway: each member in turn, starting with the last that answered,
+        round after round until ``retry_for`` has passed (an election takes a moment).
+
+        A retried write may have been applied already (a member timed out after the
+        cluster committed it): the operations below make every write safe to repeat or
+        find out that it landed.
+        """
         errors = self._errors
+        failed: dict[int, Exception] = {}
         last: Exception | None = None
+        deadline = time.monotonic() + self._retry_for
         with self._mutex:
             first = self._current
-        for offset in range(len(self._clients)):
-            index = (first + offset) % len(self._clients)
+        count = len(self._clients)
+        for attempt in range(_MAX_ROUNDS * count):
+            if attempt and attempt % count == 0:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(_ROUND_PAUSE)
+            index = (first + attempt) % count
             client = self._clients[index]
             try:
                 answer: dict[str, Any] = client.post(client.get_url(path), json=payload)
-            except (errors.ConnectionFailedError, errors.ConnectionTimeoutError) as exc:
-                last = exc  # that member is down or cut off: the next one may answer
-                continue
             except errors.Etcd3Exception as exc:
-                # A member that lost its quorum answers "no leader" or times out; a
-                # member on the majority side may still answer.
-                last = exc
+                # Down or cut off, or without a leader on its side: another may answer.
+                failed[index] = last = exc
+                continue
+            except (OSError, ValueError) as exc:  # the client's transport below its own errors
+                failed[index] = last = exc
                 continue
             with self._mutex:
                 self._current = index
             return answer
-        assert last is not None
+        each = "; ".join(
+            f"{self._endpoints[i]}: {_reason(exc)}" for i, exc in sorted(failed.items())
+        )
         raise StateError(
-            f"state store {self.location}: no member answered: {_reason(last)}"
+            f"state store {self.location}: no majority of its members answered within "
+            f"{self._retry_for:g}s ({each})",
+            hint="the run stopped before its next step; once a majority of the etcd members "
+            "is back, continue it with drctl resume",
         ) from last
 
     def _range(self, key: str, *, prefix: bool = False) -> list[tuple[str, bytes, int]]:
@@ -204,7 +230,10 @@ class EtcdStore(StateStore):
 
     def create_run(self, run: RunRecord) -> None:
         key = self._p + "runs/" + run.id
-        if not self._txn([_absent(key)], [_put(key, _run_json(run))]):
+        if (
+            not self._txn([_absent(key)], [_put(key, _run_json(run))])
+            and self.get_run(run.id) != run
+        ):
             raise StateError(f"state store {self.location}: run {run.id} exists already")
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -250,18 +279,19 @@ class EtcdStore(StateStore):
         counter = self._p + "journal/" + run_id
         token = lease.token if lease is not None else 0
 
+        write = uuid.uuid4().hex
+
         def attempt() -> list[Event] | None:
             found = self._get(counter)
-            last = int(found[0]) if found else 0
+            last, landed = _counter(found[0]) if found else (0, "")
+            if landed == write:  # a repeated request: the first one landed
+                return _numbered(events, last - len(events), token)
             compare = [_unchanged(counter, found[1]) if found else _absent(counter)]
             if lease is not None:
                 compare.append(_equals(self._p + "holders/" + lease.key, lease.lease_id))
-            stored = [
-                Event(e.kind, e.ts, e.step, e.attempt, e.data, last + 1 + i, token)
-                for i, e in enumerate(events)
-            ]
+            stored = _numbered(events, last, token)
             puts = [_put(self._event_key(run_id, e.seq), _event_json(e)) for e in stored]
-            puts.append(_put(counter, str(last + len(events)).encode()))
+            puts.append(_put(counter, dumps({"seq": last + len(events), "write": write}).encode()))
             if self._txn(compare, puts):
                 return stored
             if lease is not None and not self._holds(lease):
@@ -282,8 +312,11 @@ class EtcdStore(StateStore):
     # -- locks ----------------------------------------------------------------------------
 
     def _holds(self, lease: Lease) -> bool:
-        found = self._get(self._p + "holders/" + lease.key)
-        return found is not None and found[0].decode() == lease.lease_id
+        return self._holder_is(lease.key, lease.lease_id)
+
+    def _holder_is(self, key: str, lease_id: str) -> bool:
+        found = self._get(self._p + "holders/" + key)
+        return found is not None and found[0].decode() == lease_id
 
     def _lock_state(self, key: str) -> tuple[LockInfo | None, int, bytes | None, int]:
         """The lock record and its revision, the holder key's value and its revision."""
@@ -332,7 +365,7 @@ class EtcdStore(StateStore):
                 _put(record_key, dumps(record).encode()),
                 _put(holder_key, lease_id.encode(), lease=lease_num),
             ]
-            if self._txn(compare, success):
+            if self._txn(compare, success) or self._holder_is(key, lease_id):
                 if holder is not None:
                     self._revoke(holder.decode())  # the displaced holder's lease
                 return AcquireResult(Lease(key, lease_id, token, run_id, now + ttl), took_over)
@@ -427,6 +460,19 @@ def _run_from_json(raw: bytes) -> RunRecord:
     )  # fmt: skip
 
 
+def _counter(raw: bytes) -> tuple[int, str]:
+    """A run's last sequence number and the id of the write that set it."""
+    data = json.loads(raw)
+    return int(data["seq"]), str(data["write"])
+
+
+def _numbered(events: list[Event], after: int, token: int) -> list[Event]:
+    return [
+        Event(e.kind, e.ts, e.step, e.attempt, e.data, after + 1 + i, token)
+        for i, e in enumerate(events)
+    ]
+
+
 def _event_json(event: Event) -> bytes:
     return dumps(event.to_json()).encode()
 
@@ -501,15 +547,17 @@ def _delete(key: str) -> dict[str, Any]:
 
 
 def _reason(exc: Exception) -> str:
-    """etcd's own words where it gave them (the gateway's JSON error), else the client's."""
-    detail = getattr(exc, "detail_text", None)
-    if detail:
-        try:
-            parsed = json.loads(detail)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict) and parsed.get("error"):
-            return str(parsed.get("message") or parsed["error"])
-        return str(detail).strip().splitlines()[0]
-    text = str(exc).strip()
+    """etcd's own words where it gave them (the gateway's JSON error), else a short cause."""
+    text = str(getattr(exc, "detail_text", None) or exc)
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and (parsed.get("message") or parsed.get("error")):
+        return str(parsed.get("message") or parsed.get("error"))
+    if "Connection refused" in text:
+        return "connection refused"
+    if "timed out" in text.lower() or "Timeout" in type(exc).__name__:
+        return "no answer (timed out)"
+    text = text.strip()
     return text.splitlines()[0] if text else type(exc).__name__

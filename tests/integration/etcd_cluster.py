@@ -73,12 +73,15 @@ class EtcdCluster:
     members: list[Member] = field(default_factory=list)
     token: str = field(default_factory=lambda: f"drctl-test-{uuid.uuid4().hex[:8]}")
 
-    def url(self, prefix: str) -> str:
-        return f"etcd://{','.join(m.endpoint for m in self.members)}/{prefix}"
+    def url(self, prefix: str, first: Member | None = None) -> str:
+        """The store URL; ``first`` is the member the client talks to until it fails."""
+        order = sorted(self.members, key=lambda m: m is not first)
+        return f"etcd://{','.join(m.endpoint for m in order)}/{prefix}"
 
     @classmethod
     @contextlib.contextmanager
     def running(cls, binary: str, root: Path, size: int = 3) -> Iterator[EtcdCluster]:
+        root.mkdir(parents=True, exist_ok=True)
         cluster = cls(binary, root)
         for i in range(size):
             name = f"m{i}"
