@@ -211,3 +211,24 @@ def test_twenty_racing_runs_on_one_etcd_lock_exactly_one_proceeds(
     assert codes == [0] + [3] * 19, [err for _, err in outcomes]
     assert all("is held by run" in err for code, err in outcomes if code == 3)
     assert (tmp_path / "effects").read_text() == "once\n"
+
+
+def test_the_etcd_client_is_loaded_only_by_an_etcd_store(tmp_path: Path) -> None:
+    """`drctl --help`, `validate` and a SQLite store's `runs` import neither etcd3gw nor requests."""
+    probe = (
+        "import sys\nfrom drctl.cli.app import main\nsys.argv = ['drctl', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "sys.stderr.write('LOADED ' + ','.join(m for m in ('etcd3gw', 'requests') if m in sys.modules))\n"
+    )
+    runbook = _gated_runbook(tmp_path)
+    for args in (
+        ["--help"],
+        ["validate", str(runbook)],
+        ["runs", "--state", str(tmp_path / "s.db")],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-c", probe, *args],
+            capture_output=True, text=True, cwd=tmp_path, check=False, timeout=WITHIN,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        assert result.stderr.splitlines()[-1] == "LOADED ", (args, result.stderr)
