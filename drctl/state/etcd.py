@@ -125,8 +125,9 @@ class EtcdStore(StateStore):
         except StateError as exc:
             self.close()
             if isinstance(exc.__cause__, exceptions.Etcd3Exception):
+                detail = exc.message.removeprefix(f"state store {self.location}: ")
                 raise UsageError(
-                    f"--state: cannot reach the etcd store {self.location}: {exc.message}",
+                    f"--state: cannot reach the etcd store {self.location}: {detail}",
                     hint="check the members' addresses and that a majority of them is up",
                 ) from exc
             raise

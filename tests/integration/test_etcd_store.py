@@ -161,7 +161,7 @@ def test_killing_the_etcd_leader_mid_run_the_run_goes_on(
 def test_losing_the_quorum_stops_the_run_at_its_next_write_and_it_resumes_when_back(
     cluster: EtcdCluster, tmp_path: Path
 ) -> None:
-    """Two of three members stopped: the run stops at its next journal write naming the store, does nothing more, and resumes once a quorum is back."""
+    """Two of three members stopped: the run stops at its next journal write naming the store, does nothing more, and resumes from another directory once a quorum is back."""
     url = cluster.url("quorum")
     runner = _drctl("run", str(_gated_runbook(tmp_path)), "--state", url, cwd=tmp_path)
     try:
@@ -181,9 +181,13 @@ def test_losing_the_quorum_stops_the_run_at_its_next_write_and_it_resumes_when_b
     for member in lost:
         cluster.start(member)
     cluster.wait_healthy()
-    runs = json.loads(run_cli("runs", "--output", "json", "--state", url, cwd=str(tmp_path)).stdout)
+    elsewhere = tmp_path / "elsewhere"  # another directory, as another machine would be
+    elsewhere.mkdir()
+    runs = json.loads(
+        run_cli("runs", "--output", "json", "--state", url, cwd=str(elsewhere)).stdout
+    )
     assert len(runs) == 1
-    resumed = run_cli("resume", runs[0]["id"], "--state", url, cwd=str(tmp_path), timeout=WITHIN)
+    resumed = run_cli("resume", runs[0]["id"], "--state", url, cwd=str(elsewhere), timeout=WITHIN)
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "effects").read_text() == "once\n"
 
