@@ -236,3 +236,43 @@ def test_the_etcd_client_is_loaded_only_by_an_etcd_store(tmp_path: Path) -> None
             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
         )  # fmt: skip
         assert result.stderr.splitlines()[-1] == "LOADED ", (args, result.stderr)
+
+
+def test_kill_at_every_journal_event_on_etcd_then_resume_applies_each_effect_once(
+    cluster: EtcdCluster, tmp_path: Path
+) -> None:
+    """kill -9 of drctl after each journal event on the etcd store, then resume: every effect happens exactly once and the run succeeds."""
+    steps = "".join(
+        f"  - {{id: s{i}, type: shell, with: {{command: 'echo s{i} >> EFFECTS', "
+        f"verify: 'grep -qx s{i} EFFECTS'}}}}\n"
+        for i in range(3)
+    )
+    text = f"apiVersion: drctl/v1\nkind: Runbook\nmetadata: {{name: crash}}\nsteps:\n{steps}"
+
+    def attempt(label: str, fault: str | None) -> tuple[Path, str, int]:
+        work = tmp_path / label
+        work.mkdir()
+        effects = work / "effects"
+        (work / "rb.yaml").write_text(text.replace("EFFECTS", str(effects)))
+        url = cluster.url(f"crash-{label}")
+        env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+        if fault:
+            env["DRCTL_FAULT"] = fault
+        ran = subprocess.run(
+            [sys.executable, "-m", "drctl", "run", "rb.yaml", "--state", url],
+            cwd=work, capture_output=True, text=True, env=env, timeout=WITHIN, check=False,
+        )  # fmt: skip
+        return effects, url, ran.returncode
+
+    effects, url, code = attempt("clean", None)
+    assert code == 0
+    (run,) = json.loads(run_cli("runs", "--output", "json", "--state", url).stdout)
+    events = len(run_cli("log", run["id"], "--output", "json", "--state", url).stdout.splitlines())
+    assert events >= 8  # run_started, 3 x (started, succeeded), run_finished
+    for n in range(1, events):
+        effects, url, code = attempt(f"kill-{n}", f"event:{n}")
+        assert code == -9, f"event {n}: drctl was not killed (exit {code})"
+        (run,) = json.loads(run_cli("runs", "--output", "json", "--state", url).stdout)
+        resumed = run_cli("resume", run["id"], "--state", url, timeout=WITHIN)
+        assert resumed.returncode == 0, f"event {n}: {resumed.stderr}"
+        assert effects.read_text().splitlines() == ["s0", "s1", "s2"], f"event {n}"
