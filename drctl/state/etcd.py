@@ -119,6 +119,8 @@ class EtcdStore(StateStore):
         ]
         self._current = 0
         self._mutex = threading.Lock()
+        #: Per run: the last sequence number this process wrote, and its revision.
+        self._heads: dict[str, tuple[int, int]] = {}
         self._p = url.prefix + "/"
         try:
             self._open_schema()
@@ -194,10 +196,16 @@ class EtcdStore(StateStore):
         return (found[0][1], found[0][2]) if found else None
 
     def _txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]]) -> bool:
+        return self._commit(compare, success) is not None
+
+    def _commit(self, compare: list[dict[str, Any]], success: list[dict[str, Any]]) -> int | None:
+        """The revision the transaction wrote, or None if a comparison failed."""
         if self.read_only:
             raise StateError(f"state store {self.location} is open read only")
         answer = self._call("kv/txn", {"compare": compare, "success": success, "failure": []})
-        return bool(answer.get("succeeded", False))
+        if not answer.get("succeeded", False):
+            return None
+        return int(answer["header"]["revision"])
 
     def _cas(self, attempt: Callable[[], T | None], what: str) -> T:
         """Run a compare-and-set round until it wins; bounded, since rivals finish quickly."""
@@ -283,17 +291,27 @@ class EtcdStore(StateStore):
         write = uuid.uuid4().hex
 
         def attempt() -> list[Event] | None:
-            found = self._get(counter)
-            last, landed = _counter(found[0]) if found else (0, "")
-            if landed == write:  # a repeated request: the first one landed
-                return _numbered(events, last - len(events), token)
-            compare = [_unchanged(counter, found[1]) if found else _absent(counter)]
+            # This process's last append to the run saves reading the counter back; if
+            # another writer appended meanwhile the comparison fails and it is read.
+            with self._mutex:
+                head = self._heads.pop(run_id, None)
+            if head is None:
+                found = self._get(counter)
+                last, landed = _counter(found[0]) if found else (0, "")
+                if landed == write:  # a repeated request: the first one landed
+                    return _numbered(events, last - len(events), token)
+                head = (last, found[1] if found else 0)
+            last, revision = head
+            compare = [_unchanged(counter, revision) if revision else _absent(counter)]
             if lease is not None:
                 compare.append(_equals(self._p + "holders/" + lease.key, lease.lease_id))
             stored = _numbered(events, last, token)
             puts = [_put(self._event_key(run_id, e.seq), _event_json(e)) for e in stored]
             puts.append(_put(counter, dumps({"seq": last + len(events), "write": write}).encode()))
-            if self._txn(compare, puts):
+            written = self._commit(compare, puts)
+            if written is not None:
+                with self._mutex:
+                    self._heads[run_id] = (last + len(events), written)
                 return stored
             if lease is not None and not self._holds(lease):
                 raise lock_lost(lease)
