@@ -24,7 +24,10 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
-STATE_HELP = "State store: a SQLite path (default .drctl/state.db; env DRCTL_STATE)."
+STATE_HELP = (
+    "State store: a SQLite path (default .drctl/state.db), a postgresql:// URL or "
+    "etcd://HOST:PORT[,HOST:PORT…]/PREFIX (env DRCTL_STATE)."
+)
 
 
 class Terminal:
