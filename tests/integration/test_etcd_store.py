@@ -137,6 +137,23 @@ def test_a_lease_etcd_expired_is_taken_over_and_its_holder_cannot_write(
         store.close()
 
 
+def test_heartbeats_keep_an_etcd_lease_alive_past_its_ttl(cluster: EtcdCluster) -> None:
+    """Heartbeats (etcd keep-alives) hold a 5 s lease for twice its TTL: the holder still writes and others are still refused."""
+    store = EtcdStore(cluster.url("beats"))
+    try:
+        store.create_run(RunRecord("r1", "/rb", "rb", "h", "{}", "{}", "u", "h", 1, "0", 1.0, "k"))
+        lease = store.acquire("k", "r1", "u", "h", 1, 5, time.time()).lease
+        until = time.monotonic() + 10
+        while time.monotonic() < until:
+            lease = store.heartbeat(lease, 5, time.time())
+            time.sleep(0.2)
+        store.append("r1", Event("step_started", time.time(), "s", 1), lease)
+        with pytest.raises(LockHeld):
+            store.acquire("k", "r2", "u", "h", 2, 5, time.time())
+    finally:
+        store.close()
+
+
 def test_killing_the_etcd_leader_mid_run_the_run_goes_on(
     cluster: EtcdCluster, tmp_path: Path
 ) -> None:
