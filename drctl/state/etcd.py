@@ -2,8 +2,8 @@
 
 For a store that must outlive the region being failed over: a cluster of three or more
 members across sites keeps the journal and the lock while a majority stands. It speaks
-etcd's HTTP/JSON gateway through ``etcd3gw`` (imported when the store opens), trying the
-members in turn; the client's errors become StateError here, once.
+etcd's HTTP/JSON gateway (etcd_gateway.py: ``etcd3gw``, imported when the store opens,
+each member in turn, errors translated there once).
 
 Keys under the URL's prefix ``P``::
 
@@ -24,17 +24,13 @@ that lost its lease cannot write.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import math
 import threading
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import unquote
 
 from drctl.errors import StateError, UsageError
 from drctl.state.base import (
@@ -49,6 +45,15 @@ from drctl.state.base import (
     dumps,
     lock_lost,
 )
+from drctl.state.etcd_gateway import (
+    EtcdGateway,
+    EtcdUrl,
+    absent,
+    delete,
+    equals,
+    put,
+    unchanged,
+)
 from drctl.state.schema import SCHEMA_VERSION
 
 T = TypeVar("T")
@@ -57,47 +62,6 @@ T = TypeVar("T")
 _EVENTS_PER_TXN = 100
 #: Compare-and-set rounds lost to other writers before an operation gives up.
 _CAS_ROUNDS = 50
-#: Rounds over every member one request may take (also bounded by ``retry_for``).
-_MAX_ROUNDS = 100
-_ROUND_PAUSE = 0.2
-
-
-@dataclass(frozen=True)
-class EtcdUrl:
-    """``etcd://HOST:PORT[,HOST:PORT…]/PREFIX``, parsed."""
-
-    endpoints: tuple[tuple[str, int], ...]
-    prefix: str
-
-    @classmethod
-    def parse(cls, spec: str) -> EtcdUrl:
-        """Raises UsageError naming ``--state`` for anything but a well-formed URL."""
-        scheme = "etcd://"
-        if not spec.startswith(scheme):
-            raise _bad_url(spec, "it must start with etcd://")
-        hosts, slash, prefix = spec[len(scheme) :].partition("/")
-        prefix = unquote(prefix).strip("/")
-        if not slash or not prefix:
-            raise _bad_url(spec, "give a key prefix after the members, e.g. etcd://h1:2379/drctl")
-        endpoints = []
-        for member in hosts.split(","):
-            host, colon, port = member.rpartition(":")
-            host = host.removeprefix("[").removesuffix("]")
-            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise _bad_url(spec, f"member {member!r} is not HOST:PORT")
-            endpoints.append((host, int(port)))
-        return cls(tuple(endpoints), prefix)
-
-    def __str__(self) -> str:
-        members = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.endpoints)
-        return f"etcd://{members}/{self.prefix}"
-
-
-def _bad_url(spec: str, why: str) -> UsageError:
-    return UsageError(
-        f"--state: malformed etcd URL {spec!r}: {why}",
-        hint="etcd://HOST:PORT[,HOST:PORT…]/PREFIX, e.g. etcd://10.0.0.1:2379,10.0.1.1:2379/drctl",
-    )
 
 
 class EtcdStore(StateStore):
@@ -107,17 +71,8 @@ class EtcdStore(StateStore):
         self, spec: str, *, timeout: float = 5.0, retry_for: float = 10.0, read_only: bool = False
     ) -> None:
         url = EtcdUrl.parse(spec)
-        self._retry_for = retry_for
         super().__init__(str(url), read_only=read_only)
-        from etcd3gw import exceptions
-        from etcd3gw.client import Etcd3Client
-
-        self._errors = exceptions
-        self._endpoints = [f"{h}:{p}" for h, p in url.endpoints]
-        self._clients = [
-            Etcd3Client(host=h, port=p, timeout=timeout, api_path="/v3/") for h, p in url.endpoints
-        ]
-        self._current = 0
+        self._wire = EtcdGateway(url, timeout=timeout, retry_for=retry_for)
         self._mutex = threading.Lock()
         #: Per run: the last sequence number this process wrote, and its revision.
         self._heads: dict[str, tuple[int, int]] = {}
@@ -126,7 +81,7 @@ class EtcdStore(StateStore):
             self._open_schema()
         except StateError as exc:
             self.close()
-            if isinstance(exc.__cause__, exceptions.Etcd3Exception):
+            if self._wire.unreachable(exc):
                 detail = exc.message.removeprefix(f"state store {self.location}: ")
                 raise UsageError(
                     f"--state: cannot reach the etcd store {self.location}: {detail}",
@@ -134,78 +89,15 @@ class EtcdStore(StateStore):
                 ) from exc
             raise
 
-    # -- the wire: one place that talks to etcd and translates its errors ----------
-
-    def _call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST to the gateway: each member in turn, starting with the last that answered,
-        round after round until ``retry_for`` has passed (an election takes a moment).
-
-        A retried write may have been applied already (a member timed out after the
-        cluster committed it): the operations below make every write safe to repeat or
-        find out that it landed.
-        """
-        errors = self._errors
-        failed: dict[int, Exception] = {}
-        last: Exception | None = None
-        deadline = time.monotonic() + self._retry_for
-        with self._mutex:
-            first = self._current
-        count = len(self._clients)
-        for attempt in range(_MAX_ROUNDS * count):
-            if attempt and attempt % count == 0:
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(_ROUND_PAUSE)
-            index = (first + attempt) % count
-            client = self._clients[index]
-            try:
-                answer: dict[str, Any] = client.post(client.get_url(path), json=payload)
-            except errors.Etcd3Exception as exc:
-                # Down or cut off, or without a leader on its side: another may answer.
-                failed[index] = last = exc
-                continue
-            except (OSError, ValueError) as exc:  # the client's transport below its own errors
-                failed[index] = last = exc
-                continue
-            with self._mutex:
-                self._current = index
-            return answer
-        each = "; ".join(
-            f"{self._endpoints[i]}: {_reason(exc)}" for i, exc in sorted(failed.items())
-        )
-        raise StateError(
-            f"state store {self.location}: no majority of its members answered within "
-            f"{self._retry_for:g}s ({each})",
-            hint="the run stopped before its next step; once a majority of the etcd members "
-            "is back, continue it with drctl resume",
-        ) from last
-
-    def _range(self, key: str, *, prefix: bool = False) -> list[tuple[str, bytes, int]]:
-        """(key, value, mod_revision) of ``key``, or of every key starting with it."""
-        payload: dict[str, Any] = {"key": _b64(key)}
-        if prefix:
-            payload["range_end"] = _b64(_prefix_end(key))
-        answer = self._call("kv/range", payload)
-        return [
-            (_unb64(kv["key"]).decode(), _unb64(kv.get("value", "")), int(kv["mod_revision"]))
-            for kv in answer.get("kvs", [])
-        ]
-
-    def _get(self, key: str) -> tuple[bytes, int] | None:
-        found = self._range(key)
-        return (found[0][1], found[0][2]) if found else None
+    # -- writes: refused read only ----------------------------------------------------
 
     def _txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]]) -> bool:
         return self._commit(compare, success) is not None
 
     def _commit(self, compare: list[dict[str, Any]], success: list[dict[str, Any]]) -> int | None:
-        """The revision the transaction wrote, or None if a comparison failed."""
         if self.read_only:
             raise StateError(f"state store {self.location} is open read only")
-        answer = self._call("kv/txn", {"compare": compare, "success": success, "failure": []})
-        if not answer.get("succeeded", False):
-            return None
-        return int(answer["header"]["revision"])
+        return self._wire.commit(compare, success)
 
     def _cas(self, attempt: Callable[[], T | None], what: str) -> T:
         """Run a compare-and-set round until it wins; bounded, since rivals finish quickly."""
@@ -218,7 +110,7 @@ class EtcdStore(StateStore):
     # -- schema -----------------------------------------------------------------------
 
     def _open_schema(self) -> None:
-        found = self._get(self._p + "schema")
+        found = self._wire.get(self._p + "schema")
         version = int(found[0]) if found else 0
         if version == SCHEMA_VERSION:
             return
@@ -233,28 +125,25 @@ class EtcdStore(StateStore):
                 hint="a command that writes (drctl run) creates it",
             )
         key = self._p + "schema"
-        self._txn([_absent(key)], [_put(key, str(SCHEMA_VERSION).encode())])
+        self._txn([absent(key)], [put(key, str(SCHEMA_VERSION).encode())])
 
     # -- runs ---------------------------------------------------------------------------
 
     def create_run(self, run: RunRecord) -> None:
         key = self._p + "runs/" + run.id
-        if (
-            not self._txn([_absent(key)], [_put(key, _run_json(run))])
-            and self.get_run(run.id) != run
-        ):
+        if not self._txn([absent(key)], [put(key, _run_json(run))]) and self.get_run(run.id) != run:
             raise StateError(f"state store {self.location}: run {run.id} exists already")
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        found = self._get(self._p + "runs/" + run_id)
+        found = self._wire.get(self._p + "runs/" + run_id)
         return _run_from_json(found[0]) if found else None
 
     def find_runs(self, prefix: str) -> list[RunRecord]:
-        found = self._range(self._p + "runs/" + prefix, prefix=True)
+        found = self._wire.range(self._p + "runs/" + prefix, prefix=True)
         return sorted((_run_from_json(v) for _, v, _ in found), key=lambda r: r.started_at)
 
     def list_runs(self, limit: int = 50, name: str | None = None) -> list[RunRecord]:
-        runs = [_run_from_json(v) for _, v, _ in self._range(self._p + "runs/", prefix=True)]
+        runs = [_run_from_json(v) for _, v, _ in self._wire.range(self._p + "runs/", prefix=True)]
         chosen = [r for r in runs if name is None or r.name == name]
         chosen.sort(key=lambda r: r.id)
         chosen.sort(key=lambda r: r.started_at, reverse=True)
@@ -264,12 +153,12 @@ class EtcdStore(StateStore):
         key = self._p + "runs/" + run_id
 
         def attempt() -> bool | None:
-            found = self._get(key)
+            found = self._wire.get(key)
             if found is None:
                 return True  # as in SQL: updating no run changes nothing
             data = json.loads(found[0])
             data.update(status=status, finished_at=finished_at)
-            ok = self._txn([_unchanged(key, found[1])], [_put(key, dumps(data).encode())])
+            ok = self._txn([unchanged(key, found[1])], [put(key, dumps(data).encode())])
             return True if ok else None
 
         self._cas(attempt, f"setting the status of run {run_id}")
@@ -296,18 +185,18 @@ class EtcdStore(StateStore):
             with self._mutex:
                 head = self._heads.pop(run_id, None)
             if head is None:
-                found = self._get(counter)
+                found = self._wire.get(counter)
                 last, landed = _counter(found[0]) if found else (0, "")
                 if landed == write:  # a repeated request: the first one landed
                     return _numbered(events, last - len(events), token)
                 head = (last, found[1] if found else 0)
             last, revision = head
-            compare = [_unchanged(counter, revision) if revision else _absent(counter)]
+            compare = [unchanged(counter, revision) if revision else absent(counter)]
             if lease is not None:
-                compare.append(_equals(self._p + "holders/" + lease.key, lease.lease_id))
+                compare.append(equals(self._p + "holders/" + lease.key, lease.lease_id))
             stored = _numbered(events, last, token)
-            puts = [_put(self._event_key(run_id, e.seq), _event_json(e)) for e in stored]
-            puts.append(_put(counter, dumps({"seq": last + len(events), "write": write}).encode()))
+            puts = [put(self._event_key(run_id, e.seq), _event_json(e)) for e in stored]
+            puts.append(put(counter, dumps({"seq": last + len(events), "write": write}).encode()))
             written = self._commit(compare, puts)
             if written is not None:
                 with self._mutex:
@@ -323,7 +212,7 @@ class EtcdStore(StateStore):
         return f"{self._p}events/{run_id}/{seq:012d}"
 
     def events(self, run_id: str) -> list[Event]:
-        found = self._range(f"{self._p}events/{run_id}/", prefix=True)
+        found = self._wire.range(f"{self._p}events/{run_id}/", prefix=True)
         events = [_event_from_json(v) for _, v, _ in found]
         events.sort(key=lambda e: e.seq)
         return events
@@ -334,13 +223,13 @@ class EtcdStore(StateStore):
         return self._holder_is(lease.key, lease.lease_id)
 
     def _holder_is(self, key: str, lease_id: str) -> bool:
-        found = self._get(self._p + "holders/" + key)
+        found = self._wire.get(self._p + "holders/" + key)
         return found is not None and found[0].decode() == lease_id
 
     def _lock_state(self, key: str) -> tuple[LockInfo | None, int, bytes | None, int]:
         """The lock record and its revision, the holder key's value and its revision."""
-        record = self._get(self._p + "locks/" + key)
-        holder = self._get(self._p + "holders/" + key)
+        record = self._wire.get(self._p + "locks/" + key)
+        holder = self._wire.get(self._p + "holders/" + key)
         info = _lock_from_json(key, record[0]) if record else None
         return (
             info,
@@ -377,12 +266,12 @@ class EtcdStore(StateStore):
                 "acquired_at": now, "expires_at": now + ttl, "token": token,
             }  # fmt: skip
             compare = [
-                _unchanged(record_key, record_rev) if record_rev else _absent(record_key),
-                _unchanged(holder_key, holder_rev) if holder_rev else _absent(holder_key),
+                unchanged(record_key, record_rev) if record_rev else absent(record_key),
+                unchanged(holder_key, holder_rev) if holder_rev else absent(holder_key),
             ]
             success = [
-                _put(record_key, dumps(record).encode()),
-                _put(holder_key, lease_id.encode(), lease=lease_num),
+                put(record_key, dumps(record).encode()),
+                put(holder_key, lease_id.encode(), lease=lease_num),
             ]
             if self._txn(compare, success) or self._holder_is(key, lease_id):
                 if holder is not None:
@@ -394,28 +283,26 @@ class EtcdStore(StateStore):
         return self._cas(attempt, f"acquiring lock {key!r}")
 
     def _grant(self, ttl: float) -> int:
-        answer = self._call("lease/grant", {"TTL": max(1, math.ceil(ttl)), "ID": 0})
-        return int(answer["ID"])
+        return self._wire.grant(max(1, math.ceil(ttl)))
 
     def _revoke(self, lease_id: str) -> None:
         # Unknown or expired already: an orphan lease expires on its own.
         with contextlib.suppress(StateError):
-            self._call("kv/lease/revoke", {"ID": int(lease_id, 16)})
+            self._wire.revoke(int(lease_id, 16))
 
     def heartbeat(self, lease: Lease, ttl: float, now: float) -> Lease:
-        answer = self._call("lease/keepalive", {"ID": int(lease.lease_id, 16)})
-        if int(answer.get("result", {}).get("TTL", -1)) <= 0:
+        if self._wire.keep_alive(int(lease.lease_id, 16)) <= 0:
             raise lock_lost(lease)
         record_key, holder_key = self._p + "locks/" + lease.key, self._p + "holders/" + lease.key
 
         def attempt() -> bool | None:
-            found = self._get(record_key)
+            found = self._wire.get(record_key)
             if found is None:
                 raise lock_lost(lease)
             record = json.loads(found[0])
             record["expires_at"] = now + ttl
-            compare = [_unchanged(record_key, found[1]), _equals(holder_key, lease.lease_id)]
-            if self._txn(compare, [_put(record_key, dumps(record).encode())]):
+            compare = [unchanged(record_key, found[1]), equals(holder_key, lease.lease_id)]
+            if self._txn(compare, [put(record_key, dumps(record).encode())]):
                 return True
             if not self._holds(lease):
                 raise lock_lost(lease)
@@ -441,7 +328,7 @@ class EtcdStore(StateStore):
     def _clear(self, key: str, lease_id: str, record_rev: int | None = None) -> bool:
         """Mark the lock free if ``lease_id`` holds it (at ``record_rev``, if given)."""
         record_key, holder_key = self._p + "locks/" + key, self._p + "holders/" + key
-        found = self._get(record_key)
+        found = self._wire.get(record_key)
         if found is None or (record_rev is not None and found[1] != record_rev):
             return False
         record = json.loads(found[0])
@@ -449,13 +336,12 @@ class EtcdStore(StateStore):
             return False
         record.update(lease_id=None, expires_at=None)
         return self._txn(
-            [_unchanged(record_key, found[1])],
-            [_put(record_key, dumps(record).encode()), _delete(holder_key)],
+            [unchanged(record_key, found[1])],
+            [put(record_key, dumps(record).encode()), delete(holder_key)],
         )
 
     def close(self) -> None:
-        for client in self._clients:
-            client.session.close()
+        self._wire.close()
 
 
 # -- JSON at the edge: records in, records out ---------------------------------------------
@@ -522,61 +408,3 @@ def _as_etcd_sees_it(info: LockInfo | None, holder: bytes | None) -> LockInfo | 
 
     # etcd dropped the holder key: the lease ran out, whatever the recorded expiry said.
     return replace(info, expires_at=min(info.expires_at or 0.0, 0.0))
-
-
-# -- the gateway's JSON: keys and values are base64 ------------------------------------------
-
-
-def _b64(text: str | bytes) -> str:
-    raw = text.encode() if isinstance(text, str) else text
-    return base64.b64encode(raw).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text)
-
-
-def _prefix_end(prefix: str) -> bytes:
-    raw = bytearray(prefix.encode())
-    raw[-1] += 1  # prefixes here end in "/" or a run id character, never 0xff
-    return bytes(raw)
-
-
-def _absent(key: str) -> dict[str, Any]:
-    return {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
-
-
-def _unchanged(key: str, mod_revision: int) -> dict[str, Any]:
-    return {"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}
-
-
-def _equals(key: str, value: str) -> dict[str, Any]:
-    return {"key": _b64(key), "target": "VALUE", "result": "EQUAL", "value": _b64(value)}
-
-
-def _put(key: str, value: bytes, lease: int | None = None) -> dict[str, Any]:
-    put: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
-    if lease is not None:
-        put["lease"] = str(lease)
-    return {"request_put": put}
-
-
-def _delete(key: str) -> dict[str, Any]:
-    return {"request_delete_range": {"key": _b64(key)}}
-
-
-def _reason(exc: Exception) -> str:
-    """etcd's own words where it gave them (the gateway's JSON error), else a short cause."""
-    text = str(getattr(exc, "detail_text", None) or exc)
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict) and (parsed.get("message") or parsed.get("error")):
-        return str(parsed.get("message") or parsed.get("error"))
-    if "Connection refused" in text:
-        return "connection refused"
-    if "timed out" in text.lower() or "Timeout" in type(exc).__name__:
-        return "no answer (timed out)"
-    text = text.strip()
-    return text.splitlines()[0] if text else type(exc).__name__
