@@ -8,7 +8,7 @@
     ├── RunbookInvalid              exit 2: carries every Diagnostic found in the input
     ├── StepTypeError               exit 2: a step type is unknown or failed to load
     ├── StateError                  exit 1: the state store cannot be opened or written
-    │   └── LockLost                exit 1: our lease was taken over; stop writing
+    │   └── LockLost                exit 1: our lease was taken over or ran out; stop writing
     ├── LockHeld                    exit 3: another run holds the lock (names the holder)
     ├── ResumeRefused               exit 1: resume would be unsafe (changed plan, in-doubt step)
     ├── StepError                   exit 1: a step failed; raised by step types, journaled
@@ -77,7 +77,8 @@ class StateError(DrctlError):
 
 class LockLost(StateError):
     """Raised when our lease is no longer the lock's current one (expired and taken over,
-    or force-unlocked): the run must stop writing and stop launching steps."""
+    or force-unlocked), or ran out while the store failed its heartbeats (the message says
+    so, the store's error is its cause): the run must stop writing and stop launching steps."""
 
 
 class LockHeld(DrctlError):

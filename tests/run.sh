@@ -5,13 +5,15 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # Servers the integration tests start themselves: PostgreSQL (initdb, pg_ctl, pg_rewind)
-# for the sandbox, BIND9 for RFC 2136, OpenSSH's sshd for the SSH provider. The machine's
+# for the sandbox, BIND9 for RFC 2136, OpenSSH's sshd for the SSH provider, etcd for the
+# quorum state store (a three-member cluster on loopback). The machine's
 # own PostgreSQL on 127.0.0.1:5432 holds the shared-store tests.
 missing=""
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$missing postgresql"
 [ -x /usr/sbin/named ] || missing="$missing bind9"
 command -v dig >/dev/null 2>&1 || missing="$missing bind9-dnsutils"
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update && apt-get install -y $missing

@@ -26,7 +26,10 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
-STATE_HELP = "State store: a SQLite path (default .drctl/state.db; env DRCTL_STATE)."
+STATE_HELP = (
+    "State store: a SQLite path (default .drctl/state.db), a postgresql:// URL or "
+    "etcd://HOST:PORT[,HOST:PORT…]/PREFIX (env DRCTL_STATE)."
+)
 
 
 class Terminal:
@@ -97,10 +100,12 @@ def _signals(interrupts: Interrupts) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _store(state: str | None, settings_state: str | None = None) -> StateStore:
+def _store(
+    state: str | None, settings_state: str | None = None, *, read_only: bool = False
+) -> StateStore:
     from drctl.state.open import open_store, state_spec
 
-    return open_store(state_spec(state, settings_state))
+    return open_store(state_spec(state, settings_state), read_only=read_only)
 
 
 def _options(

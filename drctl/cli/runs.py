@@ -21,7 +21,7 @@ def status(
     from drctl.engine.runs import find_run
     from drctl.render import runs as render
 
-    store = _store(state)
+    store = _store(state, read_only=True)
     run = find_run(store, run_id, last=run_id is None)
     run_state = replay(store.events(run.id))
     order = [s.id for s in run.plan().steps]
@@ -45,13 +45,13 @@ def runs(
         from drctl.drill.report import drills as find_drills
         from drctl.render import drill as drill_render
 
-        rows = find_drills(_store(state), limit=limit)
+        rows = find_drills(_store(state, read_only=True), limit=limit)
         view = (
             drill_render.drills_json if output is OutputFormat.json else drill_render.drills_table
         )
         sys.stdout.write(view(rows))
         return
-    found = _store(state).list_runs(limit=limit)
+    found = _store(state, read_only=True).list_runs(limit=limit)
     sys.stdout.write(
         render.runs_json(found) if output is OutputFormat.json else render.runs_table(found)
     )
@@ -66,7 +66,7 @@ def log(
     from drctl.engine.runs import find_run
     from drctl.render import runs as render
 
-    store = _store(state)
+    store = _store(state, read_only=True)
     run = find_run(store, run_id)
     events = store.events(run.id)
     sys.stdout.write(

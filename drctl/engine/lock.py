@@ -4,6 +4,11 @@ One active run per lock key per state store. The lease expires if the holder sto
 heart-beating (killed, machine lost), and the next run takes it over with a higher
 fencing token. A holder whose lease was taken can no longer append to its journal
 (the store checks the lease on every append) and stops launching steps.
+
+A heartbeat the store refuses is retried while the lease still has time left; once it
+has run out, the lease is lost, and the LockLost every later journal write raises says
+why (the store's last error is its cause), so the operator sees the reason, not only
+that the lock went.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import os
 import threading
 
 from drctl.engine.clock import Clock
-from drctl.errors import LockHeld, LockLost, StateError, UsageError
+from drctl.errors import LockHeld, LockLost, StateError
 from drctl.state.base import AcquireResult, Lease, LockInfo, StateStore
 
 DEFAULT_TTL = 30.0
@@ -26,18 +31,38 @@ class RunLock:
         self.ttl = ttl
         self._lease: Lease | None = None
         self.lost = threading.Event()
+        self._lost_why: str = ""
+        self._lost_cause: BaseException | None = None
+        self._beats = threading.Lock()
+        self._failures = 0
+        self._last_failure: StateError | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
     def lease(self) -> Lease | None:
-        return self._lease
+        """The current lease; raises LockLost, naming the cause, once the lease is lost."""
+        if self.lost.is_set():
+            raise LockLost(self._lost_why) from self._lost_cause
+        lease = self._lease
+        if lease is not None and self.clock.now() >= lease.expires_at:
+            # The heartbeat thread has not noticed yet; nothing may be written meanwhile.
+            with self._beats:
+                failures, last = self._failures, self._last_failure
+            why = f"lock {lease.key!r}: lease {lease.lease_id} expired"
+            if last is not None:
+                why = f"{why} after {_failed(failures)}: {last.message}"
+            raise LockLost(why) from last
+        return lease
 
     def acquire(self, key: str, run_id: str, user: str, host: str, pid: int) -> AcquireResult:
         """Take the lock (raises LockHeld naming the holder) and start heart-beating.
 
         A lease whose holder ran on this host and whose process is gone (killed -9,
-        crashed) is taken over at once instead of after its TTL, fenced as usual.
+        crashed) is taken over at once instead of after its TTL, fenced as usual. The
+        store displaces exactly that lease in the transaction that writes ours, so of
+        several processes racing for it one takes it over (and says so) and the others
+        are refused naming the winner.
         """
         try:
             result = self.store.acquire(key, run_id, user, host, pid, self.ttl, self.clock.now())
@@ -45,13 +70,9 @@ class RunLock:
             holder = self.store.lock_info(key)
             if holder is None or holder.lease_id is None or not _holder_gone(holder, host):
                 raise
-            try:
-                self.store.force_release(key, holder.lease_id)
-            except UsageError:  # released or taken meanwhile: acquire decides
-                holder = None
-            result = self.store.acquire(key, run_id, user, host, pid, self.ttl, self.clock.now())
-            if result.took_over is None and holder is not None:
-                result = AcquireResult(result.lease, holder)
+            result = self.store.acquire(
+                key, run_id, user, host, pid, self.ttl, self.clock.now(), displace=holder.lease_id
+            )
         self._lease = result.lease
         self._thread = threading.Thread(target=self._beat, name="lock-heartbeat", daemon=True)
         self._thread.start()
@@ -64,12 +85,35 @@ class RunLock:
             if lease is None:
                 return
             try:
-                self._lease = self.store.heartbeat(lease, self.ttl, self.clock.now())
-            except LockLost:
-                self.lost.set()
+                renewed = self.store.heartbeat(lease, self.ttl, self.clock.now())
+            except LockLost as exc:
+                with self._beats:
+                    failures, last = self._failures, self._last_failure
+                if last is None:
+                    self._lose(exc.message, exc)
+                else:
+                    self._lose(f"{exc.message}, after {_failed(failures)}: {last.message}", last)
                 return
-            except StateError:
-                continue  # a busy store: try again next beat, the TTL has slack for it
+            except StateError as exc:
+                with self._beats:
+                    self._failures += 1
+                    self._last_failure = exc
+                    failures = self._failures
+                if self.clock.now() >= lease.expires_at:
+                    self._lose(
+                        f"lock {lease.key!r}: lease {lease.lease_id} expired after "
+                        f"{_failed(failures)}: {exc.message}",
+                        exc,
+                    )
+                    return
+            else:
+                with self._beats:
+                    self._lease = renewed
+                    self._failures, self._last_failure = 0, None
+
+    def _lose(self, why: str, cause: BaseException) -> None:
+        self._lost_why, self._lost_cause = why, cause
+        self.lost.set()
 
     def release(self) -> None:
         self._stop.set()
@@ -79,6 +123,10 @@ class RunLock:
             with contextlib.suppress(StateError):  # the lease expires on its own
                 self.store.release(self._lease)
             self._lease = None
+
+
+def _failed(count: int) -> str:
+    return f"the store failed {count} heartbeat{'s' if count != 1 else ''}"
 
 
 def _holder_gone(holder: LockInfo, host: str) -> bool:

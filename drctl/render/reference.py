@@ -110,7 +110,7 @@ FIELD_DOCS: dict[str, str] = {
     "ParamSpec.required": "Compilation fails when the parameter is not given.",
     "ParamSpec.choices": "The only values allowed.",
     "ParamSpec.description": "Shown in plans and in error messages.",
-    "Settings.state": "State store: a SQLite path or a `postgresql://` URL; `--state` and `DRCTL_STATE` override it.",
+    "Settings.state": "State store: a SQLite path, a `postgresql://` URL or an `etcd://HOST:PORT[,HOST:PORT…]/PREFIX` URL; `--state` and `DRCTL_STATE` override it.",
     "Settings.lock": "Lock key: one active run per key per state store (default: the runbook name).",
     "Settings.step_timeout": "Default timeout of every step.",
     "Settings.concurrency": "How many independent steps may run at once (`--concurrency` overrides it).",

@@ -109,17 +109,23 @@ class AcquireResult:
     took_over: LockInfo | None = None
 
 
-def decide_acquire(key: str, previous: LockInfo | None, now: float) -> tuple[int, LockInfo | None]:
-    """The fencing token a new lease on ``key`` gets, and the expired holder it displaces.
+def decide_acquire(
+    key: str, previous: LockInfo | None, now: float, displace: str | None = None
+) -> tuple[int, LockInfo | None]:
+    """The fencing token a new lease on ``key`` gets, and the holder it displaces.
 
-    Raises LockHeld naming the holder while its lease is live. Shared by every backend
-    so the rule is written once; backends call it inside their own transaction.
+    A holder is displaced when its lease expired, or when its lease id is ``displace``
+    (the caller proved that holder's process is gone). Raises LockHeld naming the holder
+    while its lease is live. Shared by every backend so the rule is written once;
+    backends call it inside the transaction that writes the new lease, so the displaced
+    holder returned is exactly the one replaced, however many processes race.
     """
     from drctl.errors import LockHeld
 
     took_over = None
     if previous is not None and previous.lease_id is not None:
-        if previous.expires_at is not None and previous.expires_at > now:
+        live = previous.expires_at is not None and previous.expires_at > now
+        if live and previous.lease_id != displace:
             raise LockHeld(
                 f"lock {key!r} is held by {previous.describe()}, since {iso(previous.acquired_at)}",
                 hint=f"wait for it, or if that process is gone: drctl unlock {key} "
@@ -165,16 +171,19 @@ def dumps(data: Any) -> str:
 
 
 class StateStore(ABC):
-    """Runs, journals and locks. One instance per process; safe to share between threads."""
+    """Runs, journals and locks. One instance per process; safe to share between threads.
 
-    #: Human-readable location, e.g. the SQLite path.
-    location: str
-    _queue_lock: threading.Lock
-    _queued: list[tuple[str, Event]]
+    A store opened ``read_only`` (``status``, ``runs``, ``log``) writes nothing, not even
+    its schema version, so the journal stays readable on a full disk or a read-only mount;
+    its writing methods raise StateError.
+    """
 
-    def _init_queue(self) -> None:
+    def __init__(self, location: str, *, read_only: bool = False) -> None:
+        #: Human-readable location (a path, or a URL without its password), for messages.
+        self.location = location
+        self.read_only = read_only
         self._queue_lock = threading.Lock()
-        self._queued = []
+        self._queued: list[tuple[str, Event]] = []
 
     # -- runs --------------------------------------------------------------
     @abstractmethod
@@ -234,9 +243,22 @@ class StateStore(ABC):
     # -- locks -------------------------------------------------------------
     @abstractmethod
     def acquire(
-        self, key: str, run_id: str, user: str, host: str, pid: int, ttl: float, now: float
+        self,
+        key: str,
+        run_id: str,
+        user: str,
+        host: str,
+        pid: int,
+        ttl: float,
+        now: float,
+        *,
+        displace: str | None = None,
     ) -> AcquireResult:
-        """Take the lock or raise LockHeld naming the holder; an expired lease is taken over."""
+        """Take the lock or raise LockHeld naming the holder.
+
+        An expired lease, or the live lease ``displace`` names (its holder is known to be
+        gone), is taken over in the same transaction, and ``took_over`` names it.
+        """
 
     @abstractmethod
     def heartbeat(self, lease: Lease, ttl: float, now: float) -> Lease:

@@ -1,5 +1,6 @@
 """Choosing the state store: ``--state``, then ``DRCTL_STATE``, then ``.drctl/state.db``
-under the current directory. A ``postgresql://`` URL selects the shared store."""
+under the current directory. A ``postgresql://`` URL selects the shared store, an
+``etcd://`` URL the quorum store."""
 
 from __future__ import annotations
 
@@ -16,12 +17,20 @@ def state_spec(flag: str | None, settings_state: str | None = None) -> str:
     return flag or os.environ.get("DRCTL_STATE") or settings_state or str(DEFAULT_PATH)
 
 
-def open_store(spec: str) -> StateStore:
-    """The store named by ``spec``: a PostgreSQL URL, or a SQLite path (or ``sqlite:///path``)."""
+def open_store(spec: str, *, read_only: bool = False) -> StateStore:
+    """The store named by ``spec``: a PostgreSQL URL, or a SQLite path (or ``sqlite:///path``).
+
+    ``read_only`` for commands that only read (``status``, ``runs``, ``log``): such a
+    store writes nothing, so it opens on a full disk and on a read-only file system.
+    """
     if spec.startswith(("postgresql://", "postgres://")):
         from drctl.state.postgres import PostgresStore
 
-        return PostgresStore(spec)
+        return PostgresStore(spec, read_only=read_only)
+    if spec.startswith("etcd://"):
+        from drctl.state.etcd import EtcdStore
+
+        return EtcdStore(spec, read_only=read_only)
     if "://" in spec and not spec.startswith("sqlite://"):
         raise UsageError(f"--state: unsupported state store URL {spec!r}")
     from drctl.state.sqlite import SqliteStore
@@ -29,4 +38,4 @@ def open_store(spec: str) -> StateStore:
     path = spec.removeprefix("sqlite://")
     if Path(path).is_dir():
         raise UsageError(f"--state: {path} is a directory; give the database file path")
-    return SqliteStore(path)
+    return SqliteStore(path, read_only=read_only)

@@ -263,9 +263,7 @@ def test_unreachable_server_fails_within_the_timeout(bind9: Bind9) -> None:  # n
         port = silent.getsockname()[1]
         for step, step_inputs in ((Update(), inputs), (Delete(), DeleteInputs(name="db"))):
             t0 = time.monotonic()
-            with pytest.raises(
-                Unreachable, match=rf"no answer from 127\.0\.0\.1:{port}"
-            ) as e:
+            with pytest.raises(Unreachable, match=rf"no answer from 127\.0\.0\.1:{port}") as e:
                 step.apply(_ctx(step_inputs, bind9, timeout=1.0, port=port))
             took = time.monotonic() - t0
             # The wait was the step's remaining time (at most its 1 s), not an exchange's

@@ -1,24 +1,49 @@
-"""The StateStore contract, held by both backends: SQLite and the shared PostgreSQL store."""
+"""The StateStore contract, held by every backend: SQLite, PostgreSQL and etcd."""
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from drctl.errors import LockHeld, LockLost, UsageError
+from drctl.engine.clock import SystemClock
+from drctl.engine.lock import RunLock
+from drctl.errors import LockHeld, LockLost, StateError, UsageError
 from drctl.state.base import Event, RunRecord, StateStore
 from drctl.state.open import open_store
+from drctl.state.sqlite import SqliteStore
+from tests.conftest import run_cli
+from tests.integration.conftest import require_or_skip
+from tests.integration.etcd_cluster import EtcdCluster, etcd_binary
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """One three-member etcd cluster for this module's tests (each uses its own prefix)."""
+    binary = etcd_binary()
+    if binary is None:
+        require_or_skip("etcd (Debian package etcd-server) is not installed")
+    assert binary is not None
+    with EtcdCluster.running(binary, tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgres", "etcd"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "state.db")
+    if request.param == "etcd":
+        cluster: EtcdCluster = request.getfixturevalue("etcd")
+        return cluster.url(f"t-{uuid.uuid4().hex[:10]}")
     return str(request.getfixturevalue("pg_state_url"))
 
 
@@ -128,3 +153,151 @@ def test_racing_acquirers_exactly_one_wins(store_url: str) -> None:
     for t in threads:
         t.join(timeout=60)
     assert sorted(results) == ["held"] * 9 + ["won"]
+
+
+def test_a_store_failing_heartbeats_ends_the_lease_with_its_reason(tmp_path: Path) -> None:
+    """Heartbeats refused until the lease runs out lose the lock with a LockLost naming the store's error, kept as its cause."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(path, busy_timeout=0.05)
+    lock = RunLock(store, SystemClock(), ttl=0.6)
+    lock.acquire("k", "r1", "u", "h", 1)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # every heartbeat now finds the store busy
+    try:
+        assert lock.lost.wait(timeout=20)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    with pytest.raises(LockLost) as lost:
+        _ = lock.lease
+    assert lost.match(
+        r"lease \w+ expired after the store failed \d+ heartbeats?: .*database is locked"
+    )
+    assert isinstance(lost.value.__cause__, StateError)
+    lock.release()
+    store.close()
+
+
+def test_a_read_only_store_reads_and_refuses_to_write(store_url: str) -> None:
+    """A store opened read only reads runs, journal and locks, and refuses every write."""
+    writer = open_store(store_url)
+    writer.create_run(record("r1"))
+    lease = writer.acquire("rb", "r1", "u", "h", 1, 30, 100.0).lease
+    writer.append("r1", Event("run_started", 100.0), lease)
+    writer.close()
+    reader = open_store(store_url, read_only=True)
+    try:
+        assert [r.id for r in reader.list_runs()] == ["r1"]
+        assert [e.kind for e in reader.events("r1")] == ["run_started"]
+        assert reader.lock_info("rb").lease_id == lease.lease_id  # type: ignore[union-attr]
+        with pytest.raises(StateError, match="read only"):
+            reader.create_run(record("r2"))
+        with pytest.raises(StateError, match="read only"):
+            reader.append("r1", Event("step_started", 101.0, "s", 1), None)
+    finally:
+        reader.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of the test's own (root only), unmounted whatever happens."""
+    if os.geteuid() != 0:
+        require_or_skip("mounting a tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _journal_readable(state: Path, run_id: str) -> None:
+    status = run_cli("status", "--state", str(state))
+    assert status.returncode == 0, status.stderr
+    assert run_id in status.stdout
+    log = run_cli("log", run_id, "--state", str(state))
+    assert log.returncode == 0, log.stderr
+    assert "run finished" in log.stdout
+    runs = run_cli("runs", "--state", str(state))
+    assert runs.returncode == 0, runs.stderr
+    assert run_id in runs.stdout
+
+
+@pytest.mark.parametrize("checkpointed", [False, True], ids=["wal-left", "checkpointed"])
+def test_status_and_log_read_the_journal_on_a_full_disk_and_a_read_only_mount(
+    small_disk: Path, tmp_path: Path, checkpointed: bool
+) -> None:
+    """`status`, `log` and `runs` work on a store whose disk is full, then on the same disk mounted read only."""
+    runbook = tmp_path / "rb.yaml"
+    runbook.write_text(
+        "apiVersion: drctl/v1\nkind: Runbook\nmetadata: {name: ro}\nsteps:\n"
+        "  - {id: hello, type: shell, with: {command: 'true', verify: 'true'}}\n"
+    )
+    state = small_disk / "state.db"
+    ran = run_cli("run", str(runbook), "--state", str(state))
+    assert ran.returncode == 0, ran.stderr
+    run_id = json.loads(run_cli("runs", "--output", "json", "--state", str(state)).stdout)[0]["id"]
+    if checkpointed:  # the last connection's close folds the WAL in and removes it
+        db = sqlite3.connect(state)
+        db.execute("SELECT count(*) FROM runs").fetchone()
+        db.close()
+        assert not state.with_name("state.db-wal").exists()
+    filler = subprocess.run(
+        ["dd", "if=/dev/zero", f"of={small_disk / 'filler'}", "bs=64k"],
+        capture_output=True,
+        check=False,
+    )
+    assert b"No space left" in filler.stderr
+    _journal_readable(state, run_id)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    _journal_readable(state, run_id)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_racing_takeovers_of_a_dead_holder_report_exactly_one_takeover(store_url: str) -> None:
+    """Eight processes' locks racing to take over a dead holder's live lease: one wins and says it took over, the rest are refused naming it."""
+    rounds, racers = 10, 8
+    stores = [open_store(store_url) for _ in range(racers)]
+    # Each racer stands for a live process of its own (threads share this one's pid).
+    alive = [subprocess.Popen(["sleep", "120"]) for _ in range(racers)]
+    try:
+        for n in range(rounds):
+            key = f"race-{n}"
+            stores[0].acquire(key, "dead-run", "u", "h", _dead_pid(), 30, SystemClock().now())
+            barrier = threading.Barrier(racers)
+            outcomes: list[str] = []
+            locks = [RunLock(s, SystemClock()) for s in stores]
+
+            def race(lock: RunLock, i: int, key: str = key, barrier: threading.Barrier = barrier,
+                     outcomes: list[str] = outcomes) -> None:  # fmt: skip
+                barrier.wait(timeout=30)
+                try:
+                    taken = lock.acquire(key, f"r{i}", "u", "h", alive[i].pid)
+                except LockHeld:
+                    outcomes.append("held")
+                    return
+                outcomes.append("took over" if taken.took_over else "acquired")
+
+            threads = [
+                threading.Thread(target=race, args=(lock, i)) for i, lock in enumerate(locks)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+            for lock in locks:
+                lock.release()
+            assert sorted(outcomes) == ["held"] * (racers - 1) + ["took over"], f"round {n}"
+    finally:
+        for s in stores:
+            s.close()
+        for p in alive:
+            p.kill()
+            p.wait()

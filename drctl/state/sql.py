@@ -1,0 +1,318 @@
+"""Runs, journal and locks in SQL, written once for every SQL backend (SQLite, PostgreSQL).
+
+A backend gives a connection's transactions (``_write``, ``_read``) and a few dialect
+words; the statements, the lease checks and the row conversions are here. Statements
+are written with ``?`` placeholders and ``"user"`` quoted (both dialects accept the
+quotes; PostgreSQL needs them), and a backend whose driver wants ``%s`` says so.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
+
+from drctl.errors import StateError
+from drctl.state.base import (
+    AcquireResult,
+    Event,
+    Lease,
+    LockInfo,
+    RunRecord,
+    StateStore,
+    check_force_release,
+    decide_acquire,
+    dumps,
+    lock_lost,
+)
+from drctl.state.schema import SCHEMA_VERSION, statements
+
+_RUN_COLUMNS = (
+    'id, runbook, name, plan_hash, plan_json, params_json, "user", host, pid, version, '
+    "started_at, lock_key, dry_run, status, finished_at, cwd"
+)
+_LOCK_COLUMNS = 'key, lease_id, run_id, "user", host, pid, acquired_at, expires_at, token'
+_EVENT_COLUMNS = "kind, ts, step, attempt, data, seq, token"
+
+
+class Cursor(Protocol):
+    """What both drivers' cursors (sqlite3, psycopg) offer the statements here."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, sql: Any, args: Sequence[Any] = ..., /) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class SqlStore(StateStore):
+    """The StateStore contract over one SQL connection; backends subclass it."""
+
+    #: The driver's placeholder for one parameter.
+    placeholder = "?"
+    #: The schema's name in ``statements()``.
+    dialect: str
+    #: The table holding the schema version (named apart per backend since 0.1.0).
+    meta_table: str
+    #: Row-lock clauses; empty where a write transaction already locks the database.
+    for_update = ""
+    for_share = ""
+
+    # -- what a backend provides ---------------------------------------------
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Cursor]:
+        """One transaction on the connection, its driver's errors translated to StateError."""
+
+    def _serialise_migration(self, cur: Cursor) -> None:
+        """Make concurrent first-time migrations from several processes queue."""
+
+    def _serialise_appends(self, cur: Cursor, run_id: str) -> None:
+        """Make concurrent appends to ``run_id`` queue, so sequence numbers never collide."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- transactions ------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Cursor]:
+        if self.read_only:
+            raise StateError(f"state store {self.location} is open read only")
+        with self._transaction() as cur:
+            yield cur
+
+    def _read(self) -> AbstractContextManager[Cursor]:
+        return self._transaction()
+
+    def _run_sql(self, cur: Cursor, sql: str, args: Sequence[Any] = ()) -> None:
+        cur.execute(sql.replace("?", self.placeholder) if self.placeholder != "?" else sql, args)
+
+    # -- schema -------------------------------------------------------------------
+
+    def _open_schema(self) -> None:
+        """Bring the schema up to date; read only, only check that it is."""
+        if self.read_only:
+            with self._read() as cur:
+                version = self._schema_version(cur)
+            if version != SCHEMA_VERSION:
+                raise self._version_error(version)
+            return
+        with self._write() as cur:
+            self._serialise_migration(cur)
+            self._run_sql(
+                cur,
+                f"CREATE TABLE IF NOT EXISTS {self.meta_table} "
+                "(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            )
+            version = self._schema_version(cur)
+            if version > SCHEMA_VERSION:
+                raise self._version_error(version)
+            if version == SCHEMA_VERSION:
+                return
+            for statement in statements(self.dialect, version):
+                self._run_sql(cur, statement)
+            self._run_sql(
+                cur,
+                f"INSERT INTO {self.meta_table} (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def _schema_version(self, cur: Cursor) -> int:
+        """The stored schema version; 0 for a store nothing has written yet."""
+        if not self._has_table(cur, self.meta_table):
+            return 0
+        self._run_sql(cur, f"SELECT value FROM {self.meta_table} WHERE key = 'schema_version'")
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+    @abstractmethod
+    def _has_table(self, cur: Cursor, name: str) -> bool: ...
+
+    def _version_error(self, version: int) -> StateError:
+        if version > SCHEMA_VERSION:
+            return StateError(
+                f"state store {self.location} has schema version {version}; this drctl "
+                f"knows {SCHEMA_VERSION}. Upgrade drctl."
+            )
+        return StateError(
+            f"state store {self.location} has schema version {version}, not "
+            f"{SCHEMA_VERSION}: nothing can be read from it yet",
+            hint="a command that writes (drctl run) creates or migrates it",
+        )
+
+    # -- runs ---------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord) -> None:
+        with self._write() as cur:
+            self._run_sql(
+                cur,
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run.id, run.runbook, run.name, run.plan_hash, run.plan_json, run.params_json,
+                    run.user, run.host, run.pid, run.version, run.started_at, run.lock_key,
+                    run.dry_run, run.status, run.finished_at, run.cwd,
+                ),
+            )  # fmt: skip
+
+    def _runs(self, where: str, args: Sequence[Any]) -> list[RunRecord]:
+        with self._read() as cur:
+            self._run_sql(cur, f"SELECT {_RUN_COLUMNS} FROM runs {where}", args)
+            rows = cur.fetchall()
+        return [_run_record(row) for row in rows]
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        found = self._runs("WHERE id = ?", (run_id,))
+        return found[0] if found else None
+
+    def find_runs(self, prefix: str) -> list[RunRecord]:
+        return self._runs("WHERE substr(id, 1, ?) = ? ORDER BY started_at", (len(prefix), prefix))
+
+    def list_runs(self, limit: int = 50, name: str | None = None) -> list[RunRecord]:
+        if name is None:
+            return self._runs("ORDER BY started_at DESC, id LIMIT ?", (limit,))
+        return self._runs("WHERE name = ? ORDER BY started_at DESC, id LIMIT ?", (name, limit))
+
+    def set_status(self, run_id: str, status: str, finished_at: float | None) -> None:
+        with self._write() as cur:
+            self._run_sql(
+                cur,
+                "UPDATE runs SET status = ?, finished_at = ? WHERE id = ?",
+                (status, finished_at, run_id),
+            )
+
+    # -- journal ------------------------------------------------------------------
+
+    def _append_many(self, run_id: str, events: list[Event], lease: Lease | None) -> list[Event]:
+        stored = []
+        with self._write() as cur:
+            self._serialise_appends(cur, run_id)
+            token = 0
+            if lease is not None:
+                self._run_sql(
+                    cur,
+                    f"SELECT lease_id, token FROM locks WHERE key = ?{self.for_share}",
+                    (lease.key,),
+                )
+                row = cur.fetchone()
+                if row is None or row[0] != lease.lease_id:
+                    raise lock_lost(lease)
+                token = int(row[1])
+            self._run_sql(
+                cur, "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?", (run_id,)
+            )
+            seq = int(cur.fetchone()[0])
+            for event in events:
+                self._run_sql(
+                    cur,
+                    "INSERT INTO events (run_id, seq, ts, kind, step, attempt, token, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id, seq, event.ts, event.kind, event.step, event.attempt, token,
+                        dumps(event.data),
+                    ),
+                )  # fmt: skip
+                stored.append(
+                    Event(event.kind, event.ts, event.step, event.attempt, event.data, seq, token)
+                )
+                seq += 1
+        return stored
+
+    def events(self, run_id: str) -> list[Event]:
+        with self._read() as cur:
+            self._run_sql(
+                cur, f"SELECT {_EVENT_COLUMNS} FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+            )
+            rows = cur.fetchall()
+        return [Event(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+    # -- locks ----------------------------------------------------------------------
+
+    def _lock_row(self, cur: Cursor, key: str, *, for_update: bool) -> LockInfo | None:
+        self._run_sql(
+            cur,
+            f"SELECT {_LOCK_COLUMNS} FROM locks WHERE key = ?{self.for_update if for_update else ''}",
+            (key,),
+        )
+        row = cur.fetchone()
+        return LockInfo(*row) if row else None
+
+    def lock_info(self, key: str) -> LockInfo | None:
+        with self._read() as cur:
+            return self._lock_row(cur, key, for_update=False)
+
+    def acquire(
+        self,
+        key: str,
+        run_id: str,
+        user: str,
+        host: str,
+        pid: int,
+        ttl: float,
+        now: float,
+        *,
+        displace: str | None = None,
+    ) -> AcquireResult:
+        lease_id = uuid.uuid4().hex[:12]
+        with self._write() as cur:
+            # Make sure the row exists, then lock it: racing acquirers queue here.
+            self._run_sql(
+                cur,
+                "INSERT INTO locks (key, token) VALUES (?, 0) ON CONFLICT (key) DO NOTHING",
+                (key,),
+            )
+            previous = self._lock_row(cur, key, for_update=True)
+            token, took_over = decide_acquire(key, previous, now, displace)
+            self._run_sql(
+                cur,
+                'UPDATE locks SET lease_id = ?, run_id = ?, "user" = ?, host = ?, pid = ?, '
+                "acquired_at = ?, expires_at = ?, token = ? WHERE key = ?",
+                (lease_id, run_id, user, host, pid, now, now + ttl, token, key),
+            )
+        return AcquireResult(Lease(key, lease_id, token, run_id, now + ttl), took_over)
+
+    def heartbeat(self, lease: Lease, ttl: float, now: float) -> Lease:
+        with self._write() as cur:
+            self._run_sql(
+                cur,
+                "UPDATE locks SET expires_at = ? WHERE key = ? AND lease_id = ?",
+                (now + ttl, lease.key, lease.lease_id),
+            )
+            if cur.rowcount != 1:
+                raise lock_lost(lease)
+        return Lease(lease.key, lease.lease_id, lease.token, lease.run_id, now + ttl)
+
+    def release(self, lease: Lease) -> None:
+        with self._write() as cur:
+            self._run_sql(
+                cur,
+                "UPDATE locks SET lease_id = NULL, expires_at = NULL WHERE key = ? AND lease_id = ?",
+                (lease.key, lease.lease_id),
+            )
+
+    def force_release(self, key: str, lease_id: str) -> LockInfo:
+        with self._write() as cur:
+            info = check_force_release(key, self._lock_row(cur, key, for_update=True), lease_id)
+            self._run_sql(
+                cur, "UPDATE locks SET lease_id = NULL, expires_at = NULL WHERE key = ?", (key,)
+            )
+        return info
+
+
+def _run_record(row: Sequence[Any]) -> RunRecord:
+    (id_, runbook, name, plan_hash, plan_json, params_json, user, host, pid, version,
+     started_at, lock_key, dry_run, status, finished_at, cwd) = row  # fmt: skip
+    return RunRecord(
+        id=id_, runbook=runbook, name=name, plan_hash=plan_hash, plan_json=plan_json,
+        params_json=params_json, user=user, host=host, pid=pid, version=version,
+        started_at=started_at, lock_key=lock_key, dry_run=bool(dry_run),  # SQLite: 0/1
+        status=status, finished_at=finished_at, cwd=cwd,
+    )  # fmt: skip
