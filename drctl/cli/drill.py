@@ -20,6 +20,7 @@ from drctl.cli.execute import (
     _store_for_runbook,
 )
 from drctl.cli.review import PARAM_HELP, PARAMS_FILE_HELP
+from drctl.visible import visible
 
 if TYPE_CHECKING:
     from drctl.compiler.plan import Plan
@@ -164,7 +165,7 @@ def drill(
         Path(report).write_text(text)
     else:
         sys.stdout.write(text)
-    sys.stderr.write(_summary(result, built.drill.paused, report, state_flag))
+    sys.stderr.write(visible(_summary(result, built.drill.paused, report, state_flag)))
     raise typer.Exit(result.exit_code)
 
 

@@ -12,6 +12,7 @@ import typer
 
 from drctl.cli.review import PARAM_HELP, PARAMS_FILE_HELP
 from drctl.engine.status import GateVerdict, RunStatus
+from drctl.visible import visible
 
 if TYPE_CHECKING:
     from drctl.compiler.params import ParamInput
@@ -76,12 +77,14 @@ class Terminal:
             sink.pause()
         try:
             sys.stdout.write(
-                f"\nApproval needed: {step.id} ({step.type}{' → ' + step.target.name if step.target else ''})\n"
+                visible(
+                    f"\nApproval needed: {step.id} ({step.type}{' → ' + step.target.name if step.target else ''})\n"
+                )
             )
-            sys.stdout.write(f"  {step.description}\n")
+            sys.stdout.write(visible(f"  {step.description}\n"))
             for key, value in flatten(step.masked_inputs()).items():
-                sys.stdout.write(f"  with.{key}: {inline(value)}\n")
-            answer = input(f"Approve {step.id}? [y/N] ").strip().lower()
+                sys.stdout.write(visible(f"  with.{key}: {inline(value)}\n"))
+            answer = input(visible(f"Approve {step.id}? [y/N] ")).strip().lower()
         except EOFError:
             answer = ""
         finally:
@@ -130,7 +133,9 @@ def _options(
 
 def _finish(outcome: Outcome, run_id: str, state_flag: str = "") -> None:
     if outcome.exit_code not in (0,):
-        sys.stderr.write(f"drctl: run {run_id} {outcome.status.words}: {outcome.message}\n")
+        sys.stderr.write(
+            visible(f"drctl: run {run_id} {outcome.status.words}: {outcome.message}\n")
+        )
         if outcome.exit_code in (1, 4, 130) and outcome.status not in (
             RunStatus.ROLLED_BACK,
             RunStatus.DRY_RUN_FAILED,

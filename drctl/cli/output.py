@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from drctl.errors import DrctlError, RunbookInvalid
+from drctl.visible import visible
 
 
 def render_error(exc: DrctlError) -> None:
@@ -12,11 +13,12 @@ def render_error(exc: DrctlError) -> None:
         from drctl.render.diagnostics import as_text
 
         sys.stderr.write(as_text(exc.diagnostics))
-        sys.stderr.write(f"drctl: {exc.message}\n")
+        sys.stderr.write(visible(f"drctl: {exc.message}\n"))
         return
-    sys.stderr.write(f"drctl: error: {exc.message}\n")
+    # Messages quote runbook strings and servers' answers: shown escaped, never obeyed.
+    sys.stderr.write(visible(f"drctl: error: {exc.message}\n"))
     if exc.hint:
-        sys.stderr.write(f"    hint: {exc.hint}\n")
+        sys.stderr.write(visible(f"    hint: {exc.hint}\n"))
 
 
 def write(text: str) -> None:

@@ -1,6 +1,8 @@
 """Output sinks: plain timestamped lines, JSON lines, and the live view on a TTY.
 
 All sinks receive events only after they are journaled, and text already redacted.
+What reaches a terminal passes through ``visible`` last, so a runbook string or a
+server's error text cannot move the cursor or hide itself.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from drctl.engine import outcome
 from drctl.engine.outcome import describe_event
 from drctl.engine.status import StepStatus
 from drctl.state.base import Event
+from drctl.visible import visible
 
 
 def _stamp(ts: float) -> str:
@@ -35,18 +38,18 @@ class PlainSink:
         fact = ev.decode(event)
         line = outcome.line(fact, event.token)
         if line is not None:
-            self.stream.write(f"{_stamp(event.ts)} {line}\n")
+            self.stream.write(visible(f"{_stamp(event.ts)} {line}\n"))
         if self.debug and isinstance(fact, ev.StepFailed) and fact.traceback:
-            self.stream.write(fact.traceback)
+            self.stream.write(visible(fact.traceback))
         self.stream.flush()
 
     def log(self, step: str, line: str) -> None:
         if self.show_output:
-            self.stream.write(f"{_stamp(time.time())} {step} | {line}\n")
+            self.stream.write(visible(f"{_stamp(time.time())} {step} | {line}\n"))
             self.stream.flush()
 
     def note(self, text: str) -> None:
-        self.stream.write(f"{_stamp(time.time())} {text}\n")
+        self.stream.write(visible(f"{_stamp(time.time())} {text}\n"))
         self.stream.flush()
 
     def close(self) -> None:
@@ -130,14 +133,15 @@ class LiveSink:
             if took is None and row["started"] is not None and row["state"] is StepStatus.RUNNING:
                 took = now - row["started"]
             table.add_row(
-                self._ICONS.get(row["state"], " "), sid, row["state"],
-                str(row["attempt"] or ""), f"{took:.1f}s" if took is not None else "", row["text"],
+                self._ICONS.get(row["state"], " "), visible(sid), row["state"],
+                str(row["attempt"] or ""), f"{took:.1f}s" if took is not None else "",
+                visible(row["text"]),
             )  # fmt: skip
         parts: list[Any] = [table]
         if self.current and self.tail:
-            parts.append(Text(f"── {self.current} output ──", style="dim"))
-            parts.extend(Text(line, style="dim") for line in self.tail[-5:])
-        parts.extend(Text(n, style="yellow") for n in self.notes[-3:])
+            parts.append(Text(visible(f"── {self.current} output ──"), style="dim"))
+            parts.extend(Text(visible(line), style="dim") for line in self.tail[-5:])
+        parts.extend(Text(visible(n), style="yellow") for n in self.notes[-3:])
         return Group(*parts)
 
     def event(self, event: Event) -> None:
@@ -163,7 +167,7 @@ class LiveSink:
             elif isinstance(fact, ev.RunFinished):
                 self.notes.append(outcome.line(fact, event.token) or "")
             if self.debug and isinstance(fact, ev.StepFailed) and fact.traceback:
-                self.console.print(fact.traceback, markup=False, highlight=False)
+                self.console.print(visible(fact.traceback), markup=False, highlight=False)
             self.live.update(self._render())
 
     def log(self, step: str, line: str) -> None:

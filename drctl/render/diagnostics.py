@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 
 from drctl.diagnostics import Diagnostic
-from drctl.render.visible import visible
+from drctl.visible import visible
 
 
 def as_text(diags: Sequence[Diagnostic]) -> str:

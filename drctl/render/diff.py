@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from drctl.compiler.diff import Change, PlanDiff
 from drctl.render.values import inline, md_cell
-from drctl.render.visible import visible
+from drctl.visible import visible
 
 
 def _value(value: object) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from drctl.drill.report import DrillReport, HistoryEntry
 from drctl.engine.status import StepStatus
+from drctl.visible import visible
 
 
 def _t(ts: float | None) -> str:
@@ -112,7 +113,7 @@ def as_markdown(r: DrillReport) -> str:
     out += ["", "## History", "", "| run | started | result | RTO | missing writes |"]
     out.append("| --- | --- | --- | --- | --- |")
     out += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in _history_rows(r.history)]
-    return "\n".join(out) + "\n"
+    return visible("\n".join(out) + "\n")
 
 
 def as_json(r: DrillReport) -> str:
@@ -192,7 +193,7 @@ def as_html(r: DrillReport) -> str:
     for row in _history_rows(r.history):
         out.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
     out.append("</table></body></html>")
-    return "\n".join(out) + "\n"
+    return visible("\n".join(out) + "\n")
 
 
 def drills_table(rows: Sequence[tuple[Any, HistoryEntry]]) -> str:
@@ -203,7 +204,7 @@ def drills_table(rows: Sequence[tuple[Any, HistoryEntry]]) -> str:
         lines.append(
             f"{h.run_id:<23} {'pass' if h.passed else 'fail':<7} {h.rto:>7.2f}s {h.missing:>8} {_t(h.started_at):<21} {run.name}"
         )
-    return "\n".join(lines) + "\n"
+    return visible("\n".join(lines) + "\n")
 
 
 def drills_json(rows: Sequence[tuple[Any, HistoryEntry]]) -> str:

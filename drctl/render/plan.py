@@ -7,8 +7,8 @@ import json
 from drctl.compiler.lints import TITLES
 from drctl.compiler.plan import CompiledStep, Plan
 from drctl.render.values import flatten, inline, md_cell
-from drctl.render.visible import visible
 from drctl.runbook.durations import format_duration
+from drctl.visible import visible
 
 
 def as_json(plan: Plan) -> str:

@@ -17,7 +17,7 @@ from drctl.diagnostics import Diagnostic
 from drctl.render import diagnostics as render_diagnostics
 from drctl.render import diff as render_diff
 from drctl.render import plan as render_plan
-from drctl.render.visible import visible
+from drctl.visible import visible
 
 
 class ChangeKind(StrEnum):

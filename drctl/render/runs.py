@@ -11,6 +11,7 @@ from drctl.engine.outcome import line
 from drctl.engine.replay import RunState
 from drctl.engine.status import StepStatus
 from drctl.state.base import Event, LockInfo, RunRecord
+from drctl.visible import visible
 
 
 def _t(ts: float | None) -> str:
@@ -26,7 +27,7 @@ def runs_table(runs: Sequence[RunRecord]) -> str:
         lines.append(
             f"{r.id:<23} {status:<17} {_t(r.started_at):<21} {r.user + '@' + r.host:<20.20} {r.name}"
         )
-    return "\n".join(lines) + "\n"
+    return visible("\n".join(lines) + "\n")
 
 
 def runs_json(runs: Sequence[RunRecord]) -> str:
@@ -67,7 +68,7 @@ def status_text(
             detail = f"  {s.error}"
         attempts = f" ×{s.attempts}" if s is not None and s.attempts > 1 else ""
         out.append(f"  {status:<10} {sid}{attempts}{detail}")
-    return "\n".join(out) + "\n"
+    return visible("\n".join(out) + "\n")
 
 
 def status_json(
@@ -97,7 +98,7 @@ def log_text(events: Sequence[Event]) -> str:
         if isinstance(fact, StepRecorded):
             text = f"{fact.step}: recorded {fact.key}"
         lines.append(f"{e.seq:>5} {_t(e.ts)} [{e.token}] {text}")
-    return "\n".join(lines) + ("\n" if lines else "")
+    return visible("\n".join(lines) + ("\n" if lines else ""))
 
 
 def log_json(events: Sequence[Event]) -> str:

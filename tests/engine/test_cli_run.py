@@ -417,3 +417,35 @@ def _wait_for_event(tmp: Path, kind: str, step: str, timeout: float = 20.0) -> N
 @pytest.fixture(autouse=True)
 def _repo_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", str(REPO))
+
+
+def test_run_log_status_and_errors_show_escape_sequences_escaped(tmp_path: Path) -> None:
+    """Escape sequences from a runbook or a command's output reach no terminal raw: run, log, status, runs, errors."""
+    hidden = "\x1b[2K\x1b]0;owned\x07\u202e"
+    path = write(
+        tmp_path,
+        f"""
+steps:
+  - id: a
+    type: shell
+    description: {json.dumps("look " + hidden + "here")}
+    with:
+      command: "printf 'out\\\\033[2Kput\\\\n'; exit 3"
+      mutates: false
+""",
+    )
+    ran = drctl(tmp_path, "run", path)
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    run_id = str(last_run(tmp_path)["id"])
+    shown = {
+        "run": ran.stdout + ran.stderr,
+        "log": drctl(tmp_path, "log", run_id).stdout,
+        "status": drctl(tmp_path, "status", run_id).stdout,
+        "runs": drctl(tmp_path, "runs").stdout,
+        # A usage error that quotes what the operator typed.
+        "error": drctl(tmp_path, "log", "run-\x1b[2K").stderr,
+    }
+    for name, text in shown.items():
+        assert text.strip(), name
+        assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text, (name, text)
+    assert "\\u001b[2Kput" in shown["run"] + shown["log"], shown
