@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from drctl.drill.conninfo import mask_dsn, secret_values
-from drctl.errors import DrctlError
+from drctl.errors import DrctlError, first_line
 
 
 class CanaryError(DrctlError):
@@ -243,8 +243,3 @@ def make_canary(spec: CanarySpec, drill_id: str, *, first_seq: int = 1) -> Canar
     from drctl.drill.pg_canary import PostgresCanary
 
     return PostgresCanary(spec, drill_id, first_seq=first_seq)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from drctl.errors import StateError
+from drctl.errors import StateError, first_line
 from drctl.state.sql import Cursor, SqlStore
 
 
@@ -37,9 +37,7 @@ class PostgresStore(SqlStore):
             self._db.read_only = read_only
             self._open_schema()
         except psycopg.Error as exc:
-            raise StateError(
-                f"cannot open state store {self.location}: {_first_line(exc)}"
-            ) from exc
+            raise StateError(f"cannot open state store {self.location}: {first_line(exc)}") from exc
 
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:
@@ -49,7 +47,7 @@ class PostgresStore(SqlStore):
                 with self._db.transaction(), self._db.cursor() as cur:
                     yield cur
             except psycopg.Error as exc:
-                raise StateError(f"state store {self.location}: {_first_line(exc)}") from exc
+                raise StateError(f"state store {self.location}: {first_line(exc)}") from exc
 
     def _serialise_migration(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('drctl-migrate'))")
@@ -78,7 +76,3 @@ def safe_location(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -12,7 +12,16 @@ import pytest
 from tests.conftest import REPO, RUNBOOKS, run_cli
 
 EXAMPLES = sorted(str(p.relative_to(REPO)) for p in RUNBOOKS.glob("*.yaml"))
-CLIENT_LIBRARIES = ("psycopg", "pymongo", "boto3", "botocore", "paramiko")
+CLIENT_LIBRARIES = (
+    "psycopg",
+    "pymongo",
+    "boto3",
+    "botocore",
+    "paramiko",
+    "etcd3gw",
+    "requests",
+    "dns",
+)
 
 
 def test_version() -> None:
@@ -217,7 +226,7 @@ PROBE = textwrap.dedent(
         main()
     except SystemExit:
         pass
-    heavy = ("psycopg", "pymongo", "boto3", "botocore", "paramiko", "pydantic", "jinja2")
+    heavy = ("psycopg", "pymongo", "boto3", "botocore", "paramiko", "etcd3gw", "requests", "dns", "pydantic", "jinja2")
     sys.stderr.write("MODULES " + json.dumps(sorted(m for m in heavy if m in sys.modules)) + "\\n")
     """
 )
