@@ -86,6 +86,13 @@ class Canary(ABC):
         self.stopped_at = 0.0
 
     # -- what a kind supplies ------------------------------------------------------------
+    def warm(self) -> None:  # noqa: B027 - a kind without a client library needs nothing
+        """Import the kind's client library through the steps' one import lock.
+
+        Called before the run starts: the writer thread must not import the library while
+        the run's warm-up thread imports it (a half-initialised module either side).
+        """
+
     @abstractmethod
     def check(self) -> None:
         """Raise CanaryError (naming the flag, never the string) if a connection string is malformed."""

@@ -64,6 +64,11 @@ class MongoCanary(Canary):
 
     kind = "mongo"
 
+    def warm(self) -> None:
+        from drctl.providers.mongo.probe import WriteProbe
+
+        WriteProbe().warm()
+
     def check(self) -> None:
         from pymongo import uri_parser
         from pymongo.errors import PyMongoError

@@ -72,6 +72,11 @@ class PostgresCanary(Canary):
 
     kind = "postgres"
 
+    def warm(self) -> None:
+        from drctl.providers.postgres.probe import WriteProbe
+
+        WriteProbe().warm()
+
     def check(self) -> None:
         from psycopg.conninfo import conninfo_to_dict
 

@@ -78,6 +78,7 @@ class DrillRunner(Runner):
         plan = plan or compile_runbook(path, given)
         drill_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + pysecrets.token_hex(3)
         canary = make_canary(spec, drill_id)
+        canary.warm()
         canary.check()
         canary.prepare()
         canary.start()
@@ -133,6 +134,7 @@ class DrillRunner(Runner):
         )  # fmt: skip
         earlier = _earlier(events)
         canary = make_canary(spec, paused.drill_id, first_seq=paused.next_seq)
+        canary.warm()
         canary.check()
 
         def go_on(ready: ReadyHook) -> tuple[str, Outcome]:

@@ -118,3 +118,24 @@ def test_a_surprise_before_the_first_write_fails_the_start_at_once() -> None:
         canary.start(first_ack_within=60.0)
     # Far below the 60 s it would wait for a first acknowledgement, on any machine.
     assert time.monotonic() - began < 20.0
+
+
+def test_a_canary_imports_its_client_through_the_steps_import_lock() -> None:
+    """The canaries import their client library under the lock the run's warm-up holds, never beside it."""
+    from drctl.drill.mongo_canary import MongoCanary
+    from drctl.drill.pg_canary import PostgresCanary
+    from drctl.steps import base
+
+    canaries = (
+        PostgresCanary(CanarySpec("postgres", "host=127.0.0.1 dbname=x"), "d"),
+        MongoCanary(CanarySpec("mongo", "mongodb://127.0.0.1/"), "d"),
+    )
+    for canary in canaries:
+        base._WARMED.clear()
+        done = threading.Event()
+        with base._IMPORTS:  # the run's warm-up thread, mid-import
+            worker = threading.Thread(target=lambda c=canary: (c.warm(), done.set()))
+            worker.start()
+            assert not done.wait(0.3), f"{canary.kind} canary imported beside the warm-up"
+        assert done.wait(30), f"{canary.kind} canary never finished warming"
+        worker.join(5)
