@@ -134,7 +134,7 @@ def test_a_canary_imports_its_client_through_the_steps_import_lock() -> None:
         base._WARMED.clear()
         done = threading.Event()
         with base._IMPORTS:  # the run's warm-up thread, mid-import
-            worker = threading.Thread(target=lambda c=canary: (c.warm(), done.set()))
+            worker = threading.Thread(target=lambda c=canary, d=done: (c.warm(), d.set()))
             worker.start()
             assert not done.wait(0.3), f"{canary.kind} canary imported beside the warm-up"
         assert done.wait(30), f"{canary.kind} canary never finished warming"
