@@ -572,3 +572,26 @@ def test_example_runbook_fences_against_moto(moto: MotoServer, tmp_path: Path) -
     assert _groups_by_interface(moto, b) == before and _state(moto, b) == "running"
     names = {g["GroupName"] for g in _ec2(moto).describe_security_groups()["SecurityGroups"]}
     assert f"drctl-isolation-{b}" not in names
+
+
+def test_unauthorized_operation_drops_the_encoded_blob(aws_env: str) -> None:
+    """EC2's UnauthorizedOperation is AccessDenied naming the call, without the kilobytes of encoded policy evaluation (and without the secret)."""
+    from botocore.exceptions import ClientError
+
+    from drctl.providers.aws.session import AccessDenied, translate
+
+    said = (
+        f"You are not authorized to perform this operation. User {aws_env} Encoded "
+        "authorization failure message: " + "Zm9v" * 500
+    )
+    error = ClientError(
+        {"Error": {"Code": "UnauthorizedOperation", "Message": said}}, "StopInstances"
+    )
+    translated = translate(error, "ec2", "StopInstances")
+    assert isinstance(translated, AccessDenied)
+    assert translated.message == (
+        "ec2 StopInstances: UnauthorizedOperation: You are not authorized to perform this "
+        "operation. User *** (aws sts decode-authorization-message decodes AWS's reason) — "
+        "the credentials from the default credential chain are not allowed ec2:StopInstances; "
+        "grant it, or run with credentials that have it"
+    )
