@@ -285,6 +285,7 @@ def test_a_created_isolation_group_has_no_rules_and_undo_deletes_it(moto: MotoSe
 
     Ec2Isolate().undo(ctx)
     assert _groups_by_interface(moto, a) == before
+    assert ctx.lines[-1].endswith(f"; isolation group {group} deleted")
     names = {g["GroupName"] for g in _ec2(moto).describe_security_groups()["SecurityGroups"]}
     assert f"drctl-isolation-{a}" not in names
 

@@ -517,20 +517,18 @@ class Ec2Isolate(Ec2Step[IsolateInputs]):
                     "modify_network_interface_attribute", NetworkInterfaceId=eni, Groups=groups
                 )
                 restored.append(f"{eni} [{', '.join(groups)}]")
+        said = [f"groups put back: {'; '.join(restored)}"] if restored else []
         created = ctx.recorded.get(CREATED_GROUP)
         if created and not any(
             created in n.groups for n in read_interfaces(aws, inputs.instance_id)
         ):
             try:
                 aws.call("delete_security_group", GroupId=created)
+                said.append(f"isolation group {created} deleted")
             except AwsError as exc:
                 # Still on another instance: the group is left, and said to be.
-                ctx.log(f"isolation group {created} kept: {exc.message}")
-        ctx.log(
-            "groups put back: " + "; ".join(restored)
-            if restored
-            else "no interface to put back: nothing to undo"
-        )
+                said.append(f"isolation group {created} kept: {exc.message}")
+        ctx.log("; ".join(said) or "no interface to put back: nothing to undo")
 
     @staticmethod
     def _read(aws: Aws, instance_id: str) -> tuple[Instance, tuple[Interface, ...]]:
