@@ -33,4 +33,6 @@ BUILTIN_STEP_TYPES: dict[str, str] = {
     "route53.upsert": "drctl.providers.dns.route53:Upsert",
     "route53.delete": "drctl.providers.dns.route53:Delete",
     "aws.rds_failover": "drctl.providers.aws.rds:RdsFailover",
+    "aws.ec2_stop": "drctl.providers.aws.ec2:Ec2Stop",
+    "aws.ec2_isolate": "drctl.providers.aws.ec2:Ec2Isolate",
 }

@@ -1,4 +1,4 @@
-"""boto3 clients for the AWS step types (Route 53, RDS), with every error translated once.
+"""boto3 clients for the AWS step types (Route 53, RDS, EC2), with every error translated once.
 
 ::
 
@@ -6,7 +6,8 @@
     ├── Unreachable           (drctl.errors) no answer from the endpoint within the timeouts
     └── AwsError              AWS answered with an error, or the request could not be made
         ├── AccessDenied      no usable credentials, or they lack the permission (HTTP 401/403)
-        └── NotFound          the zone, change, cluster or instance does not exist (or is hidden)
+        └── NotFound          the zone, change, cluster, instance, interface or security
+                              group does not exist (or is hidden)
 
 A client is made for one step phase from the target (``region``, ``profile``,
 ``endpoint_url``), with connect and read timeouts bounded by the step's remaining time
@@ -19,6 +20,7 @@ secret key or session token that shows up in an error text is masked before it i
 from __future__ import annotations
 
 import os
+import re
 import threading
 from typing import Any
 
@@ -34,8 +36,12 @@ ACCESS_CODES = frozenset(
         "UnrecognizedClientException", "InvalidAccessKeyId", "MissingAuthenticationToken",
     }
 )  # fmt: skip
-#: Route 53 and RDS spell "does not exist" a few ways; all of them start or end like these.
+#: Route 53, RDS and EC2 spell "does not exist" a few ways; all of them start or end like these.
 _NOT_FOUND_MARKS = ("NoSuch", "NotFound")
+#: EC2's answer to a ``DryRun=True`` request that the credentials may make.
+DRY_RUN_PERMITTED = "DryRunOperation"
+#: EC2 appends an encoded policy-evaluation blob (kilobytes) to UnauthorizedOperation.
+_ENCODED_FAILURE = re.compile(r"\s*Encoded authorization failure message:\s*\S+")
 
 
 class AwsError(StepError):
@@ -127,6 +133,19 @@ class Aws:
             api = self.client.meta.method_to_api_mapping.get(operation, operation)
             raise translate(exc, self.service, api, self.profile) from exc
 
+    def permitted(self, operation: str, **params: Any) -> None:
+        """``operation`` with ``DryRun=True`` (EC2): returns if AWS says it would be allowed.
+
+        EC2 answers a permitted dry run with the error ``DryRunOperation``; a refusal is the
+        AccessDenied that the real call would get, so ``check`` proves the permission
+        without changing anything.
+        """
+        try:
+            self.call(operation, DryRun=True, **params)
+        except AwsError as exc:
+            if exc.code != DRY_RUN_PERMITTED:
+                raise
+
 
 def translate(exc: Exception, service: str, api: str, profile: str | None = None) -> StepError:
     """The one place a botocore exception becomes drctl's: what failed, why, and what to do."""
@@ -140,6 +159,9 @@ def translate(exc: Exception, service: str, api: str, profile: str | None = None
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = str(error.get("Code") or nested.get("Code") or "")
         message = _scrub(str(error.get("Message") or nested.get("Message") or ""))
+        message = _ENCODED_FAILURE.sub(
+            " (aws sts decode-authorization-message decodes AWS's reason)", message
+        )
         said = f"{code or f'HTTP {status}'}: {message}" if message else code or f"HTTP {status}"
         if code in ACCESS_CODES or (not code and status in (401, 403)):
             who = f"profile {profile}" if profile else "the default credential chain"
