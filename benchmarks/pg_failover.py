@@ -170,10 +170,11 @@ class Bench:
 
     def roles(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """(primary, standby) of the live sandbox; exits unless it is exactly that."""
-        status = self.sandbox.status()
+        status = self.sandbox.status().to_json()
         pg = status["postgres"]
-        if set(pg) != {"primary", "standby"} or not all(n["running"] for n in pg.values()):
-            sys.exit(f"the sandbox is not one running primary + one standby: {sorted(pg)}")
+        roles = sorted(n["role"] for n in pg["nodes"] if n["running"])
+        if roles != ["primary", "standby"] or len(pg["nodes"]) != 2:
+            sys.exit(f"the sandbox is not one running primary + one standby: {roles}")
         self.bin_dir, self.os_user = status["bin_dir"], status["os_user"]
         return pg["primary"], pg["standby"]
 
@@ -290,8 +291,8 @@ class Bench:
             sys.exit(f"drctl run {run_id}: steps succeeded: {sorted(phases)}")
         return Sample(
             "drctl",
-            old["node"],
-            new["node"],
+            old["name"],
+            new["name"],
             elapsed,
             phases,
             startup=first["run_started"] - spawned,
@@ -309,7 +310,7 @@ class Bench:
             sys.exit(f"raw script failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         t0, t1, t2, t3 = (float(x.replace(",", ".")) for x in proc.stdout.split()[-4:])
         phases = {"fence": t1 - t0, "promote": t2 - t1, "probe": t3 - t2}
-        return Sample("raw", old["node"], new["node"], elapsed, phases)
+        return Sample("raw", old["name"], new["name"], elapsed, phases)
 
     def reset(self, old: dict[str, Any], new: dict[str, Any]) -> float:
         """Rejoin old as a standby of new; returns the wall time (not in the results)."""
@@ -737,7 +738,7 @@ def report(args: argparse.Namespace) -> str:
     for key in ("DRCTL_FAULT", "DRCTL_STATE", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE"):
         env.pop(key, None)
     env.update(NO_COLOR="1", PGCONNECT_TIMEOUT="5")
-    sandbox = Sandbox.at(tmp / "sandbox", args.base_port)
+    sandbox = Sandbox.at(tmp / "sandbox", args.base_port, standbys=1)
     try:
         t = time.perf_counter()
         sandbox.up()

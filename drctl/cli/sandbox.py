@@ -1,4 +1,4 @@
-"""``drctl sandbox up|status|down``: a real primary/standby pair on loopback."""
+"""``drctl sandbox up|status|down``: a real primary and streaming standbys on loopback."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
+if TYPE_CHECKING:
+    from drctl.sandbox.pair import Sandbox
+
 sandbox_app = typer.Typer(
-    help="A local PostgreSQL primary + streaming standby to fail over.", no_args_is_help=True
+    help="A local PostgreSQL primary + streaming standbys to fail over.", no_args_is_help=True
 )
 
 DIR_HELP = "Sandbox directory (default .drctl/sandbox)."
@@ -21,10 +25,12 @@ class StatusFormat(StrEnum):
     json = "json"
 
 
-def _sandbox(directory: Path | None, base_port: int | None = None):  # type: ignore[no-untyped-def]
+def _sandbox(
+    directory: Path | None, base_port: int | None = None, standbys: int | None = None
+) -> Sandbox:
     from drctl.sandbox.pair import DEFAULT_BASE_PORT, DEFAULT_DIR, Sandbox
 
-    return Sandbox.at(directory or DEFAULT_DIR, base_port or DEFAULT_BASE_PORT)
+    return Sandbox.at(directory or DEFAULT_DIR, base_port or DEFAULT_BASE_PORT, standbys)
 
 
 @sandbox_app.command()
@@ -35,22 +41,33 @@ def up(
         "--base-port",
         min=1024,
         max=65000,
-        help="PostgreSQL port N of both nodes (127.0.0.2 and 127.0.0.3); BIND9 uses N+1 and "
+        help="PostgreSQL port N of every node (127.0.0.2, 127.0.0.3, …); BIND9 uses N+1 and "
         "sshd N+2, on 127.0.0.1 (default 55432; an existing sandbox keeps its ports).",
     ),
+    standbys: int | None = typer.Option(
+        None,
+        "--standbys",
+        help="How many streaming standbys beside the primary, on 127.0.0.3 onwards "
+        "(default 2; an existing sandbox keeps its number).",
+    ),
 ) -> None:
-    """Create (or start again) the primary and its streaming standby."""
-    box = _sandbox(directory, base_port)
+    """Create (or start again) the primary and its streaming standbys."""
+    box = _sandbox(directory, base_port, standbys)
     status = box.up()
-    pg = status["postgres"]
-    sys.stdout.write(
-        f"sandbox up in {status['dir']}\n"
-        f"  primary  {pg.get('primary', {}).get('dsn')}\n"
-        f"  standby  {pg.get('standby', {}).get('dsn')}\n"
-        f"  env      {status['dir']}/sandbox.env   params  {status['dir']}/params.yaml\n"
-        f"fail it over with:\n"
-        f"  drctl run runbooks/sandbox-pg-failover.yaml --params-file {status['dir']}/params.yaml --yes\n"
-    )
+    root = status.root
+    lines = [f"sandbox up in {root}"]
+    lines += [f"  {n.role:<8} {n.name:<6} {n.dsn}" for n in status.nodes]
+    if status.primary is None or status.standby is None:
+        lines.append(
+            "  no single primary with a standby: params.yaml left as it was "
+            "(see drctl sandbox status)"
+        )
+    lines += [
+        f"  env      {root}/sandbox.env   params  {root}/params.yaml   topology  {root}/topology.yaml",
+        "fail it over with:",
+        f"  drctl run runbooks/sandbox-pg-failover.yaml --params-file {root}/params.yaml --yes",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 @sandbox_app.command()
@@ -58,21 +75,25 @@ def status(
     directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP),
     fmt: StatusFormat = typer.Option(StatusFormat.text, "--format", help="text or json."),
 ) -> None:
-    """Show the servers, their live roles and DSNs."""
+    """Show every server, its live role, what it streams from, and its DSN."""
     from drctl.errors import UsageError
     from drctl.sandbox.pair import MANIFEST
+    from drctl.sandbox.status import NodeRole
 
     box = _sandbox(directory)
     if not (box.root / MANIFEST).exists():
         raise UsageError(f"no sandbox in {box.root}", hint="create one with: drctl sandbox up")
     info = box.status()
     if fmt is StatusFormat.json:
-        sys.stdout.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        sys.stdout.write(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n")
         return
-    sys.stdout.write(f"sandbox {info['dir']}\n")
-    for role, node in info["postgres"].items():
-        state = "running" if node["running"] else "stopped"
-        sys.stdout.write(f"  {role:<8} {node['node']} {state:<8} {node['dsn']}\n")
+    sys.stdout.write(f"sandbox {info.root}\n")
+    for node in info.nodes:
+        state = "running" if node.running else "stopped"
+        streams = ""
+        if node.role is NodeRole.standby:
+            streams = f"from {node.upstream or '?'}" if node.streaming else "not streaming"
+        sys.stdout.write(f"  {node.name:<6} {node.role:<8} {state:<8} {streams:<14} {node.dsn}\n")
 
 
 @sandbox_app.command()

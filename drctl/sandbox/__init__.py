@@ -1,1 +1,1 @@
-"""A local, real failover playground: a PostgreSQL primary and streaming standby on loopback."""
+"""A local, real failover playground: a PostgreSQL primary and streaming standbys on loopback."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,17 @@ def as_user(user: str, argv: list[str]) -> list[str]:
     if os.geteuid() == 0 and user != "root":
         return ["runuser", "-u", user, "--", *argv]
     return argv
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What a running server says about its replication."""
+
+    in_recovery: bool
+    #: The host its primary_conninfo names (what it follows, streaming or not).
+    upstream_host: str | None
+    #: Its walreceiver streams now.
+    streaming: bool
 
 
 @dataclass(frozen=True)
@@ -140,9 +152,39 @@ class PgNode:
             "stop",
         )
 
-    def base_backup_from(self, source: PgNode) -> None:
-        self._ok(
-            [str(self.bin_dir / "pg_basebackup"), "-h", source.host, "-p", str(source.port),
-             "-U", "postgres", "-D", str(self.data_dir), "-R", "-X", "stream", "--checkpoint=fast"],
-            "pg_basebackup",
-        )  # fmt: skip
+    def clone_from(self, source: PgNode) -> None:
+        """Make this node a streaming standby of ``source`` from a cold copy of its data.
+
+        ``source`` must be stopped cleanly (just initialised): a copy of a shut-down
+        cluster is a consistent base backup, with no checkpoint to wait for and no WAL
+        to stream first, so several standbys are made in the time of one ``cp``.
+        """
+        self._ok(["cp", "-a", str(source.data_dir), str(self.data_dir)], "copying the data")
+        # application_name = the node's name, so the primary's pg_stat_replication says who.
+        conninfo = (
+            f"host={source.host} port={source.port} user=postgres application_name={self.name}"
+        )
+        with (self.data_dir / "postgresql.auto.conf").open("a") as auto:
+            auto.write(f"primary_conninfo = '{conninfo}'\n")
+        signal = self.data_dir / "standby.signal"
+        signal.touch()
+        if os.geteuid() == 0:
+            shutil.chown(signal, self.user)
+
+    def recovery(self) -> Recovery | None:
+        """Whether the server is in recovery and from where it streams; None: it does not answer."""
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=3) as conn:
+                row = conn.execute(
+                    "SELECT pg_is_in_recovery(), current_setting('primary_conninfo'),"
+                    " EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')"
+                ).fetchone()
+            if row is None:
+                return None
+            host = conninfo_to_dict(row[1]).get("host") if row[1] else None
+        except psycopg.Error:
+            return None
+        return Recovery(bool(row[0]), str(host) if host else None, bool(row[2]))

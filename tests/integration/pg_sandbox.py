@@ -1,17 +1,22 @@
-"""Real PostgreSQL sandboxes (primary + streaming standby) for the provider's integration tests.
+"""Real PostgreSQL sandboxes for the integration tests: pairs and three-node topologies.
 
 Import the fixtures explicitly from a test module::
 
     from tests.integration.pg_sandbox import sandbox  # noqa: F401
 
-Each pair lives under a fresh directory in /tmp that the ``postgres`` OS user can
-traverse (pytest's own tmp_path is under a 0700 directory it cannot enter), on two
-loopback ports checked to be free first, and is always torn down (``down()``).
+``sandbox``/``shared_sandbox`` give a primary and one standby (``Pair``);
+``three_nodes``/``shared_three_nodes`` a primary and two standbys (``ThreeNodes``), with
+helpers that make one standby stop replaying and another stop receiving.
+Each sandbox lives under a fresh directory in /tmp that the ``postgres`` OS user can
+traverse (pytest's own tmp_path is under a 0700 directory it cannot enter), on loopback
+addresses (127.0.0.2, .3, …) at a high port checked to be free first, and is always
+torn down (``down()``).
 Every wait here has a deadline; every connection has a connect timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -23,15 +28,19 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from drctl.testing import FakeContext
 from tests.conftest import run_cli
 from tests.integration.conftest import require_or_skip
+
+if TYPE_CHECKING:
+    from drctl.sandbox.pair import Sandbox
+    from drctl.sandbox.status import NodeStatus
 
 #: Bound on one drctl process in these tests; a whole failover takes a few seconds.
 CLI_TIMEOUT = 120.0
@@ -200,7 +209,7 @@ def history_files(data_dir: str | Path) -> list[str]:
     return sorted(p.name for p in (Path(data_dir) / "pg_wal").glob("*.history"))
 
 
-# -- the pair ------------------------------------------------------------------------------
+# -- the topologies ----------------------------------------------------------------------
 
 
 @dataclass
@@ -210,6 +219,14 @@ class Node:
     port: int
     data_dir: str
     start_options: str
+    host: str
+
+    @classmethod
+    def from_status(cls, status: NodeStatus) -> Node:
+        return cls(
+            status.name, status.dsn, status.port, str(status.data_dir), status.start_options,
+            status.host,
+        )  # fmt: skip
 
     def target(self, bin_dir: str, os_user: str) -> dict[str, str]:
         """This node as a postgres target mapping (for step types called directly)."""
@@ -220,13 +237,12 @@ class Node:
 
 
 @dataclass
-class Pair:
-    """A live sandbox: node1 starts as the primary, node2 as its streaming standby."""
+class Topology:
+    """A live sandbox: node1 starts as the primary, node2, node3, … as its streaming standbys."""
 
     root: Path
-    sandbox: Any
-    node1: Node
-    node2: Node
+    sandbox: Sandbox
+    nodes: tuple[Node, ...]
     bin_dir: str
     os_user: str
 
@@ -237,16 +253,6 @@ class Pair:
     def params(self) -> dict[str, Any]:
         lines = self.params_file.read_text().splitlines()
         return {k: json.loads(v) for k, _, v in (line.partition(": ") for line in lines)}
-
-    def write_failback_params(self, path: Path) -> Path:
-        """The params file with primary_* and standby_* swapped (the runbook's fail-back)."""
-        swap = {"primary": "standby", "standby": "primary"}
-        out = {}
-        for key, value in self.params().items():
-            role, sep, rest = key.partition("_")
-            out[f"{swap[role]}_{rest}" if sep and role in swap else key] = value
-        path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in out.items()))
-        return path
 
     def target(self, node: Node) -> dict[str, str]:
         return node.target(self.bin_dir, self.os_user)
@@ -267,57 +273,162 @@ class Pair:
                 n.start()
 
 
-def make_pair(prefix: str) -> tuple[Pair, Callable[[], None]]:
-    """Create a pair and return it with its teardown."""
+@dataclass
+class Pair(Topology):
+    """A primary (node1) and one streaming standby (node2)."""
+
+    @property
+    def node1(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def node2(self) -> Node:
+        return self.nodes[1]
+
+    def write_failback_params(self, path: Path) -> Path:
+        """The params file with primary_* and standby_* swapped (the runbook's fail-back)."""
+        swap = {"primary": "standby", "standby": "primary"}
+        out = {}
+        for key, value in self.params().items():
+            role, sep, rest = key.partition("_")
+            out[f"{swap[role]}_{rest}" if sep and role in swap else key] = value
+        path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in out.items()))
+        return path
+
+
+@dataclass
+class ThreeNodes(Topology):
+    """A primary (node1) and two standbys (node2, node3) streaming from it, each under
+    its node name as application_name; helpers make a standby lag in one way each."""
+
+    #: primary_conninfo of each standby whose receiving was stopped, to put back.
+    _conninfo: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def primary(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def standbys(self) -> tuple[Node, Node]:
+        return self.nodes[1], self.nodes[2]
+
+    def write_wal(self, rows: int = 1000) -> int:
+        """Commit ``rows`` rows on the primary; the primary's WAL position after them."""
+        execute(
+            self.primary.dsn,
+            "CREATE TABLE IF NOT EXISTS drctl_wal_filler (id bigserial, pad text)",
+            f"INSERT INTO drctl_wal_filler (pad) SELECT repeat('x', 100) FROM generate_series(1, {rows})",
+        )
+        return self.current_lsn()
+
+    def current_lsn(self) -> int:
+        return lsn_int(one(self.primary.dsn, "SELECT pg_current_wal_lsn()::text"))
+
+    def received_lsn(self, node: Node) -> int:
+        """How far the standby has received WAL (what a promotion would keep)."""
+        return lsn_int(one(node.dsn, "SELECT pg_last_wal_receive_lsn()::text") or "0/0")
+
+    def replayed_lsn(self, node: Node) -> int:
+        return lsn_int(one(node.dsn, "SELECT pg_last_wal_replay_lsn()::text") or "0/0")
+
+    def streaming_to(self) -> set[str]:
+        """The application_names the primary streams to now (pg_stat_replication)."""
+        rows = query(
+            self.primary.dsn,
+            "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+        )
+        return {str(r[0]) for r in rows}
+
+    def wait_caught_up(self, node: Node) -> None:
+        """Until ``node`` has received and replayed everything the primary wrote so far."""
+        wait_replayed(self.primary.dsn, node.dsn)
+
+    def pause_replay(self, node: Node) -> None:
+        """Stop ``node`` replaying: it keeps receiving WAL but applies none of it."""
+        execute(node.dsn, "SELECT pg_wal_replay_pause()")
+        wait_for(
+            f"{node.name} to pause replay",
+            lambda: one(node.dsn, "SELECT pg_get_wal_replay_pause_state()") == "paused",
+        )
+
+    def resume_replay(self, node: Node) -> None:
+        execute(node.dsn, "SELECT pg_wal_replay_resume()")
+        wait_for(
+            f"{node.name} to resume replay",
+            lambda: one(node.dsn, "SELECT pg_get_wal_replay_pause_state()") == "not paused",
+        )
+
+    def stop_receiving(self, node: Node) -> None:
+        """End ``node``'s walreceiver (primary_conninfo cleared, reloaded): it receives nothing more."""
+        self._conninfo[node.name] = str(one(node.dsn, "SHOW primary_conninfo"))
+        execute(node.dsn, "ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()")
+        wait_for(
+            f"{node.name} to stop receiving",
+            lambda: (
+                one(node.dsn, "SELECT count(*) FROM pg_stat_wal_receiver") == 0
+                and node.name not in self.streaming_to()
+            ),
+        )
+
+    def resume_receiving(self, node: Node) -> None:
+        """Put back the primary_conninfo ``stop_receiving`` cleared; wait until it streams."""
+        conninfo = self._conninfo.pop(node.name).replace("'", "''")
+        execute(
+            node.dsn, f"ALTER SYSTEM SET primary_conninfo = '{conninfo}'", "SELECT pg_reload_conf()"
+        )
+        wait_for(f"{node.name} to stream again", lambda: node.name in self.streaming_to())
+
+
+_T = TypeVar("_T", bound=Topology)
+
+
+@contextlib.contextmanager
+def running_sandbox(kind: type[_T], prefix: str, standbys: int) -> Iterator[_T]:
+    """A fresh sandbox of ``standbys`` standbys as ``kind``, torn down whatever happens."""
     _skip_without_postgres()
     from drctl.sandbox.pair import Sandbox
 
     parent = shared_dir(prefix)
-    box = Sandbox.at(parent / "sb", free_base_port(width=3))  # PostgreSQL, DNS, sshd
-
-    def teardown() -> None:
+    box = Sandbox.at(parent / "sb", free_base_port(width=3), standbys)  # PostgreSQL, DNS, sshd
+    try:
+        status = box.up()
+        nodes = tuple(Node.from_status(n) for n in status.nodes)
+        roles = [str(n.role) for n in status.nodes]
+        assert roles == ["primary"] + ["standby"] * standbys, roles
+        yield kind(box.root, box, nodes, str(status.bin_dir), status.os_user)
+    finally:
         try:
             box.down()
         finally:
             shutil.rmtree(parent, ignore_errors=True)
 
-    try:
-        status = box.up()
-    except BaseException:
-        teardown()
-        raise
-    pg = status["postgres"]
-    nodes = {}
-    for role in ("primary", "standby"):
-        info = pg[role]
-        nodes[role] = Node(
-            info["node"], info["dsn"], info["port"], info["data_dir"], info["start_options"]
-        )
-    assert (nodes["primary"].name, nodes["standby"].name) == ("node1", "node2")
-    pair = Pair(
-        box.root, box, nodes["primary"], nodes["standby"], status["bin_dir"], status["os_user"]
-    )
-    return pair, teardown
-
 
 @pytest.fixture
 def sandbox() -> Iterator[Pair]:
     """A fresh primary + standby for one test that changes the topology."""
-    pair, teardown = make_pair("drctl-pg-")
-    try:
+    with running_sandbox(Pair, "drctl-pg-", 1) as pair:
         yield pair
-    finally:
-        teardown()
 
 
 @pytest.fixture(scope="module")
 def shared_sandbox() -> Iterator[Pair]:
     """One primary + standby for a module whose tests put back whatever they change."""
-    pair, teardown = make_pair("drctl-pgm-")
-    try:
+    with running_sandbox(Pair, "drctl-pgm-", 1) as pair:
         yield pair
-    finally:
-        teardown()
+
+
+@pytest.fixture
+def three_nodes() -> Iterator[ThreeNodes]:
+    """A fresh primary + two streaming standbys for one test that changes the topology."""
+    with running_sandbox(ThreeNodes, "drctl-pg3-", 2) as topology:
+        yield topology
+
+
+@pytest.fixture(scope="module")
+def shared_three_nodes() -> Iterator[ThreeNodes]:
+    """One primary + two standbys for a module whose tests put back whatever they change."""
+    with running_sandbox(ThreeNodes, "drctl-pg3m-", 2) as topology:
+        yield topology
 
 
 # -- the CLI and its journal -----------------------------------------------------------------

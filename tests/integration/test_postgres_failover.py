@@ -92,9 +92,9 @@ def _resolve_db(pair: Pair) -> str:
     import dns.message
     import dns.query
 
-    info = pair.sandbox.status()["dns"]
+    info = pair.sandbox.status().dns
     reply = dns.query.tcp(
-        dns.message.make_query(info["name"], "A"), info["server"], port=info["port"], timeout=5
+        dns.message.make_query(info.name, "A"), info.server, port=info.port, timeout=5
     )
     return str(next(iter(reply.answer[0])).address)
 
