@@ -20,6 +20,7 @@ BUILTIN_STEP_TYPES: dict[str, str] = {
     "postgres.write_probe": "drctl.providers.postgres.probe:WriteProbe",
     "postgres.rejoin": "drctl.providers.postgres.rejoin:Rejoin",
     "postgres.sql": "drctl.providers.postgres.sql:Sql",
+    "postgres.choose_primary": "drctl.providers.postgres.choose:ChoosePrimary",
     "mongo.rs_status": "drctl.providers.mongo.status:ReplicaSetStatus",
     "mongo.step_down": "drctl.providers.mongo.step_down:StepDown",
     "mongo.freeze": "drctl.providers.mongo.freeze:Freeze",

@@ -15,12 +15,15 @@ from typing import Any
 import psycopg
 import pytest
 
+from drctl.errors import StepError
+from drctl.providers.postgres.choose import CandidateInputs, ChooseInputs, ChoosePrimary
 from drctl.providers.postgres.fence import Fence, FenceInputs
 from drctl.providers.postgres.hba import BACKUP_SUFFIX, MARK
 from drctl.steps.base import StepInputs
 from tests.integration.pg_sandbox import (
     RealContext,
     ThreeNodes,
+    execute,
     free_port,
     lsn_int,
     one,
@@ -145,3 +148,149 @@ def test_hard_fence_refuses_the_session_read_only_lets_write(
     finally:
         writer.close()
         _restore_hba(topo, original)
+
+
+# -- postgres.choose_primary ----------------------------------------------------------------
+
+
+def _choose(
+    topo: ThreeNodes, targets: dict[str, dict[str, Any]] | None = None, **kw: Any
+) -> RealContext:
+    """Run choose_primary over node2 and node3 (and extra targets) against node1; the context."""
+    names = kw.pop("candidates", ["node2", "node3"])
+    tags = kw.pop("tags", {})
+    inputs = ChooseInputs(
+        candidates=[CandidateInputs(target=n, **tags.get(n, {})) for n in names],
+        old_primary="node1",
+        **kw,
+    )
+    ctx = _ctx(inputs, None, _targets(topo) | (targets or {}))
+    ChoosePrimary().apply(ctx)
+    return ctx
+
+
+def _row(ctx: RealContext, name: str) -> dict[str, Any]:
+    return next(r for r in ctx.outputs["table"] if r["name"] == name)
+
+
+def test_choose_most_advanced_and_why_each_other_lost(shared_three_nodes: ThreeNodes) -> None:  # noqa: F811
+    """A standby that stopped receiving loses to the one that has every byte; its gap and reason say so."""
+    topo = shared_three_nodes
+    lagging, ahead = topo.standbys[1], topo.standbys[0]
+    topo.stop_receiving(lagging)
+    try:
+        end = topo.write_wal(2000)
+        wait_for("node2 to receive it all", lambda: topo.received_lsn(ahead) >= end)
+        ctx = _choose(topo, tags={"node3": {"priority": 9}})
+        assert ctx.outputs["target"] == "node2"
+        assert ctx.outputs["gap_bytes"] == 0
+        gap = ctx.outputs["gaps"]["node3"]
+        assert gap == end - topo.received_lsn(lagging) > 0
+        assert _row(ctx, "node2")["verdict"] == "chosen"
+        loser = _row(ctx, "node3")
+        assert loser["verdict"] == "behind"
+        assert (
+            loser["reason"] == f"received {gap} bytes less than node2"
+        )  # priority 9 does not help
+        assert any(line.startswith("node3: behind — received") for line in ctx.lines)
+        assert ctx.outputs["preferred"] is False
+
+        # prefer: the lagging one is chosen, and the log says what that gives up.
+        preferred = _choose(topo, prefer="node3")
+        assert preferred.outputs["target"] == "node3"
+        assert preferred.outputs["gives_up_bytes"] == gap
+        assert any(f"giving up {gap} bytes" in line for line in preferred.lines)
+
+        # nofailover removes the best one; the other is chosen.
+        tagged = _choose(topo, tags={"node2": {"nofailover": True}})
+        assert tagged.outputs["target"] == "node3"
+        assert _row(tagged, "node2")["reason"] == "tagged nofailover"
+        with pytest.raises(StepError, match="prefer: node2 cannot be chosen: tagged nofailover"):
+            _choose(topo, prefer="node2", tags={"node2": {"nofailover": True}})
+    finally:
+        topo.resume_receiving(lagging)
+
+
+def test_choose_paused_replay_is_not_counted_as_lost(shared_three_nodes: ThreeNodes) -> None:  # noqa: F811
+    """A standby that received all WAL but replayed none of the last writes has a gap of 0 and beats one that stopped receiving."""
+    topo = shared_three_nodes
+    paused, stopped = topo.standbys
+    topo.pause_replay(paused)
+    topo.stop_receiving(stopped)
+    try:
+        end = topo.write_wal(2000)
+        wait_for("node2 to receive it all", lambda: topo.received_lsn(paused) >= end)
+        assert topo.replayed_lsn(paused) < end
+        ctx = _choose(topo)
+        assert ctx.outputs["target"] == "node2"
+        assert ctx.outputs["gaps"]["node2"] == 0
+        row = _row(ctx, "node2")
+        assert row["replay_paused"] is True
+        assert lsn_int(row["replayed_lsn"]) < lsn_int(row["received_lsn"])
+        assert ctx.outputs["gaps"]["node3"] > 0
+    finally:
+        topo.resume_replay(paused)
+        topo.resume_receiving(stopped)
+    # Both caught up again: equal position, the tie goes to the one that replayed more or by name.
+    topo.wait_caught_up(paused)
+    topo.wait_caught_up(stopped)
+    even = _choose(topo)
+    assert even.outputs["gaps"] == {"node2": 0, "node3": 0}
+    assert "received as much as" in _row(even, "node3")["reason"]
+
+
+def test_choose_refuses_when_a_silent_candidate_may_be_ahead(
+    shared_three_nodes: ThreeNodes,  # noqa: F811
+) -> None:
+    """An unreachable candidate the old primary does not list refuses the choice unless accept_unreachable."""
+    topo = shared_three_nodes
+    gone = {"gone": _silent()}
+    names = ["node2", "node3", "gone"]
+    with pytest.raises(StepError, match=r"gone does not answer and may be the most advanced"):
+        _choose(topo, gone, candidates=names)
+    ctx = _choose(topo, gone, candidates=names, accept_unreachable=True)
+    assert ctx.outputs["target"] in {"node2", "node3"}
+    row = _row(ctx, "gone")
+    assert row["verdict"] == "rejected"
+    assert row["reason"].startswith("unreachable: gone: cannot connect")
+    assert ctx.outputs["gaps"]["gone"] is None
+    # The old primary silent too: still judged, on the candidates' own positions.
+    alone = _choose(topo, {"node1": _silent()})
+    assert alone.outputs["target"] in {"node2", "node3"}
+    assert any("node1 does not answer" in line for line in alone.lines)
+
+
+def test_choose_prefers_the_synchronous_standby_at_equal_position(
+    shared_three_nodes: ThreeNodes,  # noqa: F811
+) -> None:
+    """With synchronous_standby_names naming node3, node3 wins a tie node2 would win by name."""
+    topo = shared_three_nodes
+    for node in topo.standbys:
+        topo.wait_caught_up(node)
+    assert _choose(topo).outputs["target"] == "node2"
+    execute(
+        topo.primary.dsn,
+        "ALTER SYSTEM SET synchronous_standby_names = 'node3'",
+        "SELECT pg_reload_conf()",
+    )
+    try:
+        wait_for(
+            "node3 to be synchronous",
+            lambda: (
+                one(
+                    topo.primary.dsn,
+                    "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'node3'",
+                )
+                == "sync"
+            ),
+        )
+        ctx = _choose(topo)
+        assert ctx.outputs["target"] == "node3"
+        assert _row(ctx, "node3")["sync_state"] == "sync"
+        assert _row(ctx, "node3")["reason"] == "received as much as node2; synchronous standby"
+    finally:
+        execute(
+            topo.primary.dsn,
+            "ALTER SYSTEM RESET synchronous_standby_names",
+            "SELECT pg_reload_conf()",
+        )
