@@ -8,6 +8,7 @@ change; those that promote get a topology of their own.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,22 @@ import pytest
 from drctl.errors import StepError
 from drctl.providers.postgres.choose import CandidateInputs, ChooseInputs, ChoosePrimary
 from drctl.providers.postgres.fence import Fence, FenceInputs
+from drctl.providers.postgres.follow import Follow, FollowInputs
 from drctl.providers.postgres.hba import BACKUP_SUFFIX, MARK
 from drctl.steps.base import StepInputs
 from tests.integration.pg_sandbox import (
     RealContext,
     ThreeNodes,
+    auto_conf,
+    drctl,
     execute,
+    explain,
     free_port,
+    in_recovery,
+    journal,
     lsn_int,
     one,
+    query,
     shared_three_nodes,  # noqa: F401
     three_nodes,  # noqa: F401
     wait_for,
@@ -294,3 +302,122 @@ def test_choose_prefers_the_synchronous_standby_at_equal_position(
             "ALTER SYSTEM RESET synchronous_standby_names",
             "SELECT pg_reload_conf()",
         )
+
+
+# -- postgres.follow ------------------------------------------------------------------------
+
+
+def _runbook(topo: ThreeNodes, path: Path, steps: str) -> Path:
+    """A runbook over the topology's nodes as targets (named node1, node2, node3)."""
+    targets = "".join(
+        f"  {name}: {{{', '.join(f'{k}: {json.dumps(v)}' for k, v in target.items())}}}\n"
+        for name, target in _targets(topo).items()
+    )
+    path.write_text(
+        "apiVersion: drctl/v1\nkind: Runbook\nmetadata: {name: three-node-failover}\n"
+        f"targets:\n{targets}settings: {{step_timeout: 90s}}\nsteps:\n{steps}"
+    )
+    return path
+
+
+def _primary_conninfo_lines(data_dir: str) -> list[str]:
+    return [
+        line for line in auto_conf(data_dir).splitlines() if line.startswith("primary_conninfo")
+    ]
+
+
+def test_failover_run_sibling_follows_without_rewind(
+    three_nodes: ThreeNodes,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """drctl run: hard fence, choose, promote node2, and node3 follows it in place, streaming on timeline 2."""
+    topo = three_nodes
+    topo.write_wal(500)
+    for node in topo.standbys:
+        topo.wait_caught_up(node)
+    runbook = _runbook(topo, tmp_path / "failover.yaml", (
+        "  - {id: fence, type: postgres.fence, target: node1, with: {mode: hard}}\n"
+        "  - id: choose\n    type: postgres.choose_primary\n"
+        "    with: {old_primary: node1, candidates: [{target: node2}, {target: node3}]}\n"
+        "  - {id: promote, type: postgres.promote, target: node2, with: {old_primary: node1}}\n"
+        "  - {id: follow, type: postgres.follow, target: node3, with: {new_primary: node2}}\n"
+    ))  # fmt: skip
+    state = tmp_path / "state.db"
+    done = drctl("run", str(runbook), "--yes", "--state", str(state))
+    assert done.returncode == 0, explain(done)
+
+    succeeded = {e["step"]: e for e in journal(state) if e["kind"] == "step_succeeded"}
+    assert set(succeeded) == {"fence", "choose", "promote", "follow"}, explain(done)
+    text = json.dumps(succeeded)
+    assert '"target": "node2"' in text  # the choice, published
+    assert '"rewound": false' in text
+    assert not in_recovery(topo.nodes[1].dsn)
+    assert query(
+        topo.nodes[2].dsn, "SELECT status, received_tli, sender_port FROM pg_stat_wal_receiver"
+    ) == [("streaming", 2, topo.nodes[1].port)]
+    assert "node3" in {
+        str(r[0])
+        for r in query(topo.nodes[1].dsn, "SELECT application_name FROM pg_stat_replication")
+    }
+    lines = _primary_conninfo_lines(topo.nodes[2].data_dir)
+    assert len(lines) == 1, lines
+    assert f"port={topo.nodes[1].port}" in lines[0]
+    assert "application_name=node3" in lines[0]
+    execute(topo.nodes[1].dsn, "CREATE TABLE after_follow AS SELECT 42 AS x")
+    wait_for("node3 to replay the new primary's write", lambda: _has_row(topo.nodes[2].dsn))
+
+
+def _has_row(dsn: str) -> bool:
+    try:
+        return one(dsn, "SELECT x FROM after_follow") == 42
+    except psycopg.errors.UndefinedTable:
+        return False
+
+
+def test_follow_refuses_a_diverged_standby_and_rewinds_it_on_request(
+    three_nodes: ThreeNodes,  # noqa: F811
+) -> None:
+    """A sibling that received WAL past the new timeline's fork is refused with the range, then rewound with rewind: true."""
+    topo = three_nodes
+    node2, node3 = topo.standbys
+    targets = _targets(topo)
+    topo.stop_receiving(node2)
+    end = topo.write_wal(2000)
+    wait_for("node3 to receive the writes node2 lacks", lambda: topo.received_lsn(node3) >= end)
+    execute(node2.dsn, "SELECT pg_promote(true)")
+    history = one(node2.dsn, "SELECT pg_read_file('pg_wal/00000002.history')")
+    fork = lsn_int(history.split()[1])
+    assert fork < end
+
+    plain = FollowInputs(new_primary="node2", wait_seconds=30)
+    with pytest.raises(
+        StepError,
+        match=r"refusing to follow without a rewind: diverged: timeline 1 up to .* (\d+) bytes \(",
+    ) as refused:
+        Follow().check(_ctx(plain, targets["node3"], targets))
+    gap = topo.received_lsn(node3) - fork
+    assert f"so {gap} bytes" in str(refused.value)
+    with pytest.raises(StepError, match="refusing to follow without a rewind"):
+        Follow().apply(_ctx(plain, targets["node3"], targets))
+    assert in_recovery(node3.dsn)  # untouched
+
+    rewind = FollowInputs(new_primary="node2", rewind=True, wait_seconds=30)
+    assert (Follow().check(_ctx(rewind, targets["node3"], targets)) or "").startswith(
+        "rewind, diverged"
+    )
+    ctx = _ctx(rewind, targets["node3"], targets)
+    Follow().apply(ctx)
+    assert ctx.outputs["rewound"] is True
+    assert ctx.outputs["discarded_bytes"] == gap
+    assert lsn_int(ctx.outputs["discarded_from"]) == fork
+    assert ctx.recorded["discarded"]["bytes"] == gap
+    assert Follow().verify(_ctx(rewind, targets["node3"], targets, recorded=ctx.recorded)) is True
+    assert query(node3.dsn, "SELECT status, received_tli FROM pg_stat_wal_receiver") == [
+        ("streaming", 2)
+    ]
+    lines = _primary_conninfo_lines(node3.data_dir)
+    assert (
+        len(lines) == 1
+        and f"port={node2.port}" in lines[0]
+        and "application_name=node3" in lines[0]
+    )

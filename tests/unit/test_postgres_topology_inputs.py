@@ -34,6 +34,10 @@ steps:
     type: postgres.promote
     target: node2
     with: {old_primary: node1}
+  - id: follow
+    type: postgres.follow
+    target: node3
+    with: {new_primary: node2, application_name: node3}
 """
 
 CASES = [
@@ -44,6 +48,8 @@ CASES = [
     ("prefer: node2", "prefer: node9", "16:7", "prefer names 'node9', which is not a candidate"),
     ("old_primary: node1", "old_primary: node2", "16:7", "old_primary 'node2' is also a candidate"),
     ("priority: 5}", "weight: 5}", "18:27", "candidates[0].weight: unknown field"),
+    ("application_name: node3", "application_name: 'no spaces'", "28:50", "application_name: 'no spaces' is not a valid name"),
+    ("new_primary: node2, ", "rewind: yes please, new_primary: node2, ", "28:20", "rewind: input should be a valid boolean"),
 ]  # fmt: skip
 
 
