@@ -147,6 +147,14 @@ def test_hard_fence_refuses_the_session_read_only_lets_write(
             )
             assert one(node.dsn, "SELECT status FROM pg_stat_wal_receiver") == "streaming"
 
+        # A retried attempt (the file is fenced already) finishes over the local socket
+        # and keeps the first original, never its own fenced file.
+        again = _ctx(inputs, primary, recorded=ctx.recorded)
+        Fence().apply(again)
+        assert "pg_hba.conf is fenced already; finishing over the local socket" in again.lines
+        assert again.outputs["final_lsn"] == ctx.outputs["final_lsn"]
+        assert Path(str(_hba(topo)) + BACKUP_SUFFIX).read_text() == original
+
         Fence().undo(_ctx(inputs, primary, recorded=ctx.recorded))
         assert _hba(topo).read_text() == original
         wait_for(
@@ -224,11 +232,17 @@ def test_choose_paused_replay_is_not_counted_as_lost(shared_three_nodes: ThreeNo
     topo = shared_three_nodes
     paused, stopped = topo.standbys
     topo.pause_replay(paused)
-    topo.stop_receiving(stopped)
+    receiving_stopped = False
     try:
+        # node3 replays these writes, node2 only receives them: node3 has replayed more…
+        topo.write_wal(2000)
+        topo.wait_caught_up(stopped)
+        topo.stop_receiving(stopped)
+        receiving_stopped = True
+        # …but only node2 receives these: node2 holds more WAL, so it is the one to promote.
         end = topo.write_wal(2000)
         wait_for("node2 to receive it all", lambda: topo.received_lsn(paused) >= end)
-        assert topo.replayed_lsn(paused) < end
+        assert topo.replayed_lsn(paused) < topo.replayed_lsn(stopped)
         ctx = _choose(topo)
         assert ctx.outputs["target"] == "node2"
         assert ctx.outputs["gaps"]["node2"] == 0
@@ -238,7 +252,8 @@ def test_choose_paused_replay_is_not_counted_as_lost(shared_three_nodes: ThreeNo
         assert ctx.outputs["gaps"]["node3"] > 0
     finally:
         topo.resume_replay(paused)
-        topo.resume_receiving(stopped)
+        if receiving_stopped:
+            topo.resume_receiving(stopped)
     # Both caught up again: equal position, the tie goes to the one that replayed more or by name.
     topo.wait_caught_up(paused)
     topo.wait_caught_up(stopped)

@@ -161,49 +161,39 @@ class Fence(PostgresStep[FenceInputs]):
     @staticmethod
     def _hard(ctx: Ctx, node: ServerNode) -> None:
         dsn = ctx.target.dsn
-        with connect(dsn, ctx, what="old primary") as conn:
-            socket = _local_socket(conn)
-            hba_file = str(scalar(conn, "SELECT current_setting('hba_file')"))
-            original = hba.read_original(ctx, node, hba_file)
-            # Recorded before the file changes, so undo finds it whatever happens next.
-            ctx.record("hba_file", hba_file)
-            ctx.record("hba_original", original)
-            ctx.record("socket", socket.as_json())
-            hba.write(ctx, node, hba_file, hba.fenced(original, socket.user, hba_file), save=True)
-            errors = conn.execute(
-                "SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL"
-            ).fetchall()
-            if errors:
-                hba.write(ctx, node, hba_file, original, save=False)
-                line, error = errors[0]
-                raise StepError(
-                    f"the fenced {hba_file} does not load (line {line}: {error}); "
-                    "the original is back in place"
-                )
-            conn.execute("SELECT pg_reload_conf()")
-            # The reload is asynchronous; end sessions only once no new one can come in.
-            shut = ctx.poll(lambda: True if _refused(dsn, ctx) else None, every=0.1, within=5.0)
-            if not shut.done:
-                raise StepError(
-                    f"fresh sessions still get in {shut.waited:.1f}s after reloading the "
-                    f"fenced {hba_file}"
-                )
-            ended = scalar(conn, _CLIENTS.format("pg_terminate_backend(pid)"))
-            gone = ctx.poll(
-                lambda: True if scalar(conn, _CLIENTS.format("*")) == 0 else None,
-                every=0.05,
-                within=5.0,
+        try:
+            socket = _fence_hba(ctx, node)
+        except Unreachable as exc:
+            # A retry after the file was swapped in: the DSN is turned away already, and
+            # the rest goes over the local socket the first attempt recorded.
+            if not refused_by_hba(exc) or "socket" not in ctx.recorded:
+                raise
+            ctx.log("pg_hba.conf is fenced already; finishing over the local socket")
+            socket = LocalSocket.from_json(ctx.recorded["socket"])
+        # The reload is asynchronous; end sessions only once no new one can come in.
+        shut = ctx.poll(lambda: True if _refused(dsn, ctx) else None, every=0.1, within=5.0)
+        if not shut.done:
+            raise StepError(
+                f"fresh sessions still get in {shut.waited:.1f}s after reloading the fenced "
+                "pg_hba.conf"
             )
-            if not gone.done:
-                raise StepError(f"client sessions remain {gone.waited:.1f}s after ending them")
-            final = scalar(
-                conn,
-                "SELECT CASE WHEN pg_is_in_recovery() THEN NULL "
-                "ELSE pg_current_wal_lsn()::text END",
-            )
+
+        def ask(sql: str) -> str:
+            rows = socket_query(ctx, node, socket, sql)
+            return rows[0] if rows else ""
+
+        ended = int(ask(_CLIENTS.format("pg_terminate_backend(pid)")))
+        gone = ctx.poll(
+            lambda: True if ask(_CLIENTS.format("*")) == "0" else None, every=0.05, within=5.0
+        )
+        if not gone.done:
+            raise StepError(f"client sessions remain {gone.waited:.1f}s after ending them")
+        final = ask(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_current_wal_lsn()::text END"
+        )
         ctx.log(f"pg_hba.conf fenced and reloaded; ended {ended} client session(s)")
         ctx.output("sessions_ended", ended)
-        if final is not None:
+        if final:
             _final_lsn(ctx, final, "pg_current_wal_lsn")
 
     def verify(self, ctx: Ctx) -> bool:
@@ -252,6 +242,31 @@ def _local_socket(conn: Any) -> LocalSocket:
             "it is drctl's way in once pg_hba.conf rejects TCP sessions"
         )
     return LocalSocket(directory, int(port), str(user), str(database))
+
+
+def _fence_hba(ctx: Ctx, node: ServerNode) -> LocalSocket:
+    """Swap the fenced pg_hba.conf in and reload; the local socket drctl keeps."""
+    with connect(ctx.target.dsn, ctx, what="old primary") as conn:
+        socket = _local_socket(conn)
+        hba_file = str(scalar(conn, "SELECT current_setting('hba_file')"))
+        original = hba.read_original(ctx, node, hba_file)
+        # Recorded before the file changes, so undo finds it whatever happens next.
+        ctx.record("hba_file", hba_file)
+        ctx.record("hba_original", original)
+        ctx.record("socket", socket.as_json())
+        hba.write(ctx, node, hba_file, hba.fenced(original, socket.user, hba_file), save=True)
+        errors = conn.execute(
+            "SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL"
+        ).fetchall()
+        if errors:
+            hba.write(ctx, node, hba_file, original, save=False)
+            line, error = errors[0]
+            raise StepError(
+                f"the fenced {hba_file} does not load (line {line}: {error}); "
+                "the original is back in place"
+            )
+        conn.execute("SELECT pg_reload_conf()")
+    return socket
 
 
 def _refused(dsn: str, ctx: Ctx) -> bool:
