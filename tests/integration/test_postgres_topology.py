@@ -166,6 +166,53 @@ def test_hard_fence_refuses_the_session_read_only_lets_write(
         _restore_hba(topo, original)
 
 
+def test_hard_fence_over_ssh_and_its_undo_through_a_rollback(
+    shared_three_nodes: ThreeNodes,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """drctl run: the hard fence rewrites pg_hba.conf over SSH, publishes final_lsn, and a rollback puts the file back."""
+    topo = shared_three_nodes
+    params = topo.params()
+    original = _hba(topo).read_text()
+    node = topo.primary
+    runbook = tmp_path / "hard-over-ssh.yaml"
+    runbook.write_text(
+        f"""apiVersion: drctl/v1
+kind: Runbook
+metadata: {{name: hard-over-ssh}}
+targets:
+  host: {{type: ssh, host: 127.0.0.1, port: {params["ssh_port"]}, user: {params["ssh_user"]},
+          key_file: {params["ssh_key"]}, known_hosts: {params["ssh_known_hosts"]}}}
+  old: {{type: postgres, dsn: "{node.dsn}", data_dir: {node.data_dir},
+         bin_dir: {topo.bin_dir}, os_user: {topo.os_user}, ssh: host}}
+settings: {{step_timeout: 60s}}
+steps:
+  - {{id: fence, type: postgres.fence, target: old, with: {{mode: hard}}}}
+  - id: fail
+    type: shell
+    with: {{command: 'false'}}
+    on_failure: rollback
+    acknowledge: [DR004]
+"""
+    )
+    state = tmp_path / "state.db"
+    try:
+        done = drctl("run", str(runbook), "--yes", "--state", str(state))
+        assert done.returncode == 1, explain(done)
+        assert "rolled back" in done.stderr, explain(done)
+        events = journal(state)
+        kinds = [(e["kind"], e["step"]) for e in events]
+        assert ("step_succeeded", "fence") in kinds
+        assert ("undo_succeeded", "fence") in kinds
+        fenced = next(e for e in events if e["kind"] == "step_succeeded" and e["step"] == "fence")
+        assert lsn_int(fenced["data"]["outputs"]["final_lsn"]) > 0
+        assert "Accepted publickey" in (topo.root / "ssh" / "sshd.log").read_text()
+        assert _hba(topo).read_text() == original
+        wait_for("the fence to lift", lambda: _session_writes(topo.primary.dsn, override=False))
+    finally:
+        _restore_hba(topo, original)
+
+
 # -- postgres.choose_primary ----------------------------------------------------------------
 
 
