@@ -115,6 +115,13 @@ def test_hard_fence_refuses_the_session_read_only_lets_write(
         "the read-only fence to lift", lambda: _session_writes(topo.primary.dsn, override=False)
     )
 
+    # No psql where the server lives: the fence would lock drctl out, so it does not start.
+    no_psql = primary | {"bin_dir": "/nonexistent"}
+    for step in (Fence().check, Fence().apply):
+        with pytest.raises(StepError, match="a hard fence would lock drctl out"):
+            step(_ctx(FenceInputs(mode="hard"), no_psql))
+    assert _hba(topo).read_text() == original
+
     writer = psycopg.connect(topo.primary.dsn, autocommit=True, connect_timeout=5)
     writer.execute("SET default_transaction_read_only = off")
     inputs = FenceInputs(mode="hard")

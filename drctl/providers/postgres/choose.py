@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from drctl.errors import StepError, Unreachable
-from drctl.providers.postgres.candidate import RULE, Candidate, Ranking, rank
+from drctl.providers.postgres.candidate import RULE, Candidate, Ranking, Verdict, rank
 from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.session import connect, lsn, lsn_text, scalar
 from drctl.runbook.targets import PostgresTarget
@@ -155,7 +155,7 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         if prefer is None or prefer == best.name:
             return best
         chosen = next(c for c in ranking.candidates if c.name == prefer)
-        if not chosen.eligible or chosen.verdict.value == "rejected":
+        if chosen.verdict is Verdict.REJECTED:
             raise StepError(f"prefer: {prefer} cannot be chosen: {chosen.reason}")
         gives_up = (best.received or 0) - (chosen.received or 0)
         ctx.log(
@@ -167,7 +167,7 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
 
     def _rank(self, ctx: Ctx) -> Ranking:
         inputs = ctx.inputs
-        view = self._primary_view(ctx) if inputs.old_primary else None
+        view = self._primary_view(ctx, inputs.old_primary) if inputs.old_primary else None
         candidates = [self._candidate(ctx, c, view) for c in inputs.candidates]
         return rank(
             candidates,
@@ -176,9 +176,7 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
             accept_timeline_split=inputs.accept_timeline_split,
         )
 
-    def _primary_view(self, ctx: Ctx) -> PrimaryView | None:
-        name = ctx.inputs.old_primary
-        assert name is not None
+    def _primary_view(self, ctx: Ctx, name: str) -> PrimaryView | None:
         target = ctx.target_named(name, PostgresTarget)
         try:
             with connect(target.dsn, ctx, what=name, read_only=True, cap=3.0) as conn:

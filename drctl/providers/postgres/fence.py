@@ -100,7 +100,7 @@ class Fence(PostgresStep[FenceInputs]):
                 if scalar(conn, "SELECT pg_is_in_recovery()"):
                     return "the server is a standby: already takes no writes"
                 if inputs.mode == "hard":
-                    _local_socket(conn)
+                    _socket_answers(ctx, local_node(target, "fence (hard)", ctx), conn)
                 return self.describe(inputs, ctx.step_id)
         except Unreachable as exc:
             return f"the server does not answer ({exc.message}): nothing to fence there"
@@ -247,7 +247,7 @@ def _local_socket(conn: Any) -> LocalSocket:
 def _fence_hba(ctx: Ctx, node: ServerNode) -> LocalSocket:
     """Swap the fenced pg_hba.conf in and reload; the local socket drctl keeps."""
     with connect(ctx.target.dsn, ctx, what="old primary") as conn:
-        socket = _local_socket(conn)
+        socket = _socket_answers(ctx, node, conn)
         hba_file = str(scalar(conn, "SELECT current_setting('hba_file')"))
         original = hba.read_original(ctx, node, hba_file)
         # Recorded before the file changes, so undo finds it whatever happens next.
@@ -266,6 +266,23 @@ def _fence_hba(ctx: Ctx, node: ServerNode) -> LocalSocket:
                 "the original is back in place"
             )
         conn.execute("SELECT pg_reload_conf()")
+    return socket
+
+
+def _socket_answers(ctx: Ctx, node: ServerNode, conn: Any) -> LocalSocket:
+    """The local socket, once psql has reached the server through it; else a StepError.
+
+    Proven before pg_hba.conf changes: the fenced file keeps this way in and no other,
+    so a fence drctl could not finish must not start.
+    """
+    socket = _local_socket(conn)
+    try:
+        socket_query(ctx, node, socket, "SELECT 1")
+    except StepError as exc:
+        raise StepError(
+            f"a hard fence would lock drctl out: {exc.message}. It needs psql on the "
+            f"server's host and a local pg_hba.conf line that lets {socket.user} in"
+        ) from exc
     return socket
 
 
