@@ -61,6 +61,17 @@ def test_the_valid_runbook_validates(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_plan_says_the_choice_rule_and_the_new_fence(tmp_path: Path) -> None:
+    """The plan shows choose_primary's ranking rule and what the hard fence keeps, offline."""
+    path = tmp_path / "topo.yaml"
+    path.write_text(VALID)
+    done = run_cli("plan", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the most WAL received wins (received but not replayed is not lost)" in done.stdout
+    assert "pg_hba.conf rejects all but replication and drctl's local superuser" in done.stdout
+    assert "repoint node3 to stream from node2 (refusing if it diverged)" in done.stdout
+
+
 @pytest.mark.parametrize(("old", "new", "where", "said"), CASES, ids=[c[1] for c in CASES])
 def test_bad_topology_field_exits_2_with_its_position(
     tmp_path: Path, old: str, new: str, where: str, said: str

@@ -81,7 +81,9 @@ class Follow(PostgresStep[FollowInputs]):
     """Repoint a standby to stream from the new primary; rewind it only if it diverged.
 
     Compares the standby's WAL (the further of received and replayed, on its timeline)
-    with the fork point of that timeline in the new primary's timeline history file.
+    with the fork point of that timeline in the new primary's timeline history file
+    (read with ``pg_read_file``: the new primary's DSN needs a superuser or
+    ``pg_read_server_files``).
     A standby whose WAL is a prefix of the new timeline is repointed in place:
     ``primary_conninfo`` set with ALTER SYSTEM (one line in postgresql.auto.conf, no
     stale one), ``primary_slot_name`` reset, then a reload (PostgreSQL 13 and later) or
