@@ -9,6 +9,7 @@ change; those that promote get a topology of their own.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ from tests.integration.pg_sandbox import (
     shared_three_nodes,  # noqa: F401
     three_nodes,  # noqa: F401
     wait_for,
+)
+from tests.integration.pg_sandbox import (
+    timeline as timeline_of,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -140,6 +144,9 @@ def test_hard_fence_refuses_the_session_read_only_lets_write(
             _session_writes(topo.primary.dsn, override=True)
         with pytest.raises(psycopg.OperationalError):
             writer.execute("INSERT INTO fence_writes VALUES (2)")  # its backend was ended
+        assert Fence().check(_ctx(inputs, primary)) == (
+            "pg_hba.conf turns sessions away already (hard-fenced)"
+        )
         fenced = _hba(topo).read_text()
         assert fenced.startswith(MARK)
         assert "host replication all 127.0.0.0/8 trust" in fenced
@@ -389,6 +396,15 @@ def _runbook(topo: ThreeNodes, path: Path, steps: str) -> Path:
     return path
 
 
+FAILOVER_STEPS = (
+    "  - {id: fence, type: postgres.fence, target: node1, with: {mode: hard}}\n"
+    "  - id: choose\n    type: postgres.choose_primary\n"
+    "    with: {old_primary: node1, candidates: [{target: node2}, {target: node3}]}\n"
+    "  - {id: promote, type: postgres.promote, target: node2, with: {old_primary: node1}}\n"
+    "  - {id: follow, type: postgres.follow, target: node3, with: {new_primary: node2}}\n"
+)
+
+
 def _primary_conninfo_lines(data_dir: str) -> list[str]:
     return [
         line for line in auto_conf(data_dir).splitlines() if line.startswith("primary_conninfo")
@@ -404,13 +420,7 @@ def test_failover_run_sibling_follows_without_rewind(
     topo.write_wal(500)
     for node in topo.standbys:
         topo.wait_caught_up(node)
-    runbook = _runbook(topo, tmp_path / "failover.yaml", (
-        "  - {id: fence, type: postgres.fence, target: node1, with: {mode: hard}}\n"
-        "  - id: choose\n    type: postgres.choose_primary\n"
-        "    with: {old_primary: node1, candidates: [{target: node2}, {target: node3}]}\n"
-        "  - {id: promote, type: postgres.promote, target: node2, with: {old_primary: node1}}\n"
-        "  - {id: follow, type: postgres.follow, target: node3, with: {new_primary: node2}}\n"
-    ))  # fmt: skip
+    runbook = _runbook(topo, tmp_path / "failover.yaml", FAILOVER_STEPS)
     state = tmp_path / "state.db"
     done = drctl("run", str(runbook), "--yes", "--state", str(state))
     assert done.returncode == 0, explain(done)
@@ -434,6 +444,38 @@ def test_failover_run_sibling_follows_without_rewind(
     assert "application_name=node3" in lines[0]
     execute(topo.nodes[1].dsn, "CREATE TABLE after_follow AS SELECT 42 AS x")
     wait_for("node3 to replay the new primary's write", lambda: _has_row(topo.nodes[2].dsn))
+
+
+@pytest.mark.parametrize("killed_step", ["choose", "follow"])
+def test_kill_9_after_choose_or_follow_then_resume(
+    three_nodes: ThreeNodes,  # noqa: F811
+    tmp_path: Path,
+    killed_step: str,
+) -> None:
+    """drctl killed -9 right after choose's or follow's apply resumes to one promotion, node3 streaming from node2, the choice published."""
+    topo = three_nodes
+    runbook = _runbook(topo, tmp_path / "failover.yaml", FAILOVER_STEPS)
+    state = tmp_path / "state.db"
+    killed = drctl(
+        "run", str(runbook), "--yes", "--state", str(state),
+        env={"DRCTL_FAULT": f"after-apply:{killed_step}"},
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, explain(killed)
+    resumed = drctl("resume", "--last", "--yes", "--state", str(state))
+    assert resumed.returncode == 0, explain(resumed)
+
+    events = journal(state)
+    assert events[-1]["kind"] == "run_finished"
+    assert events[-1]["data"]["status"] == "succeeded"
+    done = {e["step"]: e for e in events if e["kind"] == "step_succeeded"}
+    assert set(done) == {"fence", "choose", "promote", "follow"}
+    assert done["choose"]["data"]["outputs"]["target"] == "node2"  # run again on resume
+    assert len([e for e in events if e["kind"] == "step_succeeded" and e["step"] == "promote"]) == 1
+    assert timeline_of(topo.nodes[1].dsn) == 2
+    assert query(topo.nodes[2].dsn, "SELECT status, received_tli FROM pg_stat_wal_receiver") == [
+        ("streaming", 2)
+    ]
+    assert len(_primary_conninfo_lines(topo.nodes[2].data_dir)) == 1
 
 
 def _has_row(dsn: str) -> bool:

@@ -119,6 +119,10 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         import psycopg.conninfo
         import psycopg.errors  # noqa: F401
 
+    def verifies(self, inputs: ChooseInputs) -> bool:
+        # Nothing to prove: a resume runs the choice again, so later steps read its outputs.
+        return False
+
     def describe(self, inputs: ChooseInputs, target: str | None) -> str:
         names = ", ".join(c.target for c in inputs.candidates)
         prefer = f"; prefer {inputs.prefer}" if inputs.prefer else ""

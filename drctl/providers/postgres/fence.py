@@ -103,6 +103,8 @@ class Fence(PostgresStep[FenceInputs]):
                     _socket_answers(ctx, local_node(target, "fence (hard)", ctx), conn)
                 return self.describe(inputs, ctx.step_id)
         except Unreachable as exc:
+            if refused_by_hba(exc):
+                return "pg_hba.conf turns sessions away already (hard-fenced)"
             return f"the server does not answer ({exc.message}): nothing to fence there"
 
     def apply(self, ctx: Ctx) -> None:
