@@ -9,6 +9,7 @@ change; those that promote get a topology of their own.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -422,6 +423,12 @@ def test_failover_run_sibling_follows_without_rewind(
         topo.wait_caught_up(node)
     runbook = _runbook(topo, tmp_path / "failover.yaml", FAILOVER_STEPS)
     state = tmp_path / "state.db"
+    dry = drctl("run", str(runbook), "--dry-run", "--state", str(state))
+    assert dry.returncode == 0, explain(dry)
+    # The dry run shows the table, a line per candidate with its reason, and the choice.
+    for name in ("node2", "node3"):
+        assert re.search(rf"choose \| {name}: (chosen|behind) — \S", dry.stdout), explain(dry)
+    assert re.search(r"choose: would choose node[23] \(", dry.stdout), explain(dry)
     done = drctl("run", str(runbook), "--yes", "--state", str(state))
     assert done.returncode == 0, explain(done)
 

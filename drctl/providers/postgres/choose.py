@@ -131,7 +131,7 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
     def check(self, ctx: Ctx) -> str | None:
         ranking = self._rank(ctx)
         winner = self._decide(ctx, ranking)
-        return f"would choose {winner.name} ({winner.reason})"
+        return f"choose {winner.name} ({winner.reason})"
 
     def apply(self, ctx: Ctx) -> None:
         ranking = self._rank(ctx)

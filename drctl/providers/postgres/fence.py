@@ -19,7 +19,7 @@ from drctl.providers.postgres.session import (
     pg_ctl_status,
     refused_by_hba,
     scalar,
-    socket_query,
+    socket_scalar,
     writable,
 )
 from drctl.steps.base import Role, StepInputs
@@ -30,6 +30,7 @@ _CLIENTS = (
     "SELECT count({}) FROM pg_stat_activity "
     "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
 )
+_LEFT = "client sessions left"
 
 
 class FenceInputs(StepInputs):
@@ -180,18 +181,20 @@ class Fence(PostgresStep[FenceInputs]):
                 "pg_hba.conf"
             )
 
-        def ask(sql: str) -> str:
-            rows = socket_query(ctx, node, socket, sql)
-            return rows[0] if rows else ""
+        def ask(label: str, sql: str) -> str:
+            return socket_scalar(ctx, node, socket, label, sql)
 
-        ended = int(ask(_CLIENTS.format("pg_terminate_backend(pid)")))
+        ended = int(ask("client sessions ended", _CLIENTS.format("pg_terminate_backend(pid)")))
         gone = ctx.poll(
-            lambda: True if ask(_CLIENTS.format("*")) == "0" else None, every=0.05, within=5.0
+            lambda: True if ask(_LEFT, _CLIENTS.format("*")) == "0" else None,
+            every=0.05,
+            within=5.0,
         )
         if not gone.done:
             raise StepError(f"client sessions remain {gone.waited:.1f}s after ending them")
         final = ask(
-            "SELECT CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_current_wal_lsn()::text END"
+            "final WAL position",
+            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END",
         )
         ctx.log(f"pg_hba.conf fenced and reloaded; ended {ended} client session(s)")
         ctx.output("sessions_ended", ended)
@@ -205,8 +208,8 @@ class Fence(PostgresStep[FenceInputs]):
         if recorded is None or not _refused(ctx.target.dsn, ctx):
             return False
         node = local_node(ctx.target, "fence (hard)", ctx)
-        rows = socket_query(ctx, node, LocalSocket.from_json(recorded), _CLIENTS.format("*"))
-        return rows == ["0"]
+        socket = LocalSocket.from_json(recorded)
+        return socket_scalar(ctx, node, socket, _LEFT, _CLIENTS.format("*")) == "0"
 
     def undo(self, ctx: Ctx) -> None:
         target = ctx.target
@@ -251,7 +254,7 @@ def _fence_hba(ctx: Ctx, node: ServerNode) -> LocalSocket:
     with connect(ctx.target.dsn, ctx, what="old primary") as conn:
         socket = _socket_answers(ctx, node, conn)
         hba_file = str(scalar(conn, "SELECT current_setting('hba_file')"))
-        original = hba.read_original(ctx, node, hba_file)
+        original = hba.read_original(conn, hba_file)
         # Recorded before the file changes, so undo finds it whatever happens next.
         ctx.record("hba_file", hba_file)
         ctx.record("hba_original", original)
@@ -279,7 +282,7 @@ def _socket_answers(ctx: Ctx, node: ServerNode, conn: Any) -> LocalSocket:
     """
     socket = _local_socket(conn)
     try:
-        socket_query(ctx, node, socket, "SELECT 1")
+        socket_scalar(ctx, node, socket, "local socket answers as", "SELECT current_user")
     except StepError as exc:
         raise StepError(
             f"a hard fence would lock drctl out: {exc.message}. It needs psql on the "

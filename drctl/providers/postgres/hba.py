@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 from drctl.errors import StepError
-from drctl.providers.postgres.session import ServerNode, node_shell
+from drctl.providers.postgres.session import ServerNode, node_shell, scalar
 from drctl.steps.base import StepContext
 from drctl.steps.process import last_line
 
@@ -24,11 +25,6 @@ MARK = "# drctl hard fence:"
 BACKUP_SUFFIX = ".drctl-fence"
 _HOST_TYPES = frozenset({"host", "hostssl", "hostnossl", "hostgssenc", "hostnogssenc"})
 
-# Prints the file as it was before any fence: the saved original if the file is fenced.
-_READ = r"""set -e
-if head -n 1 "$DRCTL_HBA" | grep -qF "$DRCTL_MARK"; then cat "$DRCTL_HBA$DRCTL_SUFFIX"
-else cat "$DRCTL_HBA"; fi
-"""
 # Saves the original (once), then swaps the new content in with a rename, keeping the
 # file's owner and mode.
 _WRITE = r"""set -e
@@ -97,12 +93,16 @@ def _quote(field: str) -> str:
     return f'"{field}"' if any(c.isspace() or c in ',"#' for c in field) else field
 
 
-def read_original(ctx: StepContext, node: ServerNode, hba_file: str) -> str:
-    """The pg_hba.conf as it was before any hard fence, read where the server lives."""
-    done = node_shell(ctx, node, _READ, env=_env(hba_file))
-    if done.exit_code != 0:
-        raise StepError(f"cannot read {hba_file}: {last_line(done.output)}")
-    return done.output
+def read_original(conn: Any, hba_file: str) -> str:
+    """The pg_hba.conf as it was before any hard fence: the saved original if it is fenced.
+
+    Read by the server (``pg_read_file``, superuser) rather than with a shell command,
+    whose output would be the step's log.
+    """
+    current = str(scalar(conn, "SELECT pg_read_file(%s)", (hba_file,)))
+    if current.startswith(MARK):
+        return str(scalar(conn, "SELECT pg_read_file(%s)", (hba_file + BACKUP_SUFFIX,)))
+    return current
 
 
 def write(ctx: StepContext, node: ServerNode, hba_file: str, content: str, *, save: bool) -> None:

@@ -249,22 +249,30 @@ class LocalSocket:
                    str(data["database"]))  # fmt: skip
 
 
-def socket_query(ctx: StepContext, node: ServerNode, socket: LocalSocket, sql: str) -> list[str]:
-    """Run ``sql`` with psql over the server's Unix socket, where it lives; one line a row.
+def socket_scalar(
+    ctx: StepContext, node: ServerNode, socket: LocalSocket, label: str, sql: str
+) -> str:
+    """One value of the scalar query ``sql``, asked with psql over the server's Unix socket.
 
     The path the hard fence leaves open for drctl's superuser, locally or over SSH.
+    psql's output is the step's log, so the value comes out as ``label: value``.
     """
     env = {
         "PGHOST": socket.directory, "PGPORT": str(socket.port), "PGUSER": socket.user,
         "PGDATABASE": socket.database, "PGCONNECT_TIMEOUT": "5",
     }  # fmt: skip
-    done = pg_tool(ctx, node, "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql, env=env)
-    if done.exit_code != 0:
+    query = f"SELECT '{label}: ' || COALESCE(({sql})::text, '')"
+    done = pg_tool(
+        ctx, node, "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", query, env=env
+    )
+    prefix = f"{label}: "
+    lines = [line for line in done.output.splitlines() if line.startswith(prefix)]
+    if done.exit_code != 0 or not lines:
         raise StepError(
             f"psql over the local socket {socket.directory} failed (exit {done.exit_code}): "
             f"{last_line(done.output)}"
         )
-    return [line for line in done.output.splitlines() if line.strip()]
+    return lines[-1][len(prefix) :]
 
 
 def pg_ctl_status(ctx: StepContext, node: ServerNode) -> bool:
