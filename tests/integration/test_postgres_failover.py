@@ -40,9 +40,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 FAILOVER = str(RUNBOOKS / "sandbox-pg-failover.yaml")
 REJOIN_APP = "drctl_rejoin_old_primary"
 #: In a clean run of sandbox-pg-failover.yaml, the journal event that is promote's
-#: ``step_started`` (run_started, check-lag x2, fence x3, approval + approve x2, then it).
+#: ``step_started`` (run_started, check-lag x2, fence x4 — started, read_only and final_lsn
+#: recorded, succeeded —, approval + approve x2, then it).
 #: test_failover_rejoin_then_failback pins this number against a real journal.
-PROMOTE_STARTED_EVENT = 10
+PROMOTE_STARTED_EVENT = 11
 
 
 def _run(pair: Pair, tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> Any:

@@ -266,7 +266,7 @@ def test_fence_read_only_check_apply_verify_undo(shared_sandbox: Pair) -> None: 
     try:
         ctx = _ctx(inputs, node)
         Fence().apply(ctx)
-        assert ctx.recorded == {"read_only": True}
+        assert ctx.recorded == {"read_only": True, "final_lsn": ctx.outputs["final_lsn"]}
         assert ctx.outputs["fenced"] is True
         assert ctx.outputs["mode"] == "read_only"
         assert ctx.outputs["sessions_ended"] >= 1

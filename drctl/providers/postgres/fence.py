@@ -2,28 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from drctl.errors import StepError, Unreachable
+from drctl.providers.postgres import hba
 from drctl.providers.postgres.base import PostgresContext, PostgresStep
+from drctl.providers.postgres.controldata import control_data
 from drctl.providers.postgres.session import (
+    LocalSocket,
+    ServerNode,
     connect,
     local_node,
     pg_ctl,
     pg_ctl_status,
+    refused_by_hba,
     scalar,
+    socket_scalar,
     writable,
 )
 from drctl.steps.base import Role, StepInputs
 
-Mode = Literal["read_only", "stop", "read_only_then_stop"]
+Mode = Literal["read_only", "hard", "stop", "read_only_then_stop"]
+
+_CLIENTS = (
+    "SELECT count({}) FROM pg_stat_activity "
+    "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+)
+_LEFT = "client sessions left"
 
 
 class FenceInputs(StepInputs):
     mode: Mode = Field(
-        default="read_only", description="read_only (advisory), stop (hard), or both in turn."
+        default="read_only",
+        description=(
+            "read_only (advisory), hard (pg_hba.conf rejects every session but replication "
+            "and drctl's local superuser; the server stays up), stop, or read-only then stop."
+        ),
     )
     terminate_sessions: bool = Field(
         default=True,
@@ -35,14 +51,29 @@ Ctx = PostgresContext[FenceInputs]
 
 
 class Fence(PostgresStep[FenceInputs]):
-    """Stop the old primary from accepting writes: read-only, stopped, or read-only then stopped.
+    """Stop the old primary from accepting writes: read-only, hard (pg_hba.conf), or stopped.
 
     ``read_only`` sets ``default_transaction_read_only`` with ALTER SYSTEM, reloads, and
     ends existing client sessions. It is advisory: any session can still run
     ``SET default_transaction_read_only = off`` and write. ``stop`` is the hard fence:
     a fast shutdown with ``pg_ctl`` on the target's ``data_dir``. ``verify`` proves the
     fence: a write in a fresh session is refused, or the server does not answer.
-    ``undo`` lifts the fence (starts a stopped server, resets the read-only setting).
+
+    ``hard`` keeps the server up, so its last WAL still reaches the standbys, but lets
+    no application session in: it rewrites ``pg_hba.conf`` (the file ``hba_file`` names,
+    where the server lives: locally, or over SSH with the target's ``ssh``) to keep only
+    the replication lines and the ``local`` lines of the target's own superuser role,
+    rejects everything else, reloads, and ends every client backend. The original file
+    is saved as ``<hba_file>.drctl-fence`` and recorded. ``verify``: a fresh session
+    with the target's DSN is turned away by pg_hba.conf, and (asked over the local
+    socket with psql) no client backend remains. It needs a superuser DSN, ``data_dir``
+    and a Unix socket.
+
+    Every mode publishes ``final_lsn``, the old primary's last WAL position: from
+    ``pg_current_wal_lsn()`` once sessions are ended (read_only, hard), or the last
+    checkpoint in ``pg_controldata`` after a stop (``final_lsn_from`` says which).
+    ``undo`` lifts the fence (starts a stopped server, resets the read-only setting,
+    puts the recorded pg_hba.conf back and reloads).
     """
 
     name = "postgres.fence"
@@ -52,6 +83,10 @@ class Fence(PostgresStep[FenceInputs]):
     def describe(self, inputs: FenceInputs, target: str | None) -> str:
         return {
             "read_only": f"fence {target}: read-only (advisory: a session can override it)",
+            "hard": (
+                f"fence {target}: pg_hba.conf rejects all but replication and drctl's local "
+                "superuser, client sessions ended (the server keeps streaming WAL)"
+            ),
             "stop": f"fence {target}: stop the server (fast shutdown)",
             "read_only_then_stop": f"fence {target}: read-only, then stop the server",
         }[inputs.mode]
@@ -60,19 +95,25 @@ class Fence(PostgresStep[FenceInputs]):
         inputs = ctx.inputs
         target = ctx.target
         if inputs.mode != "read_only":
-            local_node(target, "fence (stop)", ctx)
+            local_node(target, f"fence ({inputs.mode})", ctx)
         try:
             with connect(target.dsn, ctx, what="old primary", read_only=True, cap=5.0) as conn:
                 if scalar(conn, "SELECT pg_is_in_recovery()"):
                     return "the server is a standby: already takes no writes"
+                if inputs.mode == "hard":
+                    _socket_answers(ctx, local_node(target, "fence (hard)", ctx), conn)
                 return self.describe(inputs, ctx.step_id)
         except Unreachable as exc:
+            if refused_by_hba(exc):
+                return "pg_hba.conf turns sessions away already (hard-fenced)"
             return f"the server does not answer ({exc.message}): nothing to fence there"
 
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
         target = ctx.target
         dsn = target.dsn
+        if inputs.mode == "hard":
+            self._hard(ctx, local_node(target, "fence (hard)", ctx))
         if inputs.mode in ("read_only", "read_only_then_stop"):
             try:
                 self._read_only(ctx, dsn, inputs.terminate_sessions)
@@ -88,6 +129,7 @@ class Fence(PostgresStep[FenceInputs]):
                 ctx.log("server stopped")
             else:
                 ctx.log("server was not running")
+            _final_lsn(ctx, control_data(ctx, node).checkpoint_lsn, "pg_controldata")
         ctx.output("fenced", True)
         ctx.output("mode", inputs.mode)
 
@@ -116,12 +158,68 @@ class Fence(PostgresStep[FenceInputs]):
                 )
             ctx.log(f"read-only; ended {ended} client session(s)")
             ctx.output("sessions_ended", ended)
+        with connect(dsn, ctx, what="old primary") as conn:
+            _final_lsn(ctx, scalar(conn, "SELECT pg_current_wal_lsn()::text"), "pg_current_wal_lsn")
+
+    @staticmethod
+    def _hard(ctx: Ctx, node: ServerNode) -> None:
+        dsn = ctx.target.dsn
+        try:
+            socket = _fence_hba(ctx, node)
+        except Unreachable as exc:
+            # A retry after the file was swapped in: the DSN is turned away already, and
+            # the rest goes over the local socket the first attempt recorded.
+            if not refused_by_hba(exc) or "socket" not in ctx.recorded:
+                raise
+            ctx.log("pg_hba.conf is fenced already; finishing over the local socket")
+            socket = LocalSocket.from_json(ctx.recorded["socket"])
+        # The reload is asynchronous; end sessions only once no new one can come in.
+        shut = ctx.poll(lambda: True if _refused(dsn, ctx) else None, every=0.1, within=5.0)
+        if not shut.done:
+            raise StepError(
+                f"fresh sessions still get in {shut.waited:.1f}s after reloading the fenced "
+                "pg_hba.conf"
+            )
+
+        def ask(label: str, sql: str) -> str:
+            return socket_scalar(ctx, node, socket, label, sql)
+
+        ended = int(ask("client sessions ended", _CLIENTS.format("pg_terminate_backend(pid)")))
+        gone = ctx.poll(
+            lambda: True if ask(_LEFT, _CLIENTS.format("*")) == "0" else None,
+            every=0.05,
+            within=5.0,
+        )
+        if not gone.done:
+            raise StepError(f"client sessions remain {gone.waited:.1f}s after ending them")
+        final = ask(
+            "final WAL position",
+            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END",
+        )
+        ctx.log(f"pg_hba.conf fenced and reloaded; ended {ended} client session(s)")
+        ctx.output("sessions_ended", ended)
+        if final:
+            _final_lsn(ctx, final, "pg_current_wal_lsn")
 
     def verify(self, ctx: Ctx) -> bool:
-        return writable(ctx.target.dsn, ctx, "old primary") is not True
+        if ctx.inputs.mode != "hard":
+            return writable(ctx.target.dsn, ctx, "old primary") is not True
+        recorded = ctx.recorded.get("socket")
+        if recorded is None or not _refused(ctx.target.dsn, ctx):
+            return False
+        node = local_node(ctx.target, "fence (hard)", ctx)
+        socket = LocalSocket.from_json(recorded)
+        return socket_scalar(ctx, node, socket, _LEFT, _CLIENTS.format("*")) == "0"
 
     def undo(self, ctx: Ctx) -> None:
         target = ctx.target
+        if "hba_original" in ctx.recorded:
+            node = local_node(target, "fence undo", ctx)
+            hba_file = str(ctx.recorded["hba_file"])
+            hba.write(ctx, node, hba_file, str(ctx.recorded["hba_original"]), save=False)
+            pg_ctl(ctx, node, "reload")
+            ctx.log(f"{hba_file} put back and reloaded")
+            return
         if ctx.recorded.get("stopped"):
             node = local_node(target, "fence undo", ctx)
             if not pg_ctl_status(ctx, node):
@@ -129,3 +227,82 @@ class Fence(PostgresStep[FenceInputs]):
         with connect(target.dsn, ctx, what="old primary") as conn:
             conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
             conn.execute("SELECT pg_reload_conf()")
+
+
+def _local_socket(conn: Any) -> LocalSocket:
+    """How drctl's role reaches the server over its Unix socket; a StepError if it cannot."""
+    user, database, sockets, port, superuser = conn.execute(
+        "SELECT current_user, current_database(), current_setting('unix_socket_directories'), "
+        "current_setting('port')::int, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+    ).fetchone()
+    if not superuser:
+        raise StepError(
+            f"a hard fence needs a superuser DSN: {user} cannot read pg_hba_file_rules "
+            "or end other roles' sessions"
+        )
+    directory = str(sockets).split(",")[0].strip()
+    if not directory:
+        raise StepError(
+            "a hard fence needs the server's Unix socket (unix_socket_directories is empty): "
+            "it is drctl's way in once pg_hba.conf rejects TCP sessions"
+        )
+    return LocalSocket(directory, int(port), str(user), str(database))
+
+
+def _fence_hba(ctx: Ctx, node: ServerNode) -> LocalSocket:
+    """Swap the fenced pg_hba.conf in and reload; the local socket drctl keeps."""
+    with connect(ctx.target.dsn, ctx, what="old primary") as conn:
+        socket = _socket_answers(ctx, node, conn)
+        hba_file = str(scalar(conn, "SELECT current_setting('hba_file')"))
+        original = hba.read_original(conn, hba_file)
+        # Recorded before the file changes, so undo finds it whatever happens next.
+        ctx.record("hba_file", hba_file)
+        ctx.record("hba_original", original)
+        ctx.record("socket", socket.as_json())
+        hba.write(ctx, node, hba_file, hba.fenced(original, socket.user, hba_file), save=True)
+        errors = conn.execute(
+            "SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL"
+        ).fetchall()
+        if errors:
+            hba.write(ctx, node, hba_file, original, save=False)
+            line, error = errors[0]
+            raise StepError(
+                f"the fenced {hba_file} does not load (line {line}: {error}); "
+                "the original is back in place"
+            )
+        conn.execute("SELECT pg_reload_conf()")
+    return socket
+
+
+def _socket_answers(ctx: Ctx, node: ServerNode, conn: Any) -> LocalSocket:
+    """The local socket, once psql has reached the server through it; else a StepError.
+
+    Proven before pg_hba.conf changes: the fenced file keeps this way in and no other,
+    so a fence drctl could not finish must not start.
+    """
+    socket = _local_socket(conn)
+    try:
+        socket_scalar(ctx, node, socket, "local socket answers as", "SELECT current_user")
+    except StepError as exc:
+        raise StepError(
+            f"a hard fence would lock drctl out: {exc.message}. It needs psql on the "
+            f"server's host and a local pg_hba.conf line that lets {socket.user} in"
+        ) from exc
+    return socket
+
+
+def _refused(dsn: str, ctx: Ctx) -> bool:
+    """Whether a fresh session with ``dsn`` is turned away by pg_hba.conf."""
+    try:
+        with connect(dsn, ctx, what="old primary", read_only=True, cap=3.0):
+            return False
+    except Unreachable as exc:
+        return refused_by_hba(exc)
+
+
+def _final_lsn(ctx: Ctx, position: str, source: str) -> None:
+    """Publish and record the old primary's last WAL position (the handoff proof's mark)."""
+    ctx.record("final_lsn", position)
+    ctx.output("final_lsn", position)
+    ctx.output("final_lsn_from", source)
+    ctx.log(f"final WAL position {position} (from {source})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import Field
 
@@ -20,7 +21,7 @@ from drctl.providers.postgres.session import (
     scalar,
 )
 from drctl.runbook.targets import PostgresTarget
-from drctl.steps.base import Role, StepInputs
+from drctl.steps.base import Role, StepContext, StepInputs
 from drctl.steps.process import last_line
 
 # Run as the server's OS user, where the server lives (locally or over SSH): rewind
@@ -88,20 +89,10 @@ class Rejoin(PostgresStep[RejoinInputs]):
         inputs = ctx.inputs
         node = local_node(ctx.target, "rejoin", ctx)
         new_dsn = ctx.target_named(inputs.new_primary, PostgresTarget).dsn
-        self._checkpoint(ctx, new_dsn)
-        if pg_ctl_status(ctx, node):
-            pg_ctl(ctx, node, "stop")
-        env, conninfo = _libpq_env(new_dsn)
-        done = pg_tool(
-            ctx, node, "pg_rewind", "-D", node.data_dir, f"--source-server={conninfo}", env=env
-        )
-        if done.exit_code != 0:
-            raise StepError(f"pg_rewind failed (exit {done.exit_code}): {last_line(done.output)}")
-        self._configure(ctx, node, f"{conninfo} application_name={self._app_name(ctx)}")
-        pg_ctl(ctx, node, "start")
+        rewind(ctx, node, new_dsn, self._app_name(ctx))
 
     @staticmethod
-    def _checkpoint(ctx: Ctx, dsn: str) -> None:
+    def _checkpoint(ctx: StepContext[Any, Any], dsn: str) -> None:
         with connect(dsn, ctx, what="new primary") as conn:
             if scalar(conn, "SELECT pg_is_in_recovery()"):
                 raise StepError("the new primary is still in recovery")
@@ -124,7 +115,7 @@ class Rejoin(PostgresStep[RejoinInputs]):
             )
 
     @staticmethod
-    def _configure(ctx: Ctx, node: ServerNode, conninfo: str) -> None:
+    def _configure(ctx: StepContext[Any, Any], node: ServerNode, conninfo: str) -> None:
         """Clear old fence and primary settings, point the node at the new primary."""
         escaped = conninfo.replace("'", "''")
         done = node_shell(ctx, node, _CONFIGURE, env={
@@ -155,6 +146,26 @@ class Rejoin(PostgresStep[RejoinInputs]):
         if not polled.done and polled.error is not None:
             ctx.log(f"not streaming after {polled.waited:.1f}s: {polled.error.message}")
         return polled.done
+
+
+def rewind(
+    ctx: StepContext[Any, Any], node: ServerNode, new_dsn: str, application_name: str
+) -> None:
+    """Rewind ``node`` onto the new primary at ``new_dsn`` and start it as its standby.
+
+    The one rewind (``postgres.rejoin``, ``postgres.follow`` with ``rewind: true``).
+    """
+    Rejoin._checkpoint(ctx, new_dsn)
+    if pg_ctl_status(ctx, node):
+        pg_ctl(ctx, node, "stop")
+    env, conninfo = _libpq_env(new_dsn)
+    done = pg_tool(
+        ctx, node, "pg_rewind", "-D", node.data_dir, f"--source-server={conninfo}", env=env
+    )
+    if done.exit_code != 0:
+        raise StepError(f"pg_rewind failed (exit {done.exit_code}): {last_line(done.output)}")
+    Rejoin._configure(ctx, node, f"{conninfo} application_name={application_name}")
+    pg_ctl(ctx, node, "start")
 
 
 def _libpq_env(dsn: str) -> tuple[dict[str, str], str]:

@@ -92,6 +92,13 @@ def lsn(text: str | None) -> int | None:
     return (int(high, 16) << 32) + int(low, 16)
 
 
+def lsn_text(position: int | None) -> str | None:
+    """50331976 → ``'0/3000148'``."""
+    if position is None:
+        return None
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
+
+
 def is_read_only_error(exc: BaseException) -> bool:
     import psycopg
 
@@ -112,8 +119,14 @@ def writable(dsn: str, ctx: StepContext, what: str) -> bool | None:
             except psycopg.errors.ReadOnlySqlTransaction:
                 return False
             return True
-    except Unreachable:
-        return None
+    except Unreachable as exc:
+        # A server that rejects the session (the hard fence's pg_hba.conf) answers: refused.
+        return False if refused_by_hba(exc) else None
+
+
+def refused_by_hba(exc: StepError) -> bool:
+    """Whether a failed connection was turned away by pg_hba.conf (the server is up)."""
+    return "pg_hba.conf" in str(exc.__cause__ or exc)
 
 
 # -- server-side tools (pg_ctl, pg_rewind) on a local data directory -------------------
@@ -217,6 +230,51 @@ def _as_server_user(
     return run_command(ctx, argv, env=env)
 
 
+@dataclass(frozen=True)
+class LocalSocket:
+    """How drctl's superuser reaches a server over its Unix socket, on the server's host."""
+
+    directory: str
+    port: int
+    user: str
+    database: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"directory": self.directory, "port": self.port, "user": self.user,
+                "database": self.database}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LocalSocket:
+        return cls(str(data["directory"]), int(data["port"]), str(data["user"]),
+                   str(data["database"]))  # fmt: skip
+
+
+def socket_scalar(
+    ctx: StepContext, node: ServerNode, socket: LocalSocket, label: str, sql: str
+) -> str:
+    """One value of the scalar query ``sql``, asked with psql over the server's Unix socket.
+
+    The path the hard fence leaves open for drctl's superuser, locally or over SSH.
+    psql's output is the step's log, so the value comes out as ``label: value``.
+    """
+    env = {
+        "PGHOST": socket.directory, "PGPORT": str(socket.port), "PGUSER": socket.user,
+        "PGDATABASE": socket.database, "PGCONNECT_TIMEOUT": "5",
+    }  # fmt: skip
+    query = f"SELECT '{label}: ' || COALESCE(({sql})::text, '')"
+    done = pg_tool(
+        ctx, node, "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", query, env=env
+    )
+    prefix = f"{label}: "
+    lines = [line for line in done.output.splitlines() if line.startswith(prefix)]
+    if done.exit_code != 0 or not lines:
+        raise StepError(
+            f"psql over the local socket {socket.directory} failed (exit {done.exit_code}): "
+            f"{last_line(done.output)}"
+        )
+    return lines[-1][len(prefix) :]
+
+
 def pg_ctl_status(ctx: StepContext, node: ServerNode) -> bool:
     """True if the server runs, False if it is stopped; a StepError if pg_ctl cannot tell.
 
@@ -233,6 +291,13 @@ def pg_ctl_status(ctx: StepContext, node: ServerNode) -> bool:
 
 
 def pg_ctl(ctx: StepContext, node: ServerNode, action: str) -> None:
+    if action == "reload":  # a signal: nothing to wait for
+        done = pg_tool(ctx, node, "pg_ctl", "reload", "-D", node.data_dir)
+        if done.exit_code != 0:
+            raise StepError(
+                f"pg_ctl reload failed (exit {done.exit_code}): {last_line(done.output)}"
+            )
+        return
     args = [action, "-w", "-t", str(max(5, int(ctx.remaining()))), "-D", node.data_dir]
     if action == "stop":
         args += ["-m", "fast"]

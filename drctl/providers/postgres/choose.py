@@ -1,0 +1,247 @@
+"""``postgres.choose_primary``: pick the candidate to promote, and say why of every other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from drctl.errors import StepError, Unreachable
+from drctl.providers.postgres.candidate import RULE, Candidate, Ranking, Verdict, rank
+from drctl.providers.postgres.promote import current_timeline
+from drctl.providers.postgres.session import connect, lsn, lsn_text, scalar
+from drctl.runbook.targets import PostgresTarget
+from drctl.steps.base import Role, StepContext, StepInputs, StepType
+
+
+class CandidateInputs(StepInputs):
+    target: str = Field(description="Target name of a standby that may be promoted.")
+    nofailover: bool = Field(default=False, description="Never choose this one (an operator tag).")
+    priority: int = Field(
+        default=0, ge=0, le=1000, description="Higher wins between candidates at equal position."
+    )
+    application_name: str | None = Field(
+        default=None,
+        description="Its name in the old primary's pg_stat_replication (default: the target name).",
+    )
+
+
+class ChooseInputs(StepInputs):
+    candidates: list[CandidateInputs] = Field(
+        min_length=1, description="The standbys to choose among, each with its operator tags."
+    )
+    old_primary: str | None = Field(
+        default=None,
+        description=(
+            "Target name of the old primary: asked (when it answers) for its WAL position, "
+            "synchronous_standby_names and how it saw each candidate."
+        ),
+    )
+    prefer: str | None = Field(
+        default=None,
+        description="Choose this candidate if it is eligible, even behind another; the bytes it gives up are logged.",
+    )
+    accept_unreachable: bool = Field(
+        default=False,
+        description="Choose even when a candidate that may be the most advanced does not answer.",
+    )
+    accept_timeline_split: bool = Field(
+        default=False,
+        description="Choose among those on the newest timeline when candidates disagree.",
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _distinct(cls, value: list[CandidateInputs]) -> list[CandidateInputs]:
+        names = [c.target for c in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"candidate listed more than once: {', '.join(twice)}")
+        return value
+
+    @model_validator(mode="after")
+    def _known_names(self) -> ChooseInputs:
+        names = {c.target for c in self.candidates}
+        if self.prefer is not None and self.prefer not in names:
+            raise ValueError(f"prefer names {self.prefer!r}, which is not a candidate")
+        if self.old_primary is not None and self.old_primary in names:
+            raise ValueError(f"old_primary {self.old_primary!r} is also a candidate")
+        return self
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One row of the old primary's pg_stat_replication."""
+
+    state: str
+    sync_state: str
+    sync_priority: int
+    flushed: int | None
+
+
+@dataclass(frozen=True)
+class PrimaryView:
+    """What the old primary said, when it answered."""
+
+    end: int
+    synchronous_standby_names: str
+    replicas: dict[str, Replica]
+
+
+Ctx = StepContext[ChooseInputs, None]
+
+
+class ChoosePrimary(StepType[ChooseInputs, None]):
+    """Choose the standby to promote among candidates; publish it and the whole table.
+
+    For each candidate: whether it answers, its received and replayed WAL position,
+    timeline and whether replay is paused; from the old primary (when it answers) its
+    replication state and sync priority; from the inputs its ``nofailover`` and
+    ``priority`` tags. The most WAL *received* wins — received but not yet replayed WAL
+    is not lost, the promotion replays it — and at an equal position a synchronous
+    standby, then the higher priority, then the most replayed. Refuses when a candidate
+    that may be the most advanced does not answer, or when candidates are on different
+    timelines, unless ``accept_unreachable`` / ``accept_timeline_split``. ``prefer``
+    overrides the choice for an eligible candidate, and the log says what it gives up.
+
+    Publishes ``target`` (the winner's target name), ``gap_bytes`` (WAL the winner
+    lacks against the furthest known position), ``gaps`` (each candidate's), ``table``
+    (every candidate's facts, verdict and reason) and ``known_end_lsn``. Read-only.
+    """
+
+    name = "postgres.choose_primary"
+    Inputs = ChooseInputs
+    roles = frozenset({Role.LAG_CHECK})
+
+    def warm_up(self) -> None:
+        import psycopg
+        import psycopg.conninfo
+        import psycopg.errors  # noqa: F401
+
+    def verifies(self, inputs: ChooseInputs) -> bool:
+        # Nothing to prove: a resume runs the choice again, so later steps read its outputs.
+        return False
+
+    def describe(self, inputs: ChooseInputs, target: str | None) -> str:
+        names = ", ".join(c.target for c in inputs.candidates)
+        prefer = f"; prefer {inputs.prefer}" if inputs.prefer else ""
+        return f"choose the new primary among {names}: {RULE}{prefer}"
+
+    def check(self, ctx: Ctx) -> str | None:
+        ranking = self._rank(ctx)
+        winner = self._decide(ctx, ranking)
+        return f"choose {winner.name} ({winner.reason})"
+
+    def apply(self, ctx: Ctx) -> None:
+        ranking = self._rank(ctx)
+        winner = self._decide(ctx, ranking)
+        ctx.output("target", winner.name)
+        ctx.output("gap_bytes", winner.gap_bytes)
+        ctx.output("gaps", {c.name: c.gap_bytes for c in ranking.candidates})
+        ctx.output("table", [c.as_json() for c in ranking.candidates])
+        ctx.output("known_end_lsn", lsn_text(ranking.known_end))
+        ctx.output("preferred", ctx.inputs.prefer == winner.name)
+
+    def _decide(self, ctx: Ctx, ranking: Ranking) -> Candidate:
+        """The candidate to promote, after logging the table; a StepError if none may be."""
+        for c in ranking.candidates:
+            ctx.log(_row(c))
+        if ranking.refusals:
+            raise StepError("refusing to choose: " + "; ".join(ranking.refusals))
+        best = ranking.winner
+        if best is None:
+            raise StepError(
+                "no eligible candidate: "
+                + "; ".join(f"{c.name}: {c.reason}" for c in ranking.candidates)
+            )
+        prefer = ctx.inputs.prefer
+        if prefer is None or prefer == best.name:
+            return best
+        chosen = next(c for c in ranking.candidates if c.name == prefer)
+        if chosen.verdict is Verdict.REJECTED:
+            raise StepError(f"prefer: {prefer} cannot be chosen: {chosen.reason}")
+        gives_up = (best.received or 0) - (chosen.received or 0)
+        ctx.log(
+            f"prefer: {prefer} chosen over {best.name}, giving up {gives_up} bytes of WAL "
+            f"{prefer} never received"
+        )
+        ctx.output("gives_up_bytes", gives_up)
+        return chosen
+
+    def _rank(self, ctx: Ctx) -> Ranking:
+        inputs = ctx.inputs
+        view = self._primary_view(ctx, inputs.old_primary) if inputs.old_primary else None
+        candidates = [self._candidate(ctx, c, view) for c in inputs.candidates]
+        return rank(
+            candidates,
+            primary_end=view.end if view else None,
+            accept_unreachable=inputs.accept_unreachable,
+            accept_timeline_split=inputs.accept_timeline_split,
+        )
+
+    def _primary_view(self, ctx: Ctx, name: str) -> PrimaryView | None:
+        target = ctx.target_named(name, PostgresTarget)
+        try:
+            with connect(target.dsn, ctx, what=name, read_only=True, cap=3.0) as conn:
+                if scalar(conn, "SELECT pg_is_in_recovery()"):
+                    ctx.log(f"{name} is in recovery: not asked how it saw the candidates")
+                    return None
+                end = lsn(scalar(conn, "SELECT pg_current_wal_lsn()::text")) or 0
+                names = str(scalar(conn, "SHOW synchronous_standby_names"))
+                rows = conn.execute(
+                    "SELECT application_name, state, sync_state, sync_priority, flush_lsn::text "
+                    "FROM pg_stat_replication"
+                ).fetchall()
+        except Unreachable as exc:
+            ctx.log(f"{name} does not answer ({exc.message}): candidates judged on their own")
+            return None
+        replicas = {str(r[0]): Replica(str(r[1]), str(r[2]), int(r[3]), lsn(r[4])) for r in rows}
+        return PrimaryView(end, names, replicas)
+
+    def _candidate(self, ctx: Ctx, given: CandidateInputs, view: PrimaryView | None) -> Candidate:
+        seen = view.replicas.get(given.application_name or given.target) if view else None
+        tags: dict[str, Any] = {
+            "name": given.target, "nofailover": given.nofailover, "priority": given.priority,
+            "state": seen.state if seen else None, "sync_state": seen.sync_state if seen else None,
+            "sync_priority": seen.sync_priority if seen else None,
+            "primary_saw_flushed": seen.flushed if seen else None,
+        }  # fmt: skip
+        target = ctx.target_named(given.target, PostgresTarget)
+        try:
+            with connect(target.dsn, ctx, what=given.target, read_only=True, cap=3.0) as conn:
+                recovery, receive, replay, paused = conn.execute(
+                    "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, "
+                    "pg_last_wal_replay_lsn()::text, "
+                    "pg_is_in_recovery() AND pg_get_wal_replay_pause_state() <> 'not paused'"
+                ).fetchone()
+                timeline = current_timeline(conn)
+        except Unreachable as exc:
+            return Candidate(reachable=False, problem=exc.message, received=None, replayed=None,
+                             timeline=None, replay_paused=False, **tags)  # fmt: skip
+        if not recovery:
+            return Candidate(reachable=True, problem="not a standby (not in recovery)",
+                             received=None, replayed=None, timeline=timeline,
+                             replay_paused=False, **tags)  # fmt: skip
+        replayed = lsn(replay)
+        # After a restart the receive position is where streaming restarted, behind
+        # replay: what it holds is the further of the two.
+        received = max(lsn(receive) or 0, replayed or 0)
+        return Candidate(reachable=True, problem=None, received=received, replayed=replayed,
+                         timeline=timeline, replay_paused=bool(paused), **tags)  # fmt: skip
+
+
+def _row(c: Candidate) -> str:
+    """One line of the table the log shows."""
+    sync = f" {c.sync_state}/{c.sync_priority}" if c.sync_state else ""
+    paused = " replay paused" if c.replay_paused else ""
+    tags = (" nofailover" if c.nofailover else "") + (
+        f" priority {c.priority}" if c.priority else ""
+    )
+    where = (
+        f"received {lsn_text(c.received)} replayed {lsn_text(c.replayed)} tl {c.timeline}"
+        if c.received is not None
+        else "position unknown"
+    )
+    gap = f"gap {c.gap_bytes} bytes" if c.gap_bytes is not None else "gap unknown"
+    return f"{c.name}: {c.verdict} — {c.reason} [{where}, {gap}{sync}{paused}{tags}]"

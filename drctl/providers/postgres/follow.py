@@ -1,0 +1,249 @@
+"""``postgres.follow``: repoint a standby at the new primary, rewinding only one that diverged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from drctl.errors import StepError, Unreachable
+from drctl.providers.postgres.base import PostgresContext, PostgresStep
+from drctl.providers.postgres.promote import current_timeline
+from drctl.providers.postgres.rejoin import _libpq_env, rewind
+from drctl.providers.postgres.session import (
+    connect,
+    local_node,
+    lsn,
+    lsn_text,
+    pg_ctl,
+    scalar,
+)
+from drctl.runbook.targets import PostgresTarget
+from drctl.steps.base import Role, StepInputs
+
+
+class FollowInputs(StepInputs):
+    new_primary: str = Field(description="Target name of the new primary to stream from.")
+    application_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description=(
+            "The standby's application_name towards the new primary (what monitoring and "
+            "synchronous_standby_names expect); default: the one its primary_conninfo has "
+            "now, else its cluster_name."
+        ),
+    )
+    rewind: bool = Field(
+        default=False,
+        description="pg_rewind a standby that diverged (discarding the range it reports) instead of refusing.",
+    )
+    wait_seconds: float = Field(
+        default=60.0, ge=1, le=3600, description="How long to wait for streaming."
+    )
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where the standby stands against the new primary's timeline history."""
+
+    #: The standby's timeline and how far it holds WAL (received or replayed) on it.
+    timeline: int
+    end: int
+    #: The new primary's timeline and where it forked from the standby's (None: same timeline).
+    new_timeline: int
+    fork: int | None
+
+    @property
+    def diverged_bytes(self) -> int:
+        return 0 if self.fork is None else max(0, self.end - self.fork)
+
+    def describe(self) -> str:
+        if self.fork is None:
+            return f"on the new primary's timeline {self.timeline} at {lsn_text(self.end)}"
+        where = (
+            f"timeline {self.timeline} up to {lsn_text(self.end)}; the new primary's "
+            f"timeline {self.new_timeline} forked from it at {lsn_text(self.fork)}"
+        )
+        if self.diverged_bytes:
+            return (
+                f"diverged: {where}, so {self.diverged_bytes} bytes "
+                f"({lsn_text(self.fork)}–{lsn_text(self.end)}) are not on the new timeline"
+            )
+        return f"a prefix of the new timeline: {where}"
+
+
+Ctx = PostgresContext[FollowInputs]
+
+
+class Follow(PostgresStep[FollowInputs]):
+    """Repoint a standby to stream from the new primary; rewind it only if it diverged.
+
+    Compares the standby's WAL (the further of received and replayed, on its timeline)
+    with the fork point of that timeline in the new primary's timeline history file
+    (read with ``pg_read_file``: the new primary's DSN needs a superuser or
+    ``pg_read_server_files``).
+    A standby whose WAL is a prefix of the new timeline is repointed in place:
+    ``primary_conninfo`` set with ALTER SYSTEM (one line in postgresql.auto.conf, no
+    stale one), ``primary_slot_name`` reset, then a reload (PostgreSQL 13 and later) or
+    a restart (older). A standby that really diverged is refused with the exact range,
+    unless ``rewind: true``: then it is pg_rewound like ``postgres.rejoin`` and the
+    discarded range is published (``discarded_bytes``, ``discarded_from``,
+    ``discarded_to``). ``verify``: the standby's WAL receiver streams on the new
+    primary's timeline and the new primary lists it, by application_name, as streaming.
+    """
+
+    name = "postgres.follow"
+    Inputs = FollowInputs
+    roles = frozenset({Role.MUTATING})
+
+    def describe(self, inputs: FollowInputs, target: str | None) -> str:
+        how = "rewinding it if it diverged" if inputs.rewind else "refusing if it diverged"
+        return f"repoint {target} to stream from {inputs.new_primary} ({how})"
+
+    def check(self, ctx: Ctx) -> str | None:
+        inputs = ctx.inputs
+        new = ctx.target_named(inputs.new_primary, PostgresTarget)
+        with connect(new.dsn, ctx, what="new primary", read_only=True) as conn:
+            if scalar(conn, "SELECT pg_is_in_recovery()"):
+                if ctx.dry_run:  # the promote before this step has not run in a dry run
+                    return f"{self.describe(inputs, ctx.step_id)} (once {inputs.new_primary} is promoted)"
+                raise StepError(f"{inputs.new_primary} is still in recovery: promote it first")
+        divergence = self._divergence(ctx)
+        if divergence.diverged_bytes and not inputs.rewind:
+            raise StepError(
+                f"refusing to follow without a rewind: {divergence.describe()}; "
+                "set rewind: true to discard them with pg_rewind"
+            )
+        if divergence.diverged_bytes:
+            local_node(ctx.target, "follow (rewind)", ctx)
+            return f"rewind, {divergence.describe()}"
+        return f"repoint in place, {divergence.describe()}"
+
+    def _divergence(self, ctx: Ctx) -> Divergence:
+        new = ctx.target_named(ctx.inputs.new_primary, PostgresTarget)
+        with connect(ctx.target.dsn, ctx, what="standby", read_only=True) as conn:
+            if not scalar(conn, "SELECT pg_is_in_recovery()"):
+                raise StepError("the target is not a standby (not in recovery)")
+            receive, replay = conn.execute(
+                "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text"
+            ).fetchone()
+            timeline = current_timeline(conn)
+        end = max(lsn(receive) or 0, lsn(replay) or 0)
+        with connect(new.dsn, ctx, what="new primary", read_only=True) as conn:
+            new_timeline = current_timeline(conn)
+            if timeline == new_timeline:
+                return Divergence(timeline, end, new_timeline, None)
+            if timeline > new_timeline:
+                raise StepError(
+                    f"the standby is on timeline {timeline}, newer than the new primary's "
+                    f"{new_timeline}: it follows another primary already"
+                )
+            history = str(
+                scalar(conn, "SELECT pg_read_file(%s)", (f"pg_wal/{new_timeline:08X}.history",))
+            )
+        fork = _fork_point(history, timeline)
+        if fork is None:
+            raise StepError(
+                f"the standby's timeline {timeline} is not in the new primary's history "
+                f"(timeline {new_timeline}): they share no WAL drctl can prove"
+            )
+        return Divergence(timeline, end, new_timeline, fork)
+
+    def apply(self, ctx: Ctx) -> None:
+        inputs = ctx.inputs
+        new_dsn = ctx.target_named(inputs.new_primary, PostgresTarget).dsn
+        divergence = self._divergence(ctx)
+        name = self._application_name(ctx)
+        ctx.record("application_name", name)
+        ctx.output("application_name", name)
+        ctx.output("fork_lsn", lsn_text(divergence.fork))
+        if divergence.diverged_bytes:
+            if not inputs.rewind:
+                raise StepError(f"refusing to follow without a rewind: {divergence.describe()}")
+            fork, end = lsn_text(divergence.fork), lsn_text(divergence.end)
+            ctx.record("discarded", {"bytes": divergence.diverged_bytes, "from": fork, "to": end})
+            ctx.output("discarded_bytes", divergence.diverged_bytes)
+            ctx.output("discarded_from", fork)
+            ctx.output("discarded_to", end)
+            ctx.output("rewound", True)
+            ctx.log(f"rewinding: {divergence.describe()}")
+            rewind(ctx, local_node(ctx.target, "follow (rewind)", ctx), new_dsn, name)
+            return
+        ctx.output("rewound", False)
+        ctx.output("discarded_bytes", 0)
+        _, conninfo = _libpq_env(new_dsn)
+        from psycopg.conninfo import make_conninfo
+
+        conninfo = make_conninfo(conninfo, application_name=name)
+        with connect(ctx.target.dsn, ctx, what="standby") as conn:
+            conn.execute(f"ALTER SYSTEM SET primary_conninfo = {_literal(conninfo)}")
+            if scalar(conn, "SHOW primary_slot_name"):
+                ctx.log("primary_slot_name reset: the old primary's slot is not on the new one")
+                conn.execute("ALTER SYSTEM RESET primary_slot_name")
+            version = int(scalar(conn, "SHOW server_version_num"))
+            if version >= 130000:
+                conn.execute("SELECT pg_reload_conf()")
+        if version < 130000:  # primary_conninfo takes a restart before PostgreSQL 13
+            node = local_node(ctx.target, "follow (restart)", ctx)
+            pg_ctl(ctx, node, "restart")
+        ctx.log(f"following {inputs.new_primary} in place: {divergence.describe()}")
+
+    def _application_name(self, ctx: Ctx) -> str:
+        if ctx.inputs.application_name:
+            return ctx.inputs.application_name
+        from psycopg.conninfo import conninfo_to_dict
+
+        with connect(ctx.target.dsn, ctx, what="standby", read_only=True) as conn:
+            current = str(scalar(conn, "SHOW primary_conninfo") or "")
+            cluster = str(scalar(conn, "SHOW cluster_name") or "")
+        recorded = ctx.recorded.get("application_name")
+        named = conninfo_to_dict(current).get("application_name") if current else None
+        for candidate in (recorded, named, cluster):
+            if candidate:
+                return str(candidate)
+        raise StepError(
+            "the standby has no application_name in primary_conninfo and no cluster_name: "
+            "set application_name so the new primary and its monitoring know it"
+        )
+
+    def verify(self, ctx: Ctx) -> bool:
+        inputs = ctx.inputs
+        new_dsn = ctx.target_named(inputs.new_primary, PostgresTarget).dsn
+        name = str(ctx.recorded.get("application_name") or self._application_name(ctx))
+
+        def streaming() -> bool | None:
+            with connect(new_dsn, ctx, what="new primary", read_only=True, cap=3.0) as conn:
+                timeline = current_timeline(conn)
+                listed = scalar(
+                    conn,
+                    "SELECT count(*) FROM pg_stat_replication "
+                    "WHERE application_name = %s AND state = 'streaming'",
+                    (name,),
+                )
+            with connect(ctx.target.dsn, ctx, what="standby", read_only=True, cap=3.0) as conn:
+                row = conn.execute(
+                    "SELECT status, received_tli FROM pg_stat_wal_receiver"
+                ).fetchone()
+            on_new = row is not None and row[0] == "streaming" and int(row[1] or 0) >= timeline
+            return True if on_new and listed else None
+
+        within = min(inputs.wait_seconds, max(0.0, ctx.remaining() - 0.5))
+        polled = ctx.poll(streaming, every=0.25, within=within, retry_on=(Unreachable,))
+        if not polled.done and polled.error is not None:
+            ctx.log(f"not streaming after {polled.waited:.1f}s: {polled.error.message}")
+        return polled.done
+
+
+def _fork_point(history: str, timeline: int) -> int | None:
+    """Where ``timeline`` ends in a timeline history file (``parent<TAB>switchpoint<TAB>why``)."""
+    for line in history.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and not line.lstrip().startswith("#") and int(fields[0]) == timeline:
+            return lsn(fields[1])
+    return None
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,56 @@
+"""The candidate ranking rule of postgres.choose_primary, on facts made up for each case."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drctl.providers.postgres.candidate import Candidate, Verdict, rank
+
+
+def _c(name: str, received: int, **kw: Any) -> Candidate:
+    facts: dict[str, Any] = {
+        "reachable": True, "problem": None, "replayed": received, "timeline": 1,
+        "replay_paused": False, "nofailover": False, "priority": 0,
+    } | kw  # fmt: skip
+    return Candidate(name=name, received=received, **facts)
+
+
+def _rank(*candidates: Candidate, **kw: Any) -> Any:
+    options = {"primary_end": None, "accept_unreachable": False, "accept_timeline_split": False}
+    return rank(list(candidates), **(options | kw))
+
+
+def test_timeline_split_refuses_unless_acknowledged() -> None:
+    """Candidates on different timelines refuse the choice; acknowledged, only the newest timeline is eligible."""
+    a, b = _c("a", 900, timeline=1), _c("b", 500, timeline=2)
+    assert any("disagree on timeline (a on 1, b on 2)" in r for r in _rank(a, b).refusals)
+    ranking = _rank(a, b, accept_timeline_split=True)
+    assert ranking.refusals == ()
+    assert ranking.winner is not None and ranking.winner.name == "b"
+    loser = next(c for c in ranking.candidates if c.name == "a")
+    assert (loser.verdict, loser.reason) == (Verdict.REJECTED, "on timeline 1, not the newest (2)")
+
+
+def test_received_wins_over_replayed_and_priority_breaks_ties() -> None:
+    """More received beats more replayed; at an equal position the higher priority wins."""
+    paused = _c("paused", 1000, replayed=100, replay_paused=True)
+    replayed = _c("replayed", 900)
+    assert _rank(paused, replayed).winner.name == "paused"  # type: ignore[union-attr]
+    low, high = _c("low", 1000), _c("high", 1000, priority=5)
+    ranking = _rank(low, high, primary_end=1200)
+    assert ranking.winner.name == "high"  # type: ignore[union-attr]
+    assert ranking.winner.reason == "received as much as low; higher priority (5 > 0)"  # type: ignore[union-attr]
+    assert {c.name: c.gap_bytes for c in ranking.candidates} == {"high": 200, "low": 200}
+
+
+def test_unreachable_candidate_known_behind_does_not_refuse() -> None:
+    """A silent candidate the old primary saw flush less than the best is rejected, not a refusal."""
+    silent = Candidate(
+        name="silent", reachable=False, problem="no answer", received=None, replayed=None,
+        timeline=None, replay_paused=False, nofailover=False, priority=0, primary_saw_flushed=400,
+    )  # fmt: skip
+    ranking = _rank(_c("a", 1000), silent)
+    assert ranking.refusals == ()
+    assert ranking.winner.name == "a"  # type: ignore[union-attr]
+    ahead = Candidate(**{**silent.__dict__, "primary_saw_flushed": 1100})
+    assert "saw it flush 100 bytes past" in _rank(_c("a", 1000), ahead).refusals[0]
