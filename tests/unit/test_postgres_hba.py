@@ -34,3 +34,17 @@ def test_fenced_file_is_marked_and_names_the_original() -> None:
     assert "/etc/pg_hba.conf.drctl-fence" in text
     # A local line for other users only is not kept for drctl's role.
     assert ("local", "app", "drctl", "md5") not in [line.fields for line in parse(text)]
+
+
+def test_only_an_explicit_reject_line_counts_as_a_fence() -> None:
+    """A server with no pg_hba.conf entry for drctl is not taken for a fenced one; a reject line is."""
+    from drctl.errors import Unreachable
+    from drctl.providers.postgres.session import refused_by_hba
+
+    def failed(text: str) -> Unreachable:
+        exc = Unreachable("cannot reach the old primary")
+        exc.__cause__ = OSError(f'FATAL:  {text} for host "127.0.0.1", user "app", database "db"')
+        return exc
+
+    assert refused_by_hba(failed("pg_hba.conf rejects connection"))
+    assert not refused_by_hba(failed("no pg_hba.conf entry"))

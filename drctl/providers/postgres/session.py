@@ -125,8 +125,13 @@ def writable(dsn: str, ctx: StepContext, what: str) -> bool | None:
 
 
 def refused_by_hba(exc: StepError) -> bool:
-    """Whether a failed connection was turned away by pg_hba.conf (the server is up)."""
-    return "pg_hba.conf" in str(exc.__cause__ or exc)
+    """Whether a failed connection was turned away by a ``reject`` line of pg_hba.conf.
+
+    Only an explicit reject line (what the hard fence writes) counts: "no pg_hba.conf
+    entry for host …" is a server that never let drctl in, which proves nothing about
+    whether applications can still write there.
+    """
+    return "pg_hba.conf rejects connection" in str(exc.__cause__ or exc)
 
 
 # -- server-side tools (pg_ctl, pg_rewind) on a local data directory -------------------
