@@ -200,7 +200,6 @@ def test_kill_9_then_resume_promotes_once(
     if fault.startswith("after-apply:"):
         # The effect was in place: resume proved it with verify and did not apply again.
         assert done[0]["data"].get("verified_on_resume") is True
-        assert "verified on resume" in done[0]["data"]["summary"]
         assert len(_step_events(events, killed_step, "step_started")) == 1
         assert "verified on resume" in resumed.stdout
     else:
