@@ -97,10 +97,14 @@ class Runner:
                 return run_id, executor.dry_run()
             finally:
                 close_sinks(journal)
+        # Refused before the lock is touched: a refusal after taking over a dead holder's
+        # lease would leave that takeover journaled nowhere (the run is never created).
+        refuse_if_unfinished(store, plan.name, lock_key)
         lock = RunLock(store, clock)
         taken = lock.acquire(lock_key, run_id, me.user, me.host, me.pid)
         live: Journal | None = None
         try:
+            # Again under the lock: a run may have stopped unfinished since the check above.
             refuse_if_unfinished(store, plan.name, lock_key)
             store.create_run(record)
             live = Journal(store, run_id, lock, redactor, clock, self.sinks(plan))

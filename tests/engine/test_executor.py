@@ -453,3 +453,23 @@ steps:
     ignored = [line for line in plain_lines if line.startswith("bad: FAILED")][-1]
     assert live.rows["bad"]["text"] == ignored
     assert "(attempt None)" not in ignored
+
+
+def test_a_refused_new_run_does_not_take_over_a_dead_holders_lock(harness: Harness) -> None:
+    """A run refused because an earlier one is unfinished leaves that run's expired lease in place (no unjournaled takeover)."""
+    path = harness.write(HEAD + "steps:\n  - {id: gate, type: approve}\n")
+    run_id, outcome = harness.run(path)
+    assert outcome.exit_code == 4
+    record = harness.store.get_run(run_id)
+    assert record is not None
+    # The earlier run's process died holding the lock: its lease ran out long ago.
+    dead = harness.store.acquire(
+        record.lock_key, run_id, "someone", "elsewhere", 1, ttl=1.0, now=time.time() - 60
+    ).lease
+    from drctl.errors import LockHeld
+
+    with pytest.raises(LockHeld, match=run_id):
+        harness.run(path)
+    held = harness.store.lock_info(record.lock_key)
+    assert held is not None
+    assert (held.lease_id, held.token) == (dead.lease_id, dead.token)
