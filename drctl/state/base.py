@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -174,6 +174,8 @@ class Append:
     stored: list[Event] | None = None
     #: Why they were not stored (LockLost, StateError), set instead of ``stored``.
     error: BaseException | None = None
+    #: Set when ``stored`` or ``error`` is, or when this writer is to lead the next commit.
+    woken: threading.Event = field(default_factory=threading.Event)
 
     def result(self) -> list[Event]:
         if self.error is not None:
@@ -287,7 +289,6 @@ class StateStore(ABC):
         self._queued: list[tuple[str, Event]] = []
         # Group commit: appends that arrive while one is being committed wait here and
         # are then committed together by one of them (the leader), in one transaction.
-        self._committed = threading.Condition(self._queue_lock)
         self._pending: list[Append] = []
         self._leading = False
 
@@ -346,13 +347,14 @@ class StateStore(ABC):
                 return []
             mine = Append(run_id, batch, lease)
             self._pending.append(mine)
-            while mine.stored is None and mine.error is None:
-                if not self._leading:
-                    break
-                self._committed.wait()
-            else:
-                return mine.result()
+            follow = self._leading
             self._leading = True
+        if follow:
+            # Woken once: with its outcome, or to lead the next commit itself.
+            mine.woken.wait()
+            if mine.stored is not None or mine.error is not None:
+                return mine.result()
+        with self._queue_lock:
             group, self._pending = self._pending, []
         try:
             self._append_group(group)
@@ -361,9 +363,16 @@ class StateStore(ABC):
                 if append.stored is None and append.error is None:
                     append.error = exc
         finally:
+            for append in group:
+                if append is not mine:
+                    append.woken.set()
             with self._queue_lock:
-                self._leading = False
-                self._committed.notify_all()
+                # Hand the lead to the first writer that queued meanwhile, if any: one
+                # wake-up, not every waiter racing for it.
+                if self._pending:
+                    self._pending[0].woken.set()
+                else:
+                    self._leading = False
         return mine.result()
 
     def _append_group(self, group: list[Append]) -> None:
