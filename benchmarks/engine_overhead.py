@@ -843,7 +843,17 @@ def main() -> None:
         "--write", action="store_true", help="rewrite this section of docs/benchmarks.md"
     )
     parser.add_argument("--profile", action="store_true", help="profile the hot path too")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one round of each and fewer samples: a check between changes (not with --write)",
+    )
     args = parser.parse_args()
+    if args.quick:
+        if args.write:
+            parser.error("--quick figures are too noisy for the docs: drop --write")
+        global REPEATS, FANOUT_RUNS, STARTUP_RUNS, DECISIONS
+        REPEATS, FANOUT_RUNS, STARTUP_RUNS, DECISIONS = 1, 1, 5, 3
     if not DRCTL.exists():
         sys.exit(f"{DRCTL} not found: create the venv first (see README.md)")
     body = report(args)

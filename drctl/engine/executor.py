@@ -148,6 +148,8 @@ class Executor:
         self.options = controls.options
         self.gate = controls.gate
         self.lock_lost = controls.lock_lost or threading.Event()
+        #: The inputs last validated for each runbook step, by (type, rendered inputs).
+        self._validated: dict[str, tuple[tuple[str, str], StepInputs]] = {}
         for sid, s in state.steps.items():
             if s.done:
                 self.x.outputs[sid] = s.outputs
@@ -525,8 +527,16 @@ class Executor:
             context = self._template_context(step)
             raw = _render_paths(raw, set(step.deferred), context, "with")
         raw = self.x.secrets.apply(raw)
+        # Shards of one runbook step often have the same inputs: validate those once.
+        # Inputs models are frozen, so sharing one between concurrent steps is safe.
+        key = (step.type, repr(raw))
+        last = self._validated.get(step.base_id)
+        if last is not None and last[0] == key:
+            return step_type, last[1]
         try:
-            return step_type, step_type.Inputs.model_validate(raw)
+            inputs = step_type.Inputs.model_validate(raw)
+            self._validated[step.base_id] = (key, inputs)
+            return step_type, inputs
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -174,8 +174,9 @@ class Append:
     stored: list[Event] | None = None
     #: Why they were not stored (LockLost, StateError), set instead of ``stored``.
     error: BaseException | None = None
-    #: Set when ``stored`` or ``error`` is, or when this writer is to lead the next commit.
-    woken: threading.Event = field(default_factory=threading.Event)
+    #: A writer that waits for another's commit: set when ``stored`` or ``error`` is, or
+    #: when it is to lead the next commit itself. None for a writer that leads at once.
+    woken: threading.Event | None = None
 
     def result(self) -> list[Event]:
         if self.error is not None:
@@ -286,7 +287,7 @@ class StateStore(ABC):
         self.location = location
         self.read_only = read_only
         self._queue_lock = threading.Lock()
-        self._queued: list[tuple[str, Event]] = []
+        self._queued: dict[str, list[Event]] = {}
         # Group commit: appends that arrive while one is being committed wait here and
         # are then committed together by one of them (the leader), in one transaction.
         self._pending: list[Append] = []
@@ -327,7 +328,7 @@ class StateStore(ABC):
         that leaves the step "started, no outcome", which resume settles with verify.
         """
         with self._queue_lock:
-            self._queued.append((run_id, event))
+            self._queued.setdefault(run_id, []).append(event)
 
     def append_batch(self, run_id: str, event: Event | None, lease: Lease | None) -> list[Event]:
         """Make the queued events of ``run_id`` (and ``event``) durable; returns them stored.
@@ -338,18 +339,17 @@ class StateStore(ABC):
         its own outcome: LockLost for one lease fails that append alone.
         """
         with self._queue_lock:
-            batch = [e for r, e in self._queued if r == run_id]
-            if batch:
-                self._queued = [(r, e) for r, e in self._queued if r != run_id]
+            batch = self._queued.pop(run_id, [])
             if event is not None:
                 batch.append(event)
             if not batch:
                 return []
             mine = Append(run_id, batch, lease)
             self._pending.append(mine)
-            follow = self._leading
+            if self._leading:
+                mine.woken = threading.Event()
             self._leading = True
-        if follow:
+        if mine.woken is not None:
             # Woken once: with its outcome, or to lead the next commit itself.
             mine.woken.wait()
             if mine.stored is not None or mine.error is not None:
@@ -364,13 +364,15 @@ class StateStore(ABC):
                     append.error = exc
         finally:
             for append in group:
-                if append is not mine:
+                if append.woken is not None and append is not mine:
                     append.woken.set()
             with self._queue_lock:
                 # Hand the lead to the first writer that queued meanwhile, if any: one
                 # wake-up, not every waiter racing for it.
                 if self._pending:
-                    self._pending[0].woken.set()
+                    first = self._pending[0].woken
+                    assert first is not None  # queued while this commit was leading
+                    first.set()
                 else:
                     self._leading = False
         return mine.result()
