@@ -134,7 +134,11 @@ HOT = (
     ("step-type calls (`_bounded`, wall)", "drctl/engine/executor.py", "_bounded"),
     ("input validation (`_prepare`)", "drctl/engine/executor.py", "_prepare"),
     ("journal commits (`Journal._commit`)", "drctl/engine/journal.py", "_commit"),
-    ("store transactions (`SqliteStore._tx`, mutex wait included)", "drctl/state/sqlite.py", "_tx"),
+    (
+        "group commits (`SqlStore._append_group`, one transaction each)",
+        "drctl/state/sql.py",
+        "_append_group",
+    ),
 )
 
 
@@ -449,7 +453,7 @@ def profile_section(
         "call gets, lock heartbeat); times are summed over threads, so concurrent threads add up, "
         "and idle waits (lock acquire, Event.wait) are left out of the own-time table; a wait in "
         "a `with lock:` block is no call the profiler sees, so it shows as own time of the "
-        "function holding the `with` (e.g. `SqliteStore._tx` queueing on the store's mutex). "
+        "function holding the `with` (e.g. `Journal._commit` queueing for the output sinks). "
         f"{unit} (cumulative, summed over threads): " + "; ".join(shares) + ".",
         "",
         "Top by own time (ms):",
@@ -839,7 +843,17 @@ def main() -> None:
         "--write", action="store_true", help="rewrite this section of docs/benchmarks.md"
     )
     parser.add_argument("--profile", action="store_true", help="profile the hot path too")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one round of each and fewer samples: a check between changes (not with --write)",
+    )
     args = parser.parse_args()
+    if args.quick:
+        if args.write:
+            parser.error("--quick figures are too noisy for the docs: drop --write")
+        global REPEATS, FANOUT_RUNS, STARTUP_RUNS, DECISIONS
+        REPEATS, FANOUT_RUNS, STARTUP_RUNS, DECISIONS = 1, 1, 5, 3
     if not DRCTL.exists():
         sys.exit(f"{DRCTL} not found: create the venv first (see README.md)")
     body = report(args)

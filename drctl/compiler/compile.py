@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from drctl.compiler.graph import CycleError, ancestor_bits, topological_order
+from drctl.compiler.graph import CycleError, ancestor_bits, has, topological_order
 from drctl.compiler.lints import TITLES, Finding, LintSubject, graph_lints
 from drctl.compiler.params import ParamInput, bind_params
 from drctl.compiler.plan import (
@@ -52,7 +52,7 @@ from drctl.runbook.source import Loc
 from drctl.runbook.suggest import did_you_mean
 from drctl.runbook.targets import TargetModel
 from drctl.runbook.validation import to_diagnostics
-from drctl.steps.base import StepInputs, StepType
+from drctl.steps.base import Role, StepInputs, StepType
 from drctl.steps.registry import get_step_type
 
 #: The default and the largest ``settings.max_steps`` (kept in step with the model's bounds).
@@ -70,6 +70,29 @@ def compile_runbook(
     ``placeholders`` (used by ``drctl validate``) lets required params be missing.
     """
     return _Compiler(load_runbook(path), given or ParamInput(), placeholders).run()
+
+
+@dataclass(frozen=True)
+class _Derived:
+    """What a step type derives from a step's validated inputs (and its target's name)."""
+
+    roles: frozenset[Role]
+    description: str
+    verifies: bool
+    undoable: bool
+    forced: bool
+    accepts_data_loss: bool
+
+    @classmethod
+    def of(cls, step_type: StepType, inputs: StepInputs, target: str | None) -> _Derived:
+        return cls(
+            roles=step_type.step_roles(inputs),
+            description=step_type.describe(inputs, target),
+            verifies=step_type.verifies(inputs),
+            undoable=step_type.undoable(inputs),
+            forced=getattr(inputs, "force", False) is True,
+            accepts_data_loss=getattr(inputs, "accept_data_loss", False) is True,
+        )
 
 
 @dataclass
@@ -359,6 +382,10 @@ class _Compiler:
             else OnFailure(FailurePolicy(spec.on_failure))
         )
         out = []
+        # Shards whose rendered inputs are alike (``with`` not reading the loop variable)
+        # are validated and described once: what a step type derives from its inputs
+        # depends on nothing else.
+        last: tuple[str, _Derived] | None = None
         for key, item in items:
             context: dict[str, Any] = {"params": self.params, "targets": self.targets_ctx}
             if key is not None:
@@ -368,7 +395,15 @@ class _Compiler:
             inputs_raw = self._render_tree(
                 spec.with_, context, (*loc, "with"), spec.as_, step_refs, deferred
             )
-            inputs = self._validate_inputs(step_type, inputs_raw, (*loc, "with"), deferred)
+            # repr, not ==: 1, 1.0 and True are equal but may validate differently.
+            same = repr(inputs_raw) if not deferred else None
+            derived = last[1] if last is not None and same == last[0] else None
+            if derived is None:
+                inputs = self._validate_inputs(step_type, inputs_raw, (*loc, "with"), deferred)
+                if inputs is not None:
+                    derived = _Derived.of(step_type, inputs, spec.target)
+                    if same is not None:
+                        last = (same, derived)
             when = self._render_when(spec, context, loc, step_refs)
             description = spec.description
             if description is not None and is_template(description):
@@ -377,16 +412,16 @@ class _Compiler:
                 )
                 description = rendered.text if isinstance(rendered, _Deferred) else str(rendered)
             rollback = self._rollback(spec, context, loc, step_refs)
-            if inputs is None:
+            if derived is None:
                 continue
-            roles = step_type.step_roles(inputs)
+            roles = derived.roles
             sid = spec.id if key is None else f"{spec.id}[{key}]"
             compiled = CompiledStep(
                 id=sid,
                 base_id=spec.id,
                 type=spec.type,
                 target=self._target_ref(spec.target),
-                description=description or step_type.describe(inputs, spec.target),
+                description=description or derived.description,
                 inputs=inputs_raw,
                 deferred=tuple(sorted(deferred)),
                 requires=(),
@@ -398,8 +433,8 @@ class _Compiler:
                 rollback=rollback,
                 roles=tuple(sorted(r.value for r in roles)),
                 mutates=any(r.value == "mutating" for r in roles),
-                verifies=step_type.verifies(inputs),
-                can_undo=step_type.undoable(inputs) or rollback is not None,
+                verifies=derived.verifies,
+                can_undo=derived.undoable or rollback is not None,
                 item=item,
                 loop_var=spec.as_ if key is not None else None,
                 fallback=fallback,
@@ -408,9 +443,9 @@ class _Compiler:
                 id=sid,
                 base_id=spec.id,
                 roles=roles,
-                verifies=step_type.verifies(inputs),
-                forced=getattr(inputs, "force", False) is True,
-                accepts_data_loss=getattr(inputs, "accept_data_loss", False) is True,
+                verifies=derived.verifies,
+                forced=derived.forced,
+                accepts_data_loss=derived.accepts_data_loss,
             )
             out.append(_Instance(compiled, spec, loc, subject, step_refs))
         return out
@@ -685,7 +720,7 @@ class _Compiler:
             ancestors = ancestor_bits(ids, deps)
         except KeyError:
             return []  # a cycle made the order partial; already reported
-        bit = {sid: 1 << k for k, sid in enumerate(ids)}
+        pos = {sid: k for k, sid in enumerate(ids)}
         known = set(by_base) | {i for v in by_base.values() for i in v}
         for inst in ordered:
             for ref, loc in inst.step_refs.items():
@@ -700,7 +735,7 @@ class _Compiler:
                     )
                     continue
                 targets = by_base.get(ref, [ref])
-                if not any(ancestors[inst.step.id] & bit[t] for t in targets if t in bit):
+                if not any(has(ancestors[inst.step.id], pos[t]) for t in targets if t in pos):
                     self.error(
                         E_STEP_REFERENCE,
                         f"step {inst.spec.id!r} reads outputs of {ref!r}, which does not run before it",

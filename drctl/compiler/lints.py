@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from drctl.compiler.graph import bitset, has
 from drctl.steps.base import Role
 
 TITLES = {
@@ -50,11 +51,12 @@ class Finding:
 
 def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> list[Finding]:
     """DR001–DR004 over steps in plan order; one finding per (code, runbook step)."""
-    bit = {s.id: 1 << i for i, s in enumerate(order)}
-    with_role: dict[Role, int] = {}
-    for s in order:
+    pos = {s.id: i for i, s in enumerate(order)}
+    at_role: dict[Role, list[int]] = {}
+    for i, s in enumerate(order):
         for role in s.roles:
-            with_role[role] = with_role.get(role, 0) | bit[s.id]
+            at_role.setdefault(role, []).append(i)
+    with_role = {role: bitset(at) for role, at in at_role.items()}
     promotes = [s for s in order if Role.PROMOTE in s.roles]
     # Every step that some verify step depends on, transitively: those are verified later.
     verified_later = 0
@@ -85,13 +87,13 @@ def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> l
             add("DR002", s, f"{s.base_id}: accept_data_loss may lose acknowledged writes")
         if Role.TRAFFIC in s.roles:
             for p in promotes:
-                if not anc & bit[p.id]:
+                if not has(anc, pos[p.id]):
                     add(
                         "DR003",
                         s,
                         f"{s.base_id}: repoints traffic but does not depend on promote step {p.id!r}",
                     )
                     break
-        if Role.MUTATING in s.roles and not s.verifies and not verified_later & bit[s.id]:
+        if Role.MUTATING in s.roles and not s.verifies and not has(verified_later, pos[s.id]):
             add("DR004", s, f"{s.base_id}: changes something and nothing verifies it")
     return sorted(found.values(), key=lambda f: (f.code, f.base_id))

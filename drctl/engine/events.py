@@ -257,6 +257,12 @@ class StepSucceeded(StepEvent):
             verified_on_resume=data.get("verified_on_resume", False), summary=data.get("summary"),
         )  # fmt: skip
 
+    @staticmethod
+    def outputs_of(event: Event) -> dict[str, Any]:
+        """Only the outputs of a stored ``step_succeeded``: all that resume reads of one."""
+        outputs: dict[str, Any] = event.data.get("outputs") or {}
+        return dict(outputs)
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"outputs": self.outputs}
         for key in ("duration", "description", "summary"):

@@ -7,7 +7,9 @@ apply, and the decision on resume (a step started with no outcome is probed with
 
 Threads: the scheduler runs in the caller's thread and starts each step in a
 worker pool (``--concurrency``). Each call into a step type runs in its own daemon
-thread bounded by the step's deadline, so a hung call cannot hang the run.
+thread bounded by the step's deadline, so a hung call cannot hang the run; a type whose
+calls bound themselves (``returns_in_time``: a fixed wait, a local command killed at
+its deadline) is called in the worker thread, saving the hop.
 """
 
 from __future__ import annotations
@@ -146,6 +148,8 @@ class Executor:
         self.options = controls.options
         self.gate = controls.gate
         self.lock_lost = controls.lock_lost or threading.Event()
+        #: The inputs last validated for each runbook step, by (type, rendered inputs).
+        self._validated: dict[str, tuple[tuple[str, str], StepInputs]] = {}
         for sid, s in state.steps.items():
             if s.done:
                 self.x.outputs[sid] = s.outputs
@@ -427,9 +431,14 @@ class Executor:
             try:
                 step_type, inputs = self._prepare(step, {})
                 ctx = self._context(step, attempt, inputs, {})
-                # One bounded call for check → apply → verify: one thread hop per attempt.
+                # One bounded call for check → apply → verify: one thread hop per attempt,
+                # none for a type whose calls bound themselves.
                 try:
-                    self._bounded(functools.partial(_check_apply_verify, step_type), ctx)
+                    self._bounded(
+                        functools.partial(_check_apply_verify, step_type),
+                        ctx,
+                        inline=step_type.returns_in_time(inputs),
+                    )
                 finally:
                     # What apply recorded (durably) is what a rollback later in this run
                     # needs for undo, as a resume would have it from the journal.
@@ -518,8 +527,16 @@ class Executor:
             context = self._template_context(step)
             raw = _render_paths(raw, set(step.deferred), context, "with")
         raw = self.x.secrets.apply(raw)
+        # Shards of one runbook step often have the same inputs: validate those once.
+        # Inputs models are frozen, so sharing one between concurrent steps is safe.
+        key = (step.type, repr(raw))
+        last = self._validated.get(step.base_id)
+        if last is not None and last[0] == key:
+            return step_type, last[1]
         try:
-            return step_type, step_type.Inputs.model_validate(raw)
+            inputs = step_type.Inputs.model_validate(raw)
+            self._validated[step.base_id] = (key, inputs)
+            return step_type, inputs
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"])
@@ -545,8 +562,16 @@ class Executor:
             dry_run=dry_run, run_id=x.journal.run_id, runbook=x.plan.name,
         )  # fmt: skip
 
-    def _bounded(self, fn: Callable[[StepRun[Any, Any]], T], ctx: StepRun[Any, Any]) -> T:
-        """Call into a step type on a call thread, bounded by the step's deadline."""
+    def _bounded(
+        self, fn: Callable[[StepRun[Any, Any]], T], ctx: StepRun[Any, Any], *, inline: bool = False
+    ) -> T:
+        """Call into a step type on a call thread, bounded by the step's deadline.
+
+        ``inline``: the step type says the call returns in time by itself
+        (``StepType.returns_in_time``), so it is made here, without the hop.
+        """
+        if inline:
+            return fn(ctx)
         done = threading.Event()
         box: dict[str, Any] = {}
 

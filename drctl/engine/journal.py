@@ -7,6 +7,8 @@ journaled first, so a crash never shows something the journal does not hold.
 Outcomes of steps that can verify themselves may be queued (``write_later``) and made
 durable in the same commit as the next intent: that halves the syncs of a sequential
 run, and a crash in between only leaves a step that resume settles with ``verify``.
+Concurrent steps' writes share commits too (the store's group commit); each ``write``
+still returns only once its own event is durable.
 """
 
 from __future__ import annotations
@@ -78,11 +80,12 @@ class Journal:
     def _commit(self, event: Event | None) -> list[Event]:
         lease = self._lock.lease if self._lock is not None else None
         stored = self.store.append_batch(self.run_id, event, lease)
-        for e in stored:
-            faults.after_event()
-            with self._show:
-                for sink in self.sinks:
-                    sink.event(e)
+        if stored:
+            with self._show:  # once per commit: concurrent steps queue here for the sinks
+                for e in stored:
+                    faults.after_event()
+                    for sink in self.sinks:
+                        sink.event(e)
         return stored
 
     def log(self, step: str, line: str) -> None:

@@ -63,10 +63,9 @@ def replay(events: Iterable[Event]) -> RunState:
             s.started_at = s.started_at or e.ts
             s.error = None
         elif kind == ev.STEP_SUCCEEDED:
-            ok = ev.StepSucceeded.read(e)
-            s = run.step(ok.step)
+            s = run.step(e.step or "")
             s.status = StepStatus.SUCCEEDED
-            s.outputs = dict(ok.outputs)
+            s.outputs = ev.StepSucceeded.outputs_of(e)
             s.finished_at = e.ts
         elif kind == ev.STEP_FAILED:
             failed = ev.StepFailed.read(e)

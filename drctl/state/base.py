@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -46,17 +46,88 @@ class RunRecord:
         return plan_from_dict(json.loads(self.plan_json))
 
 
-@dataclass(frozen=True)
 class Event:
-    """One journal entry. ``seq`` orders a run's events; ``token`` is the writer's fencing token."""
+    """One journal entry. ``seq`` orders a run's events; ``token`` is the writer's fencing token.
+
+    Immutable. Its data is held as given or as the store's JSON text, whichever came
+    first, and the other form is made once, on first use: a journal read back for a
+    resume decodes only the events the decision looks into, and an appended event is
+    encoded once however many stores and sinks see it.
+    """
+
+    __slots__ = ("_data", "_text", "attempt", "kind", "seq", "step", "token", "ts")
 
     kind: str
     ts: float
-    step: str | None = None
-    attempt: int | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    seq: int = 0
-    token: int = 0
+    step: str | None
+    attempt: int | None
+    seq: int
+    token: int
+    _data: dict[str, Any] | None
+    _text: str | None
+
+    def __init__(
+        self,
+        kind: str,
+        ts: float,
+        step: str | None = None,
+        attempt: int | None = None,
+        data: dict[str, Any] | None = None,
+        seq: int = 0,
+        token: int = 0,
+        *,
+        text: str | None = None,
+    ) -> None:
+        put = object.__setattr__
+        put(self, "kind", kind)
+        put(self, "ts", ts)
+        put(self, "step", step)
+        put(self, "attempt", attempt)
+        put(self, "seq", seq)
+        put(self, "token", token)
+        put(self, "_data", data if data is not None or text is not None else {})
+        put(self, "_text", text)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Event is immutable: cannot set {name}")
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's data (decoded from the store's text on first use)."""
+        data = self._data
+        if data is None:
+            data = _decode(self._text or "{}")
+            object.__setattr__(self, "_data", data)
+        return data
+
+    @property
+    def text(self) -> str:
+        """The data as the store keeps it: compact JSON, keys sorted (encoded once)."""
+        text = self._text
+        if text is None:
+            text = dumps(self._data)
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def stored(self, seq: int, token: int) -> Event:
+        """This event as appended: numbered, with the writer's token, its data shared."""
+        return Event(
+            self.kind, self.ts, self.step, self.attempt, self._data, seq, token, text=self._text
+        )
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.kind, self.ts, self.step, self.attempt, self.data, self.seq, self.token)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # its data is a dict
+
+    def __repr__(self) -> str:
+        return (
+            f"Event(kind={self.kind!r}, ts={self.ts!r}, step={self.step!r}, "
+            f"attempt={self.attempt!r}, data={self.data!r}, seq={self.seq!r}, token={self.token!r})"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +141,17 @@ class Event:
         }
 
 
+#: The store's event text is compact JSON with no surrounding space: decoded directly.
+_decode_text = json.JSONDecoder().raw_decode
+
+
+def _decode(text: str) -> dict[str, Any]:
+    if text == "{}":
+        return {}
+    value: dict[str, Any] = _decode_text(text)[0]
+    return value
+
+
 @dataclass(frozen=True)
 class Lease:
     """A held lock: its key, this holder's lease id, and the fencing token it got."""
@@ -79,6 +161,28 @@ class Lease:
     token: int
     run_id: str
     expires_at: float
+
+
+@dataclass(eq=False)
+class Append:
+    """One caller's events waiting for a group commit, and what came of them."""
+
+    run_id: str
+    events: list[Event]
+    lease: Lease | None
+    #: The events as stored (numbered, with their token) once durable.
+    stored: list[Event] | None = None
+    #: Why they were not stored (LockLost, StateError), set instead of ``stored``.
+    error: BaseException | None = None
+    #: A writer that waits for another's commit: set when ``stored`` or ``error`` is, or
+    #: when it is to lead the next commit itself. None for a writer that leads at once.
+    woken: threading.Event | None = None
+
+    def result(self) -> list[Event]:
+        if self.error is not None:
+            raise self.error
+        assert self.stored is not None
+        return self.stored
 
 
 @dataclass(frozen=True)
@@ -183,7 +287,11 @@ class StateStore(ABC):
         self.location = location
         self.read_only = read_only
         self._queue_lock = threading.Lock()
-        self._queued: list[tuple[str, Event]] = []
+        self._queued: dict[str, list[Event]] = {}
+        # Group commit: appends that arrive while one is being committed wait here and
+        # are then committed together by one of them (the leader), in one transaction.
+        self._pending: list[Append] = []
+        self._leading = False
 
     # -- runs --------------------------------------------------------------
     @abstractmethod
@@ -220,18 +328,66 @@ class StateStore(ABC):
         that leaves the step "started, no outcome", which resume settles with verify.
         """
         with self._queue_lock:
-            self._queued.append((run_id, event))
+            self._queued.setdefault(run_id, []).append(event)
 
     def append_batch(self, run_id: str, event: Event | None, lease: Lease | None) -> list[Event]:
-        """Make the queued events of ``run_id`` (and ``event``) durable; returns them stored."""
+        """Make the queued events of ``run_id`` (and ``event``) durable; returns them stored.
+
+        Group commit: while one commit is in flight, the appends arriving meanwhile (from
+        any thread) gather; when it ends, one of them commits them all in one transaction
+        (one sync). Each caller returns only once its own events are durable, and with
+        its own outcome: LockLost for one lease fails that append alone.
+        """
         with self._queue_lock:
-            batch = [e for r, e in self._queued if r == run_id]
-            self._queued = [(r, e) for r, e in self._queued if r != run_id]
-        if event is not None:
-            batch.append(event)
-        if not batch:
-            return []
-        return self._append_many(run_id, batch, lease)
+            batch = self._queued.pop(run_id, [])
+            if event is not None:
+                batch.append(event)
+            if not batch:
+                return []
+            mine = Append(run_id, batch, lease)
+            self._pending.append(mine)
+            if self._leading:
+                mine.woken = threading.Event()
+            self._leading = True
+        if mine.woken is not None:
+            # Woken once: with its outcome, or to lead the next commit itself.
+            mine.woken.wait()
+            if mine.stored is not None or mine.error is not None:
+                return mine.result()
+        with self._queue_lock:
+            group, self._pending = self._pending, []
+        try:
+            self._append_group(group)
+        except BaseException as exc:
+            for append in group:
+                if append.stored is None and append.error is None:
+                    append.error = exc
+        finally:
+            for append in group:
+                if append.woken is not None and append is not mine:
+                    append.woken.set()
+            with self._queue_lock:
+                # Hand the lead to the first writer that queued meanwhile, if any: one
+                # wake-up, not every waiter racing for it.
+                if self._pending:
+                    first = self._pending[0].woken
+                    assert first is not None  # queued while this commit was leading
+                    first.set()
+                else:
+                    self._leading = False
+        return mine.result()
+
+    def _append_group(self, group: list[Append]) -> None:
+        """Commit every append of ``group``, setting each one's ``stored`` or ``error``.
+
+        This default gives each its own transaction; a backend that can commit several
+        runs' and leases' events in one transaction overrides it.
+        """
+        for append in group:
+            try:
+                append.stored = self._append_many(append.run_id, append.events, append.lease)
+            except Exception as exc:
+                append.error = exc
 
     @abstractmethod
     def _append_many(self, run_id: str, events: list[Event], lease: Lease | None) -> list[Event]:

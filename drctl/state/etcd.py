@@ -372,10 +372,7 @@ def _counter(raw: bytes) -> tuple[int, str]:
 
 
 def _numbered(events: list[Event], after: int, token: int) -> list[Event]:
-    return [
-        Event(e.kind, e.ts, e.step, e.attempt, e.data, after + 1 + i, token)
-        for i, e in enumerate(events)
-    ]
+    return [e.stored(after + 1 + i, token) for i, e in enumerate(events)]
 
 
 def _event_json(event: Event) -> bytes:

@@ -8,7 +8,6 @@ quotes; PostgreSQL needs them), and a backend whose driver wants ``%s`` says so.
 
 from __future__ import annotations
 
-import json
 import uuid
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
@@ -18,6 +17,7 @@ from typing import Any, Protocol
 from drctl.errors import StateError
 from drctl.state.base import (
     AcquireResult,
+    Append,
     Event,
     Lease,
     LockInfo,
@@ -25,7 +25,6 @@ from drctl.state.base import (
     StateStore,
     check_force_release,
     decide_acquire,
-    dumps,
     lock_lost,
 )
 from drctl.state.schema import SCHEMA_VERSION, statements
@@ -192,38 +191,72 @@ class SqlStore(StateStore):
     # -- journal ------------------------------------------------------------------
 
     def _append_many(self, run_id: str, events: list[Event], lease: Lease | None) -> list[Event]:
-        stored = []
+        append = Append(run_id, events, lease)
+        self._append_group([append])
+        return append.result()
+
+    def _append_group(self, group: list[Append]) -> None:
+        """Every append of ``group`` in one transaction: one commit, one sync.
+
+        The fence is part of each INSERT: the row is written only while the writer's
+        lease is the lock's current one, and takes its token from the lock row. In the
+        open transaction nothing else can change that row (SQLite holds the write lock;
+        PostgreSQL's ``FOR SHARE`` keeps it until commit), so an append's first INSERT
+        decides for all of its events; one that finds its lease gone is refused alone.
+        """
+        outcomes: list[tuple[Append, list[Event] | None]] = []
         with self._write() as cur:
-            self._serialise_appends(cur, run_id)
-            token = 0
-            if lease is not None:
+            next_seq: dict[str, int] = {}
+            # In one order, so two processes' groups can never wait on each other.
+            for run_id in sorted({append.run_id for append in group}):
+                self._serialise_appends(cur, run_id)
                 self._run_sql(
-                    cur,
-                    f"SELECT lease_id, token FROM locks WHERE key = ?{self.for_share}",
-                    (lease.key,),
+                    cur, "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?", (run_id,)
                 )
-                row = cur.fetchone()
-                if row is None or row[0] != lease.lease_id:
-                    raise lock_lost(lease)
-                token = int(row[1])
-            self._run_sql(
-                cur, "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?", (run_id,)
-            )
-            seq = int(cur.fetchone()[0])
-            for event in events:
+                next_seq[run_id] = int(cur.fetchone()[0])
+            for append in group:
+                run_id = append.run_id
+                seq = next_seq[run_id]
+                stored = self._insert_fenced(cur, append, seq)
+                outcomes.append((append, stored))
+                if stored is not None:
+                    next_seq[run_id] = seq + len(stored)
+        # Only now, committed, are they stored: a failed commit leaves every one unset.
+        for append, stored in outcomes:
+            if stored is None:
+                assert append.lease is not None
+                append.error = lock_lost(append.lease)
+            else:
+                append.stored = stored
+
+    def _insert_fenced(self, cur: Cursor, append: Append, seq: int) -> list[Event] | None:
+        """Insert ``append``'s events from ``seq`` on; None if its lease is not current."""
+        lease = append.lease
+        stored: list[Event] = []
+        token = 0
+        for n, event in enumerate(append.events):
+            values = (append.run_id, seq + n, event.ts, event.kind, event.step, event.attempt)
+            if lease is None:
                 self._run_sql(
                     cur,
                     "INSERT INTO events (run_id, seq, ts, kind, step, attempt, token, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        run_id, seq, event.ts, event.kind, event.step, event.attempt, token,
-                        dumps(event.data),
-                    ),
-                )  # fmt: skip
-                stored.append(
-                    Event(event.kind, event.ts, event.step, event.attempt, event.data, seq, token)
+                    "VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+                    (*values, event.text),
                 )
-                seq += 1
+            else:
+                self._run_sql(
+                    cur,
+                    "INSERT INTO events (run_id, seq, ts, kind, step, attempt, token, data) "
+                    "SELECT ?, ?, ?, ?, ?, ?, token, ? FROM locks "
+                    f"WHERE key = ? AND lease_id = ?{self.for_share if n == 0 else ''} "
+                    "RETURNING token",
+                    (*values, event.text, lease.key, lease.lease_id),
+                )
+                row = cur.fetchone()
+                if row is None:
+                    return None
+                token = int(row[0])
+            stored.append(event.stored(seq + n, token))
         return stored
 
     def events(self, run_id: str) -> list[Event]:
@@ -232,7 +265,7 @@ class SqlStore(StateStore):
                 cur, f"SELECT {_EVENT_COLUMNS} FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
             )
             rows = cur.fetchall()
-        return [Event(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+        return [Event(r[0], r[1], r[2], r[3], None, r[5], r[6], text=r[4]) for r in rows]
 
     # -- locks ----------------------------------------------------------------------
 

@@ -276,6 +276,16 @@ class StepType(ABC, Generic[I, T]):
         """Whether ``verify`` proves this step's effect (DR004 reads this)."""
         return True
 
+    def returns_in_time(self, inputs: I) -> bool:
+        """Whether every call with ``inputs`` returns by itself soon after the deadline.
+
+        True only when no call can block on anything it does not bound with
+        ``ctx.remaining()`` (no network, no foreign lock), its clean-up past the deadline
+        bounded too. The engine then makes the call in the step's own worker thread
+        instead of a call thread it could abandon; the default, False, keeps that guard.
+        """
+        return False
+
     @abstractmethod
     def describe(self, inputs: I, target: str | None) -> str:
         """One line saying what the step will do; offline, no I/O."""

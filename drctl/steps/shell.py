@@ -32,6 +32,11 @@ class Shell(CommandStep[ShellInputs, LocalTarget | None]):
     Inputs = ShellInputs
     target_types = frozenset({"local"})
 
+    def returns_in_time(self, inputs: ShellInputs) -> bool:
+        # run_command kills the process group at the deadline and bounds every wait
+        # after it (grace, SIGKILL, the output reader): a shell call cannot hang.
+        return True
+
     def run(self, ctx: StepContext[ShellInputs, LocalTarget | None], command: Command) -> Completed:
         inputs = ctx.inputs
         return run_command(

@@ -43,6 +43,10 @@ class Wait(StepType[WaitInputs, None]):
     def step_roles(self, inputs: WaitInputs) -> frozenset[Role]:
         return frozenset({Role.VERIFY}) if inputs.until is not None else frozenset()
 
+    def returns_in_time(self, inputs: WaitInputs) -> bool:
+        # A fixed wait sleeps no longer than the time left; polling calls another type.
+        return inputs.until is None
+
     def describe(self, inputs: WaitInputs, target: str | None) -> str:
         if inputs.until is None:
             return f"wait {format_duration(inputs.duration or 0.0)}"

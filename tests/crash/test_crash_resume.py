@@ -109,7 +109,38 @@ FAN_OUT = Variant(
     overlap=(2, 4),
 )
 
-VARIANTS = [pytest.param(SEQUENTIAL, id="sequential"), pytest.param(FAN_OUT, id="fan-out")]
+WIDE = tuple("abcdefgh")
+#: All shards at once: their intents and outcomes reach the store together, so they are
+#: committed in shared transactions (group commit) and a kill lands inside such a group.
+GROUP_COMMIT = Variant(
+    name="group-commit",
+    yaml=(
+        _HEADER.format(name="crash-group")
+        + _shell("pre", "pre")
+        + "  - id: wide\n"
+        + "    type: shell\n"
+        + f"    for_each: [{', '.join(WIDE)}]\n"
+        + "    as: shard\n"
+        + "    with:\n"
+        + "      command: \"echo wide-{{ shard }} >> 'EFFECTS'\"\n"
+        + "      verify: \"grep -qx wide-{{ shard }} 'EFFECTS'\"\n"
+        + _shell("post", "post")
+    ),
+    run_args=("--yes", "--concurrency", str(len(WIDE))),
+    step_ids=("pre", *(f"wide[{s}]" for s in WIDE), "post"),
+    groups=(("pre",), tuple(f"wide-{s}" for s in WIDE), ("post",)),
+    lines={"pre": "pre", "post": "post"} | {f"wide[{s}]": f"wide-{s}" for s in WIDE},
+    # run_started; 10 step instances x (started, succeeded); run_finished.
+    events=1 + 10 * 2 + 1,
+    after_apply=("wide[a]", "wide[h]"),
+    overlap=(2, len(WIDE)),
+)
+
+VARIANTS = [
+    pytest.param(SEQUENTIAL, id="sequential"),
+    pytest.param(FAN_OUT, id="fan-out"),
+    pytest.param(GROUP_COMMIT, id="group-commit"),
+]
 
 
 # -- running the real drctl ---------------------------------------------------------

@@ -155,6 +155,50 @@ def test_racing_acquirers_exactly_one_wins(store_url: str) -> None:
     assert sorted(results) == ["held"] * 9 + ["won"]
 
 
+def test_concurrent_appends_each_return_their_own_durable_events_and_a_stale_lease_alone_fails(
+    store: StateStore,
+) -> None:
+    """Sixteen threads appending at once (group commit): each gets its own events back, numbered without gaps; the fenced one is refused."""
+    store.create_run(record("r1"))
+    store.create_run(record("r2", lock_key="old"))
+    lease = store.acquire("rb", "r1", "u", "h", 1, 30, 100.0).lease
+    stale = store.acquire("old", "r2", "u", "h", 1, 30, 100.0).lease
+    store.acquire("old", "r3", "u", "h", 2, 30, 200.0)  # took "old" over: r2's lease is stale
+    barrier = threading.Barrier(17)
+    got: dict[int, list[Event]] = {}
+    refused: list[BaseException] = []
+
+    def write(i: int) -> None:
+        barrier.wait(timeout=30)
+        store.append_later("r1", Event("step_succeeded", 1.0, f"s{i}", 1, {"done": i}))
+        got[i] = store.append_batch("r1", Event("step_started", 2.0, f"t{i}", 1, {"i": i}), lease)
+
+    def fenced() -> None:
+        barrier.wait(timeout=30)
+        try:
+            store.append("r2", Event("step_started", 2.0, "x", 1), stale)
+        except LockLost as exc:
+            refused.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(16)]
+    threads.append(threading.Thread(target=fenced))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    stored = store.events("r1")
+    assert [e.seq for e in stored] == list(range(1, 33))
+    assert all(e.token == lease.token for e in stored)
+    by_seq = {e.seq: e for e in stored}
+    for i, mine in got.items():
+        assert mine[-1].data == {"i": i}
+        assert all(by_seq[e.seq] == e for e in mine)
+    assert sorted(got) == list(range(16))
+    assert len(refused) == 1
+    assert store.events("r2") == []
+
+
 def test_a_store_failing_heartbeats_ends_the_lease_with_its_reason(tmp_path: Path) -> None:
     """Heartbeats refused until the lease runs out lose the lock with a LockLost naming the store's error, kept as its cause."""
     path = tmp_path / "state.db"
