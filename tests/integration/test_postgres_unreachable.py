@@ -18,8 +18,11 @@ from typing import Any
 
 import pytest
 
+from drctl.errors import Unreachable
+from drctl.providers.postgres.fence import Fence, FenceInputs
 from tests.integration.pg_sandbox import (
     Pair,
+    RealContext,
     answers,
     auto_conf,
     drctl,
@@ -173,6 +176,19 @@ def test_stop_fence_resumed_while_its_dsn_does_not_answer_stops_the_server(
     assert not pair.pg_ctl_running(pair.node1)
     done = _events(journal(tmp_path / "state.db"), "fence", "step_succeeded")
     assert len(done) == 1 and not done[0]["data"].get("verified_on_resume"), done
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["read_only", "hard"])
+def test_fence_verify_of_a_server_that_does_not_answer_raises(mode: str, tmp_path: Path) -> None:
+    """verify of a read_only or hard fence whose server does not answer raises Unreachable saying so, never True or a silent False."""
+    target = {"type": "postgres", "dsn": _nobody(), "data_dir": str(tmp_path / "data")}
+    socket = {"directory": str(tmp_path), "port": 5432, "user": "postgres", "database": "postgres"}
+    ctx = RealContext(
+        FenceInputs(mode=mode), target=target, recorded={"socket": socket}, timeout=30.0
+    )
+    with pytest.raises(Unreachable, match="the server did not answer"):
+        Fence().verify(ctx)
 
 
 # -- 2. a lag check with the primary unreachable ------------------------------------------
