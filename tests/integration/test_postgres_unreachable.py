@@ -191,6 +191,27 @@ def test_fence_verify_of_a_server_that_does_not_answer_raises(mode: str, tmp_pat
         Fence().verify(ctx)
 
 
+@pytest.mark.integration
+def test_dry_run_of_a_fence_on_a_server_that_does_not_answer_says_it_cannot_be_fenced(
+    unfenced: Pair, tmp_path: Path
+) -> None:
+    """A dry run's check of a read_only fence whose server does not answer says it cannot be fenced, not that there is nothing to fence."""
+    pair = unfenced
+    fence = _write(
+        tmp_path,
+        pair,
+        "fence-dry",
+        "  - {id: fence, type: postgres.fence, target: old_primary, with: {mode: read_only}}\n",
+    )
+    dry = drctl(
+        "run", fence, "--dry-run", "--state", str(tmp_path / "state.db"),
+        env=_env(pair, _nobody()),
+    )  # fmt: skip
+    out = dry.stdout + dry.stderr
+    assert "cannot be fenced or shown to be fenced" in out, explain(dry)
+    assert "nothing to fence" not in out
+
+
 # -- 2. a lag check with the primary unreachable ------------------------------------------
 
 _LAG = (

@@ -110,6 +110,11 @@ class Fence(PostgresStep[FenceInputs]):
         except Unreachable as exc:
             if refused_by_hba(exc):
                 return "pg_hba.conf turns sessions away already (hard-fenced)"
+            if inputs.mode in ("stop", "read_only_then_stop"):
+                return (
+                    f"the server does not answer ({exc.message}): only pg_ctl status saying "
+                    "stopped will prove the fence"
+                )
             return (
                 f"the server does not answer ({exc.message}): it cannot be fenced or shown "
                 "to be fenced from here"
