@@ -20,6 +20,7 @@ import pytest
 
 from drctl.errors import Unreachable
 from drctl.providers.postgres.fence import Fence, FenceInputs
+from drctl.providers.postgres.lag import LagInputs, ReplicationLag
 from tests.integration.pg_sandbox import (
     Pair,
     RealContext,
@@ -250,6 +251,19 @@ def test_lag_check_with_the_primary_stopped_fails_unless_told_to_warn(
     assert outputs["primary_reachable"] is False
     assert outputs["primary_lsn"] is None
     assert isinstance(outputs["standby_lag_bytes"], int)
+
+
+@pytest.mark.integration
+def test_lag_against_a_primary_that_is_in_recovery_is_unknown(unfenced: Pair) -> None:
+    """A server named as the primary that is itself in recovery gives no primary position: unknown, not measured on the standby alone."""
+    pair = unfenced
+    targets = {"not_primary": pair.target(pair.node2)}
+    inputs = LagInputs(primary="not_primary", primary_unreachable="warn")
+    ctx = RealContext(inputs, target=pair.target(pair.node2), targets=targets, timeout=30.0)
+    ReplicationLag().apply(ctx)
+    assert ctx.outputs["primary_position"] == "unknown"
+    assert ctx.outputs["lag_bytes"] is None
+    assert "the server named as primary is in recovery" in ctx.lines[-1]
 
 
 def _pg_ctl_stop(pair: Pair) -> list[str]:
