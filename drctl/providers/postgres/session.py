@@ -80,7 +80,7 @@ def target_dsn(ctx: StepContext, dsn: str, server: str | None) -> tuple[str, str
         return dsn, None
     from psycopg.conninfo import make_conninfo
 
-    params = parse_dsn(dsn, "dsn")
+    params = parse_dsn(dsn, "postgres target")
     host = str(params.get("host") or "")
     address = _resolve_a(ctx, host, server)
     return make_conninfo(dsn, hostaddr=address), address
