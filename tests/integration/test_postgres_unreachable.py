@@ -9,8 +9,10 @@ that quotes none of it. The old primary is made unreachable by pointing its targ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,12 +106,30 @@ def unfenced(shared_sandbox: Pair) -> Iterator[Pair]:  # noqa: F811
 # -- 1. "does not answer" is not "fenced" ---------------------------------------------------
 
 
+@contextlib.contextmanager
+def _black_hole() -> Iterator[str]:
+    """A DSN whose port completes TCP handshakes and then never says a word (a partition
+    that drops replies): libpq waits until its connect timeout."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)  # never accepted: the kernel queues the connection, nobody answers
+        port = listener.getsockname()[1]
+        yield f"host=127.0.0.1 port={port} dbname=postgres user=postgres connect_timeout=2"
+
+
+@contextlib.contextmanager
+def _closed_port() -> Iterator[str]:
+    yield _nobody()
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    "fault", ["event:2", "after-apply:fence"], ids=["at-fence-started", "after-fence-apply"]
+    ("fault", "silence"),
+    [("event:2", _closed_port), ("after-apply:fence", _closed_port), ("event:2", _black_hole)],
+    ids=["at-fence-started", "after-fence-apply", "at-fence-started-black-hole"],
 )
 def test_fence_resumed_while_the_old_primary_does_not_answer_is_not_verified(
-    unfenced: Pair, tmp_path: Path, fault: str
+    unfenced: Pair, tmp_path: Path, fault: str, silence: Any
 ) -> None:
     """A fence killed -9 and resumed with the old primary unreachable fails saying it did not answer, never 'verified on resume'."""
     pair = unfenced
@@ -131,7 +151,8 @@ def test_fence_resumed_while_the_old_primary_does_not_answer_is_not_verified(
         assert READ_ONLY_LINE not in auto_conf(pair.node1.data_dir)
 
     # The old primary's address stops answering (a partition, from drctl's side).
-    resumed = drctl("resume", "--last", "--yes", "--state", state, env=_env(pair, _nobody()))
+    with silence() as unreachable:
+        resumed = drctl("resume", "--last", "--yes", "--state", state, env=_env(pair, unreachable))
     assert resumed.returncode == 1, explain(resumed)
     out = resumed.stdout + resumed.stderr
     assert "verified on resume" not in out, explain(resumed)
