@@ -104,21 +104,34 @@ def test_replication_lag_publishes_its_figures(shared_sandbox: Pair) -> None:  #
     ReplicationLag().apply(ctx)
     out = ctx.outputs
     assert set(out) == {
-        "lag_bytes", "lag_seconds", "receive_lsn", "replay_lsn", "primary_lsn", "primary_reachable",
+        "lag_bytes", "standby_lag_bytes", "lag_seconds", "receive_lsn", "replay_lsn",
+        "primary_lsn", "primary_position", "primary_reachable",
     }  # fmt: skip
     assert 0 <= out["lag_bytes"] < 65536
     assert out["lag_seconds"] >= 0
     assert out["primary_reachable"] is True
+    assert out["primary_position"] == "known"
     assert lsn_int(out["primary_lsn"]) >= lsn_int(out["replay_lsn"]) > 0
     assert "measured on primary and standby" in ctx.lines[-1]
 
-    # Without a primary, or with one that does not answer: measured on the standby alone.
-    for inputs in (LagInputs(max_bytes=65536), LagInputs(primary="gone", max_bytes=65536)):
-        alone = _ctx(inputs, pair.target(pair.node2), targets)
-        ReplicationLag().apply(alone)
-        assert alone.outputs["primary_reachable"] is False
-        assert alone.outputs["primary_lsn"] is None
-        assert "standby only" in alone.lines[-1]
+    # Without a primary: measured on the standby alone, by design.
+    alone = _ctx(LagInputs(max_bytes=65536), pair.target(pair.node2), targets)
+    ReplicationLag().apply(alone)
+    assert alone.outputs["primary_position"] == "not_asked"
+    assert alone.outputs["primary_lsn"] is None
+    assert "standby only" in alone.lines[-1]
+
+    # With one that does not answer: its position is unknown, and that fails unless warned.
+    gone = LagInputs(primary="gone", max_bytes=65536)
+    with pytest.raises(StepError, match="primary's WAL position is unknown"):
+        ReplicationLag().apply(_ctx(gone, pair.target(pair.node2), targets))
+    warned = _ctx(
+        gone.model_copy(update={"primary_unreachable": "warn"}), pair.target(pair.node2), targets
+    )
+    ReplicationLag().apply(warned)
+    assert warned.outputs["primary_position"] == "unknown"
+    assert warned.outputs["lag_bytes"] is None
+    assert warned.lines[-1].startswith("warning: the primary's WAL position is unknown")
 
     with pytest.raises(StepError, match="not in recovery"):
         ReplicationLag().apply(_ctx(LagInputs(), pair.target(pair.node1)))

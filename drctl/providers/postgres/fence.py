@@ -18,6 +18,7 @@ from drctl.providers.postgres.session import (
     pg_ctl,
     pg_ctl_status,
     refused_by_hba,
+    refuses_writes,
     scalar,
     socket_scalar,
     writable,
@@ -55,9 +56,12 @@ class Fence(PostgresStep[FenceInputs]):
 
     ``read_only`` sets ``default_transaction_read_only`` with ALTER SYSTEM, reloads, and
     ends existing client sessions. It is advisory: any session can still run
-    ``SET default_transaction_read_only = off`` and write. ``stop`` is the hard fence:
-    a fast shutdown with ``pg_ctl`` on the target's ``data_dir``. ``verify`` proves the
-    fence: a write in a fresh session is refused, or the server does not answer.
+    ``SET default_transaction_read_only = off`` and write. ``stop`` is a fast shutdown
+    with ``pg_ctl`` on the target's ``data_dir``. ``verify`` needs a positive proof: a
+    fresh session refused writes (read_only), ``pg_ctl status`` saying stopped where the
+    server lives (stop modes), or the reject line answering (hard). A server that does
+    not answer is never counted as fenced: resumed, such a fence is applied again, and a
+    mode that needs the server's answer fails saying it did not answer.
 
     ``hard`` keeps the server up, so its last WAL still reaches the standbys, but lets
     no application session in: it rewrites ``pg_hba.conf`` (the file ``hba_file`` names,
@@ -106,7 +110,15 @@ class Fence(PostgresStep[FenceInputs]):
         except Unreachable as exc:
             if refused_by_hba(exc):
                 return "pg_hba.conf turns sessions away already (hard-fenced)"
-            return f"the server does not answer ({exc.message}): nothing to fence there"
+            if inputs.mode in ("stop", "read_only_then_stop"):
+                return (
+                    f"the server does not answer ({exc.message}): only pg_ctl status saying "
+                    "stopped will prove the fence"
+                )
+            return (
+                f"the server does not answer ({exc.message}): it cannot be fenced or shown "
+                "to be fenced from here"
+            )
 
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
@@ -119,7 +131,7 @@ class Fence(PostgresStep[FenceInputs]):
                 self._read_only(ctx, dsn, inputs.terminate_sessions)
             except Unreachable as exc:
                 if inputs.mode == "read_only":
-                    raise
+                    raise _not_proven(exc) from exc
                 ctx.log(f"server does not answer ({exc.message}); going on to stop it")
         if inputs.mode in ("stop", "read_only_then_stop"):
             node = local_node(target, "fence (stop)", ctx)
@@ -141,7 +153,7 @@ class Fence(PostgresStep[FenceInputs]):
             conn.execute("SELECT pg_reload_conf()")
         # The reload is asynchronous; wait until fresh sessions see it.
         seen = ctx.poll(
-            lambda: True if writable(dsn, ctx, "old primary") is not True else None,
+            lambda: True if writable(dsn, ctx, "old primary") is False else None,
             every=0.1,
             within=5.0,
         )
@@ -202,11 +214,34 @@ class Fence(PostgresStep[FenceInputs]):
             _final_lsn(ctx, final, "pg_current_wal_lsn")
 
     def verify(self, ctx: Ctx) -> bool:
-        if ctx.inputs.mode != "hard":
-            return writable(ctx.target.dsn, ctx, "old primary") is not True
+        """Whether the fence holds now, from a positive proof only.
+
+        A server that does not answer proves nothing (it may take writes behind a
+        partition): that is an ``Unreachable``, never True. The proofs: stopped, as
+        ``pg_ctl status`` says where the server lives (stop modes); turned away by the
+        reject line with no client session left (hard); a fresh session refused writes
+        (read_only).
+        """
+        mode = ctx.inputs.mode
+        if mode in ("stop", "read_only_then_stop"):
+            stopped = not pg_ctl_status(ctx, local_node(ctx.target, f"fence ({mode})", ctx))
+            if not stopped:
+                ctx.log("the server is still running")
+            return stopped
+        if mode == "read_only":
+            try:
+                return refuses_writes(ctx.target.dsn, ctx, "old primary")
+            except Unreachable as exc:
+                raise _not_proven(exc) from exc
         recorded = ctx.recorded.get("socket")
-        if recorded is None or not _refused(ctx.target.dsn, ctx):
+        if recorded is None:
             return False
+        try:
+            with connect(ctx.target.dsn, ctx, what="old primary", read_only=True, cap=3.0):
+                return False  # a fresh session still gets in
+        except Unreachable as exc:
+            if not refused_by_hba(exc):
+                raise _not_proven(exc) from exc
         node = local_node(ctx.target, "fence (hard)", ctx)
         socket = LocalSocket.from_json(recorded)
         return socket_scalar(ctx, node, socket, _LEFT, _CLIENTS.format("*")) == "0"
@@ -289,6 +324,14 @@ def _socket_answers(ctx: Ctx, node: ServerNode, conn: Any) -> LocalSocket:
             f"server's host and a local pg_hba.conf line that lets {socket.user} in"
         ) from exc
     return socket
+
+
+def _not_proven(exc: Unreachable) -> Unreachable:
+    """The error for a server that did not answer where the fence needs an answer."""
+    return Unreachable(
+        f"{exc.message} — the server did not answer, so it is not fenced as far as drctl "
+        "can tell (it may still take writes behind a partition)"
+    )
 
 
 def _refused(dsn: str, ctx: Ctx) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
 
 from pydantic import Field
 
@@ -22,27 +24,70 @@ class LagInputs(StepInputs):
     )
     primary: str | None = Field(
         default=None,
-        description="Target name of the primary, asked for its current WAL position when reachable.",
+        description="Target name of the primary, asked for its current WAL position.",
     )
+    primary_unreachable: Literal["fail", "warn"] = Field(
+        default="fail",
+        description=(
+            "When the primary is named but does not answer (its WAL position unknown): fail, "
+            "or warn and check the limits on what the standby alone shows (promoting blind)."
+        ),
+    )
+
+
+class PrimaryPosition(StrEnum):
+    """What is known of the primary's current WAL position."""
+
+    KNOWN = "known"  # the primary answered with it
+    UNKNOWN = "unknown"  # a primary was named and did not give it (no answer, or not primary)
+    NOT_ASKED = "not_asked"  # no primary named: measured on the standby by design
 
 
 @dataclass(frozen=True)
 class Lag:
-    """Lag figures; ``bytes`` is the worst of what the standby and the primary say."""
+    """Lag figures; ``bytes`` is the worst of what the standby and the primary say.
+
+    With the primary's position unknown, ``bytes`` is only what the standby received and
+    has not replayed: WAL it never received is not counted, so it is a lower bound.
+    """
 
     bytes: int
     seconds: float
     receive_lsn: str | None
     replay_lsn: str | None
     primary_lsn: str | None
-    primary_reachable: bool
+    primary_position: PrimaryPosition
+    #: Why the primary's position is unknown (None when it is known or not asked for).
+    unknown_because: str | None = None
+
+    @property
+    def primary_reachable(self) -> bool:
+        return self.primary_position is PrimaryPosition.KNOWN
 
     def as_outputs(self) -> dict[str, object]:
+        unknown = self.primary_position is PrimaryPosition.UNKNOWN
         return {
-            "lag_bytes": self.bytes, "lag_seconds": self.seconds, "receive_lsn": self.receive_lsn,
+            # Not a number when the primary's position is unknown: 0 would read as "caught up".
+            "lag_bytes": None if unknown else self.bytes, "standby_lag_bytes": self.standby_bytes,
+            "lag_seconds": self.seconds, "receive_lsn": self.receive_lsn,
             "replay_lsn": self.replay_lsn, "primary_lsn": self.primary_lsn,
+            "primary_position": str(self.primary_position),
             "primary_reachable": self.primary_reachable,
         }  # fmt: skip
+
+    @property
+    def standby_bytes(self) -> int:
+        """WAL the standby received and has not replayed."""
+        return max(0, (lsn(self.receive_lsn) or 0) - (lsn(self.replay_lsn) or 0))
+
+    def unknown_message(self) -> str:
+        """What an unknown primary position means for a promote (only when it is unknown)."""
+        return (
+            f"the primary's WAL position is unknown ({self.unknown_because}): the standby "
+            f"replayed to {self.replay_lsn} with {self.standby_bytes} bytes received and not "
+            "replayed, but WAL it never received cannot be counted, so the real lag is "
+            "unknown and promoting it may lose writes the primary acknowledged"
+        )
 
 
 def measure(ctx: StepContext, standby_dsn: str, primary_dsn: str | None) -> Lag:
@@ -61,21 +106,21 @@ def measure(ctx: StepContext, standby_dsn: str, primary_dsn: str | None) -> Lag:
             "standby: the server is not in recovery (not a standby, or already promoted)"
         )
     worst = max(0, (lsn(receive) or 0) - (lsn(replay) or 0))
-    primary_lsn = None
-    reachable = False
-    if primary_dsn is not None:
-        try:
-            with connect(primary_dsn, ctx, what="primary", read_only=True, cap=3.0) as conn:
-                if not scalar(conn, "SELECT pg_is_in_recovery()"):
-                    primary_lsn = scalar(conn, "SELECT pg_current_wal_lsn()::text")
-                    reachable = True
-        except Unreachable as exc:
-            # Measured on the standby alone then; the outputs say so, the log says why.
-            ctx.log(f"measuring on the standby only: {exc.message}")
-            reachable = False
-        if primary_lsn is not None:
-            worst = max(worst, (lsn(primary_lsn) or 0) - (lsn(replay) or 0))
-    return Lag(worst, round(float(seconds or 0), 3), receive, replay, primary_lsn, reachable)
+    seconds = round(float(seconds or 0), 3)
+    if primary_dsn is None:
+        return Lag(worst, seconds, receive, replay, None, PrimaryPosition.NOT_ASKED)
+    try:
+        with connect(primary_dsn, ctx, what="primary", read_only=True, cap=3.0) as conn:
+            if scalar(conn, "SELECT pg_is_in_recovery()"):
+                primary_lsn, because = None, "the server named as primary is in recovery"
+            else:
+                primary_lsn, because = scalar(conn, "SELECT pg_current_wal_lsn()::text"), None
+    except Unreachable as exc:
+        primary_lsn, because = None, f"{exc.message}; it does not answer"
+    if primary_lsn is None:
+        return Lag(worst, seconds, receive, replay, None, PrimaryPosition.UNKNOWN, because)
+    worst = max(worst, (lsn(primary_lsn) or 0) - (lsn(replay) or 0))
+    return Lag(worst, seconds, receive, replay, primary_lsn, PrimaryPosition.KNOWN)
 
 
 Ctx = PostgresContext[LagInputs]
@@ -85,9 +130,16 @@ class ReplicationLag(PostgresStep[LagInputs]):
     """Measure the standby's replay lag in bytes and seconds; fail above the limits.
 
     Measured on the standby (received vs replayed WAL) always, and against the
-    primary's current WAL position when the primary answers — the only way to see
-    WAL the standby has not even received. Publishes ``lag_bytes``, ``lag_seconds``,
-    ``replay_lsn`` and ``primary_reachable`` for later steps.
+    primary's current WAL position when a ``primary`` is named — the only way to see
+    WAL the standby has not even received. Publishes ``lag_bytes``,
+    ``standby_lag_bytes`` (received, not replayed), ``lag_seconds``, ``replay_lsn``,
+    ``primary_position`` (``known``, ``unknown``, ``not_asked``) and
+    ``primary_reachable`` for later steps.
+
+    A named primary that does not answer leaves its position ``unknown``: the lag is
+    then not a number (``lag_bytes`` is null, never 0), and the step fails unless
+    ``primary_unreachable: warn`` says to go on, with a warning, checking the limits on
+    the standby's figure alone — what promoting blind would rest on.
     """
 
     name = "postgres.replication_lag"
@@ -101,6 +153,8 @@ class ReplicationLag(PostgresStep[LagInputs]):
         if inputs.max_seconds is not None:
             limits.append(f"≤ {inputs.max_seconds:g}s")
         against = f" against {inputs.primary}" if inputs.primary else ""
+        if inputs.primary and inputs.primary_unreachable == "warn":
+            against += " (warn only if it does not answer)"
         return f"measure replication lag of {target}{against}" + (
             f" ({', '.join(limits)})" if limits else ""
         )
@@ -112,12 +166,21 @@ class ReplicationLag(PostgresStep[LagInputs]):
 
     def check(self, ctx: Ctx) -> str | None:
         lag = self._measure(ctx)
+        if lag.primary_position is PrimaryPosition.UNKNOWN:
+            if ctx.inputs.primary_unreachable == "fail":
+                raise StepError(_refusal(lag))
+            return f"lag unknown, {lag.standby_bytes} bytes on the standby alone: {lag.unknown_message()}"
         return f"lag is {lag.bytes} bytes, {lag.seconds:g}s"
 
     def verify(self, ctx: Ctx) -> bool:
-        """The lag is within the limits now (what ``wait: until`` polls for)."""
+        """The lag is within the limits now (what ``wait: until`` polls for).
+
+        An unknown primary position is not within any limit unless ``warn`` is set.
+        """
         inputs = ctx.inputs
         lag = self._measure(ctx)
+        if lag.primary_position is PrimaryPosition.UNKNOWN and inputs.primary_unreachable == "fail":
+            return False
         return (inputs.max_bytes is None or lag.bytes <= inputs.max_bytes) and (
             inputs.max_seconds is None or lag.seconds <= inputs.max_seconds
         )
@@ -127,11 +190,26 @@ class ReplicationLag(PostgresStep[LagInputs]):
         lag = self._measure(ctx)
         for key, value in lag.as_outputs().items():
             ctx.output(key, value)
-        source = "primary and standby" if lag.primary_reachable else "standby only"
-        ctx.log(f"lag {lag.bytes} bytes, {lag.seconds:g}s (measured on {source})")
+        if lag.primary_position is PrimaryPosition.UNKNOWN:
+            if inputs.primary_unreachable == "fail":
+                raise StepError(_refusal(lag))
+            ctx.log(
+                f"warning: {lag.unknown_message()}; primary_unreachable is warn, so the "
+                "limits are checked on the standby's figure alone"
+            )
+        else:
+            source = "primary and standby" if lag.primary_reachable else "standby only"
+            ctx.log(f"lag {lag.bytes} bytes, {lag.seconds:g}s (measured on {source})")
         if inputs.max_bytes is not None and lag.bytes > inputs.max_bytes:
             raise StepError(f"standby is {lag.bytes} bytes behind (limit {inputs.max_bytes})")
         if inputs.max_seconds is not None and lag.seconds > inputs.max_seconds:
             raise StepError(
                 f"standby replay is {lag.seconds:g}s behind (limit {inputs.max_seconds:g}s)"
             )
+
+
+def _refusal(lag: Lag) -> str:
+    return (
+        f"{lag.unknown_message()}. Reach the primary, or set primary_unreachable: warn to "
+        "accept promoting on the standby's figure alone"
+    )

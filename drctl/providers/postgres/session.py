@@ -8,6 +8,7 @@ exceptions become StepError here, once, keeping the cause.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ def connect(
     """An autocommit connection; ``read_only`` makes every transaction read-only."""
     import psycopg
 
+    parse_dsn(dsn, what)
     budget = max(0.5, min(ctx.remaining(), cap))
     options = f"-c statement_timeout={int(budget * 1000)}"
     if read_only:
@@ -44,6 +46,31 @@ def connect(
         raise StepError(f"{what}: {first_line(exc)}") from exc
 
 
+#: A quoted piece of libpq's parse error ("=" alone names the missing sign, keep it).
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def parse_dsn(dsn: str, what: str) -> dict[str, Any]:
+    """The DSN's parameters, or a StepError whose message never quotes the DSN.
+
+    libpq's parse errors quote the token they stopped at, which can be a piece of a
+    password (``missing "=" after "secondhalf"``) that masking cannot recognise: every
+    quoted piece is dropped from the message.
+    """
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        reason = _QUOTED.sub(lambda m: m[0] if m[0] == '"="' else '"…"', first_line(exc))
+        raise StepError(
+            f"{what}: the target's dsn is not a valid libpq connection string ({reason}; "
+            "the DSN's own text is left out, it may hold a password). Write it as key=value "
+            "pairs, values with spaces in single quotes, or as a postgresql:// URI"
+        ) from exc
+
+
 def target_dsn(ctx: StepContext, dsn: str, server: str | None) -> tuple[str, str | None]:
     """A DSN with its host resolved through the DNS ``server`` (``host:port``), if one is given.
 
@@ -51,9 +78,9 @@ def target_dsn(ctx: StepContext, dsn: str, server: str | None) -> tuple[str, str
     """
     if not server:
         return dsn, None
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.conninfo import make_conninfo
 
-    params = conninfo_to_dict(dsn)
+    params = parse_dsn(dsn, "postgres target")
     host = str(params.get("host") or "")
     address = _resolve_a(ctx, host, server)
     return make_conninfo(dsn, hostaddr=address), address
@@ -107,21 +134,34 @@ def is_read_only_error(exc: BaseException) -> bool:
 
 def writable(dsn: str, ctx: StepContext, what: str) -> bool | None:
     """Whether a fresh session can write: True, False (refused), None (no answer)."""
+    try:
+        return not refuses_writes(dsn, ctx, what)
+    except Unreachable:
+        return None
+
+
+def refuses_writes(dsn: str, ctx: StepContext, what: str) -> bool:
+    """Whether a fresh session is refused writes; ``Unreachable`` if the server does not answer.
+
+    A server that rejects the session with a ``reject`` line of pg_hba.conf (the hard
+    fence) answers: refused. Silence is not an answer either way, so it stays an error.
+    """
     import psycopg
 
     try:
         with connect(dsn, ctx, what=what, cap=5.0) as conn:
             if scalar(conn, "SELECT pg_is_in_recovery()"):
-                return False
+                return True
             try:
                 with conn.transaction():
                     conn.execute("CREATE TEMP TABLE drctl_fence_probe (x int) ON COMMIT DROP")
             except psycopg.errors.ReadOnlySqlTransaction:
-                return False
-            return True
+                return True
+            return False
     except Unreachable as exc:
-        # A server that rejects the session (the hard fence's pg_hba.conf) answers: refused.
-        return False if refused_by_hba(exc) else None
+        if refused_by_hba(exc):
+            return True
+        raise
 
 
 def refused_by_hba(exc: StepError) -> bool:
