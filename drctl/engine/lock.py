@@ -129,6 +129,16 @@ def _failed(count: int) -> str:
     return f"the store failed {count} heartbeat{'s' if count != 1 else ''}"
 
 
+def live_holder(store: StateStore, key: str, now: float, host: str) -> LockInfo | None:
+    """Who holds ``key`` with a lease that would refuse us (live, its process not gone)."""
+    holder = store.lock_info(key)
+    if holder is None or holder.lease_id is None:
+        return None
+    if holder.expires_at is not None and holder.expires_at <= now:
+        return None
+    return None if _holder_gone(holder, host) else holder
+
+
 def _holder_gone(holder: LockInfo, host: str) -> bool:
     """True if ``holder`` ran on this host and its process no longer exists."""
     if holder.host != host or holder.pid is None:

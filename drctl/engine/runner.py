@@ -21,7 +21,7 @@ from drctl.engine import events as ev
 from drctl.engine.clock import Clock, SystemClock
 from drctl.engine.executor import Controls, Executor, GateDecider, Interrupts, Options, Outcome
 from drctl.engine.journal import Journal
-from drctl.engine.lock import RunLock
+from drctl.engine.lock import RunLock, live_holder
 from drctl.engine.redact import Redactor
 from drctl.engine.replay import RunState, replay
 from drctl.engine.runs import (
@@ -35,7 +35,7 @@ from drctl.engine.runs import (
 )
 from drctl.engine.secrets import resolve_plan_secrets
 from drctl.engine.status import RunStatus
-from drctl.errors import ResumeRefused
+from drctl.errors import LockHeld, ResumeRefused
 from drctl.state.base import RunRecord, StateStore, dumps
 
 #: Called with the run id once the run holds its lock and is journaled, before its first step.
@@ -97,9 +97,15 @@ class Runner:
                 return run_id, executor.dry_run()
             finally:
                 close_sinks(journal)
-        # Refused before the lock is touched: a refusal after taking over a dead holder's
-        # lease would leave that takeover journaled nowhere (the run is never created).
-        refuse_if_unfinished(store, plan.name, lock_key)
+        # A dead holder's unfinished run is refused before its lease is touched: a refusal
+        # after taking the lease over would leave that takeover journaled nowhere. A live
+        # holder is left to acquire, which names it (exit 3).
+        try:
+            refuse_if_unfinished(store, plan.name, lock_key)
+        except LockHeld:
+            # Read after the runs: a run's record exists only once its lock was taken.
+            if live_holder(store, lock_key, clock.now(), me.host) is None:
+                raise
         lock = RunLock(store, clock)
         taken = lock.acquire(lock_key, run_id, me.user, me.host, me.pid)
         live: Journal | None = None
