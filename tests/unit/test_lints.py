@@ -8,6 +8,7 @@ import pytest
 
 from drctl.compiler.compile import compile_runbook
 from drctl.errors import RunbookInvalid
+from tests.conftest import run_cli
 
 HEAD = """
 apiVersion: drctl/v1
@@ -138,3 +139,59 @@ steps:
 """
     )
     assert lint_codes(write_runbook(body)) == []
+
+
+def test_a_fence_under_on_failure_continue_does_not_satisfy_dr001(
+    write_runbook: Callable[..., str],
+) -> None:
+    """`drctl validate` exits 2 with DR001 naming the fence that may fail and why it does not count."""
+    steps = (
+        step("lag", "lag_check")
+        + step("fence", "fence", extra=", on_failure: continue")
+        + step("promote", "promote")
+    )
+    result = run_cli("validate", write_runbook(HEAD + "steps:\n" + steps))
+    assert result.returncode == 2, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert "DR001" in out
+    assert "fence step 'fence' has on_failure: continue" in out
+    assert "Traceback" not in out
+
+
+def test_a_fence_behind_a_when_the_promote_does_not_share_does_not_satisfy_dr001(
+    write_runbook: Callable[..., str],
+) -> None:
+    """A fence behind its own `when:` may be skipped while the promote runs: DR001 names it."""
+    # It depends on an earlier step's output, so only the run decides it.
+    when = ', when: "{{ steps.lag.outputs.fence }}"'
+    steps = (
+        step("lag", "lag_check") + step("fence", "fence", extra=when) + step("promote", "promote")
+    )
+    try:
+        compile_runbook(write_runbook(HEAD + "steps:\n" + steps))
+    except RunbookInvalid as exc:
+        found = [d for d in exc.diagnostics if d.code == "DR001"]
+    else:
+        found = []
+    assert len(found) == 1, "a fence that may be skipped satisfied DR001"
+    assert "fence step 'fence' runs only when" in found[0].message
+    assert "does not share" in found[0].message
+
+
+@pytest.mark.parametrize(
+    "fence_extra",
+    [", on_failure: abort", ', when: "{{ steps.lag.outputs.go }}"', ", on_failure: {run: stop}"],
+    ids=["abort", "shared-when", "fallback"],
+)
+def test_a_fence_that_cannot_be_skipped_on_the_promotes_path_satisfies_dr001(
+    write_runbook: Callable[..., str], fence_extra: str
+) -> None:
+    """A fence that stops the run when it fails, or shares the promote's `when:`, counts."""
+    promote_extra = ', when: "{{ steps.lag.outputs.go }}"' if "when" in fence_extra else ""
+    steps = (
+        step("lag", "lag_check")
+        + step("fence", "fence", extra=fence_extra)
+        + step("promote", "promote", extra=promote_extra)
+    )
+    fallbacks = "fallbacks:\n" + step("stop", "fence")
+    assert lint_codes(write_runbook(HEAD + "steps:\n" + steps + fallbacks)) == []
