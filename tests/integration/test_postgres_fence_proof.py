@@ -73,7 +73,7 @@ def test_promote_refuses_after_a_fence_that_failed_under_continue(
     sandbox: Pair,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """A fence that failed under on_failure: continue makes the next promote refuse, naming it."""
+    """A fence that failed under on_failure: continue, or was skipped, makes the promote refuse, naming it."""
     pair = sandbox
     nobody = f"host=127.0.0.1 port={free_port()} dbname=postgres user=postgres connect_timeout=2"
     assert not answers(nobody)
@@ -90,6 +90,19 @@ def test_promote_refuses_after_a_fence_that_failed_under_continue(
     assert "--reapply fence" in refused.stderr, explain(refused)
     assert "Traceback" not in refused.stderr
     _still_two_roles(pair, "after_ignored_fence")
+
+    # A fence skipped by its ``when:`` proves nothing either.
+    skipped = _run(
+        tmp_path,
+        "fence-skipped",
+        "  - {id: fence, type: postgres.fence, target: old_primary, when: false,"
+        " with: {mode: read_only}}\n" + _PROMOTE,
+        _target(pair, pair.node1),
+        _target(pair, pair.node2),
+    )
+    assert skipped.returncode == 1, explain(skipped)
+    assert "fence step fence (fencing old_primary) was skipped" in skipped.stderr
+    _still_two_roles(pair, "after_skipped_fence")
 
 
 @pytest.mark.integration

@@ -156,6 +156,15 @@ def test_a_fence_under_on_failure_continue_does_not_satisfy_dr001(
     assert "DR001" in out
     assert "fence step 'fence' has on_failure: continue" in out
     assert "Traceback" not in out
+    # A fence that stops the run when it fails, or hands over to a fallback, still counts.
+    for extra in (", on_failure: abort", ", on_failure: {run: stop}"):
+        steps = (
+            step("lag", "lag_check")
+            + step("fence", "fence", extra=extra)
+            + step("promote", "promote")
+        )
+        fallbacks = "fallbacks:\n" + step("stop", "fence")
+        assert lint_codes(write_runbook(HEAD + "steps:\n" + steps + fallbacks)) == [], extra
 
 
 def test_a_fence_behind_a_when_the_promote_does_not_share_does_not_satisfy_dr001(
@@ -176,22 +185,7 @@ def test_a_fence_behind_a_when_the_promote_does_not_share_does_not_satisfy_dr001
     assert len(found) == 1, "a fence that may be skipped satisfied DR001"
     assert "fence step 'fence' runs only when" in found[0].message
     assert "does not share" in found[0].message
-
-
-@pytest.mark.parametrize(
-    "fence_extra",
-    [", on_failure: abort", ', when: "{{ steps.lag.outputs.go }}"', ", on_failure: {run: stop}"],
-    ids=["abort", "shared-when", "fallback"],
-)
-def test_a_fence_that_cannot_be_skipped_on_the_promotes_path_satisfies_dr001(
-    write_runbook: Callable[..., str], fence_extra: str
-) -> None:
-    """A fence that stops the run when it fails, or shares the promote's `when:`, counts."""
-    promote_extra = ', when: "{{ steps.lag.outputs.go }}"' if "when" in fence_extra else ""
-    steps = (
-        step("lag", "lag_check")
-        + step("fence", "fence", extra=fence_extra)
-        + step("promote", "promote", extra=promote_extra)
-    )
-    fallbacks = "fallbacks:\n" + step("stop", "fence")
-    assert lint_codes(write_runbook(HEAD + "steps:\n" + steps + fallbacks)) == []
+    # The same condition on the promote: both run or neither does, so the fence counts.
+    shared = step("lag", "lag_check") + step("fence", "fence", extra=when)
+    shared += step("promote", "promote", extra=when)
+    assert lint_codes(write_runbook(HEAD + "steps:\n" + shared)) == []
