@@ -87,7 +87,7 @@ def test_promote_refuses_after_a_fence_that_failed_under_continue(
     assert refused.returncode == 1, explain(refused)
     assert "refusing to promote: fence step fence (fencing old_primary) failed" in refused.stderr
     assert "on_failure: continue" in refused.stderr
-    assert "--reapply fence" in refused.stderr, explain(refused)
+    assert "drctl abort" in refused.stderr and "force: true" in refused.stderr, explain(refused)
     assert "Traceback" not in refused.stderr
     _still_two_roles(pair, "after_ignored_fence")
 

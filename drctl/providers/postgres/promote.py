@@ -152,9 +152,10 @@ class Promote(PostgresStep[PromoteInputs]):
             raise StepError(
                 f"refusing to promote: fence step {bad.step_id}{fencing} {_ENDED[bad.status]} "
                 f"(status {bad.status.value}), so nothing proves the old primary cannot take "
-                "writes — a fence that failed is no fence. Make the fence take effect and run "
-                f"it again (drctl resume RUN_ID --reapply {bad.step_id}), or, knowing the old "
-                "primary is down, set force: true on this step and acknowledge DR001."
+                "writes — a fence that failed is no fence. Fix what stopped the fence, then "
+                f"run it again: give this run up (drctl abort {ctx.run_id} --reason …) and run "
+                "the runbook anew; or, only if you know the old primary cannot take writes, "
+                "set force: true on this step and acknowledge DR001."
             )
         if not fences and not ctx.inputs.old_primary:
             raise StepError(
