@@ -14,12 +14,13 @@ it to the step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, overload
 
 from drctl.errors import Cancelled, StepError
 from drctl.runbook.targets import TARGET_TYPES, TargetModel
 from drctl.steps.base import (
+    FenceRecord,
     I,
     J,
     M,
@@ -55,6 +56,7 @@ class FakeContext(Generic[I, T]):
         dry_run: bool = False,
         step_id: str = "step",
         attempt: int = 1,
+        fences: Sequence[FenceRecord] = (),
     ) -> None: ...
 
     @overload
@@ -69,6 +71,7 @@ class FakeContext(Generic[I, T]):
         dry_run: bool = False,
         step_id: str = "step",
         attempt: int = 1,
+        fences: Sequence[FenceRecord] = (),
     ) -> None: ...
 
     @overload
@@ -83,6 +86,7 @@ class FakeContext(Generic[I, T]):
         dry_run: bool = False,
         step_id: str = "step",
         attempt: int = 1,
+        fences: Sequence[FenceRecord] = (),
     ) -> None: ...
 
     def __init__(
@@ -96,6 +100,7 @@ class FakeContext(Generic[I, T]):
         dry_run: bool = False,
         step_id: str = "step",
         attempt: int = 1,
+        fences: Sequence[FenceRecord] = (),
     ) -> None:
         self.step_id = step_id
         self.attempt = attempt
@@ -112,6 +117,8 @@ class FakeContext(Generic[I, T]):
         self.elapsed = 0.0
         self.timeout = timeout
         self.cancel_requested = False
+        #: What ``fences()`` answers: the fence steps this step is to see as run before it.
+        self.fence_records: tuple[FenceRecord, ...] = tuple(fences)
 
     def record(self, key: str, value: Any) -> None:
         self.recorded[key] = value
@@ -165,9 +172,16 @@ class FakeContext(Generic[I, T]):
         found = self.targets[name]
         return found if kind is None else target_of(name, found, kind)
 
+    def fences(self) -> tuple[FenceRecord, ...]:
+        return self.fence_records
+
     def derive(self, inputs: J, target: U) -> StepContext[J, U]:
         child: FakeContext[J, U] = FakeContext(
-            inputs, target=target, targets=self.targets, timeout=self.remaining()
+            inputs,
+            target=target,
+            targets=self.targets,
+            timeout=self.remaining(),
+            fences=self.fence_records,
         )
         # One clock and one record of sleeps for the step and what it runs inside it.
         child.slept = self.slept

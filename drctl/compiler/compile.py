@@ -446,6 +446,8 @@ class _Compiler:
                 verifies=derived.verifies,
                 forced=derived.forced,
                 accepts_data_loss=derived.accepts_data_loss,
+                continues_on_failure=on_failure.policy is FailurePolicy.CONTINUE,
+                when=when,
             )
             out.append(_Instance(compiled, spec, loc, subject, step_refs))
         return out

@@ -4,7 +4,9 @@ Lints read step roles (declared by step types), never type names, so a plugin's
 promote step is held to the same rules as the built-in one. A lint is an error
 unless the runbook acknowledges it, on the step or for the whole runbook.
 
-DR001  promote with no fence of the old primary before it (or a forced promote)
+DR001  promote with no fence of the old primary before it that cannot be skipped (one
+       under ``on_failure: continue`` or behind a ``when:`` the promote does not share
+       does not count), or a forced promote
 DR002  promote with no lag / data-loss check before it (or accept_data_loss)
 DR003  traffic repointed without depending on the promote
 DR004  mutating step with no verification (its own verify, or a verify step after it)
@@ -20,7 +22,7 @@ from drctl.compiler.graph import bitset, has
 from drctl.steps.base import Role
 
 TITLES = {
-    "DR001": "promote without a fence of the old primary before it",
+    "DR001": "promote without a fence of the old primary before it that cannot be skipped",
     "DR002": "promote without a replication-lag or data-loss check before it",
     "DR003": "traffic repointed before the promote it depends on",
     "DR004": "mutating step without verification",
@@ -38,6 +40,25 @@ class LintSubject:
     verifies: bool
     forced: bool
     accepts_data_loss: bool
+    #: ``on_failure: continue``: the run goes on when this step fails.
+    continues_on_failure: bool = False
+    #: The step's ``when`` as compiled: None or True runs it always.
+    when: bool | str | None = None
+
+
+def _unsound_fence(fence: LintSubject, promote: LintSubject) -> str | None:
+    """Why ``fence`` may not have taken effect when ``promote`` runs; None if it must have."""
+    if fence.continues_on_failure:
+        return (
+            f"fence step {fence.id!r} has on_failure: continue, so the run goes on (and "
+            "promotes) when it fails"
+        )
+    if fence.when is not None and fence.when is not True and fence.when != promote.when:
+        return (
+            f"fence step {fence.id!r} runs only when {fence.when!r}, a condition "
+            f"{promote.base_id} does not share, so it may be skipped while the promote runs"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,16 @@ def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> l
                 )
             elif not anc & with_role.get(Role.FENCE, 0):
                 add("DR001", s, f"{s.base_id}: promotes with no fence step before it")
+            else:
+                fences = [order[i] for i in at_role[Role.FENCE] if has(anc, i)]
+                why = [_unsound_fence(f, s) for f in fences]
+                if all(w is not None for w in why):
+                    add(
+                        "DR001",
+                        s,
+                        f"{s.base_id}: promotes with no fence before it that cannot be skipped: "
+                        + "; ".join(w for w in why if w is not None),
+                    )
             if not s.accepts_data_loss and not anc & with_role.get(Role.LAG_CHECK, 0):
                 add("DR002", s, f"{s.base_id}: promotes with no replication-lag check before it")
         if s.accepts_data_loss:

@@ -6,12 +6,68 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, overload
 
+from drctl.compiler.plan import Plan
 from drctl.engine import events as ev
 from drctl.engine.clock import Clock
 from drctl.engine.journal import Journal
+from drctl.engine.status import StepStatus
 from drctl.errors import Cancelled, StepError
 from drctl.runbook.targets import TargetModel
-from drctl.steps.base import I, J, M, Polled, R, StepContext, T, U, poll, target_of
+from drctl.steps.base import (
+    FenceRecord,
+    FenceStatus,
+    I,
+    J,
+    M,
+    Polled,
+    R,
+    Role,
+    StepContext,
+    T,
+    U,
+    poll,
+    target_of,
+)
+
+#: How the engine's step states read to a step type; anything else has not run.
+_FENCE_STATUS = {
+    StepStatus.SUCCEEDED: FenceStatus.SUCCEEDED,
+    StepStatus.RECOVERED: FenceStatus.RECOVERED,
+    StepStatus.FAILED: FenceStatus.FAILED,
+    StepStatus.IGNORED: FenceStatus.IGNORED,
+    StepStatus.SKIPPED: FenceStatus.SKIPPED,
+    StepStatus.RUNNING: FenceStatus.IN_DOUBT,
+    StepStatus.RETRYING: FenceStatus.IN_DOUBT,
+    StepStatus.UNDOING: FenceStatus.IN_DOUBT,
+    StepStatus.UNDONE: FenceStatus.FAILED,
+}
+
+
+def fence_status(status: object) -> FenceStatus:
+    """A step's state as the executor holds it (a StepStatus, or a halt such as in doubt)."""
+    if isinstance(status, StepStatus):
+        return _FENCE_STATUS.get(status, FenceStatus.PENDING)
+    # The executor's halts (cancelled, in doubt, lock lost) all leave the step in doubt.
+    return FenceStatus.PENDING if status is None else FenceStatus.IN_DOUBT
+
+
+def fences_before(
+    plan: Plan, step_id: str, status: Mapping[str, object]
+) -> tuple[FenceRecord, ...]:
+    """The fence-role steps ``step_id`` waits for (transitively), with their states now."""
+    by_id = {s.id: s for s in (*plan.steps, *plan.fallbacks)}
+    path: set[str] = set()
+    todo = list(by_id[step_id].requires) if step_id in by_id else []
+    while todo:
+        sid = todo.pop()
+        if sid not in path and sid in by_id:
+            path.add(sid)
+            todo.extend(by_id[sid].requires)
+    return tuple(
+        FenceRecord(s.id, s.target, fence_status(status.get(s.id)))
+        for s in plan.steps
+        if s.id in path and Role.FENCE.value in s.roles
+    )
 
 
 class StepRun(Generic[I, T]):
@@ -33,6 +89,7 @@ class StepRun(Generic[I, T]):
         dry_run: bool = False,
         run_id: str = "",
         runbook: str = "",
+        fences: Callable[[], tuple[FenceRecord, ...]] = tuple,
     ) -> None:
         self.step_id = step_id
         self.attempt = attempt
@@ -49,6 +106,7 @@ class StepRun(Generic[I, T]):
         self._clock = clock
         self._deadline = deadline
         self._cancel = cancel
+        self._fences = fences
         #: Set when the engine gave up on this attempt (timeout): its late writes are dropped.
         self.abandoned = threading.Event()
 
@@ -70,10 +128,14 @@ class StepRun(Generic[I, T]):
             step_id=self.step_id, attempt=self.attempt, inputs=inputs, target=target,
             targets=self._targets, recorded={}, journal=self._journal, clock=self._clock,
             deadline=self._deadline, cancel=self._cancel, dry_run=self.dry_run,
-            run_id=self.run_id, runbook=self.runbook,
+            run_id=self.run_id, runbook=self.runbook, fences=self._fences,
         )  # fmt: skip
         child.abandoned = self.abandoned
         return child
+
+    def fences(self) -> tuple[FenceRecord, ...]:
+        """Read at the time of the call: the executor updates step states as they end."""
+        return self._fences()
 
     def record(self, key: str, value: Any) -> None:
         if self.dry_run:

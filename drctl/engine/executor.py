@@ -34,7 +34,7 @@ from drctl.compiler.templating import TemplateProblem, render
 from drctl.engine import events as ev
 from drctl.engine import faults
 from drctl.engine.clock import Clock
-from drctl.engine.context import StepRun
+from drctl.engine.context import StepRun, fences_before
 from drctl.engine.journal import Journal
 from drctl.engine.replay import RunState, StepState
 from drctl.engine.secrets import Secrets
@@ -150,6 +150,8 @@ class Executor:
         self.lock_lost = controls.lock_lost or threading.Event()
         #: The inputs last validated for each runbook step, by (type, rendered inputs).
         self._validated: dict[str, tuple[tuple[str, str], StepInputs]] = {}
+        #: Each step's state as the scheduler knows it, read by a promote (``ctx.fences()``).
+        self._status: dict[str, StepStatus | Halt] = {}
         for sid, s in state.steps.items():
             if s.done:
                 self.x.outputs[sid] = s.outputs
@@ -165,6 +167,7 @@ class Executor:
             s.id: self.state.step(s.id).status if self.state.step(s.id).done else StepStatus.PENDING
             for s in plan.steps
         }
+        self._status = status
         index = {s.id: i for i, s in enumerate(plan.steps)}
         waiting_on = {
             s.id: sum(1 for d in s.requires if not _done(status.get(d))) for s in plan.steps
@@ -560,6 +563,7 @@ class Executor:
             recorded=recorded, journal=x.journal, clock=x.clock,
             deadline=x.clock.monotonic() + step.timeout, cancel=x.interrupts.cancel,
             dry_run=dry_run, run_id=x.journal.run_id, runbook=x.plan.name,
+            fences=functools.partial(fences_before, x.plan, step.id, self._status),
         )  # fmt: skip
 
     def _bounded(

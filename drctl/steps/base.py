@@ -98,6 +98,36 @@ class Polled(Generic[R]):
         return self.value is not None
 
 
+class FenceStatus(StrEnum):
+    """Where a fence step of this run stands, as the engine knows it (StepStatus's words).
+
+    Step types cannot see the engine's StepStatus, so the engine translates to this.
+    """
+
+    SUCCEEDED = "succeeded"
+    RECOVERED = "recovered"  # failed, and its fallback step succeeded
+    FAILED = "failed"
+    IGNORED = "ignored"  # failed, under ``on_failure: continue``
+    SKIPPED = "skipped"
+    IN_DOUBT = "in_doubt"  # started, no outcome known
+    PENDING = "pending"  # not run (yet)
+
+    @property
+    def proven(self) -> bool:
+        """The fence took effect: its own verify passed, or its fallback's did."""
+        return self in (FenceStatus.SUCCEEDED, FenceStatus.RECOVERED)
+
+
+@dataclass(frozen=True)
+class FenceRecord:
+    """One fence-role step on this step's path (one it waits for), and how it ended."""
+
+    step_id: str
+    #: The target the fence acts on; None for a fence step without one.
+    target: str | None
+    status: FenceStatus
+
+
 class StepContext(Protocol[I_co, T_co]):
     """What the engine hands a step type while it runs one attempt of one step.
 
@@ -183,6 +213,14 @@ class StepContext(Protocol[I_co, T_co]):
 
     def derive(self, inputs: J, target: U) -> StepContext[J, U]:
         """A context for running another step type's check/verify inside this step."""
+
+    def fences(self) -> tuple[FenceRecord, ...]:
+        """This run's fence-role steps that this step waits for, in plan order, as they ended.
+
+        A promote reads this so that a fence that failed (even one ignored under
+        ``on_failure: continue``), was skipped or is in doubt never counts as a fence.
+        Empty in a dry run's checks of steps whose fences have not run.
+        """
 
 
 def poll(

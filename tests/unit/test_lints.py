@@ -8,6 +8,7 @@ import pytest
 
 from drctl.compiler.compile import compile_runbook
 from drctl.errors import RunbookInvalid
+from tests.conftest import run_cli
 
 HEAD = """
 apiVersion: drctl/v1
@@ -138,3 +139,53 @@ steps:
 """
     )
     assert lint_codes(write_runbook(body)) == []
+
+
+def test_a_fence_under_on_failure_continue_does_not_satisfy_dr001(
+    write_runbook: Callable[..., str],
+) -> None:
+    """`drctl validate` exits 2 with DR001 naming the fence that may fail and why it does not count."""
+    steps = (
+        step("lag", "lag_check")
+        + step("fence", "fence", extra=", on_failure: continue")
+        + step("promote", "promote")
+    )
+    result = run_cli("validate", write_runbook(HEAD + "steps:\n" + steps))
+    assert result.returncode == 2, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert "DR001" in out
+    assert "fence step 'fence' has on_failure: continue" in out
+    assert "Traceback" not in out
+    # A fence that stops the run when it fails, or hands over to a fallback, still counts.
+    for extra in (", on_failure: abort", ", on_failure: {run: stop}"):
+        steps = (
+            step("lag", "lag_check")
+            + step("fence", "fence", extra=extra)
+            + step("promote", "promote")
+        )
+        fallbacks = "fallbacks:\n" + step("stop", "fence")
+        assert lint_codes(write_runbook(HEAD + "steps:\n" + steps + fallbacks)) == [], extra
+
+
+def test_a_fence_behind_a_when_the_promote_does_not_share_does_not_satisfy_dr001(
+    write_runbook: Callable[..., str],
+) -> None:
+    """A fence behind its own `when:` may be skipped while the promote runs: DR001 names it."""
+    # It depends on an earlier step's output, so only the run decides it.
+    when = ', when: "{{ steps.lag.outputs.fence }}"'
+    steps = (
+        step("lag", "lag_check") + step("fence", "fence", extra=when) + step("promote", "promote")
+    )
+    try:
+        compile_runbook(write_runbook(HEAD + "steps:\n" + steps))
+    except RunbookInvalid as exc:
+        found = [d for d in exc.diagnostics if d.code == "DR001"]
+    else:
+        found = []
+    assert len(found) == 1, "a fence that may be skipped satisfied DR001"
+    assert "fence step 'fence' runs only when" in found[0].message
+    assert "does not share" in found[0].message
+    # The same condition on the promote: both run or neither does, so the fence counts.
+    shared = step("lag", "lag_check") + step("fence", "fence", extra=when)
+    shared += step("promote", "promote", extra=when)
+    assert lint_codes(write_runbook(HEAD + "steps:\n" + shared)) == []

@@ -15,7 +15,7 @@ from drctl.providers.postgres.session import (
     writable,
 )
 from drctl.runbook.targets import PostgresTarget
-from drctl.steps.base import Role, StepInputs
+from drctl.steps.base import FenceStatus, Role, StepInputs
 
 PROBE_TABLE = "drctl_probe"
 CREATE_PROBE = (
@@ -56,6 +56,18 @@ class PromoteInputs(StepInputs):
     )
 
 
+#: How an unproven fence ended, in the promote's refusal.
+_ENDED = {
+    FenceStatus.FAILED: "failed",
+    FenceStatus.IGNORED: "failed (ignored under on_failure: continue)",
+    FenceStatus.SKIPPED: "was skipped",
+    FenceStatus.IN_DOUBT: "is in doubt (started, no outcome)",
+    FenceStatus.PENDING: "has not run",
+    FenceStatus.SUCCEEDED: "succeeded",
+    FenceStatus.RECOVERED: "was recovered by its fallback",
+}
+
+
 def current_timeline(conn: object) -> int:
     """The timeline a server is on now (in recovery: the one it receives)."""
     if scalar(conn, "SELECT pg_is_in_recovery()"):
@@ -79,6 +91,10 @@ class Promote(PostgresStep[PromoteInputs]):
     after waiting ``catchup_seconds``, unless ``accept_data_loss: true``; and when the
     ``old_primary`` still accepts writes or cannot be shown to be fenced (it does not
     answer and is not a local server known to be stopped), unless ``force: true``.
+    It also reads this run's journal, whatever the lints said: a fence step it waits for
+    that failed (even under ``on_failure: continue``), was skipped or is in doubt makes
+    it refuse, naming that step; without ``old_primary`` it refuses unless a fence step it
+    waits for succeeded, since it cannot know otherwise which server it replaces.
     ``verify``: not in recovery, on a newer timeline than before, and a write succeeds.
     Running it on a server that is already primary does nothing.
     """
@@ -106,9 +122,49 @@ class Promote(PostgresStep[PromoteInputs]):
         with connect(ctx.target.dsn, ctx, what="standby", read_only=True) as conn:
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 return "already primary: nothing to promote"
+        fenced = self._journaled_fences(ctx)
         lag = self._lag_within_limit(ctx)
         fence = self._fence_proof(ctx)
+        if fenced and not ctx.inputs.old_primary:
+            fence = fenced
         return f"promote (lag {lag.bytes} bytes; {fence})"
+
+    def _journaled_fences(self, ctx: Ctx) -> str:
+        """Refuse when a fence this step waits for did not take effect, whatever the lints said.
+
+        Returns the proof the journal gives ("" when it gives none). A dry run's fences
+        have not run, so there it only says what the run will need.
+        """
+        if ctx.dry_run:
+            return ""
+        fences = ctx.fences()
+        unproven = [f for f in fences if not f.status.proven]
+        if ctx.inputs.force:
+            if unproven:
+                ctx.log(
+                    f"force is set: promoting although fence step {unproven[0].step_id} "
+                    f"{_ENDED[unproven[0].status]}"
+                )
+            return ""
+        if unproven:
+            bad = unproven[0]
+            fencing = f" (fencing {bad.target})" if bad.target else ""
+            raise StepError(
+                f"refusing to promote: fence step {bad.step_id}{fencing} {_ENDED[bad.status]} "
+                f"(status {bad.status.value}), so nothing proves the old primary cannot take "
+                "writes — a fence that failed is no fence. Fix what stopped the fence, then "
+                f"run it again: give this run up (drctl abort {ctx.run_id} --reason …) and run "
+                "the runbook anew; or, only if you know the old primary cannot take writes, "
+                "set force: true on this step and acknowledge DR001."
+            )
+        if not fences and not ctx.inputs.old_primary:
+            raise StepError(
+                "refusing to promote: no old_primary is named and no fence step of this run "
+                "ran before this step, so there is no telling which server this replaces or "
+                "that it is fenced. Name old_primary, add a fence step this step requires, or "
+                "set force: true (lint DR001)."
+            )
+        return "fenced by " + ", ".join(f.step_id for f in fences) if fences else ""
 
     def _lag_within_limit(self, ctx: Ctx) -> Lag:
         inputs = ctx.inputs
