@@ -257,6 +257,15 @@ class Topology:
     def target(self, node: Node) -> dict[str, str]:
         return node.target(self.bin_dir, self.os_user)
 
+    def target_yaml(self, node: Node, **override: Any) -> str:
+        """``node``'s target as an inline YAML mapping for a runbook (None drops a field)."""
+        fields = {**self.target(node), **override}
+        return (
+            "{"
+            + ", ".join(f"{k}: {_yaml_str(v)}" for k, v in fields.items() if v is not None)
+            + "}"
+        )
+
     def pg_ctl_running(self, node: Node) -> bool:
         from drctl.sandbox.pgnode import as_user
 
@@ -488,3 +497,7 @@ class RealContext(FakeContext):
     def sleep(self, seconds: float) -> None:
         super().sleep(seconds)
         time.sleep(max(0.0, min(seconds, self.remaining())))
+
+
+def _yaml_str(value: object) -> str:
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

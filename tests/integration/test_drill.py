@@ -51,15 +51,6 @@ steps:
 """
 
 
-def _q(value: object) -> str:
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _target(pair: Pair, node: object) -> str:
-    fields = pair.target(node)  # type: ignore[arg-type]
-    return "{" + ", ".join(f"{k}: {_q(v)}" for k, v in fields.items()) + "}"
-
-
 def _app_dsn(pair: Pair) -> tuple[str, str]:
     """The DSN an application uses (the sandbox's DNS name) and the DNS server to resolve it."""
     params = pair.params()
@@ -184,7 +175,9 @@ def test_drill_with_lagging_standby_loses_writes_and_fails(sandbox: Pair, tmp_pa
     pair = sandbox
     runbook = tmp_path / "lossy.yaml"
     runbook.write_text(
-        _LOSSY_RUNBOOK.format(old=_target(pair, pair.node1), standby=_target(pair, pair.node2))
+        _LOSSY_RUNBOOK.format(
+            old=pair.target_yaml(pair.node1), standby=pair.target_yaml(pair.node2)
+        )
     )
     execute(pair.node1.dsn, TABLE_SQL)
     wait_replayed(pair.node1.dsn, pair.node2.dsn)

@@ -222,15 +222,6 @@ steps:
 """
 
 
-def _target(pair: Pair, node: Any, **override: Any) -> str:
-    fields = {**pair.target(node), **override}
-    return "{" + ", ".join(f"{k}: {_q(v)}" for k, v in fields.items() if v is not None) + "}"
-
-
-def _q(value: Any) -> str:
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _write(tmp_path: Path, name: str, steps: str, old: str, standby: str) -> str:
     path = tmp_path / f"{name}.yaml"
     path.write_text(_LAG_RUNBOOK.format(name=name, old=old, standby=standby, steps=steps))
@@ -248,7 +239,7 @@ def test_lagging_standby_refuses_promotion_unless_data_loss_accepted(
 ) -> None:
     """With replay paused on the standby, promote fails with exit 1 naming the lag; accept_data_loss proceeds."""
     pair = sandbox
-    old, standby = _target(pair, pair.node1), _target(pair, pair.node2)
+    old, standby = pair.target_yaml(pair.node1), pair.target_yaml(pair.node2)
     execute(pair.node2.dsn, "SELECT pg_wal_replay_pause()")
     wait_for(
         "replay to pause on the standby",
@@ -311,10 +302,10 @@ def test_unreachable_old_primary_fence_stop_fails_and_promote_needs_force(
     pair = sandbox
     nobody = f"host=127.0.0.1 port={free_port()} dbname=postgres user=postgres connect_timeout=2"
     assert not answers(nobody)
-    standby = _target(pair, pair.node2)
+    standby = pair.target_yaml(pair.node2)
     # The old primary's host is gone: its DSN does not answer, its data directory is not here.
-    gone = _target(pair, pair.node1, dsn=nobody, data_dir=str(tmp_path / "elsewhere" / "node1"))
-    remote = _target(pair, pair.node1, dsn=nobody, data_dir=None)
+    gone = pair.target_yaml(pair.node1, dsn=nobody, data_dir=str(tmp_path / "elsewhere" / "node1"))
+    remote = pair.target_yaml(pair.node1, dsn=nobody, data_dir=None)
 
     fence = _write(
         tmp_path,

@@ -46,15 +46,6 @@ _PROMOTE = (
 )
 
 
-def _q(value: Any) -> str:
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _target(pair: Pair, node: Any, **override: Any) -> str:
-    fields = {**pair.target(node), **override}
-    return "{" + ", ".join(f"{k}: {_q(v)}" for k, v in fields.items() if v is not None) + "}"
-
-
 def _run(tmp_path: Path, name: str, steps: str, old: str, standby: str) -> Any:
     path = tmp_path / f"{name}.yaml"
     path.write_text(_RUNBOOK.format(name=name, old=old, standby=standby, steps=steps))
@@ -78,12 +69,12 @@ def test_promote_refuses_after_a_fence_that_failed_under_continue(
     nobody = f"host=127.0.0.1 port={free_port()} dbname=postgres user=postgres connect_timeout=2"
     assert not answers(nobody)
     # The fence's target points at a closed port: it fails, and the real primary is untouched.
-    wrong = _target(pair, pair.node1, dsn=nobody, data_dir=None)
+    wrong = pair.target_yaml(pair.node1, dsn=nobody, data_dir=None)
     steps = (
         "  - id: fence\n    type: postgres.fence\n    target: old_primary\n"
         "    with: {mode: read_only}\n    on_failure: continue\n" + _PROMOTE
     )
-    refused = _run(tmp_path, "fence-ignored", steps, wrong, _target(pair, pair.node2))
+    refused = _run(tmp_path, "fence-ignored", steps, wrong, pair.target_yaml(pair.node2))
     assert refused.returncode == 1, explain(refused)
     assert "refusing to promote: fence step fence (fencing old_primary) failed" in refused.stderr
     assert "on_failure: continue" in refused.stderr
@@ -97,8 +88,8 @@ def test_promote_refuses_after_a_fence_that_failed_under_continue(
         "fence-skipped",
         "  - {id: fence, type: postgres.fence, target: old_primary, when: false,"
         " with: {mode: read_only}}\n" + _PROMOTE,
-        _target(pair, pair.node1),
-        _target(pair, pair.node2),
+        pair.target_yaml(pair.node1),
+        pair.target_yaml(pair.node2),
     )
     assert skipped.returncode == 1, explain(skipped)
     assert "fence step fence (fencing old_primary) was skipped" in skipped.stderr
@@ -113,7 +104,7 @@ def test_promote_naming_no_old_primary_refuses_without_a_fence(
     """A promote with no old_primary and no fence before it cannot know what it replaces: it refuses."""
     pair = sandbox
     refused = _run(
-        tmp_path, "no-fence", _PROMOTE, _target(pair, pair.node1), _target(pair, pair.node2)
+        tmp_path, "no-fence", _PROMOTE, pair.target_yaml(pair.node1), pair.target_yaml(pair.node2)
     )
     assert refused.returncode == 1, explain(refused)
     assert "no old_primary is named and no fence step" in refused.stderr, explain(refused)
