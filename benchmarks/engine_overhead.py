@@ -384,17 +384,22 @@ print(samples[len(samples) // 2])
 def profile_drctl(args: list[str], cwd: Path, env: dict[str, str]) -> pstats.Stats:
     """cProfile every thread of one in-process ``drctl`` command; returns the merged stats."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "drctl.prof"
-        subprocess.run(
-            [str(VENV_PY), "-c", PROFILE, str(out), *args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
+        out = _traced(PROFILE, Path(tmp) / "drctl.prof", args, cwd, env)
         return pstats.Stats(str(out))
+
+
+def _traced(script: str, out: Path, args: list[str], cwd: Path, env: dict[str, str]) -> Path:
+    """Run ``drctl ARGS`` in-process under ``script`` (a tracer), which writes ``out``."""
+    subprocess.run(
+        [str(VENV_PY), "-c", script, str(out), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    return out
 
 
 def where(func: tuple[str, int, str]) -> str:
@@ -715,16 +720,7 @@ def results(
 def memory_section(title: str, drctl_args: list[str], cwd: Path, env: dict[str, str]) -> list[str]:
     """A docs subsection: the top allocation sites at the largest traced heap of one command."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "memory.json"
-        subprocess.run(
-            [str(VENV_PY), "-c", MEMORY, str(out), *drctl_args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
+        out = _traced(MEMORY, Path(tmp) / "memory.json", drctl_args, cwd, env)
         if not out.exists():
             return ["", f"### Memory of {title}", "", "(the traced run failed)"]
         data = json.loads(out.read_text())
