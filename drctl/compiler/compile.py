@@ -415,6 +415,8 @@ class _Compiler:
             if derived is None:
                 continue
             roles = derived.roles
+            if spec.fences is not None and not self._check_fences(spec, roles, loc):
+                continue
             sid = spec.id if key is None else f"{spec.id}[{key}]"
             compiled = CompiledStep(
                 id=sid,
@@ -438,6 +440,7 @@ class _Compiler:
                 item=item,
                 loop_var=spec.as_ if key is not None else None,
                 fallback=fallback,
+                fences=None if spec.fences is None else self._target_ref(spec.fences),
             )
             subject = LintSubject(
                 id=sid,
@@ -451,6 +454,30 @@ class _Compiler:
             )
             out.append(_Instance(compiled, spec, loc, subject, step_refs))
         return out
+
+    def _check_fences(self, spec: StepSpec, roles: frozenset[Role], loc: Loc) -> bool:
+        """``fences:`` names a declared target, on a step that fences (else an error there)."""
+        floc = (*loc, "fences")
+        if Role.FENCE not in roles:
+            self.error(
+                E_TARGET,
+                f"step {spec.id!r} ({spec.type}) is not a fence step, so it cannot fence "
+                f"{spec.fences!r}",
+                floc,
+                hint="fences: belongs on a step with the fence role (postgres.fence, "
+                "aws.ec2_stop, aws.ec2_isolate, or a shell step with roles: [fence])",
+            )
+            return False
+        if spec.fences not in self.target_names:
+            self.error(
+                E_TARGET,
+                f"unknown target {spec.fences!r}",
+                floc,
+                hint=did_you_mean(spec.fences or "", self.target_names)
+                or "fences: names one of the runbook's targets",
+            )
+            return False
+        return True
 
     def _validate_inputs(
         self, step_type: StepType, raw: Any, loc: Loc, deferred: list[str]

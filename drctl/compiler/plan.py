@@ -261,6 +261,14 @@ class CompiledStep:
     loop_var: str | None = None
     lints: tuple[str, ...] = ()
     fallback: bool = False
+    #: The target a fence step fences (``fences:``); None: its own target, if any.
+    fences: TargetRef | None = None
+
+    @property
+    def fenced_target(self) -> str | None:
+        """What this fence step fences: its ``fences:``, else its own target."""
+        ref = self.fences if self.fences is not None else self.target
+        return None if ref is None else ref.name
 
     def masked_inputs(self) -> dict[str, Any]:
         """The inputs as they may be shown (literal secrets as ``***``)."""
@@ -269,7 +277,7 @@ class CompiledStep:
 
     def to_json(self) -> dict[str, Any]:
         """The step's wire form (the one 0.1.0 wrote): what is hashed and stored."""
-        return {
+        data: dict[str, Any] = {
             "id": self.id,
             "base_id": self.base_id,
             "type": self.type,
@@ -293,6 +301,10 @@ class CompiledStep:
             "lints": self.lints,
             "fallback": self.fallback,
         }
+        # Only when set: a runbook without ``fences:`` keeps the plan hash 0.1.0 gave it.
+        if self.fences is not None:
+            data["fences"] = self.fences.name
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any], targets: dict[str, dict[str, Any]]) -> CompiledStep:
@@ -321,6 +333,7 @@ class CompiledStep:
             loop_var=data.get("loop_var"),
             lints=tuple(data.get("lints") or ()),
             fallback=bool(data.get("fallback", False)),
+            fences=_target_ref(data.get("fences"), targets),
         )
 
 

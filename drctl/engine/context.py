@@ -64,7 +64,7 @@ def fences_before(
             path.add(sid)
             todo.extend(by_id[sid].requires)
     return tuple(
-        FenceRecord(s.id, s.target, fence_status(status.get(s.id)))
+        FenceRecord(s.id, s.target, fence_status(status.get(s.id)), s.fenced_target)
         for s in plan.steps
         if s.id in path and Role.FENCE.value in s.roles
     )

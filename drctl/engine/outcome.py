@@ -91,5 +91,8 @@ def _succeeded(fact: ev.StepSucceeded) -> str:
     if fact.verified_on_resume:
         return f"{s}: already in effect (verified on resume)"
     if fact.description is not None and fact.duration is not None:
-        return f"{s}: {fact.description} — ok in {format_duration(round(fact.duration, 3))}"
+        took = f"{s}: {fact.description} — ok in {format_duration(round(fact.duration, 3))}"
+        # A promote journals which proof of the fence it relied on; the outcome says it.
+        proof = fact.outputs.get("fence_proof")
+        return f"{took} (fence proof: {proof})" if isinstance(proof, str) else took
     return fact.summary or f"{s}: ok"

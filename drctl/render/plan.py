@@ -41,10 +41,39 @@ def _objectives(plan: Plan) -> str:
     return ", ".join(parts) or "none"
 
 
-def _details(step: CompiledStep) -> list[str]:
+def _fence_proofs(plan: Plan) -> dict[str, str]:
+    """For each promote step, the fences on its path a promote may take as proof."""
+    by_id = {s.id: s for s in (*plan.steps, *plan.fallbacks)}
+    proofs = {}
+    for step in plan.steps:
+        if "promote" not in step.roles:
+            continue
+        path: set[str] = set()
+        todo = list(step.requires)
+        while todo:  # bounded: each step id is visited once
+            sid = todo.pop()
+            if sid not in path and sid in by_id:
+                path.add(sid)
+                todo.extend(by_id[sid].requires)
+        fences = [
+            f"{s.id} (fences {s.fenced_target})" if s.fenced_target else s.id
+            for s in plan.steps
+            if s.id in path and "fence" in s.roles
+        ]
+        proofs[step.id] = "fence proof: a live probe of the old primary" + (
+            ", or a verified fence step on its path: " + ", ".join(fences) if fences else ""
+        )
+    return proofs
+
+
+def _details(step: CompiledStep, proof: str | None = None) -> list[str]:
     lines = []
+    if proof:
+        lines.append(proof)
     if step.requires:
         lines.append("requires: " + ", ".join(step.requires))
+    if step.fences is not None:
+        lines.append(f"fences: {step.fences} (a promote may take its verified success as proof)")
     for key, value in flatten(step.inputs).items():
         marker = (
             "  (at run time)"
@@ -85,6 +114,7 @@ def as_text(plan: Plan) -> str:
         out.append("Targets: " + ", ".join(f"{n} ({t['type']})" for n, t in plan.targets.items()))
     out.append("")
     width = len(str(len(plan.steps)))
+    proofs = _fence_proofs(plan)
     for n, step in enumerate(plan.steps, 1):
         target = f" → {step.target}" if step.target else ""
         flags = _flags(step)
@@ -92,7 +122,7 @@ def as_text(plan: Plan) -> str:
         out.append(f"{n:>{width}}. {step.id}  {step.type}{target}{tail}")
         pad = " " * (width + 2)
         out.append(f"{pad}{step.description}")
-        out.extend(f"{pad}{line}" for line in _details(step))
+        out.extend(f"{pad}{line}" for line in _details(step, proofs.get(step.id)))
     if plan.fallbacks:
         out.append("")
         out.append("Fallbacks (run only when a step's on_failure names them):")
@@ -146,11 +176,12 @@ def as_markdown(plan: Plan, *, level: int = 3) -> str:
     out.append("")
     out.append("<details><summary>Step details</summary>")
     out.append("")
+    proofs = _fence_proofs(plan)
     for n, step in enumerate(plan.steps, 1):
         out.append(f"**{n}. `{step.id}`**")
         out.append("")
         out.append("```")
-        out.extend(_details(step))
+        out.extend(_details(step, proofs.get(step.id)))
         out.append("```")
         out.append("")
     if plan.fallbacks:

@@ -116,6 +116,14 @@ class StepSpec(_Model):
     approve: bool = False
     description: str | None = None
     acknowledge: list[LintCode] = Field(default_factory=list)
+    fences: Slug | None = Field(
+        default=None,
+        description=(
+            "On a fence step: the target it fences (e.g. old_primary), when that is not its "
+            "own target (a control-plane or shell fence). A promote accepts the fence's "
+            "verified success as proof that this target is fenced."
+        ),
+    )
 
 
 class RunbookHeader(_Model):

@@ -126,6 +126,8 @@ class FenceRecord:
     #: The target the fence acts on; None for a fence step without one.
     target: str | None
     status: FenceStatus
+    #: The target it fences: its ``fences:``, else its own target (None: neither).
+    fences: str | None = None
 
 
 class StepContext(Protocol[I_co, T_co]):

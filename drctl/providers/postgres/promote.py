@@ -15,7 +15,7 @@ from drctl.providers.postgres.session import (
     writable,
 )
 from drctl.runbook.targets import PostgresTarget
-from drctl.steps.base import FenceStatus, Role, StepInputs
+from drctl.steps.base import FenceRecord, FenceStatus, Role, StepInputs
 
 PROBE_TABLE = "drctl_probe"
 CREATE_PROBE = (
@@ -81,6 +81,57 @@ def current_timeline(conn: object) -> int:
 Ctx = PostgresContext[PromoteInputs]
 
 
+def _journaled_proof_of(ctx: Ctx, name: str) -> str:
+    """The proof this run's journal gives that target ``name`` is fenced ("" if none).
+
+    A fence step this promote waits for, fencing ``name`` (its ``fences:`` or its own
+    target), whose verify passed in this run: the proof for an old primary that does not
+    answer (a partition), fenced through a path that does not need it (the control
+    plane, a firewall on its clients). In a dry run the fence has not run yet, so a
+    pending one is what the run will rely on.
+    """
+    fencing = [f for f in ctx.fences() if f.fences == name]
+    if ctx.dry_run:
+        pending = [f.step_id for f in fencing]
+        return f"{name} to be fenced by fence step {', '.join(pending)}" if pending else ""
+    proven = [f.step_id for f in fencing if f.status.proven]
+    if not proven:
+        return ""
+    return f"{name} fenced by fence step {', '.join(proven)} (verified earlier in this run)"
+
+
+def _named_fence(ctx: Ctx, fences: tuple[FenceRecord, ...]) -> str:
+    """With no old_primary: the proven fence of a named PostgreSQL server, or a refusal.
+
+    Without one, there is no telling which server this promote replaces.
+    """
+    for f in fences:
+        if f.status.proven and f.fences:
+            fenced = ctx.target_named(f.fences)
+            if isinstance(fenced, PostgresTarget) and fenced.dsn != ctx.target.dsn:
+                return f"{f.fences} fenced by fence step {f.step_id} (verified earlier in this run)"
+    named = [f.step_id for f in fences]
+    which = (
+        f"fence step {', '.join(named)} names no PostgreSQL server it fences"
+        if named
+        else "no fence step of this run ran before this step"
+    )
+    raise StepError(
+        f"refusing to promote: no old_primary is named and {which}, so there is no telling "
+        "which server this replaces or that it is fenced. Name old_primary, give a fence "
+        "step this step requires fences: <the old primary's target>, or set force: true "
+        "(lint DR001)."
+    )
+
+
+def _say_proof(ctx: Ctx, proof: str) -> None:
+    """Journal which proof of the fence the promote relied on (outputs and a log line)."""
+    if ctx.dry_run or not proof:
+        return
+    ctx.output("fence_proof", proof)
+    ctx.log(f"fence proof: {proof}")
+
+
 class Promote(PostgresStep[PromoteInputs]):
     """Promote the standby with ``SELECT pg_promote(false)``, after proving it is safe.
 
@@ -89,12 +140,17 @@ class Promote(PostgresStep[PromoteInputs]):
 
     Refuses (the step fails) when the standby is more than ``max_lag_bytes`` behind
     after waiting ``catchup_seconds``, unless ``accept_data_loss: true``; and when the
-    ``old_primary`` still accepts writes or cannot be shown to be fenced (it does not
-    answer and is not a local server known to be stopped), unless ``force: true``.
-    It also reads this run's journal, whatever the lints said: a fence step it waits for
-    that failed (even under ``on_failure: continue``), was skipped or is in doubt makes
-    it refuse, naming that step; without ``old_primary`` it refuses unless a fence step it
-    waits for succeeded, since it cannot know otherwise which server it replaces.
+    ``old_primary`` still accepts writes or cannot be shown to be fenced, unless
+    ``force: true``. The proof is one of: a live probe (it answers and refuses writes),
+    ``pg_ctl status`` (a local server known to be stopped), or — for an old primary that
+    does not answer, as behind a partition — a fence step it waits for that fences it
+    (``fences: old_primary``, or a fence step whose target it is) and whose verify passed
+    earlier in this run. It also reads this run's journal, whatever the lints said: a fence
+    step it waits for that failed (even under ``on_failure: continue``), was skipped or is
+    in doubt makes it refuse, naming that step; without ``old_primary`` it refuses unless a
+    fence step it waits for fenced a named PostgreSQL target, since it cannot know
+    otherwise which server it replaces. The proof it used is journaled (output
+    ``fence_proof``) and shown in its outcome line.
     ``verify``: not in recovery, on a newer timeline than before, and a write succeeds.
     Running it on a server that is already primary does nothing.
     """
@@ -127,6 +183,7 @@ class Promote(PostgresStep[PromoteInputs]):
         fence = self._fence_proof(ctx)
         if fenced and not ctx.inputs.old_primary:
             fence = fenced
+        _say_proof(ctx, fence)
         return f"promote (lag {lag.bytes} bytes; {fence})"
 
     def _journaled_fences(self, ctx: Ctx) -> str:
@@ -157,13 +214,8 @@ class Promote(PostgresStep[PromoteInputs]):
                 "the runbook anew; or, only if you know the old primary cannot take writes, "
                 "set force: true on this step and acknowledge DR001."
             )
-        if not fences and not ctx.inputs.old_primary:
-            raise StepError(
-                "refusing to promote: no old_primary is named and no fence step of this run "
-                "ran before this step, so there is no telling which server this replaces or "
-                "that it is fenced. Name old_primary, add a fence step this step requires, or "
-                "set force: true (lint DR001)."
-            )
+        if not ctx.inputs.old_primary:
+            return _named_fence(ctx, fences)
         return "fenced by " + ", ".join(f.step_id for f in fences) if fences else ""
 
     def _lag_within_limit(self, ctx: Ctx) -> Lag:
@@ -209,12 +261,15 @@ class Promote(PostgresStep[PromoteInputs]):
                 "(fence it first, or set force: true)"
             )
         if state is False:
-            return f"{inputs.old_primary} refuses writes"
+            return f"{inputs.old_primary} refuses writes (live probe)"
+        journaled = _journaled_proof_of(ctx, inputs.old_primary)
+        if journaled:
+            return journaled
         status_unknown: StepError | None = None
         if old.data_dir:
             try:
                 if not pg_ctl_status(ctx, local_node(old, "old primary", ctx)):
-                    return f"{inputs.old_primary} is stopped"
+                    return f"{inputs.old_primary} is stopped (pg_ctl status)"
             except StepError as exc:
                 status_unknown = exc
         why = (
@@ -225,7 +280,10 @@ class Promote(PostgresStep[PromoteInputs]):
         raise StepError(
             f"refusing to promote: the old primary {inputs.old_primary} does not answer, so it "
             f"cannot be shown to be fenced — it may still take writes behind a partition{why}. "
-            "Stop it for certain, or set force: true."
+            "Fence it through a path that does not need it to answer — a fence step before "
+            f"this one with fences: {inputs.old_primary} (aws.ec2_stop, aws.ec2_isolate, or a "
+            "shell step with roles: [fence] that cuts its clients) — or stop it for certain; "
+            "only if you know it cannot take writes, set force: true."
         ) from status_unknown
 
     def apply(self, ctx: Ctx) -> None:
