@@ -14,6 +14,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/n
 command -v dig >/dev/null 2>&1 || missing="$missing bind9-dnsutils"
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
+# Firewall rules on loopback ports the tests own (a partition, a store that stops answering).
+command -v iptables >/dev/null 2>&1 || missing="$missing iptables"
+command -v nft >/dev/null 2>&1 || missing="$missing nftables"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update && apt-get install -y $missing
