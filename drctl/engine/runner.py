@@ -33,9 +33,10 @@ from drctl.engine.runs import (
     refuse_if_unfinished,
     who,
 )
-from drctl.engine.secrets import resolve_plan_secrets
+from drctl.engine.secrets import Secrets, resolve_plan_secrets
 from drctl.engine.status import RunStatus
-from drctl.errors import LockHeld, ResumeRefused
+from drctl.errors import LockHeld, ResumeRefused, UsageError
+from drctl.runbook.targets import TargetModel
 from drctl.state.base import RunRecord, StateStore, dumps
 
 #: Called with the run id once the run holds its lock and is journaled, before its first step.
@@ -117,6 +118,7 @@ class Runner:
             live.write(header)
             if taken.took_over is not None:
                 live.write(ev.LockTakenOver(key=lock_key, previous=taken.took_over.describe()))
+            _warn_about_store(live, store, plan, resolved)
             if on_ready is not None:
                 on_ready(run_id)
             controls = self._controls(options, lock)
@@ -174,6 +176,7 @@ class Runner:
                     ev.LockTakenOver(key=run.lock_key, previous=taken.took_over.describe())
                 )
             store.set_status(run.id, RunStatus.RUNNING, None)
+            _warn_about_store(journal, store, plan, resolved)
             if on_ready is not None:
                 on_ready(run.id)
             controls = self._controls(options, lock)
@@ -190,3 +193,21 @@ class Runner:
             interrupts=self.interrupts,
             lock_lost=lock.lost if lock is not None else None,
         )
+
+
+def _warn_about_store(journal: Journal, store: StateStore, plan: Plan, secrets: Secrets) -> None:
+    """Say once, before the first step, where the store stands against what the run acts on."""
+    from drctl.engine.blast_radius import Endpoint, store_warnings
+
+    def target(name: str) -> TargetModel | None:
+        fields = plan.targets.get(name)
+        if fields is None:
+            return None
+        try:
+            return secrets.target(name, fields)
+        except UsageError:
+            return None  # the executor reports a target it cannot build
+
+    endpoints = [Endpoint(host, port) for host, port in store.endpoints()]
+    for line in store_warnings(plan, endpoints, store.machine_local, store.location, target):
+        journal.note(line)

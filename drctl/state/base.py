@@ -282,6 +282,13 @@ class StateStore(ABC):
     its writing methods raise StateError.
     """
 
+    #: The store is one machine's file (SQLite): its lock holds only there.
+    machine_local: bool = False
+
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        """The hosts and ports the store is reached at (empty: a local file)."""
+        return ()
+
     def __init__(self, location: str, *, read_only: bool = False) -> None:
         #: Human-readable location (a path, or a URL without its password), for messages.
         self.location = location

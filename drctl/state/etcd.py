@@ -77,6 +77,7 @@ class EtcdStore(StateStore):
         #: Per run: the last sequence number this process wrote, and its revision.
         self._heads: dict[str, tuple[int, int]] = {}
         self._p = url.prefix + "/"
+        self._url = url
         try:
             self._open_schema()
         except StateError as exc:
@@ -88,6 +89,9 @@ class EtcdStore(StateStore):
                     hint="check the members' addresses and that a majority of them is up",
                 ) from exc
             raise
+
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        return self._url.endpoints
 
     # -- writes: refused read only ----------------------------------------------------
 

@@ -30,6 +30,7 @@ class PostgresStore(SqlStore):
 
         super().__init__(safe_location(url), read_only=read_only)
         self._psycopg = psycopg
+        self._endpoints = _endpoints(url)
         self._mutex = threading.RLock()
         try:
             self._db = psycopg.connect(url, connect_timeout=connect_timeout, autocommit=False)
@@ -59,9 +60,30 @@ class PostgresStore(SqlStore):
         cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
         return bool(cur.fetchone()[0])
 
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        return self._endpoints
+
     def close(self) -> None:
         with self._mutex:
             self._db.close()
+
+
+def _endpoints(url: str) -> tuple[tuple[str, int], ...]:
+    """The TCP hosts and ports a libpq URL or DSN names (unix sockets left out)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(url)
+    except Exception:  # psycopg's ProgrammingError; the connect reports a bad URL itself
+        return ()
+    hosts = str(info.get("hostaddr") or info.get("host") or "").split(",")
+    ports = str(info.get("port") or "5432").split(",")
+    found = []
+    for i, host in enumerate(hosts):
+        port = ports[i] if i < len(ports) else ports[-1]
+        if host and not host.startswith("/") and port.isdigit():
+            found.append((host, int(port)))
+    return tuple(found)
 
 
 def safe_location(url: str) -> str:

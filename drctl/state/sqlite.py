@@ -23,6 +23,8 @@ from drctl.state.sql import Cursor, SqlStore
 class SqliteStore(SqlStore):
     """State in one SQLite file (default ``.drctl/state.db``)."""
 
+    machine_local = True
+
     dialect = "sqlite"
     meta_table = "meta"
 
