@@ -10,6 +10,7 @@
     ├── StateError                  exit 1: the state store cannot be opened or written
     │   └── LockLost                exit 1: our lease was taken over or ran out; stop writing
     ├── LockHeld                    exit 3: another run holds the lock (names the holder)
+    │   └── CooldownActive          exit 3: the lock key's last run finished within its cooldown
     ├── ResumeRefused               exit 1: resume would be unsafe (changed plan, in-doubt step)
     ├── StepError                   exit 1: a step failed; raised by step types, journaled
     │   ├── Unreachable             a system did not answer (refused, timed out, no route,
@@ -85,6 +86,11 @@ class LockHeld(DrctlError):
     """Raised when another live run holds the lock key (exit 3); the message names it."""
 
     exit_code = 3
+
+
+class CooldownActive(LockHeld):
+    """Raised when a new mutating run starts within ``settings.cooldown`` of the last
+    finished run on its lock key (exit 3); the message names that run, who ran it and when."""
 
 
 class ResumeRefused(DrctlError):

@@ -185,12 +185,22 @@ def run(
         OutputFormat.text, "--output", help="text (live view on a TTY) or json lines."
     ),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
+    override_cooldown: bool = typer.Option(
+        False,
+        "--override-cooldown",
+        help="Start although the lock key's last run finished within settings.cooldown "
+        "(needs --reason; journaled).",
+    ),
+    reason: str | None = typer.Option(
+        None, "--reason", help="Why the cooldown is overridden (kept in the journal)."
+    ),
 ) -> None:
     """Execute a runbook with a durable journal; exit 0 done, 1 failed, 3 locked, 4 gate, 130 interrupted."""
     from drctl.compiler.params import ParamInput
     from drctl.engine.executor import Interrupts
     from drctl.engine.runner import Runner
 
+    override = _cooldown_reason(override_cooldown, reason)
     terminal = Terminal(output, yes, approve or [])
     interrupts = Interrupts()
     _signals(interrupts)
@@ -198,8 +208,19 @@ def run(
     store, plan, state_flag = _store_for_runbook(state, file, given)
     options = _options(concurrency, dry_run, yes, approve or [])
     runner = Runner(store, terminal.make_sinks, terminal.gate, interrupts)
-    run_id, outcome = runner.start(file, given, options, plan=plan)
+    run_id, outcome = runner.start(file, given, options, plan=plan, override_cooldown=override)
     _finish(outcome, run_id, state_flag)
+
+
+def _cooldown_reason(override: bool, reason: str | None) -> str | None:
+    """The journaled reason for --override-cooldown; the two flags go together."""
+    from drctl.errors import UsageError
+
+    if override and not (reason or "").strip():
+        raise UsageError("--override-cooldown needs --reason TEXT (it is journaled)")
+    if reason is not None and not override:
+        raise UsageError("--reason goes with --override-cooldown")
+    return reason.strip() if override and reason is not None else None
 
 
 def resume(

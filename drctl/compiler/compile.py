@@ -873,6 +873,7 @@ def _settings(settings: model.Settings) -> Settings:
         lock=settings.lock,
         step_timeout=settings.step_timeout,
         concurrency=settings.concurrency,
+        cooldown=settings.cooldown,
     )
 
 

@@ -35,6 +35,8 @@ class Settings:
     step_timeout: float = 300.0
     #: Steps run at once when ``--concurrency`` is not given.
     concurrency: int = 8
+    #: Seconds after the last finished run on the lock key in which a new one is refused.
+    cooldown: float | None = None
 
     def __post_init__(self) -> None:
         self._validate()
@@ -44,18 +46,24 @@ class Settings:
             raise ValueError("settings.step_timeout must be positive")
         if self.concurrency < 1:
             raise ValueError("settings.concurrency must be at least 1")
+        if self.cooldown is not None and self.cooldown < 0:
+            raise ValueError("settings.cooldown must not be negative")
 
     def lock_key(self, name: str) -> str:
         """The lock a run of runbook ``name`` takes."""
         return self.lock or name
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "state": self.state,
             "lock": self.lock,
             "step_timeout": float(self.step_timeout),
             "concurrency": self.concurrency,
         }
+        # Only when set: a runbook without a cooldown keeps the plan hash 0.1.0 gave it.
+        if self.cooldown is not None:
+            data["cooldown"] = float(self.cooldown)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Settings:
@@ -64,6 +72,7 @@ class Settings:
             lock=data.get("lock"),
             step_timeout=float(data.get("step_timeout", 300.0)),
             concurrency=int(data.get("concurrency") or 8),
+            cooldown=None if data.get("cooldown") is None else float(data["cooldown"]),
         )
 
 

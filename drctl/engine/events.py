@@ -22,6 +22,7 @@ RUN_FINISHED = "run_finished"
 RUN_ABORTED = "run_aborted"
 LOCK_TAKEN_OVER = "lock_taken_over"
 LOCK_FORCE_RELEASED = "lock_force_released"
+COOLDOWN_OVERRIDDEN = "cooldown_overridden"  # a run started within the cooldown, on purpose
 APPROVAL_NEEDED = "approval_needed"
 APPROVAL_GRANTED = "approval_granted"
 APPROVAL_DENIED = "approval_denied"
@@ -175,6 +176,19 @@ class LockForceReleased(JournalEvent):
     kind: ClassVar[str] = LOCK_FORCE_RELEASED
     key: str = ""
     lease: str = ""
+    by: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CooldownOverridden(JournalEvent):
+    """A run started within its lock key's cooldown (``--override-cooldown --reason``)."""
+
+    kind: ClassVar[str] = COOLDOWN_OVERRIDDEN
+    #: The run whose finish started the cooldown, and when it finished (epoch seconds).
+    last_run: str = ""
+    finished_at: float = 0.0
+    cooldown: float = 0.0
     by: str = ""
     reason: str = ""
 
@@ -531,7 +545,7 @@ KINDS: dict[str, type[JournalEvent]] = {
     cls.kind: cls
     for cls in (
         RunStarted, RunResumed, RunInterrupted, RunFinished, RunAborted, LockTakenOver,
-        LockForceReleased, ApprovalNeeded, ApprovalGranted, ApprovalDenied, StepChecked,
+        LockForceReleased, CooldownOverridden, ApprovalNeeded, ApprovalGranted, ApprovalDenied, StepChecked,
         StepStarted, StepRecorded, StepSucceeded, StepFailed, StepSkipped, StepRecovered,
         UndoStarted, UndoSucceeded, UndoFailed, DrillPaused, DrillMeasured,
     )

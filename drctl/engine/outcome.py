@@ -77,6 +77,11 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
             )
         case ev.LockTakenOver():
             return f"lock {fact.key}: expired lease of {fact.previous} taken over"
+        case ev.CooldownOverridden():
+            return (
+                f"cooldown of {format_duration(fact.cooldown)} overridden by {fact.by} "
+                f"(last run {fact.last_run}): {fact.reason}"
+            )
         case ev.LockForceReleased():
             return f"lock {fact.key} force-released by {fact.by}: {fact.reason}"
         case ev.Unknown():

@@ -19,6 +19,7 @@ from drctl.compiler.params import ParamInput
 from drctl.compiler.plan import Plan
 from drctl.engine import events as ev
 from drctl.engine.clock import Clock, SystemClock
+from drctl.engine.cooldown import check_cooldown
 from drctl.engine.executor import Controls, Executor, GateDecider, Interrupts, Options, Outcome
 from drctl.engine.journal import Journal
 from drctl.engine.lock import RunLock, live_holder
@@ -63,12 +64,14 @@ class Runner:
         *,
         on_ready: ReadyHook | None = None,
         plan: Plan | None = None,
+        override_cooldown: str | None = None,
     ) -> tuple[str, Outcome]:
         """Compile and run (or dry-run) a runbook; returns the run id and how it ended.
 
         ``on_ready`` is called once the run holds its lock and is journaled, just before
         its first step (a drill's canary hooks in there). ``plan``: the runbook already
         compiled with ``given`` (the caller needed its settings first).
+        ``override_cooldown``: the reason to start within ``settings.cooldown`` (journaled).
         """
         store, clock = self.store, self.clock
         plan = plan or compile_runbook(path, given)
@@ -113,11 +116,17 @@ class Runner:
         try:
             # Again under the lock: a run may have stopped unfinished since the check above.
             refuse_if_unfinished(store, plan.name, lock_key)
+            # Under the lock, so that of two racing runs the second sees the first's finish.
+            overridden = check_cooldown(
+                store, plan, clock.now(), override=override_cooldown, by=f"{me.user}@{me.host}"
+            )
             store.create_run(record)
             live = Journal(store, run_id, lock, redactor, clock, self.sinks(plan))
             live.write(header)
             if taken.took_over is not None:
                 live.write(ev.LockTakenOver(key=lock_key, previous=taken.took_over.describe()))
+            if overridden is not None:
+                live.write(overridden)
             _warn_about_store(live, store, plan, resolved)
             if on_ready is not None:
                 on_ready(run_id)

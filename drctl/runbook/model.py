@@ -66,6 +66,14 @@ class Settings(_Model):
     concurrency: int = Field(default=8, ge=1, le=1024)
     #: Steps a plan may fan out to; the compiler refuses more before expanding them.
     max_steps: int = Field(default=10_000, ge=1, le=50_000)
+    cooldown: Duration | None = Field(
+        default=None,
+        description=(
+            "Refuse a new mutating run on the same lock key this soon after the last one "
+            "finished (e.g. 1h), read from the state store; --override-cooldown --reason "
+            "TEXT runs anyway, journaled."
+        ),
+    )
 
 
 class Retries(_Model):

@@ -318,6 +318,18 @@ class StateStore(ABC):
     @abstractmethod
     def set_status(self, run_id: str, status: str, finished_at: float | None) -> None: ...
 
+    def last_finished(self, lock_key: str) -> RunRecord | None:
+        """The real (not dry) run on ``lock_key`` that finished last, whatever its outcome.
+
+        What a cooldown counts from; a backend with an index overrides this scan.
+        """
+        finished = [
+            r
+            for r in self.list_runs(limit=1_000_000)
+            if r.lock_key == lock_key and not r.dry_run and r.finished_at is not None
+        ]
+        return max(finished, key=lambda r: (r.finished_at or 0.0, r.id), default=None)
+
     # -- journal -----------------------------------------------------------
     def append(self, run_id: str, event: Event, lease: Lease | None) -> Event:
         """Append ``event`` durably; with a lease, only while that lease is current.

@@ -180,6 +180,14 @@ class SqlStore(StateStore):
             return self._runs("ORDER BY started_at DESC, id LIMIT ?", (limit,))
         return self._runs("WHERE name = ? ORDER BY started_at DESC, id LIMIT ?", (name, limit))
 
+    def last_finished(self, lock_key: str) -> RunRecord | None:
+        found = self._runs(
+            "WHERE lock_key = ? AND finished_at IS NOT NULL AND dry_run = ? "
+            "ORDER BY finished_at DESC, id DESC LIMIT 1",
+            (lock_key, False),
+        )
+        return found[0] if found else None
+
     def set_status(self, run_id: str, status: str, finished_at: float | None) -> None:
         with self._write() as cur:
             self._run_sql(

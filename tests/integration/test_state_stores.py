@@ -345,3 +345,68 @@ def test_racing_takeovers_of_a_dead_holder_report_exactly_one_takeover(store_url
         for p in alive:
             p.kill()
             p.wait()
+
+
+def test_last_finished_is_the_latest_real_finished_run_on_the_lock_key(store: StateStore) -> None:
+    """What a cooldown counts from: the real run on the key that finished last, whatever its outcome."""
+    assert store.last_finished("rb") is None
+    store.create_run(record("r-old", started_at=1.0))
+    store.create_run(record("r-new", started_at=2.0))
+    store.create_run(record("r-dry", started_at=3.0, dry_run=True))
+    store.create_run(record("r-other", started_at=4.0, lock_key="other"))
+    store.create_run(record("r-open", started_at=5.0))
+    store.set_status("r-new", "failed", 20.0)
+    store.set_status("r-old", "succeeded", 30.0)  # started first, finished last
+    store.set_status("r-dry", "dry_run_succeeded", 40.0)
+    store.set_status("r-other", "succeeded", 50.0)
+    last = store.last_finished("rb")
+    assert last is not None and (last.id, last.finished_at) == ("r-old", 30.0)
+
+
+_COOLDOWN_RUNBOOK = """\
+apiVersion: drctl/v1
+kind: Runbook
+metadata: {{name: cool}}
+settings: {{cooldown: 1h, lock: cool-{key}}}
+steps:
+  - {{id: act, type: shell, with: {{command: "echo x >> {effects}", verify: "true"}}}}
+"""
+
+
+def test_cooldown_refuses_a_second_run_from_another_directory_until_overridden(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Within settings.cooldown a new run is refused (exit 3) naming the last; an override is journaled."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    effects = tmp_path / "effects"
+    runbook = tmp_path / "cool.yaml"
+    runbook.write_text(_COOLDOWN_RUNBOOK.format(key=uuid.uuid4().hex[:8], effects=effects))
+    first = run_cli("run", str(runbook), "--state", store_url, cwd=str(a))
+    assert first.returncode == 0, first.stderr
+    listed = json.loads(run_cli("runs", "--output", "json", "--state", store_url).stdout)
+    last_id = listed[0]["id"]
+
+    refused = run_cli("run", str(runbook), "--state", store_url, cwd=str(b))
+    assert refused.returncode == 3, refused.stderr
+    assert f"run {last_id}" in refused.stderr and "is cooling down" in refused.stderr
+    assert "@" in refused.stderr and "finished at" in refused.stderr
+    assert "--override-cooldown --reason" in refused.stderr and "Traceback" not in refused.stderr
+    no_reason = run_cli("run", str(runbook), "--override-cooldown", "--state", store_url)
+    assert no_reason.returncode == 2, no_reason.stderr
+    assert effects.read_text() == "x\n"  # neither acted
+    assert len(json.loads(run_cli("runs", "--output", "json", "--state", store_url).stdout)) == 1
+
+    forced = run_cli(
+        "run", str(runbook), "--override-cooldown", "--reason", "the first one misfired",
+        "--state", store_url, cwd=str(b),
+    )  # fmt: skip
+    assert forced.returncode == 0, forced.stderr
+    assert effects.read_text() == "x\nx\n"
+    new_id = json.loads(run_cli("runs", "--output", "json", "--state", store_url).stdout)[0]["id"]
+    log = run_cli("log", new_id, "--output", "json", "--state", store_url).stdout
+    overrides = [e for e in map(json.loads, log.splitlines()) if e["kind"] == "cooldown_overridden"]
+    assert len(overrides) == 1, log
+    assert overrides[0]["data"]["reason"] == "the first one misfired"
+    assert overrides[0]["data"]["last_run"] == last_id

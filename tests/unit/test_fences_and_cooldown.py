@@ -1,4 +1,8 @@
-"""``fences:``: a fence step names the target it fences; the compiler checks it, the plan shows it."""
+"""Runbook fields of a region failover: ``fences:`` on fence steps, ``settings.cooldown``.
+
+The compiler checks them at their places and keeps them in the plan (and its hash only
+when set).
+"""
 
 from __future__ import annotations
 
@@ -48,11 +52,12 @@ def test_a_shell_fence_names_what_it_fences_in_the_plan(
     )
 
 
-def test_fences_without_it_keeps_the_plan_hash(write_runbook: Callable[..., str]) -> None:
-    """A step without fences: writes no fences key, so old runbooks keep their plan hash."""
+def test_no_fences_and_no_cooldown_keep_the_plan_hash(write_runbook: Callable[..., str]) -> None:
+    """Without fences: or a cooldown the plan has neither key, so old runbooks keep their hash."""
     path = write_runbook(_HEAD.replace("    fences: %s\n", "") % "[fence]")
     plan = compile_runbook(path)
     assert "fences" not in plan.step("cut").to_json()
+    assert "cooldown" not in plan.settings.to_json()
     assert plan.step("cut").fenced_target is None
 
 
@@ -76,3 +81,21 @@ def test_fences_naming_an_unknown_target_is_an_error(write_runbook: Callable[...
     text = out.stdout + out.stderr
     assert f"{path}:14:13:" in text and "unknown target 'old_primry'" in text, text
     assert "did you mean" in text.lower() or "old_primary" in text.split("old_primry")[-1]
+
+
+def test_a_cooldown_that_does_not_parse_is_an_error_at_its_place(
+    write_runbook: Callable[..., str],
+) -> None:
+    """settings.cooldown that is no duration fails at its line:col with exit 2, before any run."""
+    path = write_runbook(
+        "apiVersion: drctl/v1\nkind: Runbook\nmetadata: {name: t}\n"
+        "settings:\n  cooldown: an hour\n"
+        "steps:\n  - {id: a, type: shell, with: {command: 'true', verify: 'true'}}\n"
+    )
+    out = run_cli("run", path, "--yes", "--state", path + ".db")
+    assert out.returncode == 2, out.stderr
+    text = out.stdout + out.stderr
+    assert f"{path}:5:13:" in text and "settings.cooldown" in text, text
+    assert "Traceback" not in text
+    listed = run_cli("runs", "--output", "json", "--state", path + ".db")
+    assert listed.returncode != 0 or listed.stdout.strip() in ("", "[]"), listed.stdout
