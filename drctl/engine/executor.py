@@ -39,7 +39,7 @@ from drctl.engine.journal import Journal
 from drctl.engine.replay import RunState, StepState
 from drctl.engine.secrets import Secrets
 from drctl.engine.status import GateVerdict, RunStatus, StepStatus, StopReason
-from drctl.errors import Cancelled, LockLost, StepError, StepTimeout, StepTypeError, VerifyFailed
+from drctl.errors import Cancelled, StateError, StepError, StepTimeout, StepTypeError, VerifyFailed
 from drctl.runbook.targets import TARGET_TYPES, TargetModel
 from drctl.steps.base import StepInputs, StepType
 from drctl.steps.registry import get_step_type
@@ -339,7 +339,7 @@ class Executor:
         """Everything about one step, in a worker thread; never raises."""
         try:
             return self._execute_inner(step, prior)
-        except LockLost as exc:
+        except StateError as exc:  # the lease lost, or the store failed: the run must stop
             return _Result(step.id, Halt.LOCK_LOST, exc.message)
         except Cancelled:
             return _Result(step.id, Halt.CANCELLED)

@@ -80,6 +80,10 @@ class Journal:
     def _commit(self, event: Event | None) -> list[Event]:
         lease = self._lock.lease if self._lock is not None else None
         stored = self.store.append_batch(self.run_id, event, lease)
+        if stored and self._lock is not None:
+            # A write that came back after the lease ran out (a store that answered late)
+            # is kept, but nothing may act on it: another run may hold the lock by now.
+            _ = self._lock.lease
         if stored:
             with self._show:  # once per commit: concurrent steps queue here for the sinks
                 for e in stored:

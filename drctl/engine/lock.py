@@ -22,13 +22,24 @@ from drctl.errors import LockHeld, LockLost, StateError
 from drctl.state.base import AcquireResult, Lease, LockInfo, StateStore
 
 DEFAULT_TTL = 30.0
+#: Overrides DEFAULT_TTL (seconds): shorter leases notice a lost store sooner.
+TTL_ENV = "DRCTL_LEASE_TTL"
+
+
+def default_ttl() -> float:
+    """The lease TTL: DRCTL_LEASE_TTL when it is a number of seconds from 1 to 3600."""
+    try:
+        ttl = float(os.environ.get(TTL_ENV, ""))
+    except ValueError:
+        return DEFAULT_TTL
+    return ttl if 1.0 <= ttl <= 3600.0 else DEFAULT_TTL
 
 
 class RunLock:
-    def __init__(self, store: StateStore, clock: Clock, ttl: float = DEFAULT_TTL) -> None:
+    def __init__(self, store: StateStore, clock: Clock, ttl: float | None = None) -> None:
         self.store = store
         self.clock = clock
-        self.ttl = ttl
+        self.ttl = default_ttl() if ttl is None else ttl
         self._lease: Lease | None = None
         self.lost = threading.Event()
         self._lost_why: str = ""

@@ -36,7 +36,7 @@ from drctl.engine.runs import (
 )
 from drctl.engine.secrets import Secrets, resolve_plan_secrets
 from drctl.engine.status import RunStatus
-from drctl.errors import LockHeld, ResumeRefused, UsageError
+from drctl.errors import LockHeld, ResumeRefused, StateError, UsageError
 from drctl.runbook.targets import TargetModel
 from drctl.state.base import RunRecord, StateStore, dumps
 
@@ -132,6 +132,10 @@ class Runner:
                 on_ready(run_id)
             controls = self._controls(options, lock)
             return run_id, Executor(plan, live, RunState(), resolved, controls).run()
+        except StateError as exc:
+            if live is not None:  # the run exists: say how to go on with it
+                raise _resumable(exc, run_id) from exc.__cause__
+            raise
         finally:
             if live is not None:
                 close_sinks(live)
@@ -190,6 +194,8 @@ class Runner:
                 on_ready(run.id)
             controls = self._controls(options, lock)
             return Executor(plan, journal, state, resolved, controls).run()
+        except StateError as exc:
+            raise _resumable(exc, run.id) from exc.__cause__
         finally:
             close_sinks(journal)
             lock.release()
@@ -202,6 +208,17 @@ class Runner:
             interrupts=self.interrupts,
             lock_lost=lock.lost if lock is not None else None,
         )
+
+
+def _resumable(exc: StateError, run_id: str) -> StateError:
+    """``exc`` (the store failed, or the lease was lost) with how to resume the run."""
+    how = (
+        f"the run stopped: no step runs after its last journaled event. Once the state "
+        f"store answers again (and no other run holds the lock), continue it with: "
+        f"drctl resume {run_id}"
+    )
+    hint = f"{exc.hint}; {how}" if exc.hint and "drctl resume" not in exc.hint else how
+    return type(exc)(exc.message, hint=hint)
 
 
 def _warn_about_store(journal: Journal, store: StateStore, plan: Plan, secrets: Secrets) -> None:

@@ -8,16 +8,48 @@ serialised with a transaction-scoped advisory lock, so sequence numbers never co
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from drctl.errors import StateError, first_line
+from drctl.state.base import Lease
 from drctl.state.sql import Cursor, SqlStore
+
+R = TypeVar("R")
+
+
+#: Seconds to open a connection, and after which unacknowledged bytes end a socket
+#: (``tcp_user_timeout``) or silence is probed (keepalives): a store that stops answering
+#: is noticed in about this long, not after the kernel's minutes of retransmissions.
+CONNECT_TIMEOUT = 5
+SOCKET_TIMEOUT = 10.0
+#: Server side: a statement that runs longer (a lock wait behind a stuck session) fails.
+STATEMENT_TIMEOUT = 15.0
+#: How long one operation keeps reconnecting after its connection broke before it fails.
+RETRY_FOR = 15.0
+#: Attempts per operation, whatever the clock says (bounded in count as well as time).
+_MAX_ATTEMPTS = 30
+
+
+class _Disconnected(StateError):
+    """The connection broke before the transaction's commit was sent: nothing was
+    written, so the whole operation may run again on a new connection."""
 
 
 class PostgresStore(SqlStore):
-    """State in a PostgreSQL database (``--state postgresql://…``)."""
+    """State in a PostgreSQL database (``--state postgresql://…``).
+
+    A connection that breaks (the server restarted, the backend was terminated, the
+    network dropped it) is replaced, and the operation retried, for up to ``retry_for``
+    seconds; one that broke while committing is not retried, since whether the commit
+    landed is unknown: the run stops there and its resume reads what the journal holds.
+    Lock heartbeats go over a connection of their own, so a journal write stuck on a
+    silent server never holds a heartbeat back: the lease's holder learns first.
+    """
 
     dialect = "postgres"
     meta_table = "drctl_meta"
@@ -25,30 +57,117 @@ class PostgresStore(SqlStore):
     for_update = " FOR UPDATE"
     for_share = " FOR SHARE"
 
-    def __init__(self, url: str, *, connect_timeout: int = 10, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: int = CONNECT_TIMEOUT,
+        retry_for: float = RETRY_FOR,
+        read_only: bool = False,
+    ) -> None:
         import psycopg
 
         super().__init__(safe_location(url), read_only=read_only)
         self._psycopg = psycopg
+        self._url = url
+        self._connect_timeout = connect_timeout
+        self._retry_for = retry_for
         self._endpoints = _endpoints(url)
         self._mutex = threading.RLock()
+        self._beat_mutex = threading.Lock()
+        self._beat_db: Any = None
+        self._local = threading.local()
         try:
-            self._db = psycopg.connect(url, connect_timeout=connect_timeout, autocommit=False)
-            # The server refuses every write of a read-only session, ours included.
-            self._db.read_only = read_only
+            self._db = self._connect()
             self._open_schema()
         except psycopg.Error as exc:
             raise StateError(f"cannot open state store {self.location}: {first_line(exc)}") from exc
 
+    def _connect(self) -> Any:
+        psycopg = self._psycopg
+        conn = psycopg.connect(
+            self._url, connect_timeout=self._connect_timeout, autocommit=True,
+            keepalives=1, keepalives_idle=max(1, int(SOCKET_TIMEOUT / 3)),
+            keepalives_interval=max(1, int(SOCKET_TIMEOUT / 6)), keepalives_count=3,
+            tcp_user_timeout=int(SOCKET_TIMEOUT * 1000),
+        )  # fmt: skip
+        try:
+            conn.execute(f"SET statement_timeout = {int(STATEMENT_TIMEOUT * 1000)}")
+            conn.autocommit = False
+            # The server refuses every write of a read-only session, ours included.
+            conn.read_only = self.read_only
+        except psycopg.Error:
+            conn.close()
+            raise
+        return conn
+
+    def _retry(self, attempt: Callable[[], R]) -> R:
+        deadline = time.monotonic() + self._retry_for
+        last: _Disconnected | None = None
+        for n in range(_MAX_ATTEMPTS):
+            try:
+                return attempt()
+            except _Disconnected as exc:
+                last = exc
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.1 * 2**n, 1.0, max(0.0, deadline - time.monotonic())))
+        assert last is not None
+        raise StateError(
+            f"state store {self.location}: the connection broke and no new one worked within "
+            f"{self._retry_for:g}s: {last.message}",
+            hint="check that the server answers; the run stopped before its next step",
+        ) from last.__cause__
+
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:
         psycopg = self._psycopg
-        with self._mutex:
+        beat = getattr(self._local, "beat", False)
+        with self._beat_mutex if beat else self._mutex:
+            conn = self._usable(beat)
+            committing = False
             try:
-                with self._db.transaction(), self._db.cursor() as cur:
+                with conn.transaction(), conn.cursor() as cur:
                     yield cur
+                    committing = True
             except psycopg.Error as exc:
+                if conn.broken and not committing:
+                    raise _Disconnected(f"state store {self.location}: {first_line(exc)}") from exc
+                if conn.broken:
+                    raise StateError(
+                        f"state store {self.location}: the connection broke while committing, "
+                        f"so whether the write landed is unknown: {first_line(exc)}"
+                    ) from exc
                 raise StateError(f"state store {self.location}: {first_line(exc)}") from exc
+
+    def _usable(self, beat: bool) -> Any:
+        """The connection for this call, replaced first if it broke (under its mutex)."""
+        conn = self._beat_db if beat else self._db
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+        try:
+            fresh = self._connect()
+        except self._psycopg.Error as exc:
+            raise _Disconnected(
+                f"state store {self.location}: cannot reconnect: {first_line(exc)}"
+            ) from exc
+        if beat:
+            self._beat_db = fresh
+        else:
+            self._db = fresh
+        return fresh
+
+    def heartbeat(self, lease: Lease, ttl: float, now: float) -> Lease:
+        # Over its own connection: a journal write waiting on a silent server holds the
+        # main one, and the heartbeat must still fail (and say why) on its own time.
+        self._local.beat = True
+        try:
+            return super().heartbeat(lease, ttl, now)
+        finally:
+            self._local.beat = False
 
     def _serialise_migration(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('drctl-migrate'))")
@@ -66,6 +185,9 @@ class PostgresStore(SqlStore):
     def close(self) -> None:
         with self._mutex:
             self._db.close()
+        with self._beat_mutex:
+            if self._beat_db is not None:
+                self._beat_db.close()
 
 
 def _endpoints(url: str) -> tuple[tuple[str, int], ...]:

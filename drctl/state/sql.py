@@ -8,11 +8,12 @@ quotes; PostgreSQL needs them), and a backend whose driver wants ``%s`` says so.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Protocol
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from drctl.errors import StateError
 from drctl.state.base import (
@@ -50,6 +51,22 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S", bound="SqlStore")
+
+
+def retried(fn: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
+    """Run the whole operation again when the backend says its connection broke before
+    the commit (``_retry``): the server rolled the transaction back, so it is safe."""
+
+    @functools.wraps(fn)
+    def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._retry(functools.partial(fn, self, *args, **kwargs))
+
+    return wrapper
+
+
 class SqlStore(StateStore):
     """The StateStore contract over one SQL connection; backends subclass it."""
 
@@ -77,6 +94,10 @@ class SqlStore(StateStore):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def _retry(self, attempt: Callable[[], R]) -> R:
+        """Call ``attempt``; a backend that can reconnect retries it (see ``retried``)."""
+        return attempt()
 
     # -- transactions ------------------------------------------------------------
 
@@ -149,6 +170,7 @@ class SqlStore(StateStore):
 
     # -- runs ---------------------------------------------------------------------
 
+    @retried
     def create_run(self, run: RunRecord) -> None:
         with self._write() as cur:
             self._run_sql(
@@ -168,18 +190,22 @@ class SqlStore(StateStore):
             rows = cur.fetchall()
         return [_run_record(row) for row in rows]
 
+    @retried
     def get_run(self, run_id: str) -> RunRecord | None:
         found = self._runs("WHERE id = ?", (run_id,))
         return found[0] if found else None
 
+    @retried
     def find_runs(self, prefix: str) -> list[RunRecord]:
         return self._runs("WHERE substr(id, 1, ?) = ? ORDER BY started_at", (len(prefix), prefix))
 
+    @retried
     def list_runs(self, limit: int = 50, name: str | None = None) -> list[RunRecord]:
         if name is None:
             return self._runs("ORDER BY started_at DESC, id LIMIT ?", (limit,))
         return self._runs("WHERE name = ? ORDER BY started_at DESC, id LIMIT ?", (name, limit))
 
+    @retried
     def last_finished(self, lock_key: str) -> RunRecord | None:
         found = self._runs(
             "WHERE lock_key = ? AND finished_at IS NOT NULL AND dry_run = ? "
@@ -188,6 +214,7 @@ class SqlStore(StateStore):
         )
         return found[0] if found else None
 
+    @retried
     def set_status(self, run_id: str, status: str, finished_at: float | None) -> None:
         with self._write() as cur:
             self._run_sql(
@@ -203,6 +230,7 @@ class SqlStore(StateStore):
         self._append_group([append])
         return append.result()
 
+    @retried
     def _append_group(self, group: list[Append]) -> None:
         """Every append of ``group`` in one transaction: one commit, one sync.
 
@@ -267,6 +295,7 @@ class SqlStore(StateStore):
             stored.append(event.stored(seq + n, token))
         return stored
 
+    @retried
     def events(self, run_id: str) -> list[Event]:
         with self._read() as cur:
             self._run_sql(
@@ -286,10 +315,12 @@ class SqlStore(StateStore):
         row = cur.fetchone()
         return LockInfo(*row) if row else None
 
+    @retried
     def lock_info(self, key: str) -> LockInfo | None:
         with self._read() as cur:
             return self._lock_row(cur, key, for_update=False)
 
+    @retried
     def acquire(
         self,
         key: str,
@@ -320,6 +351,7 @@ class SqlStore(StateStore):
             )
         return AcquireResult(Lease(key, lease_id, token, run_id, now + ttl), took_over)
 
+    @retried
     def heartbeat(self, lease: Lease, ttl: float, now: float) -> Lease:
         with self._write() as cur:
             self._run_sql(
@@ -331,6 +363,7 @@ class SqlStore(StateStore):
                 raise lock_lost(lease)
         return Lease(lease.key, lease.lease_id, lease.token, lease.run_id, now + ttl)
 
+    @retried
     def release(self, lease: Lease) -> None:
         with self._write() as cur:
             self._run_sql(
@@ -339,6 +372,7 @@ class SqlStore(StateStore):
                 (lease.key, lease.lease_id),
             )
 
+    @retried
     def force_release(self, key: str, lease_id: str) -> LockInfo:
         with self._write() as cur:
             info = check_force_release(key, self._lock_row(cur, key, for_update=True), lease_id)

@@ -22,9 +22,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import boto3
 import pytest
 
 from tests.integration import firewall
+from tests.integration.moto_server import (  # noqa: F401
+    MotoServer,
+    aws_env_fixture,
+    moto_fixture,
+    moto_server_fixture,
+)
 from tests.integration.pg_sandbox import (
     CLI_TIMEOUT,
     WAIT,
@@ -32,6 +39,7 @@ from tests.integration.pg_sandbox import (
     drctl,
     execute,
     explain,
+    free_port,
     in_recovery,
     journal,
     one,
@@ -256,3 +264,43 @@ def test_a_partitioned_primary_is_fenced_by_cutting_its_clients(
     first_new = min(traffic.new_writable)
     assert traffic.old_writable and max(traffic.old_writable) < first_new
     assert max(t for _, t in traffic.acked) < first_new
+
+
+@pytest.mark.integration
+def test_a_control_plane_fence_naming_the_old_primary_satisfies_a_promote_without_one(
+    sandbox: Pair,  # noqa: F811
+    moto: MotoServer,
+    tmp_path: Path,
+) -> None:
+    """aws.ec2_stop with fences: old_primary (moto) is the proof for a promote that names no old_primary."""
+    ec2 = boto3.client("ec2", endpoint_url=moto.endpoint, region_name="eu-west-1")
+    reply = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)
+    instance = str(reply["Instances"][0]["InstanceId"])
+    # The old primary's host does not answer at all: only the control plane reaches it.
+    gone = f"host=127.0.0.1 port={free_port()} dbname=postgres user=postgres connect_timeout=1"
+    path = tmp_path / "ec2.yaml"
+    path.write_text(
+        "apiVersion: drctl/v1\nkind: Runbook\nmetadata: {name: ec2-proof}\n"
+        f'targets:\n  old_primary: {{type: postgres, dsn: "{gone}"}}\n'
+        f"  standby: {sandbox.target_yaml(sandbox.node2)}\n"
+        f'  ec2: {{type: aws, region: eu-west-1, endpoint_url: "{moto.endpoint}"}}\n'
+        "settings: {step_timeout: 30s}\n"
+        "steps:\n"
+        "  - {id: check-lag, type: postgres.replication_lag, target: standby}\n"
+        "  - id: stop-old\n    type: aws.ec2_stop\n    target: ec2\n    fences: old_primary\n"
+        f"    with: {{instance_ids: [{instance}], poll_interval: 0.1s}}\n"
+        "  - id: promote\n    type: postgres.promote\n    target: standby\n"
+        "    with: {catchup_seconds: 1}\n"
+    )
+    state = tmp_path / "state.db"
+    done = drctl("run", str(path), "--yes", "--state", str(state))
+    assert done.returncode == 0, explain(done)
+    assert "fence proof: old_primary fenced by fence step stop-old" in done.stdout, explain(done)
+    assert not in_recovery(sandbox.node2.dsn)
+    state_name = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"]
+    assert state_name[0]["State"]["Name"] == "stopped"
+    promoted = [
+        e for e in journal(state, run_id_of(done))
+        if e["kind"] == "step_succeeded" and e.get("step") == "promote"
+    ]  # fmt: skip
+    assert promoted and "stop-old" in promoted[0]["data"]["outputs"]["fence_proof"]
