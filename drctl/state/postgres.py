@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from drctl.errors import StateError, first_line
+from drctl.errors import StateError, UsageError, first_line
 from drctl.state.base import Lease
 from drctl.state.sql import Cursor, SqlStore
 
@@ -79,6 +79,15 @@ class PostgresStore(SqlStore):
         self._local = threading.local()
         try:
             self._db = self._connect()
+        except psycopg.OperationalError as exc:
+            # Nothing was written: the flag (or DRCTL_STATE, or settings.state) is wrong.
+            raise UsageError(
+                f"--state: cannot reach the PostgreSQL store {self.location}: {first_line(exc)}",
+                hint="check the URL's host, port and credentials, and that the server is up",
+            ) from exc
+        except psycopg.Error as exc:
+            raise StateError(f"cannot open state store {self.location}: {first_line(exc)}") from exc
+        try:
             self._open_schema()
         except psycopg.Error as exc:
             raise StateError(f"cannot open state store {self.location}: {first_line(exc)}") from exc

@@ -117,3 +117,21 @@ def test_a_store_that_stops_answering_stops_the_run_before_its_next_step(
         resumed = run_cli("resume", run_id, "--yes", "--state", url, cwd=str(tmp_path))
         assert resumed.returncode == 0, f"{resumed.stdout}\n{resumed.stderr}"
     assert (tmp_path / "effects").read_text() == "1\n2\n"
+
+
+def test_an_unreachable_postgresql_store_is_a_usage_error_naming_the_flag(tmp_path: Path) -> None:
+    """A PostgreSQL store nobody answers at: exit 2 naming --state, no traceback, no password shown."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: refused
+        runbook = tmp_path / "rb.yaml"
+        runbook.write_text(_RUNBOOK.format(name="nowhere", d=tmp_path))
+        url = f"postgresql://drctl:hunter2secret@127.0.0.1:{port}/x"
+        result = run_cli("run", str(runbook), "--yes", "--state", url)
+    assert result.returncode == 2, result.stderr
+    assert "--state: cannot reach the PostgreSQL store" in result.stderr
+    assert "hunter2secret" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "started").exists()
