@@ -409,7 +409,9 @@ def test_promote_then_rejoin(sandbox: Pair) -> None:  # noqa: F811
 
     Fence().apply(_ctx(FenceInputs(mode="read_only"), old))
     checked = Promote().check(_ctx(promote, new, targets)) or ""
-    assert re.fullmatch(r"promote \(lag \d+ bytes; old refuses writes\)", checked), checked
+    assert re.fullmatch(r"promote \(lag \d+ bytes; old refuses writes \(live probe\)\)", checked), (
+        checked
+    )
 
     ctx = _ctx(promote, new, targets)
     Promote().apply(ctx)
