@@ -60,8 +60,14 @@ def _fence_proofs(plan: Plan) -> dict[str, str]:
             for s in plan.steps
             if s.id in path and "fence" in s.roles
         ]
-        proofs[step.id] = "fence proof: a live probe of the old primary" + (
-            ", or a verified fence step on its path: " + ", ".join(fences) if fences else ""
+        old = step.inputs.get("old_primary")
+        on_path = ", ".join(fences) if fences else "none"
+        proofs[step.id] = (
+            f"fence proof: a live probe of {old}, or a verified fence step on its path "
+            f"fencing it; fence steps on its path: {on_path}"
+            if isinstance(old, str)
+            else f"fence proof: a verified fence step on its path that fences a named "
+            f"server; fence steps on its path: {on_path}"
         )
     return proofs
 

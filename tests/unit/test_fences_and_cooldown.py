@@ -47,9 +47,9 @@ def test_a_shell_fence_names_what_it_fences_in_the_plan(
     assert shown.returncode == 0, shown.stderr
     assert "fences: old_primary" in shown.stdout
     assert (
-        "fence proof: a live probe of the old primary, or a verified fence step on its path: "
-        "cut (fences old_primary)" in shown.stdout
-    )
+        "fence proof: a live probe of old_primary, or a verified fence step on its path "
+        "fencing it; fence steps on its path: cut (fences old_primary)" in shown.stdout
+    ), shown.stdout
 
 
 def test_no_fences_and_no_cooldown_keep_the_plan_hash(write_runbook: Callable[..., str]) -> None:
