@@ -45,7 +45,7 @@ from _common import (
 sys.path.insert(0, str(ROOT))
 
 N_SMALL, N_LARGE = 20, 120
-ROUNDS = 3
+ROUNDS = 5
 LOCK_SAMPLES = 30
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 SECTION = "store-overhead"
