@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from drctl.errors import StepError, Unreachable
 from drctl.providers.postgres.candidate import RULE, Candidate, Ranking, Verdict, rank
@@ -27,9 +28,17 @@ class CandidateInputs(StepInputs):
     )
 
 
+def _named(value: object) -> object:
+    # A bare target name is a candidate with no tags (a list rendered from params).
+    if isinstance(value, list):
+        return [{"target": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
 class ChooseInputs(StepInputs):
-    candidates: list[CandidateInputs] = Field(
-        min_length=1, description="The standbys to choose among, each with its operator tags."
+    candidates: Annotated[list[CandidateInputs], BeforeValidator(_named)] = Field(
+        min_length=1,
+        description="The standbys to choose among, each with its operator tags (or a bare target name).",
     )
     old_primary: str | None = Field(
         default=None,
@@ -105,7 +114,8 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
     timelines, unless ``accept_unreachable`` / ``accept_timeline_split``. ``prefer``
     overrides the choice for an eligible candidate, and the log says what it gives up.
 
-    Publishes ``target`` (the winner's target name), ``gap_bytes`` (WAL the winner
+    Publishes ``target`` (the winner's target name), ``others`` (every other
+    candidate's, in the order given: the standbys that follow the winner), ``gap_bytes`` (WAL the winner
     lacks against the furthest known position), ``gaps`` (each candidate's), ``table``
     (every candidate's facts, verdict and reason) and ``known_end_lsn``. Read-only.
     """
@@ -123,6 +133,10 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         # Nothing to prove: a resume runs the choice again, so later steps read its outputs.
         return False
 
+    def target_outputs(self, inputs: ChooseInputs) -> Mapping[str, tuple[str, ...]]:
+        names = tuple(c.target for c in inputs.candidates)
+        return {"target": names, "others": names}
+
     def describe(self, inputs: ChooseInputs, target: str | None) -> str:
         names = ", ".join(c.target for c in inputs.candidates)
         prefer = f"; prefer {inputs.prefer}" if inputs.prefer else ""
@@ -137,6 +151,7 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         ranking = self._rank(ctx)
         winner = self._decide(ctx, ranking)
         ctx.output("target", winner.name)
+        ctx.output("others", [c.target for c in ctx.inputs.candidates if c.target != winner.name])
         ctx.output("gap_bytes", winner.gap_bytes)
         ctx.output("gaps", {c.name: c.gap_bytes for c in ranking.candidates})
         ctx.output("table", [c.as_json() for c in ranking.candidates])
