@@ -58,6 +58,7 @@ def test_a_run_time_target_is_the_rendered_one_and_journaled(tmp_path: Path) -> 
     assert done.returncode == 0, explain(done)
     started = [e for e in journal(state) if e["kind"] == "step_started" and e["step"] == "ask"]
     assert len(started) == 1 and started[0]["data"] == {"target": "b"}, started
+    assert "ask: started (attempt 1) on b" in done.stdout, explain(done)
 
 
 def test_a_run_time_target_outside_its_choices_fails_the_step_clearly(tmp_path: Path) -> None:

@@ -144,6 +144,22 @@ def test_a_run_time_target_the_compiler_cannot_trace_needs_target_one_of(
     assert errors(write_runbook(HEAD + fixed)) == []
 
 
+def test_a_run_time_fan_out_the_compiler_cannot_trace_needs_target_one_of(
+    write_runbook: Callable[..., str],
+) -> None:
+    """for_each over a shell step's stdout is E211 at for_each's line:col, asking for target_one_of."""
+    steps = (
+        '  - {id: pick, type: shell, with: {command: "echo node2", mutates: false}}\n'
+        '  - {id: lag, type: postgres.replication_lag, target: "{{ item }}",\n'
+        '     for_each: "{{ steps.pick.outputs.stdout.split() }}"}\n'
+    )
+    path = write_runbook(HEAD + steps)
+    heads = located(path)
+    assert len(heads) == 1 and heads[0].startswith(f"{path}:15:") and "E211" in heads[0], heads
+    assert "for_each is decided at run time from steps.pick.outputs.stdout.split()" in heads[0]
+    assert "target_one_of" in run_cli("validate", path).stdout
+
+
 @pytest.mark.parametrize(
     ("one_of", "col_of", "message"),
     [
