@@ -27,6 +27,7 @@ Goal (issue 15): drctl's whole command ≤ 1.5× the script's time (medians).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,6 +61,10 @@ class Sample:
     old: str
     new: str
     wall: float
+    #: drctl: seconds before run_started (start-up, compile, lock) and after run_finished.
+    outside: float = 0.0
+    #: drctl: each step's duration as journaled (base step id: seconds).
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 def bench_runbooks(work: Path) -> tuple[Path, Path]:
@@ -131,9 +136,11 @@ class Bench:
             argv = ["bash", str(RAW), str(node.port), str(status.dns.port),
                     str(self.sandbox.named.secret_file), node.host, str(node.data_dir),
                     str(node.socket_dir), *others]  # fmt: skip
+        spawned = time.time()
         started = time.perf_counter()
         self._run(argv)
         wall = time.perf_counter() - started
+        outside, steps = self._journaled(spawned, wall) if kind == "drctl" else (0.0, {})
         after = self.sandbox.status()
         primaries = [n.name for n in after.nodes if n.role == "primary"]
         new = next((p for p in primaries if p != old), None)
@@ -142,7 +149,22 @@ class Bench:
         # Untimed: the old primary rejoins (pg_rewind), so the next run has three nodes.
         self._run([str(DRCTL), "run", str(self.rejoin_yaml), "--params-file", str(self.topology),
                    "-p", f"new_primary={new}", "--yes", "--state", str(self.state)])  # fmt: skip
-        return Sample(kind, old, new, wall)
+        return Sample(kind, old, new, wall, outside, steps)
+
+    def _journaled(self, spawned: float, wall: float) -> tuple[float, dict[str, float]]:
+        """From the last run's journal: time outside the run, and each step's duration."""
+        listed = self._run([str(DRCTL), "runs", "--output", "json", "--state", str(self.state)])
+        run_id = str(json.loads(listed.stdout)[0]["id"])  # a JSON list, newest first
+        log = self._run([str(DRCTL), "log", run_id, "--output", "json", "--state", str(self.state)])
+        events = [json.loads(line) for line in log.stdout.splitlines() if line.strip()]
+        first = next(e["ts"] for e in events if e["kind"] == "run_started")
+        last = next(e["ts"] for e in events if e["kind"] == "run_finished")
+        steps = {
+            str(e["step"]).split("[", 1)[0]: float(e["data"]["duration"])
+            for e in events
+            if e["kind"] == "step_succeeded" and e["data"].get("duration") is not None
+        }
+        return wall - (last - first), steps
 
 
 def pg_version(sandbox: Sandbox) -> str:
@@ -193,6 +215,11 @@ def report(args: argparse.Namespace) -> str:
         [name, f"{median(xs):.3f}", f"{min(xs):.3f}", f"{max(xs):.3f}", str(len(xs))]
         for name, xs in (("RAW (psql, nsupdate, dig script)", raw), ("DRCTL (`drctl run`)", ours))
     ]
+    runs = [s for s in samples if s.kind == "drctl"]
+    step_rows = [["outside the run (start-up, compile, lock; exit)",
+                  f"{median([s.outside for s in runs]):.3f}"]]  # fmt: skip
+    for step in runs[0].steps:
+        step_rows.append([f"`{step}`", f"{median([s.steps.get(step, 0.0) for s in runs]):.3f}"])
     parts = [
         "## Three-node sandbox failover: `drctl run` vs the same operations scripted",
         "",
@@ -231,6 +258,11 @@ def report(args: argparse.Namespace) -> str:
         table(["", "median s", "min s", "max s", "runs"], rows),
         "",
         f"drctl / script (medians): **{ratio:.2f}×** — goal ≤ {GOAL}×: {met}.",
+        "",
+        "Where drctl's time goes (medians over its timed runs; steps as journaled, the "
+        "rest is the journal's own writes and the scheduler):",
+        "",
+        table(["part", "s"], step_rows),
     ]
     return "\n".join(parts) + "\n"
 

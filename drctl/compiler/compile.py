@@ -572,7 +572,12 @@ class _Compiler:
                 forced=derived.forced,
                 accepts_data_loss=derived.accepts_data_loss,
                 continues_on_failure=on_failure.policy is FailurePolicy.CONTINUE,
-                when=when,
+                # An instance of a run-time fan-out runs only if listed: a condition too.
+                when=when
+                if item_from is None
+                else f"{key} is among {_words(item_from)}"
+                if when in (None, True)
+                else f"({when}) and {key} is among {_words(item_from)}",
                 targets=target.choices
                 if target.template is not None
                 else ((target.name,) if target.name is not None else ()),

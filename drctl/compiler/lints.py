@@ -36,7 +36,8 @@ TITLES = {
 
 #: Each rule's exact logic, as the exit-codes page states it. "Before" means a step the
 #: checked step depends on (through ``requires``, transitively); a step "runs whenever"
-#: another does when it has no ``when:``, ``when: true``, or the very same ``when:``.
+#: another does when it has no ``when:``, ``when: true``, or the very same ``when:`` (an
+#: instance of a fan-out over run-time targets runs only if listed: a ``when:`` of its own).
 LOGIC = {
     "DR001": (
         "Fires on a step with the promote role unless it is not forced and some step with the "
@@ -50,6 +51,13 @@ LOGIC = {
         "Fires on a step with the promote role that does not set `accept_data_loss`, unless "
         "some step with the lag-check role (a lag check, `postgres.choose_primary`) before it "
         "runs whenever it does; and on every step that sets `accept_data_loss`."
+    ),
+    "terms": (
+        "A step is *before* another when the other depends on it through `requires` "
+        "(transitively). A step *runs whenever* another does when it has no `when:`, "
+        "`when: true`, or the very same `when:` as the other; an instance of a `for_each` "
+        "over targets decided at run time runs only if its target is listed, which counts "
+        "as a `when:` of its own."
     ),
     "DR003": (
         "Fires on a step with the traffic role (a DNS change) that does not depend on every "

@@ -539,7 +539,8 @@ def exit_codes() -> str:
     ]
     out += [f"| `{code}` | {_cell(title)} |" for code, title in sorted(TITLES.items())]
     out += ["", "What each rule checks, exactly:", ""]
-    out += [f"- **{code}**: {LOGIC[code]}" for code in sorted(LOGIC)]
+    out += [f"- {LOGIC['terms']}"]
+    out += [f"- **{code}**: {LOGIC[code]}" for code in sorted(LOGIC) if code != "terms"]
     out.append("")
     return "\n".join(out)
 

@@ -274,6 +274,27 @@ def test_a_fence_with_the_promotes_own_run_time_target_is_no_fence(
     assert any(c == "DR001" and "fences the very target promote promotes" in m for c, m in found)
 
 
+def test_a_fence_fanned_out_over_run_time_targets_is_conditional(
+    write_runbook: Callable[..., str],
+) -> None:
+    """DR001 fires when the only fences are instances of a run-time fan-out: each runs only if listed."""
+    fences = (
+        "  - id: fence\n    type: postgres.fence\n"
+        '    for_each: "{{ steps.choose.outputs.others }}"\n    target: "{{ item }}"\n'
+        "    requires: [choose]\n"
+    )
+    promote = (
+        "  - {id: promote, type: postgres.promote, target: node1, with: {old_primary: node2}}\n"
+    )
+    probe = "  - {id: probe, type: postgres.write_probe, target: node1}\n"
+    found = errors(write_runbook(HEAD + CHOOSE + fences + promote + probe))
+    dr001 = [m for c, m in found if c == "DR001"]
+    assert (
+        len(dr001) == 1
+        and "runs only when 'node2 is among steps.choose.outputs.others'" in dr001[0]
+    )
+
+
 def test_a_lag_check_under_a_when_the_promote_does_not_share_is_no_lag_check(
     write_runbook: Callable[..., str],
 ) -> None:
@@ -349,6 +370,6 @@ def test_the_exit_codes_page_states_each_lints_exact_logic() -> None:
 
     page = (REPO / "docs/exit-codes.md").read_text()
     for code, logic in LOGIC.items():
-        assert f"- **{code}**: {logic}" in page
+        assert (f"- **{code}**: {logic}" if code != "terms" else f"- {logic}") in page
     assert "runs whenever the promote does" in LOGIC["DR001"]
     assert "`verifies:`" in LOGIC["DR004"]
