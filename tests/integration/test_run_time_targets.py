@@ -48,13 +48,20 @@ def _asks(expect: str) -> str:
 
 
 def test_a_run_time_target_is_the_rendered_one_and_journaled(tmp_path: Path) -> None:
-    """The step acts on the target its template named at run time (b), and step_started journals it."""
+    """The dry run says the target is decided at run time; the run acts on the one its template named (b) and journals it."""
     steps = _pick("b") + (
         '  - {id: ask, type: postgres.sql, target: "{{ steps.pick.outputs.stdout }}",\n'
         f"     target_one_of: [a, b], with: {{{_asks('drctl_b')}}}}}\n"
     )
     state = tmp_path / "state.db"
-    done = drctl("run", str(_runbook(tmp_path / "r.yaml", steps)), "--state", str(state))
+    runbook = _runbook(tmp_path / "r.yaml", steps)
+    dry = drctl("run", str(runbook), "--dry-run", "--state", str(state))
+    assert dry.returncode == 0, explain(dry)
+    assert (
+        "not checked: its target is decided at run time from steps.pick.outputs.stdout: "
+        "one of a, b" in dry.stdout
+    ), explain(dry)
+    done = drctl("run", str(runbook), "--state", str(state))
     assert done.returncode == 0, explain(done)
     started = [e for e in journal(state) if e["kind"] == "step_started" and e["step"] == "ask"]
     assert len(started) == 1 and started[0]["data"] == {"target": "b"}, started

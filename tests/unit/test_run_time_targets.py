@@ -101,6 +101,28 @@ def test_a_fan_out_over_run_time_targets_has_one_instance_per_candidate(
     assert "runs only if node3 is among steps.choose.outputs.others at run time" in as_text(plan)
 
 
+def test_a_fan_out_over_a_params_list_of_targets_types_each_item(
+    write_runbook: Callable[..., str],
+) -> None:
+    """for_each over a list param of target names puts each instance on its target; a name that is no target is E211."""
+    text = HEAD.replace(
+        "params:\n", "params:\n  standbys: {type: list, default: [node2, node3]}\n"
+    ) + (
+        '  - {id: lag, type: postgres.replication_lag, for_each: "{{ params.standbys }}",\n'
+        '     target: "{{ item }}"}\n'
+    )
+    path = write_runbook(text)
+    plan = compile_runbook(path)
+    assert [(s.id, s.target) for s in plan.steps] == [
+        ("lag[node2]", "node2"),
+        ("lag[node3]", "node3"),
+    ]
+    assert plan.step("lag[node2]").item_from is None  # known at compile time: no run-time list
+    found = errors(path, 'standbys=["node2", "app2"]')
+    assert [c for c, _ in found] == ["E211"]
+    assert "unknown target 'app2' (its template rendered 'app2')" in found[0][1]
+
+
 def test_a_stored_plan_keeps_its_run_time_targets_and_hash(
     write_runbook: Callable[..., str],
 ) -> None:
