@@ -509,7 +509,8 @@ class _Compiler:
                 spec.with_, context, (*loc, "with"), spec.as_, step_refs, deferred
             )
             # repr, not ==: 1, 1.0 and True are equal but may validate differently.
-            same = repr(inputs_raw) if not deferred else None
+            # The target too: a fan-out over targets describes each instance by its own.
+            same = repr((inputs_raw, target.words() if target else None)) if not deferred else None
             derived = last[1] if last is not None and same == last[0] else None
             if derived is None:
                 inputs = self._validate_inputs(step_type, inputs_raw, (*loc, "with"), deferred)
@@ -581,7 +582,9 @@ class _Compiler:
                 targets=target.choices
                 if target.template is not None
                 else ((target.name,) if target.name is not None else ()),
-                target_key=target.key(),
+                # A run-time template read inside a fan-out may name another target per item.
+                target_key=target.key()
+                + (f"[{key}]" if key is not None and target.template is not None else ""),
                 names_verified=frozenset(spec.verifies or ()),
             )
             out.append(_Instance(compiled, spec, loc, subject, step_refs))

@@ -118,6 +118,10 @@ def test_a_fan_out_over_a_params_list_of_targets_types_each_item(
         ("lag[node3]", "node3"),
     ]
     assert plan.step("lag[node2]").item_from is None  # known at compile time: no run-time list
+    assert [s.description for s in plan.steps] == [
+        "measure replication lag of node2",
+        "measure replication lag of node3",
+    ]
     found = errors(path, 'standbys=["node2", "app2"]')
     assert [c for c, _ in found] == ["E211"]
     assert "unknown target 'app2' (its template rendered 'app2')" in found[0][1]
