@@ -6,12 +6,21 @@ shows which target a step really used.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import PG_ADMIN_URL, require_or_skip
-from tests.integration.pg_sandbox import drctl, explain, journal
+from tests.integration.pg_sandbox import (
+    ThreeNodes,
+    drctl,
+    explain,
+    in_recovery,
+    journal,
+    one,
+    three_nodes,  # noqa: F401
+)
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +128,63 @@ def test_a_run_time_fan_out_naming_an_unplanned_target_fails(tmp_path: Path) -> 
     assert "for_each: steps.pick.outputs.stdout.split() named c, not among the targets" in (
         done.stdout + done.stderr
     ), explain(done)
+
+
+# -- on a three-node topology ---------------------------------------------------------------
+
+THREE_NODE_STEPS = """  - id: choose
+    type: postgres.choose_primary
+    with: {old_primary: node1, candidates: [node2, node3]}
+  - {id: fence, type: postgres.fence, target: node1, with: {mode: hard}}
+  - id: promote
+    type: postgres.promote
+    target: "{{ steps.choose.outputs.target }}"
+    with: {old_primary: node1}
+  - id: follow
+    type: postgres.follow
+    for_each: "{{ steps.choose.outputs.others }}"
+    target: "{{ item }}"
+    with: {new_primary: "{{ steps.choose.outputs.target }}"}
+"""
+
+
+def test_kill_9_after_a_run_time_promote_resumes_on_the_chosen_node(
+    three_nodes: ThreeNodes,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """drctl killed -9 right after promoting the chosen node resumes verifying that node (one promotion), and the other follows it."""
+    topo = three_nodes
+    targets = "".join(f"  {n.name}: {topo.target_yaml(n)}\n" for n in topo.nodes)
+    runbook = tmp_path / "three.yaml"
+    runbook.write_text(
+        "apiVersion: drctl/v1\nkind: Runbook\nmetadata: {name: three-node-run-time}\n"
+        f"targets:\n{targets}settings: {{step_timeout: 90s}}\nsteps:\n{THREE_NODE_STEPS}"
+    )
+    state = tmp_path / "state.db"
+    killed = drctl(
+        "run", str(runbook), "--yes", "--state", str(state),
+        env={"DRCTL_FAULT": "after-apply:promote"},
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, explain(killed)
+    resumed = drctl("resume", "--last", "--yes", "--state", str(state))
+    assert resumed.returncode == 0, explain(resumed)
+
+    events = journal(state)
+    chosen = next(
+        e["data"]["outputs"]["target"]
+        for e in events
+        if e["kind"] == "step_succeeded" and e["step"] == "choose"
+    )
+    other = "node3" if chosen == "node2" else "node2"
+    promoted = [e for e in events if e["kind"] == "step_succeeded" and e["step"] == "promote"]
+    assert len(promoted) == 1 and promoted[0]["data"].get("verified_on_resume") is True
+    assert [
+        e["data"] for e in events if e["kind"] == "step_started" and e["step"] == "promote"
+    ] == [{"target": chosen}]
+    skipped = [e["step"] for e in events if e["kind"] == "step_skipped"]
+    assert skipped == [f"follow[{chosen}]"]
+    nodes = {n.name: n for n in topo.nodes}
+    assert not in_recovery(nodes[chosen].dsn)
+    assert in_recovery(nodes[other].dsn)
+    assert one(nodes[other].dsn, "SELECT status FROM pg_stat_wal_receiver") == "streaming"
+    assert one(nodes[other].dsn, "SELECT received_tli FROM pg_stat_wal_receiver") == 2
