@@ -796,7 +796,7 @@ def report(args: argparse.Namespace) -> str:
             "TMP/state.db` of a runbook with exactly `postgres.fence` (`mode: read_only`) → "
             "`postgres.promote` (`old_primary` set; `acknowledge: [DR002]`: no lag step, as in "
             "the raw script) → `postgres.write_probe`, targets as in "
-            "`runbooks/sandbox-pg-failover.yaml`. Whole command, wall clock: interpreter "
+            "`runbooks/sandbox-pg-pair-failover.yaml`. Whole command, wall clock: interpreter "
             "start-up, imports, compile, lock, journal (SQLite, fsynced), the steps, exit. "
             "In-run and the phases around it: journal timestamps from `drctl log RUN --output "
             "json` against the spawn and exit times seen by this script.",

@@ -65,7 +65,11 @@ def up(
     lines += [
         f"  env      {root}/sandbox.env   params  {root}/params.yaml   topology  {root}/topology.yaml",
         "fail it over with:",
-        f"  drctl run runbooks/sandbox-pg-failover.yaml --params-file {root}/params.yaml --yes",
+        # The three-node runbook reads every node from the topology file; the two-node
+        # one the live primary and first standby from the params file.
+        f"  drctl run runbooks/sandbox-pg-failover.yaml --params-file {root}/topology.yaml --yes"
+        if len(status.nodes) == 3
+        else f"  drctl run runbooks/sandbox-pg-pair-failover.yaml --params-file {root}/params.yaml --yes",
     ]
     sys.stdout.write("\n".join(lines) + "\n")
 

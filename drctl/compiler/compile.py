@@ -8,6 +8,8 @@ no credentials, no client library imported.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +122,8 @@ class _Compiler:
         self.targets_ctx: dict[str, dict[str, Any]] = {}
         #: Step instances the for_each lists seen so far expand to (see _fan_out_fits).
         self.planned = 0
+        #: Outputs of compiled steps that name targets, with the targets each can name.
+        self.target_outputs: dict[str, Mapping[str, tuple[str, ...]]] = {}
 
     def error(
         self, code: str, message: str, loc: Loc, *, key: bool = False, hint: str | None = None
@@ -260,7 +264,19 @@ class _Compiler:
             self.error(E_UNKNOWN_STEP_TYPE, f"{exc.message}", loc, hint=exc.hint)
             return None
 
-    def _check_target(self, step_type: StepType, target: str | None, loc: Loc) -> None:
+    def _check_target(
+        self,
+        step_type: StepType,
+        target: str | None,
+        loc: Loc,
+        *,
+        tloc: Loc | None = None,
+        shown: str = "",
+    ) -> bool:
+        """Report a missing, unknown or mistyped target at ``tloc``; True when it is fine.
+
+        ``shown`` says where the name came from (a template, a run-time choice).
+        """
         kinds = step_type.target_types
         if target is None:
             if step_type.target_required:
@@ -269,12 +285,13 @@ class _Compiler:
                     f"step type {step_type.name!r} needs a target of type {' or '.join(sorted(kinds))}",
                     loc,
                 )
-            return
-        tloc = (*loc, "target")
+                return False
+            return True
+        tloc = tloc if tloc is not None else (*loc, "target")
         if target not in self.target_names:
             self.error(
                 E_TARGET,
-                f"unknown target {target!r}",
+                f"unknown target {target!r}{shown}",
                 tloc,
                 hint=did_you_mean(target, self.target_names)
                 or (
@@ -283,23 +300,113 @@ class _Compiler:
                     else "declare it under targets:"
                 ),
             )
-            return
+            return False
         model = self.loaded.targets.get(target)
         if model is None:
-            return  # the target itself is invalid and already reported
+            return False  # the target itself is invalid and already reported
         if not kinds:
             self.error(E_TARGET, f"step type {step_type.name!r} takes no target", tloc)
-        elif model.type not in kinds:
+            return False
+        if model.type not in kinds:
             self.error(
                 E_TARGET,
                 f"step type {step_type.name!r} acts on {' or '.join(sorted(kinds))} targets; "
-                f"{target!r} is a {model.type} target",
+                f"{target!r} is a {model.type} target{shown}",
                 tloc,
             )
+            return False
+        return True
 
-    def _items(self, spec: StepSpec, loc: Loc) -> list[tuple[str | None, Any]] | None:
+    def _step_target(
+        self,
+        step_type: StepType,
+        spec: StepSpec,
+        context: dict[str, Any],
+        loc: Loc,
+        refs: dict[str, Loc],
+        run_time_item: bool,
+    ) -> _TargetPlan | None:
+        """The step's target: named, rendered from a template, or decided at run time.
+
+        None when it is wrong (reported). A template over params or the for_each item
+        is rendered here; one over steps' outputs is left for the engine, with the
+        targets it may name (``target_one_of``, or what the output's step type declares).
+        """
+        text = spec.target
+        if text is None or not is_template(text):
+            if spec.target_one_of is not None and not run_time_item:
+                self.error(
+                    E_TARGET,
+                    "target_one_of is for a target (or for_each) decided at run time; "
+                    "this step's target is fixed",
+                    (*loc, "target_one_of"),
+                    hint="make target a template over steps' outputs, or remove target_one_of",
+                )
+                return None
+            # A fan-out over run-time targets binds the item to a target name it checks.
+            return _TargetPlan(text)
+        tloc = (*loc, "target")
+        out = self._render_value(text, context, tloc, spec.as_, refs)
+        if out is _FAILED:
+            return None
+        if isinstance(out, _Deferred):
+            choices = self._choices(spec, text, loc, "target")
+            if choices is None:
+                return None
+            ok = True
+            for j, name in enumerate(choices):
+                where = (*loc, "target_one_of", j) if spec.target_one_of is not None else tloc
+                ok = self._check_target(
+                    step_type, name, loc, tloc=where,
+                    shown=f" (one of the targets {_words(text)} may name)",
+                ) and ok  # fmt: skip
+            return _TargetPlan(None, text, choices) if ok else None
+        if not isinstance(out, str) or not out:
+            self.error(
+                E_TARGET,
+                f"target must render to a target name, got {type(out).__name__} {out!r}",
+                tloc,
+            )
+            return None
+        if not self._check_target(step_type, out, loc, shown=f" (its template rendered {out!r})"):
+            return None
+        if spec.target_one_of is not None and out not in spec.target_one_of:
+            self.error(
+                E_TARGET,
+                f"target renders {out!r}, which is not in target_one_of",
+                tloc,
+                hint="target_one_of: " + ", ".join(spec.target_one_of),
+            )
+            return None
+        return _TargetPlan(out)
+
+    def _choices(self, spec: StepSpec, text: str, loc: Loc, field: str) -> tuple[str, ...] | None:
+        """The targets a run-time ``target``/``for_each`` may name; None when unknown (reported)."""
+        if spec.target_one_of is not None:
+            return tuple(dict.fromkeys(spec.target_one_of))
+        read = _output_read(text)
+        if read is not None:
+            declared = self.target_outputs.get(read[0], {}).get(read[1])
+            if declared is not None:
+                return declared
+        self.error(
+            E_TARGET,
+            f"{field} is decided at run time from {_words(text)}, and the compiler cannot "
+            "tell which targets that may name",
+            (*loc, field),
+            hint="list them: 'target_one_of: [NAME, ...]' on the step (an output whose step "
+            "type declares its targets, such as postgres.choose_primary's target and "
+            "others, needs none)",
+        )
+        return None
+
+    def _items(
+        self, spec: StepSpec, loc: Loc
+    ) -> tuple[list[tuple[str | None, Any]], str | None] | None:
+        """The fan-out's (key, item) pairs, and the run-time list template for a fan-out
+        over targets decided at run time (None otherwise)."""
         if spec.for_each is None:
-            return [(None, None)]
+            return [(None, None)], None
         floc = (*loc, "for_each")
         values: Any = spec.for_each
         if isinstance(values, str):
@@ -308,12 +415,12 @@ class _Compiler:
             if rendered is _FAILED:
                 return None
             if isinstance(rendered, _Deferred):
-                self.error(
-                    E_FOR_EACH,
-                    "for_each must be known at plan time; it cannot read steps' outputs",
-                    floc,
-                )
-                return None
+                # A fan-out over targets decided at run time: one instance per target
+                # it may name, each run only when its target is in the list then.
+                choices = self._choices(spec, values, loc, "for_each")
+                if choices is None or not self._fan_out_fits(len(choices), floc):
+                    return None
+                return [(name, name) for name in choices], values
             values = rendered
         if not isinstance(values, list):
             self.error(E_FOR_EACH, f"for_each must give a list, got {type(values).__name__}", floc)
@@ -339,7 +446,7 @@ class _Compiler:
                 return None
             seen.add(key_text)
             out.append((key_text, item))
-        return out
+        return out, None
 
     def _fan_out_fits(self, count: int, loc: Loc) -> bool:
         """Refuse, before expanding it, a fan-out that takes the plan past ``max_steps``.
@@ -364,11 +471,12 @@ class _Compiler:
     def _compile_step(self, located: LocatedStep, *, fallback: bool) -> list[_Instance]:
         spec, loc = located.spec, located.loc
         step_type = self._step_type(spec.type, (*loc, "type"))
-        if step_type is not None:
+        if step_type is not None and (spec.target is None or not is_template(spec.target)):
             self._check_target(step_type, spec.target, loc)
-        items = self._items(spec, loc)
-        if step_type is None or items is None:
+        fanned = self._items(spec, loc)
+        if step_type is None or fanned is None:
             return []
+        items, item_from = fanned
         settings = self.header.settings if self.header is not None else None
         timeout = (
             spec.timeout
@@ -392,18 +500,29 @@ class _Compiler:
                 context[spec.as_] = item
             step_refs: dict[str, Loc] = {}
             deferred: list[str] = []
+            if item_from is not None:
+                self._render_value(item_from, context, (*loc, "for_each"), spec.as_, step_refs)
+            target = self._step_target(
+                step_type, spec, context, loc, step_refs, item_from is not None
+            )
             inputs_raw = self._render_tree(
                 spec.with_, context, (*loc, "with"), spec.as_, step_refs, deferred
             )
             # repr, not ==: 1, 1.0 and True are equal but may validate differently.
-            same = repr(inputs_raw) if not deferred else None
+            # The target too: a fan-out over targets describes each instance by its own.
+            same = repr((inputs_raw, target.words() if target else None)) if not deferred else None
             derived = last[1] if last is not None and same == last[0] else None
             if derived is None:
                 inputs = self._validate_inputs(step_type, inputs_raw, (*loc, "with"), deferred)
                 if inputs is not None:
-                    derived = _Derived.of(step_type, inputs, spec.target)
+                    derived = _Derived.of(
+                        step_type, inputs, target.words() if target is not None else spec.target
+                    )
                     if same is not None:
                         last = (same, derived)
+                    named = step_type.target_outputs(inputs)
+                    if named:
+                        self.target_outputs.setdefault(spec.id, named)
             when = self._render_when(spec, context, loc, step_refs)
             description = spec.description
             if description is not None and is_template(description):
@@ -412,7 +531,7 @@ class _Compiler:
                 )
                 description = rendered.text if isinstance(rendered, _Deferred) else str(rendered)
             rollback = self._rollback(spec, context, loc, step_refs)
-            if derived is None:
+            if derived is None or target is None:
                 continue
             roles = derived.roles
             if spec.fences is not None and not self._check_fences(spec, roles, loc):
@@ -422,7 +541,7 @@ class _Compiler:
                 id=sid,
                 base_id=spec.id,
                 type=spec.type,
-                target=self._target_ref(spec.target),
+                target=self._target_ref(target.name),
                 description=description or derived.description,
                 inputs=inputs_raw,
                 deferred=tuple(sorted(deferred)),
@@ -441,6 +560,13 @@ class _Compiler:
                 loop_var=spec.as_ if key is not None else None,
                 fallback=fallback,
                 fences=None if spec.fences is None else self._target_ref(spec.fences),
+                target_from=target.template,
+                target_choices=target.choices
+                if target.template is not None
+                else tuple(k for k, _ in items if k is not None)
+                if item_from is not None
+                else (),
+                item_from=item_from,
             )
             subject = LintSubject(
                 id=sid,
@@ -450,7 +576,19 @@ class _Compiler:
                 forced=derived.forced,
                 accepts_data_loss=derived.accepts_data_loss,
                 continues_on_failure=on_failure.policy is FailurePolicy.CONTINUE,
-                when=when,
+                # An instance of a run-time fan-out runs only if listed: a condition too.
+                when=when
+                if item_from is None
+                else f"{key} is among {_words(item_from)}"
+                if when in (None, True)
+                else f"({when}) and {key} is among {_words(item_from)}",
+                targets=target.choices
+                if target.template is not None
+                else ((target.name,) if target.name is not None else ()),
+                # A run-time template read inside a fan-out may name another target per item.
+                target_key=target.key()
+                + (f"[{key}]" if key is not None and target.template is not None else ""),
+                names_verified=frozenset(spec.verifies or ()),
             )
             out.append(_Instance(compiled, spec, loc, subject, step_refs))
         return out
@@ -771,6 +909,7 @@ class _Compiler:
                         loc,
                         hint=f"add {ref!r} to requires",
                     )
+            self._check_verifies(inst, by_base, ancestors, pos)
             on_failure = inst.spec.on_failure
             if isinstance(on_failure, Fallback) and on_failure.run not in fallback_ids:
                 self.error(
@@ -782,6 +921,43 @@ class _Compiler:
         findings = graph_lints([i.subject for i in ordered], ancestors)
         findings.extend(self._secret_findings())
         return self._acknowledge(findings, {i.spec.id: i for i in ordered})
+
+    def _check_verifies(
+        self,
+        inst: _Instance,
+        by_base: dict[str, list[str]],
+        ancestors: dict[str, int],
+        pos: dict[str, int],
+    ) -> None:
+        """``verifies:`` names steps that run before this one, on a verification step."""
+        names = inst.spec.verifies
+        if not names:
+            return
+        vloc = (*inst.loc, "verifies")
+        if Role.VERIFY not in inst.subject.roles:
+            self.error(
+                E_STEP_REFERENCE,
+                f"verifies: step {inst.spec.id!r} is a {inst.spec.type} step, which verifies "
+                "nothing (only a step type with the verify role can)",
+                vloc,
+            )
+            return
+        for j, name in enumerate(names):
+            where = (*vloc, j)  # a single name (a string) falls back to verifies itself
+            if name not in by_base:
+                self.error(
+                    E_STEP_REFERENCE,
+                    f"verifies names {name!r}, which is not a step",
+                    where,
+                    hint=did_you_mean(name, by_base),
+                )
+            elif not any(has(ancestors[inst.step.id], pos[t]) for t in by_base[name] if t in pos):
+                self.error(
+                    E_STEP_REFERENCE,
+                    f"verifies names {name!r}, which does not run before {inst.spec.id!r}",
+                    where,
+                    hint=f"add {name!r} to requires",
+                )
 
     def _secret_findings(self) -> list[Finding]:
         out = []
@@ -821,6 +997,49 @@ class _Compiler:
                     hint=f"fix it, or acknowledge it with 'acknowledge: [{f.code}]' on the step",
                 )
         return sorted(out, key=lambda x: (x.code, x.step or "", x.message))
+
+
+@dataclass(frozen=True)
+class _TargetPlan:
+    """A step instance's target: a name known now, or a template decided at run time."""
+
+    name: str | None
+    #: The template (reading steps' outputs) the engine renders; None when ``name`` is it.
+    template: str | None = None
+    #: The targets ``template`` may name.
+    choices: tuple[str, ...] = ()
+
+    def words(self) -> str | None:
+        """The target as a step type's ``describe`` names it."""
+        if self.template is None:
+            return self.name
+        return " or ".join(self.choices) + " (decided at run time)"
+
+    def key(self) -> str:
+        """Equal for two steps exactly when they act on the same target at run time."""
+        if self.template is not None:
+            return "from:" + " ".join(self.template.split())
+        return "" if self.name is None else "name:" + self.name
+
+
+_OUTPUT_READ = re.compile(
+    r"^\{\{-?\s*steps(?:\.([A-Za-z_][A-Za-z0-9_]*)|\[\s*(?:'([^']+)'|\"([^\"]+)\")\s*\])"
+    r"\.outputs\.([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}$"
+)
+
+
+def _output_read(text: str) -> tuple[str, str] | None:
+    """(step id, output name) of a template that is one read of a step's output."""
+    found = _OUTPUT_READ.match(text.strip())
+    if found is None:
+        return None
+    return found.group(1) or found.group(2) or found.group(3), found.group(4)
+
+
+def _words(template: str) -> str:
+    from drctl.compiler.plan import expression_text
+
+    return expression_text(template)
 
 
 class _Deferred:

@@ -4,12 +4,17 @@ Lints read step roles (declared by step types), never type names, so a plugin's
 promote step is held to the same rules as the built-in one. A lint is an error
 unless the runbook acknowledges it, on the step or for the whole runbook.
 
-DR001  promote with no fence of the old primary before it that cannot be skipped (one
-       under ``on_failure: continue`` or behind a ``when:`` the promote does not share
-       does not count), or a forced promote
-DR002  promote with no lag / data-loss check before it (or accept_data_loss)
+Each rule's exact logic is in ``LOGIC`` (the exit-codes page prints it). In short:
+
+DR001  promote with no fence before it that must have taken effect: one neither under
+       ``on_failure: continue`` nor behind a ``when:`` the promote does not share, and,
+       for a promote whose target is decided at run time, one that cannot fence the
+       target the promote takes; or a forced promote
+DR002  promote with no lag / data-loss check before it that runs whenever the promote
+       does (or accept_data_loss)
 DR003  traffic repointed without depending on the promote
-DR004  mutating step with no verification (its own verify, or a verify step after it)
+DR004  mutating step with no verification: its own verify, or a verify step after it,
+       running whenever it does, on the same target or naming it in ``verifies:``
 DR005  a literal secret in the runbook
 """
 
@@ -29,6 +34,50 @@ TITLES = {
     "DR005": "literal secret in the runbook",
 }
 
+#: Each rule's exact logic, as the exit-codes page states it. "Before" means a step the
+#: checked step depends on (through ``requires``, transitively); a step "runs whenever"
+#: another does when it has no ``when:``, ``when: true``, or the very same ``when:`` (an
+#: instance of a fan-out over run-time targets runs only if listed: a ``when:`` of its own).
+LOGIC = {
+    "DR001": (
+        "Fires on a step with the promote role unless it is not forced and some step with the "
+        "fence role before it is sound: it is not under `on_failure: continue`, it runs "
+        "whenever the promote does, and — when the promote's target is decided at run time — "
+        "it cannot fence the target the promote takes (its target is not the promote's "
+        "run-time target, nor any of the targets the promote may take). A forced promote "
+        "always fires it."
+    ),
+    "DR002": (
+        "Fires on a step with the promote role that does not set `accept_data_loss`, unless "
+        "some step with the lag-check role (a lag check, `postgres.choose_primary`) before it "
+        "runs whenever it does; and on every step that sets `accept_data_loss`."
+    ),
+    "terms": (
+        "A step is *before* another when the other depends on it through `requires` "
+        "(transitively). A step *runs whenever* another does when it has no `when:`, "
+        "`when: true`, or the very same `when:` as the other; an instance of a `for_each` "
+        "over targets decided at run time runs only if its target is listed, which counts "
+        "as a `when:` of its own."
+    ),
+    "DR003": (
+        "Fires on a step with the traffic role (a DNS change) that does not depend on every "
+        "step with the promote role."
+    ),
+    "DR004": (
+        "Fires on a step with the mutating role whose own `verify` proves nothing, unless a "
+        "step with the verify role after it runs whenever it does and either acts on the same "
+        "target (the same name; for a target decided at run time, the same template; for a "
+        "step with no target, another with none) or names it in `verifies:`. Each instance "
+        "of a fan-out is checked on its own target."
+    ),
+    "DR005": (
+        "Fires on a literal value in a field whose name says it is secret (`password`, "
+        "`token`, `tsig_secret`, …), a password in a URL or a DSN's `password=`, or a known "
+        "credential shape (an AWS key id, a private key, a GitHub or Slack token), anywhere "
+        "in the runbook; a secret reference or a template is never literal."
+    ),
+}
+
 
 @dataclass(frozen=True)
 class LintSubject:
@@ -44,6 +93,22 @@ class LintSubject:
     continues_on_failure: bool = False
     #: The step's ``when`` as compiled: None or True runs it always.
     when: bool | str | None = None
+    #: Every target the step can take (one, the run-time choices, or none).
+    targets: tuple[str, ...] = ()
+    #: Equal for two steps exactly when they act on the same target at run time
+    #: ("" for a step with no target).
+    target_key: str = ""
+    #: Base ids of the steps this step names in ``verifies:``.
+    names_verified: frozenset[str] = frozenset()
+
+    @property
+    def run_time_target(self) -> bool:
+        return self.target_key.startswith("from:")
+
+
+def _runs_whenever(support: LintSubject, step: LintSubject) -> bool:
+    """Whether ``support`` runs on every path on which ``step`` runs, as far as ``when`` says."""
+    return support.when is None or support.when is True or support.when == step.when
 
 
 def _unsound_fence(fence: LintSubject, promote: LintSubject) -> str | None:
@@ -53,11 +118,20 @@ def _unsound_fence(fence: LintSubject, promote: LintSubject) -> str | None:
             f"fence step {fence.id!r} has on_failure: continue, so the run goes on (and "
             "promotes) when it fails"
         )
-    if fence.when is not None and fence.when is not True and fence.when != promote.when:
+    if not _runs_whenever(fence, promote):
         return (
             f"fence step {fence.id!r} runs only when {fence.when!r}, a condition "
             f"{promote.base_id} does not share, so it may be skipped while the promote runs"
         )
+    if promote.run_time_target:
+        if fence.target_key == promote.target_key:
+            return f"fence step {fence.id!r} fences the very target {promote.base_id} promotes"
+        shared = sorted(set(fence.targets) & set(promote.targets))
+        if shared:
+            return (
+                f"fence step {fence.id!r} may fence {', '.join(shared)}, which "
+                f"{promote.base_id} may promote (its target is decided at run time)"
+            )
     return None
 
 
@@ -79,11 +153,25 @@ def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> l
             at_role.setdefault(role, []).append(i)
     with_role = {role: bitset(at) for role, at in at_role.items()}
     promotes = [s for s in order if Role.PROMOTE in s.roles]
-    # Every step that some verify step depends on, transitively: those are verified later.
-    verified_later = 0
+    # For DR004: the steps verify steps depend on (transitively), by what the verify step
+    # checks (its target, or a step it names) and under which ``when``.
+    by_target: dict[tuple[str, bool | str | None], int] = {}
+    by_name: dict[tuple[str, bool | str | None], int] = {}
     for s in order:
         if Role.VERIFY in s.roles:
-            verified_later |= ancestors[s.id]
+            key = (s.target_key, True if s.when is None else s.when)
+            by_target[key] = by_target.get(key, 0) | ancestors[s.id]
+            for name in s.names_verified:
+                nkey = (name, True if s.when is None else s.when)
+                by_name[nkey] = by_name.get(nkey, 0) | ancestors[s.id]
+
+    def verified_later(s: LintSubject) -> bool:
+        whens: tuple[bool | str | None, ...] = (True,) if s.when in (None, True) else (True, s.when)
+        bits = 0
+        for w in whens:
+            bits |= by_target.get((s.target_key, w), 0) | by_name.get((s.base_id, w), 0)
+        return has(bits, pos[s.id])
+
     found: dict[tuple[str, str], Finding] = {}
 
     def add(code: str, s: LintSubject, message: str) -> None:
@@ -110,8 +198,16 @@ def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> l
                         f"{s.base_id}: promotes with no fence before it that cannot be skipped: "
                         + "; ".join(w for w in why if w is not None),
                     )
-            if not s.accepts_data_loss and not anc & with_role.get(Role.LAG_CHECK, 0):
+            checks = [order[i] for i in at_role.get(Role.LAG_CHECK, ()) if has(anc, i)]
+            if not s.accepts_data_loss and not checks:
                 add("DR002", s, f"{s.base_id}: promotes with no replication-lag check before it")
+            elif not s.accepts_data_loss and not any(_runs_whenever(c, s) for c in checks):
+                add(
+                    "DR002",
+                    s,
+                    f"{s.base_id}: every replication-lag check before it runs only under a "
+                    f"when: it does not share ({', '.join(repr(c.id) for c in checks)})",
+                )
         if s.accepts_data_loss:
             # Any step that may drop acknowledged writes (a promote past its lag limit, a
             # forced replica-set reconfig) must say so in the runbook.
@@ -125,6 +221,7 @@ def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> l
                         f"{s.base_id}: repoints traffic but does not depend on promote step {p.id!r}",
                     )
                     break
-        if Role.MUTATING in s.roles and not s.verifies and not has(verified_later, pos[s.id]):
+        if Role.MUTATING in s.roles and not s.verifies and not verified_later(s):
+            # Worded as 0.1.0 did: lint messages are part of the plan hash.
             add("DR004", s, f"{s.base_id}: changes something and nothing verifies it")
     return sorted(found.values(), key=lambda f: (f.code, f.base_id))

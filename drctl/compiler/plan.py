@@ -279,6 +279,23 @@ class CompiledStep:
         ref = self.fences if self.fences is not None else self.target
         return None if ref is None else ref.name
 
+    #: A target decided at run time: the template (reading steps' outputs) that names it.
+    target_from: str | None = None
+    #: The targets ``target_from`` (or the ``item_from`` fan-out) may name, known at compile time.
+    target_choices: tuple[str, ...] = ()
+    #: A fan-out over targets decided at run time: the template giving the list of target
+    #: names; this instance runs only when its item is in that list.
+    item_from: str | None = None
+
+    def target_text(self) -> str:
+        """The step's target in words: its name, or how it is decided at run time ('' if none)."""
+        if self.target_from is not None:
+            return (
+                f"decided at run time from {expression_text(self.target_from)}: "
+                f"one of {', '.join(self.target_choices)}"
+            )
+        return "" if self.target is None else self.target.name
+
     def masked_inputs(self) -> dict[str, Any]:
         """The inputs as they may be shown (literal secrets as ``***``)."""
         masked: dict[str, Any] = mask(None, self.inputs)
@@ -309,6 +326,10 @@ class CompiledStep:
             "loop_var": self.loop_var,
             "lints": self.lints,
             "fallback": self.fallback,
+            # Written only when set, so plans without run-time targets hash as 0.1.0's did.
+            **({"target_from": self.target_from} if self.target_from is not None else {}),
+            **({"target_choices": self.target_choices} if self.target_choices else {}),
+            **({"item_from": self.item_from} if self.item_from is not None else {}),
         }
         # Only when set: a runbook without ``fences:`` keeps the plan hash 0.1.0 gave it.
         if self.fences is not None:
@@ -343,7 +364,18 @@ class CompiledStep:
             lints=tuple(data.get("lints") or ()),
             fallback=bool(data.get("fallback", False)),
             fences=_target_ref(data.get("fences"), targets),
+            target_from=data.get("target_from"),
+            target_choices=tuple(data.get("target_choices") or ()),
+            item_from=data.get("item_from"),
         )
+
+
+def expression_text(template: str) -> str:
+    """A one-expression template as words (``{{ steps.a.outputs.b }}`` → ``steps.a.outputs.b``)."""
+    text = template.strip()
+    if text.startswith("{{") and text.endswith("}}") and text.count("{{") == 1:
+        return text[2:-2].strip(" -")
+    return f"the template {text!r}"
 
 
 def _target_ref(name: str | None, targets: dict[str, dict[str, Any]]) -> TargetRef | None:

@@ -227,6 +227,12 @@ class StepChecked(StepEvent):
 @dataclass(frozen=True, kw_only=True)
 class StepStarted(StepEvent):
     kind: ClassVar[str] = STEP_STARTED
+    #: The target the attempt acts on, when the plan left it to run time.
+    target: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        # Only when set: a fixed target is in the plan, and old journals stay byte-alike.
+        return {} if self.target is None else {"target": self.target}
 
 
 @dataclass(frozen=True, kw_only=True)

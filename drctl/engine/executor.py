@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from drctl.compiler.plan import CompiledStep, FailurePolicy, Plan
+from drctl.compiler.plan import CompiledStep, FailurePolicy, Plan, expression_text
 from drctl.compiler.templating import TemplateProblem, render
 from drctl.engine import events as ev
 from drctl.engine import faults
@@ -152,6 +152,8 @@ class Executor:
         self._validated: dict[str, tuple[tuple[str, str], StepInputs]] = {}
         #: Each step's state as the scheduler knows it, read by a promote (``ctx.fences()``).
         self._status: dict[str, StepStatus | Halt] = {}
+        #: Targets decided at run time, by step id, once rendered (see _target_of).
+        self._chosen: dict[str, str] = {}
         for sid, s in state.steps.items():
             if s.done:
                 self.x.outputs[sid] = s.outputs
@@ -274,6 +276,15 @@ class Executor:
             if step.when is False:
                 x.journal.write(ev.StepSkipped(step=step.id, reason="when is false"))
                 continue
+            if step.target_from is not None or step.item_from is not None:
+                decided = (
+                    f"its target is {step.target_text()}"
+                    if step.target_from is not None
+                    else f"it runs only if {step.item} is in {expression_text(step.item_from or '')}"
+                )
+                would = f"{step.description} (not checked: {decided})"
+                x.journal.write(ev.StepChecked(step=step.id, ok=True, would=would))
+                continue
             if step.deferred or isinstance(step.when, str):
                 would = (
                     f"{step.description} (not checked: its inputs depend on earlier steps' outputs)"
@@ -350,6 +361,22 @@ class Executor:
 
     def _execute_inner(self, step: CompiledStep, prior: StepState) -> _Result:
         x = self.x
+        if step.item_from is not None:
+            try:
+                listed = self._fan_out_list(step)
+            except StepError as exc:
+                x.journal.write(
+                    ev.StepFailed(step=step.id, attempt=prior.attempts + 1, error=exc.message)
+                )
+                return _Result(step.id, StepStatus.FAILED, f"{step.id}: {exc.message}")
+            if step.item not in listed:
+                reason = (
+                    f"{step.item} is not among {expression_text(step.item_from)} "
+                    f"({', '.join(listed) or 'none'})"
+                )
+                x.journal.write(ev.StepSkipped(step=step.id, reason=reason))
+                self._done(step.id, {})
+                return _Result(step.id, StepStatus.SKIPPED)
         when = self._when(step)
         if when is not True:
             x.journal.write(ev.StepSkipped(step=step.id, reason=str(when)))
@@ -430,8 +457,16 @@ class Executor:
             attempt = first + n
             final = n == retries.attempts - 1
             started = x.clock.monotonic()
-            x.journal.write(ev.StepStarted(step=step.id, attempt=attempt))
+            chosen, unknown = None, None
+            if step.target_from is not None:
+                try:
+                    chosen = self._target_of(step)
+                except StepError as exc:
+                    unknown = exc
+            x.journal.write(ev.StepStarted(step=step.id, attempt=attempt, target=chosen))
             try:
+                if unknown is not None:
+                    raise unknown
                 step_type, inputs = self._prepare(step, {})
                 ctx = self._context(step, attempt, inputs, {})
                 # One bounded call for check → apply → verify: one thread hop per attempt,
@@ -505,6 +540,58 @@ class Executor:
             context[step.loop_var] = step.item
         return context
 
+    def _target_of(self, step: CompiledStep) -> str | None:
+        """The step's target; one decided at run time is rendered, checked and kept.
+
+        The rendered name must be one of the plan's choices for the step and of a type
+        the step type acts on; else a StepError says which and why.
+        """
+        if step.target_from is None:
+            return None if step.target is None else step.target.name
+        known = self._chosen.get(step.id)
+        if known is not None:
+            return known
+        source = expression_text(step.target_from)
+        try:
+            value = render(step.target_from, self._template_context(step))
+        except TemplateProblem as exc:
+            raise StepError(f"target: {exc.message}") from None
+        name = str(value).strip() if isinstance(value, str | int) else None
+        if not name:
+            raise StepError(f"target: {source} gave {value!r}, not a target name")
+        if name not in step.target_choices:
+            raise StepError(
+                f"target: {source} named {name!r}, which is not one of the targets this step "
+                f"may take ({', '.join(step.target_choices)})"
+            )
+        kinds = get_step_type(step.type).target_types
+        kind = self.x.plan.targets.get(name, {}).get("type")
+        if kind not in kinds:
+            raise StepError(
+                f"target: {source} named {name!r}, a {kind} target; {step.type} acts on "
+                f"{' or '.join(sorted(kinds))} targets"
+            )
+        self._chosen[step.id] = name
+        return name
+
+    def _fan_out_list(self, step: CompiledStep) -> list[str]:
+        """The target names a run-time fan-out's list gives now (each one of the choices)."""
+        source = expression_text(step.item_from or "")
+        try:
+            value = render(step.item_from or "", self._template_context(step))
+        except TemplateProblem as exc:
+            raise StepError(f"for_each: {exc.message}") from None
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise StepError(f"for_each: {source} gave {value!r}, not a list of target names")
+        names = [str(v) for v in value]
+        strangers = [n for n in names if n not in step.target_choices]
+        if strangers:
+            raise StepError(
+                f"for_each: {source} named {', '.join(strangers)}, not among the targets this "
+                f"step may take ({', '.join(step.target_choices)})"
+            )
+        return names
+
     def _when(self, step: CompiledStep) -> bool | str:
         if step.when is None or step.when is True:
             return True
@@ -557,9 +644,10 @@ class Executor:
         x = self.x
         # The step's first call waits for its own type's warm-up: never import beside it.
         get_step_type(step.type).warm()
+        target = self._target_of(step)
         return StepRun(
             step_id=step.id, attempt=attempt, inputs=inputs,
-            target=x.targets.get(step.target) if step.target else None, targets=x.targets,
+            target=x.targets.get(target) if target else None, targets=x.targets,
             recorded=recorded, journal=x.journal, clock=x.clock,
             deadline=x.clock.monotonic() + step.timeout, cancel=x.interrupts.cancel,
             dry_run=dry_run, run_id=x.journal.run_id, runbook=x.plan.name,
@@ -616,8 +704,9 @@ class Executor:
                     rb_type = get_step_type(rb.type)
                     inputs = rb_type.Inputs.model_validate(x.secrets.apply(rb.inputs))
                     rb_step = dataclasses.replace(
-                        step, type=rb.type, target=rb.target, timeout=rb.timeout or step.timeout
-                    )
+                        step, type=rb.type, target=rb.target, timeout=rb.timeout or step.timeout,
+                        target_from=None,
+                    )  # fmt: skip
                     ctx = self._context(rb_step, 0, inputs, dict(self.state.step(sid).recorded))
                     self._bounded(rb_type.apply, ctx)
                 else:

@@ -31,7 +31,8 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
         case ev.RunResumed():
             return f"run resumed by {fact.user}@{fact.host} (token {token})"
         case ev.StepStarted():
-            return f"{s}: started (attempt {fact.attempt})"
+            on = f" on {fact.target}" if fact.target is not None else ""
+            return f"{s}: started (attempt {fact.attempt}){on}"
         case ev.StepSucceeded():
             return _succeeded(fact)
         case ev.StepFailed():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from drctl.compiler.lints import TITLES
-from drctl.compiler.plan import CompiledStep, Plan
+from drctl.compiler.plan import CompiledStep, Plan, expression_text
 from drctl.render.values import flatten, inline, md_cell
 from drctl.runbook.durations import format_duration
 from drctl.visible import visible
@@ -80,6 +80,11 @@ def _details(step: CompiledStep, proof: str | None = None) -> list[str]:
         lines.append("requires: " + ", ".join(step.requires))
     if step.fences is not None:
         lines.append(f"fences: {step.fences} (a promote may take its verified success as proof)")
+    if step.item_from is not None:
+        lines.append(
+            f"runs only if {step.item} is among {expression_text(step.item_from)} at run time "
+            f"(one of {', '.join(step.target_choices)}); skipped otherwise"
+        )
     for key, value in flatten(step.inputs).items():
         marker = (
             "  (at run time)"
@@ -122,7 +127,7 @@ def as_text(plan: Plan) -> str:
     width = len(str(len(plan.steps)))
     proofs = _fence_proofs(plan)
     for n, step in enumerate(plan.steps, 1):
-        target = f" → {step.target}" if step.target else ""
+        target = f" → {step.target_text()}" if step.target_text() else ""
         flags = _flags(step)
         tail = f"  [{', '.join(flags)}]" if flags else ""
         out.append(f"{n:>{width}}. {step.id}  {step.type}{target}{tail}")
@@ -177,7 +182,7 @@ def as_markdown(plan: Plan, *, level: int = 3) -> str:
     out.append("|---|---|---|---|---|---|")
     for n, step in enumerate(plan.steps, 1):
         out.append(
-            f"| {n} | `{step.id}` | `{step.type}` | {step.target or ''} | {md_cell(step.description)} | {', '.join(_flags(step))} |"
+            f"| {n} | `{step.id}` | `{step.type}` | {md_cell(step.target_text())} | {md_cell(step.description)} | {', '.join(_flags(step))} |"
         )
     out.append("")
     out.append("<details><summary>Step details</summary>")

@@ -117,7 +117,7 @@ FIELD_DOCS: dict[str, str] = {
     "Settings.max_steps": "The most steps the plan may have, `for_each` instances included (at most 50,000; see [limits](limits.md)).",
     "StepSpec.id": "Unique slug; fan-out instances are named `id[item]`.",
     "StepSpec.type": "The step type (see the [step catalogue](step-catalogue.md)).",
-    "StepSpec.target": "Name of the target the step acts on; its type must be one the step type accepts.",
+    "StepSpec.target": "Name of the target the step acts on; its type must be one the step type accepts. May be a template: over params or the `for_each` item it is rendered at compile time; over steps' outputs (`{{ steps.choose.outputs.target }}`) it is decided at run time among `target_one_of` (see [targets decided at run time](#targets-decided-at-run-time)).",
     "StepSpec.with": "The step type's inputs, validated against its model at compile time; values may be templates.",
     "StepSpec.requires": "Step ids this step runs after (default: the previous step); a string or a list.",
     "StepSpec.when": "A condition (template or boolean); when false the step is skipped.",
@@ -130,6 +130,8 @@ FIELD_DOCS: dict[str, str] = {
     "StepSpec.approve": "A gate: ask before the step runs (`--yes`, `--approve ID`, or a prompt on a TTY).",
     "StepSpec.description": "One line for the plan; may be a template.",
     "StepSpec.acknowledge": "Safety lints (DR001–DR005) acknowledged for this step.",
+    "StepSpec.target_one_of": "The targets a `target` or `for_each` decided at run time may name; each must be declared and of a type the step type accepts. Optional when the template reads an output whose step type declares its targets (`postgres.choose_primary`'s `target` and `others`: its candidates).",
+    "StepSpec.verifies": "Step ids (a string or a list) this verification step verifies, for DR004, when it checks them through another target (a write through the DNS name verifies the promote). Each must run before it.",
     "Retries.attempts": "Total attempts, the first included.",
     "Retries.delay": "Wait before the second attempt.",
     "Retries.backoff": "Multiplier applied to the delay after each attempt.",
@@ -177,6 +179,31 @@ FIELD_DOCS: dict[str, str] = {
     "SshTarget.agent": "Use the SSH agent's keys.",
     "SshTarget.connect_timeout": "Seconds to wait for the connection.",
 }
+
+_RUN_TIME_TARGETS = [
+    "## Targets decided at run time",
+    "",
+    "A step's `target` may be a template. Over params or the `for_each` item it is rendered "
+    "at compile time and checked like a written name. Over an earlier step's outputs "
+    '(`target: "{{ steps.choose.outputs.target }}"`) it is decided at run time, and the '
+    "compiler must know every target it may name: `target_one_of: [node2, node3]` on the "
+    "step, or, with none, the targets the output's step type declares (`postgres.choose_primary`'s "
+    "`target` and `others` may name any of its `candidates`). Nothing else is guessed: a "
+    "template the compiler cannot trace to a list is an error (E211) asking for "
+    "`target_one_of`. Each of those targets must be declared and of a type the step type "
+    "acts on. At run time the rendered name must be one of them and of that type, or the "
+    "step fails saying which name it got and what it may take; the `step_started` event "
+    "journals the target used. The plan shows such a target as *decided at run time from "
+    "steps.choose.outputs.target: one of node2, node3*.",
+    "",
+    "`for_each` may fan out over targets the same way: a template over steps' outputs that "
+    'gives a list of target names (`for_each: "{{ steps.choose.outputs.others }}"`, '
+    '`target: "{{ item }}"`). The plan holds one instance per target the list may name '
+    "(`follow[node2]`, `follow[node3]`); at run time an instance whose target is not in the "
+    "list is skipped, saying so, and a list naming any other target fails the step. Safety "
+    "lints reason over every target a step may take (see [safety lints](exit-codes.md#safety-lints)).",
+    "",
+]
 
 #: Runbook sections documented field by field: (heading, anchor, schema $defs name).
 _SECTIONS = (
@@ -263,6 +290,7 @@ def runbook_reference() -> str:
         if spec.get("description"):
             intro += " " + _rst_to_md(_first_paragraph(spec["description"]))
         out += [f"## {heading}", "", intro, "", *_field_rows(model, spec), ""]
+    out += _RUN_TIME_TARGETS
     # Targets, one table per target type, with their secret fields.
     out += [
         "## targets",
@@ -451,7 +479,7 @@ def error_codes() -> list[tuple[str, str, str]]:
 
 def exit_codes() -> str:
     """``docs/exit-codes.md`` from drctl/errors.py, drctl/diagnostics.py and the lints."""
-    from drctl.compiler.lints import TITLES
+    from drctl.compiler.lints import LOGIC, TITLES
 
     out = [
         header("drctl/errors.py, drctl/diagnostics.py and drctl/compiler/lints.py"),
@@ -510,6 +538,9 @@ def exit_codes() -> str:
         "|---|---|",
     ]
     out += [f"| `{code}` | {_cell(title)} |" for code, title in sorted(TITLES.items())]
+    out += ["", "What each rule checks, exactly:", ""]
+    out += [f"- {LOGIC['terms']}"]
+    out += [f"- **{code}**: {LOGIC[code]}" for code in sorted(LOGIC) if code != "terms"]
     out.append("")
     return "\n".join(out)
 

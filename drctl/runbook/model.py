@@ -132,6 +132,14 @@ class StepSpec(_Model):
             "verified success as proof that this target is fenced."
         ),
     )
+    #: The targets a ``target`` (or a fan-out over targets) decided at run time may name.
+    target_one_of: list[Slug] | None = Field(default=None, min_length=1)
+    #: Steps this verification step verifies (for DR004), when it checks them through
+    #: another target (a write through the DNS name verifies the promote).
+    verifies: Annotated[
+        list[Slug] | None,
+        BeforeValidator(_one_or_many, json_schema_input_type=str | list[str] | None),
+    ] = None
 
 
 class RunbookHeader(_Model):

@@ -316,6 +316,14 @@ class StepType(ABC, Generic[I, T]):
         """Whether ``verify`` proves this step's effect (DR004 reads this)."""
         return True
 
+    def target_outputs(self, inputs: I) -> Mapping[str, tuple[str, ...]]:
+        """Outputs that name targets, each with the targets it can name (offline).
+
+        A later step's ``target`` (or ``for_each``) reading one of these outputs is
+        decided at run time among those targets, with no ``target_one_of`` needed.
+        """
+        return {}
+
     def returns_in_time(self, inputs: I) -> bool:
         """Whether every call with ``inputs`` returns by itself soon after the deadline.
 

@@ -30,7 +30,7 @@ from tests.integration.pg_sandbox import (
     wait_replayed,
 )
 
-FAILOVER = str(RUNBOOKS / "sandbox-pg-failover.yaml")
+FAILOVER = str(RUNBOOKS / "sandbox-pg-pair-failover.yaml")
 
 _LOSSY_RUNBOOK = """\
 apiVersion: drctl/v1

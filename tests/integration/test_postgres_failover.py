@@ -37,7 +37,7 @@ from tests.integration.pg_sandbox import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-FAILOVER = str(RUNBOOKS / "sandbox-pg-failover.yaml")
+FAILOVER = str(RUNBOOKS / "sandbox-pg-pair-failover.yaml")
 REJOIN_APP = "drctl_rejoin_old_primary"
 #: In a clean run of sandbox-pg-failover.yaml, the journal event that is promote's
 #: ``step_started`` (run_started, check-lag x2, fence x4 — started, read_only and final_lsn

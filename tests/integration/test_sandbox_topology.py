@@ -15,15 +15,18 @@ from tests.integration.pg_sandbox import (
     ThreeNodes,
     _skip_without_postgres,
     drctl,
+    execute,
     explain,
     free_base_port,
     in_recovery,
+    journal,
     one,
     shared_dir,
     shared_three_nodes,  # noqa: F401
     wait_for,
 )
 
+PAIR_FAILOVER = str(RUNBOOKS / "sandbox-pg-pair-failover.yaml")
 FAILOVER = str(RUNBOOKS / "sandbox-pg-failover.yaml")
 
 
@@ -183,7 +186,7 @@ def test_three_node_sandbox_fails_over_and_up_follows_the_roles(
     assert len(_status(root)["postgres"]["nodes"]) == 3
 
     run = drctl(
-        "run", FAILOVER, "--params-file", str(root / "params.yaml"), "--yes",
+        "run", PAIR_FAILOVER, "--params-file", str(root / "params.yaml"), "--yes",
         "--state", str(tmp_path / "state.db"),
     )  # fmt: skip
     assert run.returncode == 0, explain(run)
@@ -216,6 +219,84 @@ def test_three_node_sandbox_fails_over_and_up_follows_the_roles(
         "every node to stop listening",
         lambda: not any(_listening(n["host"], int(port)) for n in nodes),
     )
+
+
+def _fail_over(root: Path, state: Path) -> tuple[str, list[dict[str, Any]]]:
+    """`sandbox up`, then the README's runbook; the node it promoted and the run's events."""
+    up = drctl("sandbox", "up", "--dir", str(root))
+    assert up.returncode == 0, explain(up)
+    run = drctl(
+        "run", FAILOVER, "--params-file", str(root / "topology.yaml"), "--yes",
+        "--state", str(state),
+    )  # fmt: skip
+    assert run.returncode == 0, explain(run)
+    events = journal(state)
+    chosen = next(
+        e["data"]["outputs"]["target"]
+        for e in events
+        if e["kind"] == "step_succeeded" and e["step"] == "choose"
+    )
+    return str(chosen), events
+
+
+def _check_failed_over_to(root: Path, chosen: str, events: list[dict[str, Any]]) -> None:
+    """``chosen`` is the primary, every other node streams from it, the DNS name and a write follow."""
+    import dns.resolver
+
+    started = {e["step"]: e["data"] for e in events if e["kind"] == "step_started"}
+    assert started["promote"] == {"target": chosen}
+    skipped = {e["step"] for e in events if e["kind"] == "step_skipped"}
+    assert skipped == {f"follow[{chosen}]"}, skipped
+    status = _status(root)
+    nodes = {n["name"]: n for n in status["postgres"]["nodes"]}
+    assert {n: v["role"] for n, v in nodes.items()} == {
+        n: "primary" if n == chosen else "standby" for n in nodes
+    }
+    for name, node in nodes.items():
+        if name != chosen:
+            wait_for(
+                f"{name} to stream from {chosen}",
+                lambda node=node: _sender_host(node["dsn"]) == nodes[chosen]["host"],
+            )
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [status["dns"]["server"]]
+    resolver.port = int(status["dns"]["port"])
+    answer = resolver.resolve(status["dns"]["name"], "A")
+    assert [r.address for r in answer] == [nodes[chosen]["host"]]
+    table = f"after_{chosen}_{len(events)}"
+    execute(nodes[chosen]["dsn"], f"CREATE TABLE {table} AS SELECT 1 AS x")
+    for name, node in nodes.items():
+        if name != chosen:
+            wait_for(
+                f"{name} to replay the write on {chosen}",
+                lambda node=node: one(node["dsn"], f"SELECT to_regclass('{table}') IS NOT NULL"),
+            )
+
+
+@pytest.mark.integration
+def test_the_readme_runbook_fails_three_nodes_over_and_back(
+    sandbox_dir: tuple[Path, str], tmp_path: Path
+) -> None:
+    """On a fresh three-node sandbox the README's runbook promotes the best standby, the other follows, the old primary rejoins and the DNS name moves; after `sandbox up` it fails back."""
+    root, port = sandbox_dir
+    made = drctl("sandbox", "up", "--dir", str(root), "--base-port", port)
+    assert made.returncode == 0, explain(made)
+    assert "sandbox-pg-failover.yaml --params-file" in made.stdout
+    plan = drctl("plan", FAILOVER, "--params-file", str(root / "topology.yaml"))
+    assert plan.returncode == 0, explain(plan)
+    assert (
+        "postgres.promote → decided at run time from steps.choose.outputs.target: "
+        "one of node2, node3" in plan.stdout
+    ), plan.stdout
+    state = tmp_path / "state.db"
+
+    first, events = _fail_over(root, state)
+    assert first in ("node2", "node3")
+    _check_failed_over_to(root, first, events)
+
+    back, events = _fail_over(root, state)
+    assert back != first
+    _check_failed_over_to(root, back, events)
 
 
 def _listening(host: str, port: int) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from drctl.errors import StepError, Unreachable
 from drctl.providers.postgres.candidate import RULE, Candidate, Ranking, Verdict, rank
@@ -27,9 +29,17 @@ class CandidateInputs(StepInputs):
     )
 
 
+def _named(value: object) -> object:
+    # A bare target name is a candidate with no tags (a list rendered from params).
+    if isinstance(value, list):
+        return [{"target": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
 class ChooseInputs(StepInputs):
-    candidates: list[CandidateInputs] = Field(
-        min_length=1, description="The standbys to choose among, each with its operator tags."
+    candidates: Annotated[list[CandidateInputs], BeforeValidator(_named)] = Field(
+        min_length=1,
+        description="The standbys to choose among, each with its operator tags (or a bare target name).",
     )
     old_primary: str | None = Field(
         default=None,
@@ -105,7 +115,8 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
     timelines, unless ``accept_unreachable`` / ``accept_timeline_split``. ``prefer``
     overrides the choice for an eligible candidate, and the log says what it gives up.
 
-    Publishes ``target`` (the winner's target name), ``gap_bytes`` (WAL the winner
+    Publishes ``target`` (the winner's target name), ``others`` (every other
+    candidate's, in the order given: the standbys that follow the winner), ``gap_bytes`` (WAL the winner
     lacks against the furthest known position), ``gaps`` (each candidate's), ``table``
     (every candidate's facts, verdict and reason) and ``known_end_lsn``. Read-only.
     """
@@ -123,6 +134,10 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         # Nothing to prove: a resume runs the choice again, so later steps read its outputs.
         return False
 
+    def target_outputs(self, inputs: ChooseInputs) -> Mapping[str, tuple[str, ...]]:
+        names = tuple(c.target for c in inputs.candidates)
+        return {"target": names, "others": names}
+
     def describe(self, inputs: ChooseInputs, target: str | None) -> str:
         names = ", ".join(c.target for c in inputs.candidates)
         prefer = f"; prefer {inputs.prefer}" if inputs.prefer else ""
@@ -137,6 +152,7 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         ranking = self._rank(ctx)
         winner = self._decide(ctx, ranking)
         ctx.output("target", winner.name)
+        ctx.output("others", [c.target for c in ctx.inputs.candidates if c.target != winner.name])
         ctx.output("gap_bytes", winner.gap_bytes)
         ctx.output("gaps", {c.name: c.gap_bytes for c in ranking.candidates})
         ctx.output("table", [c.as_json() for c in ranking.candidates])
@@ -171,8 +187,18 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
 
     def _rank(self, ctx: Ctx) -> Ranking:
         inputs = ctx.inputs
-        view = self._primary_view(ctx, inputs.old_primary) if inputs.old_primary else None
-        candidates = [self._candidate(ctx, c, view) for c in inputs.candidates]
+        # Every server is asked at once: the choice waits for the slowest answer, not for
+        # the sum of them (an unreachable candidate costs its connect timeout only once).
+        workers = len(inputs.candidates) + 1
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="choose") as pool:
+            asked = (
+                pool.submit(self._primary_view, ctx, inputs.old_primary)
+                if inputs.old_primary
+                else None
+            )
+            found = [pool.submit(self._candidate, ctx, c, asked) for c in inputs.candidates]
+            candidates = [f.result() for f in found]
+            view = asked.result() if asked is not None else None
         return rank(
             candidates,
             primary_end=view.end if view else None,
@@ -199,15 +225,11 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         replicas = {str(r[0]): Replica(str(r[1]), str(r[2]), int(r[3]), lsn(r[4])) for r in rows}
         return PrimaryView(end, names, replicas)
 
-    def _candidate(self, ctx: Ctx, given: CandidateInputs, view: PrimaryView | None) -> Candidate:
-        seen = view.replicas.get(given.application_name or given.target) if view else None
-        tags: dict[str, Any] = {
-            "name": given.target, "nofailover": given.nofailover, "priority": given.priority,
-            "state": seen.state if seen else None, "sync_state": seen.sync_state if seen else None,
-            "sync_priority": seen.sync_priority if seen else None,
-            "primary_saw_flushed": seen.flushed if seen else None,
-        }  # fmt: skip
+    def _candidate(
+        self, ctx: Ctx, given: CandidateInputs, asked: Future[PrimaryView | None] | None
+    ) -> Candidate:
         target = ctx.target_named(given.target, PostgresTarget)
+        facts: dict[str, Any]
         try:
             with connect(target.dsn, ctx, what=given.target, read_only=True, cap=3.0) as conn:
                 recovery, receive, replay, paused = conn.execute(
@@ -217,18 +239,30 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
                 ).fetchone()
                 timeline = current_timeline(conn)
         except Unreachable as exc:
-            return Candidate(reachable=False, problem=exc.message, received=None, replayed=None,
-                             timeline=None, replay_paused=False, **tags)  # fmt: skip
-        if not recovery:
-            return Candidate(reachable=True, problem="not a standby (not in recovery)",
-                             received=None, replayed=None, timeline=timeline,
-                             replay_paused=False, **tags)  # fmt: skip
-        replayed = lsn(replay)
-        # After a restart the receive position is where streaming restarted, behind
-        # replay: what it holds is the further of the two.
-        received = max(lsn(receive) or 0, replayed or 0)
-        return Candidate(reachable=True, problem=None, received=received, replayed=replayed,
-                         timeline=timeline, replay_paused=bool(paused), **tags)  # fmt: skip
+            facts = {"reachable": False, "problem": exc.message, "received": None,
+                     "replayed": None, "timeline": None, "replay_paused": False}  # fmt: skip
+        else:
+            if not recovery:
+                facts = {"reachable": True, "problem": "not a standby (not in recovery)",
+                         "received": None, "replayed": None, "timeline": timeline,
+                         "replay_paused": False}  # fmt: skip
+            else:
+                replayed = lsn(replay)
+                # After a restart the receive position is where streaming restarted, behind
+                # replay: what it holds is the further of the two.
+                received = max(lsn(receive) or 0, replayed or 0)
+                facts = {"reachable": True, "problem": None, "received": received,
+                         "replayed": replayed, "timeline": timeline,
+                         "replay_paused": bool(paused)}  # fmt: skip
+        # How the old primary saw it: asked beside this candidate, read once both answered.
+        view = asked.result() if asked is not None else None
+        seen = view.replicas.get(given.application_name or given.target) if view else None
+        return Candidate(
+            name=given.target, nofailover=given.nofailover, priority=given.priority,
+            state=seen.state if seen else None, sync_state=seen.sync_state if seen else None,
+            sync_priority=seen.sync_priority if seen else None,
+            primary_saw_flushed=seen.flushed if seen else None, **facts,
+        )  # fmt: skip
 
 
 def _row(c: Candidate) -> str:
