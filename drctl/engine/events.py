@@ -212,7 +212,21 @@ class StepChecked(StepEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class StepStarted(StepEvent):
+    """An attempt begins; with what it was told to do, rendered (0.1.0 wrote neither)."""
+
     kind: ClassVar[str] = STEP_STARTED
+    #: The step's description, rendered with the values known as it started.
+    description: str | None = None
+    #: Its inputs as rendered for this attempt: secret references unresolved, literals masked.
+    inputs: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.description is not None:
+            data["description"] = self.description
+        if self.inputs is not None:
+            data["inputs"] = self.inputs
+        return data
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -31,7 +31,8 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
         case ev.RunResumed():
             return f"run resumed by {fact.user}@{fact.host} (token {token})"
         case ev.StepStarted():
-            return f"{s}: started (attempt {fact.attempt})"
+            does = f": {fact.description}" if fact.description else ""
+            return f"{s}: started (attempt {fact.attempt}){does}"
         case ev.StepSucceeded():
             return _succeeded(fact)
         case ev.StepFailed():
