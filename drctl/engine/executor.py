@@ -304,8 +304,9 @@ class Executor:
         if step.when is False:
             return None
         step = self._shown(step)  # the gate shows what will run, as it stands now
-        verdict, how = self.gate(step)
         journal = self.x.journal
+        journal.flush()  # every outcome so far is shown before anyone is asked
+        verdict, how = self.gate(step)
         if verdict == GateVerdict.GRANTED:
             journal.write(ev.ApprovalGranted(step=step.id, by=how))
             self.state.approved.add(step.id)

@@ -163,12 +163,16 @@ class LiveSink:
             now = time.time()
             header = Text(visible(self.header(now)), style="bold")
             table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
-            table.add_column("", width=1)
-            table.add_column("step")
-            table.add_column("state")
-            table.add_column("try", justify="right")
-            table.add_column("time", justify="right")
-            table.add_column("does", overflow="ellipsis", no_wrap=True)
+            # The narrow columns keep their width; "does" takes what is left, cut short.
+            ids = max((len(s) for s in self._names()), default=4)
+            step_w = min(max(ids, 4), 48)
+            does_w = max(20, self.console.width - (1 + step_w + 11 + 3 + 8) - 10)
+            table.add_column("", width=1, no_wrap=True)
+            table.add_column("step", width=step_w, no_wrap=True, overflow="ellipsis")
+            table.add_column("state", width=11, no_wrap=True)
+            table.add_column("try", width=3, justify="right", no_wrap=True)
+            table.add_column("time", width=8, justify="right", no_wrap=True)
+            table.add_column("does", max_width=does_w, overflow="ellipsis", no_wrap=True)
             grouped: set[str] = set()
             for s in self.plan.steps:
                 if s.loop_var is not None:
@@ -190,6 +194,14 @@ class LiveSink:
                 parts.extend(Text(visible(line), style="dim") for line in self.tail[-5:])
             parts.extend(Text(visible(n), style="yellow") for n in self.notes[-3:])
             return Group(*parts)
+
+    def _names(self) -> list[str]:
+        """What the step column shows: step ids, a fan-out's name and its failed shards."""
+        names = [s.id for s in self.plan.steps if s.loop_var is None]
+        for base, ids in self.groups.items():
+            names.append(f"{base} ×{len(ids)}")
+            names.extend(f"  {sid}" for sid in ids if self.rows[sid].state in _FAILED)
+        return names
 
     def header(self, now: float) -> str:
         """The line above the table: which run, of what, and for how long."""
@@ -349,8 +361,9 @@ class LiveSink:
             width = max(1, self.console.width)
             used = height + sum(_rows(line, width) for line in lines)
             used += _rows(question + answer, width)
-            # Back to the table's first line, and clear from there down.
-            self.console.file.write(f"\r\x1b[{used}F\x1b[J")
+            # Line by line back up to the table's first line, clearing each: a clear of the
+            # screen's rest would push it into some terminals' scrollback (tmux does).
+            self.console.file.write("\r" + "\x1b[2K\x1b[1A" * used + "\x1b[2K")
             self.console.file.flush()
             self.live = self._new_live()
             self.live.start(refresh=True)

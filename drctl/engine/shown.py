@@ -17,6 +17,8 @@ from drctl.compiler.templating import TemplateProblem, analyze, is_template, ren
 from drctl.runbook.targets import TARGET_TYPES
 
 _EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+#: A step id read in a (possibly cut) expression: ``steps.x`` or ``steps['x']``.
+_STEP_NAME = re.compile(r"""steps(?:\.|\[\s*['"])([A-Za-z0-9_-]+)""")
 
 
 def targets_view(plan: Plan) -> dict[str, dict[str, Any]]:
@@ -62,7 +64,13 @@ def text(value: str, context: dict[str, Any]) -> str:
     if "{%" in value or "{#" in value:
         return _unknown(value, context, whole)
     # Expression by expression: the params part of a text is known before its steps' part.
-    return _EXPRESSION.sub(lambda m: _expression(m.group(0), context), value)
+    out = _EXPRESSION.sub(lambda m: _expression(m.group(0), context), value)
+    cut = out.find("{{")
+    if cut >= 0:
+        # A text shortened for a one-line description can end inside an expression.
+        refs = sorted(set(_STEP_NAME.findall(out[cut:])) - set(context.get("steps", {})))
+        out = out[:cut] + (f"(known once {', '.join(refs)} {_verb(refs)} run)" if refs else "…")
+    return out
 
 
 def value(raw: Any, context: dict[str, Any]) -> Any:
@@ -123,10 +131,12 @@ def _unknown(template: str, context: dict[str, Any], problem: TemplateProblem) -
     done = context.get("steps", {})
     waiting = [r for r in refs if r not in done]
     if waiting:
-        names = ", ".join(waiting)
-        verb = "has" if len(waiting) == 1 else "have"
-        return f"(known once {names} {verb} run)"
+        return f"(known once {', '.join(waiting)} {_verb(waiting)} run)"
     return f"(cannot be shown: {problem.message.removeprefix('template: ')})"
+
+
+def _verb(names: list[str]) -> str:
+    return "has" if len(names) == 1 else "have"
 
 
 def _as_text(got: Any) -> str:
