@@ -5,6 +5,7 @@ Both run the real ``drctl`` in a fresh interpreter; every wait is bounded in tim
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import re
@@ -120,13 +121,13 @@ class Pty:
                 return self.code
             ready, _, _ = select.select([self.fd], [], [], 0.1)
             if ready:
-                try:
+                with contextlib.suppress(OSError):
                     self.seen += os.read(self.fd, 4096)
-                except OSError:
-                    pass
         os.kill(self.pid, signal.SIGKILL)
         os.waitpid(self.pid, 0)
-        raise AssertionError(f"drctl did not exit within {timeout}s")
+        raise AssertionError(
+            f"drctl did not exit within {timeout}s:\n{self.seen.decode(errors='replace')}"
+        )
 
     def close(self) -> None:
         if self.code is None:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from drctl.engine import shown
 from tests.conftest import run_cli
 from tests.engine.terminal import Pty, Screen
 from tests.integration.conftest import PG_ADMIN_URL
@@ -100,7 +99,7 @@ def test_ctrl_c_at_the_approval_prompt_interrupts_the_run(tmp_path: Path) -> Non
     try:
         term.read_until(b"Approve promote? [y/N]")
         term.type(b"\x03")
-        code = term.wait(timeout=60)
+        code = term.wait(timeout=20)
     finally:
         term.close()
     assert code == 130, term.seen.decode(errors="replace")
@@ -188,15 +187,16 @@ steps:
         [sys.executable, "-m", "drctl", "run", path, "--state", str(tmp_path / "state.db")],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    assert proc.stdout is not None
     lines: list[str] = []
-    for line in proc.stdout:  # bounded: the step ends at its 30 s timeout at the latest
-        lines.append(line)
-        if "long: started" in line:
-            proc.send_signal(signal.SIGINT)
-        if "in-flight step" in line:
-            proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130, "".join(lines)
+    with proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # bounded: the step ends at its 30 s timeout at the latest
+            lines.append(line)
+            if "long: started" in line:
+                proc.send_signal(signal.SIGINT)
+            if "in-flight step" in line:
+                proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130, "".join(lines)
     return last_run_id(tmp_path)
 
 
@@ -295,6 +295,8 @@ steps:
 def test_what_cannot_be_rendered_yet_is_said_in_words() -> None:
     """A text reading a step that has not run shows its known part and says what the rest
     waits for; one whose value cannot be had says why; neither shows braces."""
+    from drctl.engine import shown
+
     context = {"params": {"a_name": "node2"}, "targets": {}, "steps": {}}
     text = "{{ params.a_name }} is at {{ steps['position-a'].outputs.rows[0][0] }}"
     assert shown.text(text, context) == "node2 is at (known once position-a has run)"
