@@ -272,9 +272,8 @@ class Executor:
                 x.journal.write(ev.StepSkipped(step=step.id, reason="when is false"))
                 continue
             if step.deferred or isinstance(step.when, str):
-                would = (
-                    f"{step.description} (not checked: its inputs depend on earlier steps' outputs)"
-                )
+                does = shown.text(step.description, self._template_context(step))
+                would = f"{does} (not checked: its inputs depend on earlier steps' outputs)"
                 x.journal.write(ev.StepChecked(step=step.id, ok=True, would=would))
                 continue
             try:

@@ -93,6 +93,8 @@ class _Row:
     text: str = ""
     #: The plan's description while it holds templates: rendered again as outputs arrive.
     template: str | None = None
+    #: The steps whose outputs that description reads.
+    reads: frozenset[str] = frozenset()
 
 
 class LiveSink:
@@ -130,7 +132,11 @@ class LiveSink:
         for s in plan.steps:
             templated = is_template(s.description)
             text = shown.text(s.description, context) if templated else s.description
-            self.rows[s.id] = _Row(text=text, template=s.description if templated else None)
+            self.rows[s.id] = _Row(
+                text=text,
+                template=s.description if templated else None,
+                reads=shown.reads(s.description) if templated else frozenset(),
+            )
             if s.loop_var is not None:
                 self.groups.setdefault(s.base_id, []).append(s.id)
         self.current: str | None = None
@@ -298,7 +304,7 @@ class LiveSink:
                     if fact.duration is not None:
                         row.took = fact.duration
                     self.outputs[fact.step] = fact.outputs
-                    self._rerender()
+                    self._rerender(fact.step)
                 elif state is not None and row.started is not None and row.took is None:
                     row.took = event.ts - row.started
                 if state is not None:
@@ -309,9 +315,14 @@ class LiveSink:
                 self.notes.append(outcome.line(fact, event.token) or "")
         return fact
 
-    def _rerender(self) -> None:
-        """Pending rows whose description reads outputs: shown with the ones now known."""
-        waiting = [r for r in self.rows.values() if r.template is not None]
+    def _rerender(self, done: str) -> None:
+        """Pending rows whose description reads ``done``'s outputs: shown with them now."""
+        base = done.split("[", 1)[0]
+        waiting = [
+            r
+            for r in self.rows.values()
+            if r.template is not None and (done in r.reads or base in r.reads)
+        ]
         if not waiting:
             return
         context = shown.plan_context(self.plan, self.outputs)

@@ -111,9 +111,18 @@ def condition(when: str, context: dict[str, Any]) -> str:
         shown.append(f"{name} = {_as_text(got)!r}" if isinstance(got, str) else f"{name} = {got}")
         if len(shown) == 4:
             break
-    expression = _EXPRESSION.sub(lambda m: m.group(0)[2:-2].strip(" -"), template).strip()
     values = f" ({', '.join(shown)})" if shown else ""
-    return f"when {expression} is false{values}"
+    return f"when {bare(when)} is false{values}"
+
+
+def bare(when: str) -> str:
+    """A ``when`` condition as its expression, without the braces around it."""
+    return _EXPRESSION.sub(lambda m: m.group(0)[2:-2].strip(" -"), when).strip()
+
+
+def reads(value: str) -> frozenset[str]:
+    """The step ids a text's templates read (found in the text, so a cut one works too)."""
+    return frozenset(_STEP_NAME.findall(value))
 
 
 def _expression(template: str, context: dict[str, Any]) -> str:

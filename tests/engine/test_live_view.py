@@ -326,3 +326,17 @@ def test_the_plan_time_live_row_of_a_gate_is_rendered_as_far_as_known(tmp_path: 
     assert "node2" in text and "{{" not in text
     assert "(known once position-a has run)" in text
     assert os.path.exists(tmp_path / "rb.yaml")
+
+
+def test_plan_and_dry_run_show_a_gate_without_braces(tmp_path: Path) -> None:
+    """drctl plan words a gate with its params filled in and what waits for an output said in
+    words, in text and markdown; a dry run shows no braces either."""
+    path = gated(tmp_path)
+    plan = run_cli("plan", path, cwd=str(tmp_path))
+    assert plan.returncode == 0, plan.stderr
+    assert "   gate: node2 is at (known once position-a has run)\n" in plan.stdout
+    markdown = run_cli("plan", path, "--format", "markdown", cwd=str(tmp_path)).stdout
+    assert "| gate: node2 is at (known once position-a has run) |" in markdown
+    dry = drctl(tmp_path, "run", path, "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "{{" not in dry.stdout and "confirm: would gate: node2 is at" in dry.stdout
