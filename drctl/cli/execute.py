@@ -311,7 +311,11 @@ def _confirm_changed_plan(changed: Any, terminal: Terminal, out: IO[str] | None 
         raise ResumeRefused(
             "the plan changed; confirm on a terminal or pass --yes with --allow-changed-plan"
         )
-    if input("Resume with the changed plan? [y/N] ").strip().lower() in ("y", "yes"):
+    try:
+        answer = _ask("Resume with the changed plan? [y/N] ")
+    except (KeyboardInterrupt, EOFError):
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
         return str(changed.new_plan.hash)
     raise ResumeRefused("resume with the changed plan declined")
 
