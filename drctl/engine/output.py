@@ -365,8 +365,8 @@ class LiveSink:
                 self.console.file.write(visible(line) + "\n")
             self.console.file.flush()
             answer = read(visible(question))
-        except KeyboardInterrupt:
-            self.console.file.write("\n")
+        except (KeyboardInterrupt, EOFError):
+            self.console.file.write("\n")  # the terminal echoed no newline after ^C or ^D
             raise
         finally:
             width = max(1, self.console.width)
