@@ -340,3 +340,14 @@ def test_plan_and_dry_run_show_a_gate_without_braces(tmp_path: Path) -> None:
     dry = drctl(tmp_path, "run", path, "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert "{{" not in dry.stdout and "confirm: would gate: node2 is at" in dry.stdout
+
+
+def test_a_gate_without_a_terminal_is_journaled_and_printed_rendered(tmp_path: Path) -> None:
+    """With no terminal, the gate's waiting line (plain output, drctl log) carries the message
+    rendered with the params and the earlier step's output."""
+    path = gated(tmp_path)
+    done = drctl(tmp_path, "run", path)
+    assert done.returncode == 4, done.stdout + done.stderr
+    want = "confirm: waiting for approval: gate: node2 is at 0/5000060; promote node3?"
+    assert want in done.stdout
+    assert want in drctl(tmp_path, "log", last_run_id(tmp_path)).stdout
