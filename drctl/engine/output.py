@@ -123,6 +123,8 @@ class LiveSink:
         self.debug = debug
         self.console = Console(file=stream)
         self.run_id = ""
+        self.resumed = False
+        #: Elapsed counts from this invocation: what the operator has been waiting for.
         self.began = time.time()
         self.outputs: dict[str, dict[str, Any]] = {}
         context = shown.plan_context(plan)
@@ -212,7 +214,8 @@ class LiveSink:
     def header(self, now: float) -> str:
         """The line above the table: which run, of what, and for how long."""
         run = f"run {self.run_id}" if self.run_id else "run (starting)"
-        return f"{run} · {self.plan.name} · elapsed {_elapsed(now - self.began)}"
+        resumed = " (resumed)" if self.resumed else ""
+        return f"{run}{resumed} · {self.plan.name} · elapsed {_elapsed(now - self.began)}"
 
     def group_counts(self, base: str) -> tuple[int, int, int, int]:
         """A fan-out's shards: (done, running, failed, all)."""
@@ -233,6 +236,8 @@ class LiveSink:
             state = StepStatus.IGNORED if ignored else StepStatus.FAILED
         elif running:
             state = StepStatus.RUNNING
+        elif any(self.rows[sid].state is StepStatus.WAITING for sid in self.groups[base]):
+            state = StepStatus.WAITING
         elif done == total:
             state = StepStatus.SUCCEEDED
         else:
@@ -254,7 +259,7 @@ class LiveSink:
             state,
             "",
             took,
-            f"{bar} {counts}",
+            f"{counts} {bar}",
         )
         failures = [sid for sid in self.groups[base] if self.rows[sid].state in _FAILED]
         for sid in failures[: self.FAILED_SHOWN]:
@@ -268,6 +273,7 @@ class LiveSink:
     def history(self, events: Sequence[Event]) -> None:
         """What a resumed run's journal already says, so its rows start where it stopped."""
         with self._lock:
+            self.resumed = True
             for event in events:
                 self._apply(event)
             for row in self.rows.values():

@@ -171,7 +171,7 @@ steps:
         screen.close()
     first = next(line for line in seen.splitlines() if " first " in line)
     assert "succeeded" in first and "pending" not in first
-    assert f"run {run_id} ·" in seen
+    assert f"run {run_id} (resumed) ·" in seen
 
 
 def _interrupted_in_flight(tmp_path: Path) -> str:
@@ -351,3 +351,48 @@ def test_a_gate_without_a_terminal_is_journaled_and_printed_rendered(tmp_path: P
     want = "confirm: waiting for approval: gate: node2 is at 0/5000060; promote node3?"
     assert want in done.stdout
     assert want in drctl(tmp_path, "log", last_run_id(tmp_path)).stdout
+
+
+def test_a_thousand_shard_fan_out_is_one_row_in_the_live_view(tmp_path: Path) -> None:
+    """A 1,000-shard fan-out's events leave one row for it, counting 1,000 of 1,000 done, and
+    a rendered view of a few lines, not a thousand."""
+    import io
+
+    from rich.console import Console
+
+    from drctl.engine.output import LiveSink
+    from drctl.state.base import RunRecord
+    from tests.engine.conftest import Harness
+
+    harness = Harness(
+        tmp_path,
+        __import__("drctl.state.sqlite", fromlist=["x"]).SqliteStore(tmp_path / "state.db"),
+    )
+    ids = ", ".join(f"s{i:04d}" for i in range(1000))
+    path = write(
+        tmp_path,
+        f"""
+params:
+  ids: {{type: list, default: [{ids}]}}
+steps:
+  - {{id: noop, type: wait, for_each: "{{{{ params.ids }}}}", as: shard, with: {{duration: 0s}}}}
+""",
+    )
+    run_id, outcome = harness.run(path, concurrency=64)
+    assert outcome.exit_code == 0
+    record = harness.store.get_run(run_id)
+    assert isinstance(record, RunRecord)
+    live = LiveSink(record.plan(), io.StringIO())
+    try:
+        for event in harness.store.events(run_id):
+            live.event(event)
+        assert live.group_counts("noop") == (1000, 0, 0, 1000)
+        out = io.StringIO()
+        live.console.width = 150  # as on a 150-column terminal
+        Console(file=out, width=150).print(live._render())
+    finally:
+        live.close()
+    screen = out.getvalue()
+    assert "noop ×1000" in screen and "1000/1000 done · 0 running · 0 failed" in screen
+    assert len(screen.splitlines()) < 10
+    assert f"run {run_id} · live · elapsed" in screen
