@@ -189,12 +189,29 @@ class ApprovalNeeded(StepEvent):
 class ApprovalGranted(StepEvent):
     kind: ClassVar[str] = APPROVAL_GRANTED
     by: str = ""
+    #: What the gate showed, rendered (0.1.0 did not write it).
+    description: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return _decided(self.by, self.description)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ApprovalDenied(StepEvent):
     kind: ClassVar[str] = APPROVAL_DENIED
     by: str = ""
+    #: What the gate showed, rendered (0.1.0 did not write it).
+    description: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return _decided(self.by, self.description)
+
+
+def _decided(by: str, description: str | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"by": by}
+    if description is not None:
+        data["description"] = description
+    return data
 
 
 @dataclass(frozen=True, kw_only=True)

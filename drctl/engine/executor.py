@@ -307,11 +307,11 @@ class Executor:
         journal.flush()  # every outcome so far is shown before anyone is asked
         verdict, how = self.gate(step)
         if verdict == GateVerdict.GRANTED:
-            journal.write(ev.ApprovalGranted(step=step.id, by=how))
+            journal.write(ev.ApprovalGranted(step=step.id, by=how, description=step.description))
             self.state.approved.add(step.id)
             return None
         if verdict == GateVerdict.DENIED:
-            journal.write(ev.ApprovalDenied(step=step.id, by=how))
+            journal.write(ev.ApprovalDenied(step=step.id, by=how, description=step.description))
             return StopReason.DENIED, f"approval for {step.id} denied"
         if verdict == GateVerdict.INTERRUPTED:
             # Nobody decided: the gate asks again on resume.

@@ -51,9 +51,11 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
         case ev.ApprovalNeeded():
             return f"{s}: waiting for approval: {fact.description}"
         case ev.ApprovalGranted():
-            return f"{s}: approved ({fact.by})"
+            shown = f": {fact.description}" if fact.description else ""
+            return f"{s}: approved ({fact.by}){shown}"
         case ev.ApprovalDenied():
-            return f"{s}: approval denied ({fact.by})"
+            shown = f": {fact.description}" if fact.description else ""
+            return f"{s}: approval denied ({fact.by}){shown}"
         case ev.UndoStarted():
             return f"{s}: undoing"
         case ev.UndoSucceeded():
