@@ -532,10 +532,12 @@ class Executor:
             return dataclasses.replace(step, inputs=step.masked_inputs())
         context = self._template_context(step)
         inputs = shown.value(step.inputs, context)
+        # Outputs may hold a resolved secret, and a prompt is written past the journal.
+        redactor = self.x.journal.redactor
         return dataclasses.replace(
             step,
-            inputs=mask(None, inputs),
-            description=self._describe(step, inputs, context),
+            inputs=redactor.data(mask(None, inputs)),
+            description=redactor.text(self._describe(step, inputs, context)),
         )
 
     def _describe(self, step: CompiledStep, inputs: Any, context: dict[str, Any]) -> str:

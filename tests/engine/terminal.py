@@ -20,7 +20,14 @@ from pathlib import Path
 class Screen:
     """``drctl ARGS`` in its own tmux server: what a person at that terminal sees."""
 
-    def __init__(self, tmp: Path, *args: str, width: int = 150, height: int = 45) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *args: str,
+        width: int = 150,
+        height: int = 45,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.socket = str(tmp / f"tmux-{time.monotonic_ns()}.sock")
         # The terminal's own size, not one a parent process left in the environment.
         command = shlex.join(
@@ -28,7 +35,11 @@ class Screen:
         )
         # The shell stays after drctl exits, so its last screen and exit code can be read.
         script = f"{command}; echo EXIT=$?; sleep 600"
-        self._tmux("new-session", "-d", "-x", str(width), "-y", str(height), "-c", str(tmp), script)
+        extra = [f"-e{k}={v}" for k, v in (env or {}).items()]
+        self._tmux(
+            "new-session", "-d", "-x", str(width), "-y", str(height), "-c", str(tmp), *extra,
+            script,
+        )  # fmt: skip
 
     def _tmux(self, *args: str) -> str:
         done = subprocess.run(

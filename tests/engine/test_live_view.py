@@ -399,3 +399,30 @@ steps:
     assert "noop ×1000" in screen and "1000/1000 done · 0 running · 0 failed" in screen
     assert len(screen.splitlines()) < 10
     assert f"run {run_id} · live · elapsed" in screen
+
+
+def test_a_gate_rendering_an_output_that_holds_a_secret_shows_it_masked(tmp_path: Path) -> None:
+    """A gate message that renders an earlier output holding a resolved secret shows ***
+    at the prompt and in its row, never the secret."""
+    canary = "canary-91b7-gate-secret"
+    path = write(
+        tmp_path,
+        """
+steps:
+  - {id: leak, type: shell, with: {command: "printf \\"token=$TOKEN\\"", env: {TOKEN: "${env:LV_GATE_CANARY}"}, mutates: false}}
+  - {id: confirm, type: approve, with: {message: "saw {{ steps.leak.outputs.stdout }}; go on?"}}
+""",
+    )
+    screen = Screen(
+        tmp_path, "run", path, "--state", str(tmp_path / "state.db"),
+        env={"LV_GATE_CANARY": canary},
+    )  # fmt: skip
+    try:
+        seen = screen.wait_for("Approve confirm? [y/N]")
+        screen.send("n", "Enter")
+        assert screen.exit_code() == 4
+        seen += screen.text()
+    finally:
+        screen.close()
+    assert "saw token=***; go on?" in seen
+    assert canary not in seen
