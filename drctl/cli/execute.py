@@ -70,29 +70,60 @@ class Terminal:
         return self._prompt(step, f"{me.user}@{me.host}")
 
     def _prompt(self, step: CompiledStep, who: str) -> tuple[GateVerdict, str]:
-        from drctl.render.values import flatten, inline
+        from drctl.engine.output import LiveSink
 
-        live = [s for s in self.sinks if hasattr(s, "pause")]
-        for sink in live:
-            sink.pause()
+        text = _gate_text(step)
+        live = next((s for s in self.sinks if isinstance(s, LiveSink)), None)
         try:
-            sys.stdout.write(
-                visible(
-                    f"\nApproval needed: {step.id} ({step.type}{' → ' + step.target.name if step.target else ''})\n"
-                )
-            )
-            sys.stdout.write(visible(f"  {step.description}\n"))
-            for key, value in flatten(step.masked_inputs()).items():
-                sys.stdout.write(visible(f"  with.{key}: {inline(value)}\n"))
-            answer = input(visible(f"Approve {step.id}? [y/N] ")).strip().lower()
+            if live is not None:
+                answer = live.ask(step.id, step.description, text, _ask)
+            else:
+                *lines, question = text.split("\n")
+                sys.stdout.write(visible("\n".join(lines) + "\n"))
+                answer = _ask(visible(question))
+        except KeyboardInterrupt:
+            return GateVerdict.INTERRUPTED, f"Ctrl-C at the prompt by {who}"
         except EOFError:
             answer = ""
-        finally:
-            for sink in live:
-                sink.resume()
-        if answer in ("y", "yes"):
+        if answer.strip().lower() in ("y", "yes"):
             return GateVerdict.GRANTED, f"prompt by {who}"
         return GateVerdict.DENIED, f"prompt by {who}"
+
+
+def _gate_text(step: CompiledStep) -> str:
+    """What a gate shows, rendered as it stands (the executor rendered the step), and its question.
+
+    An ``approve`` step's message is shown once, whole; any other gated step shows its
+    description and the inputs it will run with.
+    """
+    from drctl.render.values import flatten, inline
+
+    target = f" → {step.target.name}" if step.target else ""
+    lines = [f"Approval needed: {step.id} ({step.type}{target})"]
+    message = step.inputs.get("message") if step.type == "approve" else None
+    if isinstance(message, str):
+        lines.extend(f"  {line}" for line in message.splitlines() or [""])
+    else:
+        lines.append(f"  {step.description}")
+        lines.extend(f"  with.{k}: {inline(v)}" for k, v in flatten(step.inputs).items())
+    lines.append(f"Approve {step.id}? [y/N] ")
+    return "\n".join(lines)
+
+
+def _ask(question: str) -> str:
+    """``input`` that Ctrl-C ends (KeyboardInterrupt), where the run's handler only counts it."""
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        if callable(previous):
+            previous(signum, frame)  # the run counts the press: it stops as interrupted
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        return input(question)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _signals(interrupts: Interrupts) -> None:
@@ -301,7 +332,11 @@ def _confirm_changed_plan(changed: Any, terminal: Terminal, out: IO[str] | None 
         raise ResumeRefused(
             "the plan changed; confirm on a terminal or pass --yes with --allow-changed-plan"
         )
-    if input("Resume with the changed plan? [y/N] ").strip().lower() in ("y", "yes"):
+    try:
+        answer = _ask("Resume with the changed plan? [y/N] ")
+    except (KeyboardInterrupt, EOFError):
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
         return str(changed.new_plan.hash)
     raise ResumeRefused("resume with the changed plan declined")
 

@@ -203,12 +203,29 @@ class ApprovalNeeded(StepEvent):
 class ApprovalGranted(StepEvent):
     kind: ClassVar[str] = APPROVAL_GRANTED
     by: str = ""
+    #: What the gate showed, rendered (0.1.0 did not write it).
+    description: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return _decided(self.by, self.description)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ApprovalDenied(StepEvent):
     kind: ClassVar[str] = APPROVAL_DENIED
     by: str = ""
+    #: What the gate showed, rendered (0.1.0 did not write it).
+    description: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return _decided(self.by, self.description)
+
+
+def _decided(by: str, description: str | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"by": by}
+    if description is not None:
+        data["description"] = description
+    return data
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,13 +243,26 @@ class StepChecked(StepEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class StepStarted(StepEvent):
+    """An attempt begins; with what it was told to do, rendered (0.1.0 wrote neither)."""
+
     kind: ClassVar[str] = STEP_STARTED
     #: The target the attempt acts on, when the plan left it to run time.
     target: str | None = None
+    #: The step's description, rendered with the values known as it started.
+    description: str | None = None
+    #: Its inputs as rendered for this attempt: secret references unresolved, literals masked.
+    inputs: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        # Only when set: a fixed target is in the plan, and old journals stay byte-alike.
-        return {} if self.target is None else {"target": self.target}
+        # Each only when set: a fixed target is in the plan, and old journals stay byte-alike.
+        data: dict[str, Any] = {}
+        if self.target is not None:
+            data["target"] = self.target
+        if self.description is not None:
+            data["description"] = self.description
+        if self.inputs is not None:
+            data["inputs"] = self.inputs
+        return data
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -30,17 +30,26 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from drctl.compiler.plan import CompiledStep, FailurePolicy, Plan, expression_text
-from drctl.compiler.templating import TemplateProblem, render
+from drctl.compiler.secret_scan import mask
+from drctl.compiler.templating import TemplateProblem, is_template, render
 from drctl.engine import events as ev
-from drctl.engine import faults
+from drctl.engine import faults, shown
 from drctl.engine.clock import Clock
 from drctl.engine.context import StepRun, fences_before
 from drctl.engine.journal import Journal
 from drctl.engine.replay import RunState, StepState
 from drctl.engine.secrets import Secrets
 from drctl.engine.status import GateVerdict, RunStatus, StepStatus, StopReason
-from drctl.errors import Cancelled, StateError, StepError, StepTimeout, StepTypeError, VerifyFailed
-from drctl.runbook.targets import TARGET_TYPES, TargetModel
+from drctl.errors import (
+    Cancelled,
+    StateError,
+    StepError,
+    StepTimeout,
+    StepTypeError,
+    VerifyFailed,
+)
+from drctl.runbook.durations import format_duration
+from drctl.runbook.targets import TargetModel
 from drctl.steps.base import StepInputs, StepType
 from drctl.steps.registry import get_step_type
 
@@ -136,12 +145,7 @@ class Executor:
     ) -> None:
         clock, interrupts = controls.clock, controls.interrupts
         targets = {name: secrets.target(name, t) for name, t in plan.targets.items()}
-        view = {}
-        for name, t in plan.targets.items():
-            hidden = (
-                TARGET_TYPES[t["type"]].secret_fields if t["type"] in TARGET_TYPES else frozenset()
-            )
-            view[name] = {k: v for k, v in t.items() if k not in hidden} | {"name": name}
+        view = shown.targets_view(plan)
         self.x = _Ctx(plan, journal, secrets, clock, interrupts, targets, view)
         _warm_up([s.type for s in (*plan.steps, *plan.fallbacks)])
         self.state = state
@@ -286,9 +290,8 @@ class Executor:
                 x.journal.write(ev.StepChecked(step=step.id, ok=True, would=would))
                 continue
             if step.deferred or isinstance(step.when, str):
-                would = (
-                    f"{step.description} (not checked: its inputs depend on earlier steps' outputs)"
-                )
+                does = shown.text(step.description, self._template_context(step))
+                would = f"{does} (not checked: its inputs depend on earlier steps' outputs)"
                 x.journal.write(ev.StepChecked(step=step.id, ok=True, would=would))
                 continue
             try:
@@ -317,15 +320,20 @@ class Executor:
             return None
         if step.when is False:
             return None
-        verdict, how = self.gate(step)
+        step = self._shown(step)  # the gate shows what will run, as it stands now
         journal = self.x.journal
+        journal.flush()  # every outcome so far is shown before anyone is asked
+        verdict, how = self.gate(step)
         if verdict == GateVerdict.GRANTED:
-            journal.write(ev.ApprovalGranted(step=step.id, by=how))
+            journal.write(ev.ApprovalGranted(step=step.id, by=how, description=step.description))
             self.state.approved.add(step.id)
             return None
         if verdict == GateVerdict.DENIED:
-            journal.write(ev.ApprovalDenied(step=step.id, by=how))
+            journal.write(ev.ApprovalDenied(step=step.id, by=how, description=step.description))
             return StopReason.DENIED, f"approval for {step.id} denied"
+        if verdict == GateVerdict.INTERRUPTED:
+            # Nobody decided: the gate asks again on resume.
+            return StopReason.INTERRUPTED, f"interrupted at the approval for {step.id}"
         journal.write(ev.ApprovalNeeded(step=step.id, description=step.description))
         return (
             StopReason.APPROVAL,
@@ -422,6 +430,11 @@ class Executor:
         step_type, inputs = self._prepare(step, prior.recorded)
         if step_type.verifies(inputs):
             ctx = self._context(step, prior.attempts, inputs, dict(prior.recorded))
+            # Its verify may wait (up to the step's timeout): say what the run waits for.
+            x.journal.note(
+                f"{step.id}: interrupted earlier; checking whether it took effect "
+                f"(its verify may wait up to {format_duration(step.timeout)})"
+            )
             try:
                 applied = self._bounded(step_type.verify, ctx)
             except StepError as exc:
@@ -453,6 +466,7 @@ class Executor:
         x = self.x
         retries = step.retries
         message, trace = "", None
+        view = self._shown(step)
         for n in range(retries.attempts):
             attempt = first + n
             final = n == retries.attempts - 1
@@ -463,7 +477,12 @@ class Executor:
                     chosen = self._target_of(step)
                 except StepError as exc:
                     unknown = exc
-            x.journal.write(ev.StepStarted(step=step.id, attempt=attempt, target=chosen))
+            x.journal.write(
+                ev.StepStarted(
+                    step=step.id, attempt=attempt, target=chosen, description=view.description,
+                    inputs=view.inputs,
+                )
+            )  # fmt: skip
             try:
                 if unknown is not None:
                     raise unknown
@@ -487,7 +506,7 @@ class Executor:
                 record(
                     ev.StepSucceeded(
                         step=step.id, attempt=attempt, outputs=ctx.outputs,
-                        duration=x.clock.monotonic() - started, description=step.description,
+                        duration=x.clock.monotonic() - started, description=view.description,
                     )
                 )  # fmt: skip
                 self._done(step.id, ctx.outputs)
@@ -523,18 +542,10 @@ class Executor:
     # -- inputs, contexts, deadlines ---------------------------------------------
 
     def _template_context(self, step: CompiledStep) -> dict[str, Any]:
-        steps: dict[str, Any] = {}
-        by_base: dict[str, list[str]] = {}
-        for sid, outputs in list(self.x.outputs.items()):
-            steps[sid] = {"outputs": outputs}
-            by_base.setdefault(sid.split("[", 1)[0], []).append(sid)
-        for base, ids in by_base.items():
-            if len(ids) == 1 and base not in steps:
-                steps[base] = steps[ids[0]]
         context: dict[str, Any] = {
             "params": self.x.plan.params,
             "targets": self.x.template_targets,
-            "steps": steps,
+            "steps": shown.steps_view(self.x.outputs),
         }
         if step.loop_var:
             context[step.loop_var] = step.item
@@ -596,7 +607,7 @@ class Executor:
         if step.when is None or step.when is True:
             return True
         if step.when is False:
-            return "when is false"
+            return "its when condition is false for this run's params"
         try:
             value = render(step.when, self._template_context(step))
         except TemplateProblem as exc:
@@ -606,7 +617,39 @@ class Executor:
             if isinstance(value, bool)
             else str(value).strip().lower() not in ("", "false", "0", "none")
         )
-        return True if truthy else f"when {step.when} is false"
+        return True if truthy else shown.condition(step.when, self._template_context(step))
+
+    def _shown(self, step: CompiledStep) -> CompiledStep:
+        """The step as a person is shown it now: its inputs and description rendered with
+        the values known at this moment (earlier steps' outputs), secrets masked."""
+        if not step.deferred and not is_template(step.description):
+            return dataclasses.replace(step, inputs=step.masked_inputs())
+        context = self._template_context(step)
+        inputs = shown.value(step.inputs, context)
+        # Outputs may hold a resolved secret, and a prompt is written past the journal.
+        redactor = self.x.journal.redactor
+        return dataclasses.replace(
+            step,
+            inputs=redactor.data(mask(None, inputs)),
+            description=redactor.text(self._describe(step, inputs, context)),
+        )
+
+    def _describe(self, step: CompiledStep, inputs: Any, context: dict[str, Any]) -> str:
+        step_type = get_step_type(step.type)
+        target = step.target.name if step.target else None
+        try:
+            derived = step.description == step_type.describe(
+                step_type.Inputs.model_validate(step.inputs), target
+            )
+        except ValidationError:
+            derived = False
+        if derived and step.deferred:
+            # Worded by the step type: word it again from what it will really be given.
+            try:
+                return step_type.describe(step_type.Inputs.model_validate(inputs), target)
+            except ValidationError:
+                pass
+        return shown.text(step.description, context)
 
     def _prepare(
         self, step: CompiledStep, recorded: Mapping[str, Any]

@@ -32,7 +32,8 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
             return f"run resumed by {fact.user}@{fact.host} (token {token})"
         case ev.StepStarted():
             on = f" on {fact.target}" if fact.target is not None else ""
-            return f"{s}: started (attempt {fact.attempt}){on}"
+            does = f": {fact.description}" if fact.description else ""
+            return f"{s}: started (attempt {fact.attempt}){on}{does}"
         case ev.StepSucceeded():
             return _succeeded(fact)
         case ev.StepFailed():
@@ -51,9 +52,11 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
         case ev.ApprovalNeeded():
             return f"{s}: waiting for approval: {fact.description}"
         case ev.ApprovalGranted():
-            return f"{s}: approved ({fact.by})"
+            shown = f": {fact.description}" if fact.description else ""
+            return f"{s}: approved ({fact.by}){shown}"
         case ev.ApprovalDenied():
-            return f"{s}: approval denied ({fact.by})"
+            shown = f": {fact.description}" if fact.description else ""
+            return f"{s}: approval denied ({fact.by}){shown}"
         case ev.UndoStarted():
             return f"{s}: undoing"
         case ev.UndoSucceeded():

@@ -162,7 +162,8 @@ class Runner:
             return Outcome(status, 0, f"run {run.id} already finished; nothing to do")
         if status.concluded:
             raise ResumeRefused(f"run {run.id} was {status.words}; start a new run")
-        state = replay(store.events(run.id))
+        history = list(store.events(run.id))
+        state = replay(history)
         if os.path.isdir(run.cwd):
             # Relative paths in steps mean what they meant when the run started.
             os.chdir(run.cwd)
@@ -177,6 +178,11 @@ class Runner:
         lock = RunLock(store, clock)
         taken = lock.acquire(run.lock_key, run.id, me.user, me.host, me.pid)
         journal = Journal(store, run.id, lock, redactor, clock, self.sinks(plan))
+        for sink in journal.sinks:
+            # A view that shows the whole run (the live table) starts from its journal.
+            shows_history = getattr(sink, "history", None)
+            if shows_history is not None:
+                shows_history(history)
         try:
             journal.write(
                 ev.RunResumed(

@@ -15,6 +15,7 @@ class StepStatus(StrEnum):
     PENDING = "pending"  # not started
     WAITING = "waiting"  # at its approval gate
     RUNNING = "running"  # started, no outcome yet (in doubt, if the run is not live)
+    INTERRUPTED = "interrupted"  # started, no outcome, and its run stopped: resume verifies it
     RETRYING = "retrying"  # an attempt failed; another follows
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -94,3 +95,4 @@ class GateVerdict(StrEnum):
     GRANTED = "granted"
     DENIED = "denied"
     NEEDED = "needed"  # nobody decided: the run stops, waiting for approval
+    INTERRUPTED = "interrupted"  # Ctrl-C at the prompt: the run stops, resumable

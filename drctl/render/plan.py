@@ -6,6 +6,7 @@ import json
 
 from drctl.compiler.lints import TITLES
 from drctl.compiler.plan import CompiledStep, Plan, expression_text
+from drctl.engine import shown
 from drctl.render.values import flatten, inline, md_cell
 from drctl.runbook.durations import format_duration
 from drctl.visible import visible
@@ -28,7 +29,7 @@ def _flags(step: CompiledStep) -> list[str]:
     if step.when is False:
         flags.append("skipped (when is false)")
     elif isinstance(step.when, str):
-        flags.append(f"when {step.when}")
+        flags.append(f"when {shown.bare(step.when)} (at run time)")
     return flags
 
 
@@ -126,13 +127,15 @@ def as_text(plan: Plan) -> str:
     out.append("")
     width = len(str(len(plan.steps)))
     proofs = _fence_proofs(plan)
+    # Descriptions with the params filled in; what reads step outputs is said in words.
+    known = shown.plan_context(plan)
     for n, step in enumerate(plan.steps, 1):
         target = f" → {step.target_text()}" if step.target_text() else ""
         flags = _flags(step)
         tail = f"  [{', '.join(flags)}]" if flags else ""
         out.append(f"{n:>{width}}. {step.id}  {step.type}{target}{tail}")
         pad = " " * (width + 2)
-        out.append(f"{pad}{step.description}")
+        out.append(f"{pad}{shown.text(step.description, known)}")
         out.extend(f"{pad}{line}" for line in _details(step, proofs.get(step.id)))
     if plan.fallbacks:
         out.append("")
@@ -180,9 +183,11 @@ def as_markdown(plan: Plan, *, level: int = 3) -> str:
         out.append("")
     out.append("| # | step | type | target | does | flags |")
     out.append("|---|---|---|---|---|---|")
+    known = shown.plan_context(plan)
     for n, step in enumerate(plan.steps, 1):
+        does = md_cell(shown.text(step.description, known))
         out.append(
-            f"| {n} | `{step.id}` | `{step.type}` | {md_cell(step.target_text())} | {md_cell(step.description)} | {', '.join(_flags(step))} |"
+            f"| {n} | `{step.id}` | `{step.type}` | {md_cell(step.target_text())} | {does} | {', '.join(_flags(step))} |"
         )
     out.append("")
     out.append("<details><summary>Step details</summary>")

@@ -6,10 +6,11 @@ import json
 import time
 from collections.abc import Sequence
 
-from drctl.engine.events import StepRecorded, decode
+from drctl.engine.events import StepRecorded, StepStarted, decode
 from drctl.engine.outcome import line
 from drctl.engine.replay import RunState
-from drctl.engine.status import StepStatus
+from drctl.engine.status import RunStatus, StepStatus
+from drctl.render.values import flatten, inline
 from drctl.state.base import Event, LockInfo, RunRecord
 from drctl.visible import visible
 
@@ -56,9 +57,10 @@ def status_text(
             f"  lock     {lock.key} held by {holder} (lease {lock.lease_id}, token {lock.token}, expires {_t(lock.expires_at)})"
         )
     out.append("")
+    live = _live(run, lock)
     for sid in order:
         s = state.steps.get(sid)
-        status = s.status if s else StepStatus.PENDING
+        status = _step_status(s.status if s else StepStatus.PENDING, live)
         detail = ""
         if (
             s is not None
@@ -71,16 +73,33 @@ def status_text(
     return visible("\n".join(out) + "\n")
 
 
+def _live(run: RunRecord, lock: LockInfo | None) -> bool:
+    """The run is going on now: its record says running and its lease is held and fresh."""
+    return (
+        run.status == RunStatus.RUNNING
+        and lock is not None
+        and lock.run_id == run.id
+        and lock.lease_id is not None
+        and (lock.expires_at or 0.0) > time.time()
+    )
+
+
+def _step_status(status: StepStatus, live: bool) -> StepStatus:
+    """A step started with no outcome is running only while its run is; else interrupted."""
+    return StepStatus.INTERRUPTED if status is StepStatus.RUNNING and not live else status
+
+
 def status_json(
     run: RunRecord, state: RunState, order: Sequence[str], lock: LockInfo | None
 ) -> str:
+    live = _live(run, lock)
     data = {
         "id": run.id, "status": run.status, "name": run.name, "runbook": run.runbook,
         "plan_hash": run.plan_hash, "dry_run": run.dry_run, "started_at": run.started_at,
         "finished_at": run.finished_at, "user": run.user, "host": run.host,
         "lock": None if lock is None else {"key": lock.key, "lease_id": lock.lease_id, "run_id": lock.run_id, "token": lock.token, "expires_at": lock.expires_at},
         "steps": [
-            {"id": sid, "status": (state.steps[sid].status if sid in state.steps else StepStatus.PENDING),
+            {"id": sid, "status": _step_status(state.steps[sid].status if sid in state.steps else StepStatus.PENDING, live),
              "attempts": state.steps[sid].attempts if sid in state.steps else 0,
              "error": state.steps[sid].error if sid in state.steps else None,
              "outputs": state.steps[sid].outputs if sid in state.steps else {}}
@@ -98,6 +117,9 @@ def log_text(events: Sequence[Event]) -> str:
         if isinstance(fact, StepRecorded):
             text = f"{fact.step}: recorded {fact.key}"
         lines.append(f"{e.seq:>5} {_t(e.ts)} [{e.token}] {text}")
+        if isinstance(fact, StepStarted) and fact.inputs:
+            # What the attempt was really given, rendered (secrets masked when journaled).
+            lines.extend(f"{'':8}with.{k}: {inline(v)}" for k, v in flatten(fact.inputs).items())
     return visible("\n".join(lines) + ("\n" if lines else ""))
 
 

@@ -445,13 +445,14 @@ steps:
     live.close()
     plain_lines = [line.split(" ", 1)[1] for line in plain.getvalue().splitlines()]
     json_lines = [json.loads(line)["line"] for line in as_json.getvalue().splitlines()]
-    log_lines = [line.split("] ", 1)[1] for line in log_text(events).splitlines()]
+    # drctl log also lists each attempt's rendered inputs, under its started line.
+    log_lines = [line.split("] ", 1)[1] for line in log_text(events).splitlines() if "] " in line]
     assert plain_lines == json_lines == log_lines
     succeeded = next(line for line in plain_lines if line.startswith("ok: run"))
     assert succeeded.startswith("ok: run `true` — ok in ")
-    assert live.rows["ok"]["text"] == succeeded
+    assert live.rows["ok"].text == succeeded
     ignored = [line for line in plain_lines if line.startswith("bad: FAILED")][-1]
-    assert live.rows["bad"]["text"] == ignored
+    assert live.rows["bad"].text == ignored
     assert "(attempt None)" not in ignored
 
 
