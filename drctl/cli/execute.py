@@ -118,6 +118,7 @@ def _options(
     approve: list[str],
     reapply: list[str] | None = None,
     mark_done: list[str] | None = None,
+    reason: str | None = None,
 ) -> Options:
     from drctl.engine.executor import Options
 
@@ -127,7 +128,7 @@ def _options(
         raise UsageError("--concurrency: give a number from 1 to 1024")
     return Options(
         concurrency=concurrency, dry_run=dry_run, yes=yes, approve=frozenset(approve),
-        reapply=frozenset(reapply or ()), mark_done=frozenset(mark_done or ()),
+        reapply=frozenset(reapply or ()), mark_done=frozenset(mark_done or ()), reason=reason,
     )  # fmt: skip
 
 
@@ -215,12 +216,19 @@ def resume(
         False, "--allow-changed-plan", help="Show the plan diff and ask instead of refusing."
     ),
     reapply: list[str] | None = typer.Option(
-        None, "--reapply", help="Re-apply an interrupted step that cannot verify (repeatable)."
+        None,
+        "--reapply",
+        help="Apply a step again: one left in doubt, or one that succeeded and was undone "
+        "since (a lifted fence) (repeatable).",
     ),
     mark_done: list[str] | None = typer.Option(
         None,
         "--mark-done",
-        help="Record an interrupted step as done after checking by hand (repeatable).",
+        help="Record a step left in doubt as done; its verify runs first, and if it does not "
+        "confirm, --reason is needed (repeatable).",
+    ),
+    reason: str | None = typer.Option(
+        None, "--reason", help="Why a --mark-done step is done although verify does not say so."
     ),
     unmeasured: bool = typer.Option(
         False,
@@ -252,7 +260,7 @@ def resume(
     terminal = Terminal(output, yes, approve or [])
     interrupts = Interrupts()
     _signals(interrupts)
-    options = _options(concurrency, False, yes, approve or [], reapply, mark_done)
+    options = _options(concurrency, False, yes, approve or [], reapply, mark_done, reason)
     runner = Runner(store, terminal.make_sinks, terminal.gate, interrupts)
     try:
         outcome = runner.resume(record, options)

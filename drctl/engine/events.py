@@ -242,6 +242,12 @@ class StepSucceeded(StepEvent):
     marked_done: bool = False
     #: Resume found it already in effect (its verify said so).
     verified_on_resume: bool = False
+    #: Marked done although its verify did not confirm it (or it cannot verify).
+    unverified: bool = False
+    #: The operator's ``--reason`` for marking it done unverified.
+    reason: str | None = None
+    #: What its verify answered when it was marked done ("verify says it is not in effect").
+    verdict: str | None = None
     #: The line 0.1.0 journaled with it; kept for its journals, no longer written.
     summary: str | None = None
 
@@ -255,6 +261,8 @@ class StepSucceeded(StepEvent):
             duration=data.get("duration"), description=data.get("description"),
             marked_done=data.get("marked_done", False),
             verified_on_resume=data.get("verified_on_resume", False), summary=data.get("summary"),
+            unverified=data.get("unverified", False), reason=data.get("reason"),
+            verdict=data.get("verdict"),
         )  # fmt: skip
 
     @staticmethod
@@ -265,10 +273,10 @@ class StepSucceeded(StepEvent):
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"outputs": self.outputs}
-        for key in ("duration", "description", "summary"):
+        for key in ("duration", "description", "summary", "reason", "verdict"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
-        for key in ("marked_done", "verified_on_resume"):
+        for key in ("marked_done", "verified_on_resume", "unverified"):
             if getattr(self, key):
                 data[key] = True
         return data

@@ -56,6 +56,8 @@ class Options:
     approve: frozenset[str] = frozenset()
     reapply: frozenset[str] = frozenset()
     mark_done: frozenset[str] = frozenset()
+    #: Why a ``mark_done`` step whose verify does not confirm it is marked done anyway.
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class _Result:
     step: str
     status: StepStatus | Halt
     message: str = ""
+    #: The last attempt made, for a step that failed.
+    attempt: int | None = None
 
 
 @dataclass
@@ -167,6 +171,12 @@ class Executor:
             s.id: self.state.step(s.id).status if self.state.step(s.id).done else StepStatus.PENDING
             for s in plan.steps
         }
+        # --reapply names a step to apply again whatever the journal says: a fence that
+        # succeeded earlier and was lifted since is re-applied before what depends on it.
+        for sid in self.options.reapply:
+            if status.get(sid) == StepStatus.SUCCEEDED:
+                status[sid] = StepStatus.PENDING
+                self.x.outputs.pop(sid, None)
         self._status = status
         index = {s.id: i for i, s in enumerate(plan.steps)}
         waiting_on = {
@@ -365,7 +375,10 @@ class Executor:
             return result
         on_failure = step.on_failure
         if on_failure.policy is FailurePolicy.CONTINUE:
-            x.journal.write(ev.StepFailed(step=step.id, ignored=True, error=result.message))
+            error = result.message.removeprefix(f"{step.id}: ")
+            x.journal.write(
+                ev.StepFailed(step=step.id, attempt=result.attempt, ignored=True, error=error)
+            )
             self._done(step.id, {})
             return _Result(step.id, StepStatus.IGNORED, result.message)
         if on_failure.run is not None:
@@ -386,13 +399,11 @@ class Executor:
     def _probe(self, step: CompiledStep, prior: StepState) -> _Result | None:
         """A step started but never finished: decide from the world, not from hope."""
         x = self.x
-        if step.id in self.options.mark_done:
-            x.journal.write(
-                ev.StepSucceeded(step=step.id, attempt=prior.attempts, marked_done=True)
-            )
-            self._done(step.id, {})
-            return _Result(step.id, StepStatus.SUCCEEDED)
         step_type, inputs = self._prepare(step, prior.recorded)
+        if step.id in self.options.mark_done:
+            return self._mark_done(step, prior, step_type, inputs)
+        if step.id in self.options.reapply:
+            return None
         if step_type.verifies(inputs):
             ctx = self._context(step, prior.attempts, inputs, dict(prior.recorded))
             try:
@@ -411,7 +422,7 @@ class Executor:
                 return _Result(step.id, StepStatus.SUCCEEDED)
             x.journal.note(f"{step.id}: interrupted earlier and not in effect; applying again")
             return None
-        if not step.mutates or step.id in self.options.reapply:
+        if not step.mutates:
             return None
         message = (
             f"step {step.id} was interrupted after it started and cannot verify whether it took "
@@ -421,6 +432,56 @@ class Executor:
             ev.StepFailed(step=step.id, attempt=prior.attempts, error=message, in_doubt=True)
         )
         return _Result(step.id, Halt.IN_DOUBT, message)
+
+    def _mark_done(
+        self, step: CompiledStep, prior: StepState, step_type: StepType, inputs: StepInputs
+    ) -> _Result:
+        """``--mark-done``: the step's verify is asked first, and its answer shown and kept.
+
+        Against a verify that does not confirm it, only the operator's ``--reason`` marks
+        it done (journaled as unverified): a step killed mid-way is never taken as done
+        on a bare flag when the world says otherwise. A step that cannot verify is marked
+        done on the operator's word, journaled as unverified.
+        """
+        x = self.x
+        outputs: dict[str, Any] = {}
+        confirmed = False
+        can_verify = step_type.verifies(inputs)
+        if can_verify:
+            ctx = self._context(step, prior.attempts, inputs, dict(prior.recorded))
+            try:
+                confirmed = bool(self._bounded(step_type.verify, ctx))
+                verdict = (
+                    "verify says it is in effect"
+                    if confirmed
+                    else "verify says it is NOT in effect"
+                )
+            except StepError as exc:
+                verdict = f"verify could not tell: {exc.message}"
+            outputs = ctx.outputs if confirmed else {}
+        else:
+            verdict = f"{step.type} cannot verify this step"
+        x.journal.note(f"{step.id}: --mark-done: {verdict}")
+        reason = self.options.reason
+        if can_verify and not confirmed and not reason:
+            message = (
+                f"--mark-done {step.id} refused: {verdict}; if you know it took effect, resume "
+                f"with --mark-done {step.id} --reason '…' (journaled as unverified), or apply "
+                f"it again with --reapply {step.id}"
+            )
+            x.journal.write(
+                ev.StepFailed(step=step.id, attempt=prior.attempts, error=message, in_doubt=True)
+            )
+            return _Result(step.id, Halt.IN_DOUBT, message)
+        x.journal.write(
+            ev.StepSucceeded(
+                step=step.id, attempt=prior.attempts, outputs=outputs, marked_done=True,
+                verified_on_resume=confirmed, unverified=not confirmed,
+                reason=None if confirmed else reason, verdict=verdict,
+            )
+        )  # fmt: skip
+        self._done(step.id, outputs)
+        return _Result(step.id, StepStatus.SUCCEEDED)
 
     def _attempts(self, step: CompiledStep, first: int) -> _Result:
         x = self.x
@@ -479,7 +540,7 @@ class Executor:
                 raise Cancelled("cancelled while waiting to retry")
             if x.interrupts.stop.is_set():
                 return _Result(step.id, Halt.CANCELLED)
-        return _Result(step.id, StepStatus.FAILED, f"{step.id}: {message}")
+        return _Result(step.id, StepStatus.FAILED, f"{step.id}: {message}", attempt)
 
     def _done(self, sid: str, outputs: dict[str, Any]) -> None:
         self.x.outputs[sid] = outputs

@@ -87,7 +87,10 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
 def _succeeded(fact: ev.StepSucceeded) -> str:
     s = fact.step
     if fact.marked_done:
-        return f"{s}: marked done by the operator"
+        verdict = f" ({fact.verdict})" if fact.verdict else ""
+        if fact.unverified:
+            return f"{s}: marked done by the operator UNVERIFIED{verdict}: {fact.reason or ''}"
+        return f"{s}: marked done by the operator{verdict}"
     if fact.verified_on_resume:
         return f"{s}: already in effect (verified on resume)"
     if fact.description is not None and fact.duration is not None:
