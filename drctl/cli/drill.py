@@ -146,7 +146,7 @@ def drill(
         runner = DrillRunner(store, sinks, terminal.gate, interrupts)
         result = runner.drill(file, given, options, spec, plan)
     else:
-        store = _store(state)
+        store = _store(state, create=False)
         from drctl.engine.runs import PlanChanged, find_run
 
         record = find_run(store, resume)

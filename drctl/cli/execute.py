@@ -28,7 +28,8 @@ class OutputFormat(StrEnum):
 
 
 STATE_HELP = (
-    "State store: a SQLite path (default .drctl/state.db), a postgresql:// URL or "
+    "State store: a SQLite path (default ~/.local/state/drctl/state.db, or under "
+    "$XDG_STATE_HOME), a postgresql:// URL or "
     "etcd://HOST:PORT[,HOST:PORT…]/PREFIX (env DRCTL_STATE)."
 )
 
@@ -104,11 +105,20 @@ def _signals(interrupts: Interrupts) -> None:
 
 
 def _store(
-    state: str | None, settings_state: str | None = None, *, read_only: bool = False
+    state: str | None,
+    settings_state: str | None = None,
+    *,
+    read_only: bool = False,
+    create: bool = True,
 ) -> StateStore:
-    from drctl.state.open import open_store, state_spec
+    """The store a command uses; ``create=False``: one that must hold its runs already."""
+    from drctl.state.open import legacy_note, open_store, state_spec
 
-    return open_store(state_spec(state, settings_state), read_only=read_only)
+    spec = state_spec(state, settings_state)
+    note = legacy_note(spec)
+    if note is not None:
+        sys.stderr.write(visible(f"drctl: {note}\n"))
+    return open_store(spec, read_only=read_only, create=create)
 
 
 def _options(
@@ -247,7 +257,7 @@ def resume(
 
     if run_id is None and not last:
         raise UsageError("give a RUN_ID or --last")
-    store = _store(state)
+    store = _store(state, create=False)
     record = find_run(store, run_id, last=last)
     if not unmeasured:
         from drctl.engine.runs import paused_drill
@@ -302,7 +312,7 @@ def abort(
     from drctl.engine.runs import abort as do_abort
     from drctl.engine.runs import find_run
 
-    store = _store(state)
+    store = _store(state, create=False)
     record = find_run(store, run_id)
     do_abort(record, reason, store)
     sys.stdout.write(f"run {record.id} aborted\n")

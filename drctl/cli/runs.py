@@ -87,7 +87,7 @@ def unlock(
     """Force-release a lock whose holder is gone; audited in the holder's journal."""
     from drctl.engine.runs import unlock as do_unlock
 
-    holder = do_unlock(key, lease, reason, _store(state))
+    holder = do_unlock(key, lease, reason, _store(state, create=False))
     sys.stdout.write(f"lock {key} released (was {holder})\n")
 
 
