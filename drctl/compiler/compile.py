@@ -161,6 +161,11 @@ class _Compiler:
 
         ordered, deps = self._graph(instances, by_base)
         findings = self._check_refs_and_lint(ordered, deps, by_base, fallback_ids)
+        rendered = {
+            name: self._render_setting(getattr(header.settings, name), name)
+            for name in ("state", "lock")
+            if header is not None
+        }
         if any(d.severity.value == "error" for d in self.diags):
             raise RunbookInvalid(self.diags)
         assert header is not None
@@ -182,7 +187,7 @@ class _Compiler:
             source=self.loaded.path,
             params=dict(sorted(self.params.items())),
             objectives={"rto": header.objectives.rto, "rpo": header.objectives.rpo},
-            settings=_settings(header.settings),
+            settings=_settings(header.settings, **rendered),
             targets={
                 n: t.model_dump(exclude_none=True) for n, t in sorted(self.loaded.targets.items())
             },
@@ -191,6 +196,34 @@ class _Compiler:
             lints=tuple(findings),
         )
         return _with_hash(plan)
+
+    def _render_setting(self, value: str | None, name: str) -> str | None:
+        """A ``settings`` value that may be a template over params and targets.
+
+        Settings hold before any step runs, so a template reading steps' outputs is an
+        error, as is one that renders empty; a template is never used as it is written.
+        """
+        if value is None or not is_template(value):
+            return value
+        loc: Loc = ("settings", name)
+        out = self._render_value(
+            value, {"params": self.params, "targets": self.targets_ctx}, loc, "", {}
+        )
+        if isinstance(out, _Deferred):
+            self.error(
+                E_TEMPLATE_NAME,
+                f"settings.{name} cannot read steps' outputs: it is needed before any step runs",
+                loc,
+                hint="use params or targets in it",
+            )
+            return None
+        if out is _FAILED:
+            return None
+        text = str(out).strip()
+        if not text:
+            self.error(E_TEMPLATE_NAME, f"settings.{name} renders empty", loc)
+            return None
+        return text
 
     def _render_targets(self) -> None:
         """Target fields may be templates over params (a port, a data directory)."""
@@ -840,10 +873,13 @@ def _dedupe_locs(exc: ValidationError, raw: Any) -> list[str]:
     return seen
 
 
-def _settings(settings: model.Settings) -> Settings:
+def _settings(
+    settings: model.Settings, state: str | None = None, lock: str | None = None
+) -> Settings:
+    """The compiled settings; ``state`` and ``lock`` as rendered (see _render_setting)."""
     return Settings(
-        state=settings.state,
-        lock=settings.lock,
+        state=state,
+        lock=lock,
         step_timeout=settings.step_timeout,
         concurrency=settings.concurrency,
     )

@@ -35,6 +35,7 @@ from drctl.engine.runs import (
 )
 from drctl.engine.secrets import resolve_plan_secrets
 from drctl.engine.status import RunStatus
+from drctl.engine.systems import run_lock_key
 from drctl.errors import LockHeld, ResumeRefused, UsageError
 from drctl.state.base import RunRecord, StateStore, dumps
 
@@ -73,7 +74,7 @@ class Runner:
         plan = plan or compile_runbook(path, given)
         redactor = Redactor()
         resolved = resolve_plan_secrets(plan, redactor, self.environ)
-        lock_key = plan.lock_key
+        lock_key = run_lock_key(plan, resolved)
         me = who()
         run_id = new_run_id(clock.now())
         record = RunRecord(
