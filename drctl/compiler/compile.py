@@ -37,6 +37,7 @@ from drctl.diagnostics import (
     E_REQUIRES,
     E_STEP_INPUTS,
     E_STEP_REFERENCE,
+    E_STEP_TIMEOUT,
     E_TARGET,
     E_TEMPLATE_NAME,
     E_TEMPLATE_SYNTAX,
@@ -46,6 +47,7 @@ from drctl.diagnostics import (
 )
 from drctl.errors import RunbookInvalid, StepTypeError
 from drctl.runbook import model
+from drctl.runbook.durations import format_duration
 from drctl.runbook.loader import LoadedRunbook, LocatedStep, load_runbook
 from drctl.runbook.model import Fallback, StepSpec
 from drctl.runbook.source import Loc
@@ -57,6 +59,10 @@ from drctl.steps.registry import get_step_type
 
 #: The default and the largest ``settings.max_steps`` (kept in step with the model's bounds).
 MAX_STEPS = 10_000
+#: A step's timeout when the runbook writes none, unless its own waits need more.
+DEFAULT_STEP_TIMEOUT = 300.0
+#: Kept beyond a step's own waits for its connections and checks around them.
+WAIT_MARGIN = 60.0
 MAX_STEPS_CEILING = 50_000
 
 _JINJA_GLOBALS = frozenset({"range", "lipsum", "dict", "cycler", "joiner", "namespace", "loop"})
@@ -82,10 +88,16 @@ class _Derived:
     undoable: bool
     forced: bool
     accepts_data_loss: bool
+    #: The step's own waits (``with`` field, seconds), and which of them the runbook wrote.
+    waits: tuple[tuple[str, float], ...] = ()
+    written: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, step_type: StepType, inputs: StepInputs, target: str | None) -> _Derived:
+        waits = step_type.own_waits(inputs)
         return cls(
+            waits=tuple(waits.items()),
+            written=frozenset(waits) & inputs.model_fields_set,
             roles=step_type.step_roles(inputs),
             description=step_type.describe(inputs, target),
             verifies=step_type.verifies(inputs),
@@ -403,11 +415,12 @@ class _Compiler:
         if step_type is None or items is None:
             return []
         settings = self.header.settings if self.header is not None else None
-        timeout = (
-            spec.timeout
-            if spec.timeout is not None
-            else (settings.step_timeout if settings else 300.0)
-        )
+        # Where the step's timeout comes from, when the runbook wrote one.
+        limit: tuple[float, str, Loc] | None = None
+        if spec.timeout is not None:
+            limit = (spec.timeout, "its timeout", (*loc, "timeout"))
+        elif settings is not None and "step_timeout" in settings.model_fields_set:
+            limit = (settings.step_timeout, "settings.step_timeout", ("settings", "step_timeout"))
         retries = _retries(spec.retries)
         on_failure = (
             OnFailure(FailurePolicy.FALLBACK, spec.on_failure.run)
@@ -447,6 +460,7 @@ class _Compiler:
             rollback = self._rollback(spec, context, loc, step_refs)
             if derived is None:
                 continue
+            timeout = self._timeout(derived, limit, loc, deferred)
             roles = derived.roles
             sid = spec.id if key is None else f"{spec.id}[{key}]"
             compiled = CompiledStep(
@@ -484,6 +498,42 @@ class _Compiler:
             )
             out.append(_Instance(compiled, spec, loc, subject, step_refs))
         return out
+
+    def _timeout(
+        self,
+        derived: _Derived,
+        limit: tuple[float, str, Loc] | None,
+        loc: Loc,
+        deferred: list[str],
+    ) -> float:
+        """The step's timeout; its own written waits longer than a written timeout are an error.
+
+        With no timeout written (``timeout:`` or ``settings.step_timeout``), the default
+        is DEFAULT_STEP_TIMEOUT, or the step's own waits (defaults included) plus
+        WAIT_MARGIN when that is longer: a default never cuts a step's own wait.
+        """
+        total = sum(seconds for _, seconds in derived.waits)
+        if limit is None:
+            return max(DEFAULT_STEP_TIMEOUT, total + WAIT_MARGIN)
+        seconds, what, where = limit
+        written = [
+            (name, value)
+            for name, value in derived.waits
+            if name in derived.written and f"with.{name}" not in deferred
+        ]
+        own = sum(value for _, value in written)
+        if written and own > seconds:
+            at = self.srcmap.position(where)
+            place = f" at {self.loaded.path}:{at.line}:{at.column}" if at is not None else ""
+            names = " + ".join(f"with.{name} ({format_duration(value)})" for name, value in written)
+            self.error(
+                E_STEP_TIMEOUT,
+                f"{names} is longer than {what} ({format_duration(seconds)}{place}): the step "
+                "would be cut off before its own wait ends",
+                (*loc, "with", written[0][0]),
+                hint=f"raise {what} above {format_duration(own)}, or shorten the wait",
+            )
+        return seconds
 
     def _validate_inputs(
         self, step_type: StepType, raw: Any, loc: Loc, deferred: list[str]

@@ -43,6 +43,11 @@ class Wait(StepType[WaitInputs, None]):
     def step_roles(self, inputs: WaitInputs) -> frozenset[Role]:
         return frozenset({Role.VERIFY}) if inputs.until is not None else frozenset()
 
+    def own_waits(self, inputs: WaitInputs) -> dict[str, float]:
+        if inputs.until is None:
+            return {"duration": float(inputs.duration or 0.0)}
+        return {"deadline": float(inputs.deadline)}
+
     def returns_in_time(self, inputs: WaitInputs) -> bool:
         # A fixed wait sleeps no longer than the time left; polling calls another type.
         return inputs.until is None

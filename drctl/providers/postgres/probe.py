@@ -35,6 +35,7 @@ class WriteProbe(PostgresStep[ProbeInputs]):
 
     name = "postgres.write_probe"
     Inputs = ProbeInputs
+    wait_fields = ("deadline",)
     roles = frozenset({Role.VERIFY})
 
     def describe(self, inputs: ProbeInputs, target: str | None) -> str:

@@ -101,6 +101,7 @@ class Promote(PostgresStep[PromoteInputs]):
 
     name = "postgres.promote"
     Inputs = PromoteInputs
+    wait_fields = ("catchup_seconds", "wait_seconds")
     roles = frozenset({Role.PROMOTE, Role.MUTATING})
 
     def describe(self, inputs: PromoteInputs, target: str | None) -> str:
