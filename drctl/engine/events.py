@@ -205,9 +205,23 @@ class StepChecked(StepEvent):
     ok: bool = False
     would: str | None = None
     error: str | None = None
+    #: A read-only step the dry run ran for real (not only its check).
+    ran: bool = False
+    #: Why it could not be judged before earlier steps take effect (its ``error`` is what
+    #: it says now, if anything); a deferred step does not fail the dry run.
+    deferred: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": True, "would": self.would} if self.ok else {"ok": False, "error": self.error}
+        data: dict[str, Any] = (
+            {"ok": True, "would": self.would} if self.ok else {"ok": False, "error": self.error}
+        )
+        if self.ran:
+            data["ran"] = True
+        if self.deferred is not None:
+            data["deferred"] = self.deferred
+            if self.error is not None:
+                data["error"] = self.error
+        return data
 
 
 @dataclass(frozen=True, kw_only=True)

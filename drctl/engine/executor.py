@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from drctl.compiler.plan import CompiledStep, FailurePolicy, Plan
-from drctl.compiler.templating import TemplateProblem, render
+from drctl.compiler.templating import TemplateProblem, analyze, render
 from drctl.engine import events as ev
 from drctl.engine import faults
 from drctl.engine.clock import Clock
@@ -274,9 +274,18 @@ class Executor:
         return self._finish(RunStatus.FAILED, 1, stop_message)
 
     def dry_run(self) -> Outcome:
-        """Run every step's read-only ``check``; journal what each would do."""
+        """Run every read-only step for real and every mutating step's ``check``.
+
+        Nothing is changed. A step that cannot be judged before earlier steps take effect
+        is reported as deferred, not failed, by two rules (docs/state-and-locking.md,
+        "Dry runs"): its inputs or ``when`` read outputs of a step the dry run did not run
+        for real; or its check (or its read-only run) fails and a mutating step it waits
+        for acts on its target.
+        """
         x = self.x
-        failures = 0
+        failures = deferred = 0
+        #: Steps with no outputs in this dry run, and why (for the deferred lines).
+        not_run: dict[str, str] = {}
         for step in x.plan.steps:
             if x.interrupts.stop.is_set():
                 x.journal.write(ev.RunInterrupted())
@@ -284,30 +293,93 @@ class Executor:
             if step.when is False:
                 x.journal.write(ev.StepSkipped(step=step.id, reason="when is false"))
                 continue
-            if step.deferred or isinstance(step.when, str):
-                would = (
-                    f"{step.description} (not checked: its inputs depend on earlier steps' outputs)"
+            missing = _reads_outputs_of(step, not_run)
+            if missing:
+                deferred += 1
+                not_run[step.id] = "is deferred"
+                why = "; ".join(f"{sid}, which {not_run[sid]}" for sid in missing)
+                x.journal.write(
+                    ev.StepChecked(step=step.id, ok=True, deferred=f"reads outputs of {why}")
                 )
-                x.journal.write(ev.StepChecked(step=step.id, ok=True, would=would))
                 continue
             try:
-                step_type, inputs = self._prepare(step, {})
-                ctx = self._context(step, 0, inputs, {}, dry_run=True)
-                would = self._bounded(step_type.check, ctx) or step.description
-                x.journal.write(ev.StepChecked(step=step.id, ok=True, would=would))
+                verdict = self._dry_step(step, not_run)
             except (StepError, StepTypeError) as exc:
-                failures += 1
-                x.journal.write(ev.StepChecked(step=step.id, ok=False, error=exc.message))
+                not_run[step.id] = "failed in the dry run"
+                effect = self._earlier_effect_on(step)
+                if effect is None:
+                    failures += 1
+                    x.journal.write(ev.StepChecked(step=step.id, ok=False, error=exc.message))
+                else:
+                    deferred += 1
+                    x.journal.write(
+                        ev.StepChecked(step=step.id, ok=True, deferred=effect, error=exc.message)
+                    )
+                continue
             except Cancelled:
                 x.journal.write(ev.RunInterrupted())
                 return self._finish(RunStatus.INTERRUPTED, 130, "interrupted")
+            x.journal.write(verdict)
+        later = f"; {deferred} deferred until earlier steps take effect" if deferred else ""
         if failures:
             return self._finish(
                 RunStatus.DRY_RUN_FAILED,
                 1,
-                f"{failures} check{'s' if failures != 1 else ''} failed; nothing was changed",
+                f"{failures} check{'s' if failures != 1 else ''} failed{later}; nothing was changed",
             )
-        return self._finish(RunStatus.DRY_RUN_OK, 0, "all checks passed; nothing was changed")
+        return self._finish(
+            RunStatus.DRY_RUN_OK, 0, f"all checks passed{later}; nothing was changed"
+        )
+
+    def _dry_step(self, step: CompiledStep, not_run: dict[str, str]) -> ev.JournalEvent:
+        """One step of a dry run: read-only ones run for real, mutating ones only checked."""
+        when = self._when(step)
+        if when is not True:
+            self._done(step.id, {})
+            return ev.StepSkipped(step=step.id, reason=str(when))
+        step_type, inputs = self._prepare(step, {})
+        ctx = self._context(step, 0, inputs, {}, dry_run=True)
+        if not step.mutates and step_type.runs_in_dry_run(inputs):
+            self._bounded(
+                functools.partial(_check_apply_verify, step_type),
+                ctx,
+                inline=step_type.returns_in_time(inputs),
+            )
+            self._done(step.id, ctx.outputs)
+            return ev.StepChecked(step=step.id, ok=True, ran=True, would=step.description)
+        would = self._bounded(step_type.check, ctx) or step.description
+        not_run[step.id] = "a dry run does not apply" if step.mutates else "a dry run does not run"
+        return ev.StepChecked(step=step.id, ok=True, would=would)
+
+    def _earlier_effect_on(self, step: CompiledStep) -> str | None:
+        """The nearest mutating step ``step`` waits for that acts on a target ``step`` uses.
+
+        The targets a step uses: its ``target``, and every target its inputs name (a
+        wait's ``until.target``, a promote's ``old_primary``).
+        """
+        names = set(_strings(step.inputs)) & set(self.x.plan.targets)
+        if step.target is not None:
+            names.add(step.target.name)
+        if not names:
+            return None
+        by_id = {s.id: s for s in self.x.plan.steps}
+        path: set[str] = set()
+        todo = list(step.requires)
+        while todo:
+            sid = todo.pop()
+            if sid not in path and sid in by_id:
+                path.add(sid)
+                todo.extend(by_id[sid].requires)
+        for earlier in reversed(self.x.plan.steps):
+            target = earlier.target
+            if (
+                earlier.id in path
+                and earlier.mutates
+                and target is not None
+                and target.name in names
+            ):
+                return f"{earlier.id} acts on {target.name} first"
+        return None
 
     # -- scheduling helpers ------------------------------------------------------
 
@@ -750,6 +822,32 @@ def _check_apply_verify(step_type: StepType[Any, Any], ctx: StepRun[Any, Any]) -
     faults.after_apply(ctx.step_id)
     if not step_type.verify(ctx):
         raise VerifyFailed("applied, but verify says the effect is not in place")
+
+
+def _reads_outputs_of(step: CompiledStep, not_run: Mapping[str, str]) -> list[str]:
+    """The steps in ``not_run`` whose outputs ``step``'s inputs or ``when`` read."""
+    if not not_run or not (step.deferred or isinstance(step.when, str)):
+        return []
+    texts = [step.when] if isinstance(step.when, str) else []
+    texts += [t for t in _strings(step.inputs) if "{" in t]
+    named: set[str] = set()
+    for text in texts:
+        try:
+            info = analyze(text)
+        except TemplateProblem:
+            continue  # the run reports it; the dry run only asks what it reads
+        named |= {r.parts[1] for r in info.references if r.parts[0] == "steps" and len(r.parts) > 1}
+    return [sid for sid in not_run if sid in named or sid.split("[", 1)[0] in named]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    return []
 
 
 def _render_paths(value: Any, paths: set[str], context: dict[str, Any], at: str) -> Any:

@@ -44,6 +44,11 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
         case ev.StepRecovered():
             return f"{s}: recovered by fallback {fact.by}"
         case ev.StepChecked():
+            if fact.deferred is not None:
+                now = f" (now: {fact.error})" if fact.error else ""
+                return f"{s}: deferred: {fact.deferred}{now}"
+            if fact.ran and fact.ok:
+                return f"{s}: ran (read-only): {fact.would} — ok"
             return f"{s}: would {fact.would}" if fact.ok else f"{s}: CHECK FAILED: {fact.error}"
         case ev.StepRecorded():
             return None

@@ -314,6 +314,15 @@ class StepType(ABC, Generic[I, T]):
         """Whether ``verify`` proves this step's effect (DR004 reads this)."""
         return True
 
+    def runs_in_dry_run(self, inputs: I) -> bool:
+        """Whether a dry run runs this read-only step for real (not only its ``check``).
+
+        True for a step that only reads; False for one that reads but has an effect a
+        dry run must not have (sends a message, writes a probe row, waits a fixed time).
+        A mutating step is never run in a dry run, whatever this says.
+        """
+        return True
+
     #: The ``with`` fields (seconds) the step waits for by itself, one after another.
     wait_fields: ClassVar[tuple[str, ...]] = ()
 
