@@ -564,8 +564,10 @@ class Executor:
             final = n == retries.attempts - 1
             started = x.clock.monotonic()
             x.journal.write(ev.StepStarted(step=step.id, attempt=attempt))
+            unverifiable = False
             try:
                 step_type, inputs = self._prepare(step, {})
+                unverifiable = step.mutates and not step_type.verifies(inputs)
                 ctx = self._context(step, attempt, inputs, {})
                 # One bounded call for check → apply → verify: one thread hop per attempt,
                 # none for a type whose calls bound themselves.
@@ -592,6 +594,12 @@ class Executor:
                 return _Result(step.id, StepStatus.SUCCEEDED)
             except Cancelled:
                 raise  # journal nothing: the step stays in doubt and resume verifies it
+            except StepTimeout as exc:
+                if unverifiable:
+                    # Cut off mid-way, it may have taken effect (a POST sent, a command
+                    # run): neither a retry nor a resume may apply it again unasked.
+                    return self._timed_out_in_doubt(step, attempt, exc.message, started)
+                message, trace = exc.message, None
             except (StepError, StepTypeError) as exc:
                 message, trace = exc.message, None
             except Exception as exc:  # a bug in a step type must not kill the run unjournaled
@@ -613,6 +621,23 @@ class Executor:
             if x.interrupts.stop.is_set():
                 return _Result(step.id, Halt.CANCELLED)
         return _Result(step.id, StepStatus.FAILED, f"{step.id}: {message}", attempt)
+
+    def _timed_out_in_doubt(
+        self, step: CompiledStep, attempt: int, error: str, started: float
+    ) -> _Result:
+        """A mutating step that cannot verify timed out: in doubt, for the operator to settle."""
+        x = self.x
+        message = (
+            f"step {step.id} timed out ({error}) and cannot verify whether it took effect; "
+            f"check by hand, then resume with --reapply {step.id} or --mark-done {step.id}"
+        )
+        x.journal.write(
+            ev.StepFailed(
+                step=step.id, attempt=attempt, error=message, in_doubt=True,
+                duration=x.clock.monotonic() - started,
+            )
+        )  # fmt: skip
+        return _Result(step.id, Halt.IN_DOUBT, message, attempt)
 
     def _done(self, sid: str, outputs: dict[str, Any]) -> None:
         self.x.outputs[sid] = outputs

@@ -192,3 +192,51 @@ acknowledge: [DR004]
     again = _drctl(tmp_path, "resume", run_id, "--reapply", "hook")
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(received) == 2
+
+
+def test_an_unverifiable_post_that_timed_out_is_in_doubt_not_retried(tmp_path: Path) -> None:
+    """A POST cut off by its timeout after the server got it is neither retried nor re-sent on resume: it is in doubt."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[str] = []
+    release = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            received.append(self.path)
+            release.wait(10)  # answers only after the step gave up
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "rb.yaml").write_text(
+            HEAD
+            + f"""
+steps:
+  - id: hook
+    type: http
+    timeout: 1s
+    retries: {{attempts: 3, delay: 10ms}}
+    with: {{method: POST, url: "http://127.0.0.1:{server.server_address[1]}/hook", json: {{a: 1}}, expect_status: [204]}}
+acknowledge: [DR004]
+"""
+        )
+        ran = _drctl(tmp_path, "run", "rb.yaml")
+        assert ran.returncode == 1, ran.stdout + ran.stderr
+        assert "timed out" in ran.stderr and "--reapply hook or --mark-done hook" in ran.stderr
+        assert received == ["/hook"], "a POST that may have been sent was retried"
+        resumed = _drctl(tmp_path, "resume", "--last")
+        assert resumed.returncode == 1, resumed.stdout + resumed.stderr
+        assert "cannot verify whether it took effect" in resumed.stderr
+        assert received == ["/hook"]
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
