@@ -63,7 +63,7 @@ def test_a_dry_run_on_three_nodes_fails_where_the_run_would_and_defers_what_foll
                 a=topo.target_yaml(a),
                 b=topo.target_yaml(b),
                 sibling_expect=sibling_expect,
-            )  # fmt: skip
+            )
         )
         return str(path)
 
