@@ -99,7 +99,7 @@ FIELD_DOCS: dict[str, str] = {
     "Runbook.settings": "Execution settings; command-line flags override them (see [settings](#settings)).",
     "Runbook.acknowledge": "Safety lints (DR001–DR005) acknowledged for the whole runbook.",
     "Runbook.steps": "The steps, in reading order (see [steps](#steps)); at least one.",
-    "Metadata.name": "The runbook's name: a slug; the default lock key.",
+    "Metadata.name": "The runbook's name: a slug; the lock key of a runbook that changes no named system.",
     "Metadata.description": "One line on what the runbook does; shown in plans and reports.",
     "Metadata.owner": "Who to ask about it.",
     "Metadata.labels": "Free-form labels.",
