@@ -183,7 +183,9 @@ def run(
     param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Run every step's read-only check; change nothing."
+        False,
+        "--dry-run",
+        help="Run read-only steps for real and mutating steps' checks; change nothing.",
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Approve every gate."),
     approve: list[str] | None = typer.Option(
