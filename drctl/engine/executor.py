@@ -474,8 +474,6 @@ class Executor:
         step_type, inputs = self._prepare(step, prior.recorded)
         if step.id in self.options.mark_done:
             return self._mark_done(step, prior, step_type, inputs)
-        if step.id in self.options.reapply:
-            return None
         if step_type.verifies(inputs):
             ctx = self._context(step, prior.attempts, inputs, dict(prior.recorded))
             try:
@@ -494,7 +492,7 @@ class Executor:
                 return _Result(step.id, StepStatus.SUCCEEDED)
             x.journal.note(f"{step.id}: interrupted earlier and not in effect; applying again")
             return None
-        if not step.mutates:
+        if not step.mutates or step.id in self.options.reapply:
             return None
         message = (
             f"step {step.id} was interrupted after it started and cannot verify whether it took "
