@@ -1,13 +1,20 @@
-"""A fence journaled as succeeded and lifted since: the refusal names every way out, and --reapply works."""
+"""Resume's escape hatches on real servers: a lifted fence is named with every way out and
+--reapply re-fences; --mark-done of a promote killed mid-way is refused while verify says no."""
 
 from __future__ import annotations
 
+import os
+import select
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.pg_sandbox import (
     Pair,
+    ThreeNodes,
     drctl,
     execute,
     explain,
@@ -15,6 +22,7 @@ from tests.integration.pg_sandbox import (
     journal,
     run_id_of,
     sandbox,  # noqa: F401
+    three_nodes,  # noqa: F401
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -76,3 +84,71 @@ def test_a_lifted_fence_is_named_with_every_way_out_and_reapply_fences_again(
         "step_started",
         "step_succeeded",
     ]
+
+
+_KILLED_PROMOTE = """\
+apiVersion: drctl/v1
+kind: Runbook
+metadata: {{name: killed-promote}}
+targets:
+  old_primary: {old}
+  standby: {standby}
+steps:
+  - id: promote
+    type: postgres.promote
+    target: standby
+    with: {{old_primary: old_primary, force: true, catchup_seconds: 120}}
+    acknowledge: [DR001, DR002]
+  - id: repoint
+    type: shell
+    with: {{command: "touch {tmp}/repointed", verify: "test -f {tmp}/repointed"}}
+"""
+
+
+@pytest.mark.integration
+def test_mark_done_of_a_promote_killed_mid_way_is_refused_while_verify_says_no(
+    three_nodes: ThreeNodes,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A promote killed before it took effect cannot be marked done on a bare --mark-done: verify says the standby is still in recovery, and nothing after it runs."""
+    topo = three_nodes
+    standby = topo.standbys[0]
+    topo.pause_replay(standby)  # the promote waits for a lag that cannot drain
+    topo.write_wal(200)
+    path = tmp_path / "killed.yaml"
+    path.write_text(
+        _KILLED_PROMOTE.format(
+            old=topo.target_yaml(topo.primary), standby=topo.target_yaml(standby), tmp=tmp_path
+        )
+    )
+    state = ["--state", str(tmp_path / "state.db")]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "drctl", "run", str(path), *state],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        assert run.stdout is not None
+        seen, deadline = "", time.monotonic() + 60
+        while "promote: started" not in seen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"the promote never started:\n{seen}"
+            if select.select([run.stdout], [], [], left)[0]:
+                line = run.stdout.readline()
+                assert line, f"the run ended first:\n{seen}"
+                seen += line
+    finally:
+        run.kill()
+        run.wait(timeout=30)
+        if run.stdout is not None:
+            run.stdout.close()
+    run_id = run_id_of(subprocess.CompletedProcess([], 0, seen, ""))
+    topo.resume_replay(standby)
+
+    refused = drctl("resume", run_id, "--mark-done", "promote", *state)
+    assert refused.returncode == 1, explain(refused)
+    assert "promote: --mark-done: verify says it is NOT in effect" in refused.stdout, explain(
+        refused
+    )
+    assert "--reason" in refused.stderr
+    assert in_recovery(standby.dsn)
+    assert not (tmp_path / "repointed").exists(), "a step after the promote ran"
