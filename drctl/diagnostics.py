@@ -62,6 +62,7 @@ E_UNKNOWN_FIELD = "E201"
 E_UNKNOWN_STEP_TYPE = "E210"
 E_TARGET = "E211"  # unknown target, or a target of the wrong type for the step
 E_STEP_INPUTS = "E212"
+E_STEP_TIMEOUT = "E213"  # a step's own waits are longer than its timeout
 E_DUPLICATE_ID = "E220"
 E_PARAM = "E230"
 E_TEMPLATE_SYNTAX = "E240"

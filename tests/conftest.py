@@ -15,6 +15,12 @@ REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = REPO / "runbooks"
 
 
+@pytest.fixture(autouse=True)
+def _own_state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's default state store is its own (XDG_STATE_HOME), never the user's."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
 @pytest.fixture
 def write_runbook(tmp_path: Path) -> Callable[..., str]:
     """Write YAML text (dedented) to a file in tmp_path and return its path."""

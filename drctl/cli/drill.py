@@ -93,6 +93,11 @@ def drill(
         "--mark-done",
         help="With --resume: record an interrupted step as done after checking by hand (repeatable).",
     ),
+    reason: str | None = typer.Option(
+        None,
+        "--reason",
+        help="With --mark-done: why the step is done although its verify does not say so.",
+    ),
     allow_changed_plan: bool = typer.Option(
         False,
         "--allow-changed-plan",
@@ -111,7 +116,8 @@ def drill(
     _check_flags(file, param, params_file, canary, canary_dsn, canary_dns_server, resume)
     _check_resume_flags(
         resume, verify_dsn,
-        {"--reapply": reapply, "--mark-done": mark_done, "--allow-changed-plan": allow_changed_plan},
+        {"--reapply": reapply, "--mark-done": mark_done, "--reason": reason,
+         "--allow-changed-plan": allow_changed_plan},
     )  # fmt: skip
     kind = fmt or _format_for(report)
     # Progress goes to stderr so that a report on stdout stays clean; no prompts.
@@ -129,7 +135,7 @@ def drill(
 
     interrupts = Interrupts()
     _signals(interrupts)
-    options = _options(concurrency, False, yes, approve or [], reapply, mark_done)
+    options = _options(concurrency, False, yes, approve or [], reapply, mark_done, reason)
     state_flag = ""
     if file is not None and canary_dsn is not None:
         spec = CanarySpec(
@@ -140,7 +146,7 @@ def drill(
         runner = DrillRunner(store, sinks, terminal.gate, interrupts)
         result = runner.drill(file, given, options, spec, plan)
     else:
-        store = _store(state)
+        store = _store(state, create=False)
         from drctl.engine.runs import PlanChanged, find_run
 
         record = find_run(store, resume)

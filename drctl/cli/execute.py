@@ -28,7 +28,8 @@ class OutputFormat(StrEnum):
 
 
 STATE_HELP = (
-    "State store: a SQLite path (default .drctl/state.db), a postgresql:// URL or "
+    "State store: a SQLite path (default ~/.local/state/drctl/state.db, or under "
+    "$XDG_STATE_HOME), a postgresql:// URL or "
     "etcd://HOST:PORT[,HOST:PORT…]/PREFIX (env DRCTL_STATE)."
 )
 
@@ -135,11 +136,20 @@ def _signals(interrupts: Interrupts) -> None:
 
 
 def _store(
-    state: str | None, settings_state: str | None = None, *, read_only: bool = False
+    state: str | None,
+    settings_state: str | None = None,
+    *,
+    read_only: bool = False,
+    create: bool = True,
 ) -> StateStore:
-    from drctl.state.open import open_store, state_spec
+    """The store a command uses; ``create=False``: one that must hold its runs already."""
+    from drctl.state.open import legacy_note, open_store, state_spec
 
-    return open_store(state_spec(state, settings_state), read_only=read_only)
+    spec = state_spec(state, settings_state)
+    note = legacy_note(spec)
+    if note is not None:
+        sys.stderr.write(visible(f"drctl: {note}\n"))
+    return open_store(spec, read_only=read_only, create=create)
 
 
 def _options(
@@ -149,6 +159,7 @@ def _options(
     approve: list[str],
     reapply: list[str] | None = None,
     mark_done: list[str] | None = None,
+    reason: str | None = None,
 ) -> Options:
     from drctl.engine.executor import Options
 
@@ -158,7 +169,7 @@ def _options(
         raise UsageError("--concurrency: give a number from 1 to 1024")
     return Options(
         concurrency=concurrency, dry_run=dry_run, yes=yes, approve=frozenset(approve),
-        reapply=frozenset(reapply or ()), mark_done=frozenset(mark_done or ()),
+        reapply=frozenset(reapply or ()), mark_done=frozenset(mark_done or ()), reason=reason,
     )  # fmt: skip
 
 
@@ -203,7 +214,9 @@ def run(
     param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Run every step's read-only check; change nothing."
+        False,
+        "--dry-run",
+        help="Run read-only steps for real and mutating steps' checks; change nothing.",
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Approve every gate."),
     approve: list[str] | None = typer.Option(
@@ -267,12 +280,19 @@ def resume(
         False, "--allow-changed-plan", help="Show the plan diff and ask instead of refusing."
     ),
     reapply: list[str] | None = typer.Option(
-        None, "--reapply", help="Re-apply an interrupted step that cannot verify (repeatable)."
+        None,
+        "--reapply",
+        help="Apply a step again: one left in doubt, or one that succeeded and was undone "
+        "since (a lifted fence) (repeatable).",
     ),
     mark_done: list[str] | None = typer.Option(
         None,
         "--mark-done",
-        help="Record an interrupted step as done after checking by hand (repeatable).",
+        help="Record a step left in doubt as done; its verify runs first, and if it does not "
+        "confirm, --reason is needed (repeatable).",
+    ),
+    reason: str | None = typer.Option(
+        None, "--reason", help="Why a --mark-done step is done although verify does not say so."
     ),
     unmeasured: bool = typer.Option(
         False,
@@ -291,7 +311,7 @@ def resume(
 
     if run_id is None and not last:
         raise UsageError("give a RUN_ID or --last")
-    store = _store(state)
+    store = _store(state, create=False)
     record = find_run(store, run_id, last=last)
     if not unmeasured:
         from drctl.engine.runs import paused_drill
@@ -304,7 +324,7 @@ def resume(
     terminal = Terminal(output, yes, approve or [])
     interrupts = Interrupts()
     _signals(interrupts)
-    options = _options(concurrency, False, yes, approve or [], reapply, mark_done)
+    options = _options(concurrency, False, yes, approve or [], reapply, mark_done, reason)
     runner = Runner(store, terminal.make_sinks, terminal.gate, interrupts)
     try:
         outcome = runner.resume(record, options)
@@ -350,7 +370,7 @@ def abort(
     from drctl.engine.runs import abort as do_abort
     from drctl.engine.runs import find_run
 
-    store = _store(state)
+    store = _store(state, create=False)
     record = find_run(store, run_id)
     do_abort(record, reason, store)
     sys.stdout.write(f"run {record.id} aborted\n")

@@ -25,7 +25,9 @@ def status(
     run = find_run(store, run_id, last=run_id is None)
     run_state = replay(store.events(run.id))
     order = [s.id for s in run.plan().steps]
-    lock = store.lock_info(run.lock_key)
+    from drctl.engine.lock import lock_keys
+
+    lock = store.lock_info(lock_keys(run.lock_key)[0])
     view = render.status_json if output is OutputFormat.json else render.status_text
     sys.stdout.write(view(run, run_state, order, lock))
 
@@ -87,7 +89,7 @@ def unlock(
     """Force-release a lock whose holder is gone; audited in the holder's journal."""
     from drctl.engine.runs import unlock as do_unlock
 
-    holder = do_unlock(key, lease, reason, _store(state))
+    holder = do_unlock(key, lease, reason, _store(state, create=False))
     sys.stdout.write(f"lock {key} released (was {holder})\n")
 
 

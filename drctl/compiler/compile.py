@@ -39,6 +39,7 @@ from drctl.diagnostics import (
     E_REQUIRES,
     E_STEP_INPUTS,
     E_STEP_REFERENCE,
+    E_STEP_TIMEOUT,
     E_TARGET,
     E_TEMPLATE_NAME,
     E_TEMPLATE_SYNTAX,
@@ -48,6 +49,7 @@ from drctl.diagnostics import (
 )
 from drctl.errors import RunbookInvalid, StepTypeError
 from drctl.runbook import model
+from drctl.runbook.durations import format_duration
 from drctl.runbook.loader import LoadedRunbook, LocatedStep, load_runbook
 from drctl.runbook.model import Fallback, StepSpec
 from drctl.runbook.source import Loc
@@ -59,6 +61,10 @@ from drctl.steps.registry import get_step_type
 
 #: The default and the largest ``settings.max_steps`` (kept in step with the model's bounds).
 MAX_STEPS = 10_000
+#: A step's timeout when the runbook writes none, unless its own waits need more.
+DEFAULT_STEP_TIMEOUT = 300.0
+#: Kept beyond a step's own waits for its connections and checks around them.
+WAIT_MARGIN = 60.0
 MAX_STEPS_CEILING = 50_000
 
 _JINJA_GLOBALS = frozenset({"range", "lipsum", "dict", "cycler", "joiner", "namespace", "loop"})
@@ -84,10 +90,16 @@ class _Derived:
     undoable: bool
     forced: bool
     accepts_data_loss: bool
+    #: The step's own waits (``with`` field, seconds), and which of them the runbook wrote.
+    waits: tuple[tuple[str, float], ...] = ()
+    written: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, step_type: StepType, inputs: StepInputs, target: str | None) -> _Derived:
+        waits = step_type.own_waits(inputs)
         return cls(
+            waits=tuple(waits.items()),
+            written=frozenset(waits) & inputs.model_fields_set,
             roles=step_type.step_roles(inputs),
             description=step_type.describe(inputs, target),
             verifies=step_type.verifies(inputs),
@@ -165,6 +177,11 @@ class _Compiler:
 
         ordered, deps = self._graph(instances, by_base)
         findings = self._check_refs_and_lint(ordered, deps, by_base, fallback_ids)
+        rendered = {
+            name: self._render_setting(getattr(header.settings, name), name)
+            for name in ("state", "lock")
+            if header is not None
+        }
         if any(d.severity.value == "error" for d in self.diags):
             raise RunbookInvalid(self.diags)
         assert header is not None
@@ -186,7 +203,7 @@ class _Compiler:
             source=self.loaded.path,
             params=dict(sorted(self.params.items())),
             objectives={"rto": header.objectives.rto, "rpo": header.objectives.rpo},
-            settings=_settings(header.settings),
+            settings=_settings(header.settings, **rendered),
             targets={
                 n: t.model_dump(exclude_none=True) for n, t in sorted(self.loaded.targets.items())
             },
@@ -195,6 +212,34 @@ class _Compiler:
             lints=tuple(findings),
         )
         return _with_hash(plan)
+
+    def _render_setting(self, value: str | None, name: str) -> str | None:
+        """A ``settings`` value that may be a template over params and targets.
+
+        Settings hold before any step runs, so a template reading steps' outputs is an
+        error, as is one that renders empty; a template is never used as it is written.
+        """
+        if value is None or not is_template(value):
+            return value
+        loc: Loc = ("settings", name)
+        out = self._render_value(
+            value, {"params": self.params, "targets": self.targets_ctx}, loc, "", {}
+        )
+        if isinstance(out, _Deferred):
+            self.error(
+                E_TEMPLATE_NAME,
+                f"settings.{name} cannot read steps' outputs: it is needed before any step runs",
+                loc,
+                hint="use params or targets in it",
+            )
+            return None
+        if out is _FAILED:
+            return None
+        text = str(out).strip()
+        if not text:
+            self.error(E_TEMPLATE_NAME, f"settings.{name} renders empty", loc)
+            return None
+        return text
 
     def _render_targets(self) -> None:
         """Target fields may be templates over params (a port, a data directory)."""
@@ -468,7 +513,9 @@ class _Compiler:
         )
         return False
 
-    def _compile_step(self, located: LocatedStep, *, fallback: bool) -> list[_Instance]:
+    def _compile_step(  # noqa: PLR0915 (one pass over a step's fields, each checked in turn)
+        self, located: LocatedStep, *, fallback: bool
+    ) -> list[_Instance]:
         spec, loc = located.spec, located.loc
         step_type = self._step_type(spec.type, (*loc, "type"))
         if step_type is not None and (spec.target is None or not is_template(spec.target)):
@@ -478,11 +525,12 @@ class _Compiler:
             return []
         items, item_from = fanned
         settings = self.header.settings if self.header is not None else None
-        timeout = (
-            spec.timeout
-            if spec.timeout is not None
-            else (settings.step_timeout if settings else 300.0)
-        )
+        # Where the step's timeout comes from, when the runbook wrote one.
+        limit: tuple[float, str, Loc] | None = None
+        if spec.timeout is not None:
+            limit = (spec.timeout, "its timeout", (*loc, "timeout"))
+        elif settings is not None and "step_timeout" in settings.model_fields_set:
+            limit = (settings.step_timeout, "settings.step_timeout", ("settings", "step_timeout"))
         retries = _retries(spec.retries)
         on_failure = (
             OnFailure(FailurePolicy.FALLBACK, spec.on_failure.run)
@@ -533,6 +581,7 @@ class _Compiler:
             rollback = self._rollback(spec, context, loc, step_refs)
             if derived is None or target is None:
                 continue
+            timeout = self._timeout(derived, limit, loc, deferred)
             roles = derived.roles
             if spec.fences is not None and not self._check_fences(spec, roles, loc):
                 continue
@@ -616,6 +665,42 @@ class _Compiler:
             )
             return False
         return True
+
+    def _timeout(
+        self,
+        derived: _Derived,
+        limit: tuple[float, str, Loc] | None,
+        loc: Loc,
+        deferred: list[str],
+    ) -> float:
+        """The step's timeout; its own written waits longer than a written timeout are an error.
+
+        With no timeout written (``timeout:`` or ``settings.step_timeout``), the default
+        is DEFAULT_STEP_TIMEOUT, or the step's own waits (defaults included) plus
+        WAIT_MARGIN when that is longer: a default never cuts a step's own wait.
+        """
+        total = sum(seconds for _, seconds in derived.waits)
+        if limit is None:
+            return max(DEFAULT_STEP_TIMEOUT, total + WAIT_MARGIN)
+        seconds, what, where = limit
+        written = [
+            (name, value)
+            for name, value in derived.waits
+            if name in derived.written and f"with.{name}" not in deferred
+        ]
+        own = sum(value for _, value in written)
+        if written and own > seconds:
+            at = self.srcmap.position(where)
+            place = f" at {self.loaded.path}:{at.line}:{at.column}" if at is not None else ""
+            names = " + ".join(f"with.{name} ({format_duration(value)})" for name, value in written)
+            self.error(
+                E_STEP_TIMEOUT,
+                f"{names} is longer than {what} ({format_duration(seconds)}{place}): the step "
+                "would be cut off before its own wait ends",
+                (*loc, "with", written[0][0]),
+                hint=f"raise {what} above {format_duration(own)}, or shorten the wait",
+            )
+        return seconds
 
     def _validate_inputs(
         self, step_type: StepType, raw: Any, loc: Loc, deferred: list[str]
@@ -1086,10 +1171,13 @@ def _dedupe_locs(exc: ValidationError, raw: Any) -> list[str]:
     return seen
 
 
-def _settings(settings: model.Settings) -> Settings:
+def _settings(
+    settings: model.Settings, state: str | None = None, lock: str | None = None
+) -> Settings:
+    """The compiled settings; ``state`` and ``lock`` as rendered (see _render_setting)."""
     return Settings(
-        state=settings.state,
-        lock=settings.lock,
+        state=state,
+        lock=lock,
         step_timeout=settings.step_timeout,
         concurrency=settings.concurrency,
         cooldown=settings.cooldown,

@@ -236,9 +236,23 @@ class StepChecked(StepEvent):
     ok: bool = False
     would: str | None = None
     error: str | None = None
+    #: A read-only step the dry run ran for real (not only its check).
+    ran: bool = False
+    #: Why it could not be judged before earlier steps take effect (its ``error`` is what
+    #: it says now, if anything); a deferred step does not fail the dry run.
+    deferred: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": True, "would": self.would} if self.ok else {"ok": False, "error": self.error}
+        data: dict[str, Any] = (
+            {"ok": True, "would": self.would} if self.ok else {"ok": False, "error": self.error}
+        )
+        if self.ran:
+            data["ran"] = True
+        if self.deferred is not None:
+            data["deferred"] = self.deferred
+            if self.error is not None:
+                data["error"] = self.error
+        return data
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -292,6 +306,12 @@ class StepSucceeded(StepEvent):
     marked_done: bool = False
     #: Resume found it already in effect (its verify said so).
     verified_on_resume: bool = False
+    #: Marked done although its verify did not confirm it (or it cannot verify).
+    unverified: bool = False
+    #: The operator's ``--reason`` for marking it done unverified.
+    reason: str | None = None
+    #: What its verify answered when it was marked done ("verify says it is not in effect").
+    verdict: str | None = None
     #: The line 0.1.0 journaled with it; kept for its journals, no longer written.
     summary: str | None = None
 
@@ -305,6 +325,8 @@ class StepSucceeded(StepEvent):
             duration=data.get("duration"), description=data.get("description"),
             marked_done=data.get("marked_done", False),
             verified_on_resume=data.get("verified_on_resume", False), summary=data.get("summary"),
+            unverified=data.get("unverified", False), reason=data.get("reason"),
+            verdict=data.get("verdict"),
         )  # fmt: skip
 
     @staticmethod
@@ -315,10 +337,10 @@ class StepSucceeded(StepEvent):
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"outputs": self.outputs}
-        for key in ("duration", "description", "summary"):
+        for key in ("duration", "description", "summary", "reason", "verdict"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
-        for key in ("marked_done", "verified_on_resume"):
+        for key in ("marked_done", "verified_on_resume", "unverified"):
             if getattr(self, key):
                 data[key] = True
         return data

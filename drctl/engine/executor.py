@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from drctl.compiler.plan import CompiledStep, FailurePolicy, Plan, expression_text
 from drctl.compiler.secret_scan import mask
-from drctl.compiler.templating import TemplateProblem, is_template, render
+from drctl.compiler.templating import TemplateProblem, analyze, is_template, render
 from drctl.engine import events as ev
 from drctl.engine import faults, shown
 from drctl.engine.clock import Clock
@@ -65,6 +65,8 @@ class Options:
     approve: frozenset[str] = frozenset()
     reapply: frozenset[str] = frozenset()
     mark_done: frozenset[str] = frozenset()
+    #: Why a ``mark_done`` step whose verify does not confirm it is marked done anyway.
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class _Result:
     step: str
     status: StepStatus | Halt
     message: str = ""
+    #: The last attempt made, for a step that failed.
+    attempt: int | None = None
 
 
 @dataclass
@@ -173,6 +177,12 @@ class Executor:
             s.id: self.state.step(s.id).status if self.state.step(s.id).done else StepStatus.PENDING
             for s in plan.steps
         }
+        # --reapply names a step to apply again whatever the journal says: a fence that
+        # succeeded earlier and was lifted since is re-applied before what depends on it.
+        for sid in self.options.reapply:
+            if status.get(sid) == StepStatus.SUCCEEDED:
+                status[sid] = StepStatus.PENDING
+                self.x.outputs.pop(sid, None)
         self._status = status
         index = {s.id: i for i, s in enumerate(plan.steps)}
         waiting_on = {
@@ -270,9 +280,18 @@ class Executor:
         return self._finish(RunStatus.FAILED, 1, stop_message)
 
     def dry_run(self) -> Outcome:
-        """Run every step's read-only ``check``; journal what each would do."""
+        """Run every read-only step for real and every mutating step's ``check``.
+
+        Nothing is changed. A step that cannot be judged before earlier steps take effect
+        is reported as deferred, not failed, by two rules (docs/state-and-locking.md,
+        "Dry runs"): its inputs or ``when`` read outputs of a step the dry run did not run
+        for real; or its check (or its read-only run) fails and a mutating step it waits
+        for acts on its target.
+        """
         x = self.x
-        failures = 0
+        failures = deferred = 0
+        #: Steps with no outputs in this dry run, and why (for the deferred lines).
+        not_run: dict[str, str] = {}
         for step in x.plan.steps:
             if x.interrupts.stop.is_set():
                 x.journal.write(ev.RunInterrupted())
@@ -287,31 +306,99 @@ class Executor:
                     else f"it runs only if {step.item} is in {expression_text(step.item_from or '')}"
                 )
                 would = f"{step.description} (not checked: {decided})"
+                not_run[step.id] = "has its target decided at run time"
                 x.journal.write(ev.StepChecked(step=step.id, ok=True, would=would))
                 continue
-            if step.deferred or isinstance(step.when, str):
-                does = shown.text(step.description, self._template_context(step))
-                would = f"{does} (not checked: its inputs depend on earlier steps' outputs)"
-                x.journal.write(ev.StepChecked(step=step.id, ok=True, would=would))
+            missing = _reads_outputs_of(step, not_run)
+            if missing:
+                deferred += 1
+                not_run[step.id] = "is deferred"
+                why = "; ".join(f"{sid}, which {not_run[sid]}" for sid in missing)
+                x.journal.write(
+                    ev.StepChecked(step=step.id, ok=True, deferred=f"reads outputs of {why}")
+                )
                 continue
             try:
-                step_type, inputs = self._prepare(step, {})
-                ctx = self._context(step, 0, inputs, {}, dry_run=True)
-                would = self._bounded(step_type.check, ctx) or step.description
-                x.journal.write(ev.StepChecked(step=step.id, ok=True, would=would))
+                verdict = self._dry_step(step, not_run)
             except (StepError, StepTypeError) as exc:
-                failures += 1
-                x.journal.write(ev.StepChecked(step=step.id, ok=False, error=exc.message))
+                not_run[step.id] = "failed in the dry run"
+                effect = self._earlier_effect_on(step)
+                if effect is None:
+                    failures += 1
+                    x.journal.write(ev.StepChecked(step=step.id, ok=False, error=exc.message))
+                else:
+                    deferred += 1
+                    x.journal.write(
+                        ev.StepChecked(step=step.id, ok=True, deferred=effect, error=exc.message)
+                    )
+                continue
             except Cancelled:
                 x.journal.write(ev.RunInterrupted())
                 return self._finish(RunStatus.INTERRUPTED, 130, "interrupted")
+            x.journal.write(verdict)
+        later = f"; {deferred} deferred until earlier steps take effect" if deferred else ""
         if failures:
             return self._finish(
                 RunStatus.DRY_RUN_FAILED,
                 1,
-                f"{failures} check{'s' if failures != 1 else ''} failed; nothing was changed",
+                f"{failures} check{'s' if failures != 1 else ''} failed{later}; nothing was changed",
             )
-        return self._finish(RunStatus.DRY_RUN_OK, 0, "all checks passed; nothing was changed")
+        return self._finish(
+            RunStatus.DRY_RUN_OK, 0, f"all checks passed{later}; nothing was changed"
+        )
+
+    def _dry_step(self, step: CompiledStep, not_run: dict[str, str]) -> ev.JournalEvent:
+        """One step of a dry run: read-only ones run for real, mutating ones only checked."""
+        when = self._when(step)
+        if when is not True:
+            self._done(step.id, {})
+            return ev.StepSkipped(step=step.id, reason=str(when))
+        step_type, inputs = self._prepare(step, {})
+        ctx = self._context(step, 0, inputs, {}, dry_run=True)
+        if not step.mutates and step_type.runs_in_dry_run(inputs):
+            self._bounded(
+                functools.partial(_check_apply_verify, step_type),
+                ctx,
+                inline=step_type.returns_in_time(inputs),
+            )
+            self._done(step.id, ctx.outputs)
+            does = shown.text(step.description, self._template_context(step))
+            return ev.StepChecked(step=step.id, ok=True, ran=True, would=does)
+        would = self._bounded(step_type.check, ctx) or shown.text(
+            step.description, self._template_context(step)
+        )
+        not_run[step.id] = "a dry run does not apply" if step.mutates else "a dry run does not run"
+        return ev.StepChecked(step=step.id, ok=True, would=would)
+
+    def _earlier_effect_on(self, step: CompiledStep) -> str | None:
+        """The nearest mutating step ``step`` waits for that acts on a target ``step`` uses.
+
+        The targets a step uses: its ``target``, and every target its inputs name (a
+        wait's ``until.target``, a promote's ``old_primary``).
+        """
+        names = set(_strings(step.inputs)) & set(self.x.plan.targets)
+        if step.target is not None:
+            names.add(step.target.name)
+        if not names:
+            return None
+        by_id = {s.id: s for s in self.x.plan.steps}
+        path: set[str] = set()
+        todo = list(step.requires)
+        while todo:
+            sid = todo.pop()
+            if sid not in path and sid in by_id:
+                path.add(sid)
+                todo.extend(by_id[sid].requires)
+        for earlier in reversed(self.x.plan.steps):
+            target = earlier.target
+            if (
+                earlier.id in path
+                and earlier.mutates
+                and target is not None
+                and target.name in names
+            ):
+                return f"{earlier.id} acts on {target.name} first"
+        return None
 
     # -- scheduling helpers ------------------------------------------------------
 
@@ -400,7 +487,10 @@ class Executor:
             return result
         on_failure = step.on_failure
         if on_failure.policy is FailurePolicy.CONTINUE:
-            x.journal.write(ev.StepFailed(step=step.id, ignored=True, error=result.message))
+            error = result.message.removeprefix(f"{step.id}: ")
+            x.journal.write(
+                ev.StepFailed(step=step.id, attempt=result.attempt, ignored=True, error=error)
+            )
             self._done(step.id, {})
             return _Result(step.id, StepStatus.IGNORED, result.message)
         if on_failure.run is not None:
@@ -421,13 +511,9 @@ class Executor:
     def _probe(self, step: CompiledStep, prior: StepState) -> _Result | None:
         """A step started but never finished: decide from the world, not from hope."""
         x = self.x
-        if step.id in self.options.mark_done:
-            x.journal.write(
-                ev.StepSucceeded(step=step.id, attempt=prior.attempts, marked_done=True)
-            )
-            self._done(step.id, {})
-            return _Result(step.id, StepStatus.SUCCEEDED)
         step_type, inputs = self._prepare(step, prior.recorded)
+        if step.id in self.options.mark_done:
+            return self._mark_done(step, prior, step_type, inputs)
         if step_type.verifies(inputs):
             ctx = self._context(step, prior.attempts, inputs, dict(prior.recorded))
             # Its verify may wait (up to the step's timeout): say what the run waits for.
@@ -462,6 +548,56 @@ class Executor:
         )
         return _Result(step.id, Halt.IN_DOUBT, message)
 
+    def _mark_done(
+        self, step: CompiledStep, prior: StepState, step_type: StepType, inputs: StepInputs
+    ) -> _Result:
+        """``--mark-done``: the step's verify is asked first, and its answer shown and kept.
+
+        Against a verify that does not confirm it, only the operator's ``--reason`` marks
+        it done (journaled as unverified): a step killed mid-way is never taken as done
+        on a bare flag when the world says otherwise. A step that cannot verify is marked
+        done on the operator's word, journaled as unverified.
+        """
+        x = self.x
+        outputs: dict[str, Any] = {}
+        confirmed = False
+        can_verify = step_type.verifies(inputs)
+        if can_verify:
+            ctx = self._context(step, prior.attempts, inputs, dict(prior.recorded))
+            try:
+                confirmed = bool(self._bounded(step_type.verify, ctx))
+                verdict = (
+                    "verify says it is in effect"
+                    if confirmed
+                    else "verify says it is NOT in effect"
+                )
+            except StepError as exc:
+                verdict = f"verify could not tell: {exc.message}"
+            outputs = ctx.outputs if confirmed else {}
+        else:
+            verdict = f"{step.type} cannot verify this step"
+        x.journal.note(f"{step.id}: --mark-done: {verdict}")
+        reason = self.options.reason
+        if can_verify and not confirmed and not reason:
+            message = (
+                f"--mark-done {step.id} refused: {verdict}; if you know it took effect, resume "
+                f"with --mark-done {step.id} --reason '…' (journaled as unverified), or apply "
+                f"it again with --reapply {step.id}"
+            )
+            x.journal.write(
+                ev.StepFailed(step=step.id, attempt=prior.attempts, error=message, in_doubt=True)
+            )
+            return _Result(step.id, Halt.IN_DOUBT, message)
+        x.journal.write(
+            ev.StepSucceeded(
+                step=step.id, attempt=prior.attempts, outputs=outputs, marked_done=True,
+                verified_on_resume=confirmed, unverified=not confirmed,
+                reason=None if confirmed else reason, verdict=verdict,
+            )
+        )  # fmt: skip
+        self._done(step.id, outputs)
+        return _Result(step.id, StepStatus.SUCCEEDED)
+
     def _attempts(self, step: CompiledStep, first: int) -> _Result:
         x = self.x
         retries = step.retries
@@ -483,10 +619,12 @@ class Executor:
                     inputs=view.inputs,
                 )
             )  # fmt: skip
+            unverifiable = False
             try:
                 if unknown is not None:
                     raise unknown
                 step_type, inputs = self._prepare(step, {})
+                unverifiable = step.mutates and not step_type.verifies(inputs)
                 ctx = self._context(step, attempt, inputs, {})
                 # One bounded call for check → apply → verify: one thread hop per attempt,
                 # none for a type whose calls bound themselves.
@@ -513,6 +651,12 @@ class Executor:
                 return _Result(step.id, StepStatus.SUCCEEDED)
             except Cancelled:
                 raise  # journal nothing: the step stays in doubt and resume verifies it
+            except StepTimeout as exc:
+                if unverifiable:
+                    # Cut off mid-way, it may have taken effect (a POST sent, a command
+                    # run): neither a retry nor a resume may apply it again unasked.
+                    return self._timed_out_in_doubt(step, attempt, exc.message, started)
+                message, trace = exc.message, None
             except (StepError, StepTypeError) as exc:
                 message, trace = exc.message, None
             except Exception as exc:  # a bug in a step type must not kill the run unjournaled
@@ -533,7 +677,24 @@ class Executor:
                 raise Cancelled("cancelled while waiting to retry")
             if x.interrupts.stop.is_set():
                 return _Result(step.id, Halt.CANCELLED)
-        return _Result(step.id, StepStatus.FAILED, f"{step.id}: {message}")
+        return _Result(step.id, StepStatus.FAILED, f"{step.id}: {message}", attempt)
+
+    def _timed_out_in_doubt(
+        self, step: CompiledStep, attempt: int, error: str, started: float
+    ) -> _Result:
+        """A mutating step that cannot verify timed out: in doubt, for the operator to settle."""
+        x = self.x
+        message = (
+            f"step {step.id} timed out ({error}) and cannot verify whether it took effect; "
+            f"check by hand, then resume with --reapply {step.id} or --mark-done {step.id}"
+        )
+        x.journal.write(
+            ev.StepFailed(
+                step=step.id, attempt=attempt, error=message, in_doubt=True,
+                duration=x.clock.monotonic() - started,
+            )
+        )  # fmt: skip
+        return _Result(step.id, Halt.IN_DOUBT, message, attempt)
 
     def _done(self, sid: str, outputs: dict[str, Any]) -> None:
         self.x.outputs[sid] = outputs
@@ -821,6 +982,32 @@ def _check_apply_verify(step_type: StepType[Any, Any], ctx: StepRun[Any, Any]) -
     faults.after_apply(ctx.step_id)
     if not step_type.verify(ctx):
         raise VerifyFailed("applied, but verify says the effect is not in place")
+
+
+def _reads_outputs_of(step: CompiledStep, not_run: Mapping[str, str]) -> list[str]:
+    """The steps in ``not_run`` whose outputs ``step``'s inputs or ``when`` read."""
+    if not not_run or not (step.deferred or isinstance(step.when, str)):
+        return []
+    texts = [step.when] if isinstance(step.when, str) else []
+    texts += [t for t in _strings(step.inputs) if "{" in t]
+    named: set[str] = set()
+    for text in texts:
+        try:
+            info = analyze(text)
+        except TemplateProblem:
+            continue  # the run reports it; the dry run only asks what it reads
+        named |= {r.parts[1] for r in info.references if r.parts[0] == "steps" and len(r.parts) > 1}
+    return [sid for sid in not_run if sid in named or sid.split("[", 1)[0] in named]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    return []
 
 
 def _render_paths(value: Any, paths: set[str], context: dict[str, Any], at: str) -> Any:

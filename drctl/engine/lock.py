@@ -14,6 +14,7 @@ that the lock went.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 
@@ -35,12 +36,27 @@ def default_ttl() -> float:
     return ttl if 1.0 <= ttl <= 3600.0 else DEFAULT_TTL
 
 
+#: Joins the keys of a run that takes several locks (one per system it changes).
+SEPARATOR = " + "
+
+
+def lock_keys(key: str) -> list[str]:
+    """The lock keys a run's stored ``lock_key`` stands for, in the order they are taken.
+
+    Sorted when they were joined, so two runs taking overlapping sets take them in one
+    order and cannot each hold one the other waits for.
+    """
+    return [k for k in key.split(SEPARATOR) if k] or [key]
+
+
 class RunLock:
     def __init__(self, store: StateStore, clock: Clock, ttl: float | None = None) -> None:
         self.store = store
         self.clock = clock
         self.ttl = default_ttl() if ttl is None else ttl
         self._lease: Lease | None = None
+        #: The leases on a run's other keys (one per system beyond the first).
+        self._others: list[Lease] = []
         self.lost = threading.Event()
         self._lost_why: str = ""
         self._lost_cause: BaseException | None = None
@@ -75,19 +91,47 @@ class RunLock:
         several processes racing for it one takes it over (and says so) and the others
         are refused naming the winner.
         """
+        taken: list[AcquireResult] = []
         try:
-            result = self.store.acquire(key, run_id, user, host, pid, self.ttl, self.clock.now())
+            for one in lock_keys(key):
+                taken.append(self._acquire_one(one, run_id, user, host, pid))
+        except BaseException:
+            for done in taken:  # all or none: a refused run holds nothing
+                with contextlib.suppress(StateError):
+                    self.store.release(done.lease)
+            raise
+        result = next((t for t in taken if t.took_over is not None), taken[0])
+        if result is not taken[0]:
+            result = dataclasses.replace(taken[0], took_over=result.took_over)
+        self._lease = taken[0].lease
+        self._others = [t.lease for t in taken[1:]]
+        self._thread = threading.Thread(target=self._beat, name="lock-heartbeat", daemon=True)
+        self._thread.start()
+        return result
+
+    def _acquire_one(self, key: str, run_id: str, user: str, host: str, pid: int) -> AcquireResult:
+        try:
+            return self.store.acquire(key, run_id, user, host, pid, self.ttl, self.clock.now())
         except LockHeld:
             holder = self.store.lock_info(key)
             if holder is None or holder.lease_id is None or not _holder_gone(holder, host):
                 raise
-            result = self.store.acquire(
+            return self.store.acquire(
                 key, run_id, user, host, pid, self.ttl, self.clock.now(), displace=holder.lease_id
             )
-        self._lease = result.lease
-        self._thread = threading.Thread(target=self._beat, name="lock-heartbeat", daemon=True)
-        self._thread.start()
-        return result
+
+    def _beat_others(self) -> None:
+        """Renew the leases on the run's other keys; losing one loses the run's lock."""
+        for i, lease in enumerate(list(self._others)):
+            try:
+                self._others[i] = self.store.heartbeat(lease, self.ttl, self.clock.now())
+            except LockLost as exc:
+                self._lose(exc.message, exc)
+            except StateError as exc:
+                if self.clock.now() >= lease.expires_at:
+                    self._lose(
+                        f"lock {lease.key!r}: lease {lease.lease_id} expired: {exc.message}", exc
+                    )
 
     def _beat(self) -> None:
         # Beat at a third of the TTL so two missed beats still leave the lease alive.
@@ -121,6 +165,9 @@ class RunLock:
                 with self._beats:
                     self._lease = renewed
                     self._failures, self._last_failure = 0, None
+            self._beat_others()
+            if self.lost.is_set():
+                return
 
     def _lose(self, why: str, cause: BaseException) -> None:
         self._lost_why, self._lost_cause = why, cause
@@ -130,10 +177,10 @@ class RunLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self._lease is not None:
+        for lease in [*([self._lease] if self._lease is not None else []), *self._others]:
             with contextlib.suppress(StateError):  # the lease expires on its own
-                self.store.release(self._lease)
-            self._lease = None
+                self.store.release(lease)
+        self._lease, self._others = None, []
 
 
 def _failed(count: int) -> str:
@@ -141,13 +188,17 @@ def _failed(count: int) -> str:
 
 
 def live_holder(store: StateStore, key: str, now: float, host: str) -> LockInfo | None:
-    """Who holds ``key`` with a lease that would refuse us (live, its process not gone)."""
-    holder = store.lock_info(key)
-    if holder is None or holder.lease_id is None:
-        return None
-    if holder.expires_at is not None and holder.expires_at <= now:
-        return None
-    return None if _holder_gone(holder, host) else holder
+    """Who holds ``key`` (any of its keys) with a lease that would refuse us (live, its
+    process not gone)."""
+    for one in lock_keys(key):
+        holder = store.lock_info(one)
+        if holder is None or holder.lease_id is None:
+            continue
+        if holder.expires_at is not None and holder.expires_at <= now:
+            continue
+        if not _holder_gone(holder, host):
+            return holder
+    return None
 
 
 def _holder_gone(holder: LockInfo, host: str) -> bool:

@@ -46,6 +46,11 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
         case ev.StepRecovered():
             return f"{s}: recovered by fallback {fact.by}"
         case ev.StepChecked():
+            if fact.deferred is not None:
+                now = f" (now: {fact.error})" if fact.error else ""
+                return f"{s}: deferred: {fact.deferred}{now}"
+            if fact.ran and fact.ok:
+                return f"{s}: ran (read-only): {fact.would} — ok"
             return f"{s}: would {fact.would}" if fact.ok else f"{s}: CHECK FAILED: {fact.error}"
         case ev.StepRecorded():
             return None
@@ -96,7 +101,10 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
 def _succeeded(fact: ev.StepSucceeded) -> str:
     s = fact.step
     if fact.marked_done:
-        return f"{s}: marked done by the operator"
+        verdict = f" ({fact.verdict})" if fact.verdict else ""
+        if fact.unverified:
+            return f"{s}: marked done by the operator UNVERIFIED{verdict}: {fact.reason or ''}"
+        return f"{s}: marked done by the operator{verdict}"
     if fact.verified_on_resume:
         return f"{s}: already in effect (verified on resume)"
     if fact.description is not None and fact.duration is not None:

@@ -22,11 +22,14 @@ class StepState:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    #: A resume found it started with no outcome and could not verify it: it stays in
+    #: doubt, for every later resume, until the operator decides (--reapply, --mark-done).
+    doubtful: bool = False
 
     @property
     def in_doubt(self) -> bool:
-        """Started with no outcome: the process died or was cancelled mid-step."""
-        return self.status is StepStatus.RUNNING
+        """Started with no outcome (the process died or was cancelled mid-step), or left in doubt."""
+        return self.status is StepStatus.RUNNING or self.doubtful
 
     @property
     def done(self) -> bool:
@@ -62,11 +65,13 @@ def replay(events: Iterable[Event]) -> RunState:
             s.attempts = max(s.attempts, e.attempt or 1)
             s.started_at = s.started_at or e.ts
             s.error = None
+            s.doubtful = False
         elif kind == ev.STEP_SUCCEEDED:
             s = run.step(e.step or "")
             s.status = StepStatus.SUCCEEDED
             s.outputs = ev.StepSucceeded.outputs_of(e)
             s.finished_at = e.ts
+            s.doubtful = False
         elif kind == ev.STEP_FAILED:
             failed = ev.StepFailed.read(e)
             s = run.step(failed.step)
@@ -76,6 +81,7 @@ def replay(events: Iterable[Event]) -> RunState:
                 s.status = StepStatus.IGNORED if failed.ignored else StepStatus.FAILED
             s.error = failed.error
             s.finished_at = e.ts
+            s.doubtful = failed.in_doubt
         elif kind == ev.STEP_RECORDED:
             recorded = ev.StepRecorded.read(e)
             run.step(recorded.step).recorded[recorded.key] = recorded.value

@@ -36,6 +36,7 @@ from drctl.engine.runs import (
 )
 from drctl.engine.secrets import Secrets, resolve_plan_secrets
 from drctl.engine.status import RunStatus
+from drctl.engine.systems import run_lock_key
 from drctl.errors import LockHeld, ResumeRefused, StateError, UsageError
 from drctl.runbook.targets import TargetModel
 from drctl.state.base import RunRecord, StateStore, dumps
@@ -77,7 +78,7 @@ class Runner:
         plan = plan or compile_runbook(path, given)
         redactor = Redactor()
         resolved = resolve_plan_secrets(plan, redactor, self.environ)
-        lock_key = plan.lock_key
+        lock_key = run_lock_key(plan, resolved)
         me = who()
         run_id = new_run_id(clock.now())
         record = RunRecord(
@@ -172,6 +173,7 @@ class Runner:
         )
         if plan.hash not in (run.plan_hash, accept_plan_hash):
             raise PlanChanged(run, plan)
+        check_decisions(plan, state, options)
         redactor = Redactor()
         resolved = resolve_plan_secrets(plan, redactor, self.environ)
         me = who()
@@ -243,3 +245,28 @@ def _warn_about_store(journal: Journal, store: StateStore, plan: Plan, secrets: 
     endpoints = [Endpoint(host, port) for host, port in store.endpoints()]
     for line in store_warnings(plan, endpoints, store.machine_local, store.location, target):
         journal.note(line)
+
+
+def check_decisions(plan: Plan, state: RunState, options: Options) -> None:
+    """Refuse (before the lock is taken) an operator's decision that cannot mean anything.
+
+    ``--mark-done`` settles only a step left in doubt, and is never silently ignored:
+    a decision that would not be acted on is a usage error naming the step's state.
+    """
+    ids = {s.id for s in plan.steps}
+    for flag, named in (("--mark-done", options.mark_done), ("--reapply", options.reapply)):
+        for sid in sorted(named):
+            if sid not in ids:
+                raise UsageError(f"{flag} {sid}: the plan has no step {sid!r}")
+    for sid in sorted(options.mark_done & options.reapply):
+        raise UsageError(f"--mark-done {sid} and --reapply {sid}: choose one")
+    for sid in sorted(options.mark_done):
+        step = state.steps.get(sid)
+        if step is None or not step.in_doubt:
+            where = step.status.value if step is not None else "pending"
+            raise UsageError(
+                f"--mark-done {sid}: the step is {where}, not in doubt; --mark-done settles "
+                "only a step that started and has no known outcome"
+            )
+    if options.reason and not options.mark_done:
+        raise UsageError("--reason goes with --mark-done STEP")

@@ -19,6 +19,7 @@ from drctl.compiler.plan import Plan
 from drctl.engine import events as ev
 from drctl.engine.clock import Clock, SystemClock
 from drctl.engine.journal import Journal, Sink
+from drctl.engine.lock import lock_keys
 from drctl.engine.status import RunStatus
 from drctl.errors import LockHeld, ResumeRefused, RunNotFound, UsageError
 from drctl.state.base import Event, RunRecord, StateStore
@@ -92,7 +93,8 @@ def _params_as_flags(params: Mapping[str, object]) -> tuple[str, ...]:
 
 def refuse_if_unfinished(store: StateStore, name: str, lock_key: str) -> None:
     for run in store.list_runs(limit=200, name=name):
-        if run.lock_key == lock_key and RunStatus(run.status).unfinished and not run.dry_run:
+        shared = set(lock_keys(run.lock_key)) & set(lock_keys(lock_key))
+        if shared and RunStatus(run.status).unfinished and not run.dry_run:
             how = "drctl drill --resume" if paused_drill(store, run.id) else "drctl resume"
             raise LockHeld(
                 f"run {run.id} of {name} is unfinished ({run.status}); a new run could act on a "
@@ -134,7 +136,7 @@ def last_pause(events: Sequence[Event]) -> ev.DrillPaused | None:
 def abort(run: RunRecord, reason: str, store: StateStore, clock: Clock | None = None) -> None:
     """Give up on an unfinished run (journaled); refused while its process holds the lock."""
     clock = clock or SystemClock()
-    info = store.lock_info(run.lock_key)
+    info = store.lock_info(lock_keys(run.lock_key)[0])
     if (
         info is not None
         and info.run_id == run.id

@@ -21,7 +21,7 @@ from drctl.state.sql import Cursor, SqlStore
 
 
 class SqliteStore(SqlStore):
-    """State in one SQLite file (default ``.drctl/state.db``)."""
+    """State in one SQLite file (default: the user's, ``~/.local/state/drctl/state.db``)."""
 
     machine_local = True
 

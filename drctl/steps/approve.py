@@ -16,6 +16,10 @@ class Approve(StepType[ApproveInputs, None]):
 
     name = "approve"
     Inputs = ApproveInputs
+
+    def runs_in_dry_run(self, inputs: ApproveInputs) -> bool:
+        return False  # a dry run asks nobody
+
     roles = frozenset({Role.GATE})
 
     def describe(self, inputs: ApproveInputs, target: str | None) -> str:

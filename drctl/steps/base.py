@@ -324,6 +324,31 @@ class StepType(ABC, Generic[I, T]):
         """
         return {}
 
+    def runs_in_dry_run(self, inputs: I) -> bool:
+        """Whether a dry run runs this read-only step for real (not only its ``check``).
+
+        True for a step that only reads; False for one that reads but has an effect a
+        dry run must not have (sends a message, writes a probe row, waits a fixed time).
+        A mutating step is never run in a dry run, whatever this says.
+        """
+        return True
+
+    #: The ``with`` fields (seconds) the step waits for by itself, one after another.
+    wait_fields: ClassVar[tuple[str, ...]] = ()
+
+    def own_waits(self, inputs: I) -> dict[str, float]:
+        """The step's own waits by ``with`` field, in seconds: they must fit in its timeout.
+
+        The compiler refuses a step whose written waits add up to more than its timeout
+        and derives the default timeout from them (see docs/runbook-reference.md).
+        """
+        out: dict[str, float] = {}
+        for name in self.wait_fields:
+            value = getattr(inputs, name, None)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                out[name] = float(value)
+        return out
+
     def returns_in_time(self, inputs: I) -> bool:
         """Whether every call with ``inputs`` returns by itself soon after the deadline.
 

@@ -24,6 +24,9 @@ class Notify(StepType[NotifyInputs, None]):
     name = "notify"
     Inputs = NotifyInputs
 
+    def runs_in_dry_run(self, inputs: NotifyInputs) -> bool:
+        return False  # a dry run sends no message
+
     def describe(self, inputs: NotifyInputs, target: str | None) -> str:
         return f"notify webhook: {short(inputs.message)}"
 

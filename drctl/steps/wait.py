@@ -43,6 +43,14 @@ class Wait(StepType[WaitInputs, None]):
     def step_roles(self, inputs: WaitInputs) -> frozenset[Role]:
         return frozenset({Role.VERIFY}) if inputs.until is not None else frozenset()
 
+    def runs_in_dry_run(self, inputs: WaitInputs) -> bool:
+        return inputs.until is not None  # a dry run polls a condition, never sleeps a fixed time
+
+    def own_waits(self, inputs: WaitInputs) -> dict[str, float]:
+        if inputs.until is None:
+            return {"duration": float(inputs.duration or 0.0)}
+        return {"deadline": float(inputs.deadline)}
+
     def returns_in_time(self, inputs: WaitInputs) -> bool:
         # A fixed wait sleeps no longer than the time left; polling calls another type.
         return inputs.until is None
@@ -73,16 +81,20 @@ class Wait(StepType[WaitInputs, None]):
         sub_inputs = sub_type.Inputs.model_validate(cond.with_)
         target = ctx.target_named(cond.target) if cond.target else None
         sub = ctx.derive(sub_inputs, target)
+        # A dry run asks whether the condition holds now; it never waits for it.
+        within = 0.0 if ctx.dry_run else inputs.deadline
+        cut = ctx.remaining() < within
         polled = ctx.poll(
             lambda: True if sub_type.verify(sub) else None,
             every=inputs.interval,
-            within=inputs.deadline,
+            within=within,
             retry_on=(StepError,),
         )
         if not polled.done:
             reason = polled.error.message if polled.error else "condition not met"
+            why = " (the step's timeout ended the wait before its deadline)" if cut else ""
             raise StepTimeout(
-                f"gave up after {polled.polls} polls in {polled.waited:.1f}s: {reason}"
+                f"gave up after {polled.polls} polls in {polled.waited:.1f}s{why}: {reason}"
             ) from polled.error
         ctx.output("polls", polled.polls)
         ctx.output("waited", round(polled.waited, 3))

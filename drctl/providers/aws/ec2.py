@@ -142,6 +142,7 @@ class Ec2Step(StepType[EI, AwsTarget], Generic[EI]):
     roles = frozenset({Role.FENCE, Role.MUTATING})
     target_types = frozenset({"aws"})
     target_required = True
+    wait_fields = ("wait",)
 
     def warm_up(self) -> None:
         import_client()

@@ -121,6 +121,7 @@ class RdsFailover(StepType[RdsFailoverInputs, AwsTarget]):
 
     name = "aws.rds_failover"
     Inputs = RdsFailoverInputs
+    wait_fields = ("wait",)
     roles = frozenset({Role.PROMOTE, Role.MUTATING})
     target_types = frozenset({"aws"})
     target_required = True

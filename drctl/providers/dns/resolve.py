@@ -96,6 +96,7 @@ class Resolve(StepType[ResolveInputs, Rfc2136Target | None]):
 
     name = "dns.resolve"
     Inputs = ResolveInputs
+    wait_fields = ("deadline",)
     roles = frozenset({Role.VERIFY})
     target_types = frozenset({"rfc2136"})
     target_required = False

@@ -253,6 +253,7 @@ class Upsert(Route53Step[UpsertInputs]):
 
     name = "route53.upsert"
     Inputs = UpsertInputs
+    wait_fields = ("insync_timeout",)
 
     def describe(self, inputs: UpsertInputs, target: str | None) -> str:
         head = self._head(absolute(inputs.name), inputs.type, inputs.set_identifier)
@@ -381,6 +382,7 @@ class Delete(Route53Step[DeleteInputs]):
 
     name = "route53.delete"
     Inputs = DeleteInputs
+    wait_fields = ("insync_timeout",)
 
     def describe(self, inputs: DeleteInputs, target: str | None) -> str:
         head = self._head(absolute(inputs.name), inputs.type, inputs.set_identifier)

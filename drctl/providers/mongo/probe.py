@@ -41,6 +41,10 @@ class WriteProbe(MongoStep[ProbeInputs]):
 
     name = "mongo.write_probe"
     Inputs = ProbeInputs
+
+    def runs_in_dry_run(self, inputs: ProbeInputs) -> bool:
+        return False  # it writes a probe document
+
     roles = frozenset({Role.VERIFY})
 
     def describe(self, inputs: ProbeInputs, target: str | None) -> str:

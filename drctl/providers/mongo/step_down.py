@@ -99,6 +99,7 @@ class StepDown(MongoStep[StepDownInputs]):
 
     name = "mongo.step_down"
     Inputs = StepDownInputs
+    wait_fields = ("catch_up_seconds",)
     roles = frozenset({Role.FENCE, Role.MUTATING})
 
     def describe(self, inputs: StepDownInputs, target: str | None) -> str:

@@ -96,6 +96,7 @@ class Follow(PostgresStep[FollowInputs]):
 
     name = "postgres.follow"
     Inputs = FollowInputs
+    wait_fields = ("wait_seconds",)
     roles = frozenset({Role.MUTATING})
 
     def describe(self, inputs: FollowInputs, target: str | None) -> str:

@@ -35,6 +35,11 @@ class WriteProbe(PostgresStep[ProbeInputs]):
 
     name = "postgres.write_probe"
     Inputs = ProbeInputs
+
+    def runs_in_dry_run(self, inputs: ProbeInputs) -> bool:
+        return False  # it writes a probe row
+
+    wait_fields = ("deadline",)
     roles = frozenset({Role.VERIFY})
 
     def describe(self, inputs: ProbeInputs, target: str | None) -> str:

@@ -157,6 +157,7 @@ class Promote(PostgresStep[PromoteInputs]):
 
     name = "postgres.promote"
     Inputs = PromoteInputs
+    wait_fields = ("catchup_seconds", "wait_seconds")
     roles = frozenset({Role.PROMOTE, Role.MUTATING})
 
     def describe(self, inputs: PromoteInputs, target: str | None) -> str:
@@ -256,10 +257,7 @@ class Promote(PostgresStep[PromoteInputs]):
         if state is True:
             if ctx.dry_run:  # the fence step before this one has not run in a dry run
                 return f"{inputs.old_primary} still accepts writes now: it must be fenced by then"
-            raise StepError(
-                f"refusing to promote: the old primary {inputs.old_primary} still accepts writes "
-                "(fence it first, or set force: true)"
-            )
+            raise StepError(_still_writable(ctx, inputs.old_primary))
         if state is False:
             return f"{inputs.old_primary} refuses writes (live probe)"
         journaled = _journaled_proof_of(ctx, inputs.old_primary)
@@ -324,3 +322,25 @@ class Promote(PostgresStep[PromoteInputs]):
                     (ctx.run_id, ctx.step_id),
                 )
         return True
+
+
+def _still_writable(ctx: Ctx, old_primary: str) -> str:
+    """The refusal when the old primary takes writes, with every way out from here.
+
+    A fence this run journaled as succeeded is skipped by every resume, so when someone
+    lifted it since, each resume refuses again: say how to re-apply it, or start anew.
+    """
+    lifted = [f.step_id for f in ctx.fences() if f.status.proven]
+    if not lifted:
+        return (
+            f"refusing to promote: the old primary {old_primary} still accepts writes "
+            "(fence it first, or set force: true)"
+        )
+    fence = lifted[-1]
+    return (
+        f"refusing to promote: the old primary {old_primary} accepts writes again although "
+        f"fence step {fence} succeeded earlier in this run (was the fence lifted since?). "
+        f"Ways out: re-apply the fence with drctl resume {ctx.run_id} --reapply {fence}; or "
+        f"give this run up (drctl abort {ctx.run_id} --reason …) and run the runbook anew; "
+        "or, only if you know the old primary cannot take writes, set force: true."
+    )

@@ -63,6 +63,7 @@ class Rejoin(PostgresStep[RejoinInputs]):
 
     name = "postgres.rejoin"
     Inputs = RejoinInputs
+    wait_fields = ("wait_seconds",)
     roles = frozenset({Role.MUTATING})
 
     def describe(self, inputs: RejoinInputs, target: str | None) -> str:
