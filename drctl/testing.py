@@ -27,6 +27,7 @@ from drctl.steps.base import (
     Polled,
     R,
     StepContext,
+    StepFacts,
     StepInputs,
     T,
     U,
@@ -57,6 +58,8 @@ class FakeContext(Generic[I, T]):
         step_id: str = "step",
         attempt: int = 1,
         fences: Sequence[FenceRecord] = (),
+        target_name: str | None = None,
+        facts: Sequence[StepFacts] = (),
     ) -> None: ...
 
     @overload
@@ -72,6 +75,8 @@ class FakeContext(Generic[I, T]):
         step_id: str = "step",
         attempt: int = 1,
         fences: Sequence[FenceRecord] = (),
+        target_name: str | None = None,
+        facts: Sequence[StepFacts] = (),
     ) -> None: ...
 
     @overload
@@ -87,6 +92,8 @@ class FakeContext(Generic[I, T]):
         step_id: str = "step",
         attempt: int = 1,
         fences: Sequence[FenceRecord] = (),
+        target_name: str | None = None,
+        facts: Sequence[StepFacts] = (),
     ) -> None: ...
 
     def __init__(
@@ -101,6 +108,8 @@ class FakeContext(Generic[I, T]):
         step_id: str = "step",
         attempt: int = 1,
         fences: Sequence[FenceRecord] = (),
+        target_name: str | None = None,
+        facts: Sequence[StepFacts] = (),
     ) -> None:
         self.step_id = step_id
         self.attempt = attempt
@@ -119,6 +128,10 @@ class FakeContext(Generic[I, T]):
         self.cancel_requested = False
         #: What ``fences()`` answers: the fence steps this step is to see as run before it.
         self.fence_records: tuple[FenceRecord, ...] = tuple(fences)
+        #: The runbook's name for the target (what ``target_name`` answers).
+        self.target_name = target_name
+        #: What ``facts()`` answers: the steps this step is to see as finished before it.
+        self.step_facts: tuple[StepFacts, ...] = tuple(facts)
 
     def record(self, key: str, value: Any) -> None:
         self.recorded[key] = value
@@ -175,6 +188,9 @@ class FakeContext(Generic[I, T]):
     def fences(self) -> tuple[FenceRecord, ...]:
         return self.fence_records
 
+    def facts(self) -> tuple[StepFacts, ...]:
+        return self.step_facts
+
     def derive(self, inputs: J, target: U) -> StepContext[J, U]:
         child: FakeContext[J, U] = FakeContext(
             inputs,
@@ -182,6 +198,8 @@ class FakeContext(Generic[I, T]):
             targets=self.targets,
             timeout=self.remaining(),
             fences=self.fence_records,
+            target_name=self.target_name,
+            facts=self.step_facts,
         )
         # One clock and one record of sleeps for the step and what it runs inside it.
         child.slept = self.slept

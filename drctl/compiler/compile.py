@@ -82,6 +82,7 @@ class _Derived:
     undoable: bool
     forced: bool
     accepts_data_loss: bool
+    lag_limit: int | None = None
 
     @classmethod
     def of(cls, step_type: StepType, inputs: StepInputs, target: str | None) -> _Derived:
@@ -92,6 +93,7 @@ class _Derived:
             undoable=step_type.undoable(inputs),
             forced=getattr(inputs, "force", False) is True,
             accepts_data_loss=getattr(inputs, "accept_data_loss", False) is True,
+            lag_limit=step_type.lag_limit(inputs),
         )
 
 
@@ -448,6 +450,8 @@ class _Compiler:
                 accepts_data_loss=derived.accepts_data_loss,
                 continues_on_failure=on_failure.policy is FailurePolicy.CONTINUE,
                 when=when,
+                # A limit rendered from earlier steps' outputs is not known offline.
+                lag_limit=None if deferred else derived.lag_limit,
             )
             out.append(_Instance(compiled, spec, loc, subject, step_refs))
         return out

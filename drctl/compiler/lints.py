@@ -11,11 +11,14 @@ DR002  promote with no lag / data-loss check before it (or accept_data_loss)
 DR003  traffic repointed without depending on the promote
 DR004  mutating step with no verification (its own verify, or a verify step after it)
 DR005  a literal secret in the runbook
+DR007  a lag check before a promote allows more lag (bytes of WAL not received) than the
+       promote itself does: a standby between the two limits passes the check, and the
+       promote refuses it only after the fence — with no writable primary left
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from drctl.compiler.graph import bitset, has
@@ -27,6 +30,7 @@ TITLES = {
     "DR003": "traffic repointed before the promote it depends on",
     "DR004": "mutating step without verification",
     "DR005": "literal secret in the runbook",
+    "DR007": "lag check before a promote allows more lag than the promote does",
 }
 
 
@@ -44,6 +48,8 @@ class LintSubject:
     continues_on_failure: bool = False
     #: The step's ``when`` as compiled: None or True runs it always.
     when: bool | str | None = None
+    #: Bytes of WAL not received it lets through (StepType.lag_limit); None: no limit.
+    lag_limit: int | None = None
 
 
 def _unsound_fence(fence: LintSubject, promote: LintSubject) -> str | None:
@@ -59,6 +65,29 @@ def _unsound_fence(fence: LintSubject, promote: LintSubject) -> str | None:
             f"{promote.base_id} does not share, so it may be skipped while the promote runs"
         )
     return None
+
+
+def _looser_checks(
+    order: Sequence[LintSubject],
+    checks: Sequence[int],
+    anc: int,
+    promote: LintSubject,
+    add: Callable[[str, LintSubject, str], None],
+) -> None:
+    """DR007: a lag check the promote waits for that lets more lag through than it does."""
+    limit = promote.lag_limit
+    if limit is None or promote.accepts_data_loss:
+        return
+    for i in checks:
+        check = order[i]
+        if has(anc, i) and check.lag_limit is not None and check.lag_limit > limit:
+            add(
+                "DR007",
+                check,
+                f"{check.base_id}: allows {check.lag_limit} bytes of lag but {promote.base_id} "
+                f"allows {limit}: a standby between the two passes the check and is refused "
+                "by the promote only after the fence; use the promote's limit",
+            )
 
 
 @dataclass(frozen=True)
@@ -112,6 +141,7 @@ def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> l
                     )
             if not s.accepts_data_loss and not anc & with_role.get(Role.LAG_CHECK, 0):
                 add("DR002", s, f"{s.base_id}: promotes with no replication-lag check before it")
+            _looser_checks(order, at_role.get(Role.LAG_CHECK, []), anc, s, add)
         if s.accepts_data_loss:
             # Any step that may drop acknowledged writes (a promote past its lag limit, a
             # forced replica-set reconfig) must say so in the runbook.
