@@ -113,7 +113,8 @@ class Handoff:
 
     def figures(self) -> str:
         """Both numbers, the lost one first."""
-        lost = "unknown" if self.not_received is None else f"{self.not_received}"
+        least = "at least " if self.mark is not None and not self.mark.exact else ""
+        lost = "unknown" if self.not_received is None else f"{least}{self.not_received}"
         return (
             f"{lost} bytes not received (lost if promoted), {self.unreplayed} bytes received and "
             "not yet replayed (not lost: promotion replays them)"

@@ -349,6 +349,8 @@ class Promote(PostgresStep[PromoteInputs]):
             before = ctx.recorded.get("timeline_before")
             if before is not None and current_timeline(conn) <= int(before):
                 return False
+            # A drctl killed between the promotion and its clean-up finishes it here.
+            forget_upstream(ctx, conn)
             with conn.transaction():
                 conn.execute(CREATE_PROBE)
                 conn.execute(
