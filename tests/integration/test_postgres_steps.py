@@ -105,7 +105,8 @@ def test_replication_lag_publishes_its_figures(shared_sandbox: Pair) -> None:  #
     out = ctx.outputs
     assert set(out) == {
         "lag_bytes", "standby_lag_bytes", "lag_seconds", "receive_lsn", "replay_lsn",
-        "primary_lsn", "primary_position", "primary_reachable",
+        "primary_lsn", "primary_position", "primary_reachable", "not_received_bytes",
+        "wal_seen",
     }  # fmt: skip
     assert 0 <= out["lag_bytes"] < 65536
     assert out["lag_seconds"] >= 0
@@ -411,12 +412,18 @@ def test_promote_then_rejoin(sandbox: Pair) -> None:  # noqa: F811
 
     Fence().apply(_ctx(FenceInputs(mode="read_only"), old))
     checked = Promote().check(_ctx(promote, new, targets)) or ""
-    assert re.fullmatch(r"promote \(lag \d+ bytes; old refuses writes\)", checked), checked
+    assert re.fullmatch(
+        r"promote \(lag \d+ bytes not received .*; old refuses writes\)", checked
+    ), checked
 
     ctx = _ctx(promote, new, targets)
     Promote().apply(ctx)
-    assert ctx.recorded == {"timeline_before": 1}
+    assert ctx.recorded == {"timeline_before": 1, "promote_signalled": True}
     assert ctx.outputs["timeline"] == 2
+    # The new primary keeps no upstream: the old primary_conninfo is gone from the file.
+    assert (
+        "primary_conninfo" not in (Path(pair.node2.data_dir) / "postgresql.auto.conf").read_text()
+    )
     assert Promote().verify(_ctx(promote, new, targets, recorded=ctx.recorded)) is True
     assert not in_recovery(pair.node2.dsn)
     assert one(pair.node2.dsn, "SELECT count(*) FROM drctl_probe WHERE nonce = 'promote'") == 1

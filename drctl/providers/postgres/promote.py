@@ -266,14 +266,14 @@ class Promote(PostgresStep[PromoteInputs]):
                 "the old primary's last WAL position is unknown (no fence recorded it, it "
                 "does not answer, no step saw it): what promoting loses cannot be counted"
             )
-            return f"handoff unknown; {proof.figures()}"
+            return f"handoff unknown; lag {proof.figures()}"
         if not mark.exact:
             ctx.log(
                 f"RPO at least {proof.loss_bytes} bytes: the old primary's end is unknown; "
                 f"{mark.source}"
             )
-            return f"RPO at least {proof.loss_bytes} bytes ({mark.source}); {proof.figures()}"
-        return f"{name} holds the old primary's WAL to {mark.source}; {proof.figures()}"
+            return f"RPO at least {proof.loss_bytes} bytes ({mark.source}); lag {proof.figures()}"
+        return f"lag {proof.figures()}; {name} holds the old primary's WAL to {mark.source}"
 
     def _fence_proof(self, ctx: Ctx) -> str:
         inputs = ctx.inputs
