@@ -351,6 +351,8 @@ class Executor:
     def _preflight(self, step: CompiledStep) -> tuple[StopReason, str] | None:
         """Run one promote's preflight, journaled; the stop it means, if it refuses."""
         journal = self.x.journal
+        if type(get_step_type(step.type)).preflight is StepType.preflight:
+            return None  # nothing to ask, and nothing journaled
         try:
             if self._when(step) is not True:
                 return None
@@ -359,8 +361,6 @@ class Executor:
             journal.write(
                 ev.StepPreflighted(step=step.id, ok=True, found=f"not checked yet: {exc.message}")
             )
-            return None
-        if type(step_type).preflight is StepType.preflight:
             return None
         ctx = self._context(step, 0, inputs, {})
         try:
