@@ -174,8 +174,12 @@ def test_paused_replay_is_not_lost_and_a_lower_bound_when_the_primary_is_gone(
         topo.resume_receiving(node3)
 
 
-def _runbook(topo: ThreeNodes, path: Path, steps: str) -> Path:
-    targets = "".join(f"  {n.name}: {topo.target_yaml(n)}\n" for n in topo.nodes)
+def _runbook(topo: ThreeNodes, path: Path, steps: str, names: tuple[str, ...] = ()) -> Path:
+    """A runbook over the nodes as targets, named ``names`` (default: their node names)."""
+    names = names or tuple(n.name for n in topo.nodes)
+    targets = "".join(
+        f"  {name}: {topo.target_yaml(n)}\n" for name, n in zip(names, topo.nodes, strict=True)
+    )
     path.write_text(
         "apiVersion: drctl/v1\nkind: Runbook\nmetadata: {name: handoff}\n"
         f"targets:\n{targets}settings: {{step_timeout: 90s}}\nsteps:\n{steps}"
@@ -218,13 +222,16 @@ def test_a_lagging_standby_is_refused_before_the_fence_runs(
         topo.resume_receiving(node3)
 
 
+#: node3's target is named replica3 (its sandbox application_name is node3): follow and
+#: rejoin must name each node after its target, not its step or what it was called.
 FAILOVER = (
-    "  - id: choose\n    type: postgres.choose_primary\n"
-    "    with: {old_primary: node1, candidates: [{target: node2}, {target: node3}]}\n"
+    "  - id: choose\n    type: postgres.choose_primary\n    with:\n      old_primary: node1\n"
+    "      candidates: [{target: node2}, {target: replica3, application_name: node3}]\n"
     "  - {id: fence, type: postgres.fence, target: node1, with: {mode: hard}}\n"
     "  - id: promote\n    type: postgres.promote\n    target: node2\n"
-    "    with: {old_primary: node1, candidates: [node3]}\n"
-    "  - {id: follow, type: postgres.follow, target: node3, with: {new_primary: node2}}\n"
+    "    with: {old_primary: node1, candidates: [replica3]}\n"
+    "  - {id: follow, type: postgres.follow, target: replica3, with: {new_primary: node2}}\n"
+    "  - {id: rejoin, type: postgres.rejoin, target: node1, with: {new_primary: node2}}\n"
 )
 
 
@@ -235,12 +242,12 @@ def test_kill_9_mid_choose_or_mid_promote_then_resume(
     tmp_path: Path,
     fault: str,
 ) -> None:
-    """drctl killed -9 mid-choose or right after pg_promote was signalled resumes to one promotion that held the fence's final_lsn, the sibling following under its target name, no primary_conninfo left on the new primary."""
+    """drctl killed -9 mid-choose or right after pg_promote was signalled resumes to one promotion that held the fence's final_lsn, the sibling and the old primary streaming under their target names, no primary_conninfo left on the new primary."""
     topo = three_nodes
     topo.write_wal(500)
     for node in topo.standbys:
         topo.wait_caught_up(node)
-    runbook = _runbook(topo, tmp_path / "failover.yaml", FAILOVER)
+    runbook = _runbook(topo, tmp_path / "failover.yaml", FAILOVER, ("node1", "node2", "replica3"))
     state = tmp_path / "state.db"
     killed = drctl("run", str(runbook), "--yes", "--state", str(state), env={"DRCTL_FAULT": fault})
     assert killed.returncode == -signal.SIGKILL, explain(killed)
@@ -250,7 +257,7 @@ def test_kill_9_mid_choose_or_mid_promote_then_resume(
     events = journal(state)
     assert events[-1]["data"]["status"] == "succeeded"
     succeeded = [e["step"] for e in events if e["kind"] == "step_succeeded"]
-    assert sorted(succeeded) == ["choose", "fence", "follow", "promote"], succeeded
+    assert sorted(succeeded) == ["choose", "fence", "follow", "promote", "rejoin"], succeeded
     kinds = [(e["kind"], e["step"]) for e in events]
     # The preflight ran, and passed, before the fence's first start.
     assert kinds.index(("step_preflighted", "promote")) < kinds.index(("step_started", "fence"))
@@ -283,6 +290,13 @@ def test_kill_9_mid_choose_or_mid_promote_then_resume(
     assert query(node3.dsn, "SELECT status, received_tli FROM pg_stat_wal_receiver") == [
         ("streaming", 2)
     ]
-    assert "node3" in {
-        str(r[0]) for r in query(node2.dsn, "SELECT application_name FROM pg_stat_replication")
-    }
+    # Named after their targets: replica3 (was node3 before), node1 (never a step id).
+    wait_for(
+        "node2 to stream to replica3 and node1",
+        lambda: {"replica3", "node1"} <= {
+            str(r[0]) for r in query(
+                node2.dsn, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'"
+            )
+        },
+    )  # fmt: skip
+    assert "application_name=replica3" in auto_conf(node3.data_dir)

@@ -96,7 +96,24 @@ class Lag:
 
 
 def measure(ctx: StepContext, standby_dsn: str, primary_dsn: str | None) -> Lag:
-    """Measure from the standby (always) and from the primary (when it answers)."""
+    """Measure from the standby (always) and from the primary (when it answers).
+
+    The primary is asked first, for the WAL it has flushed (all a standby can have):
+    WAL flushed before the standby is asked and not received by then is lag, so a
+    standby keeping up under a steady load reads 0 rather than the WAL written between
+    two queries.
+    """
+    primary_lsn: str | None = None
+    because: str | None = None
+    if primary_dsn is not None:
+        try:
+            with connect(primary_dsn, ctx, what="primary", read_only=True, cap=3.0) as conn:
+                if scalar(conn, "SELECT pg_is_in_recovery()"):
+                    because = "the server named as primary is in recovery"
+                else:
+                    primary_lsn = scalar(conn, "SELECT pg_current_wal_flush_lsn()::text")
+        except Unreachable as exc:
+            because = f"{exc.message}; it does not answer"
     with connect(standby_dsn, ctx, what="standby", read_only=True) as conn:
         row = conn.execute(
             "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, "
@@ -114,14 +131,6 @@ def measure(ctx: StepContext, standby_dsn: str, primary_dsn: str | None) -> Lag:
     seconds = round(float(seconds or 0), 3)
     if primary_dsn is None:
         return Lag(worst, seconds, receive, replay, None, PrimaryPosition.NOT_ASKED)
-    try:
-        with connect(primary_dsn, ctx, what="primary", read_only=True, cap=3.0) as conn:
-            if scalar(conn, "SELECT pg_is_in_recovery()"):
-                primary_lsn, because = None, "the server named as primary is in recovery"
-            else:
-                primary_lsn, because = scalar(conn, "SELECT pg_current_wal_lsn()::text"), None
-    except Unreachable as exc:
-        primary_lsn, because = None, f"{exc.message}; it does not answer"
     if primary_lsn is None:
         return Lag(worst, seconds, receive, replay, None, PrimaryPosition.UNKNOWN, because)
     # Not received is lost; received and not replayed is not (Vitess's count).

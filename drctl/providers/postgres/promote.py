@@ -125,6 +125,28 @@ class Promote(PostgresStep[PromoteInputs]):
     waits for succeeded, since it cannot know otherwise which server it replaces.
     ``verify``: not in recovery, on a newer timeline than before, and a write succeeds.
     Running it on a server that is already primary does nothing.
+
+    The handoff proof: it waits (up to ``catchup_seconds``) until the standby has
+    received and replayed the old primary's last WAL position — the ``final_lsn`` this
+    run's fence that took effect journaled, or the old primary's own position while it
+    answers — else refuses naming the bytes not received. Lag is counted as Vitess
+    counts it: WAL received and not yet replayed is not lost (a paused replay is
+    resumed and the promotion replays it), WAL not received is; ``max_lag_bytes``, the
+    refusal and ``accept_data_loss`` use the not-received number. With the old primary
+    gone and no fence position, the furthest any step saw it (``wal_seen``) is a lower
+    bound: "RPO at least N bytes" (``rpo_at_least_bytes``). A standby behind another
+    candidate (a ``postgres.choose_primary`` table of this run listing it, or
+    ``candidates`` read at the promote) needs ``accept_data_loss`` too. What it relied
+    on is journaled before the promotion (record ``handoff``) and published:
+    ``handoff_lsn``, ``handoff_from``, ``not_received_bytes``, ``unreplayed_bytes``,
+    ``gap_bytes``, ``ahead``, ``rpo_at_least_bytes``, ``timeline``.
+
+    Before the first fence it waits for starts, the engine runs its ``preflight``
+    (journaled): the standby answers and is in recovery, is on the old primary's
+    timeline, and its not-received lag is within ``max_lag_bytes`` (after up to
+    ``catchup_seconds``), so a standby it would refuse is refused while the old primary
+    still takes writes. Once promoted, the old ``primary_conninfo`` (and slot) is
+    removed from the new primary's postgresql.auto.conf.
     """
 
     name = "postgres.promote"
