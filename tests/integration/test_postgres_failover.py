@@ -399,7 +399,8 @@ def test_switchover_runbook_loses_nothing_written_before_the_fence(
     assert one(pair.node2.dsn, "SELECT count(*) FROM before_switchover") == 2000
     wait_for(
         "the old primary to stream from the new one",
-        lambda: _streams_from(pair.node1.dsn, pair.node2.dsn, "drctl_rejoin", 2),
+        # Named after its target, "primary", as its monitoring knows it (not the step id).
+        lambda: _streams_from(pair.node1.dsn, pair.node2.dsn, "primary", 2),
     )
     waited = [
         e

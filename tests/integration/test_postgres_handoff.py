@@ -236,13 +236,15 @@ FAILOVER = (
 
 
 @pytest.mark.crash
-@pytest.mark.parametrize("fault", ["started:choose", "record:promote:promote_signalled"])
+@pytest.mark.parametrize(
+    "fault", ["started:choose", "record:promote:handoff", "record:promote:promote_signalled"]
+)
 def test_kill_9_mid_choose_or_mid_promote_then_resume(
     three_nodes: ThreeNodes,  # noqa: F811
     tmp_path: Path,
     fault: str,
 ) -> None:
-    """drctl killed -9 mid-choose or right after pg_promote was signalled resumes to one promotion that held the fence's final_lsn, the sibling and the old primary streaming under their target names, no primary_conninfo left on the new primary."""
+    """drctl killed -9 mid-choose, mid-promote (its handoff journaled, nothing promoted) or right after pg_promote was signalled resumes to one promotion that held the fence's final_lsn, the sibling and the old primary streaming under their target names, no primary_conninfo left on the new primary."""
     topo = three_nodes
     topo.write_wal(500)
     for node in topo.standbys:
