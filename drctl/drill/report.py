@@ -108,7 +108,12 @@ class DrillReport:
             **self.drill.to_json(),
             "steps": [asdict(s) for s in self.steps],
             "history": [asdict(h) for h in self.history],
-            "promote_gaps": [asdict(g) for g in self.promote_gaps],
+            # Only when a promote journaled one: a report without stays as 0.1.0 wrote it.
+            **(
+                {"promote_gaps": [asdict(g) for g in self.promote_gaps]}
+                if self.promote_gaps
+                else {}
+            ),
         }
 
 
