@@ -44,28 +44,27 @@ def preflight(
     name = ctx.target_name or "the candidate"
     primary = old_primary_of(ctx, old_primary)
     try:
+        # One session to the candidate for all of it: this runs on the way to the fence.
         with connect(ctx.target.dsn, ctx, what=name, read_only=True, cap=5.0) as conn:
-            mine = read_position(conn)
+            try:
+                mine = read_position(conn)
+            except StepError as exc:
+                raise StepError(f"{_BEFORE}: {name}: {exc.message}") from exc
+            if primary is None:
+                return f"{name} answers as a standby; no old primary to measure it against"
+            source = ctx.target_named(primary, PostgresTarget)
+            try:
+                with connect(source.dsn, ctx, what=primary, read_only=True, cap=3.0) as old:
+                    return _against(ctx, old, conn, mine, name, primary, max_lag_bytes,
+                                    catchup_seconds, accept_data_loss)  # fmt: skip
+            except Unreachable as exc:  # only ever the old primary's connect
+                # Nothing is lost by going on: the handoff proof after the fence decides.
+                return (
+                    f"{name} answers as a standby; {primary} does not answer ({exc.message}), "
+                    "so its lag is judged after the fence, against the fence's final position"
+                )
     except Unreachable as exc:
         raise StepError(f"{_BEFORE}: {name} does not answer ({exc.message})") from exc
-    except StepError as exc:
-        raise StepError(f"{_BEFORE}: {name}: {exc.message}") from exc
-    if primary is None:
-        return f"{name} answers as a standby; no old primary to measure it against"
-    source = ctx.target_named(primary, PostgresTarget)
-    try:
-        with (
-            connect(source.dsn, ctx, what=primary, read_only=True, cap=3.0) as old,
-            connect(ctx.target.dsn, ctx, what=name, read_only=True, cap=5.0) as conn,
-        ):
-            return _against(ctx, old, conn, mine, name, primary, max_lag_bytes, catchup_seconds,
-                            accept_data_loss)  # fmt: skip
-    except Unreachable as exc:
-        # Nothing is lost by going on: the handoff proof after the fence decides.
-        return (
-            f"{name} answers as a standby; {primary} does not answer ({exc.message}), so its "
-            "lag is judged after the fence, against the fence's final position"
-        )
 
 
 def _against(
