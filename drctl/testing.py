@@ -5,7 +5,9 @@ records, outputs and logs, and its clock is fake — ``sleep`` and ``poll`` adva
 instead of waiting — so a step type's check/apply/verify/undo can be unit-tested
 against a real system without a run, and a test of a wait never sleeps. A target
 given as a mapping with a ``type`` becomes that type's model, as the engine would hand
-it to the step.
+it to the step. ``target_name``, ``fences`` and ``facts`` stand for what the engine
+would tell the step: its target's runbook name, the fence steps it waits for, and the
+steps of the run that finished before it with their outputs.
 
     ctx = FakeContext(MyStep.Inputs(name="db"), target={"type": "postgres", "dsn": dsn})
     MyStep().apply(ctx)
