@@ -5,7 +5,9 @@ records, outputs and logs, and its clock is fake — ``sleep`` and ``poll`` adva
 instead of waiting — so a step type's check/apply/verify/undo can be unit-tested
 against a real system without a run, and a test of a wait never sleeps. A target
 given as a mapping with a ``type`` becomes that type's model, as the engine would hand
-it to the step.
+it to the step. ``target_name``, ``fences`` and ``facts`` stand for what the engine
+would tell the step: its target's runbook name, the fence steps it waits for, and the
+steps of the run that finished before it with their outputs.
 
     ctx = FakeContext(MyStep.Inputs(name="db"), target={"type": "postgres", "dsn": dsn})
     MyStep().apply(ctx)
@@ -27,6 +29,7 @@ from drctl.steps.base import (
     Polled,
     R,
     StepContext,
+    StepFacts,
     StepInputs,
     T,
     U,
@@ -57,6 +60,8 @@ class FakeContext(Generic[I, T]):
         step_id: str = "step",
         attempt: int = 1,
         fences: Sequence[FenceRecord] = (),
+        target_name: str | None = None,
+        facts: Sequence[StepFacts] = (),
     ) -> None: ...
 
     @overload
@@ -72,6 +77,8 @@ class FakeContext(Generic[I, T]):
         step_id: str = "step",
         attempt: int = 1,
         fences: Sequence[FenceRecord] = (),
+        target_name: str | None = None,
+        facts: Sequence[StepFacts] = (),
     ) -> None: ...
 
     @overload
@@ -87,6 +94,8 @@ class FakeContext(Generic[I, T]):
         step_id: str = "step",
         attempt: int = 1,
         fences: Sequence[FenceRecord] = (),
+        target_name: str | None = None,
+        facts: Sequence[StepFacts] = (),
     ) -> None: ...
 
     def __init__(
@@ -101,6 +110,8 @@ class FakeContext(Generic[I, T]):
         step_id: str = "step",
         attempt: int = 1,
         fences: Sequence[FenceRecord] = (),
+        target_name: str | None = None,
+        facts: Sequence[StepFacts] = (),
     ) -> None:
         self.step_id = step_id
         self.attempt = attempt
@@ -119,6 +130,10 @@ class FakeContext(Generic[I, T]):
         self.cancel_requested = False
         #: What ``fences()`` answers: the fence steps this step is to see as run before it.
         self.fence_records: tuple[FenceRecord, ...] = tuple(fences)
+        #: The runbook's name for the target (what ``target_name`` answers).
+        self.target_name = target_name
+        #: What ``facts()`` answers: the steps this step is to see as finished before it.
+        self.step_facts: tuple[StepFacts, ...] = tuple(facts)
 
     def record(self, key: str, value: Any) -> None:
         self.recorded[key] = value
@@ -175,6 +190,9 @@ class FakeContext(Generic[I, T]):
     def fences(self) -> tuple[FenceRecord, ...]:
         return self.fence_records
 
+    def facts(self) -> tuple[StepFacts, ...]:
+        return self.step_facts
+
     def derive(self, inputs: J, target: U) -> StepContext[J, U]:
         child: FakeContext[J, U] = FakeContext(
             inputs,
@@ -182,6 +200,8 @@ class FakeContext(Generic[I, T]):
             targets=self.targets,
             timeout=self.remaining(),
             fences=self.fence_records,
+            target_name=self.target_name,
+            facts=self.step_facts,
         )
         # One clock and one record of sleeps for the step and what it runs inside it.
         child.slept = self.slept

@@ -93,6 +93,7 @@ class _Derived:
     #: The step's own waits (``with`` field, seconds), and which of them the runbook wrote.
     waits: tuple[tuple[str, float], ...] = ()
     written: frozenset[str] = frozenset()
+    lag_limit: int | None = None
 
     @classmethod
     def of(cls, step_type: StepType, inputs: StepInputs, target: str | None) -> _Derived:
@@ -106,6 +107,7 @@ class _Derived:
             undoable=step_type.undoable(inputs),
             forced=getattr(inputs, "force", False) is True,
             accepts_data_loss=getattr(inputs, "accept_data_loss", False) is True,
+            lag_limit=step_type.lag_limit(inputs),
         )
 
 
@@ -638,6 +640,8 @@ class _Compiler:
                 target_key=target.key()
                 + (f"[{key}]" if key is not None and target.template is not None else ""),
                 names_verified=frozenset(spec.verifies or ()),
+                # A limit rendered from earlier steps' outputs is not known offline.
+                lag_limit=None if deferred else derived.lag_limit,
             )
             out.append(_Instance(compiled, spec, loc, subject, step_refs))
         return out

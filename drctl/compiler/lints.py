@@ -16,11 +16,14 @@ DR003  traffic repointed without depending on the promote
 DR004  mutating step with no verification: its own verify, or a verify step after it,
        running whenever it does, on the same target or naming it in ``verifies:``
 DR005  a literal secret in the runbook
+DR007  a lag check before a promote allows more lag (bytes of WAL not received) than the
+       promote itself does: a standby between the two limits passes the check, and the
+       promote refuses it only after the fence — with no writable primary left
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from drctl.compiler.graph import bitset, has
@@ -32,6 +35,7 @@ TITLES = {
     "DR003": "traffic repointed before the promote it depends on",
     "DR004": "mutating step without verification",
     "DR005": "literal secret in the runbook",
+    "DR007": "lag check before a promote allows more lag than the promote does",
 }
 
 #: Each rule's exact logic, as the exit-codes page states it. "Before" means a step the
@@ -100,6 +104,8 @@ class LintSubject:
     target_key: str = ""
     #: Base ids of the steps this step names in ``verifies:``.
     names_verified: frozenset[str] = frozenset()
+    #: Bytes of WAL not received it lets through (StepType.lag_limit); None: no limit.
+    lag_limit: int | None = None
 
     @property
     def run_time_target(self) -> bool:
@@ -133,6 +139,29 @@ def _unsound_fence(fence: LintSubject, promote: LintSubject) -> str | None:
                 f"{promote.base_id} may promote (its target is decided at run time)"
             )
     return None
+
+
+def _looser_checks(
+    order: Sequence[LintSubject],
+    checks: Sequence[int],
+    anc: int,
+    promote: LintSubject,
+    add: Callable[[str, LintSubject, str], None],
+) -> None:
+    """DR007: a lag check the promote waits for that lets more lag through than it does."""
+    limit = promote.lag_limit
+    if limit is None or promote.accepts_data_loss:
+        return
+    for i in checks:
+        check = order[i]
+        if has(anc, i) and check.lag_limit is not None and check.lag_limit > limit:
+            add(
+                "DR007",
+                check,
+                f"{check.base_id}: allows {check.lag_limit} bytes of lag but {promote.base_id} "
+                f"allows {limit}: a standby between the two passes the check and is refused "
+                "by the promote only after the fence; use the promote's limit",
+            )
 
 
 @dataclass(frozen=True)
@@ -208,6 +237,7 @@ def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> l
                     f"{s.base_id}: every replication-lag check before it runs only under a "
                     f"when: it does not share ({', '.join(repr(c.id) for c in checks)})",
                 )
+            _looser_checks(order, at_role.get(Role.LAG_CHECK, []), anc, s, add)
         if s.accepts_data_loss:
             # Any step that may drop acknowledged writes (a promote past its lag limit, a
             # forced replica-set reconfig) must say so in the runbook.

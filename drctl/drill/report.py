@@ -52,6 +52,31 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
+class PromoteGap:
+    """What a promote of the drill journaled it gave up (its ``handoff`` record)."""
+
+    step: str
+    #: WAL the promoted standby lacked: not received of the old primary's end, or behind
+    #: the most advanced candidate.
+    gap_bytes: int
+    #: False: the old primary's end was unknown, so the RPO is at least ``gap_bytes``.
+    exact: bool
+
+    @classmethod
+    def from_record(cls, step: str, value: Any) -> PromoteGap | None:
+        if not isinstance(value, dict) or not isinstance(value.get("gap_bytes"), int):
+            return None
+        return cls(step, int(value["gap_bytes"]), bool(value.get("handoff_exact")))
+
+    def describe(self) -> str:
+        if self.exact:
+            return f"{self.gap_bytes} bytes of WAL ({self.step})"
+        return (
+            f"at least {self.gap_bytes} bytes of WAL ({self.step}; the old primary's end unknown)"
+        )
+
+
+@dataclass(frozen=True)
 class DrillReport:
     """Everything a drill report shows."""
 
@@ -64,6 +89,8 @@ class DrillReport:
     drill: ev.DrillMeasured
     steps: tuple[StepSpan, ...]
     history: tuple[HistoryEntry, ...]
+    #: What each promote journaled it gave up (its handoff proof's gap).
+    promote_gaps: tuple[PromoteGap, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -81,6 +108,12 @@ class DrillReport:
             **self.drill.to_json(),
             "steps": [asdict(s) for s in self.steps],
             "history": [asdict(h) for h in self.history],
+            # Only when a promote journaled one: a report without stays as 0.1.0 wrote it.
+            **(
+                {"promote_gaps": [asdict(g) for g in self.promote_gaps]}
+                if self.promote_gaps
+                else {}
+            ),
         }
 
 
@@ -189,4 +222,16 @@ def build(store: StateStore, run_id: str) -> DrillReport:
         drill=found,
         steps=timeline(run, events),
         history=history(store, run.name),
+        promote_gaps=promote_gaps(events),
     )
+
+
+def promote_gaps(events: Sequence[Event]) -> tuple[PromoteGap, ...]:
+    """Each promote's last journaled handoff record, in the order first seen."""
+    found: dict[str, PromoteGap] = {}
+    for e in events:
+        if e.kind == ev.STEP_RECORDED and e.step and e.data.get("key") == "handoff":
+            gap = PromoteGap.from_record(e.step, e.data.get("value"))
+            if gap is not None:
+                found[e.step] = gap
+    return tuple(found.values())

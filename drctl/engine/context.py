@@ -8,6 +8,7 @@ from typing import Any, Generic, overload
 
 from drctl.compiler.plan import Plan
 from drctl.engine import events as ev
+from drctl.engine import faults
 from drctl.engine.clock import Clock
 from drctl.engine.journal import Journal
 from drctl.engine.status import StepStatus
@@ -23,6 +24,7 @@ from drctl.steps.base import (
     R,
     Role,
     StepContext,
+    StepFacts,
     T,
     U,
     poll,
@@ -70,6 +72,31 @@ def fences_before(
     )
 
 
+def waits_for(plan: Plan, step_id: str) -> set[str]:
+    """Every step ``step_id`` waits for, transitively (its path)."""
+    by_id = {s.id: s for s in (*plan.steps, *plan.fallbacks)}
+    path: set[str] = set()
+    todo = list(by_id[step_id].requires) if step_id in by_id else []
+    while todo:
+        sid = todo.pop()
+        if sid not in path and sid in by_id:
+            path.add(sid)
+            todo.extend(by_id[sid].requires)
+    return path
+
+
+def facts_of(plan: Plan, order: list[str], outputs: Mapping[str, Any]) -> tuple[StepFacts, ...]:
+    """The steps of the run that have finished (``order``), with what each published."""
+    by_id = {s.id: s for s in (*plan.steps, *plan.fallbacks)}
+    # Copies: worker threads append to both while a step reads them.
+    published = dict(outputs)
+    return tuple(
+        StepFacts(sid, by_id[sid].type, by_id[sid].target, published.get(sid) or {})
+        for sid in dict.fromkeys(list(order))
+        if sid in by_id
+    )
+
+
 class StepRun(Generic[I, T]):
     """One attempt of one step, handed to the step type's check/apply/verify/undo."""
 
@@ -90,6 +117,8 @@ class StepRun(Generic[I, T]):
         run_id: str = "",
         runbook: str = "",
         fences: Callable[[], tuple[FenceRecord, ...]] = tuple,
+        target_name: str | None = None,
+        facts: Callable[[], tuple[StepFacts, ...]] = tuple,
     ) -> None:
         self.step_id = step_id
         self.attempt = attempt
@@ -107,6 +136,8 @@ class StepRun(Generic[I, T]):
         self._deadline = deadline
         self._cancel = cancel
         self._fences = fences
+        self.target_name = target_name
+        self._facts = facts
         #: Set when the engine gave up on this attempt (timeout): its late writes are dropped.
         self.abandoned = threading.Event()
 
@@ -129,6 +160,7 @@ class StepRun(Generic[I, T]):
             targets=self._targets, recorded={}, journal=self._journal, clock=self._clock,
             deadline=self._deadline, cancel=self._cancel, dry_run=self.dry_run,
             run_id=self.run_id, runbook=self.runbook, fences=self._fences,
+            target_name=self.target_name, facts=self._facts,
         )  # fmt: skip
         child.abandoned = self.abandoned
         return child
@@ -136,6 +168,10 @@ class StepRun(Generic[I, T]):
     def fences(self) -> tuple[FenceRecord, ...]:
         """Read at the time of the call: the executor updates step states as they end."""
         return self._fences()
+
+    def facts(self) -> tuple[StepFacts, ...]:
+        """Read at the time of the call, like ``fences``."""
+        return self._facts()
 
     def record(self, key: str, value: Any) -> None:
         if self.dry_run:
@@ -146,6 +182,7 @@ class StepRun(Generic[I, T]):
             ev.StepRecorded(step=self.step_id, attempt=self.attempt, key=key, value=value)
         )
         self.recorded[key] = value
+        faults.after_record(self.step_id, key)
 
     def output(self, key: str, value: Any) -> None:
         self.outputs[key] = value

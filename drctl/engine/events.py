@@ -27,6 +27,7 @@ APPROVAL_NEEDED = "approval_needed"
 APPROVAL_GRANTED = "approval_granted"
 APPROVAL_DENIED = "approval_denied"
 STEP_CHECKED = "step_checked"  # dry run: what the step would do, or why it cannot
+STEP_PREFLIGHTED = "step_preflighted"  # a promote's read-only checks, before any fence ran
 STEP_STARTED = "step_started"  # written before check/apply: the write-ahead intent
 STEP_RECORDED = "step_recorded"  # a value apply keeps for verify/undo, durable before the change
 STEP_SUCCEEDED = "step_succeeded"
@@ -253,6 +254,16 @@ class StepChecked(StepEvent):
             if self.error is not None:
                 data["error"] = self.error
         return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepPreflighted(StepEvent):
+    """A promote's preflight, run before the first fence it waits for: found, or refused."""
+
+    kind: ClassVar[str] = STEP_PREFLIGHTED
+    ok: bool = False
+    found: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -605,7 +616,7 @@ KINDS: dict[str, type[JournalEvent]] = {
         RunStarted, RunResumed, RunInterrupted, RunFinished, RunAborted, LockTakenOver,
         LockForceReleased, CooldownOverridden, ApprovalNeeded, ApprovalGranted, ApprovalDenied, StepChecked,
         StepStarted, StepRecorded, StepSucceeded, StepFailed, StepSkipped, StepRecovered,
-        UndoStarted, UndoSucceeded, UndoFailed, DrillPaused, DrillMeasured,
+        UndoStarted, UndoSucceeded, UndoFailed, DrillPaused, DrillMeasured, StepPreflighted,
     )
 }  # fmt: skip
 

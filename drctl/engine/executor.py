@@ -35,7 +35,7 @@ from drctl.compiler.templating import TemplateProblem, analyze, is_template, ren
 from drctl.engine import events as ev
 from drctl.engine import faults, shown
 from drctl.engine.clock import Clock
-from drctl.engine.context import StepRun, fences_before
+from drctl.engine.context import StepRun, facts_of, fences_before, waits_for
 from drctl.engine.journal import Journal
 from drctl.engine.replay import RunState, StepState
 from drctl.engine.secrets import Secrets
@@ -50,7 +50,7 @@ from drctl.errors import (
 )
 from drctl.runbook.durations import format_duration
 from drctl.runbook.targets import TargetModel
-from drctl.steps.base import StepInputs, StepType
+from drctl.steps.base import Role, StepInputs, StepType
 from drctl.steps.registry import get_step_type
 
 T = TypeVar("T")
@@ -162,6 +162,8 @@ class Executor:
         self._status: dict[str, StepStatus | Halt] = {}
         #: Targets decided at run time, by step id, once rendered (see _target_of).
         self._chosen: dict[str, str] = {}
+        #: Promote-role steps whose preflight this process ran (before their first fence).
+        self._preflighted: set[str] = set()
         for sid, s in state.steps.items():
             if s.done:
                 self.x.outputs[sid] = s.outputs
@@ -216,7 +218,7 @@ class Executor:
                     )
                 while stop is None and ready and running < limit:
                     step = plan.steps[heapq.heappop(ready)]
-                    decision = self._gate(step)
+                    decision = self._preflights(step) or self._gate(step)
                     if decision is not None:
                         stop, stop_message = decision
                         break
@@ -427,6 +429,56 @@ class Executor:
             f"step {step.id} needs approval: resume with --approve {step.id} (or --yes)",
         )
 
+    def _preflights(self, step: CompiledStep) -> tuple[StopReason, str] | None:
+        """Before a fence-role step starts: the preflight of each promote that waits for it.
+
+        A fence is the point of no return: a promote that would refuse for a reason the
+        fence cannot change (lag past its own limit, another timeline, an unreachable
+        candidate) must say so while the old primary still takes writes. Once per
+        promote per process, so a resumed run asks again before a fence it has not run.
+        """
+        if Role.FENCE.value not in step.roles:
+            return None
+        plan = self.x.plan
+        for promote in plan.steps:
+            if (
+                Role.PROMOTE.value not in promote.roles
+                or promote.id in self._preflighted
+                or _done(self._status.get(promote.id))
+                or step.id not in waits_for(plan, promote.id)
+            ):
+                continue
+            self._preflighted.add(promote.id)
+            refused = self._preflight(promote)
+            if refused is not None:
+                return refused
+        return None
+
+    def _preflight(self, step: CompiledStep) -> tuple[StopReason, str] | None:
+        """Run one promote's preflight, journaled; the stop it means, if it refuses."""
+        journal = self.x.journal
+        if type(get_step_type(step.type)).preflight is StepType.preflight:
+            return None  # nothing to ask, and nothing journaled
+        try:
+            if self._when(step) is not True:
+                return None
+            step_type, inputs = self._prepare(step, {})
+        except StepError as exc:  # its inputs or condition need outputs not there yet
+            journal.write(
+                ev.StepPreflighted(step=step.id, ok=True, found=f"not checked yet: {exc.message}")
+            )
+            return None
+        ctx = self._context(step, 0, inputs, {})
+        try:
+            found = self._bounded(step_type.preflight, ctx)
+        except Cancelled:
+            return StopReason.INTERRUPTED, "interrupted"
+        except (StepError, StepTypeError) as exc:
+            journal.write(ev.StepPreflighted(step=step.id, ok=False, error=exc.message))
+            return StopReason.FAILED, f"{step.id}: {exc.message}"
+        journal.write(ev.StepPreflighted(step=step.id, ok=True, found=found or "passed"))
+        return None
+
     def _finish(self, status: RunStatus, code: int, message: str) -> Outcome:
         journal = self.x.journal
         message = journal.redactor.text(message)
@@ -619,6 +671,7 @@ class Executor:
                     inputs=view.inputs,
                 )
             )  # fmt: skip
+            faults.after_started(step.id)
             unverifiable = False
             try:
                 if unknown is not None:
@@ -856,6 +909,8 @@ class Executor:
             deadline=x.clock.monotonic() + step.timeout, cancel=x.interrupts.cancel,
             dry_run=dry_run, run_id=x.journal.run_id, runbook=x.plan.name,
             fences=functools.partial(fences_before, x.plan, step.id, self._status),
+            target_name=step.target,
+            facts=functools.partial(facts_of, x.plan, x.finish_order, x.outputs),
         )  # fmt: skip
 
     def _bounded(

@@ -2,7 +2,10 @@
 
 ``DRCTL_FAULT=event:N`` kills the process right after the N-th journal event this
 process wrote is durable; ``DRCTL_FAULT=after-apply:STEP`` kills it after STEP's
-apply returned and before anything about it is journaled. The crash tests use these
+apply returned and before anything about it is journaled; ``started:STEP`` right
+after STEP's ``step_started`` is durable (in the middle of the step, before its
+check); ``record:STEP:KEY`` right after STEP recorded KEY (mid-apply, e.g. once a
+promote has signalled the promotion). The crash tests use these
 to kill a real drctl at every boundary; without the variable they cost one lookup.
 """
 
@@ -29,4 +32,14 @@ def after_event() -> None:
 
 def after_apply(step_id: str) -> None:
     if f"after-apply:{step_id}" == _SPEC:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def after_started(step_id: str) -> None:
+    if f"started:{step_id}" == _SPEC:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def after_record(step_id: str, key: str) -> None:
+    if f"record:{step_id}:{key}" == _SPEC:
         os.kill(os.getpid(), signal.SIGKILL)

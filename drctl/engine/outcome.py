@@ -52,6 +52,10 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
             if fact.ran and fact.ok:
                 return f"{s}: ran (read-only): {fact.would} — ok"
             return f"{s}: would {fact.would}" if fact.ok else f"{s}: CHECK FAILED: {fact.error}"
+        case ev.StepPreflighted():
+            if fact.ok:
+                return f"{s}: preflight before any fence: {fact.found}"
+            return f"{s}: PREFLIGHT REFUSED before any fence ran: {fact.error}"
         case ev.StepRecorded():
             return None
         case ev.ApprovalNeeded():

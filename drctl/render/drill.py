@@ -45,6 +45,7 @@ def _figures(r: DrillReport) -> list[tuple[str, str, str, str]]:
             "",
         ),
         ("canary write errors", str(m["canary_errors"]), "", ""),
+        *(("WAL the promote gave up", g.describe(), "", "") for g in r.promote_gaps),
     ]
 
 

@@ -542,6 +542,15 @@ def exit_codes() -> str:
     out += ["", "What each rule checks, exactly:", ""]
     out += [f"- {LOGIC['terms']}"]
     out += [f"- **{code}**: {LOGIC[code]}" for code in sorted(LOGIC) if code != "terms"]
+    out += [
+        "",
+        "`DR007` compares bytes of WAL not received (what a promotion loses; WAL received "
+        "and not yet replayed is not counted): a lag-check step a promote waits for "
+        "(`postgres.replication_lag`'s `max_bytes`) must not allow more than the promote's "
+        "own `max_lag_bytes`, unless the promote sets `accept_data_loss`. Limits rendered "
+        "from earlier steps' outputs are not known offline and are not compared. At run "
+        "time the promote's preflight checks its own limit before the first fence anyway.",
+    ]
     out.append("")
     return "\n".join(out)
 

@@ -130,6 +130,22 @@ class FenceRecord:
     fences: str | None = None
 
 
+@dataclass(frozen=True)
+class StepFacts:
+    """A step of this run that has finished, and what it published (``ctx.facts()``).
+
+    The outputs are the journal's (JSON values): a step type reads the keys it knows of
+    another type, in the same provider, and checks their types as it reads them.
+    """
+
+    step_id: str
+    #: The step's type name (``postgres.fence``).
+    type: str
+    #: The name of the target it acted on; None for a step without one.
+    target: str | None
+    outputs: Mapping[str, Any]
+
+
 class StepContext(Protocol[I_co, T_co]):
     """What the engine hands a step type while it runs one attempt of one step.
 
@@ -151,6 +167,10 @@ class StepContext(Protocol[I_co, T_co]):
     @property
     def target(self) -> T_co:
         """The step's target with secrets resolved; None for a step without one."""
+
+    @property
+    def target_name(self) -> str | None:
+        """The runbook's name for the step's target (``node3``); None for a step without one."""
 
     @property
     def recorded(self) -> Mapping[str, Any]:
@@ -222,6 +242,14 @@ class StepContext(Protocol[I_co, T_co]):
         A promote reads this so that a fence that failed (even one ignored under
         ``on_failure: continue``), was skipped or is in doubt never counts as a fence.
         Empty in a dry run's checks of steps whose fences have not run.
+        """
+
+    def facts(self) -> tuple[StepFacts, ...]:
+        """Every step of this run that has finished so far, fallbacks included, in the
+        order they finished, with what each published (a resumed run's from the journal).
+
+        What a promote reads for the handoff proof: the fence's ``final_lsn``, the WAL
+        positions earlier steps saw, a choice's table. Empty in a dry run's checks.
         """
 
 
@@ -312,6 +340,13 @@ class StepType(ABC, Generic[I, T]):
         """The roles of one step of this type; some types' roles depend on their inputs."""
         return self.roles
 
+    def lag_limit(self, inputs: I) -> int | None:
+        """Bytes of WAL not received that this step lets through (lint DR007 compares them).
+
+        A lag check's ``max_bytes``, a promote's ``max_lag_bytes``; None: no byte limit.
+        """
+        return None
+
     def verifies(self, inputs: I) -> bool:
         """Whether ``verify`` proves this step's effect (DR004 reads this)."""
         return True
@@ -365,6 +400,15 @@ class StepType(ABC, Generic[I, T]):
 
     def check(self, ctx: StepContext[I, T]) -> str | None:
         """Read-only preflight; returns what the step would change, or raises."""
+        return None
+
+    def preflight(self, ctx: StepContext[I, T]) -> str | None:
+        """Read-only checks to pass before the point of no return; returns what was found.
+
+        The engine calls it for a promote-role step right before the first fence-role
+        step it waits for starts (journaled), and fails the run there, before any fence,
+        when it raises a StepError. The default checks nothing (None).
+        """
         return None
 
     @abstractmethod

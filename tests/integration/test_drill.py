@@ -209,6 +209,9 @@ def test_drill_with_lagging_standby_loses_writes_and_fails(sandbox: Pair, tmp_pa
     # Every write acknowledged by the old primary (all before its fence) is missing.
     assert m["acknowledged"] > 0 and m["missing"] == m["acknowledged"], m
     assert m["missing_first_seq"] == 1 and m["missing_span"] is not None, m
+    # The promote journaled the WAL it gave up, and the report says it beside the writes.
+    gaps = data["promote_gaps"]
+    assert [g["step"] for g in gaps] == ["promote"] and gaps[0]["gap_bytes"] > 0, gaps
     drill_id = data["drill_id"]
     on_old = one(
         pair.node1.dsn, "SELECT count(*) FROM drctl_canary WHERE drill_id = %s", (drill_id,)

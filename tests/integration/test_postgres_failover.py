@@ -38,12 +38,13 @@ from tests.integration.pg_sandbox import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 FAILOVER = str(RUNBOOKS / "sandbox-pg-pair-failover.yaml")
-REJOIN_APP = "drctl_rejoin_old_primary"
+#: The rejoined node's application_name: its target name in the runbook, never a step id.
+REJOIN_APP = "old_primary"
 #: In a clean run of sandbox-pg-failover.yaml, the journal event that is promote's
-#: ``step_started`` (run_started, check-lag x2, fence x4 — started, read_only and final_lsn
-#: recorded, succeeded —, approval + approve x2, then it).
+#: ``step_started`` (run_started, check-lag x2, promote's preflight before the fence, fence
+#: x4 — started, read_only and final_lsn recorded, succeeded —, approval + approve x2, then it).
 #: test_failover_rejoin_then_failback pins this number against a real journal.
-PROMOTE_STARTED_EVENT = 11
+PROMOTE_STARTED_EVENT = 12
 
 
 def _run(pair: Pair, tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> Any:
@@ -233,11 +234,11 @@ def _run_file(path: str, tmp_path: Path, *extra: str) -> Any:
 
 
 @pytest.mark.integration
-def test_lagging_standby_refuses_promotion_unless_data_loss_accepted(
+def test_paused_replay_is_not_lag_the_promotion_replays_it(
     sandbox: Pair,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """With replay paused on the standby, promote fails with exit 1 naming the lag; accept_data_loss proceeds."""
+    """A standby that received everything but replayed none of it is not behind (Vitess's count): promoted at max_lag_bytes 0, it keeps every row, and both figures are said."""
     pair = sandbox
     old, standby = pair.target_yaml(pair.node1), pair.target_yaml(pair.node2)
     execute(pair.node2.dsn, "SELECT pg_wal_replay_pause()")
@@ -259,9 +260,9 @@ def test_lagging_standby_refuses_promotion_unless_data_loss_accepted(
     )
     assert lsn_int(one(pair.node2.dsn, "SELECT pg_last_wal_replay_lsn()::text")) == replayed
 
-    refuse = _write(
+    runbook = _write(
         tmp_path,
-        "lag-refuse",
+        "paused",
         "  - {id: fence, type: postgres.fence, target: old_primary, with: {mode: read_only}}\n"
         "  - id: promote\n    type: postgres.promote\n    target: standby\n"
         "    with: {old_primary: old_primary, max_lag_bytes: 0, catchup_seconds: 1}\n"
@@ -269,27 +270,17 @@ def test_lagging_standby_refuses_promotion_unless_data_loss_accepted(
         old,
         standby,
     )
-    refused = _run_file(refuse, tmp_path)
-    assert refused.returncode == 1, explain(refused)
-    found = re.search(r"standby is (\d+) bytes behind \(limit 0", refused.stderr)
-    assert found, explain(refused)
-    assert int(found.group(1)) >= written - replayed - 65536
-    assert "accept_data_loss" in refused.stderr
-    assert in_recovery(pair.node2.dsn), "a refused promotion promoted"
-
-    accept = _write(
-        tmp_path,
-        "lag-accept",
-        "  - id: promote\n    type: postgres.promote\n    target: standby\n"
-        "    with: {old_primary: old_primary, accept_data_loss: true, catchup_seconds: 1}\n"
-        "    acknowledge: [DR001, DR002]\n",
-        old,
-        standby,
+    done = _run_file(runbook, tmp_path)
+    assert done.returncode == 0, explain(done)
+    said = re.search(
+        r"promote: preflight before any fence: .* 0 bytes not received, (\d+) received and "
+        r"not yet replayed \(not lost\)",
+        done.stdout,
     )
-    accepted = _run_file(accept, tmp_path)
-    assert accepted.returncode == 0, explain(accepted)
-    assert "accept_data_loss is set" in accepted.stdout
+    assert said and int(said.group(1)) >= written - replayed - 65536, explain(done)
+    assert "replay was paused: resumed" in done.stdout
     assert not in_recovery(pair.node2.dsn)
+    assert one(pair.node2.dsn, "SELECT count(*) FROM lagging") == 4000  # nothing lost
     assert timeline(pair.node2.dsn) == 2
 
 
@@ -408,7 +399,8 @@ def test_switchover_runbook_loses_nothing_written_before_the_fence(
     assert one(pair.node2.dsn, "SELECT count(*) FROM before_switchover") == 2000
     wait_for(
         "the old primary to stream from the new one",
-        lambda: _streams_from(pair.node1.dsn, pair.node2.dsn, "drctl_rejoin", 2),
+        # Named after its target, "primary", as its monitoring knows it (not the step id).
+        lambda: _streams_from(pair.node1.dsn, pair.node2.dsn, "primary", 2),
     )
     waited = [
         e

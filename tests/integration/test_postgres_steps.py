@@ -105,7 +105,8 @@ def test_replication_lag_publishes_its_figures(shared_sandbox: Pair) -> None:  #
     out = ctx.outputs
     assert set(out) == {
         "lag_bytes", "standby_lag_bytes", "lag_seconds", "receive_lsn", "replay_lsn",
-        "primary_lsn", "primary_position", "primary_reachable",
+        "primary_lsn", "primary_position", "primary_reachable", "not_received_bytes",
+        "wal_seen",
     }  # fmt: skip
     assert 0 <= out["lag_bytes"] < 65536
     assert out["lag_seconds"] >= 0
@@ -139,7 +140,7 @@ def test_replication_lag_publishes_its_figures(shared_sandbox: Pair) -> None:  #
 
 @pytest.mark.integration
 def test_replication_lag_fails_above_its_limits(shared_sandbox: Pair) -> None:  # noqa: F811
-    """With replay paused and WAL received but not replayed, the step fails above max_bytes and max_seconds."""
+    """With replay paused, WAL received but not replayed is not lag against the primary (it is not lost), but fails max_bytes on the standby alone and max_seconds."""
     pair = shared_sandbox
     standby, targets = pair.target(pair.node2), {"old": pair.target(pair.node1)}
     execute(pair.node1.dsn, "CREATE TABLE lag_before AS SELECT 1 AS x")
@@ -164,15 +165,17 @@ def test_replication_lag_fails_above_its_limits(shared_sandbox: Pair) -> None:  
         )
         time.sleep(0.1)  # so the replay delay is measurably above zero
 
-        ctx = _ctx(LagInputs(primary="old", max_bytes=1024), standby, targets)
-        with pytest.raises(StepError, match=r"standby is (\d+) bytes behind \(limit 1024\)"):
-            ReplicationLag().apply(ctx)
-        assert ctx.outputs["lag_bytes"] > 1_000_000  # published even though the step failed
+        # Counted as Vitess counts it: received, not replayed, is not lost.
+        ctx = _ctx(LagInputs(primary="old", max_bytes=65536), standby, targets)
+        ReplicationLag().apply(ctx)
+        assert ctx.outputs["lag_bytes"] == ctx.outputs["not_received_bytes"] < 65536
+        assert ctx.outputs["standby_lag_bytes"] > 1_000_000
         assert ctx.outputs["receive_lsn"] != ctx.outputs["replay_lsn"]
+        assert ctx.outputs["wal_seen"] == {"old": ctx.outputs["primary_lsn"]}
 
         # Measured on the standby alone the received-but-not-replayed WAL still counts.
         alone = _ctx(LagInputs(max_bytes=1024), standby)
-        with pytest.raises(StepError, match="bytes behind"):
+        with pytest.raises(StepError, match=r"bytes behind \(received, not replayed; limit 1024\)"):
             ReplicationLag().apply(alone)
 
         slow = _ctx(LagInputs(max_seconds=0), standby)
@@ -409,14 +412,18 @@ def test_promote_then_rejoin(sandbox: Pair) -> None:  # noqa: F811
 
     Fence().apply(_ctx(FenceInputs(mode="read_only"), old))
     checked = Promote().check(_ctx(promote, new, targets)) or ""
-    assert re.fullmatch(r"promote \(lag \d+ bytes; old refuses writes \(live probe\)\)", checked), (
-        checked
-    )
+    assert re.fullmatch(
+        r"promote \(lag \d+ bytes not received .*; old refuses writes \(live probe\)\)", checked
+    ), checked
 
     ctx = _ctx(promote, new, targets)
     Promote().apply(ctx)
-    assert ctx.recorded == {"timeline_before": 1}
+    assert ctx.recorded == {"timeline_before": 1, "promote_signalled": True}
     assert ctx.outputs["timeline"] == 2
+    # The new primary keeps no upstream: the old primary_conninfo is gone from the file.
+    assert (
+        "primary_conninfo" not in (Path(pair.node2.data_dir) / "postgresql.auto.conf").read_text()
+    )
     assert Promote().verify(_ctx(promote, new, targets, recorded=ctx.recorded)) is True
     assert not in_recovery(pair.node2.dsn)
     assert one(pair.node2.dsn, "SELECT count(*) FROM drctl_probe WHERE nonce = 'promote'") == 1

@@ -85,3 +85,85 @@ def test_bad_topology_field_exits_2_with_its_position(
     assert f"{path}:{where}: error E2" in done.stdout + done.stderr
     assert said in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+#: A lag check looser than the promote it guards (DR007), and the same made consistent.
+LOOSE = """\
+apiVersion: drctl/v1
+kind: Runbook
+metadata: {name: loose}
+targets:
+  node1: {type: postgres, dsn: "host=a"}
+  node2: {type: postgres, dsn: "host=b"}
+steps:
+  - id: check-lag
+    type: postgres.replication_lag
+    target: node2
+    with: {primary: node1, max_bytes: 16777216}
+  - {id: fence, type: postgres.fence, target: node1}
+  - id: promote
+    type: postgres.promote
+    target: node2
+    with: {old_primary: node1, max_lag_bytes: 0}
+"""
+
+
+def test_a_lag_check_looser_than_the_promote_is_dr007(tmp_path: Path) -> None:
+    """A lag check allowing more than the promote's max_lag_bytes is DR007 at the check, exit 2; equal limits, an acknowledgement or accept_data_loss pass."""
+    path = tmp_path / "loose.yaml"
+    path.write_text(LOOSE)
+    done = run_cli("validate", str(path))
+    assert done.returncode == 2, done.stdout + done.stderr
+    out = done.stdout + done.stderr
+    assert f"{path}:8:5: error DR007:" in out, out
+    assert "check-lag: allows 16777216 bytes of lag but promote allows 0" in out
+    assert "Traceback" not in done.stderr
+    for fixed in (
+        LOOSE.replace("max_bytes: 16777216", "max_bytes: 0"),
+        LOOSE.replace("max_bytes: 16777216}", "max_bytes: 16777216}\n    acknowledge: [DR007]"),
+        LOOSE.replace("max_lag_bytes: 0}", "max_lag_bytes: 0, accept_data_loss: true}\n"
+                      "    acknowledge: [DR002]"),
+    ):  # fmt: skip
+        path.write_text(fixed)
+        ok = run_cli("validate", str(path))
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+NEW_FIELDS = VALID.replace(
+    "    with: {old_primary: node1}\n", "    with: {old_primary: node1, candidates: [node3]}\n"
+) + (
+    "  - id: rejoin\n    type: postgres.rejoin\n    target: node1\n"
+    "    with: {new_primary: node2, application_name: node1}\n"
+)
+
+NEW_CASES = [
+    ("candidates: [node3]", "candidates: [node3, node3]", "24:11", "candidate listed more than once: node3"),
+    ("candidates: [node3]", "candidates: [node3, node1]", "24:11", "old_primary 'node1' is also a candidate"),
+    ("candidates: [node3]", "candidates: node3", "24:44", "with.candidates: expected a list"),
+    ("candidates: [node3]", "candidates: ['no spaces']", "24:45", "candidates[0]: 'no spaces' is not a valid name"),
+    ("application_name: node1}", "application_name: 'two words'}", "32:50", "application_name: 'two words' is not a valid name"),
+]  # fmt: skip
+
+
+def test_the_runbook_with_the_new_fields_validates(tmp_path: Path) -> None:
+    """The promote's candidates and rejoin's application_name, well given, validate."""
+    path = tmp_path / "topo.yaml"
+    path.write_text(NEW_FIELDS)
+    done = run_cli("validate", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("old", "new", "where", "said"), NEW_CASES, ids=[c[1] for c in NEW_CASES])
+def test_bad_handoff_field_exits_2_with_its_position(
+    tmp_path: Path, old: str, new: str, where: str, said: str
+) -> None:
+    """A bad promote candidates list or rejoin application_name is a positioned E2xx error, exit 2."""
+    assert old in NEW_FIELDS
+    path = tmp_path / "topo.yaml"
+    path.write_text(NEW_FIELDS.replace(old, new, 1))
+    done = run_cli("validate", str(path))
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert f"{path}:{where}: error E2" in out, out
+    assert said in out, out
+    assert "Traceback" not in done.stderr

@@ -90,6 +90,8 @@ class Ranking:
     known_end: int
     #: What stops the choice (unreachable most advanced, split timelines), unacknowledged.
     refusals: tuple[str, ...]
+    #: The old primary's own WAL position, when it answered.
+    primary_end: int | None = None
 
     @property
     def winner(self) -> Candidate | None:
@@ -156,7 +158,7 @@ def rank(
         if c.name in {r.name for r in result}:
             continue
         result.append(replace(c, verdict=Verdict.REJECTED, reason=_why_rejected(c, newest)))
-    return Ranking(tuple(result), known_end, tuple(refusals))
+    return Ranking(tuple(result), known_end, tuple(refusals), primary_end)
 
 
 def _why_chosen(c: Candidate, ranked: list[Candidate]) -> str:

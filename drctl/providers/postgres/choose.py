@@ -158,6 +158,9 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         ctx.output("table", [c.as_json() for c in ranking.candidates])
         ctx.output("known_end_lsn", lsn_text(ranking.known_end))
         ctx.output("preferred", ctx.inputs.prefer == winner.name)
+        if ctx.inputs.old_primary and ranking.primary_end is not None:
+            # Where the old primary was seen: a later promote's lower bound if it is gone.
+            ctx.output("wal_seen", {ctx.inputs.old_primary: lsn_text(ranking.primary_end)})
 
     def _decide(self, ctx: Ctx, ranking: Ranking) -> Candidate:
         """The candidate to promote, after logging the table; a StepError if none may be."""

@@ -31,8 +31,7 @@ class FollowInputs(StepInputs):
         pattern=r"^[A-Za-z0-9_.-]+$",
         description=(
             "The standby's application_name towards the new primary (what monitoring and "
-            "synchronous_standby_names expect); default: the one its primary_conninfo has "
-            "now, else its cluster_name."
+            "synchronous_standby_names expect); default: the standby's target name."
         ),
     )
     rewind: bool = Field(
@@ -201,7 +200,9 @@ class Follow(PostgresStep[FollowInputs]):
             cluster = str(scalar(conn, "SHOW cluster_name") or "")
         recorded = ctx.recorded.get("application_name")
         named = conninfo_to_dict(current).get("application_name") if current else None
-        for candidate in (recorded, named, cluster):
+        # The target's name first: what the runbook calls the node is what monitoring
+        # keys on; the server's own settings only when the context has no target name.
+        for candidate in (recorded, ctx.target_name, named, cluster):
             if candidate:
                 return str(candidate)
         raise StepError(

@@ -45,10 +45,14 @@ class PrimaryPosition(StrEnum):
 
 @dataclass(frozen=True)
 class Lag:
-    """Lag figures; ``bytes`` is the worst of what the standby and the primary say.
+    """Lag figures, counted as Vitess counts them.
 
-    With the primary's position unknown, ``bytes`` is only what the standby received and
-    has not replayed: WAL it never received is not counted, so it is a lower bound.
+    With the primary's position known, ``bytes`` is the WAL the primary wrote that the
+    standby has not *received* — what promoting it would lose. WAL received and not yet
+    replayed is not lost (the promotion replays it): that is ``standby_bytes``, said
+    beside it and never added. With the primary's position unknown (or not asked for),
+    the standby's received-not-replayed figure is the only number there is, and
+    ``bytes`` is that (the limits are then checked on it, as before).
     """
 
     bytes: int
@@ -73,6 +77,7 @@ class Lag:
             "replay_lsn": self.replay_lsn, "primary_lsn": self.primary_lsn,
             "primary_position": str(self.primary_position),
             "primary_reachable": self.primary_reachable,
+            "not_received_bytes": self.bytes if self.primary_reachable else None,
         }  # fmt: skip
 
     @property
@@ -91,7 +96,24 @@ class Lag:
 
 
 def measure(ctx: StepContext, standby_dsn: str, primary_dsn: str | None) -> Lag:
-    """Measure from the standby (always) and from the primary (when it answers)."""
+    """Measure from the standby (always) and from the primary (when it answers).
+
+    The primary is asked first, for the WAL it has flushed (all a standby can have):
+    WAL flushed before the standby is asked and not received by then is lag, so a
+    standby keeping up under a steady load reads 0 rather than the WAL written between
+    two queries.
+    """
+    primary_lsn: str | None = None
+    because: str | None = None
+    if primary_dsn is not None:
+        try:
+            with connect(primary_dsn, ctx, what="primary", read_only=True, cap=3.0) as conn:
+                if scalar(conn, "SELECT pg_is_in_recovery()"):
+                    because = "the server named as primary is in recovery"
+                else:
+                    primary_lsn = scalar(conn, "SELECT pg_current_wal_flush_lsn()::text")
+        except Unreachable as exc:
+            because = f"{exc.message}; it does not answer"
     with connect(standby_dsn, ctx, what="standby", read_only=True) as conn:
         row = conn.execute(
             "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, "
@@ -109,18 +131,12 @@ def measure(ctx: StepContext, standby_dsn: str, primary_dsn: str | None) -> Lag:
     seconds = round(float(seconds or 0), 3)
     if primary_dsn is None:
         return Lag(worst, seconds, receive, replay, None, PrimaryPosition.NOT_ASKED)
-    try:
-        with connect(primary_dsn, ctx, what="primary", read_only=True, cap=3.0) as conn:
-            if scalar(conn, "SELECT pg_is_in_recovery()"):
-                primary_lsn, because = None, "the server named as primary is in recovery"
-            else:
-                primary_lsn, because = scalar(conn, "SELECT pg_current_wal_lsn()::text"), None
-    except Unreachable as exc:
-        primary_lsn, because = None, f"{exc.message}; it does not answer"
     if primary_lsn is None:
         return Lag(worst, seconds, receive, replay, None, PrimaryPosition.UNKNOWN, because)
-    worst = max(worst, (lsn(primary_lsn) or 0) - (lsn(replay) or 0))
-    return Lag(worst, seconds, receive, replay, primary_lsn, PrimaryPosition.KNOWN)
+    # Not received is lost; received and not replayed is not (Vitess's count).
+    received = max(lsn(receive) or 0, lsn(replay) or 0)
+    not_received = max(0, (lsn(primary_lsn) or 0) - received)
+    return Lag(not_received, seconds, receive, replay, primary_lsn, PrimaryPosition.KNOWN)
 
 
 Ctx = PostgresContext[LagInputs]
@@ -131,10 +147,14 @@ class ReplicationLag(PostgresStep[LagInputs]):
 
     Measured on the standby (received vs replayed WAL) always, and against the
     primary's current WAL position when a ``primary`` is named — the only way to see
-    WAL the standby has not even received. Publishes ``lag_bytes``,
-    ``standby_lag_bytes`` (received, not replayed), ``lag_seconds``, ``replay_lsn``,
+    WAL the standby has not even received. Counted as Vitess counts it: with the
+    primary named, ``lag_bytes`` (and ``max_bytes``) is WAL the standby has not
+    received, what a promotion would lose; WAL received and not yet replayed is not
+    lost and is published apart as ``standby_lag_bytes``. Publishes ``lag_bytes``,
+    ``not_received_bytes``, ``standby_lag_bytes``, ``lag_seconds``, ``replay_lsn``,
     ``primary_position`` (``known``, ``unknown``, ``not_asked``) and
-    ``primary_reachable`` for later steps.
+    ``primary_reachable`` and ``wal_seen`` (the primary's position, by target name:
+    the lower bound a later promote counts from if the primary is gone) for later steps.
 
     A named primary that does not answer leaves its position ``unknown``: the lag is
     then not a number (``lag_bytes`` is null, never 0), and the step fails unless
@@ -158,6 +178,9 @@ class ReplicationLag(PostgresStep[LagInputs]):
         return f"measure replication lag of {target}{against}" + (
             f" ({', '.join(limits)})" if limits else ""
         )
+
+    def lag_limit(self, inputs: LagInputs) -> int | None:
+        return inputs.max_bytes
 
     def _measure(self, ctx: Ctx) -> Lag:
         inputs = ctx.inputs
@@ -190,6 +213,8 @@ class ReplicationLag(PostgresStep[LagInputs]):
         lag = self._measure(ctx)
         for key, value in lag.as_outputs().items():
             ctx.output(key, value)
+        if inputs.primary and lag.primary_lsn:
+            ctx.output("wal_seen", {inputs.primary: lag.primary_lsn})
         if lag.primary_position is PrimaryPosition.UNKNOWN:
             if inputs.primary_unreachable == "fail":
                 raise StepError(_refusal(lag))
@@ -197,11 +222,21 @@ class ReplicationLag(PostgresStep[LagInputs]):
                 f"warning: {lag.unknown_message()}; primary_unreachable is warn, so the "
                 "limits are checked on the standby's figure alone"
             )
+        elif lag.primary_reachable:
+            ctx.log(
+                f"lag {lag.bytes} bytes not received, {lag.standby_bytes} received and not "
+                f"yet replayed (not lost), {lag.seconds:g}s (measured on primary and standby)"
+            )
         else:
-            source = "primary and standby" if lag.primary_reachable else "standby only"
-            ctx.log(f"lag {lag.bytes} bytes, {lag.seconds:g}s (measured on {source})")
+            ctx.log(
+                f"lag {lag.bytes} bytes received and not yet replayed, {lag.seconds:g}s "
+                "(measured on standby only: WAL it never received cannot be seen)"
+            )
         if inputs.max_bytes is not None and lag.bytes > inputs.max_bytes:
-            raise StepError(f"standby is {lag.bytes} bytes behind (limit {inputs.max_bytes})")
+            what = "not received" if lag.primary_reachable else "received, not replayed"
+            raise StepError(
+                f"standby is {lag.bytes} bytes behind ({what}; limit {inputs.max_bytes})"
+            )
         if inputs.max_seconds is not None and lag.seconds > inputs.max_seconds:
             raise StepError(
                 f"standby replay is {lag.seconds:g}s behind (limit {inputs.max_seconds:g}s)"

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drctl.errors import StepError
 from drctl.providers.postgres.base import PostgresContext, PostgresStep
-from drctl.providers.postgres.lag import Lag, measure
+from drctl.providers.postgres.handoff import (
+    WAL_SEEN,
+    Handoff,
+    Position,
+    best_ahead,
+    fence_mark,
+    live_mark,
+    read_position,
+    seen_mark,
+)
+from drctl.providers.postgres.preflight import preflight
 from drctl.providers.postgres.session import (
     connect,
     local_node,
+    lsn_text,
     pg_ctl_status,
     scalar,
     writable,
 )
+from drctl.runbook.model import Slug
 from drctl.runbook.targets import PostgresTarget
 from drctl.steps.base import FenceRecord, FenceStatus, Role, StepInputs
 
@@ -54,6 +66,22 @@ class PromoteInputs(StepInputs):
         default=False,
         description="Promote without proof that the old primary is fenced (lint DR001).",
     )
+    candidates: list[Slug] = Field(
+        default_factory=list,
+        description=(
+            "Target names of the other standbys that could be promoted: read at the promote, "
+            "so that promoting one that is not the most advanced needs accept_data_loss."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _other_candidates(self) -> PromoteInputs:
+        twice = sorted({n for n in self.candidates if self.candidates.count(n) > 1})
+        if twice:
+            raise ValueError(f"candidate listed more than once: {', '.join(twice)}")
+        if self.old_primary is not None and self.old_primary in self.candidates:
+            raise ValueError(f"old_primary {self.old_primary!r} is also a candidate")
+        return self
 
 
 #: How an unproven fence ended, in the promote's refusal.
@@ -153,6 +181,28 @@ class Promote(PostgresStep[PromoteInputs]):
     ``fence_proof``) and shown in its outcome line.
     ``verify``: not in recovery, on a newer timeline than before, and a write succeeds.
     Running it on a server that is already primary does nothing.
+
+    The handoff proof: it waits (up to ``catchup_seconds``) until the standby has
+    received and replayed the old primary's last WAL position — the ``final_lsn`` this
+    run's fence that took effect journaled, or the old primary's own position while it
+    answers — else refuses naming the bytes not received. Lag is counted as Vitess
+    counts it: WAL received and not yet replayed is not lost (a paused replay is
+    resumed and the promotion replays it), WAL not received is; ``max_lag_bytes``, the
+    refusal and ``accept_data_loss`` use the not-received number. With the old primary
+    gone and no fence position, the furthest any step saw it (``wal_seen``) is a lower
+    bound: "RPO at least N bytes" (``rpo_at_least_bytes``). A standby behind another
+    candidate (a ``postgres.choose_primary`` table of this run listing it, or
+    ``candidates`` read at the promote) needs ``accept_data_loss`` too. What it relied
+    on is journaled before the promotion (record ``handoff``) and published:
+    ``handoff_lsn``, ``handoff_from``, ``not_received_bytes``, ``unreplayed_bytes``,
+    ``gap_bytes``, ``ahead``, ``rpo_at_least_bytes``, ``timeline``.
+
+    Before the first fence it waits for starts, the engine runs its ``preflight``
+    (journaled): the standby answers and is in recovery, is on the old primary's
+    timeline, and its not-received lag is within ``max_lag_bytes`` (after up to
+    ``catchup_seconds``), so a standby it would refuse is refused while the old primary
+    still takes writes. Once promoted, the old ``primary_conninfo`` (and slot) is
+    removed from the new primary's postgresql.auto.conf.
     """
 
     name = "postgres.promote"
@@ -175,17 +225,20 @@ class Promote(PostgresStep[PromoteInputs]):
             )
         return f"promote {target} to primary ({' '.join(guards)})"
 
+    def lag_limit(self, inputs: PromoteInputs) -> int | None:
+        return None if inputs.accept_data_loss else inputs.max_lag_bytes
+
     def check(self, ctx: Ctx) -> str | None:
         with connect(ctx.target.dsn, ctx, what="standby", read_only=True) as conn:
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 return "already primary: nothing to promote"
         fenced = self._journaled_fences(ctx)
-        lag = self._lag_within_limit(ctx)
+        handoff = self._handoff(ctx)
         fence = self._fence_proof(ctx)
         if fenced and not ctx.inputs.old_primary:
             fence = fenced
         _say_proof(ctx, fence)
-        return f"promote (lag {lag.bytes} bytes; {fence})"
+        return f"promote ({handoff}; {fence})"
 
     def _journaled_fences(self, ctx: Ctx) -> str:
         """Refuse when a fence this step waits for did not take effect, whatever the lints said.
@@ -219,31 +272,83 @@ class Promote(PostgresStep[PromoteInputs]):
             return _named_fence(ctx, fences)
         return "fenced by " + ", ".join(f.step_id for f in fences) if fences else ""
 
-    def _lag_within_limit(self, ctx: Ctx) -> Lag:
+    def preflight(self, ctx: Ctx) -> str | None:
+        """Before the first fence: a reachable standby on the old primary's timeline, within
+        ``max_lag_bytes`` of WAL not received (after up to ``catchup_seconds``)."""
         inputs = ctx.inputs
-        primary = (
-            ctx.target_named(inputs.old_primary, PostgresTarget).dsn if inputs.old_primary else None
+        return preflight(
+            ctx,
+            old_primary=inputs.old_primary,
+            max_lag_bytes=inputs.max_lag_bytes,
+            catchup_seconds=inputs.catchup_seconds,
+            accept_data_loss=inputs.accept_data_loss,
         )
-        last: list[Lag] = []
 
-        def drained() -> Lag | None:
-            last.append(measure(ctx, ctx.target.dsn, primary))
-            return last[-1] if last[-1].bytes <= inputs.max_lag_bytes else None
+    def _handoff(self, ctx: Ctx) -> str:
+        """Wait (bounded) until the standby holds the old primary's last WAL, else refuse.
 
-        # With accept_data_loss one measurement decides; otherwise wait for the lag to drain.
+        The mark is this run's proven fence's ``final_lsn``, or the old primary's own
+        position while it answers (an advisory fence lets sessions write past it), else
+        the furthest any step saw (a lower bound). Received and replayed up to it is the
+        proof; WAL not received is what promoting loses, and the refusal names it.
+        """
+        inputs = ctx.inputs
+        name = ctx.target_name or "the standby"
+        mark = fence_mark(ctx, inputs.old_primary)
+        live = live_mark(ctx, inputs.old_primary) if inputs.old_primary else None
+        if live is not None and (mark is None or live.lsn > mark.lsn):
+            mark = live
+        if mark is None and inputs.old_primary:
+            mark = seen_mark(ctx.facts(), inputs.old_primary)
+        last: list[Position] = []
+
+        def holds() -> Position | None:
+            with connect(ctx.target.dsn, ctx, what="standby", read_only=True, cap=5.0) as conn:
+                last.append(read_position(conn))
+            p = last[-1]
+            end = mark.lsn if mark is not None else p.received
+            return p if p.received >= end and (p.paused or p.replayed >= end) else None
+
+        # With accept_data_loss one reading decides; otherwise the standby gets its time.
         within = 0.0 if inputs.accept_data_loss else inputs.catchup_seconds
-        polled = ctx.poll(drained, every=0.2, within=within)
-        lag, waited = last[-1], polled.waited
-        ctx.output("lag_bytes", lag.bytes)
-        if lag.bytes > inputs.max_lag_bytes:
+        polled = ctx.poll(holds, every=0.05, within=within)
+        proof = Handoff(mark, last[-1], best_ahead(ctx, inputs.candidates, last[-1]))
+        facts = proof.as_record()
+        ctx.record("handoff", facts)
+        for key, value in facts.items():
+            ctx.output(key, value)
+        ctx.output("lag_bytes", proof.loss_bytes if mark is not None else None)
+        if inputs.old_primary and mark is not None:
+            ctx.output(WAL_SEEN, {inputs.old_primary: lsn_text(mark.lsn)})
+        if proof.loss_bytes > inputs.max_lag_bytes:
+            text = _loss_text(proof, name, inputs.max_lag_bytes, polled.waited)
             if not inputs.accept_data_loss:
                 raise StepError(
-                    f"refusing to promote: the standby is {lag.bytes} bytes behind "
-                    f"(limit {inputs.max_lag_bytes}, waited {waited:.1f}s); promoting now loses "
-                    "those writes. Set accept_data_loss: true to promote anyway."
+                    f"refusing to promote: {text}. Set accept_data_loss: true to promote "
+                    "anyway (the journal keeps the gap)"
                 )
-            ctx.log(f"promoting {lag.bytes} bytes behind: accept_data_loss is set")
-        return lag
+            ctx.log(f"promoting with data loss, accept_data_loss is set: {text}")
+        elif mark is not None and not polled.done and not inputs.accept_data_loss:
+            raise StepError(
+                f"refusing to promote: {name} received the old primary's WAL up to "
+                f"{lsn_text(mark.lsn)} ({mark.source}) but has not replayed it after "
+                f"{polled.waited:.1f}s: {proof.unreplayed} bytes received and not yet replayed "
+                "(not lost, but the handoff is not proven). Raise catchup_seconds, or find "
+                "what holds replay back"
+            )
+        if mark is None:
+            ctx.log(
+                "the old primary's last WAL position is unknown (no fence recorded it, it "
+                "does not answer, no step saw it): what promoting loses cannot be counted"
+            )
+            return f"handoff unknown; lag {proof.figures()}"
+        if not mark.exact:
+            ctx.log(
+                f"RPO at least {proof.loss_bytes} bytes: the old primary's end is unknown; "
+                f"{mark.source}"
+            )
+            return f"RPO at least {proof.loss_bytes} bytes ({mark.source}); lag {proof.figures()}"
+        return f"lag {proof.figures()}; {name} holds the old primary's WAL to {mark.source}"
 
     def _fence_proof(self, ctx: Ctx) -> str:
         inputs = ctx.inputs
@@ -291,14 +396,20 @@ class Promote(PostgresStep[PromoteInputs]):
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 ctx.log("already primary")
                 ctx.output("timeline", current_timeline(conn))
+                forget_upstream(ctx, conn)
                 return
             ctx.record("timeline_before", current_timeline(conn))
         # check() ran just before apply in this attempt: lag and fence were proven there.
         with connect(dsn, ctx, what="standby", cap=inputs.wait_seconds + 5.0) as conn:
             # pg_promote(wait => true) checks for the end of recovery only every 100 ms;
             # asking without waiting and polling every 10 ms saves most of that tick.
+            if scalar(conn, "SELECT pg_get_wal_replay_pause_state() <> 'not paused'"):
+                # Received WAL is not lost, but only replay puts it in the new primary.
+                conn.execute("SELECT pg_wal_replay_resume()")
+                ctx.log("replay was paused: resumed, so the promotion replays what it received")
             if not scalar(conn, "SELECT pg_promote(false)"):
                 raise StepError("pg_promote refused to signal the promotion")
+            ctx.record("promote_signalled", True)
             left = ctx.poll(
                 lambda: True if not scalar(conn, "SELECT pg_is_in_recovery()") else None,
                 every=0.01,
@@ -307,6 +418,7 @@ class Promote(PostgresStep[PromoteInputs]):
             if not left.done:
                 raise StepError(f"the standby did not leave recovery within {inputs.wait_seconds}s")
             ctx.output("timeline", current_timeline(conn))
+            forget_upstream(ctx, conn)
 
     def verify(self, ctx: Ctx) -> bool:
         with connect(ctx.target.dsn, ctx, what="new primary") as conn:
@@ -315,6 +427,8 @@ class Promote(PostgresStep[PromoteInputs]):
             before = ctx.recorded.get("timeline_before")
             if before is not None and current_timeline(conn) <= int(before):
                 return False
+            # A drctl killed between the promotion and its clean-up finishes it here.
+            forget_upstream(ctx, conn)
             with conn.transaction():
                 conn.execute(CREATE_PROBE)
                 conn.execute(
@@ -343,4 +457,49 @@ def _still_writable(ctx: Ctx, old_primary: str) -> str:
         f"Ways out: re-apply the fence with drctl resume {ctx.run_id} --reapply {fence}; or "
         f"give this run up (drctl abort {ctx.run_id} --reason …) and run the runbook anew; "
         "or, only if you know the old primary cannot take writes, set force: true."
+    )
+
+
+def forget_upstream(ctx: Ctx, conn: object) -> None:
+    """Drop the old primary_conninfo (and slot) a new primary keeps in postgresql.auto.conf.
+
+    Harmless to a primary, but a stale upstream there is what a later rejoin or restart
+    as a standby would stream from: the old primary. ALTER SYSTEM RESET removes the line.
+    """
+    import psycopg
+
+    conninfo = scalar(conn, "SHOW primary_conninfo")
+    slot = scalar(conn, "SHOW primary_slot_name")
+    if not conninfo and not slot:
+        return
+    try:
+        conn.execute("ALTER SYSTEM RESET primary_conninfo")  # type: ignore[attr-defined]
+        conn.execute("ALTER SYSTEM RESET primary_slot_name")  # type: ignore[attr-defined]
+        conn.execute("SELECT pg_reload_conf()")  # type: ignore[attr-defined]
+    except psycopg.Error as exc:  # no ALTER SYSTEM right: the promotion stands, say so
+        ctx.log(f"warning: the old primary_conninfo stays in postgresql.auto.conf: {exc}")
+        return
+    ctx.log("old primary_conninfo removed from postgresql.auto.conf")
+
+
+def _loss_text(proof: Handoff, name: str, limit: int, waited: float) -> str:
+    """What promoting ``name`` loses, in bytes, and what is received and not lost."""
+    parts = []
+    mark, missing = proof.mark, proof.not_received
+    if mark is not None and missing:
+        least = "" if mark.exact else "at least "
+        parts.append(
+            f"{name} has not received {least}{missing} bytes of the old primary's WAL (it "
+            f"received up to {lsn_text(proof.position.received)}; the old primary ended at "
+            f"{'or past ' if not mark.exact else ''}{lsn_text(mark.lsn)}, {mark.source})"
+        )
+    if proof.ahead is not None and proof.behind_ahead:
+        parts.append(
+            f"{proof.ahead.name} received {proof.behind_ahead} bytes more than {name} (up to "
+            f"{lsn_text(proof.ahead.received)}, {proof.ahead.known_from}): {name} is not the "
+            "most advanced candidate"
+        )
+    return (
+        "; ".join(parts) + f"; {proof.unreplayed} more bytes are received and not yet replayed "
+        f"(not lost: promotion replays them); limit {limit} bytes, waited {waited:.1f}s"
     )

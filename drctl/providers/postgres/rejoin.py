@@ -43,6 +43,16 @@ class RejoinInputs(StepInputs):
     wait_seconds: float = Field(
         default=60.0, ge=1, le=3600, description="How long to wait for streaming."
     )
+    application_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description=(
+            "The node's application_name towards the new primary (what monitoring and "
+            "synchronous_standby_names expect); default: the node's target name."
+        ),
+    )
 
 
 Ctx = PostgresContext[RejoinInputs]
@@ -56,7 +66,8 @@ class Rejoin(PostgresStep[RejoinInputs]):
     diverged node); stop the old node; ``pg_rewind`` from the new primary; clear the
     read-only fence and any old ``primary_conninfo`` from postgresql.auto.conf (rewind
     copies it from the source); write ``standby.signal`` and a ``primary_conninfo``
-    naming this node; start it with the target's ``start_options``. ``verify``: the
+    naming this node (``application_name``: default its target name); start it with
+    the target's ``start_options``. ``verify``: the
     node's WAL receiver is streaming and the new primary lists it in
     ``pg_stat_replication`` — ``pg_is_in_recovery()`` alone proves nothing.
     """
@@ -70,6 +81,14 @@ class Rejoin(PostgresStep[RejoinInputs]):
         return f"rewind {target} and start it as a standby of {inputs.new_primary}"
 
     def _app_name(self, ctx: Ctx) -> str:
+        """The name monitoring knows the node by: given, else its target name.
+
+        Never the step id: monitoring keyed on application_name would lose the node.
+        """
+        if ctx.inputs.application_name:
+            return ctx.inputs.application_name
+        if ctx.target_name:
+            return re.sub(r"[^A-Za-z0-9_.-]", "_", ctx.target_name)
         return f"drctl_{re.sub(r'[^A-Za-z0-9_]', '_', ctx.step_id)}"
 
     def check(self, ctx: Ctx) -> str | None:
