@@ -91,5 +91,19 @@ def _succeeded(fact: ev.StepSucceeded) -> str:
     if fact.verified_on_resume:
         return f"{s}: already in effect (verified on resume)"
     if fact.description is not None and fact.duration is not None:
-        return f"{s}: {fact.description} — ok in {format_duration(round(fact.duration, 3))}"
+        took = format_duration(round(fact.duration, 3))
+        return f"{s}: {fact.description} — ok in {took}{_discarded(fact.outputs)}"
     return fact.summary or f"{s}: ok"
+
+
+def _discarded(outputs: dict[str, object]) -> str:
+    """What a rewind discarded (``postgres.rejoin``, ``postgres.follow``), said in its outcome."""
+    size = outputs.get("discarded_bytes")
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        return ""
+    commits = outputs.get("discarded_commits")
+    held = f", {commits} committed transactions" if isinstance(commits, int) else ""
+    return (
+        f"; discarded {size} bytes of WAL "
+        f"({outputs.get('discarded_from')}–{outputs.get('discarded_to')}{held})"
+    )

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from drctl.errors import StepError, Unreachable
 from drctl.providers.postgres.base import PostgresContext, PostgresStep
+from drctl.providers.postgres.discard import DiscardedWal, measure_discard
 from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.session import (
     ServerNode,
@@ -43,6 +44,13 @@ class RejoinInputs(StepInputs):
     wait_seconds: float = Field(
         default=60.0, ge=1, le=3600, description="How long to wait for streaming."
     )
+    accept_discard: bool = Field(
+        default=False,
+        description=(
+            "Rewind even when the node holds committed transactions the new primary never "
+            "had (its WAL past the fork), discarding them; the range is journaled either way."
+        ),
+    )
 
 
 Ctx = PostgresContext[RejoinInputs]
@@ -53,7 +61,14 @@ class Rejoin(PostgresStep[RejoinInputs]):
 
     Steps: CHECKPOINT on the new primary and wait until its control file shows the new
     timeline (otherwise ``pg_rewind`` can say "no rewind required" and leave a silently
-    diverged node); stop the old node; ``pg_rewind`` from the new primary; clear the
+    diverged node); stop the old node; measure what the rewind would discard: the node's
+    WAL from where the new primary's timeline history says its timeline forked to the
+    end of the node's WAL (``pg_waldump``), and the transactions committed in it. A node
+    whose discarded range holds a committed transaction (a write the new primary never
+    had) is refused, left stopped with its WAL intact, unless ``accept_discard: true``.
+    The range is journaled before the rewind and published (``discarded_bytes``,
+    ``discarded_from``, ``discarded_to``, ``discarded_commits``; 0 bytes when nothing is
+    discarded) and said in the step's outcome line. Then ``pg_rewind`` from the new primary; clear the
     read-only fence and any old ``primary_conninfo`` from postgresql.auto.conf (rewind
     copies it from the source); write ``standby.signal`` and a ``primary_conninfo``
     naming this node; start it with the target's ``start_options``. ``verify``: the
@@ -89,7 +104,7 @@ class Rejoin(PostgresStep[RejoinInputs]):
         inputs = ctx.inputs
         node = local_node(ctx.target, "rejoin", ctx)
         new_dsn = ctx.target_named(inputs.new_primary, PostgresTarget).dsn
-        rewind(ctx, node, new_dsn, self._app_name(ctx))
+        rewind(ctx, node, new_dsn, self._app_name(ctx), accept_discard=inputs.accept_discard)
 
     @staticmethod
     def _checkpoint(ctx: StepContext[Any, Any], dsn: str) -> None:
@@ -149,15 +164,36 @@ class Rejoin(PostgresStep[RejoinInputs]):
 
 
 def rewind(
-    ctx: StepContext[Any, Any], node: ServerNode, new_dsn: str, application_name: str
-) -> None:
+    ctx: StepContext[Any, Any],
+    node: ServerNode,
+    new_dsn: str,
+    application_name: str,
+    *,
+    accept_discard: bool,
+) -> DiscardedWal | None:
     """Rewind ``node`` onto the new primary at ``new_dsn`` and start it as its standby.
 
-    The one rewind (``postgres.rejoin``, ``postgres.follow`` with ``rewind: true``).
+    The one rewind (``postgres.rejoin``, ``postgres.follow`` of a diverged standby).
+    Before ``pg_rewind`` runs, what it would discard is measured on the stopped node,
+    journaled and published; a range holding committed transactions is refused unless
+    ``accept_discard``. Returns that range (None: the node is on the new timeline already).
     """
     Rejoin._checkpoint(ctx, new_dsn)
     if pg_ctl_status(ctx, node):
         pg_ctl(ctx, node, "stop")
+    discard = measure_discard(ctx, node, new_dsn)
+    if discard is None:
+        ctx.output("discarded_bytes", 0)
+        ctx.output("discarded_commits", 0)
+        ctx.log("the node is on the new primary's timeline already: nothing to discard")
+    else:
+        discard.publish(ctx)
+        ctx.log(f"a rewind discards {discard.describe()}")
+        if discard.holds_writes and not accept_discard:
+            raise StepError(
+                f"refusing to rewind: it would discard {discard.describe()}; the node is "
+                "left stopped with its WAL intact. Set accept_discard: true to discard them"
+            )
     env, conninfo = _libpq_env(new_dsn)
     done = pg_tool(
         ctx, node, "pg_rewind", "-D", node.data_dir, f"--source-server={conninfo}", env=env
@@ -166,6 +202,7 @@ def rewind(
         raise StepError(f"pg_rewind failed (exit {done.exit_code}): {last_line(done.output)}")
     Rejoin._configure(ctx, node, f"{conninfo} application_name={application_name}")
     pg_ctl(ctx, node, "start")
+    return discard
 
 
 def _libpq_env(dsn: str) -> tuple[dict[str, str], str]:
