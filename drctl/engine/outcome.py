@@ -102,7 +102,7 @@ def _discarded(outputs: dict[str, object]) -> str:
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         return ""
     commits = outputs.get("discarded_commits")
-    held = f", {commits} committed transactions" if isinstance(commits, int) else ""
+    held = f", {commits} committed write transactions" if isinstance(commits, int) else ""
     return (
         f"; discarded {size} bytes of WAL "
         f"({outputs.get('discarded_from')}–{outputs.get('discarded_to')}{held})"

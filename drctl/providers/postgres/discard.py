@@ -30,19 +30,39 @@ from drctl.providers.postgres.session import (
 from drctl.steps.base import StepContext
 from drctl.steps.process import last_line
 
-#: The lines of ``pg_waldump --stats=record`` the measurement reads (the rest stays out of the log).
+#: pg_waldump's records from the fork on, summed up where the node lives (its records stay
+#: out of the step's log): the transactions that changed a user table (a relfilenode of
+#: 16384 or more, where PostgreSQL starts numbering user objects) and then committed or
+#: prepared — an autovacuum's ANALYZE commits too, and loses nothing — the last record's
+#: position and length, and pg_waldump's own last words, which say where the WAL ends.
 _WALDUMP = r"""cd /
-"$DRCTL_WALDUMP" -p "$DRCTL_DATA/pg_wal" -t "$DRCTL_TLI" -s "$DRCTL_FROM" --stats=record 2>&1 \
-    | grep -E '^(WAL statistics between|Transaction/(COMMIT|PREPARE)|pg_waldump: (error|fatal))'
+"$DRCTL_WALDUMP" -p "$DRCTL_DATA/pg_wal" -t "$DRCTL_TLI" -s "$DRCTL_FROM" 2>&1 | awk '
+/^rmgr: / {
+    tx = 0
+    if (match($0, /tx: +[0-9]+/)) { tx = substr($0, RSTART + 3, RLENGTH - 3) + 0 }
+    if (match($0, /lsn: [0-9A-F]+\/[0-9A-F]+/)) { last = substr($0, RSTART + 5, RLENGTH - 5) }
+    if (match($0, /\(rec\/tot\): +[0-9]+\/ *[0-9]+/)) {
+        split(substr($0, RSTART + 10, RLENGTH - 10), len, "/"); size = len[2] + 0
+    }
+    if ($0 ~ /desc: (COMMIT|PREPARE)/) { if (tx in wrote) commits++; else others++; next }
+    if (tx && match($0, /rel [0-9]+\/[0-9]+\/[0-9]+/)) {
+        split(substr($0, RSTART + 4, RLENGTH - 4), rel, "/"); if (rel[3] + 0 >= 16384) wrote[tx] = 1
+    }
+    next
+}
+/^pg_waldump: / { print }
+END { print "drctl-wal: " commits + 0 " " others + 0 " " (last == "" ? "-" : last) " " size + 0 }'
 exit 0
 """
 
-_RANGE = re.compile(r"^WAL statistics between (\S+) and (\S+):")
-_COMMITS = re.compile(r"^Transaction/(COMMIT|COMMIT_PREPARED|PREPARE)\s+(\d+)\b")
-#: pg_waldump stopping at the end of the WAL: "… invalid record length at 0/3000110: …".
+_SUMMARY = re.compile(r"^drctl-wal: (\d+) (\d+) (\S+) (\d+)$")
+#: pg_waldump stopping at the end of the WAL: "error in WAL record at 0/3000098: invalid
+#: record length at 0/3000110: …" (the last record read, then where the WAL ends).
 _ENDS_AT = re.compile(r"\bat ([0-9A-F]+/[0-9A-F]+)\b")
 #: Nothing at or after the start: no record there, or no segment file for it.
 _NOTHING = ("could not find a valid record after", "could not find file")
+#: WAL pages and segments (PostgreSQL's defaults), to find where a record ends.
+_PAGE, _SEGMENT = 8192, 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -76,7 +96,7 @@ class DiscardedWal:
         return (
             f"{self.bytes} bytes of WAL ({lsn_text(self.start)}–{lsn_text(self.end)}) on "
             f"timeline {self.timeline} that the new primary's timeline {self.new_timeline} "
-            f"does not have, holding {self.commits} committed transaction"
+            f"does not have, holding {self.commits} committed write transaction"
             + ("" if self.commits == 1 else "s")
         )
 
@@ -168,20 +188,37 @@ def _wal_from(
         "DRCTL_WALDUMP": waldump, "DRCTL_DATA": node.data_dir, "DRCTL_TLI": str(timeline),
         "DRCTL_FROM": lsn_text(start) or "0/0",
     })  # fmt: skip
+    summary = next(
+        (m for m in map(_SUMMARY.match, done.output.splitlines()) if m is not None), None
+    )
+    if summary is None:
+        raise StepError(f"cannot read the node's WAL with pg_waldump: {last_line(done.output)}")
+    commits, last, size = (
+        int(summary[1]),
+        lsn(summary[3]) if summary[3] != "-" else None,
+        int(summary[4]),
+    )
+    said = [line for line in done.output.splitlines() if line.startswith("pg_waldump:")]
     end: int | None = None
-    commits = 0
-    for line in done.output.splitlines():
-        if found := _RANGE.match(line):
-            end = lsn(found[2])
-        elif found := _COMMITS.match(line):
-            commits += int(found[2])
-        elif line.startswith("pg_waldump:") and end is None:
-            if any(words in line for words in _NOTHING):
-                end = start
-            elif at := _ENDS_AT.findall(line):
-                end = lsn(at[-1])
+    if last is None and any(words in line for line in said for words in _NOTHING):
+        end = start
+    elif said and len(at := _ENDS_AT.findall(said[-1])) > 1:
+        end = lsn(at[-1])  # "error in WAL record at LAST: invalid record length at END: …"
+    elif last is not None:  # stopped by something that names no position: after the last record
+        end = _record_end(last, size)
     if end is None:
         raise StepError(
             f"cannot tell where the node's WAL ends from pg_waldump: {last_line(done.output)}"
         )
     return end, commits
+
+
+def _record_end(start: int, length: int) -> int:
+    """Where a WAL record of ``length`` bytes at ``start`` ends (a page header counted if it crosses one)."""
+    room = _PAGE - start % _PAGE
+    if length <= room:
+        end = start + length
+    else:
+        page = start + room
+        end = page + (40 if page % _SEGMENT == 0 else 24) + (length - room)
+    return (end + 7) // 8 * 8

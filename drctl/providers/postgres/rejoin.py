@@ -63,9 +63,10 @@ class Rejoin(PostgresStep[RejoinInputs]):
     timeline (otherwise ``pg_rewind`` can say "no rewind required" and leave a silently
     diverged node); stop the old node; measure what the rewind would discard: the node's
     WAL from where the new primary's timeline history says its timeline forked to the
-    end of the node's WAL (``pg_waldump``), and the transactions committed in it. A node
-    whose discarded range holds a committed transaction (a write the new primary never
-    had) is refused, left stopped with its WAL intact, unless ``accept_discard: true``.
+    end of the node's WAL (``pg_waldump``), and the transactions in it that changed a
+    user table and committed. A node whose discarded range holds one (a write the new
+    primary never had; housekeeping such as checkpoints or an autovacuum's ANALYZE does
+    not count) is refused, left stopped with its WAL intact, unless ``accept_discard: true``.
     The range is journaled before the rewind and published (``discarded_bytes``,
     ``discarded_from``, ``discarded_to``, ``discarded_commits``; 0 bytes when nothing is
     discarded) and said in the step's outcome line. Then ``pg_rewind`` from the new primary; clear the
