@@ -42,7 +42,7 @@ class LoadSpec:
     #: The bound on the whole load (pgbench's -T for each run).
     max_seconds: float = 3600.0
     #: How long a failed start waits before the next.
-    retry_every: float = 0.1
+    retry_every: float = 0.2
 
 
 @dataclass(frozen=True)
