@@ -10,8 +10,8 @@ reported. A drctl killed -9 right after a rewinding follow resumes without a sec
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -122,6 +122,17 @@ def test_rejoin_refuses_to_discard_acknowledged_writes_then_rewinds_with_the_ack
     assert fork < written_to
 
     state = tmp_path / "state.db"
+    # The dry run previews it from the running node; the exact range comes once it is stopped.
+    dry = drctl(
+        "run", str(_rejoin_runbook(pair, tmp_path / "plain.yaml", False)), "--dry-run",
+        "--state", str(state),
+    )  # fmt: skip
+    assert dry.returncode == 0, explain(dry)
+    preview = re.search(r"it holds about (\d+) bytes of WAL past the fork at (\S+) ", dry.stdout)
+    assert preview, explain(dry)
+    assert int(preview[1]) >= written_to - fork and lsn_int(preview[2]) == fork
+    assert "refused if they hold writes (accept_discard)" in dry.stdout
+    assert pair.pg_ctl_running(pair.node1)  # a dry run stops nothing
     refused = drctl(
         "run", str(_rejoin_runbook(pair, tmp_path / "plain.yaml", False)), "--yes",
         "--state", str(state),
@@ -314,11 +325,13 @@ def test_diverged_sibling_is_refused_then_rewound_with_its_range(
     assert one(node3.dsn, "SELECT count(*) FROM only_node3") == 0
 
 
-def test_kill_9_after_a_rewinding_follow_resumes_without_a_second_rewind(
+@pytest.mark.parametrize("fault", ["event:4", "after-apply:follow"])
+def test_kill_9_during_a_rewinding_follow_then_resume_rewinds_once(
     three_nodes: ThreeNodes,  # noqa: F811
     tmp_path: Path,
+    fault: str,
 ) -> None:
-    """drctl killed -9 after a follow that rewound: resume verifies it streams, rewinds nothing again, and the journal kept the range."""
+    """drctl killed -9 once follow journaled its decision to rewind (before pg_rewind), or after its apply: resume's verify decides, and pg_rewind runs once in all."""
     topo = three_nodes
     node2, node3 = topo.standbys
     end = _split_after_stop(topo, node3_ahead=10)
@@ -326,18 +339,30 @@ def test_kill_9_after_a_rewinding_follow_resumes_without_a_second_rewind(
     state = tmp_path / "state.db"
     runbook = _follow_runbook(topo, tmp_path / "ack.yaml", True)
     killed = drctl("run", str(runbook), "--yes", "--state", str(state),
-                   env={"DRCTL_FAULT": "after-apply:follow"})  # fmt: skip
+                   env={"DRCTL_FAULT": fault})  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, explain(killed)
-    assert killed.stdout.count("pg_rewind: Done!") == 1, explain(killed)
+    before = journal(state)
     started = _postmaster_started(node3)
     resumed = drctl("resume", "--last", "--yes", "--state", str(state))
     assert resumed.returncode == 0, explain(resumed)
-    assert "pg_rewind" not in resumed.stdout + resumed.stderr, explain(resumed)
-    assert "already in effect (verified on resume)" in resumed.stdout, explain(resumed)
-    assert _postmaster_started(node3) == started
+    rewinds = [text.count("pg_rewind: Done!") for text in (killed.stdout, resumed.stdout)]
+    if fault.startswith("event:"):
+        # Killed right after the decision was durable: nothing was rewound yet.
+        last = before[-1]
+        assert (last["kind"], last["data"]["key"]) == ("step_recorded", "rewound"), before
+        assert last["data"]["value"]["rewound"] is True
+        assert rewinds == [0, 1], explain(resumed)
+    else:
+        assert rewinds == [1, 0], explain(resumed)
+        assert "already in effect (verified on resume)" in resumed.stdout, explain(resumed)
+        assert _postmaster_started(node3) == started
     events = journal(state)
-    assert [e["kind"] for e in events if e["step"] == "follow"].count("step_started") == 1
-    (discarded,) = _recorded(state, "discarded")
-    assert isinstance(discarded, dict)
-    assert (lsn_int(discarded["from"]), lsn_int(discarded["to"])) == (fork, end)
-    assert json.loads(json.dumps(events[-1]))["data"]["status"] == "succeeded"
+    assert events[-1]["kind"] == "run_finished" and events[-1]["data"]["status"] == "succeeded"
+    ranges = _recorded(state, "discarded")
+    assert ranges and all(isinstance(r, dict) for r in ranges)
+    last_range = ranges[-1]
+    assert isinstance(last_range, dict)
+    assert (lsn_int(last_range["from"]), lsn_int(last_range["to"])) == (fork, end)
+    assert query(node3.dsn, "SELECT status, received_tli FROM pg_stat_wal_receiver") == [
+        ("streaming", 2)
+    ]

@@ -9,12 +9,14 @@ from pydantic import Field
 
 from drctl.errors import StepError, Unreachable
 from drctl.providers.postgres.base import PostgresContext, PostgresStep
-from drctl.providers.postgres.discard import DiscardedWal, measure_discard
+from drctl.providers.postgres.discard import DiscardedWal, measure_discard, new_timeline_fork
 from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.session import (
     ServerNode,
     connect,
     local_node,
+    lsn,
+    lsn_text,
     node_shell,
     pg_ctl,
     pg_ctl_status,
@@ -99,7 +101,33 @@ class Rejoin(PostgresStep[RejoinInputs]):
                         "promoted: it is still in recovery now)"
                     )
                 raise StepError(f"{inputs.new_primary} is still in recovery: promote it first")
-        return self.describe(inputs, ctx.step_id)
+        return f"{self.describe(inputs, ctx.step_id)}{self._preview(ctx, new.dsn)}"
+
+    def _preview(self, ctx: Ctx, new_dsn: str) -> str:
+        """What the rewind would discard, as far as the running node shows it ("" if it cannot).
+
+        Only a preview: the exact range and its commits are read from the stopped node's
+        WAL in ``apply``. A fenced node that turns drctl's session away shows nothing, and a
+        live run (which measures exactly a moment later) does not ask.
+        """
+        if not ctx.dry_run:
+            return ""
+        try:
+            with connect(ctx.target.dsn, ctx, what="old primary", read_only=True, cap=3.0) as conn:
+                if scalar(conn, "SELECT pg_is_in_recovery()"):
+                    return ""
+                end = lsn(str(scalar(conn, "SELECT pg_current_wal_lsn()::text")))
+                timeline = current_timeline(conn)
+            _, fork = new_timeline_fork(ctx, new_dsn, timeline)
+        except StepError:
+            return ""
+        if fork is None or end is None or end <= fork:
+            return "; its WAL ends before the new timeline's fork: nothing to discard so far"
+        ack = "" if ctx.inputs.accept_discard else "; refused if they hold writes (accept_discard)"
+        return (
+            f"; it holds about {end - fork} bytes of WAL past the fork at {lsn_text(fork)} "
+            f"(exact range and commits read once it is stopped){ack}"
+        )
 
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
