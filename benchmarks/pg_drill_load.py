@@ -107,11 +107,25 @@ def drill(
     return data
 
 
-def span(data: dict[str, Any], step: str) -> float | None:
+def span(data: dict[str, Any], step: str) -> tuple[float, float] | None:
+    """When ``step`` started and ended, in seconds since the run started."""
     for s in data["steps"]:
         if s["id"] == step and s["start"] is not None and s["end"] is not None:
-            return float(s["end"]) - float(s["start"])
+            return float(s["start"]), float(s["end"])
     return None
+
+
+def after_promote(data: dict[str, Any]) -> float | None:
+    """From the promote's end to the canary's first write acknowledged by the new primary."""
+    fence, promote = span(data, "fence-old-primary"), span(data, "promote")
+    to_new = data["measurement"]["time_to_new_primary"]
+    if fence is None or promote is None or to_new is None:
+        return None
+    return float(to_new) - (promote[1] - fence[0])
+
+
+def seconds(value: tuple[float, float] | None) -> str:
+    return "-" if value is None else f"{value[1] - value[0]:.3f}"
 
 
 def report(args: argparse.Namespace) -> str:
@@ -154,18 +168,20 @@ def report(args: argparse.Namespace) -> str:
                 f"{m['missing']} of {m['acknowledged']} writes missing; pgbench "
                 f"{ld.get('transactions')} transactions, {ld.get('failed')} failed"
             )
-            fence, promote = span(data, "fence-old-primary"), span(data, "promote")
+            after = after_promote(data)
             rows.append([
                 str(n), data["from_to"], f"{m['rto']:.3f}", f"{m['longest_gap']:.3f}",
                 f"{(m['time_to_new_primary'] or 0):.3f}", f"{m['missing']} / {m['acknowledged']}",
                 str(m.get("discarded_bytes", 0)),
-                f"{(fence or 0):.3f}", f"{(promote or 0):.3f}",
+                seconds(span(data, "fence-old-primary")), seconds(span(data, "promote")),
+                "-" if after is None else f"{after:.3f}",
                 str(ld.get("transactions")), str(ld.get("failed")), str(ld.get("aborted")),
                 str(ld.get("tps")), f"{data['wall']:.1f}",
             ])  # fmt: skip
         header = [
             "drill", "failover", "RTO s", "longest gap s", "to new primary s", "missing / acked",
-            "discarded B", "fence s", "promote s", "pgbench tx", "failed", "cut off", "tps",
+            "discarded B", "fence s", "promote s", "promote end → new primary s", "pgbench tx",
+            "failed", "cut off", "tps",
             "wall s",
         ]  # fmt: skip
         rtos = [float(r["measurement"]["rto"]) for r in results]
@@ -181,6 +197,25 @@ def report(args: argparse.Namespace) -> str:
             f"writes missing in all, {discarded} bytes of WAL with committed writes discarded by "
             "the rejoins)."
             + (f" {len(failed_runs)} drill(s) exited non-zero." if failed_runs else "")
+        )
+
+        def med(values: list[float | None]) -> str:
+            known = [v for v in values if v is not None]
+            return f"{statistics.median(known):.3f} s" if known else "-"
+
+        def length(value: tuple[float, float] | None) -> float | None:
+            return None if value is None else value[1] - value[0]
+
+        where = (
+            "Where the time to the new primary goes (medians): the hard fence step "
+            f"{med([length(span(r, 'fence-old-primary')) for r in results])} (its check, the "
+            "pg_hba.conf swap and reload, ending the sessions and reading the final WAL "
+            "position over the local socket — each a psql run as the server's OS user — and "
+            f"its verify), the promote {med([length(span(r, 'promote')) for r in results])}, "
+            "and from the promote's end to the canary's first write acknowledged by the new "
+            f"primary (the DNS update, the canary's reconnect) {med([after_promote(r) for r in results])}. "
+            "The canary keeps writing to the old primary until the fence's reload, so the "
+            "longest window with no write is shorter than the time to the new primary."
         )
         parts = [
             "## Drill under load: hard fence, pgbench at 8 clients",
@@ -215,6 +250,8 @@ def report(args: argparse.Namespace) -> str:
             verdict,
             "",
             table(header, rows),
+            "",
+            where,
             "",
             f"Script wall time: {time.perf_counter() - started:.0f} s.",
         ]
