@@ -191,18 +191,17 @@ class PgbenchLoad:
         return out
 
     def _count(self, out: str) -> None:
-        processed = _PROCESSED.search(out)
+        processed, failed, aborted = parse_summary(out)
         with self._lock:
             stopping = self._stopping
             if processed is None:  # it never connected: the primary is not answering yet
                 self._failed_starts += 1
             else:
                 self._runs += 1
-                self._transactions += int(processed[1])
-                failed = _FAILED.search(out)
-                self._failed += int(failed[1]) if failed else 0
+                self._transactions += processed
+                self._failed += failed
                 if not stopping:  # at the end, drctl itself cut them off
-                    self._aborted += len(_ABORTED.findall(out))
+                    self._aborted += aborted
         if processed is None and not stopping:
             self._stop.wait(self.spec.retry_every)
 
@@ -236,6 +235,15 @@ class PgbenchLoad:
             **os.environ, **extra, "PGAPPNAME": self.app_name,
             "PGOPTIONS": f"-c search_path={SCHEMA}", "PGCONNECT_TIMEOUT": "2",
         }  # fmt: skip
+
+
+def parse_summary(out: str) -> tuple[int | None, int, int]:
+    """From one pgbench run's output: transactions processed (None: it never ran), failed, aborted clients."""
+    processed = _PROCESSED.search(out)
+    if processed is None:
+        return None, 0, 0
+    failed = _FAILED.search(out)
+    return int(processed[1]), int(failed[1]) if failed else 0, len(_ABORTED.findall(out))
 
 
 def _split_password(dsn: str) -> tuple[dict[str, str], str]:

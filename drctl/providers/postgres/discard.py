@@ -188,17 +188,20 @@ def _wal_from(
         "DRCTL_WALDUMP": waldump, "DRCTL_DATA": node.data_dir, "DRCTL_TLI": str(timeline),
         "DRCTL_FROM": lsn_text(start) or "0/0",
     })  # fmt: skip
-    summary = next(
-        (m for m in map(_SUMMARY.match, done.output.splitlines()) if m is not None), None
-    )
+    return parse_waldump(done.output, start)
+
+
+def parse_waldump(output: str, start: int) -> tuple[int, int]:
+    """The end of the WAL and the write commits, from ``_WALDUMP``'s output for ``start``."""
+    summary = next((m for m in map(_SUMMARY.match, output.splitlines()) if m is not None), None)
     if summary is None:
-        raise StepError(f"cannot read the node's WAL with pg_waldump: {last_line(done.output)}")
+        raise StepError(f"cannot read the node's WAL with pg_waldump: {last_line(output)}")
     commits, last, size = (
         int(summary[1]),
         lsn(summary[3]) if summary[3] != "-" else None,
         int(summary[4]),
     )
-    said = [line for line in done.output.splitlines() if line.startswith("pg_waldump:")]
+    said = [line for line in output.splitlines() if line.startswith("pg_waldump:")]
     end: int | None = None
     if last is None and any(words in line for line in said for words in _NOTHING):
         end = start
@@ -208,7 +211,7 @@ def _wal_from(
         end = _record_end(last, size)
     if end is None:
         raise StepError(
-            f"cannot tell where the node's WAL ends from pg_waldump: {last_line(done.output)}"
+            f"cannot tell where the node's WAL ends from pg_waldump: {last_line(output)}"
         )
     return end, commits
 
