@@ -48,8 +48,8 @@ def _app_dsn(pair: Pair) -> tuple[str, str]:
     return dsn, f"127.0.0.1:{params['dns_port']}"
 
 
-def _pgbench_processes() -> list[str]:
-    """pgbench processes on this machine (the drill must leave none)."""
+def _pgbench_processes(port: int) -> list[str]:
+    """pgbench processes on this machine connecting to ``port`` (the drill must leave none)."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -58,7 +58,7 @@ def _pgbench_processes() -> list[str]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"pgbench"):
+        if argv and argv[0].endswith(b"pgbench") and f"port={port}".encode() in b" ".join(argv):
             found.append(pid)
     return found
 
@@ -99,7 +99,7 @@ def test_drill_under_pgbench_load_reports_rto_rpo_and_the_load(
         )
         == 0
     )
-    assert _pgbench_processes() == []
+    assert _pgbench_processes(int(pair.params()["pg_port"])) == []
     md = drctl("drill", "--help")  # the flag is documented where operators look
     assert "--pgbench-clients" in md.stdout
 
