@@ -104,11 +104,13 @@ def _rejoin_runbook(pair: Pair, path: Path, accept: bool) -> Path:
     return path
 
 
+@pytest.mark.parametrize("crashed", [False, True], ids=["running", "killed-9"])
 def test_rejoin_refuses_to_discard_acknowledged_writes_then_rewinds_with_the_ack(
     sandbox: Pair,  # noqa: F811
     tmp_path: Path,
+    crashed: bool,
 ) -> None:
-    """An old primary that committed writes after the split is refused without accept_discard (left stopped), rewound with it, the range matching the servers'."""
+    """An old primary (running, or killed -9) that committed writes after the split is refused without accept_discard (left stopped), rewound with it, the range matching the servers'."""
     pair = sandbox
     execute(pair.node1.dsn, "CREATE TABLE after_split (id int)")
     wait_replayed(pair.node1.dsn, pair.node2.dsn)
@@ -133,6 +135,11 @@ def test_rejoin_refuses_to_discard_acknowledged_writes_then_rewinds_with_the_ack
     assert int(preview[1]) >= written_to - fork and lsn_int(preview[2]) == fork
     assert "refused if they hold writes (accept_discard)" in dry.stdout
     assert pair.pg_ctl_running(pair.node1)  # a dry run stops nothing
+    if crashed:  # no shutdown checkpoint: its WAL ends where crash recovery says
+        postmaster = int((Path(pair.node1.data_dir) / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGKILL)
+        wait_for("the old primary to die", lambda: not pair.pg_ctl_running(pair.node1))
+        assert _controldata(pair, pair.node1)["Database cluster state"] == "in production"
     refused = drctl(
         "run", str(_rejoin_runbook(pair, tmp_path / "plain.yaml", False)), "--yes",
         "--state", str(state),
@@ -142,6 +149,7 @@ def test_rejoin_refuses_to_discard_acknowledged_writes_then_rewinds_with_the_ack
         refused
     )
     assert "Set accept_discard: true" in refused.stdout + refused.stderr
+    assert ("crash recovery in single-user mode first" in refused.stdout) is crashed
     # Left stopped, its WAL intact: still on timeline 1, the shutdown checkpoint its last record.
     assert not pair.pg_ctl_running(pair.node1)
     control = _controldata(pair, pair.node1)

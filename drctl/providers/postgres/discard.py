@@ -25,6 +25,7 @@ from drctl.providers.postgres.session import (
     lsn,
     lsn_text,
     node_shell,
+    pg_tool,
     scalar,
 )
 from drctl.steps.base import StepContext
@@ -63,6 +64,8 @@ _ENDS_AT = re.compile(r"\bat ([0-9A-F]+/[0-9A-F]+)\b")
 _NOTHING = ("could not find a valid record after", "could not find file")
 #: WAL pages and segments (PostgreSQL's defaults), to find where a record ends.
 _PAGE, _SEGMENT = 8192, 16 * 1024 * 1024
+#: Control-file states of a primary that stopped without a shutdown checkpoint.
+_CRASHED = ("in production", "in crash recovery", "shutting down")
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,18 @@ def measure_discard(
 ) -> DiscardedWal | None:
     """What rewinding the stopped ``node`` onto the new primary would discard (None: same timeline)."""
     control = control_data(ctx, node)
+    if control.state in _CRASHED:
+        # A primary that crashed (killed, lost power): its WAL ends where its crash recovery
+        # says. Run that recovery as pg_rewind itself would, in single-user mode — no
+        # session can connect, so no application can write meanwhile.
+        ctx.log("the node was not shut down cleanly: crash recovery in single-user mode first")
+        done = pg_tool(ctx, node, "postgres", "--single", "-F", "-D", node.data_dir, "template1")
+        if done.exit_code != 0:
+            raise StepError(
+                f"crash recovery in single-user mode failed (exit {done.exit_code}): "
+                f"{last_line(done.output)}"
+            )
+        control = control_data(ctx, node)
     if control.state not in ("shut down", "shut down in recovery"):
         raise StepError(
             f"the node's control file says {control.state!r}, not shut down: its end of WAL "
