@@ -63,7 +63,8 @@ class Rejoin(PostgresStep[RejoinInputs]):
 
     Steps: CHECKPOINT on the new primary and wait until its control file shows the new
     timeline (otherwise ``pg_rewind`` can say "no rewind required" and leave a silently
-    diverged node); stop the old node; measure what the rewind would discard: the node's
+    diverged node); stop the old node (one that crashed is first recovered in single-user
+    mode, as pg_rewind would); measure what the rewind would discard: the node's
     WAL from where the new primary's timeline history says its timeline forked to the
     end of the node's WAL (``pg_waldump``), and the transactions in it that changed a
     user table and committed. A node whose discarded range holds one (a write the new
