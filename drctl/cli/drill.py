@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -67,6 +67,14 @@ def drill(
         "--verify-dsn",
         help="The new primary, read back after the run (default: the canary DSN, resolved then).",
     ),
+    pgbench_clients: int | None = typer.Option(
+        None,
+        "--pgbench-clients",
+        min=1,
+        max=1000,
+        help="Run a pgbench load of N clients beside the canary, through the canary's DSN "
+        "(tables in schema drctl_pgbench; postgres canary only); the report gives its figures.",
+    ),
     resume: str | None = typer.Option(
         None,
         "--resume",
@@ -114,6 +122,7 @@ def drill(
     from drctl.engine.executor import Interrupts
 
     _check_flags(file, param, params_file, canary, canary_dsn, canary_dns_server, resume)
+    _check_load_flags(pgbench_clients, canary, resume)
     _check_resume_flags(
         resume, verify_dsn,
         {"--reapply": reapply, "--mark-done": mark_done, "--reason": reason,
@@ -138,13 +147,16 @@ def drill(
     options = _options(concurrency, False, yes, approve or [], reapply, mark_done, reason)
     state_flag = ""
     if file is not None and canary_dsn is not None:
+        from drctl.drill.load import LoadSpec
+
         spec = CanarySpec(
             (canary or CanaryKind.postgres).value, canary_dsn, canary_dns_server, verify_dsn
         )
+        load = LoadSpec(pgbench_clients, canary_dsn, canary_dns_server) if pgbench_clients else None
         given = ParamInput(tuple(param or ()), params_file)
         store, plan, state_flag = _store_for_runbook(state, file, given)
         runner = DrillRunner(store, sinks, terminal.gate, interrupts)
-        result = runner.drill(file, given, options, spec, plan)
+        result = runner.drill(file, given, options, spec, plan, load)
     else:
         store = _store(state, create=False)
         from drctl.engine.runs import PlanChanged, find_run
@@ -171,7 +183,8 @@ def drill(
         Path(report).write_text(text)
     else:
         sys.stdout.write(text)
-    sys.stderr.write(visible(_summary(result, built.drill.paused, report, state_flag)))
+    summary = _summary(result, built.drill.paused, report, state_flag, built.drill.load)
+    sys.stderr.write(visible(summary))
     raise typer.Exit(result.exit_code)
 
 
@@ -211,6 +224,20 @@ def _check_flags(
             raise UsageError(f"{flag} is empty")
 
 
+def _check_load_flags(clients: int | None, canary: CanaryKind | None, resume: str | None) -> None:
+    from drctl.errors import UsageError
+
+    if clients is None:
+        return
+    if resume is not None:
+        raise UsageError(
+            "--pgbench-clients cannot be given with --resume",
+            hint="the load runs in a drill's first window only; start a new drill to load it",
+        )
+    if canary is CanaryKind.mongo:
+        raise UsageError("--pgbench-clients works with --canary postgres only")
+
+
 def _check_resume_flags(
     resume: str | None, verify_dsn: str | None, resume_only: dict[str, object]
 ) -> None:
@@ -224,7 +251,13 @@ def _check_resume_flags(
         raise UsageError("--verify-dsn is empty")
 
 
-def _summary(result: DrillResult, paused: bool, report: str | None, state_flag: str) -> str:
+def _summary(
+    result: DrillResult,
+    paused: bool,
+    report: str | None,
+    state_flag: str,
+    load: dict[str, Any] | None = None,
+) -> str:
     """The last line on stderr: the verdict and the figures, and how to go on if paused."""
     m, v = result.measurement, result.verdict
     verdict = "objectives met" if v.passed else "objectives MISSED"
@@ -234,9 +267,15 @@ def _summary(result: DrillResult, paused: bool, report: str | None, state_flag: 
             verdict += (
                 f"; continue the drill with: drctl drill --resume {result.run_id}{state_flag}"
             )
+    from drctl.render.drill import load_line
+
+    discarded = (
+        f", includes {m.discarded_bytes} discarded bytes of WAL" if m.discarded_commits else ""
+    )
     return (
         f"drill {result.run_id}: {verdict}: RPO {m.missing} of {m.acknowledged} acknowledged "
-        f"writes missing; RTO {m.rto:.2f}s (longest gap {m.longest_gap:.2f}s)"
+        f"writes missing{discarded}; RTO {m.rto:.2f}s (longest gap {m.longest_gap:.2f}s)"
+        + (f"; load: {load_line(load)}" if load else "")
         + (f"; report: {report}" if report else "")
         + "\n"
     )

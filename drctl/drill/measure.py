@@ -6,6 +6,9 @@
 - RTO: the longest window with no successful write while the canary ran, and the time
   from the first mutating step's start to the first write acknowledged by the new
   primary's address. The RTO checked against the objective is the larger of the two.
+- Discarded WAL: what rewinds of the run (``postgres.rejoin``, ``postgres.follow``)
+  threw away, from their journaled ranges. A range holding committed writes is data
+  lost too, even if the canary's rows all survived: with ``rpo: 0`` it fails the RPO.
 
 A drill that stopped (at a gate, say) and was resumed ran its canary in several
 windows; gaps are measured inside each window, since nobody wrote between them, while
@@ -38,6 +41,9 @@ class Measurement:
     time_to_new_primary: float | None
     new_primary_address: str
     canary_errors: int
+    #: WAL the run's rewinds discarded that held committed writes, and how many of them.
+    discarded_bytes: int = 0
+    discarded_commits: int = 0
 
     @property
     def rto(self) -> float:
@@ -69,10 +75,12 @@ def measure(
     first_mutation_at: float | None,
     new_primary_address: str,
     canary_errors: int = 0,
+    discarded: tuple[int, int] = (0, 0),
 ) -> Measurement:
     """RTO/RPO from acknowledgements, the seqs found on the new primary, and the run's timing.
 
-    ``windows`` are the (start, stop) wall times the canary wrote in, in order.
+    ``windows`` are the (start, stop) wall times the canary wrote in, in order;
+    ``discarded``: the bytes and committed writes the run's rewinds discarded.
     """
     missing = [a for a in acks if a.seq not in present]
     span = (missing[-1].at - missing[0].at) if missing else None
@@ -105,6 +113,8 @@ def measure(
         ),
         new_primary_address=new_primary_address,
         canary_errors=canary_errors,
+        discarded_bytes=discarded[0],
+        discarded_commits=discarded[1],
     )
 
 
@@ -114,6 +124,8 @@ def judge(m: Measurement, objectives: dict[str, float | None]) -> Verdict:
     rpo_met: bool | None = None
     if rpo is not None:
         rpo_met = m.missing == 0 or (rpo > 0 and (m.missing_span or 0.0) <= rpo)
+        if rpo == 0 and m.discarded_commits:
+            rpo_met = False
     return Verdict(
         rto_objective=rto,
         rpo_objective=rpo,

@@ -24,6 +24,7 @@ from drctl.compiler.params import ParamInput
 from drctl.compiler.plan import Plan
 from drctl.drill.canary import Ack, Canary, CanaryError, CanarySpec, make_canary
 from drctl.drill.conninfo import mask_dsn
+from drctl.drill.load import LoadFigures, LoadSpec, PgbenchLoad
 from drctl.drill.measure import Measurement, Verdict, judge, measure
 from drctl.drill.report import first_mutation
 from drctl.engine import events as ev
@@ -69,10 +70,12 @@ class DrillRunner(Runner):
         options: Options,
         spec: CanarySpec,
         plan: Plan | None = None,
+        load: LoadSpec | None = None,
     ) -> DrillResult:
         """Run ``path`` as a drill; the result is journaled on the run before this returns.
 
-        ``plan``: the runbook already compiled with ``given``, if the caller has it.
+        ``plan``: the runbook already compiled with ``given``, if the caller has it;
+        ``load``: a pgbench load to run beside the canary (its tables set up first).
         """
         # An invalid runbook fails before the canary writes anything.
         plan = plan or compile_runbook(path, given)
@@ -81,12 +84,17 @@ class DrillRunner(Runner):
         canary.warm()
         canary.check()
         canary.prepare()
+        bench = PgbenchLoad(load, drill_id) if load is not None else None
+        if bench is not None:
+            bench.prepare()
         canary.start()
+        if bench is not None:
+            bench.start()
 
         def run(ready: ReadyHook) -> tuple[str, Outcome]:
             return self.start(path, given, options, on_ready=ready, plan=plan)
 
-        return _window(self.store, canary, run, _Earlier(), start_canary=False)
+        return _window(self.store, canary, run, _Earlier(), start_canary=False, load=bench)
 
     def resume_drill(
         self,
@@ -151,6 +159,7 @@ def _window(
     earlier: _Earlier,
     *,
     start_canary: bool,
+    load: PgbenchLoad | None = None,
 ) -> DrillResult:
     """One window of a drill: the run (``body``) with the canary writing, then the conclusion.
 
@@ -170,12 +179,15 @@ def _window(
         if canary.started_at:
             _settle(canary, canary.spec.settle)
     except BaseException:
+        if load is not None:
+            load.stop()
         canary.stop()
         if run_ids and _unfinished(store, run_ids[0]):
             _journal_pause(store, run_ids[0], canary)
         raise
+    figures = load.stop() if load is not None else None
     canary.stop()
-    return _conclude(store, run_id, outcome, canary, earlier)
+    return _conclude(store, run_id, outcome, canary, earlier, figures)
 
 
 def _unfinished(store: StateStore, run_id: str) -> bool:
@@ -253,7 +265,12 @@ def _journal_pause(store: StateStore, run_id: str, canary: Canary) -> None:
 
 
 def _conclude(
-    store: StateStore, run_id: str, outcome: Outcome, canary: Canary, earlier: _Earlier
+    store: StateStore,
+    run_id: str,
+    outcome: Outcome,
+    canary: Canary,
+    earlier: _Earlier,
+    load: LoadFigures | None = None,
 ) -> DrillResult:
     """Read back, measure the drill's every window, and journal it (and a pause, if any)."""
     record = store.get_run(run_id)
@@ -281,6 +298,7 @@ def _conclude(
         acks, present, windows=windows, first_mutation_at=first_mutation(record, events),
         # A paused drill has no new primary yet: the one read back may be the old one.
         new_primary_address="" if paused else address, canary_errors=errors,
+        discarded=_discarded(events),
     )  # fmt: skip
     objectives = _objectives(record)
     verdict = judge(measured, objectives)
@@ -310,11 +328,33 @@ def _conclude(
                 paused=paused,
                 passed=outcome.exit_code == 0 and verdict.passed,
                 exit_code=result.exit_code,
+                load=load.to_json() if load is not None else None,
             ).to_json(),
         ),
         None,
     )
     return result
+
+
+def _discarded(events: Sequence[Event]) -> tuple[int, int]:
+    """Bytes and committed writes the run's rewinds discarded, from their journaled ranges.
+
+    The last range each step journaled (before its pg_rewind ran), for a step that then
+    succeeded (a refused one discarded nothing), counted only where it held committed
+    writes: a range of checkpoints alone loses nothing.
+    """
+    ranges: dict[str, tuple[int, int]] = {}
+    succeeded: set[str] = set()
+    for event in events:
+        if event.kind == ev.STEP_SUCCEEDED and event.step is not None:
+            succeeded.add(event.step)
+        fact = ev.decode(event) if event.kind == ev.STEP_RECORDED else None
+        if isinstance(fact, ev.StepRecorded) and fact.key == "discarded":
+            value = fact.value if isinstance(fact.value, dict) else {}
+            ranges[fact.step] = (int(value.get("bytes") or 0), int(value.get("commits") or 0))
+            succeeded.discard(fact.step)
+    held = [r for step, r in ranges.items() if r[1] > 0 and step in succeeded]
+    return sum(r[0] for r in held), sum(r[1] for r in held)
 
 
 def _given_again(value: str | None, saved: str, given: bool, masked: bool, flag: str) -> str | None:

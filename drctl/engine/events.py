@@ -542,6 +542,8 @@ class DrillMeasured(JournalEvent):
     paused: bool = False
     passed: bool = False
     exit_code: int = 0
+    #: The pgbench load run beside the canary, as ``drill.load.LoadFigures.to_json`` gives it.
+    load: dict[str, Any] | None = None
 
     @property
     def missing(self) -> int | None:
@@ -570,6 +572,7 @@ class DrillMeasured(JournalEvent):
             "paused": self.paused,
             "passed": self.passed,
             "exit_code": self.exit_code,
+            **({"load": self.load} if self.load is not None else {}),
         }
 
     @classmethod
@@ -590,6 +593,7 @@ class DrillMeasured(JournalEvent):
             paused=bool(data.get("paused")),
             passed=bool(data.get("passed")),
             exit_code=int(data.get("exit_code") or 0),
+            load=dict(data["load"]) if data.get("load") else None,
         )
 
 

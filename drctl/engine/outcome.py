@@ -113,7 +113,21 @@ def _succeeded(fact: ev.StepSucceeded) -> str:
         return f"{s}: already in effect (verified on resume)"
     if fact.description is not None and fact.duration is not None:
         took = f"{s}: {fact.description} — ok in {format_duration(round(fact.duration, 3))}"
+        took += _discarded(fact.outputs)
         # A promote journals which proof of the fence it relied on; the outcome says it.
         proof = fact.outputs.get("fence_proof")
         return f"{took} (fence proof: {proof})" if isinstance(proof, str) else took
     return fact.summary or f"{s}: ok"
+
+
+def _discarded(outputs: dict[str, object]) -> str:
+    """What a rewind discarded (``postgres.rejoin``, ``postgres.follow``), said in its outcome."""
+    size = outputs.get("discarded_bytes")
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        return ""
+    commits = outputs.get("discarded_commits")
+    held = f", {commits} committed write transactions" if isinstance(commits, int) else ""
+    return (
+        f"; discarded {size} bytes of WAL "
+        f"({outputs.get('discarded_from')}–{outputs.get('discarded_to')}{held})"
+    )

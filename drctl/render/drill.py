@@ -31,8 +31,14 @@ def _figures(r: DrillReport) -> list[tuple[str, str, str, str]]:
     rpo = f"{m['missing']} of {m['acknowledged']} acknowledged writes missing"
     if m["missing"]:
         rpo += f" (span {_s(m['missing_span'])}, first seq {m['missing_first_seq']})"
+    if m.get("discarded_commits"):
+        rpo += (
+            f"; the RPO includes {m['discarded_bytes']} discarded bytes of WAL "
+            f"({m['discarded_commits']} committed write transactions rewound away)"
+        )
     if r.drill.read_back_error:
         rpo = f"unknown: {r.drill.read_back_error}"
+    load = [("load", load_line(r.drill.load), "", "")] if r.drill.load else []
     return [
         ("RPO", rpo, _obj(v["rpo_objective"]), _met(v["rpo_met"])),
         ("RTO", _s(m["rto"]), _obj(v["rto_objective"]), _met(v["rto_met"])),
@@ -46,7 +52,18 @@ def _figures(r: DrillReport) -> list[tuple[str, str, str, str]]:
         ),
         ("canary write errors", str(m["canary_errors"]), "", ""),
         *(("WAL the promote gave up", g.describe(), "", "") for g in r.promote_gaps),
+        *load,
     ]
+
+
+def load_line(load: dict[str, Any]) -> str:
+    """The pgbench load's figures in one line (drill report and summary)."""
+    return (
+        f"pgbench {load.get('clients')} clients for {_s(load.get('seconds'))}: "
+        f"{load.get('transactions')} transactions ({load.get('tps')} tps), "
+        f"{load.get('failed')} failed, {load.get('aborted')} clients cut off by the failover "
+        f"({load.get('runs')} runs, {load.get('failed_starts')} starts refused)"
+    )
 
 
 def _obj(value: float | None) -> str:

@@ -495,7 +495,7 @@ def _has_row(dsn: str) -> bool:
 def test_follow_refuses_a_diverged_standby_and_rewinds_it_on_request(
     three_nodes: ThreeNodes,  # noqa: F811
 ) -> None:
-    """A sibling that received WAL past the new timeline's fork is refused with the range, then rewound with rewind: true."""
+    """A sibling that received WAL past the new timeline's fork is refused with the range, then rewound with accept_discard: true."""
     topo = three_nodes
     node2, node3 = topo.standbys
     targets = _targets(topo)
@@ -519,7 +519,7 @@ def test_follow_refuses_a_diverged_standby_and_rewinds_it_on_request(
         Follow().apply(_ctx(plain, targets["node3"], targets))
     assert in_recovery(node3.dsn)  # untouched
 
-    rewind = FollowInputs(new_primary="node2", rewind=True, wait_seconds=30)
+    rewind = FollowInputs(new_primary="node2", accept_discard=True, wait_seconds=30)
     assert (Follow().check(_ctx(rewind, targets["node3"], targets)) or "").startswith(
         "rewind, diverged"
     )

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from drctl.errors import StepError, Unreachable
 from drctl.providers.postgres.base import PostgresContext, PostgresStep
+from drctl.providers.postgres.discard import new_timeline_fork
 from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.rejoin import _libpq_env, rewind
 from drctl.providers.postgres.session import (
@@ -34,10 +35,21 @@ class FollowInputs(StepInputs):
             "synchronous_standby_names expect); default: the standby's target name."
         ),
     )
-    rewind: bool = Field(
+    accept_discard: bool = Field(
         default=False,
-        description="pg_rewind a standby that diverged (discarding the range it reports) instead of refusing.",
+        description=(
+            "pg_rewind a standby that diverged, discarding its WAL past the fork (the range "
+            "is measured, journaled and published first), instead of refusing."
+        ),
     )
+    rewind: bool = Field(
+        default=False, description="The older name of accept_discard: the same meaning."
+    )
+
+    @property
+    def may_discard(self) -> bool:
+        return self.accept_discard or self.rewind
+
     wait_seconds: float = Field(
         default=60.0, ge=1, le=3600, description="How long to wait for streaming."
     )
@@ -87,9 +99,11 @@ class Follow(PostgresStep[FollowInputs]):
     ``primary_conninfo`` set with ALTER SYSTEM (one line in postgresql.auto.conf, no
     stale one), ``primary_slot_name`` reset, then a reload (PostgreSQL 13 and later) or
     a restart (older). A standby that really diverged is refused with the exact range,
-    unless ``rewind: true``: then it is pg_rewound like ``postgres.rejoin`` and the
-    discarded range is published (``discarded_bytes``, ``discarded_from``,
-    ``discarded_to``). ``verify``: the standby's WAL receiver streams on the new
+    unless ``accept_discard: true``: then it is stopped, the range it would discard is
+    measured on its WAL (``pg_waldump``, as ``postgres.rejoin`` does), journaled and
+    published (``discarded_bytes``, ``discarded_from``, ``discarded_to``,
+    ``discarded_commits``), and it is pg_rewound like ``postgres.rejoin``. Whether it was
+    rewound, and why, is journaled (``rewound``). ``verify``: the standby's WAL receiver streams on the new
     primary's timeline and the new primary lists it, by application_name, as streaming.
     """
 
@@ -99,7 +113,7 @@ class Follow(PostgresStep[FollowInputs]):
     roles = frozenset({Role.MUTATING})
 
     def describe(self, inputs: FollowInputs, target: str | None) -> str:
-        how = "rewinding it if it diverged" if inputs.rewind else "refusing if it diverged"
+        how = "rewinding it if it diverged" if inputs.may_discard else "refusing if it diverged"
         return f"repoint {target} to stream from {inputs.new_primary} ({how})"
 
     def check(self, ctx: Ctx) -> str | None:
@@ -111,10 +125,10 @@ class Follow(PostgresStep[FollowInputs]):
                     return f"{self.describe(inputs, ctx.step_id)} (once {inputs.new_primary} is promoted)"
                 raise StepError(f"{inputs.new_primary} is still in recovery: promote it first")
         divergence = self._divergence(ctx)
-        if divergence.diverged_bytes and not inputs.rewind:
+        if divergence.diverged_bytes and not inputs.may_discard:
             raise StepError(
                 f"refusing to follow without a rewind: {divergence.describe()}; "
-                "set rewind: true to discard them with pg_rewind"
+                "set accept_discard: true to discard them with pg_rewind"
             )
         if divergence.diverged_bytes:
             local_node(ctx.target, "follow (rewind)", ctx)
@@ -131,24 +145,7 @@ class Follow(PostgresStep[FollowInputs]):
             ).fetchone()
             timeline = current_timeline(conn)
         end = max(lsn(receive) or 0, lsn(replay) or 0)
-        with connect(new.dsn, ctx, what="new primary", read_only=True) as conn:
-            new_timeline = current_timeline(conn)
-            if timeline == new_timeline:
-                return Divergence(timeline, end, new_timeline, None)
-            if timeline > new_timeline:
-                raise StepError(
-                    f"the standby is on timeline {timeline}, newer than the new primary's "
-                    f"{new_timeline}: it follows another primary already"
-                )
-            history = str(
-                scalar(conn, "SELECT pg_read_file(%s)", (f"pg_wal/{new_timeline:08X}.history",))
-            )
-        fork = _fork_point(history, timeline)
-        if fork is None:
-            raise StepError(
-                f"the standby's timeline {timeline} is not in the new primary's history "
-                f"(timeline {new_timeline}): they share no WAL drctl can prove"
-            )
+        new_timeline, fork = new_timeline_fork(ctx, new.dsn, timeline)
         return Divergence(timeline, end, new_timeline, fork)
 
     def apply(self, ctx: Ctx) -> None:
@@ -160,17 +157,18 @@ class Follow(PostgresStep[FollowInputs]):
         ctx.output("application_name", name)
         ctx.output("fork_lsn", lsn_text(divergence.fork))
         if divergence.diverged_bytes:
-            if not inputs.rewind:
-                raise StepError(f"refusing to follow without a rewind: {divergence.describe()}")
-            fork, end = lsn_text(divergence.fork), lsn_text(divergence.end)
-            ctx.record("discarded", {"bytes": divergence.diverged_bytes, "from": fork, "to": end})
-            ctx.output("discarded_bytes", divergence.diverged_bytes)
-            ctx.output("discarded_from", fork)
-            ctx.output("discarded_to", end)
+            if not inputs.may_discard:
+                raise StepError(
+                    f"refusing to follow without a rewind: {divergence.describe()}; "
+                    "set accept_discard: true to discard them with pg_rewind"
+                )
+            ctx.record("rewound", {"rewound": True, "why": divergence.describe()})
             ctx.output("rewound", True)
             ctx.log(f"rewinding: {divergence.describe()}")
-            rewind(ctx, local_node(ctx.target, "follow (rewind)", ctx), new_dsn, name)
+            node = local_node(ctx.target, "follow (rewind)", ctx)
+            rewind(ctx, node, new_dsn, name, accept_discard=True)
             return
+        ctx.record("rewound", {"rewound": False, "why": divergence.describe()})
         ctx.output("rewound", False)
         ctx.output("discarded_bytes", 0)
         _, conninfo = _libpq_env(new_dsn)
@@ -236,15 +234,6 @@ class Follow(PostgresStep[FollowInputs]):
         if not polled.done and polled.error is not None:
             ctx.log(f"not streaming after {polled.waited:.1f}s: {polled.error.message}")
         return polled.done
-
-
-def _fork_point(history: str, timeline: int) -> int | None:
-    """Where ``timeline`` ends in a timeline history file (``parent<TAB>switchpoint<TAB>why``)."""
-    for line in history.splitlines():
-        fields = line.split()
-        if len(fields) >= 2 and not line.lstrip().startswith("#") and int(fields[0]) == timeline:
-            return lsn(fields[1])
-    return None
 
 
 def _literal(text: str) -> str:

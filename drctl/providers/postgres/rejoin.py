@@ -9,11 +9,14 @@ from pydantic import Field
 
 from drctl.errors import StepError, Unreachable
 from drctl.providers.postgres.base import PostgresContext, PostgresStep
+from drctl.providers.postgres.discard import DiscardedWal, measure_discard, new_timeline_fork
 from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.session import (
     ServerNode,
     connect,
     local_node,
+    lsn,
+    lsn_text,
     node_shell,
     pg_ctl,
     pg_ctl_status,
@@ -53,6 +56,13 @@ class RejoinInputs(StepInputs):
             "synchronous_standby_names expect); default: the node's target name."
         ),
     )
+    accept_discard: bool = Field(
+        default=False,
+        description=(
+            "Rewind even when the node holds committed transactions the new primary never "
+            "had (its WAL past the fork), discarding them; the range is journaled either way."
+        ),
+    )
 
 
 Ctx = PostgresContext[RejoinInputs]
@@ -63,7 +73,16 @@ class Rejoin(PostgresStep[RejoinInputs]):
 
     Steps: CHECKPOINT on the new primary and wait until its control file shows the new
     timeline (otherwise ``pg_rewind`` can say "no rewind required" and leave a silently
-    diverged node); stop the old node; ``pg_rewind`` from the new primary; clear the
+    diverged node); stop the old node (one that crashed is first recovered in single-user
+    mode, as pg_rewind would); measure what the rewind would discard: the node's
+    WAL from where the new primary's timeline history says its timeline forked to the
+    end of the node's WAL (``pg_waldump``), and the transactions in it that changed a
+    user table and committed. A node whose discarded range holds one (a write the new
+    primary never had; housekeeping such as checkpoints or an autovacuum's ANALYZE does
+    not count) is refused, left stopped with its WAL intact, unless ``accept_discard: true``.
+    The range is journaled before the rewind and published (``discarded_bytes``,
+    ``discarded_from``, ``discarded_to``, ``discarded_commits``; 0 bytes when nothing is
+    discarded) and said in the step's outcome line. Then ``pg_rewind`` from the new primary; clear the
     read-only fence and any old ``primary_conninfo`` from postgresql.auto.conf (rewind
     copies it from the source); write ``standby.signal`` and a ``primary_conninfo``
     naming this node (``application_name``: default its target name); start it with
@@ -103,13 +122,39 @@ class Rejoin(PostgresStep[RejoinInputs]):
                         "promoted: it is still in recovery now)"
                     )
                 raise StepError(f"{inputs.new_primary} is still in recovery: promote it first")
-        return self.describe(inputs, ctx.step_id)
+        return f"{self.describe(inputs, ctx.step_id)}{self._preview(ctx, new.dsn)}"
+
+    def _preview(self, ctx: Ctx, new_dsn: str) -> str:
+        """What the rewind would discard, as far as the running node shows it ("" if it cannot).
+
+        Only a preview: the exact range and its commits are read from the stopped node's
+        WAL in ``apply``. A fenced node that turns drctl's session away shows nothing, and a
+        live run (which measures exactly a moment later) does not ask.
+        """
+        if not ctx.dry_run:
+            return ""
+        try:
+            with connect(ctx.target.dsn, ctx, what="old primary", read_only=True, cap=3.0) as conn:
+                if scalar(conn, "SELECT pg_is_in_recovery()"):
+                    return ""
+                end = lsn(str(scalar(conn, "SELECT pg_current_wal_lsn()::text")))
+                timeline = current_timeline(conn)
+            _, fork = new_timeline_fork(ctx, new_dsn, timeline)
+        except StepError:
+            return ""
+        if fork is None or end is None or end <= fork:
+            return "; its WAL ends before the new timeline's fork: nothing to discard so far"
+        ack = "" if ctx.inputs.accept_discard else "; refused if they hold writes (accept_discard)"
+        return (
+            f"; it holds about {end - fork} bytes of WAL past the fork at {lsn_text(fork)} "
+            f"(exact range and commits read once it is stopped){ack}"
+        )
 
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
         node = local_node(ctx.target, "rejoin", ctx)
         new_dsn = ctx.target_named(inputs.new_primary, PostgresTarget).dsn
-        rewind(ctx, node, new_dsn, self._app_name(ctx))
+        rewind(ctx, node, new_dsn, self._app_name(ctx), accept_discard=inputs.accept_discard)
 
     @staticmethod
     def _checkpoint(ctx: StepContext[Any, Any], dsn: str) -> None:
@@ -169,15 +214,36 @@ class Rejoin(PostgresStep[RejoinInputs]):
 
 
 def rewind(
-    ctx: StepContext[Any, Any], node: ServerNode, new_dsn: str, application_name: str
-) -> None:
+    ctx: StepContext[Any, Any],
+    node: ServerNode,
+    new_dsn: str,
+    application_name: str,
+    *,
+    accept_discard: bool,
+) -> DiscardedWal | None:
     """Rewind ``node`` onto the new primary at ``new_dsn`` and start it as its standby.
 
-    The one rewind (``postgres.rejoin``, ``postgres.follow`` with ``rewind: true``).
+    The one rewind (``postgres.rejoin``, ``postgres.follow`` of a diverged standby).
+    Before ``pg_rewind`` runs, what it would discard is measured on the stopped node,
+    journaled and published; a range holding committed transactions is refused unless
+    ``accept_discard``. Returns that range (None: the node is on the new timeline already).
     """
     Rejoin._checkpoint(ctx, new_dsn)
     if pg_ctl_status(ctx, node):
         pg_ctl(ctx, node, "stop")
+    discard = measure_discard(ctx, node, new_dsn)
+    if discard is None:
+        ctx.output("discarded_bytes", 0)
+        ctx.output("discarded_commits", 0)
+        ctx.log("the node is on the new primary's timeline already: nothing to discard")
+    else:
+        discard.publish(ctx)
+        ctx.log(f"a rewind discards {discard.describe()}")
+        if discard.holds_writes and not accept_discard:
+            raise StepError(
+                f"refusing to rewind: it would discard {discard.describe()}; the node is "
+                "left stopped with its WAL intact. Set accept_discard: true to discard them"
+            )
     env, conninfo = _libpq_env(new_dsn)
     done = pg_tool(
         ctx, node, "pg_rewind", "-D", node.data_dir, f"--source-server={conninfo}", env=env
@@ -186,6 +252,7 @@ def rewind(
         raise StepError(f"pg_rewind failed (exit {done.exit_code}): {last_line(done.output)}")
     Rejoin._configure(ctx, node, f"{conninfo} application_name={application_name}")
     pg_ctl(ctx, node, "start")
+    return discard
 
 
 def _libpq_env(dsn: str) -> tuple[dict[str, str], str]:
