@@ -146,22 +146,26 @@ def _finish(outcome: Outcome, run_id: str, state_flag: str = "") -> None:
 
 def _store_for_runbook(
     state: str | None, file: str, given: ParamInput
-) -> tuple[StateStore, Plan | None, str]:
+) -> tuple[StateStore, Plan, str]:
     """The store a new run of ``file`` uses: --state, DRCTL_STATE, the runbook's
     ``settings.state``, or the default, first found.
 
-    Returns the plan when the runbook had to be compiled to know (so it is not compiled
-    twice), and the ``--state`` flag later commands need when the store came from the
+    Returns the compiled plan (so it is not compiled twice), and the ``--state`` flag later commands need when the store came from the
     runbook (connection string masked), else "".
     """
     import os
 
-    if state or os.environ.get("DRCTL_STATE"):
-        return _store(state), None, ""
     from drctl.compiler.compile import compile_runbook
+    from drctl.render.diagnostics import as_text
+
+    # Compiled here, once, so the compiler's warnings (a params file's undeclared keys,
+    # a stale acknowledge) are on the operator's screen before anything runs.
+    plan = compile_runbook(file, given)
+    sys.stderr.write(as_text(plan.warnings))
+    if state or os.environ.get("DRCTL_STATE"):
+        return _store(state), plan, ""
     from drctl.drill.conninfo import mask_dsn
 
-    plan = compile_runbook(file, given)
     from_runbook = plan.settings.state or ""
     shown = f" --state '{mask_dsn(from_runbook)}'" if from_runbook else ""
     return _store(None, from_runbook or None), plan, shown

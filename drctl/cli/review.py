@@ -64,7 +64,8 @@ def validate(
     for path in files:
         try:
             plan = compile_runbook(path, given, placeholders=True)
-            ok_lines.append(f"{path}: ok ({len(plan.steps)} steps, {plan.hash[:19]})\n")
+            diags.extend(plan.warnings)
+            ok_lines.append(f"{path}: ok ({len(plan.steps)} steps, {_hash_words(plan)})\n")
         except RunbookInvalid as exc:
             diags.extend(exc.diagnostics)
     if fmt is ValidateFormat.json:
@@ -76,10 +77,18 @@ def validate(
         sys.stdout.write("".join(ok_lines))
         if diags:
             errors = sum(1 for d in diags if d.severity.value == "error")
-            bad_files = len({d.source for d in diags if d.source in files})
-            sys.stdout.write(
-                f"{_count(errors, 'error')} in {bad_files} of {_count(len(files), 'file')}\n"
+            warned = len(diags) - errors
+            bad_files = len(
+                {d.source for d in diags if d.source in files and d.severity.value == "error"}
             )
+            if errors:
+                sys.stdout.write(
+                    f"{_count(errors, 'error')} in {bad_files} of {_count(len(files), 'file')}"
+                    + (f", {_count(warned, 'warning')}" if warned else "")
+                    + "\n"
+                )
+            else:
+                sys.stdout.write(f"{_count(warned, 'warning')}\n")
     if any(d.severity.value == "error" for d in diags):
         raise typer.Exit(2)
 
@@ -95,6 +104,7 @@ def plan(
     from drctl.render import plan as render
 
     compiled = _compile(file, _params(param, params_file))
+    _warn(compiled)
     if fmt is DocFormat.json:
         write(render.as_json(compiled))
     elif fmt is DocFormat.markdown:
@@ -135,6 +145,25 @@ def diff(
     else:
         write(render.as_text(result, old, new))
     raise typer.Exit(0 if result.equal else 1)
+
+
+def _warn(plan: Plan) -> None:
+    """The compiler's warnings on stderr (stdout stays the plan, byte-stable)."""
+    import sys
+
+    from drctl.render.diagnostics import as_text
+
+    sys.stderr.write(as_text(plan.warnings))
+
+
+def _hash_words(plan: Plan) -> str:
+    """The plan hash as ``drctl plan`` shows it, or why it cannot be the same one."""
+    if not plan.stand_ins:
+        return f"plan hash {plan.hash}"
+    return (
+        f"plan hash {plan.hash} of stand-ins for {', '.join(plan.stand_ins)}; a run's "
+        "hash, as drctl plan shows it with the real values, differs"
+    )
 
 
 def _count(n: int, noun: str) -> str:

@@ -183,7 +183,7 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
     def _primary_view(self, ctx: Ctx, name: str) -> PrimaryView | None:
         target = ctx.target_named(name, PostgresTarget)
         try:
-            with connect(target.dsn, ctx, what=name, read_only=True, cap=3.0) as conn:
+            with connect(target, ctx, what=name, read_only=True, cap=3.0) as conn:
                 if scalar(conn, "SELECT pg_is_in_recovery()"):
                     ctx.log(f"{name} is in recovery: not asked how it saw the candidates")
                     return None
@@ -209,7 +209,7 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         }  # fmt: skip
         target = ctx.target_named(given.target, PostgresTarget)
         try:
-            with connect(target.dsn, ctx, what=given.target, read_only=True, cap=3.0) as conn:
+            with connect(target, ctx, what=given.target, read_only=True, cap=3.0) as conn:
                 recovery, receive, replay, paused = conn.execute(
                     "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, "
                     "pg_last_wal_replay_lsn()::text, "

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from drctl.errors import StepError, Unreachable
 from drctl.providers.postgres.base import PostgresContext, PostgresStep
-from drctl.providers.postgres.session import connect, lsn, scalar
+from drctl.providers.postgres.session import Server, connect, lsn, scalar
 from drctl.runbook.targets import PostgresTarget
 from drctl.steps.base import Role, StepContext, StepInputs
 
@@ -90,7 +90,7 @@ class Lag:
         )
 
 
-def measure(ctx: StepContext, standby_dsn: str, primary_dsn: str | None) -> Lag:
+def measure(ctx: StepContext, standby_dsn: Server, primary_dsn: Server | None) -> Lag:
     """Measure from the standby (always) and from the primary (when it answers)."""
     with connect(standby_dsn, ctx, what="standby", read_only=True) as conn:
         row = conn.execute(
@@ -161,8 +161,8 @@ class ReplicationLag(PostgresStep[LagInputs]):
 
     def _measure(self, ctx: Ctx) -> Lag:
         inputs = ctx.inputs
-        primary = ctx.target_named(inputs.primary, PostgresTarget).dsn if inputs.primary else None
-        return measure(ctx, ctx.target.dsn, primary)
+        primary = ctx.target_named(inputs.primary, PostgresTarget) if inputs.primary else None
+        return measure(ctx, ctx.target, primary)
 
     def check(self, ctx: Ctx) -> str | None:
         lag = self._measure(ctx)

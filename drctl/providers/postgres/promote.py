@@ -119,7 +119,7 @@ class Promote(PostgresStep[PromoteInputs]):
         return f"promote {target} to primary ({' '.join(guards)})"
 
     def check(self, ctx: Ctx) -> str | None:
-        with connect(ctx.target.dsn, ctx, what="standby", read_only=True) as conn:
+        with connect(ctx.target, ctx, what="standby", read_only=True) as conn:
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 return "already primary: nothing to promote"
         fenced = self._journaled_fences(ctx)
@@ -169,12 +169,12 @@ class Promote(PostgresStep[PromoteInputs]):
     def _lag_within_limit(self, ctx: Ctx) -> Lag:
         inputs = ctx.inputs
         primary = (
-            ctx.target_named(inputs.old_primary, PostgresTarget).dsn if inputs.old_primary else None
+            ctx.target_named(inputs.old_primary, PostgresTarget) if inputs.old_primary else None
         )
         last: list[Lag] = []
 
         def drained() -> Lag | None:
-            last.append(measure(ctx, ctx.target.dsn, primary))
+            last.append(measure(ctx, ctx.target, primary))
             return last[-1] if last[-1].bytes <= inputs.max_lag_bytes else None
 
         # With accept_data_loss one measurement decides; otherwise wait for the lag to drain.
@@ -200,7 +200,7 @@ class Promote(PostgresStep[PromoteInputs]):
             ctx.log("force is set: not checking that the old primary is fenced")
             return "fence not checked (force)"
         old = ctx.target_named(inputs.old_primary, PostgresTarget)
-        state = writable(old.dsn, ctx, "old primary")
+        state = writable(old, ctx, "old primary")
         if state is True:
             if ctx.dry_run:  # the fence step before this one has not run in a dry run
                 return f"{inputs.old_primary} still accepts writes now: it must be fenced by then"
@@ -230,7 +230,7 @@ class Promote(PostgresStep[PromoteInputs]):
 
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        dsn = ctx.target.dsn
+        dsn = ctx.target
         with connect(dsn, ctx, what="standby") as conn:
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 ctx.log("already primary")
@@ -253,7 +253,7 @@ class Promote(PostgresStep[PromoteInputs]):
             ctx.output("timeline", current_timeline(conn))
 
     def verify(self, ctx: Ctx) -> bool:
-        with connect(ctx.target.dsn, ctx, what="new primary") as conn:
+        with connect(ctx.target, ctx, what="new primary") as conn:
             if scalar(conn, "SELECT pg_is_in_recovery()"):
                 return False
             before = ctx.recorded.get("timeline_before")

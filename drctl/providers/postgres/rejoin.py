@@ -13,6 +13,7 @@ from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.session import (
     ServerNode,
     connect,
+    dsn_of,
     local_node,
     node_shell,
     pg_ctl,
@@ -75,7 +76,7 @@ class Rejoin(PostgresStep[RejoinInputs]):
         inputs = ctx.inputs
         local_node(ctx.target, "rejoin", ctx)
         new = ctx.target_named(inputs.new_primary, PostgresTarget)
-        with connect(new.dsn, ctx, what="new primary", read_only=True) as conn:
+        with connect(new, ctx, what="new primary", read_only=True) as conn:
             if scalar(conn, "SELECT pg_is_in_recovery()"):
                 if ctx.dry_run:  # the promote before this step has not run in a dry run
                     return (
@@ -88,7 +89,7 @@ class Rejoin(PostgresStep[RejoinInputs]):
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
         node = local_node(ctx.target, "rejoin", ctx)
-        new_dsn = ctx.target_named(inputs.new_primary, PostgresTarget).dsn
+        new_dsn = dsn_of(ctx, ctx.target_named(inputs.new_primary, PostgresTarget))
         rewind(ctx, node, new_dsn, self._app_name(ctx))
 
     @staticmethod
@@ -126,13 +127,13 @@ class Rejoin(PostgresStep[RejoinInputs]):
 
     def verify(self, ctx: Ctx) -> bool:
         inputs = ctx.inputs
-        node_dsn = ctx.target.dsn
-        new_dsn = ctx.target_named(inputs.new_primary, PostgresTarget).dsn
+        node = ctx.target
+        new = ctx.target_named(inputs.new_primary, PostgresTarget)
 
         def streaming() -> bool | None:
-            with connect(node_dsn, ctx, what="rejoined node", read_only=True, cap=3.0) as conn:
+            with connect(node, ctx, what="rejoined node", read_only=True, cap=3.0) as conn:
                 receiving = scalar(conn, "SELECT status FROM pg_stat_wal_receiver") == "streaming"
-            with connect(new_dsn, ctx, what="new primary", read_only=True, cap=3.0) as conn:
+            with connect(new, ctx, what="new primary", read_only=True, cap=3.0) as conn:
                 listed = scalar(
                     conn,
                     "SELECT count(*) FROM pg_stat_replication WHERE application_name = %s AND state = 'streaming'",

@@ -36,7 +36,7 @@ class Sql(PostgresStep[SqlInputs]):
 
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        with connect(ctx.target.dsn, ctx, what="query", read_only=True) as conn:
+        with connect(ctx.target, ctx, what="query", read_only=True) as conn:
             rows = [list(r) for r in conn.execute(inputs.query).fetchall()]
         plain = [
             [v if isinstance(v, str | int | float | bool) or v is None else str(v) for v in r]
