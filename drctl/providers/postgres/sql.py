@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -18,17 +18,32 @@ class SqlInputs(StepInputs):
         default=None,
         description="The expected first column of the first row; or a list of rows (lists) for the whole result.",
     )
+    roles: list[Literal["verify", "lag_check"]] = Field(
+        default=["verify"],
+        description=(
+            "What the check counts as for the safety lints: verify (DR004) and/or lag_check "
+            "(DR002: a custom lag or data-loss query before a promote)."
+        ),
+    )
 
 
 Ctx = PostgresContext[SqlInputs]
 
 
 class Sql(PostgresStep[SqlInputs]):
-    """Run a read-only query and compare its result with ``expect``; publishes ``rows``."""
+    """Run a read-only query and compare its result with ``expect``; publishes ``rows``.
+
+    ``roles`` says what the check stands for in the safety lints: ``[lag_check]`` makes a
+    custom lag or data-loss query (say, one reading a monitoring table) the check DR002
+    wants before a promote.
+    """
 
     name = "postgres.sql"
     Inputs = SqlInputs
     roles = frozenset({Role.VERIFY})
+
+    def step_roles(self, inputs: SqlInputs) -> frozenset[Role]:
+        return frozenset(Role(r) for r in inputs.roles)
 
     def describe(self, inputs: SqlInputs, target: str | None) -> str:
         expect = "" if inputs.expect is None else f", expect {short(inputs.expect, 30)}"
