@@ -22,6 +22,9 @@ class Assert(StepType[AssertInputs, None]):
     """Fail the run unless an expression over params and earlier steps' outputs is true."""
 
     name = "assert"
+    outputs = {
+        "value": "The value the assertion compared.",
+    }
     Inputs = AssertInputs
     roles = frozenset({Role.VERIFY})
 

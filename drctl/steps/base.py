@@ -279,6 +279,9 @@ class StepType(ABC, Generic[I, T]):
     #: Target types this step acts on; empty means the step takes no target.
     target_types: ClassVar[frozenset[str]] = frozenset()
     target_required: ClassVar[bool] = False
+    #: What the step type publishes as ``steps.<id>.outputs.<name>``: name → meaning. The
+    #: catalogue lists it; a test holds every ``ctx.output`` key of a type to it.
+    outputs: ClassVar[Mapping[str, str]] = {}
 
     def warm_up(self) -> None:
         """Import what the step needs (its client library) ahead of time.

@@ -92,6 +92,12 @@ class Http(StepType[HttpInputs, HttpTarget | None]):
     """
 
     name = "http"
+    outputs = {
+        "status": "The reply's HTTP status code.",
+        "json": "The parsed JSON reply (absent when the reply is not JSON).",
+        "headers": "The reply headers named in output_headers (null when missing).",
+        "<name>": "One per entry of outputs: the JSON reply's value at that path.",
+    }
     Inputs = HttpInputs
     target_types = frozenset({"http"})
 

@@ -22,6 +22,9 @@ class Notify(StepType[NotifyInputs, None]):
     """POST a JSON message ({"text": …, "run_id": …, …}) to a webhook (Slack, Teams, a pager)."""
 
     name = "notify"
+    outputs = {
+        "status": "The webhook's HTTP status code.",
+    }
     Inputs = NotifyInputs
 
     def describe(self, inputs: NotifyInputs, target: str | None) -> str:

@@ -29,6 +29,10 @@ class Shell(CommandStep[ShellInputs, LocalTarget | None]):
     """
 
     name = "shell"
+    outputs = {
+        "exit_code": "The command's exit code.",
+        "stdout": "What the command wrote (stdout and stderr, redacted).",
+    }
     Inputs = ShellInputs
     target_types = frozenset({"local"})
 

@@ -38,6 +38,10 @@ class Wait(StepType[WaitInputs, None]):
     """Wait for a fixed time, or until another step type's verify holds, up to a deadline."""
 
     name = "wait"
+    outputs = {
+        "polls": "How many times the condition was asked.",
+        "waited": "Seconds waited.",
+    }
     Inputs = WaitInputs
 
     def step_roles(self, inputs: WaitInputs) -> frozenset[Role]:

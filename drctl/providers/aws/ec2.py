@@ -207,6 +207,11 @@ class Ec2Stop(Ec2Step[StopInputs]):
     """
 
     name = "aws.ec2_stop"
+    outputs = {
+        "instance_ids": "The instances asked for.",
+        "previous_states": "Each instance's state before the step, by id.",
+        "stopped": "The instances the step stopped (not already down).",
+    }
     Inputs = StopInputs
 
     def describe(self, inputs: StopInputs, target: str | None) -> str:
@@ -428,6 +433,11 @@ class Ec2Isolate(Ec2Step[IsolateInputs]):
     """
 
     name = "aws.ec2_isolate"
+    outputs = {
+        "instance_id": "The isolated instance.",
+        "isolation_group": "The security group its interfaces now have.",
+        "previous_groups": "Each network interface's groups before, by interface id.",
+    }
     Inputs = IsolateInputs
 
     def describe(self, inputs: IsolateInputs, target: str | None) -> str:

@@ -120,6 +120,12 @@ class RdsFailover(StepType[RdsFailoverInputs, AwsTarget]):
     """
 
     name = "aws.rds_failover"
+    outputs = {
+        "writer": "The writer instance after the failover.",
+        "primary_az": "The writer's availability zone after.",
+        "previous_writer": "The writer before.",
+        "previous_az": "The writer's availability zone before.",
+    }
     Inputs = RdsFailoverInputs
     roles = frozenset({Role.PROMOTE, Role.MUTATING})
     target_types = frozenset({"aws"})

@@ -95,6 +95,13 @@ class Resolve(StepType[ResolveInputs, Rfc2136Target | None]):
     """
 
     name = "dns.resolve"
+    outputs = {
+        "values": "The answer's values.",
+        "ttl": "The answer's TTL.",
+        "ttl_remaining": "Seconds resolvers may still serve an older answer.",
+        "polls": "Queries sent.",
+        "waited": "Seconds waited for the expected answer.",
+    }
     Inputs = ResolveInputs
     roles = frozenset({Role.VERIFY})
     target_types = frozenset({"rfc2136"})

@@ -168,6 +168,14 @@ class Update(Rfc2136Step[UpdateInputs]):
     """
 
     name = "rfc2136.update"
+    outputs = {
+        "name": "The record's name.",
+        "type": "The record's type.",
+        "values": "Its values after.",
+        "ttl": "Its TTL after.",
+        "previous_values": "Its values before.",
+        "previous_ttl": "Its TTL before.",
+    }
     Inputs = UpdateInputs
 
     def describe(self, inputs: UpdateInputs, target: str | None) -> str:
@@ -239,6 +247,12 @@ class Delete(Rfc2136Step[DeleteInputs]):
     """
 
     name = "rfc2136.delete"
+    outputs = {
+        "name": "The record's name.",
+        "type": "The record's type.",
+        "previous_values": "Its values before.",
+        "previous_ttl": "Its TTL before.",
+    }
     Inputs = DeleteInputs
 
     def describe(self, inputs: DeleteInputs, target: str | None) -> str:

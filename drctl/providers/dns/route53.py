@@ -252,6 +252,15 @@ class Upsert(Route53Step[UpsertInputs]):
     """
 
     name = "route53.upsert"
+    outputs = {
+        "name": "The record set's name.",
+        "type": "Its type.",
+        "values": "Its values after.",
+        "ttl": "Its TTL after.",
+        "previous_values": "Its values before.",
+        "previous_ttl": "Its TTL before.",
+        "change_id": "The Route 53 change id (null when nothing was sent).",
+    }
     Inputs = UpsertInputs
 
     def describe(self, inputs: UpsertInputs, target: str | None) -> str:
@@ -380,6 +389,13 @@ class Delete(Route53Step[DeleteInputs]):
     """
 
     name = "route53.delete"
+    outputs = {
+        "name": "The record set's name.",
+        "type": "Its type.",
+        "previous_values": "Its values before.",
+        "previous_ttl": "Its TTL before.",
+        "change_id": "The Route 53 change id (null when nothing was sent).",
+    }
     Inputs = DeleteInputs
 
     def describe(self, inputs: DeleteInputs, target: str | None) -> str:

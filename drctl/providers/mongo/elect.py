@@ -90,6 +90,10 @@ class Elect(MongoStep[ElectInputs]):
     """
 
     name = "mongo.elect"
+    outputs = {
+        "primary": "The member that is primary after.",
+        "stepped_down": "The member stepped down for it (null if none).",
+    }
     Inputs = ElectInputs
     roles = frozenset({Role.PROMOTE, Role.MUTATING})
 

@@ -62,6 +62,9 @@ class Freeze(MongoStep[FreezeInputs]):
     """
 
     name = "mongo.freeze"
+    outputs = {
+        "frozen_until": "When the members may stand for election again.",
+    }
     Inputs = FreezeInputs
     roles = frozenset({Role.MUTATING})
 

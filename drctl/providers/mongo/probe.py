@@ -40,6 +40,11 @@ class WriteProbe(MongoStep[ProbeInputs]):
     """
 
     name = "mongo.write_probe"
+    outputs = {
+        "latency_ms": "The successful write's latency.",
+        "attempts": "Tries it took.",
+        "primary": "The member that took the write.",
+    }
     Inputs = ProbeInputs
     roles = frozenset({Role.VERIFY})
 

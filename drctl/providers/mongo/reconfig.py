@@ -173,6 +173,10 @@ class Reconfig(MongoStep[ReconfigInputs]):
     """
 
     name = "mongo.reconfig"
+    outputs = {
+        "version": "The config version after.",
+        "receiver": "The member that took the new config.",
+    }
     Inputs = ReconfigInputs
     roles = frozenset({Role.MUTATING})
 

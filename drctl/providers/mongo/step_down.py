@@ -127,6 +127,9 @@ class StepDown(MongoStep[StepDownInputs]):
     """
 
     name = "mongo.step_down"
+    outputs = {
+        "old_primary": "The member that was primary.",
+    }
     Inputs = StepDownInputs
     roles = frozenset({Role.FENCE, Role.MUTATING})
 

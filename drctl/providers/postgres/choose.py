@@ -111,6 +111,15 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
     """
 
     name = "postgres.choose_primary"
+    outputs = {
+        "target": "The chosen candidate's target name.",
+        "gap_bytes": "WAL it lacks against the newest known position.",
+        "gaps": "Each candidate's gap in bytes, by target.",
+        "table": "Every candidate's figures and why it was or was not chosen.",
+        "known_end_lsn": "The newest WAL position known.",
+        "preferred": "Whether the chosen one is the preferred one.",
+        "gives_up_bytes": "WAL given up by taking the preferred candidate over the freshest.",
+    }
     Inputs = ChooseInputs
     roles = frozenset({Role.LAG_CHECK})
 

@@ -67,6 +67,10 @@ class Exec(PostgresStep[ExecInputs]):
     """
 
     name = "postgres.exec"
+    outputs = {
+        "statements": "How many statements ran.",
+        "value": "What the verify query returned last.",
+    }
     Inputs = ExecInputs
     roles = frozenset({Role.MUTATING})
 

@@ -82,6 +82,13 @@ class Fence(PostgresStep[FenceInputs]):
     """
 
     name = "postgres.fence"
+    outputs = {
+        "fenced": "True once the fence is in place.",
+        "mode": "The fence mode.",
+        "sessions_ended": "Client sessions ended (read_only with terminate_sessions).",
+        "final_lsn": "The old primary's last WAL position.",
+        "final_lsn_from": "Where final_lsn was read (pg_current_wal_lsn or pg_controldata).",
+    }
     Inputs = FenceInputs
     roles = frozenset({Role.FENCE, Role.MUTATING})
 

@@ -143,6 +143,16 @@ class ReplicationLag(PostgresStep[LagInputs]):
     """
 
     name = "postgres.replication_lag"
+    outputs = {
+        "lag_bytes": "Worst lag in bytes (null when the primary's position is unknown).",
+        "standby_lag_bytes": "WAL received and not replayed.",
+        "lag_seconds": "Replay delay in seconds.",
+        "receive_lsn": "The standby's last received WAL position.",
+        "replay_lsn": "Its last replayed position.",
+        "primary_lsn": "The primary's current position (null if not known).",
+        "primary_position": "known, unknown or not_asked.",
+        "primary_reachable": "Whether the primary answered.",
+    }
     Inputs = LagInputs
     roles = frozenset({Role.LAG_CHECK})
 

@@ -34,6 +34,11 @@ class WriteProbe(PostgresStep[ProbeInputs]):
     """
 
     name = "postgres.write_probe"
+    outputs = {
+        "latency_ms": "The successful write's latency.",
+        "attempts": "Tries it took.",
+        "address": "The address written through (with the target's dns_server).",
+    }
     Inputs = ProbeInputs
     roles = frozenset({Role.VERIFY})
 

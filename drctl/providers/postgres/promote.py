@@ -100,6 +100,10 @@ class Promote(PostgresStep[PromoteInputs]):
     """
 
     name = "postgres.promote"
+    outputs = {
+        "lag_bytes": "The lag measured before promoting.",
+        "timeline": "The new primary's timeline.",
+    }
     Inputs = PromoteInputs
     roles = frozenset({Role.PROMOTE, Role.MUTATING})
 

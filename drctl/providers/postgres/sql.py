@@ -39,6 +39,9 @@ class Sql(PostgresStep[SqlInputs]):
     """
 
     name = "postgres.sql"
+    outputs = {
+        "rows": "The result rows (lists of values).",
+    }
     Inputs = SqlInputs
     roles = frozenset({Role.VERIFY})
 

@@ -52,6 +52,10 @@ class SshRun(CommandStep[SshRunInputs, SshTarget]):
     """
 
     name = "ssh.run"
+    outputs = {
+        "exit_code": "The remote command's exit code.",
+        "stdout": "What the command wrote (stdout and stderr, redacted).",
+    }
     Inputs = SshRunInputs
     target_types = frozenset({"ssh"})
     target_required = True
