@@ -42,6 +42,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Protocol, overload
 
 from pydantic import BaseModel, ConfigDict
@@ -361,6 +362,11 @@ class StepType(ABC, Generic[I, T]):
 #: Held while a step type warms up: imports of client libraries go one at a time.
 _IMPORTS = threading.RLock()
 _WARMED: set[type[StepType[Any, Any]]] = set()
+
+
+def published(described: Mapping[str, str]) -> Mapping[str, str]:
+    """A step type's declared outputs (name → meaning), read-only."""
+    return MappingProxyType(dict(described))
 
 
 def short(value: Any, limit: int = 60) -> str:

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from drctl.errors import StepError
 from drctl.runbook.targets import HttpTarget
-from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
+from drctl.steps.base import Role, StepContext, StepInputs, StepType, published, short
 
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -92,12 +92,14 @@ class Http(StepType[HttpInputs, HttpTarget | None]):
     """
 
     name = "http"
-    outputs = {
-        "status": "The reply's HTTP status code.",
-        "json": "The parsed JSON reply (absent when the reply is not JSON).",
-        "headers": "The reply headers named in output_headers (null when missing).",
-        "<name>": "One per entry of outputs: the JSON reply's value at that path.",
-    }
+    outputs = published(
+        {
+            "status": "The reply's HTTP status code.",
+            "json": "The parsed JSON reply (absent when the reply is not JSON).",
+            "headers": "The reply headers named in output_headers (null when missing).",
+            "<name>": "One per entry of outputs: the JSON reply's value at that path.",
+        }
+    )
     Inputs = HttpInputs
     target_types = frozenset({"http"})
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from drctl.errors import StepError
-from drctl.steps.base import StepContext, StepInputs, StepType, short
+from drctl.steps.base import StepContext, StepInputs, StepType, published, short
 
 
 class NotifyInputs(StepInputs):
@@ -22,9 +22,11 @@ class Notify(StepType[NotifyInputs, None]):
     """POST a JSON message ({"text": …, "run_id": …, …}) to a webhook (Slack, Teams, a pager)."""
 
     name = "notify"
-    outputs = {
-        "status": "The webhook's HTTP status code.",
-    }
+    outputs = published(
+        {
+            "status": "The webhook's HTTP status code.",
+        }
+    )
     Inputs = NotifyInputs
 
     def describe(self, inputs: NotifyInputs, target: str | None) -> str:

@@ -12,7 +12,7 @@ from drctl.errors import StepError
 from drctl.providers.aws.session import Aws, import_client
 from drctl.runbook.model import Duration
 from drctl.runbook.targets import AwsTarget
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.steps.base import Role, StepContext, StepInputs, StepType, published
 
 #: ``ctx.record`` keys: the writer (Aurora) or the primary's AZ (Multi-AZ) before the failover.
 WRITER_BEFORE = "writer_before"
@@ -120,12 +120,14 @@ class RdsFailover(StepType[RdsFailoverInputs, AwsTarget]):
     """
 
     name = "aws.rds_failover"
-    outputs = {
-        "writer": "The writer instance after the failover.",
-        "primary_az": "The writer's availability zone after.",
-        "previous_writer": "The writer before.",
-        "previous_az": "The writer's availability zone before.",
-    }
+    outputs = published(
+        {
+            "writer": "The writer instance after the failover.",
+            "primary_az": "The writer's availability zone after.",
+            "previous_writer": "The writer before.",
+            "previous_az": "The writer's availability zone before.",
+        }
+    )
     Inputs = RdsFailoverInputs
     roles = frozenset({Role.PROMOTE, Role.MUTATING})
     target_types = frozenset({"aws"})

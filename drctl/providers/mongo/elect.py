@@ -24,7 +24,7 @@ from drctl.providers.mongo.session import (
 from drctl.providers.mongo.status import read_status
 from drctl.providers.mongo.step_down import step_down
 from drctl.runbook.model import Duration
-from drctl.steps.base import Role, StepInputs
+from drctl.steps.base import Role, StepInputs, published
 
 #: At most this many primaries are stepped down while waiting (another member may win
 #: the election after the first step-down; the raised priority then takes over).
@@ -90,10 +90,12 @@ class Elect(MongoStep[ElectInputs]):
     """
 
     name = "mongo.elect"
-    outputs = {
-        "primary": "The member that is primary after.",
-        "stepped_down": "The member stepped down for it (null if none).",
-    }
+    outputs = published(
+        {
+            "primary": "The member that is primary after.",
+            "stepped_down": "The member stepped down for it (null if none).",
+        }
+    )
     Inputs = ElectInputs
     roles = frozenset({Role.PROMOTE, Role.MUTATING})
 

@@ -25,7 +25,7 @@ from drctl.providers.mongo.session import (
     try_member_hello,
     wait_for_primary,
 )
-from drctl.steps.base import Role, StepInputs
+from drctl.steps.base import Role, StepInputs, published
 
 
 class MemberChange(StepInputs):
@@ -173,10 +173,12 @@ class Reconfig(MongoStep[ReconfigInputs]):
     """
 
     name = "mongo.reconfig"
-    outputs = {
-        "version": "The config version after.",
-        "receiver": "The member that took the new config.",
-    }
+    outputs = published(
+        {
+            "version": "The config version after.",
+            "receiver": "The member that took the new config.",
+        }
+    )
     Inputs = ReconfigInputs
     roles = frozenset({Role.MUTATING})
 

@@ -22,7 +22,7 @@ from drctl.providers.mongo.session import (
     try_member_hello,
 )
 from drctl.providers.mongo.status import parse_status
-from drctl.steps.base import Role, StepContext, StepInputs
+from drctl.steps.base import Role, StepContext, StepInputs, published
 
 EXCEEDED_TIME_LIMIT = 262
 
@@ -127,9 +127,11 @@ class StepDown(MongoStep[StepDownInputs]):
     """
 
     name = "mongo.step_down"
-    outputs = {
-        "old_primary": "The member that was primary.",
-    }
+    outputs = published(
+        {
+            "old_primary": "The member that was primary.",
+        }
+    )
     Inputs = StepDownInputs
     roles = frozenset({Role.FENCE, Role.MUTATING})
 

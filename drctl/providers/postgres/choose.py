@@ -12,7 +12,7 @@ from drctl.providers.postgres.candidate import RULE, Candidate, Ranking, Verdict
 from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.session import connect, lsn, lsn_text, scalar
 from drctl.runbook.targets import PostgresTarget
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.steps.base import Role, StepContext, StepInputs, StepType, published
 
 
 class CandidateInputs(StepInputs):
@@ -111,15 +111,17 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
     """
 
     name = "postgres.choose_primary"
-    outputs = {
-        "target": "The chosen candidate's target name.",
-        "gap_bytes": "WAL it lacks against the newest known position.",
-        "gaps": "Each candidate's gap in bytes, by target.",
-        "table": "Every candidate's figures and why it was or was not chosen.",
-        "known_end_lsn": "The newest WAL position known.",
-        "preferred": "Whether the chosen one is the preferred one.",
-        "gives_up_bytes": "WAL given up by taking the preferred candidate over the freshest.",
-    }
+    outputs = published(
+        {
+            "target": "The chosen candidate's target name.",
+            "gap_bytes": "WAL it lacks against the newest known position.",
+            "gaps": "Each candidate's gap in bytes, by target.",
+            "table": "Every candidate's figures and why it was or was not chosen.",
+            "known_end_lsn": "The newest WAL position known.",
+            "preferred": "Whether the chosen one is the preferred one.",
+            "gives_up_bytes": "WAL given up by taking the preferred candidate over the freshest.",
+        }
+    )
     Inputs = ChooseInputs
     roles = frozenset({Role.LAG_CHECK})
 

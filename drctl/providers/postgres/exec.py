@@ -11,7 +11,7 @@ from drctl.errors import StepError, Unreachable, first_line
 from drctl.providers.postgres.base import PostgresContext, PostgresStep
 from drctl.providers.postgres.session import connect, scalar
 from drctl.runbook.model import Duration
-from drctl.steps.base import Role, StepInputs, short
+from drctl.steps.base import Role, StepInputs, published, short
 
 
 class ExecInputs(StepInputs):
@@ -67,10 +67,12 @@ class Exec(PostgresStep[ExecInputs]):
     """
 
     name = "postgres.exec"
-    outputs = {
-        "statements": "How many statements ran.",
-        "value": "What the verify query returned last.",
-    }
+    outputs = published(
+        {
+            "statements": "How many statements ran.",
+            "value": "What the verify query returned last.",
+        }
+    )
     Inputs = ExecInputs
     roles = frozenset({Role.MUTATING})
 

@@ -24,7 +24,7 @@ from drctl.providers.postgres.session import (
     socket_scalar,
     writable,
 )
-from drctl.steps.base import Role, StepInputs
+from drctl.steps.base import Role, StepInputs, published
 
 Mode = Literal["read_only", "hard", "stop", "read_only_then_stop"]
 
@@ -82,13 +82,15 @@ class Fence(PostgresStep[FenceInputs]):
     """
 
     name = "postgres.fence"
-    outputs = {
-        "fenced": "True once the fence is in place.",
-        "mode": "The fence mode.",
-        "sessions_ended": "Client sessions ended (read_only with terminate_sessions).",
-        "final_lsn": "The old primary's last WAL position.",
-        "final_lsn_from": "Where final_lsn was read (pg_current_wal_lsn or pg_controldata).",
-    }
+    outputs = published(
+        {
+            "fenced": "True once the fence is in place.",
+            "mode": "The fence mode.",
+            "sessions_ended": "Client sessions ended (read_only with terminate_sessions).",
+            "final_lsn": "The old primary's last WAL position.",
+            "final_lsn_from": "Where final_lsn was read (pg_current_wal_lsn or pg_controldata).",
+        }
+    )
     Inputs = FenceInputs
     roles = frozenset({Role.FENCE, Role.MUTATING})
 

@@ -20,7 +20,7 @@ from drctl.providers.postgres.session import (
     scalar,
 )
 from drctl.runbook.targets import PostgresTarget
-from drctl.steps.base import Role, StepInputs
+from drctl.steps.base import Role, StepInputs, published
 
 
 class FollowInputs(StepInputs):
@@ -96,14 +96,16 @@ class Follow(PostgresStep[FollowInputs]):
     """
 
     name = "postgres.follow"
-    outputs = {
-        "application_name": "The standby's application_name on the new primary.",
-        "fork_lsn": "Where its timeline forks from the new primary's (null if the same).",
-        "rewound": "Whether pg_rewind ran.",
-        "discarded_bytes": "WAL discarded by the rewind.",
-        "discarded_from": "Start of the discarded WAL.",
-        "discarded_to": "End of the discarded WAL.",
-    }
+    outputs = published(
+        {
+            "application_name": "The standby's application_name on the new primary.",
+            "fork_lsn": "Where its timeline forks from the new primary's (null if the same).",
+            "rewound": "Whether pg_rewind ran.",
+            "discarded_bytes": "WAL discarded by the rewind.",
+            "discarded_from": "Start of the discarded WAL.",
+            "discarded_to": "End of the discarded WAL.",
+        }
+    )
     Inputs = FollowInputs
     roles = frozenset({Role.MUTATING})
 

@@ -12,7 +12,7 @@ from drctl.errors import StepError, Unreachable
 from drctl.providers.postgres.base import PostgresContext, PostgresStep
 from drctl.providers.postgres.session import Server, connect, lsn, scalar
 from drctl.runbook.targets import PostgresTarget
-from drctl.steps.base import Role, StepContext, StepInputs
+from drctl.steps.base import Role, StepContext, StepInputs, published
 
 
 class LagInputs(StepInputs):
@@ -143,16 +143,18 @@ class ReplicationLag(PostgresStep[LagInputs]):
     """
 
     name = "postgres.replication_lag"
-    outputs = {
-        "lag_bytes": "Worst lag in bytes (null when the primary's position is unknown).",
-        "standby_lag_bytes": "WAL received and not replayed.",
-        "lag_seconds": "Replay delay in seconds.",
-        "receive_lsn": "The standby's last received WAL position.",
-        "replay_lsn": "Its last replayed position.",
-        "primary_lsn": "The primary's current position (null if not known).",
-        "primary_position": "known, unknown or not_asked.",
-        "primary_reachable": "Whether the primary answered.",
-    }
+    outputs = published(
+        {
+            "lag_bytes": "Worst lag in bytes (null when the primary's position is unknown).",
+            "standby_lag_bytes": "WAL received and not replayed.",
+            "lag_seconds": "Replay delay in seconds.",
+            "receive_lsn": "The standby's last received WAL position.",
+            "replay_lsn": "Its last replayed position.",
+            "primary_lsn": "The primary's current position (null if not known).",
+            "primary_position": "known, unknown or not_asked.",
+            "primary_reachable": "Whether the primary answered.",
+        }
+    )
     Inputs = LagInputs
     roles = frozenset({Role.LAG_CHECK})
 

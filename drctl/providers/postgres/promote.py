@@ -15,7 +15,7 @@ from drctl.providers.postgres.session import (
     writable,
 )
 from drctl.runbook.targets import PostgresTarget
-from drctl.steps.base import FenceStatus, Role, StepInputs
+from drctl.steps.base import FenceStatus, Role, StepInputs, published
 
 PROBE_TABLE = "drctl_probe"
 CREATE_PROBE = (
@@ -100,10 +100,12 @@ class Promote(PostgresStep[PromoteInputs]):
     """
 
     name = "postgres.promote"
-    outputs = {
-        "lag_bytes": "The lag measured before promoting.",
-        "timeline": "The new primary's timeline.",
-    }
+    outputs = published(
+        {
+            "lag_bytes": "The lag measured before promoting.",
+            "timeline": "The new primary's timeline.",
+        }
+    )
     Inputs = PromoteInputs
     roles = frozenset({Role.PROMOTE, Role.MUTATING})
 

@@ -9,7 +9,7 @@ from pydantic import Field
 from drctl.errors import StepError
 from drctl.providers.postgres.base import PostgresContext, PostgresStep
 from drctl.providers.postgres.session import connect
-from drctl.steps.base import Role, StepInputs, short
+from drctl.steps.base import Role, StepInputs, published, short
 
 
 class SqlInputs(StepInputs):
@@ -39,9 +39,11 @@ class Sql(PostgresStep[SqlInputs]):
     """
 
     name = "postgres.sql"
-    outputs = {
-        "rows": "The result rows (lists of values).",
-    }
+    outputs = published(
+        {
+            "rows": "The result rows (lists of values).",
+        }
+    )
     Inputs = SqlInputs
     roles = frozenset({Role.VERIFY})
 
