@@ -19,6 +19,7 @@ from drctl.cli.execute import (
     _store,
     _store_for_runbook,
 )
+from drctl.cli.formats import format_option
 from drctl.cli.review import PARAM_HELP, PARAMS_FILE_HELP
 from drctl.visible import visible
 
@@ -76,8 +77,12 @@ def drill(
     report: str | None = typer.Option(
         None, "--report", help="Write the report here (default: standard output)."
     ),
-    fmt: ReportFormat | None = typer.Option(
-        None, "--format", help="md, html or json (default: from --report's suffix, else md)."
+    fmt: str | None = format_option(
+        None,
+        "markdown",
+        "html",
+        "json",
+        what="The report's format (default: from --report's suffix, else markdown)",
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Approve every gate."),
     approve: list[str] | None = typer.Option(
@@ -113,7 +118,7 @@ def drill(
         resume, verify_dsn,
         {"--reapply": reapply, "--mark-done": mark_done, "--allow-changed-plan": allow_changed_plan},
     )  # fmt: skip
-    kind = fmt or _format_for(report)
+    kind = ReportFormat("md" if fmt == "markdown" else fmt) if fmt else _format_for(report)
     # Progress goes to stderr so that a report on stdout stays clean; no prompts.
     terminal = Terminal(OutputFormat.text, yes, approve or [])
     terminal.interactive = False

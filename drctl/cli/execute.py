@@ -10,6 +10,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
+from drctl.cli.formats import chosen, format_option, legacy_output_option
 from drctl.cli.review import PARAM_HELP, PARAMS_FILE_HELP
 from drctl.engine.status import GateVerdict, RunStatus
 from drctl.visible import visible
@@ -185,9 +186,10 @@ def run(
     concurrency: int | None = typer.Option(
         None, "--concurrency", help="Steps run at once (default: settings.concurrency or 8)."
     ),
-    output: OutputFormat = typer.Option(
-        OutputFormat.text, "--output", help="text (live view on a TTY) or json lines."
+    fmt: str | None = format_option(
+        None, "text", "json", what="Output (text: a live view on a TTY)"
     ),
+    legacy: str | None = legacy_output_option("text", "json"),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
 ) -> None:
     """Execute a runbook with a durable journal; exit 0 done, 1 failed, 3 locked, 4 gate, 130 interrupted."""
@@ -195,6 +197,7 @@ def run(
     from drctl.engine.executor import Interrupts
     from drctl.engine.runner import Runner
 
+    output = OutputFormat(chosen(fmt, legacy, "text"))
     terminal = Terminal(output, yes, approve or [])
     interrupts = Interrupts()
     _signals(interrupts)
@@ -232,7 +235,8 @@ def resume(
         help="Finish a paused drill without its canary (it stays measured up to the pause).",
     ),
     concurrency: int | None = typer.Option(None, "--concurrency", help="Steps run at once."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json lines."),
+    fmt: str | None = format_option(None, "text", "json", what="Output (json: one event per line)"),
+    legacy: str | None = legacy_output_option("text", "json"),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
 ) -> None:
     """Continue a run: skip what succeeded, verify what was interrupted, retry what failed."""
@@ -253,7 +257,7 @@ def resume(
                 f"run {record.id} is a drill: resuming it here would leave the rest unmeasured",
                 hint=f"continue it with: drctl drill --resume {record.id} (or pass --unmeasured)",
             )
-    terminal = Terminal(output, yes, approve or [])
+    terminal = Terminal(OutputFormat(chosen(fmt, legacy, "text")), yes, approve or [])
     interrupts = Interrupts()
     _signals(interrupts)
     options = _options(concurrency, False, yes, approve or [], reapply, mark_done)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from drctl.cli.formats import format_option
+
 if TYPE_CHECKING:
     from drctl.compiler.params import ParamInput
     from drctl.compiler.plan import Plan
@@ -44,7 +46,7 @@ def validate(
     files: list[str] = typer.Argument(..., help="Runbook files to check.", metavar="FILE"),
     param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),
-    fmt: ValidateFormat = typer.Option(ValidateFormat.text, "--format", help="Output format."),
+    fmt: str = format_option("text", "text", "json", "github"),
 ) -> None:
     """Check runbooks offline; print every error as path:line:col; exit 0 or 2.
 
@@ -68,9 +70,9 @@ def validate(
             ok_lines.append(f"{path}: ok ({len(plan.steps)} steps, {_hash_words(plan)})\n")
         except RunbookInvalid as exc:
             diags.extend(exc.diagnostics)
-    if fmt is ValidateFormat.json:
+    if ValidateFormat(fmt) is ValidateFormat.json:
         sys.stdout.write(render.as_json(diags, files))
-    elif fmt is ValidateFormat.github:
+    elif ValidateFormat(fmt) is ValidateFormat.github:
         sys.stdout.write(render.as_github(diags))
     else:
         sys.stdout.write(render.as_text(diags))
@@ -97,7 +99,7 @@ def plan(
     file: str = typer.Argument(..., metavar="FILE", help="The runbook."),
     param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),
-    fmt: DocFormat = typer.Option(DocFormat.text, "--format", help="Output format."),
+    fmt: str = format_option("text", "text", "markdown", "json"),
 ) -> None:
     """Show the compiled plan: numbered steps, rendered inputs, gates, lints, plan hash."""
     from drctl.cli.output import write
@@ -105,9 +107,9 @@ def plan(
 
     compiled = _compile(file, _params(param, params_file))
     _warn(compiled)
-    if fmt is DocFormat.json:
+    if DocFormat(fmt) is DocFormat.json:
         write(render.as_json(compiled))
-    elif fmt is DocFormat.markdown:
+    elif DocFormat(fmt) is DocFormat.markdown:
         write(render.as_markdown(compiled))
     else:
         write(render.as_text(compiled))
@@ -118,7 +120,7 @@ def diff(
     new: str = typer.Argument(..., metavar="NEW", help="The runbook after the change."),
     param: list[str] | None = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     params_file: str | None = typer.Option(None, "--params-file", help=PARAMS_FILE_HELP),
-    fmt: DocFormat = typer.Option(DocFormat.text, "--format", help="Output format."),
+    fmt: str = format_option("text", "text", "markdown", "json"),
 ) -> None:
     """Compare the plans of two runbooks; exit 0 if equal, 1 if different, 2 if invalid."""
     from drctl.cli.output import write
@@ -138,9 +140,9 @@ def diff(
     if problems:
         raise RunbookInvalid(problems)
     result = diff_plans(plans[0], plans[1])
-    if fmt is DocFormat.json:
+    if DocFormat(fmt) is DocFormat.json:
         write(render.as_json(result, old, new))
-    elif fmt is DocFormat.markdown:
+    elif DocFormat(fmt) is DocFormat.markdown:
         write(render.as_markdown(result, old, new))
     else:
         write(render.as_text(result, old, new))
