@@ -445,7 +445,12 @@ def error_codes() -> list[tuple[str, str, str]]:
 
     found = []
     for name, value in vars(diagnostics).items():
-        if name.startswith("E_") and isinstance(value, str) and re.fullmatch(r"E\d{3}", value):
+        # E: errors; W: warnings (reported, never refused).
+        if (
+            name[:2] in ("E_", "W_")
+            and isinstance(value, str)
+            and re.fullmatch(r"[EW]\d{3}", value)
+        ):
             desc = ERROR_CODE_DOCS.get(value) or name[2:].replace("_", " ").lower()
             found.append((value, name, desc))
     return sorted(found)

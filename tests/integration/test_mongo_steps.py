@@ -199,7 +199,7 @@ def test_step_down_of_a_member_that_is_not_primary_does_nothing(mock_rs: MockRep
     """Naming a member that is already a secondary sends no command and verifies at once."""
     _a, b, _c = mock_rs.hosts
     ctx = _ctx(StepDownInputs(member=b), mock_rs)
-    assert StepDown().check(ctx) == f"{b} is not primary: nothing to step down"
+    assert StepDown().check(ctx) == f"do nothing: {b} is not primary"
     StepDown().apply(ctx)
     assert mock_rs.sent("replSetStepDown") == []
     assert StepDown().verify(ctx)

@@ -100,7 +100,7 @@ def test_replication_lag_publishes_its_figures(shared_sandbox: Pair) -> None:  #
     targets = {"old": pair.target(pair.node1), "gone": _nobody()}
 
     ctx = _ctx(LagInputs(primary="old", max_bytes=65536), pair.target(pair.node2), targets)
-    assert re.fullmatch(r"lag is \d+ bytes, [\d.]+s", ReplicationLag().check(ctx) or "")
+    assert re.fullmatch(r"measure a lag of \d+ bytes, [\d.]+s", ReplicationLag().check(ctx) or "")
     ReplicationLag().apply(ctx)
     out = ctx.outputs
     assert set(out) == {
@@ -271,7 +271,9 @@ def test_fence_read_only_check_apply_verify_undo(shared_sandbox: Pair) -> None: 
     node = pair.target(pair.node1)
     inputs = FenceInputs(mode="read_only")
     assert "read-only" in (Fence().check(_ctx(inputs, node)) or "")
-    assert "already takes no writes" in (Fence().check(_ctx(inputs, pair.target(pair.node2))) or "")
+    assert "do nothing: the server is a standby and takes no writes already" in (
+        Fence().check(_ctx(inputs, pair.target(pair.node2))) or ""
+    )
     assert "does not answer" in (Fence().check(_ctx(inputs, _nobody())) or "")
     assert Fence().verify(_ctx(inputs, node)) is False  # an unfenced primary takes writes
 
@@ -420,7 +422,9 @@ def test_promote_then_rejoin(sandbox: Pair) -> None:  # noqa: F811
     assert one(pair.node2.dsn, "SELECT count(*) FROM drctl_probe WHERE nonce = 'promote'") == 1
 
     # Promoting a primary does nothing: no second timeline switch.
-    assert Promote().check(_ctx(promote, new, targets)) == "already primary: nothing to promote"
+    assert (
+        Promote().check(_ctx(promote, new, targets)) == "do nothing: the server is primary already"
+    )
     again = _ctx(promote, new, targets)
     Promote().apply(again)
     assert "already primary" in again.lines

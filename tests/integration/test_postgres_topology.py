@@ -146,7 +146,7 @@ def test_hard_fence_refuses_the_session_read_only_lets_write(
         with pytest.raises(psycopg.OperationalError):
             writer.execute("INSERT INTO fence_writes VALUES (2)")  # its backend was ended
         assert Fence().check(_ctx(inputs, primary)) == (
-            "pg_hba.conf turns sessions away already (hard-fenced)"
+            "do nothing: pg_hba.conf turns sessions away already (hard-fenced)"
         )
         fenced = _hba(topo).read_text()
         assert fenced.startswith(MARK)

@@ -159,9 +159,9 @@ class StepDown(MongoStep[StepDownInputs]):
         uri = self._uri(ctx)
         name = self._primary(ctx)
         if name is None:
-            return "no member is primary now: nothing to step down"
+            return "do nothing: no member is primary now"
         if not member_hello(uri, ctx, name).get("isWritablePrimary"):
-            return f"{name} is not primary: nothing to step down"
+            return f"do nothing: {name} is not primary"
         with connect(uri, ctx, what=name, member=name) as client:
             config = get_config(client)
             status = parse_status(admin(client, "replSetGetStatus"), config)

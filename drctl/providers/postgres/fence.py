@@ -113,21 +113,22 @@ class Fence(PostgresStep[FenceInputs]):
         try:
             with connect(target, ctx, what="old primary", read_only=True, cap=5.0) as conn:
                 if scalar(conn, "SELECT pg_is_in_recovery()"):
-                    return "the server is a standby: already takes no writes"
+                    return "do nothing: the server is a standby and takes no writes already"
                 if inputs.mode == "hard":
                     _socket_answers(ctx, local_node(target, "fence (hard)", ctx), conn)
-                return self.describe(inputs, ctx.step_id)
+                # None: the plan's own description, which names the target (not the step).
+                return None
         except Unreachable as exc:
             if refused_by_hba(exc):
-                return "pg_hba.conf turns sessions away already (hard-fenced)"
+                return "do nothing: pg_hba.conf turns sessions away already (hard-fenced)"
             if inputs.mode in ("stop", "read_only_then_stop"):
                 return (
-                    f"the server does not answer ({exc.message}): only pg_ctl status saying "
-                    "stopped will prove the fence"
+                    f"stop a server that does not answer ({exc.message}): only pg_ctl status "
+                    "saying stopped will prove the fence"
                 )
             return (
-                f"the server does not answer ({exc.message}): it cannot be fenced or shown "
-                "to be fenced from here"
+                f"fail: the server does not answer ({exc.message}), so it cannot be fenced or "
+                "shown to be fenced from here"
             )
 
     def apply(self, ctx: Ctx) -> None:

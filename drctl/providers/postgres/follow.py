@@ -119,7 +119,10 @@ class Follow(PostgresStep[FollowInputs]):
         with connect(new, ctx, what="new primary", read_only=True) as conn:
             if scalar(conn, "SELECT pg_is_in_recovery()"):
                 if ctx.dry_run:  # the promote before this step has not run in a dry run
-                    return f"{self.describe(inputs, ctx.step_id)} (once {inputs.new_primary} is promoted)"
+                    return (
+                        f"repoint it once {inputs.new_primary} is promoted (it is still in "
+                        "recovery now)"
+                    )
                 raise StepError(f"{inputs.new_primary} is still in recovery: promote it first")
         divergence = self._divergence(ctx)
         if divergence.diverged_bytes and not inputs.rewind:

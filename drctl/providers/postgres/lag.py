@@ -181,8 +181,11 @@ class ReplicationLag(PostgresStep[LagInputs]):
         if lag.primary_position is PrimaryPosition.UNKNOWN:
             if ctx.inputs.primary_unreachable == "fail":
                 raise StepError(_refusal(lag))
-            return f"lag unknown, {lag.standby_bytes} bytes on the standby alone: {lag.unknown_message()}"
-        return f"lag is {lag.bytes} bytes, {lag.seconds:g}s"
+            return (
+                f"measure an unknown lag ({lag.standby_bytes} bytes on the standby alone): "
+                f"{lag.unknown_message()}"
+            )
+        return f"measure a lag of {lag.bytes} bytes, {lag.seconds:g}s"
 
     def verify(self, ctx: Ctx) -> bool:
         """The lag is within the limits now (what ``wait: until`` polls for).

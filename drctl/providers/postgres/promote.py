@@ -127,7 +127,7 @@ class Promote(PostgresStep[PromoteInputs]):
     def check(self, ctx: Ctx) -> str | None:
         with connect(ctx.target, ctx, what="standby", read_only=True) as conn:
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
-                return "already primary: nothing to promote"
+                return "do nothing: the server is primary already"
         fenced = self._journaled_fences(ctx)
         lag = self._lag_within_limit(ctx)
         fence = self._fence_proof(ctx)

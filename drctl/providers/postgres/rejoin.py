@@ -80,11 +80,11 @@ class Rejoin(PostgresStep[RejoinInputs]):
             if scalar(conn, "SELECT pg_is_in_recovery()"):
                 if ctx.dry_run:  # the promote before this step has not run in a dry run
                     return (
-                        f"{self.describe(inputs, ctx.step_id)} (once {inputs.new_primary} is "
-                        "promoted: it is still in recovery now)"
+                        f"rejoin it once {inputs.new_primary} is promoted (it is still in "
+                        "recovery now)"
                     )
                 raise StepError(f"{inputs.new_primary} is still in recovery: promote it first")
-        return self.describe(inputs, ctx.step_id)
+        return None  # the plan's own description, which names the target (not the step)
 
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
