@@ -170,7 +170,7 @@ def drill(
         Path(report).write_text(text)
     else:
         sys.stdout.write(text)
-    sys.stderr.write(visible(_summary(result, built.drill.paused, report, state_flag)))
+    sys.stderr.write(visible(_summary(built, report, state_flag)))
     raise typer.Exit(result.exit_code)
 
 
@@ -223,22 +223,11 @@ def _check_resume_flags(
         raise UsageError("--verify-dsn is empty")
 
 
-def _summary(result: DrillResult, paused: bool, report: str | None, state_flag: str) -> str:
-    """The last line on stderr: the verdict and the figures, and how to go on if paused."""
-    m, v = result.measurement, result.verdict
-    verdict = "objectives met" if v.passed else "objectives MISSED"
-    if result.outcome.exit_code:
-        verdict = f"run {result.outcome.status} (exit {result.outcome.exit_code})"
-        if paused:
-            verdict += (
-                f"; continue the drill with: drctl drill --resume {result.run_id}{state_flag}"
-            )
-    return (
-        f"drill {result.run_id}: {verdict}: RPO {m.missing} of {m.acknowledged} acknowledged "
-        f"writes missing; RTO {m.rto:.2f}s (longest gap {m.longest_gap:.2f}s)"
-        + (f"; report: {report}" if report else "")
-        + "\n"
-    )
+def _summary(built: DrillReport, report: str | None, state_flag: str) -> str:
+    """The last line on stderr: the report's own headline and figures, so the two agree."""
+    from drctl.render.drill import summary
+
+    return summary(built, state_flag) + (f"; report: {report}" if report else "") + "\n"
 
 
 def _format_for(report: str | None) -> ReportFormat:
