@@ -83,3 +83,25 @@ def test_warnings_reach_the_operator_of_plan_and_validate(tmp_path: Path) -> Non
     assert checked.returncode == 0, checked.stdout
     assert checked.stdout.count(": warning ") == 3
     assert checked.stdout.endswith("3 warnings\n")
+
+
+def test_a_run_with_a_shared_params_file_warns_once_and_runs(tmp_path: Path) -> None:
+    """drctl run with a params file holding keys the runbook does not declare runs, after one W230 warning on stderr."""
+    runbook = tmp_path / "r.yaml"
+    runbook.write_text(
+        "apiVersion: drctl/v1\nkind: Runbook\nmetadata: {name: w}\n"
+        "params: {who: {type: str, required: true}}\n"
+        "steps:\n  - {id: a, type: shell, with: {command: 'echo {{ params.who }}', verify: 'true'}}\n"
+    )
+    params = tmp_path / "p.yaml"
+    params.write_text("who: ops\nprimary_dsn: x\nssh_port: 22\ndns_zone: example.\n")
+    ran = run_cli(
+        "run", str(runbook), "--params-file", str(params), "--state", str(tmp_path / "s.db")
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stderr.count("warning W230") == 1, ran.stderr
+    assert (
+        "3 keys this runbook does not declare, ignored: primary_dsn, ssh_port, dns_zone"
+        in ran.stderr
+    )
+    assert "error" not in ran.stderr
