@@ -142,7 +142,7 @@ class Elect(MongoStep[ElectInputs]):
         wanted = self._wanted(inputs, members)
         raise_note = f"; priority → {wanted:g}" if wanted is not None else ""
         if me.state == "PRIMARY":
-            return f"{inputs.member} is primary already{raise_note}"
+            return f"do nothing: {inputs.member} is primary already{raise_note}"
         return f"make {inputs.member} ({me.state}, {me.lag_seconds or 0:g}s behind) primary{raise_note}"
 
     def apply(self, ctx: Ctx) -> None:

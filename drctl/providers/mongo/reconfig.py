@@ -237,10 +237,10 @@ class Reconfig(MongoStep[ReconfigInputs]):
             config = get_config(client)
         desired_members(config, inputs)
         if in_effect(config, inputs):
-            return f"already in effect on {receiver} (config version {config.get('version')})"
+            return f"do nothing: already in effect on {receiver} (config version {config.get('version')})"
         if inputs.force:
             self._refuse_force_with_primary(ctx)
-        return f"{receiver} takes config version {int(config.get('version', 0)) + 1}: {describe_changes(inputs)}"
+        return f"have {receiver} take config version {int(config.get('version', 0)) + 1}: {describe_changes(inputs)}"
 
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
