@@ -58,8 +58,10 @@ class RunbookInvalid(DrctlError):
 
     def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
         self.diagnostics = tuple(sorted(diagnostics, key=Diagnostic.sort_key))
-        count = len(self.diagnostics)
-        super().__init__(f"{count} error{'s' if count != 1 else ''} found")
+        count = sum(1 for d in self.diagnostics if d.severity.value == "error")
+        warned = len(self.diagnostics) - count
+        also = f" (and {warned} warning{'s' if warned != 1 else ''})" if warned else ""
+        super().__init__(f"{count} error{'s' if count != 1 else ''} found{also}")
 
 
 class StepTypeError(DrctlError):

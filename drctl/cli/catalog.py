@@ -6,6 +6,8 @@ from enum import StrEnum
 
 import typer
 
+from drctl.cli.formats import format_option
+
 
 class CatalogFormat(StrEnum):
     text = "text"
@@ -25,16 +27,16 @@ def schema() -> None:
 
 def steps(
     type_name: str | None = typer.Argument(None, metavar="TYPE", help="One step type to describe."),
-    fmt: CatalogFormat = typer.Option(CatalogFormat.text, "--format", help="Output format."),
+    fmt: str = format_option("text", "text", "markdown", "json"),
 ) -> None:
     """List the registered step types, or describe one with its inputs."""
     from drctl.cli.output import write
     from drctl.render import catalog
 
     if type_name is None:
-        write(catalog.listing(fmt.value))
+        write(catalog.listing(fmt))
     else:
-        write(catalog.describe(type_name, fmt.value))
+        write(catalog.describe(type_name, fmt))
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -19,6 +19,7 @@ from drctl.cli.execute import (
     _store,
     _store_for_runbook,
 )
+from drctl.cli.formats import format_option
 from drctl.cli.review import PARAM_HELP, PARAMS_FILE_HELP
 from drctl.visible import visible
 
@@ -84,8 +85,12 @@ def drill(
     report: str | None = typer.Option(
         None, "--report", help="Write the report here (default: standard output)."
     ),
-    fmt: ReportFormat | None = typer.Option(
-        None, "--format", help="md, html or json (default: from --report's suffix, else md)."
+    fmt: str | None = format_option(
+        None,
+        "markdown",
+        "html",
+        "json",
+        what="The report's format (default: from --report's suffix, else markdown)",
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Approve every gate."),
     approve: list[str] | None = typer.Option(
@@ -128,7 +133,7 @@ def drill(
         {"--reapply": reapply, "--mark-done": mark_done, "--reason": reason,
          "--allow-changed-plan": allow_changed_plan},
     )  # fmt: skip
-    kind = fmt or _format_for(report)
+    kind = ReportFormat("md" if fmt == "markdown" else fmt) if fmt else _format_for(report)
     # Progress goes to stderr so that a report on stdout stays clean; no prompts.
     terminal = Terminal(OutputFormat.text, yes, approve or [])
     terminal.interactive = False
@@ -183,8 +188,7 @@ def drill(
         Path(report).write_text(text)
     else:
         sys.stdout.write(text)
-    summary = _summary(result, built.drill.paused, report, state_flag, built.drill.load)
-    sys.stderr.write(visible(summary))
+    sys.stderr.write(visible(_summary(built, report, state_flag)))
     raise typer.Exit(result.exit_code)
 
 
@@ -251,30 +255,13 @@ def _check_resume_flags(
         raise UsageError("--verify-dsn is empty")
 
 
-def _summary(
-    result: DrillResult,
-    paused: bool,
-    report: str | None,
-    state_flag: str,
-    load: dict[str, Any] | None = None,
-) -> str:
-    """The last line on stderr: the verdict and the figures, and how to go on if paused."""
-    m, v = result.measurement, result.verdict
-    verdict = "objectives met" if v.passed else "objectives MISSED"
-    if result.outcome.exit_code:
-        verdict = f"run {result.outcome.status} (exit {result.outcome.exit_code})"
-        if paused:
-            verdict += (
-                f"; continue the drill with: drctl drill --resume {result.run_id}{state_flag}"
-            )
-    from drctl.render.drill import load_line
+def _summary(built: DrillReport, report: str | None, state_flag: str) -> str:
+    """The last line on stderr: the report's own headline and figures, so the two agree."""
+    from drctl.render.drill import load_line, summary
 
-    discarded = (
-        f", includes {m.discarded_bytes} discarded bytes of WAL" if m.discarded_commits else ""
-    )
+    load = built.drill.load
     return (
-        f"drill {result.run_id}: {verdict}: RPO {m.missing} of {m.acknowledged} acknowledged "
-        f"writes missing{discarded}; RTO {m.rto:.2f}s (longest gap {m.longest_gap:.2f}s)"
+        summary(built, state_flag)
         + (f"; load: {load_line(load)}" if load else "")
         + (f"; report: {report}" if report else "")
         + "\n"

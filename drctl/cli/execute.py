@@ -10,6 +10,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
+from drctl.cli.formats import chosen, format_option, legacy_output_option
 from drctl.cli.review import PARAM_HELP, PARAMS_FILE_HELP
 from drctl.engine.status import GateVerdict, RunStatus
 from drctl.visible import visible
@@ -188,22 +189,26 @@ def _finish(outcome: Outcome, run_id: str, state_flag: str = "") -> None:
 
 def _store_for_runbook(
     state: str | None, file: str, given: ParamInput
-) -> tuple[StateStore, Plan | None, str]:
+) -> tuple[StateStore, Plan, str]:
     """The store a new run of ``file`` uses: --state, DRCTL_STATE, the runbook's
     ``settings.state``, or the default, first found.
 
-    Returns the plan when the runbook had to be compiled to know (so it is not compiled
-    twice), and the ``--state`` flag later commands need when the store came from the
+    Returns the compiled plan (so it is not compiled twice), and the ``--state`` flag later commands need when the store came from the
     runbook (connection string masked), else "".
     """
     import os
 
-    if state or os.environ.get("DRCTL_STATE"):
-        return _store(state), None, ""
     from drctl.compiler.compile import compile_runbook
+    from drctl.render.diagnostics import as_text
+
+    # Compiled here, once, so the compiler's warnings (a params file's undeclared keys,
+    # a stale acknowledge) are on the operator's screen before anything runs.
+    plan = compile_runbook(file, given)
+    sys.stderr.write(as_text(plan.warnings))
+    if state or os.environ.get("DRCTL_STATE"):
+        return _store(state), plan, ""
     from drctl.drill.conninfo import mask_dsn
 
-    plan = compile_runbook(file, given)
     from_runbook = plan.settings.state or ""
     shown = f" --state '{mask_dsn(from_runbook)}'" if from_runbook else ""
     return _store(None, from_runbook or None), plan, shown
@@ -225,9 +230,10 @@ def run(
     concurrency: int | None = typer.Option(
         None, "--concurrency", help="Steps run at once (default: settings.concurrency or 8)."
     ),
-    output: OutputFormat = typer.Option(
-        OutputFormat.text, "--output", help="text (live view on a TTY) or json lines."
+    fmt: str | None = format_option(
+        None, "text", "json", what="Output (text: a live view on a TTY)"
     ),
+    legacy: str | None = legacy_output_option("text", "json"),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
     override_cooldown: bool = typer.Option(
         False,
@@ -245,6 +251,7 @@ def run(
     from drctl.engine.runner import Runner
 
     override = _cooldown_reason(override_cooldown, reason)
+    output = OutputFormat(chosen(fmt, legacy, "text"))
     terminal = Terminal(output, yes, approve or [])
     interrupts = Interrupts()
     _signals(interrupts)
@@ -300,7 +307,8 @@ def resume(
         help="Finish a paused drill without its canary (it stays measured up to the pause).",
     ),
     concurrency: int | None = typer.Option(None, "--concurrency", help="Steps run at once."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json lines."),
+    fmt: str | None = format_option(None, "text", "json", what="Output (json: one event per line)"),
+    legacy: str | None = legacy_output_option("text", "json"),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
 ) -> None:
     """Continue a run: skip what succeeded, verify what was interrupted, retry what failed."""
@@ -321,7 +329,7 @@ def resume(
                 f"run {record.id} is a drill: resuming it here would leave the rest unmeasured",
                 hint=f"continue it with: drctl drill --resume {record.id} (or pass --unmeasured)",
             )
-    terminal = Terminal(output, yes, approve or [])
+    terminal = Terminal(OutputFormat(chosen(fmt, legacy, "text")), yes, approve or [])
     interrupts = Interrupts()
     _signals(interrupts)
     options = _options(concurrency, False, yes, approve or [], reapply, mark_done, reason)

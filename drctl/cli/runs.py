@@ -7,13 +7,15 @@ import sys
 import typer
 
 from drctl.cli.execute import STATE_HELP, OutputFormat, _store
+from drctl.cli.formats import chosen, format_option, legacy_output_option
 
 
 def status(
     run_id: str | None = typer.Argument(
         None, metavar="RUN_ID", help="A run (default: the most recent)."
     ),
-    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
+    fmt: str | None = format_option(None, "text", "json"),
+    legacy: str | None = legacy_output_option("text", "json"),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
 ) -> None:
     """Where a run stands: each step's state, attempts and errors, and who holds the lock."""
@@ -21,6 +23,7 @@ def status(
     from drctl.engine.runs import find_run
     from drctl.render import runs as render
 
+    output = OutputFormat(chosen(fmt, legacy, "text"))
     store = _store(state, read_only=True)
     run = find_run(store, run_id, last=run_id is None)
     run_state = replay(store.events(run.id))
@@ -34,7 +37,8 @@ def status(
 
 def runs(
     limit: int = typer.Option(20, "--limit", min=1, max=10000, help="How many, newest first."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json."),
+    fmt: str | None = format_option(None, "text", "json"),
+    legacy: str | None = legacy_output_option("text", "json"),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
     drills: bool = typer.Option(
         False, "--drills", help="Only drills, with their result, RTO and missing writes."
@@ -43,6 +47,7 @@ def runs(
     """List runs, newest first."""
     from drctl.render import runs as render
 
+    output = OutputFormat(chosen(fmt, legacy, "text"))
     if drills:
         from drctl.drill.report import drills as find_drills
         from drctl.render import drill as drill_render
@@ -60,16 +65,26 @@ def runs(
 
 
 def log(
-    run_id: str = typer.Argument(..., metavar="RUN_ID", help="The run."),
-    output: OutputFormat = typer.Option(OutputFormat.text, "--output", help="text or json lines."),
+    run_id: str | None = typer.Argument(
+        None, metavar="RUN_ID", help="The run (an id prefix is enough)."
+    ),
+    last: bool = typer.Option(False, "--last", help="The most recent run."),
+    fmt: str | None = format_option(None, "text", "json", what="Output (json: one event per line)"),
+    legacy: str | None = legacy_output_option("text", "json"),
     state: str | None = typer.Option(None, "--state", help=STATE_HELP),
 ) -> None:
     """Print a run's journal: every event, in order, with its fencing token."""
     from drctl.engine.runs import find_run
+    from drctl.errors import UsageError
     from drctl.render import runs as render
 
+    if run_id is None and not last:
+        raise UsageError("give a RUN_ID or --last")
+    if run_id is not None and last:
+        raise UsageError("give a RUN_ID or --last, not both")
+    output = OutputFormat(chosen(fmt, legacy, "text"))
     store = _store(state, read_only=True)
-    run = find_run(store, run_id)
+    run = find_run(store, run_id, last=last)
     events = store.events(run.id)
     sys.stdout.write(
         render.log_json(events) if output is OutputFormat.json else render.log_text(events)

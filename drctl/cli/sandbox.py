@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from drctl.cli.formats import format_option
+
 if TYPE_CHECKING:
     from drctl.sandbox.pair import Sandbox
 
@@ -77,7 +79,7 @@ def up(
 @sandbox_app.command()
 def status(
     directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP),
-    fmt: StatusFormat = typer.Option(StatusFormat.text, "--format", help="text or json."),
+    fmt: str = format_option("text", "text", "json"),
 ) -> None:
     """Show every server, its live role, what it streams from, and its DSN."""
     from drctl.errors import UsageError
@@ -88,7 +90,7 @@ def status(
     if not (box.root / MANIFEST).exists():
         raise UsageError(f"no sandbox in {box.root}", hint="create one with: drctl sandbox up")
     info = box.status()
-    if fmt is StatusFormat.json:
+    if StatusFormat(fmt) is StatusFormat.json:
         sys.stdout.write(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n")
         return
     sys.stdout.write(f"sandbox {info.root}\n")

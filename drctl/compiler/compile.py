@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -45,7 +45,9 @@ from drctl.diagnostics import (
     E_TEMPLATE_SYNTAX,
     E_UNKNOWN_FIELD,
     E_UNKNOWN_STEP_TYPE,
+    W_STALE_ACKNOWLEDGE,
     Diagnostic,
+    Severity,
 )
 from drctl.errors import RunbookInvalid, StepTypeError
 from drctl.runbook import model
@@ -133,6 +135,7 @@ class _Compiler:
         raw_targets = raw.get("targets")
         self.target_names = set(raw_targets) if isinstance(raw_targets, dict) else set()
         self.params: dict[str, Any] = {}
+        self.stand_ins: tuple[str, ...] = ()
         self.targets_ctx: dict[str, dict[str, Any]] = {}
         #: Step instances the for_each lists seen so far expand to (see _fan_out_fits).
         self.planned = 0
@@ -153,7 +156,7 @@ class _Compiler:
     def run(self) -> Plan:
         header = self.header
         if header is not None:
-            self.params, _, errs = bind_params(
+            self.params, stand_ins, errs = bind_params(
                 header.params,
                 self.given,
                 self.loaded.path,
@@ -161,6 +164,7 @@ class _Compiler:
                 placeholders=self.placeholders,
             )
             self.diags.extend(errs)
+            self.stand_ins = tuple(sorted(stand_ins))
         self._render_targets()
         self.targets_ctx = {
             name: _template_view(name, t) for name, t in sorted(self.loaded.targets.items())
@@ -212,6 +216,8 @@ class _Compiler:
             steps=steps,
             fallbacks=tuple(f.step for f in fallbacks),
             lints=tuple(findings),
+            warnings=tuple(d for d in self.diags if d.severity is Severity.WARNING),
+            stand_ins=self.stand_ins,
         )
         return _with_hash(plan)
 
@@ -1085,7 +1091,41 @@ class _Compiler:
                     loc,
                     hint=f"fix it, or acknowledge it with 'acknowledge: [{f.code}]' on the step",
                 )
+        self._stale_acknowledgements(findings, by_base)
         return sorted(out, key=lambda x: (x.code, x.step or "", x.message))
+
+    def _stale_acknowledgements(
+        self, findings: list[Finding], by_base: dict[str, _Instance]
+    ) -> None:
+        """Warn of each ``acknowledge:`` entry no lint needs: a stale one would hide a new finding."""
+        fired = {(f.base_id, f.code) for f in findings}
+        codes = {code for _, code in fired}
+        if self.header is not None:
+            for i, code in enumerate(self.header.acknowledge):
+                if code not in codes:
+                    self._stale(code, "the runbook", ("acknowledge", i))
+        seen: set[str] = set()
+        for base, inst in by_base.items():
+            if base in seen:
+                continue
+            seen.add(base)
+            for i, code in enumerate(inst.spec.acknowledge):
+                if (base, code) not in fired:
+                    self._stale(code, f"step {base!r}", (*inst.loc, "acknowledge", i))
+
+    def _stale(self, code: str, where: str, loc: Loc) -> None:
+        self.diags.append(
+            replace(
+                self.srcmap.diagnostic(
+                    W_STALE_ACKNOWLEDGE,
+                    f"{where} acknowledges {code}, which does not fire there",
+                    loc,
+                    hint=f"remove {code} from acknowledge: an acknowledgement nothing needs "
+                    "would hide the lint if it fired later",
+                ),
+                severity=Severity.WARNING,
+            )
+        )
 
 
 @dataclass(frozen=True)

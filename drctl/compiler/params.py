@@ -1,7 +1,9 @@
 """Binding runbook parameters from ``-p key=value`` flags and a ``--params-file``.
 
 Flags win over the file, the file over defaults. Values are coerced to the declared
-type; a value that does not fit is an error naming the flag or the file position.
+type; a value that does not fit is an error naming the flag or the file position. A
+file's keys the runbook does not declare are one warning (the file may serve several
+runbooks); an undeclared ``-p`` flag is an error.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from drctl.diagnostics import E_PARAM, Diagnostic
+from drctl.diagnostics import E_PARAM, W_PARAM_UNDECLARED, Diagnostic, Severity
 from drctl.runbook.durations import parse_duration
 from drctl.runbook.model import ParamSpec
 from drctl.runbook.source import SourceMap, load_yaml, read_text
@@ -54,7 +56,8 @@ def bind_params(
     supplied: dict[str, _Given] = {}
 
     if given.params_file is not None:
-        supplied.update(_from_file(given.params_file, specs, diags))
+        flagged = {flag.partition("=")[0].strip() for flag in given.flags}
+        supplied.update(_from_file(given.params_file, specs, diags, flagged))
     for flag in given.flags:
         undecodable = _undecodable(flag)
         if undecodable is not None:
@@ -221,7 +224,7 @@ def _parse_structured(text: Any, kind: str) -> Any:
 
 
 def _from_file(
-    path: str, specs: Mapping[str, ParamSpec], diags: list[Diagnostic]
+    path: str, specs: Mapping[str, ParamSpec], diags: list[Diagnostic], flags: set[str]
 ) -> dict[str, _Given]:
     doc = load_yaml(read_text(path), path)
     diags.extend(doc.problems)
@@ -229,20 +232,49 @@ def _from_file(
         diags.append(Diagnostic(E_PARAM, "a params file is a mapping of NAME: VALUE", path))
         return {}
     out = {}
+    undeclared: list[str] = []
     for key, value in doc.data.items():
         if key not in specs:
-            diags.append(
-                doc.map.diagnostic(
-                    E_PARAM,
-                    f"unknown parameter {key!r}",
-                    (key,),
-                    key=True,
-                    hint=did_you_mean(str(key), specs) or _declared(specs),
-                )
-            )
+            undeclared.append(str(key))
             continue
         out[str(key)] = _Given(value, False, path, doc.map)
+    if undeclared:
+        # One shared file often serves several runbooks (the sandbox's does): keys a
+        # runbook does not declare are ignored with one warning, as Terraform does for
+        # a .tfvars file, never one error each.
+        first = doc.map.position((undeclared[0],), key=True)
+        unset = {name for name in specs if name not in out and name not in flags}
+        diags.append(
+            Diagnostic(
+                W_PARAM_UNDECLARED,
+                f"{_count(len(undeclared), 'key')} this runbook does not declare, ignored: "
+                + ", ".join(undeclared),
+                path,
+                first,
+                severity=Severity.WARNING,
+                hint=_misspelt(undeclared, unset) or _declared(specs),
+            )
+        )
     return out
+
+
+def _misspelt(undeclared: list[str], unset: set[str]) -> str | None:
+    """ "did you mean …" for undeclared keys close to a declared param the file left unset.
+
+    A declared param the file (or a flag) gives already is not what a neighbouring
+    key was meant to be: ``primary_host`` is no typo of ``primary_dsn`` in a file that
+    sets both.
+    """
+    guesses = []
+    for key in undeclared:
+        hint = did_you_mean(key, unset)
+        if hint is not None:
+            guesses.append(f"{key}: {hint}")
+    return "; ".join(guesses) or None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _undecodable(flag: str) -> int | None:

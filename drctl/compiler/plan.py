@@ -19,6 +19,7 @@ from functools import cached_property
 from typing import Any
 
 from drctl.compiler.secret_scan import mask
+from drctl.diagnostics import Diagnostic
 
 PLAN_FORMAT = 1
 
@@ -400,6 +401,10 @@ class Plan:
     fallbacks: tuple[CompiledStep, ...]
     lints: tuple[LintFinding, ...]
     hash: str = field(default="")
+    #: What the compiler warned of (not hashed, not stored: it changes nothing the plan does).
+    warnings: tuple[Diagnostic, ...] = field(default=(), compare=False)
+    #: Required params given stand-in values (``drctl validate``): the hash is of those.
+    stand_ins: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def lock_key(self) -> str:

@@ -11,8 +11,11 @@
   lost too, even if the canary's rows all survived: with ``rpo: 0`` it fails the RPO.
 
 A drill that stopped (at a gate, say) and was resumed ran its canary in several
-windows; gaps are measured inside each window, since nobody wrote between them, while
-the time to the new primary spans the pause: a gate a person must open is downtime.
+windows. A pause that came after a mutating step had started is downtime — the old
+primary may be fenced while a person decides — so the gap across it, from the last
+write before to the first write after, counts like any other; a pause before anything
+changed is not measured (nothing had happened to the database). The time to the new
+primary spans the pauses.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ def measure(
     missing = [a for a in acks if a.seq not in present]
     span = (missing[-1].at - missing[0].at) if missing else None
     longest, gap_from, gap_to = 0.0, None, None
-    for start, stop in windows:
+    for start, stop in _outage_windows(windows, first_mutation_at):
         times = [start, *(a.at for a in acks if start <= a.at <= stop), stop]
         for before, after in itertools.pairwise(times):
             if after - before > longest:
@@ -116,6 +119,19 @@ def measure(
         discarded_bytes=discarded[0],
         discarded_commits=discarded[1],
     )
+
+
+def _outage_windows(
+    windows: Sequence[tuple[float, float]], first_mutation_at: float | None
+) -> list[tuple[float, float]]:
+    """The windows gaps are measured in: one joined across each pause that followed a mutation."""
+    joined: list[tuple[float, float]] = []
+    for start, stop in windows:
+        if joined and first_mutation_at is not None and first_mutation_at <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], stop)
+        else:
+            joined.append((start, stop))
+    return joined
 
 
 def judge(m: Measurement, objectives: dict[str, float | None]) -> Verdict:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from drctl.compiler.plan import Plan
-from drctl.compiler.secret_scan import scan
+from drctl.compiler.secret_scan import literal_secret, scan
 from drctl.engine.redact import MIN_SECRET_LENGTH, Redactor
 from drctl.errors import UsageError
 from drctl.runbook.secrets import SecretUnavailable, find_refs, iter_strings, resolve
@@ -58,7 +58,13 @@ class Secrets:
 def resolve_plan_secrets(
     plan: Plan, redactor: Redactor, environ: Mapping[str, str] | None = None
 ) -> Secrets:
-    """Resolve every reference in the plan; raises UsageError naming all that fail."""
+    """Resolve every reference in the plan; raises UsageError naming all that fail.
+
+    A reference read only in a target's plain fields (an ssh target's ``user:
+    ${env:USER}``, a ``data_dir``) is configuration, not a secret: its value is not
+    masked, or every ``root`` in every message would be. Anywhere else — a secret field,
+    a step's inputs, a param — its value is masked wherever it appears.
+    """
     texts: set[str] = set()
     holders: list[Any] = [plan.targets, plan.params]
     for step in (*plan.steps, *plan.fallbacks):
@@ -76,8 +82,23 @@ def resolve_plan_secrets(
                 value = value[part]
             if isinstance(value, str):
                 redactor.add(value)
+    # Configuration only: read in the targets' plain fields and nowhere else.
+    elsewhere = {
+        ref.text
+        for holder in (_secret_fields(plan.targets), *holders[1:])
+        for text in iter_strings(holder)
+        if "${" in text
+        for ref in find_refs(text)
+    }
+    plain = _plain_refs(plan.targets) - elsewhere
+    texts -= plain
     values: dict[str, str] = {}
     problems: list[str] = []
+    for text in sorted(plain):
+        try:
+            values[text] = resolve(text, dict(environ) if environ is not None else None)[1][0]
+        except SecretUnavailable as exc:
+            problems.append(str(exc))
     for text in sorted(texts):
         try:
             _, found = resolve(text, dict(environ) if environ is not None else None)
@@ -98,3 +119,31 @@ def resolve_plan_secrets(
             hint="set the variables or create the files before running; nothing was changed",
         )
     return Secrets(values)
+
+
+def _is_secret_field(kind: str, key: str) -> bool:
+    model = TARGET_TYPES.get(kind)
+    return (model is not None and key in model.secret_fields) or literal_secret(
+        key, "x"
+    ) is not None
+
+
+def _secret_fields(targets: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The targets' fields whose values are secrets (the rest is configuration)."""
+    return {
+        name: {k: v for k, v in fields.items() if _is_secret_field(str(fields.get("type")), k)}
+        for name, fields in targets.items()
+    }
+
+
+def _plain_refs(targets: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """References read in the targets' plain (non-secret) fields."""
+    found: set[str] = set()
+    for fields in targets.values():
+        for key, value in fields.items():
+            if _is_secret_field(str(fields.get("type")), key):
+                continue
+            for text in iter_strings(value):
+                if "${" in text:
+                    found.update(ref.text for ref in find_refs(text))
+    return found

@@ -63,6 +63,7 @@ def _info(step_type: StepType) -> dict[str, Any]:
         "target_types": sorted(step_type.target_types),
         "undo": type(step_type).undo is not StepType.undo,
         "inputs": _fields(step_type),
+        "outputs": [{"name": k, "description": v} for k, v in step_type.outputs.items()],
     }
 
 
@@ -82,6 +83,7 @@ def listing(fmt: str) -> str:
                     "target_types": [],
                     "undo": False,
                     "inputs": [],
+                    "outputs": [],
                 }
             )
     if fmt == "json":
@@ -114,6 +116,9 @@ def describe(name: str, fmt: str) -> str:
         lines.append(f"  {f['name']}: {f['type']} ({req})")
         if f["description"]:
             lines.append(f"      {f['description']}")
+    if info["outputs"]:
+        lines += ["", "outputs:"]
+        lines += [f"  {o['name']}: {o['description']}" for o in info["outputs"]]
     return "\n".join(lines) + "\n"
 
 
@@ -132,4 +137,10 @@ def _markdown(info: dict[str, Any]) -> str:
         cells.append(" ".join(str(f["description"]).split()))
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines.append("")
+    if info["outputs"]:
+        lines += ["| output | description |", "|---|---|"]
+        for o in info["outputs"]:
+            cells = [f"`{o['name']}`", " ".join(str(o["description"]).split())]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("")
     return "\n".join(lines)

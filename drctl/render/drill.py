@@ -70,12 +70,32 @@ def _obj(value: float | None) -> str:
     return "-" if value is None else f"{value:g}s"
 
 
-def _verdict(r: DrillReport) -> str:
+def _verdict(r: DrillReport, state_flag: str = "") -> str:
+    """The report's headline; the CLI's summary line starts with the same words."""
     if r.drill.canary_failed:
         return f"FAILED: the canary writer stopped by surprise ({r.drill.canary_failed}): nothing after it was measured"
+    if r.drill.paused:
+        return (
+            f"PAUSED: the run stopped {r.run_status} (exit {r.drill.run_exit_code}), measured "
+            f"up to the pause; continue the drill with: drctl drill --resume {r.run_id}{state_flag}"
+        )
     if r.drill.run_exit_code:
         return f"FAILED: the run ended {r.run_status} (exit {r.drill.run_exit_code}): {r.drill.run_message}"
     return "PASSED: objectives met" if r.passed else "FAILED: objectives missed"
+
+
+def summary(r: DrillReport, state_flag: str = "") -> str:
+    """One line for the terminal: the report's headline and its own figures."""
+    m: dict[str, Any] = r.drill.measurement
+    rpo = (
+        f"RPO unknown ({r.drill.read_back_error})"
+        if r.drill.read_back_error
+        else f"RPO {m['missing']} of {m['acknowledged']} acknowledged writes missing"
+    )
+    return (
+        f"drill {r.run_id}: {_verdict(r, state_flag)}: {rpo}; RTO {_s(m['rto'])} "
+        f"(longest window with no successful write {_s(m['longest_gap'])})"
+    )
 
 
 def _windows(r: DrillReport, prefix: str) -> list[str]:
@@ -84,8 +104,9 @@ def _windows(r: DrillReport, prefix: str) -> list[str]:
     if len(windows) < 2:
         return []
     return [
-        f"{prefix}Resumed: the canary wrote in {len(windows)} windows; write gaps are "
-        "measured within each, the time to the new primary across them"
+        f"{prefix}Resumed: the canary wrote in {len(windows)} windows; a pause after a "
+        "mutating step had started counts as time with no successful write, and the time "
+        "to the new primary spans the pauses"
     ]
 
 

@@ -158,7 +158,7 @@ FIELD_DOCS: dict[str, str] = {
     "PostgresTarget.os_user": "OS user that owns the data directory; server commands run as it.",
     "PostgresTarget.start_options": "Per-node server options (`pg_ctl start -o`), kept out of the data directory because `pg_rewind` copies the configuration.",
     "PostgresTarget.log_file": "Server log file for `pg_ctl start`.",
-    "PostgresTarget.dns_server": "Resolve the DSN's host through this DNS server (`host:port`) instead of the system resolver.",
+    "PostgresTarget.dns_server": "Resolve the DSN's host through this DNS server (`host:port`) instead of the system resolver, on every connection any postgres step makes (and in the conninfo a standby is pointed at).",
     "Rfc2136Target.server": "Address of the authoritative server.",
     "Rfc2136Target.port": "Its port.",
     "Rfc2136Target.zone": "The zone updated; record names are relative to it.",
@@ -423,6 +423,7 @@ ERROR_CODE_DOCS: dict[str, str] = {
     "E213": "A step's own waits (`with.deadline`, `with.wait`…) are longer than its timeout.",
     "E220": "Duplicate step id.",
     "E230": "Parameter error: missing, wrong type, not one of the choices, or unknown.",
+    "W230": "Warning: a params file has keys the runbook does not declare (ignored, one warning listing them).",
     "E240": "Template syntax error.",
     "E241": "Template uses a name that does not exist (or is refused by the sandbox).",
     "E242": "Template refers to a step, or a step's output, that is not available there.",
@@ -431,6 +432,7 @@ ERROR_CODE_DOCS: dict[str, str] = {
     "E260": "Invalid secret reference.",
     "E270": "Invalid `for_each` (not a list, or duplicate instance ids).",
     "E280": "`acknowledge` names a lint that does not apply.",
+    "W280": "Warning: `acknowledge` names a lint that does not fire there (stale; remove it).",
     "E290": "A registered step type failed to load.",
 }
 
@@ -472,7 +474,12 @@ def error_codes() -> list[tuple[str, str, str]]:
 
     found = []
     for name, value in vars(diagnostics).items():
-        if name.startswith("E_") and isinstance(value, str) and re.fullmatch(r"E\d{3}", value):
+        # E: errors; W: warnings (reported, never refused).
+        if (
+            name[:2] in ("E_", "W_")
+            and isinstance(value, str)
+            and re.fullmatch(r"[EW]\d{3}", value)
+        ):
             desc = ERROR_CODE_DOCS.get(value) or name[2:].replace("_", " ").lower()
             found.append((value, name, desc))
     return sorted(found)

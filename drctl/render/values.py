@@ -20,6 +20,8 @@ def inline(value: Any) -> str:
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """Nested inputs as ``{"a.b": 1, "c[0]": "x"}``, for line-by-line display and diffs."""
     out: dict[str, Any] = {}
+    if not prefix and value == {}:
+        return out  # no inputs at all: nothing to show (not a line "with.: {}")
     if isinstance(value, dict) and value:
         for k in sorted(value, key=str):
             out.update(flatten(value[k], f"{prefix}.{k}" if prefix else str(k)))

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from drctl.errors import StepError
-from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
+from drctl.steps.base import Role, StepContext, StepInputs, StepType, published, short
 
 
 class AssertInputs(StepInputs):
@@ -22,6 +22,11 @@ class Assert(StepType[AssertInputs, None]):
     """Fail the run unless an expression over params and earlier steps' outputs is true."""
 
     name = "assert"
+    outputs = published(
+        {
+            "value": "The value the assertion compared.",
+        }
+    )
     Inputs = AssertInputs
     roles = frozenset({Role.VERIFY})
 

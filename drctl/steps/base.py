@@ -42,6 +42,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Protocol, overload
 
 from pydantic import BaseModel, ConfigDict
@@ -309,6 +310,9 @@ class StepType(ABC, Generic[I, T]):
     #: Target types this step acts on; empty means the step takes no target.
     target_types: ClassVar[frozenset[str]] = frozenset()
     target_required: ClassVar[bool] = False
+    #: What the step type publishes as ``steps.<id>.outputs.<name>``: name → meaning. The
+    #: catalogue lists it; a test holds every ``ctx.output`` key of a type to it.
+    outputs: ClassVar[Mapping[str, str]] = {}
 
     def warm_up(self) -> None:
         """Import what the step needs (its client library) ahead of time.
@@ -437,6 +441,11 @@ class StepType(ABC, Generic[I, T]):
 #: Held while a step type warms up: imports of client libraries go one at a time.
 _IMPORTS = threading.RLock()
 _WARMED: set[type[StepType[Any, Any]]] = set()
+
+
+def published(described: Mapping[str, str]) -> Mapping[str, str]:
+    """A step type's declared outputs (name → meaning), read-only."""
+    return MappingProxyType(dict(described))
 
 
 def short(value: Any, limit: int = 60) -> str:

@@ -20,6 +20,7 @@ BUILTIN_STEP_TYPES: dict[str, str] = {
     "postgres.write_probe": "drctl.providers.postgres.probe:WriteProbe",
     "postgres.rejoin": "drctl.providers.postgres.rejoin:Rejoin",
     "postgres.sql": "drctl.providers.postgres.sql:Sql",
+    "postgres.exec": "drctl.providers.postgres.exec:Exec",
     "postgres.choose_primary": "drctl.providers.postgres.choose:ChoosePrimary",
     "postgres.follow": "drctl.providers.postgres.follow:Follow",
     "mongo.rs_status": "drctl.providers.mongo.status:ReplicaSetStatus",

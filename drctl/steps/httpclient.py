@@ -6,7 +6,7 @@ import json
 import ssl
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from drctl.errors import StepError, StepTimeout
@@ -19,6 +19,8 @@ class Response:
     status: int
     body: str
     json: Any
+    #: The reply's headers, names lower-cased (HTTP header names are case-insensitive).
+    headers: dict[str, str] = field(default_factory=dict)
 
     def at(self, path: str) -> Any:
         """The value at a dotted path (``data.items.0.state``) in the JSON body."""
@@ -52,8 +54,9 @@ def request(
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             status, raw = resp.status, resp.read(MAX_BODY)
+            got = resp.headers
     except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read(MAX_BODY)
+        status, raw, got = exc.code, exc.read(MAX_BODY), exc.headers
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, TimeoutError):
@@ -68,4 +71,5 @@ def request(
         parsed = json.loads(text) if text.strip() else None
     except ValueError:
         parsed = None
-    return Response(status, text, parsed)
+    headers = {name.lower(): value for name, value in (got.items() if got else ())}
+    return Response(status, text, parsed, headers)

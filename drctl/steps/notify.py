@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from drctl.errors import StepError
-from drctl.steps.base import StepContext, StepInputs, StepType, short
+from drctl.steps.base import StepContext, StepInputs, StepType, published, short
 
 
 class NotifyInputs(StepInputs):
@@ -22,6 +22,11 @@ class Notify(StepType[NotifyInputs, None]):
     """POST a JSON message ({"text": …, "run_id": …, …}) to a webhook (Slack, Teams, a pager)."""
 
     name = "notify"
+    outputs = published(
+        {
+            "status": "The webhook's HTTP status code.",
+        }
+    )
     Inputs = NotifyInputs
 
     def runs_in_dry_run(self, inputs: NotifyInputs) -> bool:

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from drctl.runbook.model import Duration
 from drctl.runbook.targets import LocalTarget
-from drctl.steps.base import StepContext
+from drctl.steps.base import StepContext, published
 from drctl.steps.command import Command, CommandInputs, CommandStep
 from drctl.steps.process import Completed, run_command
 
@@ -29,6 +29,12 @@ class Shell(CommandStep[ShellInputs, LocalTarget | None]):
     """
 
     name = "shell"
+    outputs = published(
+        {
+            "exit_code": "The command's exit code.",
+            "stdout": "What the command wrote (stdout and stderr, redacted).",
+        }
+    )
     Inputs = ShellInputs
     target_types = frozenset({"local"})
 

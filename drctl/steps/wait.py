@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from drctl.errors import StepError, StepTimeout
 from drctl.runbook.durations import format_duration
 from drctl.runbook.model import Duration
-from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
+from drctl.steps.base import Role, StepContext, StepInputs, StepType, published, short
 
 
 class WaitCondition(StepInputs):
@@ -38,6 +38,12 @@ class Wait(StepType[WaitInputs, None]):
     """Wait for a fixed time, or until another step type's verify holds, up to a deadline."""
 
     name = "wait"
+    outputs = published(
+        {
+            "polls": "How many times the condition was asked.",
+            "waited": "Seconds waited.",
+        }
+    )
     Inputs = WaitInputs
 
     def step_roles(self, inputs: WaitInputs) -> frozenset[Role]:

@@ -46,8 +46,9 @@ def test_log_and_status_render_as_0_1_0_did(tmp_path: Path, name: str) -> None:
 def test_drill_report_renders_as_0_1_0_did(tmp_path: Path, name: str) -> None:
     """A drill journaled by 0.1.0 gives 0.1.0's Markdown and JSON report.
 
-    One word changed on purpose: a step stopped at its gate is ``waiting`` (0.1.0 said
-    ``started``, as for a step that began and never ended, now ``running``).
+    Changed on purpose: a step stopped at its gate is ``waiting`` (0.1.0 said
+    ``started``, as for a step that began and never ended, now ``running``), and a
+    paused drill's headline says PAUSED and how to continue (0.1.0 said FAILED).
     """
     run = fx.load(tmp_path / "state.db", name)
     report = build(SqliteStore(tmp_path / "state.db"), run.id)

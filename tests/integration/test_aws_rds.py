@@ -82,7 +82,7 @@ def test_aurora_check_apply_verify_undo(moto: MotoServer) -> None:
     """check shows writer a → b, apply records the old writer and moves it, verify reads it back, undo moves it back."""
     _aurora(moto)
     ctx = _ctx(_failover(poll_interval=0.1), moto)
-    assert RdsFailover().check(ctx) == "Aurora cluster pay: writer pay-1 → pay-2"
+    assert RdsFailover().check(ctx) == "fail Aurora cluster pay over: writer pay-1 → pay-2"
     assert moto.count("FailoverDBCluster") == 0
     assert RdsFailover().verify(ctx) is False
 
@@ -103,7 +103,7 @@ def test_aurora_sends_nothing_when_the_target_is_the_writer(moto: MotoServer) ->
     _aurora(moto)
     ctx = _ctx(_failover(target_instance="pay-1"), moto)
     assert (
-        RdsFailover().check(ctx) == "Aurora cluster pay: pay-1 is the writer already: nothing to do"
+        RdsFailover().check(ctx) == "do nothing: pay-1 is the writer of Aurora cluster pay already"
     )
     RdsFailover().apply(ctx)
     assert ctx.recorded == {}
@@ -162,7 +162,8 @@ def test_multi_az_reboot_is_accepted_by_moto_but_moves_nothing(moto: MotoServer)
     inputs = RdsFailoverInputs(instance="orders", to_az="us-west-2b", wait=0.6, poll_interval=0.2)
     ctx = _ctx(inputs, moto)
     assert (
-        RdsFailover().check(ctx) == "orders: primary us-west-2a → us-west-2b (reboot with failover)"
+        RdsFailover().check(ctx)
+        == "move the primary of orders us-west-2a → us-west-2b (reboot with failover)"
     )
     with pytest.raises(
         StepError,
@@ -318,7 +319,7 @@ def test_dry_run_shows_the_writer_change_and_changes_nothing(
     state = tmp_path / "state.db"
     dry = drctl("run", _runbook(tmp_path, moto.endpoint), "--dry-run", "--state", str(state))
     assert dry.returncode == 0, explain(dry)
-    assert "Aurora cluster pay: writer pay-1 → pay-2" in dry.stdout
+    assert "would fail Aurora cluster pay over: writer pay-1 → pay-2" in dry.stdout
     assert _writer(moto) == "pay-1"
     assert moto.count("FailoverDBCluster") == 0
     assert not {e["kind"] for e in journal(state)} & {"step_started", "step_recorded"}

@@ -91,18 +91,26 @@ def test_judge_fails_rpo_zero_on_any_loss_and_rto_over_objective() -> None:
     assert (verdict.rto_met, verdict.rpo_met, verdict.passed) == (False, True, False)
 
 
-def test_measure_counts_gaps_inside_windows_only() -> None:
-    """A resumed drill wrote in two windows: the pause is no gap, but it delays the new primary."""
+def test_measure_counts_a_pause_after_a_mutation_as_outage() -> None:
+    """A resumed drill wrote in two windows: a pause after the first mutation is a gap (last write before → first after); one before any mutation is not."""
     acks = [Ack(1, 1.0, "a"), Ack(2, 1.5, "a"), Ack(3, 100.0, "b"), Ack(4, 100.2, "b")]
     m = measure(
         acks, {1, 2, 3, 4}, windows=[(0.9, 2.0), (99.5, 100.3)], first_mutation_at=1.2,
         new_primary_address="b",
     )  # fmt: skip
-    # Not 2.0 -> 99.5: nobody wrote then. The first of the equal 0.5 s gaps is reported.
-    assert m.longest_gap == pytest.approx(0.5)
-    assert (m.gap_from, m.gap_to) == (pytest.approx(1.0), pytest.approx(1.5))
+    # The fence had started before the pause: nobody could write from 1.5 to 100.0.
+    assert m.longest_gap == pytest.approx(98.5)
+    assert (m.gap_from, m.gap_to) == (pytest.approx(1.5), pytest.approx(100.0))
     assert m.time_to_new_primary == pytest.approx(98.8)
     assert m.rto == pytest.approx(98.8)
+
+    # Paused before anything changed: the database was untouched, the pause is no gap.
+    early = measure(
+        acks, {1, 2, 3, 4}, windows=[(0.9, 2.0), (99.5, 100.3)], first_mutation_at=99.6,
+        new_primary_address="b",
+    )  # fmt: skip
+    assert early.longest_gap == pytest.approx(0.5)
+    assert (early.gap_from, early.gap_to) == (pytest.approx(1.0), pytest.approx(1.5))
 
 
 # -- drills on the sandbox -----------------------------------------------------------------
@@ -200,7 +208,7 @@ def test_drill_with_lagging_standby_loses_writes_and_fails(sandbox: Pair, tmp_pa
         "--verify-dsn", pair.node2.dsn, "--report", str(report), "--format", "json",
     )  # fmt: skip
     assert done.returncode == 1, explain(done)
-    assert "objectives MISSED" in done.stderr, explain(done)
+    assert "FAILED: objectives missed" in done.stderr, explain(done)
     data = json.loads(report.read_text())
     assert data["run_status"] == "succeeded"
     assert not data["passed"]
@@ -258,7 +266,12 @@ def test_drill_stops_at_a_gate_and_resumes_measured(sandbox: Pair, tmp_path: Pat
     assert done.returncode == 4, explain(done)
     assert in_recovery(pair.node2.dsn), "a drill without approval promoted"
     text = report.read_text()
-    assert "FAILED: the run ended waiting_approval (exit 4)" in text, text
+    headline = "PAUSED: the run stopped waiting_approval (exit 4), measured up to the pause"
+    assert headline in text, text
+    # The summary line on the terminal says what the report says.
+    assert f"{headline}; continue the drill with: drctl drill --resume" in done.stderr, explain(
+        done
+    )
     assert "| promote | pending |" in text, text
     # Stopped after the fence, before the promotion: no new primary to time yet.
     assert "| first mutation → first write on the new primary | - |" in text, text
@@ -282,6 +295,11 @@ def test_drill_stops_at_a_gate_and_resumes_measured(sandbox: Pair, tmp_path: Pat
     # From the first mutation (before the gate) to the new primary: the wait at the gate counts.
     (_s1, first_end), (second_start, _e2) = data["windows"]
     assert m["time_to_new_primary"] > second_start - first_end, (m, data["windows"])
+    # The pause came after the fence: nobody could write through it, so it is in the outage.
+    assert m["longest_gap"] > second_start - first_end, (m, data["windows"])
+    assert m["rto"] >= m["longest_gap"]
+    assert "PASSED: objectives met" in resumed.stderr or "objectives missed" in resumed.stderr
+    assert f"RTO {m['rto']:.2f}s" in resumed.stderr, explain(resumed)
     on_new = one(
         pair.node2.dsn, "SELECT count(*) FROM drctl_canary WHERE drill_id = %s", (data["drill_id"],)
     )

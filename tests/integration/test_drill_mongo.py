@@ -120,7 +120,7 @@ def test_regional_disaster_drill_loses_acknowledged_writes(
         env={"MONGO_SURVIVORS_URI": mock_rs5.uri([d, e])}, timeout=90,
     )  # fmt: skip
     assert done.returncode == 1, _explain(done)
-    assert "objectives MISSED" in done.stderr, _explain(done)
+    assert "FAILED: objectives missed" in done.stderr, _explain(done)
     data = json.loads(report.read_text())
     assert data["run_status"] == "succeeded" and not data["passed"], data
     assert data["verdict"]["rpo_met"] is False

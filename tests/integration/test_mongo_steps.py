@@ -199,7 +199,7 @@ def test_step_down_of_a_member_that_is_not_primary_does_nothing(mock_rs: MockRep
     """Naming a member that is already a secondary sends no command and verifies at once."""
     _a, b, _c = mock_rs.hosts
     ctx = _ctx(StepDownInputs(member=b), mock_rs)
-    assert StepDown().check(ctx) == f"{b} is not primary: nothing to step down"
+    assert StepDown().check(ctx) == f"do nothing: {b} is not primary"
     StepDown().apply(ctx)
     assert mock_rs.sent("replSetStepDown") == []
     assert StepDown().verify(ctx)
@@ -318,7 +318,7 @@ def test_elect_member_that_is_already_primary(mock_rs: MockReplicaSet) -> None: 
     """A member that is primary already keeps it: its priority is raised, nothing is stepped down."""
     a, _b, _c = mock_rs.hosts
     ctx = _ctx(ElectInputs(member=a), mock_rs)
-    assert Elect().check(ctx) == f"{a} is primary already; priority → 2"
+    assert Elect().check(ctx) == f"do nothing: {a} is primary already; priority → 2"
     Elect().apply(ctx)
     assert mock_rs.sent("replSetStepDown") == []
     assert ctx.outputs["stepped_down"] == []
@@ -366,7 +366,7 @@ def test_reconfig_on_the_primary_records_then_changes(mock_rs: MockReplicaSet) -
     a, _b, c = mock_rs.hosts
     inputs = ReconfigInputs(members=[MemberChange(host=c, priority=0, votes=0)])
     ctx = _ctx(inputs, mock_rs)
-    assert Reconfig().check(ctx) == f"{a} takes config version 2: {c} priority 0 votes 0"
+    assert Reconfig().check(ctx) == f"have {a} take config version 2: {c} priority 0 votes 0"
     Reconfig().apply(ctx)
     previous = json_util.loads(ctx.recorded["previous_config"])
     assert previous["version"] == 1
@@ -377,7 +377,7 @@ def test_reconfig_on_the_primary_records_then_changes(mock_rs: MockReplicaSet) -
     assert mock_rs.config_member(c) == {**mock_rs.config_member(c), "priority": 0.0, "votes": 0}  # type: ignore[dict-item]
     assert ctx.outputs == {"receiver": a, "version": 2}
     assert Reconfig().verify(ctx)
-    assert Reconfig().check(ctx) == f"already in effect on {a} (config version 2)"
+    assert Reconfig().check(ctx) == f"do nothing: already in effect on {a} (config version 2)"
 
     Reconfig().undo(ctx)
     assert mock_rs.config_member(c)["votes"] == 1  # type: ignore[index]
@@ -416,7 +416,7 @@ def test_forced_reconfig_after_losing_a_region(mock_rs5: MockReplicaSet) -> None
     mock_rs5.down(a, b, c)
     inputs = ReconfigInputs(remove=[a, b, c], force=True, accept_data_loss=True)
     ctx = _ctx(inputs, mock_rs5, hosts=[d, e])
-    assert (Reconfig().check(ctx) or "").startswith(f"{d} takes config version 2")
+    assert (Reconfig().check(ctx) or "").startswith(f"have {d} take config version 2")
     Reconfig().apply(ctx)
     [(host, doc)] = mock_rs5.sent("replSetReconfig")
     assert host == d and doc["force"] is True
@@ -547,7 +547,7 @@ def test_every_check_is_read_only(mock_rs5: MockReplicaSet) -> None:  # noqa: F8
     assert WriteProbe().check(_ctx(ProbeInputs(), mock_rs5)) is None
     mock_rs5.down(a, b, c)
     forced = ReconfigInputs(remove=[a, b, c], force=True, accept_data_loss=True)
-    assert "takes config version" in (Reconfig().check(_ctx(forced, mock_rs5, hosts=[d, e])) or "")
+    assert "take config version" in (Reconfig().check(_ctx(forced, mock_rs5, hosts=[d, e])) or "")
     assert all(mock_rs5.sent(name) == [] for name in MUTATING_COMMANDS)
     assert mock_rs5.config["version"] == 1
 

@@ -100,7 +100,7 @@ def test_replication_lag_publishes_its_figures(shared_sandbox: Pair) -> None:  #
     targets = {"old": pair.target(pair.node1), "gone": _nobody()}
 
     ctx = _ctx(LagInputs(primary="old", max_bytes=65536), pair.target(pair.node2), targets)
-    assert re.fullmatch(r"lag is \d+ bytes, [\d.]+s", ReplicationLag().check(ctx) or "")
+    assert re.fullmatch(r"measure a lag of \d+ bytes, [\d.]+s", ReplicationLag().check(ctx) or "")
     ReplicationLag().apply(ctx)
     out = ctx.outputs
     assert set(out) == {
@@ -273,8 +273,11 @@ def test_fence_read_only_check_apply_verify_undo(shared_sandbox: Pair) -> None: 
     pair = shared_sandbox
     node = pair.target(pair.node1)
     inputs = FenceInputs(mode="read_only")
-    assert "read-only" in (Fence().check(_ctx(inputs, node)) or "")
-    assert "already takes no writes" in (Fence().check(_ctx(inputs, pair.target(pair.node2))) or "")
+    # Nothing more to say than the plan's description (which names the target): None.
+    assert Fence().check(_ctx(inputs, node)) is None
+    assert "do nothing: the server is a standby and takes no writes already" in (
+        Fence().check(_ctx(inputs, pair.target(pair.node2))) or ""
+    )
     assert "does not answer" in (Fence().check(_ctx(inputs, _nobody())) or "")
     assert Fence().verify(_ctx(inputs, node)) is False  # an unfenced primary takes writes
 
@@ -340,7 +343,7 @@ def test_fence_stop_check_apply_verify_undo(shared_sandbox: Pair, mode: str) -> 
     pair = shared_sandbox
     node = pair.target(pair.node1)
     inputs = FenceInputs(mode=mode)  # type: ignore[arg-type]
-    assert "stop the server" in (Fence().check(_ctx(inputs, node)) or "")
+    assert Fence().check(_ctx(inputs, node)) is None  # the plan's description is shown
     no_dir = {k: v for k, v in node.items() if k != "data_dir"}
     with pytest.raises(StepError, match="no data_dir"):
         Fence().check(_ctx(inputs, no_dir))
@@ -429,7 +432,9 @@ def test_promote_then_rejoin(sandbox: Pair) -> None:  # noqa: F811
     assert one(pair.node2.dsn, "SELECT count(*) FROM drctl_probe WHERE nonce = 'promote'") == 1
 
     # Promoting a primary does nothing: no second timeline switch.
-    assert Promote().check(_ctx(promote, new, targets)) == "already primary: nothing to promote"
+    assert (
+        Promote().check(_ctx(promote, new, targets)) == "do nothing: the server is primary already"
+    )
     again = _ctx(promote, new, targets)
     Promote().apply(again)
     assert "already primary" in again.lines
@@ -439,7 +444,7 @@ def test_promote_then_rejoin(sandbox: Pair) -> None:  # noqa: F811
     assert history_files(pair.node2.data_dir) == ["00000002.history"]
 
     # Rejoin: the old primary rewinds and streams from the new one.
-    assert "rewind" in (Rejoin().check(_ctx(rejoin, old, targets, step_id="rejoin-1")) or "")
+    assert Rejoin().check(_ctx(rejoin, old, targets, step_id="rejoin-1")) is None
     Rejoin().apply(_ctx(rejoin, old, targets, step_id="rejoin-1"))
     assert Rejoin().verify(_ctx(rejoin, old, targets, step_id="rejoin-1")) is True
     assert in_recovery(pair.node1.dsn)

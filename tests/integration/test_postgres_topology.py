@@ -131,7 +131,8 @@ def test_hard_fence_refuses_the_session_read_only_lets_write(
     writer.execute("SET default_transaction_read_only = off")
     inputs = FenceInputs(mode="hard")
     try:
-        assert "pg_hba.conf rejects" in (Fence().check(_ctx(inputs, primary)) or "")
+        assert Fence().check(_ctx(inputs, primary)) is None  # the plan's description is shown
+        assert "pg_hba.conf rejects" in Fence().describe(inputs, "node1")
         assert Fence().verify(_ctx(inputs, primary)) is False
         ctx = _ctx(inputs, primary)
         Fence().apply(ctx)
@@ -146,7 +147,7 @@ def test_hard_fence_refuses_the_session_read_only_lets_write(
         with pytest.raises(psycopg.OperationalError):
             writer.execute("INSERT INTO fence_writes VALUES (2)")  # its backend was ended
         assert Fence().check(_ctx(inputs, primary)) == (
-            "pg_hba.conf turns sessions away already (hard-fenced)"
+            "do nothing: pg_hba.conf turns sessions away already (hard-fenced)"
         )
         fenced = _hba(topo).read_text()
         assert fenced.startswith(MARK)

@@ -581,7 +581,7 @@ def test_example_runbook_fails_over_against_moto(
 
     dry = drctl("run", runbook, *params, "--dry-run", "--state", str(tmp_path / "dry.db"))
     assert dry.returncode == 0, explain(dry)
-    assert "Aurora cluster payments: writer payments-1 → payments-2" in dry.stdout
+    assert "would fail Aurora cluster payments over: writer payments-1 → payments-2" in dry.stdout
     assert (
         "app.example.com. CNAME [us-west-2] standby-lb.us-west-2.elb.amazonaws.com. (TTL 60, weight 0 → 100)"
         in dry.stdout

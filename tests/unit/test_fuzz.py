@@ -215,14 +215,14 @@ MUTATIONS: list[Callable[[st.DrawFn, str], str]] = [
 # -- running the CLI in-process --------------------------------------------------------
 
 _DIAG = re.compile(
-    r"^(?P<source>.+?)(?::(?P<line>\d+):(?P<col>\d+))?: (?:error|warning) (?P<code>(?:E|DR)\d{3}): \S"
+    r"^(?P<source>.+?)(?::(?P<line>\d+):(?P<col>\d+))?: (?:error|warning) (?P<code>(?:E|W|DR)\d{3}): \S"
 )
 _ALLOWED_ON_ERROR = (
     _DIAG,
     re.compile(r"^    hint: "),
-    re.compile(r"^\d+ errors? in \d+ of \d+ files?$"),
-    re.compile(r"^drctl: \d+ errors? found$"),
-    re.compile(r"^.+: ok \(\d+ steps?, sha256:[0-9a-f]+\)$"),
+    re.compile(r"^\d+ errors? in \d+ of \d+ files?(, \d+ warnings?)?$"),
+    re.compile(r"^drctl: \d+ errors? found( \(and \d+ warnings?\))?$"),
+    re.compile(r"^.+: ok \(\d+ steps?, plan hash sha256:[0-9a-f]+( of stand-ins for .+)?\)$"),
 )
 
 

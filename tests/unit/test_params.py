@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -107,6 +108,41 @@ def test_params_file_values_and_flag_precedence(
     bad.write_text("region: eu-west-1\ncount: many\nbogus: 1\n")
     with pytest.raises(RunbookInvalid) as info:
         bound(write_runbook, params_file=str(bad))
-    found = {(d.location, d.message) for d in info.value.diagnostics}
-    assert (f"{bad}:2:8", "count: expected an integer, got 'many'") in found
-    assert (f"{bad}:3:1", "unknown parameter 'bogus'") in found
+    found = {(d.location, d.severity.value, d.message) for d in info.value.diagnostics}
+    assert (f"{bad}:2:8", "error", "count: expected an integer, got 'many'") in found
+    assert (f"{bad}:3:1", "warning", "1 key this runbook does not declare, ignored: bogus") in found
+
+
+def test_undeclared_params_file_keys_are_one_warning(
+    write_runbook: Callable[..., str], tmp_path: Path
+) -> None:
+    """A shared params file's undeclared keys give one warning listing them, not one error each, with hints only for real typos."""
+    shared = tmp_path / "shared.yaml"
+    shared.write_text(
+        "primary_dsn: x\nregion: eu-west-1\nregon_b: 2\ncount: 4\ncounts: 5\nssh_port: 22\n"
+        "rati: 1.5\n"
+    )
+    plan = compile_runbook(write_runbook(RUNBOOK), ParamInput((), str(shared)))
+    assert plan.params["count"] == 4 and plan.params["region"] == "eu-west-1"
+    (warning,) = plan.warnings
+    assert warning.code == "W230" and warning.severity.value == "warning"
+    assert warning.location == f"{shared}:1:1"
+    assert warning.message == (
+        "5 keys this runbook does not declare, ignored: primary_dsn, regon_b, counts, "
+        "ssh_port, rati"
+    )
+    # count and region are set by the file, so counts/regon_b are not their typos;
+    # rati is close to ratio, which nothing sets.
+    assert warning.hint == "rati: did you mean 'ratio'?"
+    # The hash is the same as without the extra keys: they change nothing.
+    clean = tmp_path / "clean.yaml"
+    clean.write_text("region: eu-west-1\ncount: 4\n")
+    assert compile_runbook(write_runbook(RUNBOOK), ParamInput((), str(clean))).hash == plan.hash
+
+
+def test_an_undeclared_flag_is_still_an_error(write_runbook: Callable[..., str]) -> None:
+    """-p with a name the runbook does not declare stays an E230 error (only a file's extra keys are forgiven)."""
+    with pytest.raises(RunbookInvalid) as info:
+        bound(write_runbook, "region=us-west-2", "bogus=1")
+    (diag,) = info.value.diagnostics
+    assert (diag.code, diag.severity.value, diag.source) == ("E230", "error", "-p bogus=1")

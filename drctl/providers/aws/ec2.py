@@ -23,7 +23,7 @@ from drctl.errors import StepError
 from drctl.providers.aws.session import Aws, AwsError, NotFound, import_client
 from drctl.runbook.model import Duration
 from drctl.runbook.targets import AwsTarget
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.steps.base import Role, StepContext, StepInputs, StepType, published
 
 #: ``ctx.record`` key prefixes: an instance's state before this step stopped it, and an
 #: interface's security groups before this step replaced them (one key each, so a later
@@ -208,6 +208,13 @@ class Ec2Stop(Ec2Step[StopInputs]):
     """
 
     name = "aws.ec2_stop"
+    outputs = published(
+        {
+            "instance_ids": "The instances asked for.",
+            "previous_states": "Each instance's state before the step, by id.",
+            "stopped": "The instances the step stopped (not already down).",
+        }
+    )
     Inputs = StopInputs
 
     def describe(self, inputs: StopInputs, target: str | None) -> str:
@@ -429,6 +436,13 @@ class Ec2Isolate(Ec2Step[IsolateInputs]):
     """
 
     name = "aws.ec2_isolate"
+    outputs = published(
+        {
+            "instance_id": "The isolated instance.",
+            "isolation_group": "The security group its interfaces now have.",
+            "previous_groups": "Each network interface's groups before, by interface id.",
+        }
+    )
     Inputs = IsolateInputs
 
     def describe(self, inputs: IsolateInputs, target: str | None) -> str:

@@ -12,7 +12,7 @@ from drctl.errors import StepError
 from drctl.providers.aws.session import Aws, import_client
 from drctl.runbook.model import Duration
 from drctl.runbook.targets import AwsTarget
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.steps.base import Role, StepContext, StepInputs, StepType, published
 
 #: ``ctx.record`` keys: the writer (Aurora) or the primary's AZ (Multi-AZ) before the failover.
 WRITER_BEFORE = "writer_before"
@@ -120,6 +120,14 @@ class RdsFailover(StepType[RdsFailoverInputs, AwsTarget]):
     """
 
     name = "aws.rds_failover"
+    outputs = published(
+        {
+            "writer": "The writer instance after the failover.",
+            "primary_az": "The writer's availability zone after.",
+            "previous_writer": "The writer before.",
+            "previous_az": "The writer's availability zone before.",
+        }
+    )
     Inputs = RdsFailoverInputs
     wait_fields = ("wait",)
     roles = frozenset({Role.PROMOTE, Role.MUTATING})
@@ -159,7 +167,7 @@ class RdsFailover(StepType[RdsFailoverInputs, AwsTarget]):
                 f"{inputs.instance} is not Multi-AZ: a reboot with failover has no standby to go to"
             )
         if az == inputs.to_az:
-            return f"{inputs.instance}: the primary is in {az} already: nothing to do"
+            return f"do nothing: the primary of {inputs.instance} is in {az} already"
         standby = db.get("SecondaryAvailabilityZone")
         if standby and standby != inputs.to_az:
             raise StepError(
@@ -167,13 +175,13 @@ class RdsFailover(StepType[RdsFailoverInputs, AwsTarget]):
                 f"would not put the primary where to_az says"
             )
         _require_available(f"instance {inputs.instance}", db.get("DBInstanceStatus"))
-        return f"{inputs.instance}: primary {az} → {inputs.to_az} (reboot with failover)"
+        return f"move the primary of {inputs.instance} {az} → {inputs.to_az} (reboot with failover)"
 
     @staticmethod
     def _check_cluster(aws: Aws, cluster_id: str, target: str) -> str:
         cluster = Cluster.read(aws, cluster_id)
         if cluster.writer == target:
-            return f"Aurora cluster {cluster_id}: {target} is the writer already: nothing to do"
+            return f"do nothing: {target} is the writer of Aurora cluster {cluster_id} already"
         if target not in cluster.members:
             raise StepError(
                 f"{target} is not an instance of cluster {cluster_id} "
@@ -181,7 +189,7 @@ class RdsFailover(StepType[RdsFailoverInputs, AwsTarget]):
             )
         _require_available(f"cluster {cluster_id}", cluster.status)
         _require_available(f"instance {target}", _instance(aws, target).get("DBInstanceStatus"))
-        return f"Aurora cluster {cluster_id}: writer {cluster.writer} → {target}"
+        return f"fail Aurora cluster {cluster_id} over: writer {cluster.writer} → {target}"
 
     # -- apply, verify, undo --------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from drctl.providers.dns.wire import (
 from drctl.runbook.durations import format_duration
 from drctl.runbook.model import Duration
 from drctl.runbook.targets import Rfc2136Target
-from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
+from drctl.steps.base import Role, StepContext, StepInputs, StepType, published, short
 
 
 class ResolverAddress(StepInputs):
@@ -95,6 +95,15 @@ class Resolve(StepType[ResolveInputs, Rfc2136Target | None]):
     """
 
     name = "dns.resolve"
+    outputs = published(
+        {
+            "values": "The answer's values.",
+            "ttl": "The answer's TTL.",
+            "ttl_remaining": "Seconds resolvers may still serve an older answer.",
+            "polls": "Queries sent.",
+            "waited": "Seconds waited for the expected answer.",
+        }
+    )
     Inputs = ResolveInputs
     wait_fields = ("deadline",)
     roles = frozenset({Role.VERIFY})

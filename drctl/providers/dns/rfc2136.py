@@ -23,7 +23,7 @@ from drctl.providers.dns.wire import (
     zone_serial,
 )
 from drctl.runbook.targets import Rfc2136Target
-from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
+from drctl.steps.base import Role, StepContext, StepInputs, StepType, published, short
 
 #: The ``ctx.record`` key holding the RRset as it was before the change (None: absent).
 PREVIOUS = "previous"
@@ -168,6 +168,16 @@ class Update(Rfc2136Step[UpdateInputs]):
     """
 
     name = "rfc2136.update"
+    outputs = published(
+        {
+            "name": "The record's name.",
+            "type": "The record's type.",
+            "values": "Its values after.",
+            "ttl": "Its TTL after.",
+            "previous_values": "Its values before.",
+            "previous_ttl": "Its TTL before.",
+        }
+    )
     Inputs = UpdateInputs
 
     def describe(self, inputs: UpdateInputs, target: str | None) -> str:
@@ -239,6 +249,14 @@ class Delete(Rfc2136Step[DeleteInputs]):
     """
 
     name = "rfc2136.delete"
+    outputs = published(
+        {
+            "name": "The record's name.",
+            "type": "The record's type.",
+            "previous_values": "Its values before.",
+            "previous_ttl": "Its TTL before.",
+        }
+    )
     Inputs = DeleteInputs
 
     def describe(self, inputs: DeleteInputs, target: str | None) -> str:

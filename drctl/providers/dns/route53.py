@@ -28,7 +28,7 @@ from drctl.providers.aws.hosted_zone import (
 from drctl.providers.aws.session import Aws, import_client
 from drctl.runbook.model import Duration
 from drctl.runbook.targets import Route53Target
-from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
+from drctl.steps.base import Role, StepContext, StepInputs, StepType, published, short
 
 #: ``ctx.record`` keys: the record set as it was before the change (None: absent), and
 #: the id of the change this step sent (what verify waits on after a resume).
@@ -252,6 +252,17 @@ class Upsert(Route53Step[UpsertInputs]):
     """
 
     name = "route53.upsert"
+    outputs = published(
+        {
+            "name": "The record set's name.",
+            "type": "Its type.",
+            "values": "Its values after.",
+            "ttl": "Its TTL after.",
+            "previous_values": "Its values before.",
+            "previous_ttl": "Its TTL before.",
+            "change_id": "The Route 53 change id (null when nothing was sent).",
+        }
+    )
     Inputs = UpsertInputs
     wait_fields = ("insync_timeout",)
 
@@ -381,6 +392,15 @@ class Delete(Route53Step[DeleteInputs]):
     """
 
     name = "route53.delete"
+    outputs = published(
+        {
+            "name": "The record set's name.",
+            "type": "Its type.",
+            "previous_values": "Its values before.",
+            "previous_ttl": "Its TTL before.",
+            "change_id": "The Route 53 change id (null when nothing was sent).",
+        }
+    )
     Inputs = DeleteInputs
     wait_fields = ("insync_timeout",)
 

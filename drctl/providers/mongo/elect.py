@@ -24,7 +24,7 @@ from drctl.providers.mongo.session import (
 from drctl.providers.mongo.status import read_status
 from drctl.providers.mongo.step_down import step_down
 from drctl.runbook.model import Duration
-from drctl.steps.base import Role, StepInputs
+from drctl.steps.base import Role, StepInputs, published
 
 #: At most this many primaries are stepped down while waiting (another member may win
 #: the election after the first step-down; the raised priority then takes over).
@@ -90,6 +90,12 @@ class Elect(MongoStep[ElectInputs]):
     """
 
     name = "mongo.elect"
+    outputs = published(
+        {
+            "primary": "The member that is primary after.",
+            "stepped_down": "The member stepped down for it (null if none).",
+        }
+    )
     Inputs = ElectInputs
     roles = frozenset({Role.PROMOTE, Role.MUTATING})
 
@@ -136,7 +142,7 @@ class Elect(MongoStep[ElectInputs]):
         wanted = self._wanted(inputs, members)
         raise_note = f"; priority → {wanted:g}" if wanted is not None else ""
         if me.state == "PRIMARY":
-            return f"{inputs.member} is primary already{raise_note}"
+            return f"do nothing: {inputs.member} is primary already{raise_note}"
         return f"make {inputs.member} ({me.state}, {me.lag_seconds or 0:g}s behind) primary{raise_note}"
 
     def apply(self, ctx: Ctx) -> None:

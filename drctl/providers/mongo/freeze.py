@@ -16,7 +16,7 @@ from drctl.providers.mongo.session import (
     connect,
     member_hello,
 )
-from drctl.steps.base import Role, StepContext, StepInputs
+from drctl.steps.base import Role, StepContext, StepInputs, published
 
 
 class FreezeInputs(StepInputs):
@@ -62,6 +62,11 @@ class Freeze(MongoStep[FreezeInputs]):
     """
 
     name = "mongo.freeze"
+    outputs = published(
+        {
+            "frozen_until": "When the members may stand for election again.",
+        }
+    )
     Inputs = FreezeInputs
     roles = frozenset({Role.MUTATING})
 

@@ -11,7 +11,7 @@ from drctl.errors import StepError
 from drctl.providers.mongo.base import MongoContext, MongoStep
 from drctl.providers.mongo.session import connect
 from drctl.runbook.model import Duration
-from drctl.steps.base import Role, StepInputs
+from drctl.steps.base import Role, StepInputs, published
 
 
 class ProbeInputs(StepInputs):
@@ -40,6 +40,13 @@ class WriteProbe(MongoStep[ProbeInputs]):
     """
 
     name = "mongo.write_probe"
+    outputs = published(
+        {
+            "latency_ms": "The successful write's latency.",
+            "attempts": "Tries it took.",
+            "primary": "The member that took the write.",
+        }
+    )
     Inputs = ProbeInputs
 
     def runs_in_dry_run(self, inputs: ProbeInputs) -> bool:

@@ -25,7 +25,7 @@ from drctl.providers.mongo.session import (
     try_member_hello,
     wait_for_primary,
 )
-from drctl.steps.base import Role, StepInputs
+from drctl.steps.base import Role, StepInputs, published
 
 
 class MemberChange(StepInputs):
@@ -173,6 +173,12 @@ class Reconfig(MongoStep[ReconfigInputs]):
     """
 
     name = "mongo.reconfig"
+    outputs = published(
+        {
+            "version": "The config version after.",
+            "receiver": "The member that took the new config.",
+        }
+    )
     Inputs = ReconfigInputs
     roles = frozenset({Role.MUTATING})
 
@@ -231,10 +237,10 @@ class Reconfig(MongoStep[ReconfigInputs]):
             config = get_config(client)
         desired_members(config, inputs)
         if in_effect(config, inputs):
-            return f"already in effect on {receiver} (config version {config.get('version')})"
+            return f"do nothing: already in effect on {receiver} (config version {config.get('version')})"
         if inputs.force:
             self._refuse_force_with_primary(ctx)
-        return f"{receiver} takes config version {int(config.get('version', 0)) + 1}: {describe_changes(inputs)}"
+        return f"have {receiver} take config version {int(config.get('version', 0)) + 1}: {describe_changes(inputs)}"
 
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs

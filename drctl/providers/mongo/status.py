@@ -18,7 +18,7 @@ from drctl.providers.mongo.session import (
     get_config,
     set_hello,
 )
-from drctl.steps.base import Role, StepContext, StepInputs
+from drctl.steps.base import Role, StepContext, StepInputs, published
 
 PRIMARY, SECONDARY, ARBITER = 1, 2, 7
 
@@ -239,6 +239,21 @@ class ReplicaSetStatus(MongoStep[StatusInputs]):
     """
 
     name = "mongo.rs_status"
+    outputs = published(
+        {
+            "set_name": "The replica set's name.",
+            "reporter": "The member that answered.",
+            "primary": "The primary (null if none).",
+            "freshest": "The member with the newest optime.",
+            "majority_reachable": "Whether a majority of votes answers.",
+            "votes_total": "Votes in the config.",
+            "votes_reachable": "Votes that answer.",
+            "reference": "The optime lag is measured from.",
+            "lag_member": "The member whose lag is published.",
+            "lag_seconds": "Its lag behind the reference.",
+            "members": "Every member: name, state, health, votes, priority, optime, lag.",
+        }
+    )
     Inputs = StatusInputs
     roles = frozenset({Role.LAG_CHECK})
 

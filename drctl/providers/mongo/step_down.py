@@ -22,7 +22,7 @@ from drctl.providers.mongo.session import (
     try_member_hello,
 )
 from drctl.providers.mongo.status import parse_status
-from drctl.steps.base import Role, StepContext, StepInputs
+from drctl.steps.base import Role, StepContext, StepInputs, published
 
 EXCEEDED_TIME_LIMIT = 262
 
@@ -47,9 +47,26 @@ class StepDownInputs(StepInputs):
         description="How long an electable secondary may take to catch up "
         "(secondaryCatchUpPeriodSecs); the step-down is refused if none has by then.",
     )
+    force: bool = Field(
+        default=False,
+        description="Step down even when no electable secondary caught up (replSetStepDown's "
+        "force): writes only the old primary has can be rolled back; needs "
+        "accept_data_loss: true (lint DR002).",
+    )
+    accept_data_loss: bool = Field(
+        default=False,
+        description="Acknowledge that a forced step-down may roll back acknowledged writes.",
+    )
 
     @model_validator(mode="after")
     def _periods(self) -> Self:
+        if self.force and not self.accept_data_loss:
+            raise ValueError(
+                "force: true steps down with no secondary caught up, so writes only the old "
+                "primary has may be rolled back; it needs accept_data_loss: true"
+            )
+        if self.accept_data_loss and not self.force:
+            raise ValueError("accept_data_loss is for force: true; a plain step-down loses nothing")
         if self.step_down_seconds <= self.catch_up_seconds:
             raise ValueError(
                 "step_down_seconds must be longer than catch_up_seconds (the server refuses "
@@ -58,12 +75,19 @@ class StepDownInputs(StepInputs):
         return self
 
 
-def step_down(uri: str, ctx: StepContext, name: str, seconds: int, catch_up: int) -> str:
+def step_down(
+    uri: str, ctx: StepContext, name: str, seconds: int, catch_up: int, *, force: bool = False
+) -> str:
     """``replSetStepDown`` on one member; a dropped connection is expected. One outcome line.
 
-    Raises StepError when the member refuses because no electable secondary caught up.
+    Raises StepError when the member refuses because no electable secondary caught up
+    (never with ``force``: the server then steps down after the catch-up period anyway).
     """
-    command = {"replSetStepDown": seconds, "secondaryCatchUpPeriodSecs": catch_up}
+    command: dict[str, object] = {
+        "replSetStepDown": seconds, "secondaryCatchUpPeriodSecs": catch_up,
+    }  # fmt: skip
+    if force:
+        command["force"] = True
     try:
         with connect(uri, ctx, what=name, member=name, cap=catch_up + 15.0) as client:
             admin(client, command)
@@ -95,15 +119,30 @@ class StepDown(MongoStep[StepDownInputs]):
     connection is expected, and ``verify`` decides the outcome — the old primary
     answers ``hello`` as not writable. ``check`` fails when no secondary is electable.
     ``undo`` lets the old primary stand for election again (``replSetFreeze: 0``).
+
+    ``force: true`` (with ``accept_data_loss: true``; lint DR002) sends ``force`` too:
+    the primary steps down after the catch-up period whether or not a secondary caught
+    up, so writes only it has may be rolled back — for a primary that must stop taking
+    writes now. Publishes ``old_primary``.
     """
 
     name = "mongo.step_down"
+    outputs = published(
+        {
+            "old_primary": "The member that was primary.",
+        }
+    )
     Inputs = StepDownInputs
     wait_fields = ("catch_up_seconds",)
     roles = frozenset({Role.FENCE, Role.MUTATING})
 
     def describe(self, inputs: StepDownInputs, target: str | None) -> str:
         who = inputs.member or f"the primary of {target}"
+        if inputs.force:
+            return (
+                f"force {who} to step down (even if no secondary caught up within "
+                f"{inputs.catch_up_seconds}s; may roll back writes)"
+            )
         return (
             f"step down {who} (secondaries may catch up for {inputs.catch_up_seconds}s; "
             f"not electable for {inputs.step_down_seconds}s)"
@@ -121,9 +160,9 @@ class StepDown(MongoStep[StepDownInputs]):
         uri = self._uri(ctx)
         name = self._primary(ctx)
         if name is None:
-            return "no member is primary now: nothing to step down"
+            return "do nothing: no member is primary now"
         if not member_hello(uri, ctx, name).get("isWritablePrimary"):
-            return f"{name} is not primary: nothing to step down"
+            return f"do nothing: {name} is not primary"
         with connect(uri, ctx, what=name, member=name) as client:
             config = get_config(client)
             status = parse_status(admin(client, "replSetGetStatus"), config)
@@ -136,7 +175,7 @@ class StepDown(MongoStep[StepDownInputs]):
             and m.priority > 0
             and electable_in_config(config_members.get(m.name, {})) is None
         ]
-        if not electable:
+        if not electable and not ctx.inputs.force:
             raise StepError(
                 f"{name} would refuse to step down: no secondary that answers can be elected"
             )
@@ -154,7 +193,10 @@ class StepDown(MongoStep[StepDownInputs]):
             ctx.log(f"{name} is not primary: nothing to step down")
             return
         ctx.record("old_primary", name)
-        ctx.log(step_down(uri, ctx, name, inputs.step_down_seconds, inputs.catch_up_seconds))
+        if inputs.force:
+            ctx.log(f"forced: {name} steps down even if no secondary has caught up")
+        seconds, catch_up = inputs.step_down_seconds, inputs.catch_up_seconds
+        ctx.log(step_down(uri, ctx, name, seconds, catch_up, force=inputs.force))
 
     def verify(self, ctx: Ctx) -> bool:
         """The old primary answers ``hello`` and is no longer writable (polled up to 2 s)."""

@@ -14,7 +14,7 @@ from drctl.providers.postgres.candidate import RULE, Candidate, Ranking, Verdict
 from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.session import connect, lsn, lsn_text, scalar
 from drctl.runbook.targets import PostgresTarget
-from drctl.steps.base import Role, StepContext, StepInputs, StepType
+from drctl.steps.base import Role, StepContext, StepInputs, StepType, published
 
 
 class CandidateInputs(StepInputs):
@@ -122,6 +122,19 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
     """
 
     name = "postgres.choose_primary"
+    outputs = published(
+        {
+            "others": "The other candidates' target names (they follow the winner).",
+            "wal_seen": "The furthest WAL position seen of the old primary, by target name.",
+            "target": "The chosen candidate's target name.",
+            "gap_bytes": "WAL it lacks against the newest known position.",
+            "gaps": "Each candidate's gap in bytes, by target.",
+            "table": "Every candidate's figures and why it was or was not chosen.",
+            "known_end_lsn": "The newest WAL position known.",
+            "preferred": "Whether the chosen one is the preferred one.",
+            "gives_up_bytes": "WAL given up by taking the preferred candidate over the freshest.",
+        }
+    )
     Inputs = ChooseInputs
     roles = frozenset({Role.LAG_CHECK})
 
@@ -212,7 +225,7 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
     def _primary_view(self, ctx: Ctx, name: str) -> PrimaryView | None:
         target = ctx.target_named(name, PostgresTarget)
         try:
-            with connect(target.dsn, ctx, what=name, read_only=True, cap=3.0) as conn:
+            with connect(target, ctx, what=name, read_only=True, cap=3.0) as conn:
                 if scalar(conn, "SELECT pg_is_in_recovery()"):
                     ctx.log(f"{name} is in recovery: not asked how it saw the candidates")
                     return None
@@ -234,7 +247,7 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         target = ctx.target_named(given.target, PostgresTarget)
         facts: dict[str, Any]
         try:
-            with connect(target.dsn, ctx, what=given.target, read_only=True, cap=3.0) as conn:
+            with connect(target, ctx, what=given.target, read_only=True, cap=3.0) as conn:
                 recovery, receive, replay, paused = conn.execute(
                     "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, "
                     "pg_last_wal_replay_lsn()::text, "

@@ -20,6 +20,7 @@ from drctl.errors import StepError
 from drctl.providers.postgres.controldata import control_data
 from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.session import (
+    Server,
     ServerNode,
     connect,
     lsn,
@@ -137,7 +138,7 @@ def fork_point(history: str, timeline: int) -> int | None:
 
 
 def new_timeline_fork(
-    ctx: StepContext[Any, Any], new_dsn: str, timeline: int
+    ctx: StepContext[Any, Any], new_dsn: Server, timeline: int
 ) -> tuple[int, int | None]:
     """The new primary's timeline, and where it forked from ``timeline`` (None: the same one).
 

@@ -12,6 +12,7 @@ from drctl.providers.postgres.base import PostgresContext, PostgresStep
 from drctl.providers.postgres.controldata import control_data
 from drctl.providers.postgres.session import (
     LocalSocket,
+    Server,
     ServerNode,
     connect,
     local_node,
@@ -23,7 +24,7 @@ from drctl.providers.postgres.session import (
     socket_scalar,
     writable,
 )
-from drctl.steps.base import Role, StepInputs
+from drctl.steps.base import Role, StepInputs, published
 
 Mode = Literal["read_only", "hard", "stop", "read_only_then_stop"]
 
@@ -81,6 +82,15 @@ class Fence(PostgresStep[FenceInputs]):
     """
 
     name = "postgres.fence"
+    outputs = published(
+        {
+            "fenced": "True once the fence is in place.",
+            "mode": "The fence mode.",
+            "sessions_ended": "Client sessions ended (read_only with terminate_sessions).",
+            "final_lsn": "The old primary's last WAL position.",
+            "final_lsn_from": "Where final_lsn was read (pg_current_wal_lsn or pg_controldata).",
+        }
+    )
     Inputs = FenceInputs
     roles = frozenset({Role.FENCE, Role.MUTATING})
 
@@ -101,29 +111,30 @@ class Fence(PostgresStep[FenceInputs]):
         if inputs.mode != "read_only":
             local_node(target, f"fence ({inputs.mode})", ctx)
         try:
-            with connect(target.dsn, ctx, what="old primary", read_only=True, cap=5.0) as conn:
+            with connect(target, ctx, what="old primary", read_only=True, cap=5.0) as conn:
                 if scalar(conn, "SELECT pg_is_in_recovery()"):
-                    return "the server is a standby: already takes no writes"
+                    return "do nothing: the server is a standby and takes no writes already"
                 if inputs.mode == "hard":
                     _socket_answers(ctx, local_node(target, "fence (hard)", ctx), conn)
-                return self.describe(inputs, ctx.step_id)
+                # None: the plan's own description, which names the target (not the step).
+                return None
         except Unreachable as exc:
             if refused_by_hba(exc):
-                return "pg_hba.conf turns sessions away already (hard-fenced)"
+                return "do nothing: pg_hba.conf turns sessions away already (hard-fenced)"
             if inputs.mode in ("stop", "read_only_then_stop"):
                 return (
-                    f"the server does not answer ({exc.message}): only pg_ctl status saying "
-                    "stopped will prove the fence"
+                    f"stop a server that does not answer ({exc.message}): only pg_ctl status "
+                    "saying stopped will prove the fence"
                 )
             return (
-                f"the server does not answer ({exc.message}): it cannot be fenced or shown "
-                "to be fenced from here"
+                f"fail: the server does not answer ({exc.message}), so it cannot be fenced or "
+                "shown to be fenced from here"
             )
 
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
         target = ctx.target
-        dsn = target.dsn
+        dsn = target
         if inputs.mode == "hard":
             self._hard(ctx, local_node(target, "fence (hard)", ctx))
         if inputs.mode in ("read_only", "read_only_then_stop"):
@@ -146,7 +157,7 @@ class Fence(PostgresStep[FenceInputs]):
         ctx.output("mode", inputs.mode)
 
     @staticmethod
-    def _read_only(ctx: Ctx, dsn: str, terminate: bool) -> None:
+    def _read_only(ctx: Ctx, dsn: Server, terminate: bool) -> None:
         ctx.record("read_only", True)
         with connect(dsn, ctx, what="old primary") as conn:
             conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
@@ -175,7 +186,7 @@ class Fence(PostgresStep[FenceInputs]):
 
     @staticmethod
     def _hard(ctx: Ctx, node: ServerNode) -> None:
-        dsn = ctx.target.dsn
+        dsn = ctx.target
         try:
             socket = _fence_hba(ctx, node)
         except Unreachable as exc:
@@ -230,14 +241,14 @@ class Fence(PostgresStep[FenceInputs]):
             return stopped
         if mode == "read_only":
             try:
-                return refuses_writes(ctx.target.dsn, ctx, "old primary")
+                return refuses_writes(ctx.target, ctx, "old primary")
             except Unreachable as exc:
                 raise _not_proven(exc) from exc
         recorded = ctx.recorded.get("socket")
         if recorded is None:
             return False
         try:
-            with connect(ctx.target.dsn, ctx, what="old primary", read_only=True, cap=3.0):
+            with connect(ctx.target, ctx, what="old primary", read_only=True, cap=3.0):
                 return False  # a fresh session still gets in
         except Unreachable as exc:
             if not refused_by_hba(exc):
@@ -259,7 +270,7 @@ class Fence(PostgresStep[FenceInputs]):
             node = local_node(target, "fence undo", ctx)
             if not pg_ctl_status(ctx, node):
                 pg_ctl(ctx, node, "start")
-        with connect(target.dsn, ctx, what="old primary") as conn:
+        with connect(target, ctx, what="old primary") as conn:
             conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
             conn.execute("SELECT pg_reload_conf()")
 
@@ -286,7 +297,7 @@ def _local_socket(conn: Any) -> LocalSocket:
 
 def _fence_hba(ctx: Ctx, node: ServerNode) -> LocalSocket:
     """Swap the fenced pg_hba.conf in and reload; the local socket drctl keeps."""
-    with connect(ctx.target.dsn, ctx, what="old primary") as conn:
+    with connect(ctx.target, ctx, what="old primary") as conn:
         socket = _socket_answers(ctx, node, conn)
         hba_file = str(scalar(conn, "SELECT current_setting('hba_file')"))
         original = hba.read_original(conn, hba_file)
@@ -334,7 +345,7 @@ def _not_proven(exc: Unreachable) -> Unreachable:
     )
 
 
-def _refused(dsn: str, ctx: Ctx) -> bool:
+def _refused(dsn: Server, ctx: Ctx) -> bool:
     """Whether a fresh session with ``dsn`` is turned away by pg_hba.conf."""
     try:
         with connect(dsn, ctx, what="old primary", read_only=True, cap=3.0):

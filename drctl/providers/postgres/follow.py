@@ -13,6 +13,7 @@ from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.rejoin import _libpq_env, rewind
 from drctl.providers.postgres.session import (
     connect,
+    dsn_of,
     local_node,
     lsn,
     lsn_text,
@@ -20,7 +21,7 @@ from drctl.providers.postgres.session import (
     scalar,
 )
 from drctl.runbook.targets import PostgresTarget
-from drctl.steps.base import Role, StepInputs
+from drctl.steps.base import Role, StepInputs, published
 
 
 class FollowInputs(StepInputs):
@@ -108,6 +109,17 @@ class Follow(PostgresStep[FollowInputs]):
     """
 
     name = "postgres.follow"
+    outputs = published(
+        {
+            "application_name": "The standby's application_name on the new primary.",
+            "fork_lsn": "Where its timeline forks from the new primary's (null if the same).",
+            "rewound": "Whether pg_rewind ran.",
+            "discarded_bytes": "WAL discarded by the rewind.",
+            "discarded_from": "Start of the discarded WAL.",
+            "discarded_to": "End of the discarded WAL.",
+            "discarded_commits": "Committed write transactions in the discarded WAL.",
+        }
+    )
     Inputs = FollowInputs
     wait_fields = ("wait_seconds",)
     roles = frozenset({Role.MUTATING})
@@ -119,10 +131,13 @@ class Follow(PostgresStep[FollowInputs]):
     def check(self, ctx: Ctx) -> str | None:
         inputs = ctx.inputs
         new = ctx.target_named(inputs.new_primary, PostgresTarget)
-        with connect(new.dsn, ctx, what="new primary", read_only=True) as conn:
+        with connect(new, ctx, what="new primary", read_only=True) as conn:
             if scalar(conn, "SELECT pg_is_in_recovery()"):
                 if ctx.dry_run:  # the promote before this step has not run in a dry run
-                    return f"{self.describe(inputs, ctx.step_id)} (once {inputs.new_primary} is promoted)"
+                    return (
+                        f"repoint it once {inputs.new_primary} is promoted (it is still in "
+                        "recovery now)"
+                    )
                 raise StepError(f"{inputs.new_primary} is still in recovery: promote it first")
         divergence = self._divergence(ctx)
         if divergence.diverged_bytes and not inputs.may_discard:
@@ -137,7 +152,7 @@ class Follow(PostgresStep[FollowInputs]):
 
     def _divergence(self, ctx: Ctx) -> Divergence:
         new = ctx.target_named(ctx.inputs.new_primary, PostgresTarget)
-        with connect(ctx.target.dsn, ctx, what="standby", read_only=True) as conn:
+        with connect(ctx.target, ctx, what="standby", read_only=True) as conn:
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 raise StepError("the target is not a standby (not in recovery)")
             receive, replay = conn.execute(
@@ -145,12 +160,12 @@ class Follow(PostgresStep[FollowInputs]):
             ).fetchone()
             timeline = current_timeline(conn)
         end = max(lsn(receive) or 0, lsn(replay) or 0)
-        new_timeline, fork = new_timeline_fork(ctx, new.dsn, timeline)
+        new_timeline, fork = new_timeline_fork(ctx, new, timeline)
         return Divergence(timeline, end, new_timeline, fork)
 
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        new_dsn = ctx.target_named(inputs.new_primary, PostgresTarget).dsn
+        new_dsn = dsn_of(ctx, ctx.target_named(inputs.new_primary, PostgresTarget))
         divergence = self._divergence(ctx)
         name = self._application_name(ctx)
         ctx.record("application_name", name)
@@ -175,7 +190,7 @@ class Follow(PostgresStep[FollowInputs]):
         from psycopg.conninfo import make_conninfo
 
         conninfo = make_conninfo(conninfo, application_name=name)
-        with connect(ctx.target.dsn, ctx, what="standby") as conn:
+        with connect(ctx.target, ctx, what="standby") as conn:
             conn.execute(f"ALTER SYSTEM SET primary_conninfo = {_literal(conninfo)}")
             if scalar(conn, "SHOW primary_slot_name"):
                 ctx.log("primary_slot_name reset: the old primary's slot is not on the new one")
@@ -193,7 +208,7 @@ class Follow(PostgresStep[FollowInputs]):
             return ctx.inputs.application_name
         from psycopg.conninfo import conninfo_to_dict
 
-        with connect(ctx.target.dsn, ctx, what="standby", read_only=True) as conn:
+        with connect(ctx.target, ctx, what="standby", read_only=True) as conn:
             current = str(scalar(conn, "SHOW primary_conninfo") or "")
             cluster = str(scalar(conn, "SHOW cluster_name") or "")
         recorded = ctx.recorded.get("application_name")
@@ -210,11 +225,11 @@ class Follow(PostgresStep[FollowInputs]):
 
     def verify(self, ctx: Ctx) -> bool:
         inputs = ctx.inputs
-        new_dsn = ctx.target_named(inputs.new_primary, PostgresTarget).dsn
+        new = ctx.target_named(inputs.new_primary, PostgresTarget)
         name = str(ctx.recorded.get("application_name") or self._application_name(ctx))
 
         def streaming() -> bool | None:
-            with connect(new_dsn, ctx, what="new primary", read_only=True, cap=3.0) as conn:
+            with connect(new, ctx, what="new primary", read_only=True, cap=3.0) as conn:
                 timeline = current_timeline(conn)
                 listed = scalar(
                     conn,
@@ -222,7 +237,7 @@ class Follow(PostgresStep[FollowInputs]):
                     "WHERE application_name = %s AND state = 'streaming'",
                     (name,),
                 )
-            with connect(ctx.target.dsn, ctx, what="standby", read_only=True, cap=3.0) as conn:
+            with connect(ctx.target, ctx, what="standby", read_only=True, cap=3.0) as conn:
                 row = conn.execute(
                     "SELECT status, received_tli FROM pg_stat_wal_receiver"
                 ).fetchone()

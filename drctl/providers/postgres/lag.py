@@ -10,9 +10,9 @@ from pydantic import Field
 
 from drctl.errors import StepError, Unreachable
 from drctl.providers.postgres.base import PostgresContext, PostgresStep
-from drctl.providers.postgres.session import connect, lsn, scalar
+from drctl.providers.postgres.session import Server, connect, lsn, scalar
 from drctl.runbook.targets import PostgresTarget
-from drctl.steps.base import Role, StepContext, StepInputs
+from drctl.steps.base import Role, StepContext, StepInputs, published
 
 
 class LagInputs(StepInputs):
@@ -95,7 +95,7 @@ class Lag:
         )
 
 
-def measure(ctx: StepContext, standby_dsn: str, primary_dsn: str | None) -> Lag:
+def measure(ctx: StepContext, standby_dsn: Server, primary_dsn: Server | None) -> Lag:
     """Measure from the standby (always) and from the primary (when it answers).
 
     The primary is asked first, for the WAL it has flushed (all a standby can have):
@@ -163,6 +163,20 @@ class ReplicationLag(PostgresStep[LagInputs]):
     """
 
     name = "postgres.replication_lag"
+    outputs = published(
+        {
+            "not_received_bytes": "WAL the standby has not received (what a promotion loses).",
+            "wal_seen": "The primary's WAL position seen, by target name (a lower bound later).",
+            "lag_bytes": "Worst lag in bytes (null when the primary's position is unknown).",
+            "standby_lag_bytes": "WAL received and not replayed.",
+            "lag_seconds": "Replay delay in seconds.",
+            "receive_lsn": "The standby's last received WAL position.",
+            "replay_lsn": "Its last replayed position.",
+            "primary_lsn": "The primary's current position (null if not known).",
+            "primary_position": "known, unknown or not_asked.",
+            "primary_reachable": "Whether the primary answered.",
+        }
+    )
     Inputs = LagInputs
     roles = frozenset({Role.LAG_CHECK})
 
@@ -184,16 +198,19 @@ class ReplicationLag(PostgresStep[LagInputs]):
 
     def _measure(self, ctx: Ctx) -> Lag:
         inputs = ctx.inputs
-        primary = ctx.target_named(inputs.primary, PostgresTarget).dsn if inputs.primary else None
-        return measure(ctx, ctx.target.dsn, primary)
+        primary = ctx.target_named(inputs.primary, PostgresTarget) if inputs.primary else None
+        return measure(ctx, ctx.target, primary)
 
     def check(self, ctx: Ctx) -> str | None:
         lag = self._measure(ctx)
         if lag.primary_position is PrimaryPosition.UNKNOWN:
             if ctx.inputs.primary_unreachable == "fail":
                 raise StepError(_refusal(lag))
-            return f"lag unknown, {lag.standby_bytes} bytes on the standby alone: {lag.unknown_message()}"
-        return f"lag is {lag.bytes} bytes, {lag.seconds:g}s"
+            return (
+                f"measure an unknown lag ({lag.standby_bytes} bytes on the standby alone): "
+                f"{lag.unknown_message()}"
+            )
+        return f"measure a lag of {lag.bytes} bytes, {lag.seconds:g}s"
 
     def verify(self, ctx: Ctx) -> bool:
         """The lag is within the limits now (what ``wait: until`` polls for).

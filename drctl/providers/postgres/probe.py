@@ -11,7 +11,7 @@ from drctl.providers.postgres.base import PostgresContext, PostgresStep
 from drctl.providers.postgres.promote import CREATE_PROBE, PROBE_TABLE
 from drctl.providers.postgres.session import connect, target_dsn
 from drctl.runbook.model import Duration
-from drctl.steps.base import Role, StepInputs
+from drctl.steps.base import Role, StepInputs, published
 
 
 class ProbeInputs(StepInputs):
@@ -34,6 +34,13 @@ class WriteProbe(PostgresStep[ProbeInputs]):
     """
 
     name = "postgres.write_probe"
+    outputs = published(
+        {
+            "latency_ms": "The successful write's latency.",
+            "attempts": "Tries it took.",
+            "address": "The address written through (with the target's dns_server).",
+        }
+    )
     Inputs = ProbeInputs
 
     def runs_in_dry_run(self, inputs: ProbeInputs) -> bool:

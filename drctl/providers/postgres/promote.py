@@ -27,7 +27,7 @@ from drctl.providers.postgres.session import (
 )
 from drctl.runbook.model import Slug
 from drctl.runbook.targets import PostgresTarget
-from drctl.steps.base import FenceRecord, FenceStatus, Role, StepInputs
+from drctl.steps.base import FenceRecord, FenceStatus, Role, StepInputs, published
 
 PROBE_TABLE = "drctl_probe"
 CREATE_PROBE = (
@@ -206,6 +206,13 @@ class Promote(PostgresStep[PromoteInputs]):
     """
 
     name = "postgres.promote"
+    outputs = published(
+        {
+            "fence_proof": "Which proof that the old primary is fenced the promote relied on.",
+            "lag_bytes": "The lag measured before promoting.",
+            "timeline": "The new primary's timeline.",
+        }
+    )
     Inputs = PromoteInputs
     wait_fields = ("catchup_seconds", "wait_seconds")
     roles = frozenset({Role.PROMOTE, Role.MUTATING})
@@ -229,9 +236,9 @@ class Promote(PostgresStep[PromoteInputs]):
         return None if inputs.accept_data_loss else inputs.max_lag_bytes
 
     def check(self, ctx: Ctx) -> str | None:
-        with connect(ctx.target.dsn, ctx, what="standby", read_only=True) as conn:
+        with connect(ctx.target, ctx, what="standby", read_only=True) as conn:
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
-                return "already primary: nothing to promote"
+                return "do nothing: the server is primary already"
         fenced = self._journaled_fences(ctx)
         handoff = self._handoff(ctx)
         fence = self._fence_proof(ctx)
@@ -358,7 +365,7 @@ class Promote(PostgresStep[PromoteInputs]):
             ctx.log("force is set: not checking that the old primary is fenced")
             return "fence not checked (force)"
         old = ctx.target_named(inputs.old_primary, PostgresTarget)
-        state = writable(old.dsn, ctx, "old primary")
+        state = writable(old, ctx, "old primary")
         if state is True:
             if ctx.dry_run:  # the fence step before this one has not run in a dry run
                 return f"{inputs.old_primary} still accepts writes now: it must be fenced by then"
@@ -391,7 +398,7 @@ class Promote(PostgresStep[PromoteInputs]):
 
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
-        dsn = ctx.target.dsn
+        dsn = ctx.target
         with connect(dsn, ctx, what="standby") as conn:
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 ctx.log("already primary")
@@ -421,7 +428,7 @@ class Promote(PostgresStep[PromoteInputs]):
             forget_upstream(ctx, conn)
 
     def verify(self, ctx: Ctx) -> bool:
-        with connect(ctx.target.dsn, ctx, what="new primary") as conn:
+        with connect(ctx.target, ctx, what="new primary") as conn:
             if scalar(conn, "SELECT pg_is_in_recovery()"):
                 return False
             before = ctx.recorded.get("timeline_before")

@@ -14,6 +14,7 @@ from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.session import (
     ServerNode,
     connect,
+    dsn_of,
     local_node,
     lsn,
     lsn_text,
@@ -24,7 +25,7 @@ from drctl.providers.postgres.session import (
     scalar,
 )
 from drctl.runbook.targets import PostgresTarget
-from drctl.steps.base import Role, StepContext, StepInputs
+from drctl.steps.base import Role, StepContext, StepInputs, published
 from drctl.steps.process import last_line
 
 # Run as the server's OS user, where the server lives (locally or over SSH): rewind
@@ -92,6 +93,14 @@ class Rejoin(PostgresStep[RejoinInputs]):
     """
 
     name = "postgres.rejoin"
+    outputs = published(
+        {
+            "discarded_bytes": "WAL the rewind discarded (0 when nothing was).",
+            "discarded_from": "Start of the discarded WAL.",
+            "discarded_to": "End of the discarded WAL.",
+            "discarded_commits": "Committed write transactions in the discarded WAL.",
+        }
+    )
     Inputs = RejoinInputs
     wait_fields = ("wait_seconds",)
     roles = frozenset({Role.MUTATING})
@@ -114,12 +123,12 @@ class Rejoin(PostgresStep[RejoinInputs]):
         inputs = ctx.inputs
         local_node(ctx.target, "rejoin", ctx)
         new = ctx.target_named(inputs.new_primary, PostgresTarget)
-        with connect(new.dsn, ctx, what="new primary", read_only=True) as conn:
+        with connect(new, ctx, what="new primary", read_only=True) as conn:
             if scalar(conn, "SELECT pg_is_in_recovery()"):
                 if ctx.dry_run:  # the promote before this step has not run in a dry run
                     return (
-                        f"{self.describe(inputs, ctx.step_id)} (once {inputs.new_primary} is "
-                        "promoted: it is still in recovery now)"
+                        f"rejoin it once {inputs.new_primary} is promoted (it is still in "
+                        "recovery now)"
                     )
                 raise StepError(f"{inputs.new_primary} is still in recovery: promote it first")
         return f"{self.describe(inputs, ctx.step_id)}{self._preview(ctx, new.dsn)}"
@@ -153,7 +162,7 @@ class Rejoin(PostgresStep[RejoinInputs]):
     def apply(self, ctx: Ctx) -> None:
         inputs = ctx.inputs
         node = local_node(ctx.target, "rejoin", ctx)
-        new_dsn = ctx.target_named(inputs.new_primary, PostgresTarget).dsn
+        new_dsn = dsn_of(ctx, ctx.target_named(inputs.new_primary, PostgresTarget))
         rewind(ctx, node, new_dsn, self._app_name(ctx), accept_discard=inputs.accept_discard)
 
     @staticmethod
@@ -191,13 +200,13 @@ class Rejoin(PostgresStep[RejoinInputs]):
 
     def verify(self, ctx: Ctx) -> bool:
         inputs = ctx.inputs
-        node_dsn = ctx.target.dsn
-        new_dsn = ctx.target_named(inputs.new_primary, PostgresTarget).dsn
+        node = ctx.target
+        new = ctx.target_named(inputs.new_primary, PostgresTarget)
 
         def streaming() -> bool | None:
-            with connect(node_dsn, ctx, what="rejoined node", read_only=True, cap=3.0) as conn:
+            with connect(node, ctx, what="rejoined node", read_only=True, cap=3.0) as conn:
                 receiving = scalar(conn, "SELECT status FROM pg_stat_wal_receiver") == "streaming"
-            with connect(new_dsn, ctx, what="new primary", read_only=True, cap=3.0) as conn:
+            with connect(new, ctx, what="new primary", read_only=True, cap=3.0) as conn:
                 listed = scalar(
                     conn,
                     "SELECT count(*) FROM pg_stat_replication WHERE application_name = %s AND state = 'streaming'",

@@ -20,14 +20,19 @@ from drctl.runbook.targets import PostgresTarget, SshTarget
 from drctl.steps.base import StepContext
 from drctl.steps.process import Completed, last_line, run_command
 
+#: Where a connection goes: a postgres target, its host resolved through the target's
+#: ``dns_server`` (when it has one) on every connection, or a DSN used as it is.
+Server = PostgresTarget | str
+
 
 @contextmanager
 def connect(
-    dsn: str, ctx: StepContext, *, what: str, read_only: bool = False, cap: float = 10.0
+    server: Server, ctx: StepContext, *, what: str, read_only: bool = False, cap: float = 10.0
 ) -> Iterator[Any]:
     """An autocommit connection; ``read_only`` makes every transaction read-only."""
     import psycopg
 
+    dsn = dsn_of(ctx, server)
     parse_dsn(dsn, what)
     budget = max(0.5, min(ctx.remaining(), cap))
     options = f"-c statement_timeout={int(budget * 1000)}"
@@ -71,6 +76,18 @@ def parse_dsn(dsn: str, what: str) -> dict[str, Any]:
         ) from exc
 
 
+def dsn_of(ctx: StepContext, server: Server) -> str:
+    """The DSN to reach ``server`` with now: a target's host resolved through its dns_server.
+
+    The one place a postgres target's ``dns_server`` is honoured, so every step type
+    (and every tool a step runs, pg_rewind's source included) reaches the server a
+    client following the name would reach at that moment.
+    """
+    if isinstance(server, str):
+        return server
+    return target_dsn(ctx, server.dsn, server.dns_server)[0]
+
+
 def target_dsn(ctx: StepContext, dsn: str, server: str | None) -> tuple[str, str | None]:
     """A DSN with its host resolved through the DNS ``server`` (``host:port``), if one is given.
 
@@ -99,11 +116,12 @@ def _resolve_a(ctx: StepContext, name: str, server: str) -> str:
             query, ip or server, port=int(port or 53), timeout=max(0.5, min(ctx.remaining(), 3.0))
         )
     except (OSError, ValueError, dns.exception.DNSException) as exc:
-        raise StepError(f"cannot resolve {name} through {server}: {first_line(exc)}") from exc
+        raise Unreachable(f"cannot resolve {name} through {server}: {first_line(exc)}") from exc
     for rrset in reply.answer:
         if rrset.rdtype == dns.rdatatype.A:
             return str(next(iter(rrset)).address)
-    raise StepError(f"{name} has no A record at {server}")
+    # A name that does not resolve is a server drctl cannot reach (see Unreachable).
+    raise Unreachable(f"{name} has no A record at {server}")
 
 
 def scalar(conn: Any, sql: str, args: tuple[Any, ...] = ()) -> Any:
@@ -132,7 +150,7 @@ def is_read_only_error(exc: BaseException) -> bool:
     return isinstance(exc.__cause__, psycopg.errors.ReadOnlySqlTransaction)
 
 
-def writable(dsn: str, ctx: StepContext, what: str) -> bool | None:
+def writable(dsn: Server, ctx: StepContext, what: str) -> bool | None:
     """Whether a fresh session can write: True, False (refused), None (no answer)."""
     try:
         return not refuses_writes(dsn, ctx, what)
@@ -140,7 +158,7 @@ def writable(dsn: str, ctx: StepContext, what: str) -> bool | None:
         return None
 
 
-def refuses_writes(dsn: str, ctx: StepContext, what: str) -> bool:
+def refuses_writes(dsn: Server, ctx: StepContext, what: str) -> bool:
     """Whether a fresh session is refused writes; ``Unreachable`` if the server does not answer.
 
     A server that rejects the session with a ``reject`` line of pg_hba.conf (the hard

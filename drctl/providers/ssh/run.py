@@ -12,7 +12,7 @@ from drctl.providers.ssh.session import (
 )
 from drctl.runbook.model import Duration
 from drctl.runbook.targets import SshTarget
-from drctl.steps.base import StepContext, short
+from drctl.steps.base import StepContext, published, short
 from drctl.steps.command import Command, CommandInputs, CommandStep, command_text
 from drctl.steps.process import Completed
 
@@ -52,6 +52,12 @@ class SshRun(CommandStep[SshRunInputs, SshTarget]):
     """
 
     name = "ssh.run"
+    outputs = published(
+        {
+            "exit_code": "The remote command's exit code.",
+            "stdout": "What the command wrote (stdout and stderr, redacted).",
+        }
+    )
     Inputs = SshRunInputs
     target_types = frozenset({"ssh"})
     target_required = True
