@@ -6,7 +6,8 @@ unless the runbook acknowledges it, on the step or for the whole runbook.
 
 DR001  promote with no fence of the old primary before it that cannot be skipped (one
        under ``on_failure: continue`` or behind a ``when:`` the promote does not share
-       does not count), or a forced promote
+       does not count), or a forced promote; a step that is a fence and a promote at
+       once (Patroni's switchover demotes the leader first) is its own fence
 DR002  promote with no lag / data-loss check before it (or accept_data_loss)
 DR003  traffic repointed without depending on the promote
 DR004  mutating step with no verification (its own verify, or a verify step after it)
@@ -98,6 +99,8 @@ def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> l
                     s,
                     f"{s.base_id}: forced promote skips the check that the old primary is fenced",
                 )
+            elif Role.FENCE in s.roles:
+                pass  # it fences the old primary itself (Patroni demotes before it promotes)
             elif not anc & with_role.get(Role.FENCE, 0):
                 add("DR001", s, f"{s.base_id}: promotes with no fence step before it")
             else:

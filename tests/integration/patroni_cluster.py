@@ -151,6 +151,23 @@ class PatroniCluster:
     def node(self, name: str) -> PatroniNode:
         return next(n for n in self.nodes if n.name == name)
 
+    def target(self, *, auth: bool = True) -> dict[str, Any]:
+        """The cluster as a ``patroni`` target mapping, listing every member's REST API."""
+        fields: dict[str, Any] = {"type": "patroni", "members": [n.api_url for n in self.nodes]}
+        if auth:
+            fields.update(username=USER, password=PASSWORD)
+        return fields
+
+    def postgres_target(
+        self, node: PatroniNode, managed_by: str | None = "cluster"
+    ) -> dict[str, Any]:
+        """``node`` as a postgres target, ``managed_by`` the patroni target of that name."""
+        fields: dict[str, Any] = {"type": "postgres", "dsn": node.dsn, "data_dir": str(node.data_dir),
+                                  "bin_dir": self.bin_dir, "os_user": self.os_user}  # fmt: skip
+        if managed_by is not None:
+            fields["managed_by"] = managed_by
+        return fields
+
     # -- what the cluster says -----------------------------------------------------------
 
     def cluster(self) -> dict[str, Any] | None:

@@ -1,0 +1,120 @@
+"""``patroni.pause`` and ``patroni.resume``: maintenance mode, seen by every member."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from drctl.errors import StepError, Unreachable
+from drctl.providers.patroni.base import EVERY, PatroniContext, PatroniStep, Views, api, views
+from drctl.steps.base import Role, StepInputs
+
+
+class PauseInputs(StepInputs):
+    wait_seconds: float = Field(
+        default=30.0, gt=0, le=600,
+        description="How long every member gets to see the change before the step fails.",
+    )  # fmt: skip
+
+
+Ctx = PatroniContext[PauseInputs]
+
+
+def set_paused(ctx: Ctx, paused: bool) -> Views:
+    """``PATCH /config {"pause": …}`` and wait until every member's own view has it."""
+    answer = api(ctx).first("PATCH", "/config", {"pause": paused})
+    if not answer.ok:
+        raise StepError(
+            f"Patroni refused to {'pause' if paused else 'resume'} (HTTP {answer.status}): "
+            f"{answer.text.strip()!r:.300}"
+        )
+    return wait_seen(ctx, paused)
+
+
+def wait_seen(ctx: Ctx, paused: bool) -> Views:
+    last: list[Views] = []
+
+    def seen() -> Views | None:
+        last.append(views(ctx))
+        return last[-1] if not last[-1].pause_seen(paused) else None
+
+    polled = ctx.poll(seen, every=EVERY, within=ctx.inputs.wait_seconds, retry_on=(Unreachable,))
+    if polled.value is not None:
+        return polled.value
+    if not last:
+        raise polled.error or StepError("Patroni did not answer")
+    off = last[-1].pause_seen(paused)
+    raise StepError(
+        f"Patroni's /config says pause={str(paused).lower()}, but after "
+        f"{polled.waited:.1f}s {', '.join(off)} still {'run' if paused else 'are paused'} "
+        f"in their own view. Members: {last[-1].cluster.lines()}"
+    )
+
+
+class Pause(PatroniStep[PauseInputs]):
+    """Pause Patroni (maintenance mode): it stops failing over, promoting or restarting.
+
+    Sends ``PATCH /config {"pause": true}`` with the target's credentials, then waits up
+    to ``wait_seconds`` until every member's own ``GET /patroni`` says it is paused — the
+    ``/config`` answer alone only says the DCS holds the new setting, not that each
+    member's HA loop has seen it. ``verify``: every member's own view is paused.
+    ``undo`` resumes the cluster, unless it was paused already before the step.
+    While paused, postgres steps on a target ``managed_by`` this cluster may act.
+    """
+
+    name = "patroni.pause"
+    Inputs = PauseInputs
+    roles = frozenset({Role.MUTATING, Role.HA_PAUSE})
+
+    def describe(self, inputs: PauseInputs, target: str | None) -> str:
+        return f"pause Patroni on {target} (maintenance mode) and check every member sees it"
+
+    def check(self, ctx: Ctx) -> str | None:
+        seen = views(ctx)
+        if not seen.pause_seen(True):
+            return "already paused"
+        return f"pause the cluster ({seen.cluster.lines()})"
+
+    def apply(self, ctx: Ctx) -> None:
+        before = views(ctx)
+        ctx.record("was_paused", not before.pause_seen(True))
+        seen = set_paused(ctx, True)
+        ctx.output("paused", True)
+        ctx.log(f"paused in the view of {', '.join(sorted(seen.nodes))}")
+
+    def verify(self, ctx: Ctx) -> bool:
+        return not views(ctx).pause_seen(True)
+
+    def undo(self, ctx: Ctx) -> None:
+        if ctx.recorded.get("was_paused"):
+            ctx.log("the cluster was paused before this step: leaving it paused")
+            return
+        set_paused(ctx, False)
+
+
+class Resume(PatroniStep[PauseInputs]):
+    """Resume Patroni: hand the cluster back to its HA manager after maintenance.
+
+    Sends ``PATCH /config {"pause": false}``, then waits up to ``wait_seconds`` until no
+    member's own ``GET /patroni`` says it is paused. ``verify``: no member's view is paused.
+    """
+
+    name = "patroni.resume"
+    Inputs = PauseInputs
+    roles = frozenset({Role.MUTATING, Role.HA_RESUME})
+
+    def describe(self, inputs: PauseInputs, target: str | None) -> str:
+        return f"resume Patroni on {target} and check no member is paused"
+
+    def check(self, ctx: Ctx) -> str | None:
+        seen = views(ctx)
+        if not seen.pause_seen(False):
+            return "not paused: nothing to resume"
+        return f"resume the cluster ({seen.cluster.lines()})"
+
+    def apply(self, ctx: Ctx) -> None:
+        seen = set_paused(ctx, False)
+        ctx.output("paused", False)
+        ctx.log(f"running again in the view of {', '.join(sorted(seen.nodes))}")
+
+    def verify(self, ctx: Ctx) -> bool:
+        return not views(ctx).pause_seen(False)
