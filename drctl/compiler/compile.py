@@ -166,7 +166,7 @@ class _Compiler:
         assert header is not None
         lint_by_step: dict[str, list[str]] = {}
         for f in findings:
-            if f.step is not None:
+            if f.step is not None and not f.warning:
                 lint_by_step.setdefault(f.step, []).append(f.code)
         steps = tuple(
             _with(
@@ -448,6 +448,8 @@ class _Compiler:
                 accepts_data_loss=derived.accepts_data_loss,
                 continues_on_failure=on_failure.policy is FailurePolicy.CONTINUE,
                 when=when,
+                target=spec.target,
+                managed_by=getattr(self.loaded.targets.get(spec.target or ""), "managed_by", None),
             )
             out.append(_Instance(compiled, spec, loc, subject, step_refs))
         return out
@@ -784,8 +786,8 @@ class _Compiler:
             inst = by_base.get(f.base_id)
             step_ack = set(inst.spec.acknowledge) if inst is not None else set()
             acknowledged = f.code in global_ack or f.code in step_ack
-            out.append(LintFinding(f.code, f.message, f.base_id or None, acknowledged))
-            if not acknowledged:
+            out.append(LintFinding(f.code, f.message, f.base_id or None, acknowledged, f.warning))
+            if not acknowledged and not f.warning:
                 loc = f.loc if f.loc is not None else (inst.loc if inst is not None else ())
                 self.error(
                     f.code,

@@ -12,6 +12,9 @@ DR002  promote with no lag / data-loss check before it (or accept_data_loss)
 DR003  traffic repointed without depending on the promote
 DR004  mutating step with no verification (its own verify, or a verify step after it)
 DR005  a literal secret in the runbook
+DR006  a mutating postgres step (fence, promote, rejoin, follow) on a target
+       ``managed_by`` a Patroni cluster with no ``patroni.pause`` of that cluster before
+       it; a warning when no ``patroni.resume`` of it follows (the cluster stays paused)
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ TITLES = {
     "DR003": "traffic repointed before the promote it depends on",
     "DR004": "mutating step without verification",
     "DR005": "literal secret in the runbook",
+    "DR006": "change to a Patroni-managed server while Patroni is not paused",
 }
 
 
@@ -45,6 +49,9 @@ class LintSubject:
     continues_on_failure: bool = False
     #: The step's ``when`` as compiled: None or True runs it always.
     when: bool | str | None = None
+    #: The target the step acts on, and the Patroni target that one is ``managed_by``.
+    target: str | None = None
+    managed_by: str | None = None
 
 
 def _unsound_fence(fence: LintSubject, promote: LintSubject) -> str | None:
@@ -69,10 +76,41 @@ class Finding:
     message: str
     #: Where in the document, when more precise than the step (a literal secret's value).
     loc: tuple[str | int, ...] | None = None
+    #: Shown in the plan, never an error.
+    warning: bool = False
+
+
+def _unpaused(
+    s: LintSubject,
+    order: Sequence[LintSubject],
+    at_role: dict[Role, list[int]],
+    ancestors: Mapping[str, int],
+    at: int,
+) -> Finding | None:
+    """DR006 for one step on a managed target: no pause of its cluster before it (an error),
+    or no resume of it after (a warning)."""
+    cluster = s.managed_by
+    pauses = [i for i in at_role.get(Role.HA_PAUSE, []) if order[i].target == cluster]
+    if not any(has(ancestors[s.id], i) for i in pauses):
+        return Finding(
+            "DR006", s.base_id,
+            f"{s.base_id}: changes {s.target}, which Patroni cluster {cluster} manages, with no "
+            f"patroni.pause of {cluster} before it: Patroni would fight the change (run time "
+            "refuses it too while the cluster is not paused)",
+        )  # fmt: skip
+    resumes = [i for i in at_role.get(Role.HA_RESUME, []) if order[i].target == cluster]
+    if not any(has(ancestors[order[i].id], at) for i in resumes):
+        return Finding(
+            "DR006", s.base_id,
+            f"{s.base_id}: no patroni.resume of {cluster} follows, so the cluster stays paused "
+            "(no automatic failover) after the run",
+            warning=True,
+        )  # fmt: skip
+    return None
 
 
 def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> list[Finding]:
-    """DR001–DR004 over steps in plan order; one finding per (code, runbook step)."""
+    """DR001–DR004 and DR006 over steps in plan order; one finding per (code, runbook step)."""
     pos = {s.id: i for i, s in enumerate(order)}
     at_role: dict[Role, list[int]] = {}
     for i, s in enumerate(order):
@@ -130,4 +168,8 @@ def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> l
                     break
         if Role.MUTATING in s.roles and not s.verifies and not has(verified_later, pos[s.id]):
             add("DR004", s, f"{s.base_id}: changes something and nothing verifies it")
+        if s.managed_by and Role.MUTATING in s.roles:
+            finding = _unpaused(s, order, at_role, ancestors, pos[s.id])
+            if finding is not None:
+                found.setdefault(("DR006", s.base_id), finding)
     return sorted(found.values(), key=lambda f: (f.code, f.base_id))

@@ -97,7 +97,7 @@ FIELD_DOCS: dict[str, str] = {
     "Runbook.params": "Typed parameters, bound with `-p key=value` or `--params-file` (see [params](#params)).",
     "Runbook.targets": "The systems steps act on, by name (see [targets](#targets)).",
     "Runbook.settings": "Execution settings; command-line flags override them (see [settings](#settings)).",
-    "Runbook.acknowledge": "Safety lints (DR001–DR005) acknowledged for the whole runbook.",
+    "Runbook.acknowledge": "Safety lints (DR001–DR006) acknowledged for the whole runbook.",
     "Runbook.steps": "The steps, in reading order (see [steps](#steps)); at least one.",
     "Metadata.name": "The runbook's name: a slug; the default lock key.",
     "Metadata.description": "One line on what the runbook does; shown in plans and reports.",
@@ -129,7 +129,7 @@ FIELD_DOCS: dict[str, str] = {
     "StepSpec.rollback": "A custom undo step, run when the run rolls back (see [rollback](#rollback)).",
     "StepSpec.approve": "A gate: ask before the step runs (`--yes`, `--approve ID`, or a prompt on a TTY).",
     "StepSpec.description": "One line for the plan; may be a template.",
-    "StepSpec.acknowledge": "Safety lints (DR001–DR005) acknowledged for this step.",
+    "StepSpec.acknowledge": "Safety lints (DR001–DR006) acknowledged for this step.",
     "Retries.attempts": "Total attempts, the first included.",
     "Retries.delay": "Wait before the second attempt.",
     "Retries.backoff": "Multiplier applied to the delay after each attempt.",
@@ -510,6 +510,15 @@ def exit_codes() -> str:
         "|---|---|",
     ]
     out += [f"| `{code}` | {_cell(title)} |" for code, title in sorted(TITLES.items())]
+    out += [
+        "",
+        "DR006 is also checked at run time: `postgres.fence`, `postgres.promote`, "
+        "`postgres.rejoin` and `postgres.follow` on a target with `managed_by: <patroni "
+        "target>` ask that Patroni cluster, right before they act, whether every member's "
+        "own view is paused, and fail (a `StepError`, exit 1, resumable) when it is not or "
+        "when no member answers. Its second half, no `patroni.resume` of the cluster after "
+        "the step, is a warning shown in the plan, never an error.",
+    ]
     out.append("")
     return "\n".join(out)
 

@@ -34,7 +34,11 @@ class Views:
 
 def views(ctx: StepContext[I, PatroniTarget]) -> Views:
     """The cluster and every member's own status, asked now."""
-    client = api(ctx)
+    return views_of(api(ctx), ctx)
+
+
+def views_of(client: PatroniApi, ctx: StepContext) -> Views:
+    """The cluster and every member's own status, through ``client``; misses logged on ``ctx``."""
     cluster = client.cluster()
     nodes: dict[str, NodeView | None] = {}
     for name, url in client.member_urls(cluster).items():

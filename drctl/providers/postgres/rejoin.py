@@ -86,6 +86,9 @@ class Rejoin(PostgresStep[RejoinInputs]):
         return self.describe(inputs, ctx.step_id)
 
     def apply(self, ctx: Ctx) -> None:
+        from drctl.providers.patroni.guard import refuse_unless_paused
+
+        refuse_unless_paused(ctx, "rejoin it")  # live, right before acting (DR006)
         inputs = ctx.inputs
         node = local_node(ctx.target, "rejoin", ctx)
         new_dsn = ctx.target_named(inputs.new_primary, PostgresTarget).dsn
