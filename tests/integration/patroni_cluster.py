@@ -47,7 +47,7 @@ START_WITHIN = 120.0
 WAIT = 90.0
 #: The REST API's basic-auth credentials for its write endpoints (a test secret).
 USER = "drctl"
-PASSWORD = "patroni-test-secret-4711"
+PASSWORD = "Zq7-test-pw-4711x"
 #: Patroni's timing in the tests: its minimum ttl, and a one-second loop.
 TTL = 20
 LOOP_WAIT = 1

@@ -117,21 +117,33 @@ def prove(ctx: PatroniContext, old: str | None, candidate: str | None, before_tl
     return polled.value
 
 
-def _verify(ctx: PatroniContext, candidate: str | None, *, old_streams: bool = True) -> bool:
-    """On resume too: the recorded leader no longer leads, the candidate does, all stream."""
-    old = ctx.recorded.get("leader_before")
-    before_tl = ctx.recorded.get("timeline_before")
-    if old is None:
-        return False  # apply never asked Patroni: nothing happened
+def _done(ctx: PatroniContext, old: str, before_tl: int | None, candidate: str | None,
+          old_streams: bool) -> bool | None:  # fmt: skip
     view = api(ctx).cluster()
     leader = view.leader
     if leader is None or leader.state != "running" or leader.name == old:
-        return False
+        return None
     if candidate is not None and leader.name != candidate:
-        return False
-    if before_tl is not None and (leader.timeline is None or leader.timeline <= int(before_tl)):
-        return False
-    return _followers_stream(view, str(old) if old_streams else None)[0]
+        return False  # another member leads: waiting will not make it the candidate
+    if before_tl is not None and (leader.timeline is None or leader.timeline <= before_tl):
+        return None
+    return True if _followers_stream(view, old if old_streams else None)[0] else None
+
+
+def _verify(ctx: PatroniContext, candidate: str | None, within: float, *,
+            old_streams: bool = True) -> bool:  # fmt: skip
+    """On resume too: the recorded leader no longer leads, the candidate does on a newer
+    timeline, and the others stream from it. Once Patroni has been asked, the change
+    may still be under way (drctl was killed mid-switchover), so it is waited for."""
+    old = ctx.recorded.get("leader_before")
+    if old is None:
+        return False  # apply never asked Patroni: nothing happened
+    before = ctx.recorded.get("timeline_before")
+    before_tl = int(before) if before is not None else None
+    # Patroni was asked, or may have been (killed with the request in flight).
+    polled = ctx.poll(lambda: _done(ctx, str(old), before_tl, candidate, old_streams),
+                      every=EVERY, within=within, retry_on=(Unreachable,))  # fmt: skip
+    return polled.value is True
 
 
 class Switchover(PatroniStep[SwitchoverInputs]):
@@ -196,6 +208,7 @@ class Switchover(PatroniStep[SwitchoverInputs]):
         if inputs.scheduled_at:
             body["scheduled_at"] = inputs.scheduled_at
         answer = api(ctx).request(view.source, "POST", "/switchover", body)
+        ctx.record("patroni_answer", answer.status)
         if answer.status == 202:
             ctx.log(f"Patroni scheduled the switchover: {answer.text.strip()}")
         elif answer.status != 200:
@@ -215,7 +228,7 @@ class Switchover(PatroniStep[SwitchoverInputs]):
         ctx.output("members", [m.as_output() for m in done.members])
 
     def verify(self, ctx: PatroniContext[SwitchoverInputs]) -> bool:
-        return _verify(ctx, ctx.inputs.candidate)
+        return _verify(ctx, ctx.inputs.candidate, ctx.inputs.wait_seconds)
 
 
 class Failover(PatroniStep[FailoverInputs]):
@@ -260,6 +273,7 @@ class Failover(PatroniStep[FailoverInputs]):
         ctx.record("leader_before", leader.name if leader else "")
         ctx.record("timeline_before", before_tl)
         answer = api(ctx).first("POST", "/failover", {"candidate": inputs.candidate})
+        ctx.record("patroni_answer", answer.status)
         if answer.status != 200:
             raise refusal("failover", answer.status, answer.text, api(ctx).cluster())
         ctx.log(f"Patroni: {answer.text.strip()}")
@@ -271,4 +285,4 @@ class Failover(PatroniStep[FailoverInputs]):
         ctx.output("members", [m.as_output() for m in done.members])
 
     def verify(self, ctx: PatroniContext[FailoverInputs]) -> bool:
-        return _verify(ctx, ctx.inputs.candidate, old_streams=False)
+        return _verify(ctx, ctx.inputs.candidate, ctx.inputs.wait_seconds, old_streams=False)
