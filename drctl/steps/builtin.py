@@ -42,4 +42,6 @@ BUILTIN_STEP_TYPES: dict[str, str] = {
     "patroni.resume": "drctl.providers.patroni.pause:Resume",
     "patroni.switchover": "drctl.providers.patroni.switchover:Switchover",
     "patroni.failover": "drctl.providers.patroni.switchover:Failover",
+    "patroni.restart": "drctl.providers.patroni.member:Restart",
+    "patroni.reinit": "drctl.providers.patroni.member:Reinit",
 }

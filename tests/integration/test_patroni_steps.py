@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from drctl.errors import StepError, Unreachable
+from drctl.providers.patroni.member import Reinit, ReinitInputs, Restart, RestartInputs
 from drctl.providers.patroni.pause import Pause, PauseInputs, Resume
 from drctl.providers.patroni.status import PatroniStatus, StatusInputs
 from drctl.providers.patroni.switchover import (
@@ -134,6 +135,36 @@ def test_no_member_answering_is_unreachable(healthy: PatroniCluster) -> None:
     target = {"type": "patroni", "members": [f"http://127.0.0.1:{free_port()}"]}
     with pytest.raises(Unreachable, match="no Patroni member answered"):
         PatroniStatus().apply(RealContext(StatusInputs(), target=target, timeout=10.0))
+
+
+def test_restart_of_a_replica_is_verified_by_a_new_postmaster(healthy: PatroniCluster) -> None:
+    """patroni.restart on a replica returns once it streams again under a newer postmaster."""
+    replica = next(n for n in healthy.nodes if n.name != healthy.leader())
+    before = one(replica.dsn, "SELECT pg_postmaster_start_time()")
+    ctx = _ctx(healthy, RestartInputs(member=replica.name))
+    Restart().apply(ctx)
+    assert one(replica.dsn, "SELECT pg_postmaster_start_time()") > before
+    assert Restart().verify(ctx)
+    skipped = _ctx(healthy, RestartInputs(member=replica.name, pending_only=True))
+    assert "not pending restart" in (Restart().check(skipped) or "")
+    Restart().apply(skipped)
+    assert Restart().verify(skipped)
+
+
+def test_reinit_reclones_a_replica_and_refuses_the_leader(healthy: PatroniCluster) -> None:
+    """patroni.reinit wipes a replica and re-clones it (a file it held is gone); the leader is refused."""
+    leader = healthy.leader()
+    assert leader is not None
+    replica = next(n for n in healthy.nodes if n.name != leader)
+    marker = replica.data_dir / "drctl-reinit-marker"
+    marker.write_text("local only")
+    ctx = _ctx(healthy, ReinitInputs(member=replica.name, force=True))
+    Reinit().apply(ctx)
+    assert not marker.exists()
+    assert in_recovery(replica.dsn)
+    assert Reinit().verify(ctx)
+    with pytest.raises(StepError, match="is the leader"):
+        Reinit().check(_ctx(healthy, ReinitInputs(member=leader)))
 
 
 def test_a_refused_switchover_shows_patronis_text_and_the_members(healthy: PatroniCluster) -> None:

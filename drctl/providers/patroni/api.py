@@ -159,6 +159,8 @@ class NodeView:
     paused: bool
     pending_restart: bool
     replication_state: str | None
+    #: When its postmaster started (Patroni's text), to tell a restart happened.
+    started: str | None = None
 
     @classmethod
     def from_json(cls, data: Any, source: str) -> NodeView:
@@ -176,6 +178,9 @@ class NodeView:
             pending_restart=bool(data.get("pending_restart")),
             replication_state=str(data["replication_state"])
             if data.get("replication_state")
+            else None,
+            started=str(data["postmaster_start_time"])
+            if data.get("postmaster_start_time")
             else None,
         )
 
