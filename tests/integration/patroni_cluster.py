@@ -12,7 +12,8 @@ REST API and its PostgreSQL on free high ports of 127.0.0.1, under a fresh direc
 /tmp the ``postgres`` user can reach. Short ``ttl``/``loop_wait`` keep the tests quick.
 The REST API's write endpoints need basic auth (``USER``/``PASSWORD``), as in production.
 Start-up waits (bounded) for a leader and two streaming replicas; teardown SIGKILLs
-every Patroni and every postmaster, whatever happened.
+every Patroni and every postmaster, whatever happened. How Patroni is run and
+configured is the sandbox's (drctl/sandbox/patroni.py), so both start the same cluster.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import pwd
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from drctl.sandbox.pgnode import as_user
+from drctl.sandbox.patroni import TIMING, patroni_command, patroni_config
 from tests.integration.conftest import require_or_skip
 from tests.integration.etcd_cluster import EtcdCluster, etcd_binary
 from tests.integration.pg_sandbox import free_base_port, shared_dir
@@ -48,40 +48,6 @@ WAIT = 90.0
 #: The REST API's basic-auth credentials for its write endpoints (a test secret).
 USER = "drctl"
 PASSWORD = "Zq7-test-pw-4711x"
-#: Patroni's timing in the tests: its minimum ttl, and a one-second loop.
-TTL = 20
-LOOP_WAIT = 1
-RETRY_TIMEOUT = 5
-
-
-def patroni_command(os_user: str) -> tuple[list[str], dict[str, str]] | None:
-    """How ``os_user`` runs the Patroni this interpreter has installed: argv head and env.
-
-    The venv's own interpreter may live where ``postgres`` cannot go (a pyenv under a
-    0700 /root), so the first interpreter of the same version that ``os_user`` can run
-    is used, with the venv's site-packages on its path (same ABI: same minor version).
-    """
-    try:
-        import patroni
-    except ImportError:
-        return None
-    site = str(Path(patroni.__file__).resolve().parent.parent)
-    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
-    env = {"PYTHONPATH": site, "PYTHONDONTWRITEBYTECODE": "1"}
-    for interpreter in (
-        os.path.realpath(sys.executable), f"/usr/bin/python{minor}", f"/usr/local/bin/python{minor}",
-    ):  # fmt: skip
-        if not Path(interpreter).exists():
-            continue
-        # -S: none of that interpreter's own site-packages (Debian's pyOpenSSL breaks urllib3).
-        argv = [interpreter, "-S", "-c", "import patroni.__main__, patroni.dcs.etcd3, psycopg"]
-        done = subprocess.run(
-            as_user(os_user, argv), env={**os.environ, **env}, capture_output=True,
-            timeout=60, check=False,
-        )  # fmt: skip
-        if done.returncode == 0:
-            return [interpreter, "-S", "-m", "patroni"], env
-    return None
 
 
 @dataclass
@@ -143,6 +109,8 @@ class PatroniCluster:
     bin_dir: str
     os_user: str
     nodes: list[PatroniNode] = field(default_factory=list)
+    #: Patroni's timing (bootstrap.dcs): the tests' short one unless given.
+    timing: tuple[int, int, int] = TIMING
 
     @property
     def etcd_hosts(self) -> str:
@@ -303,70 +271,26 @@ class PatroniCluster:
     # -- building it ---------------------------------------------------------------------
 
     def write_config(self, node: PatroniNode) -> None:
-        socket_dir = node.root / "run"
-        socket_dir.mkdir(parents=True, exist_ok=True)
-        hba = [
-            "local all all trust",
-            "host all all 127.0.0.1/32 trust",
-            "host replication all 127.0.0.1/32 trust",
-        ]
-        config = {
-            "scope": self.scope,
-            "namespace": "/drctl-test/",
-            "name": node.name,
-            "log": {"level": "INFO"},
-            "restapi": {
-                "listen": f"127.0.0.1:{node.api_port}",
-                "connect_address": f"127.0.0.1:{node.api_port}",
-                "authentication": {"username": USER, "password": PASSWORD},
-            },
-            "etcd3": {"hosts": self.etcd_hosts},
-            "bootstrap": {
-                "dcs": {
-                    "ttl": TTL,
-                    "loop_wait": LOOP_WAIT,
-                    "retry_timeout": RETRY_TIMEOUT,
-                    "maximum_lag_on_failover": 1048576,
-                    "postgresql": {
-                        "use_pg_rewind": True,
-                        "parameters": {
-                            "wal_level": "replica",
-                            "hot_standby": "on",
-                            "max_wal_senders": 10,
-                            "max_replication_slots": 10,
-                            "wal_log_hints": "on",
-                            "wal_keep_size": "64MB",
-                        },
-                    },
-                },
-                "initdb": [{"encoding": "UTF8"}, "data-checksums"],
-            },
-            "postgresql": {
-                "listen": f"127.0.0.1:{node.pg_port}",
-                "connect_address": f"127.0.0.1:{node.pg_port}",
-                "data_dir": str(node.data_dir),
-                "bin_dir": self.bin_dir,
-                "pgpass": str(node.root / "pgpass"),
-                "authentication": {
-                    "superuser": {"username": "postgres", "password": "unused-trust"},
-                    "replication": {"username": "replicator", "password": "unused-trust"},
-                    "rewind": {"username": "postgres", "password": "unused-trust"},
-                },
-                "parameters": {"unix_socket_directories": str(socket_dir)},
-                "pg_hba": hba,
-            },
-            "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
-        }
+        (node.root / "run").mkdir(parents=True, exist_ok=True)
+        config = patroni_config(
+            scope=self.scope, name=node.name, api_port=node.api_port, pg_port=node.pg_port,
+            root=node.root, bin_dir=self.bin_dir, etcd_hosts=self.etcd_hosts, password=PASSWORD,
+            timing=self.timing,
+        )  # fmt: skip
         # JSON is YAML: Patroni reads it as its configuration file.
         node.config.write_text(json.dumps(config, indent=2))
         if os.geteuid() == 0:
-            for path in (node.root, socket_dir, node.config):
+            for path in (node.root, node.root / "run", node.config):
                 shutil.chown(path, self.os_user)
         node.config.chmod(0o600)
 
     @classmethod
     @contextlib.contextmanager
-    def running(cls, prefix: str = "drctl-patroni-") -> Iterator[PatroniCluster]:
+    def running(
+        cls, prefix: str = "drctl-patroni-", timing: tuple[int, int, int] | None = None
+    ) -> Iterator[PatroniCluster]:
+        """A fresh cluster; ``timing`` is (ttl, loop_wait, retry_timeout), Patroni's
+        defaults being (30, 10, 10)."""
         from drctl.sandbox.pgnode import SandboxError, find_bin_dir, os_user
 
         etcd = etcd_binary()
@@ -387,6 +311,8 @@ class PatroniCluster:
             with EtcdCluster.running(etcd, parent / "etcd", size=1) as store:
                 scope = f"drctl-{uuid.uuid4().hex[:8]}"
                 cluster = cls(scope, parent, store, found[0], found[1], bin_dir, user)
+                if timing is not None:
+                    cluster.timing = timing
                 for i in (1, 2, 3):
                     base = free_base_port(width=2)
                     node = PatroniNode(f"pg{i}", base, base + 1, parent / f"pg{i}")

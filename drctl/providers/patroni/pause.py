@@ -91,11 +91,43 @@ class Pause(PatroniStep[PauseInputs]):
         set_paused(ctx, False)
 
 
+def split(seen: Views) -> str | None:
+    """Why handing the cluster back to Patroni now would undo a change; None if it would not.
+
+    Patroni keeps the leader lock where it was until the old leader's HA loop sees its
+    PostgreSQL stopped (up to ``loop_wait``); resumed before that, it restarts the old
+    leader as primary and demotes the server promoted by hand — the writes taken there
+    are lost. So the lock must sit on the one member that runs as primary.
+    """
+    leader = seen.cluster.leader
+    primaries = sorted(
+        n
+        for n, v in seen.nodes.items()
+        if v is not None and v.role == "primary" and v.state == "running"
+    )
+    if leader is None:
+        return f"no member holds Patroni's leader lock (running as primary: {', '.join(primaries) or 'none'})"
+    others = [n for n in primaries if n != leader.name]
+    if others:
+        return (
+            f"{leader.name} holds Patroni's leader lock but {', '.join(others)} runs as primary: "
+            f"resumed now, Patroni would demote {', '.join(others)}"
+        )
+    if leader.name not in primaries:
+        return f"{leader.name} holds Patroni's leader lock but does not run as primary"
+    return None
+
+
 class Resume(PatroniStep[PauseInputs]):
     """Resume Patroni: hand the cluster back to its HA manager after maintenance.
 
-    Sends ``PATCH /config {"pause": false}``, then waits up to ``wait_seconds`` until no
-    member's own ``GET /patroni`` says it is paused. ``verify``: no member's view is paused.
+    First waits, up to ``wait_seconds``, until Patroni's leader lock is on the one member
+    that runs as primary: after a promote done by hand while paused, the old leader's
+    Patroni lets go of the lock only on its next loop, and resumed before that it would
+    start the old leader again as primary and demote the new one (losing the writes taken
+    there). Refuses, naming the members, if that does not happen. Then sends
+    ``PATCH /config {"pause": false}`` and waits up to ``wait_seconds`` until no member's
+    own ``GET /patroni`` says it is paused. ``verify``: no member's view is paused.
     """
 
     name = "patroni.resume"
@@ -112,6 +144,21 @@ class Resume(PatroniStep[PauseInputs]):
         return f"resume the cluster ({seen.cluster.lines()})"
 
     def apply(self, ctx: Ctx) -> None:
+        last: list[str | None] = []
+
+        def agreed() -> bool | None:
+            last.append(split(views(ctx)))
+            return True if last[-1] is None else None
+
+        polled = ctx.poll(
+            agreed, every=EVERY, within=ctx.inputs.wait_seconds, retry_on=(Unreachable,)
+        )
+        if not polled.done:
+            why = last[-1] if last else (polled.error.message if polled.error else "no answer")
+            raise StepError(
+                f"refusing to resume Patroni after {polled.waited:.1f}s: {why}. Members: "
+                f"{views(ctx).cluster.lines()}"
+            )
         seen = set_paused(ctx, False)
         ctx.output("paused", False)
         ctx.log(f"running again in the view of {', '.join(sorted(seen.nodes))}")
