@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from drctl.errors import StepError, Unreachable
+from drctl.providers.patroni.guard import refuse_unless_paused
 from drctl.providers.patroni.member import Reinit, ReinitInputs, Restart, RestartInputs
 from drctl.providers.patroni.pause import Pause, PauseInputs, Resume
 from drctl.providers.patroni.status import PatroniStatus, StatusInputs
@@ -24,7 +25,10 @@ from drctl.providers.patroni.switchover import (
     Switchover,
     SwitchoverInputs,
 )
-from drctl.steps.base import StepInputs
+from drctl.providers.postgres.fence import Fence, FenceInputs
+from drctl.providers.postgres.follow import Follow, FollowInputs
+from drctl.providers.postgres.rejoin import Rejoin, RejoinInputs
+from drctl.steps.base import StepInputs, StepType
 from tests.integration.patroni_cluster import (
     PASSWORD,
     PatroniCluster,
@@ -135,6 +139,40 @@ def test_no_member_answering_is_unreachable(healthy: PatroniCluster) -> None:
     target = {"type": "patroni", "members": [f"http://127.0.0.1:{free_port()}"]}
     with pytest.raises(Unreachable, match="no Patroni member answered"):
         PatroniStatus().apply(RealContext(StatusInputs(), target=target, timeout=10.0))
+
+
+@pytest.mark.parametrize(
+    ("step", "inputs", "action"),
+    [
+        (Fence(), FenceInputs(mode="stop"), "fence it"),
+        (Follow(), FollowInputs(new_primary="leader"), "repoint it"),
+        (Rejoin(), RejoinInputs(new_primary="leader"), "rejoin it"),
+    ],
+)
+def test_managed_fence_follow_and_rejoin_refuse_while_patroni_runs(
+    healthy: PatroniCluster, step: StepType[Any, Any], inputs: StepInputs, action: str
+) -> None:
+    """Each of them fails before acting on a managed server while its Patroni is not paused."""
+    leader = healthy.node(str(healthy.leader()))
+    replica = next(n for n in healthy.nodes if n.name != leader.name)
+    targets = {"cluster": healthy.target(), "leader": healthy.postgres_target(leader)}
+    ctx = RealContext(
+        inputs, target=healthy.postgres_target(replica), targets=targets, timeout=60.0
+    )
+    with pytest.raises(StepError, match=f"refusing to {action}: this server is managed by Patroni"):
+        step.apply(ctx)
+    assert in_recovery(replica.dsn)
+    assert healthy.healthy(leader.name)
+
+
+def test_the_guard_lets_a_step_act_once_every_member_is_paused(healthy: PatroniCluster) -> None:
+    """With the cluster paused in every member's view, the live check passes and says so."""
+    healthy.set_paused(True)
+    replica = next(n for n in healthy.nodes if n.name != healthy.leader())
+    ctx = RealContext(FenceInputs(), target=healthy.postgres_target(replica),
+                      targets={"cluster": healthy.target()}, timeout=60.0)  # fmt: skip
+    refuse_unless_paused(ctx, "fence it")
+    assert any("is paused in every member's view" in line for line in ctx.lines)
 
 
 def test_restart_of_a_replica_is_verified_by_a_new_postmaster(healthy: PatroniCluster) -> None:
