@@ -207,7 +207,13 @@ class Switchover(PatroniStep[SwitchoverInputs]):
             body["candidate"] = inputs.candidate
         if inputs.scheduled_at:
             body["scheduled_at"] = inputs.scheduled_at
-        answer = api(ctx).request(view.source, "POST", "/switchover", body)
+        # Asked of the leader itself (as patronictl does): its HA loop is woken at once;
+        # through the member that answered if the leader's REST API does not.
+        try:
+            answer = api(ctx).request(leader.base_url or view.source, "POST", "/switchover", body)
+        except Unreachable as exc:
+            ctx.log(f"the leader's REST API does not answer ({exc.message}): asking {view.source}")
+            answer = api(ctx).request(view.source, "POST", "/switchover", body)
         ctx.record("patroni_answer", answer.status)
         if answer.status == 202:
             ctx.log(f"Patroni scheduled the switchover: {answer.text.strip()}")
