@@ -250,7 +250,10 @@ def render(results: list[Result], rounds: int) -> str:
             "(c) loses the leader's machine (SIGKILL of its Patroni and its postmaster): Patroni "
             "waits for the leader lock to expire (ttl) before a replica takes over. A SIGKILL of "
             "the postmaster alone is not a failover — Patroni, still running, restarts it in "
-            "place on its next loop.",
+            "place on its next loop. Most of (a)'s outage is Patroni's own demote: the old "
+            "leader's PostgreSQL is down from its shutdown until its Patroni releases the "
+            "leader lock, which the candidate waits for before it promotes; in (b) drctl "
+            "promotes as soon as the old leader is stopped.",
             "",
             f"Goal (from the issue): (a) and (b) with RPO 0 and an RTO at least {GOAL:g}× below "
             f"Patroni's automatic failover at default settings (median RTO {auto:.2f} s).",
