@@ -14,6 +14,7 @@ from drctl.cli.formats import format_option
 
 if TYPE_CHECKING:
     from drctl.sandbox.pair import Sandbox
+    from drctl.sandbox.patroni import PatroniSandbox
 
 sandbox_app = typer.Typer(
     help="A local PostgreSQL primary + streaming standbys to fail over.", no_args_is_help=True
@@ -35,6 +36,14 @@ def _sandbox(
     return Sandbox.at(directory or DEFAULT_DIR, base_port or DEFAULT_BASE_PORT, standbys)
 
 
+def _patroni(box: Sandbox) -> PatroniSandbox:
+    """The sandbox's Patroni cluster (made by ``up --patroni``), beside its plain nodes."""
+    from drctl.sandbox.patroni import PatroniSandbox
+
+    first = box.nodes[0]
+    return PatroniSandbox(box.root / "patroni", first.port, str(first.bin_dir), first.user)
+
+
 @sandbox_app.command()
 def up(
     directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP),
@@ -52,10 +61,19 @@ def up(
         help="How many streaming standbys beside the primary, on 127.0.0.3 onwards "
         "(default 2; an existing sandbox keeps its number).",
     ),
+    patroni: bool = typer.Option(
+        False,
+        "--patroni",
+        help="Also a Patroni cluster: three PostgreSQL nodes under Patroni over etcd, on "
+        "127.0.0.1 from port N+10 (an existing one is started again whatever this says).",
+    ),
 ) -> None:
     """Create (or start again) the primary and its streaming standbys."""
     box = _sandbox(directory, base_port, standbys)
     status = box.up()
+    cluster = _patroni(box)
+    if patroni or cluster.exists():
+        cluster.up()
     root = status.root
     lines = [f"sandbox up in {root}"]
     lines += [f"  {n.role:<8} {n.name:<6} {n.dsn}" for n in status.nodes]
@@ -73,6 +91,13 @@ def up(
         if len(status.nodes) == 3
         else f"  drctl run runbooks/sandbox-pg-pair-failover.yaml --params-file {root}/params.yaml --yes",
     ]
+    if cluster.exists():
+        for m in cluster.status_json()["members"]:
+            lines.insert(-3, f"  patroni  {m['name']:<6} {m['role']} {m['state']} {m['api_url']}")
+        lines += [
+            "switch the Patroni cluster over with:",
+            f"  drctl run runbooks/patroni-switchover.yaml --params-file {cluster.root}/switchover.yaml --yes",
+        ]
     sys.stdout.write("\n".join(lines) + "\n")
 
 
@@ -90,8 +115,12 @@ def status(
     if not (box.root / MANIFEST).exists():
         raise UsageError(f"no sandbox in {box.root}", hint="create one with: drctl sandbox up")
     info = box.status()
+    cluster = _patroni(box)
     if StatusFormat(fmt) is StatusFormat.json:
-        sys.stdout.write(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n")
+        data = info.to_json()
+        if cluster.exists():
+            data["patroni"] = cluster.status_json()
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return
     sys.stdout.write(f"sandbox {info.root}\n")
     for node in info.nodes:
@@ -100,12 +129,21 @@ def status(
         if node.role is NodeRole.standby:
             streams = f"from {node.upstream or '?'}" if node.streaming else "not streaming"
         sys.stdout.write(f"  {node.name:<6} {node.role:<8} {state:<8} {streams:<14} {node.dsn}\n")
+    if cluster.exists():
+        patroni = cluster.status_json()
+        sys.stdout.write(f"patroni{' (paused)' if patroni['paused'] else ''}\n")
+        for m in patroni["members"]:
+            lag = "" if m["lag"] is None else f"lag {m['lag']}"
+            sys.stdout.write(
+                f"  {m['name']:<6} {m['role']:<8} {m['state']:<9} TL {m['timeline']} {lag:<10} {m['api_url']}\n"
+            )
 
 
 @sandbox_app.command()
 def down(directory: Path | None = typer.Option(None, "--dir", help=DIR_HELP)) -> None:
     """Stop the servers and remove the sandbox directory."""
     box = _sandbox(directory)
+    _patroni(box).down()
     box.down()
     sys.stdout.write(f"sandbox in {box.root} removed\n")
 

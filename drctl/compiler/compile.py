@@ -193,7 +193,7 @@ class _Compiler:
         assert header is not None
         lint_by_step: dict[str, list[str]] = {}
         for f in findings:
-            if f.step is not None:
+            if f.step is not None and not f.warning:
                 lint_by_step.setdefault(f.step, []).append(f.code)
         steps = tuple(
             _with(
@@ -648,6 +648,8 @@ class _Compiler:
                 names_verified=frozenset(spec.verifies or ()),
                 # A limit rendered from earlier steps' outputs is not known offline.
                 lag_limit=None if deferred else derived.lag_limit,
+                target=spec.target,
+                managed_by=getattr(self.loaded.targets.get(spec.target or ""), "managed_by", None),
             )
             out.append(_Instance(compiled, spec, loc, subject, step_refs))
         return out
@@ -1082,8 +1084,8 @@ class _Compiler:
             inst = by_base.get(f.base_id)
             step_ack = set(inst.spec.acknowledge) if inst is not None else set()
             acknowledged = f.code in global_ack or f.code in step_ack
-            out.append(LintFinding(f.code, f.message, f.base_id or None, acknowledged))
-            if not acknowledged:
+            out.append(LintFinding(f.code, f.message, f.base_id or None, acknowledged, f.warning))
+            if not acknowledged and not f.warning:
                 loc = f.loc if f.loc is not None else (inst.loc if inst is not None else ())
                 self.error(
                     f.code,

@@ -9,13 +9,17 @@ Each rule's exact logic is in ``LOGIC`` (the exit-codes page prints it). In shor
 DR001  promote with no fence before it that must have taken effect: one neither under
        ``on_failure: continue`` nor behind a ``when:`` the promote does not share, and,
        for a promote whose target is decided at run time, one that cannot fence the
-       target the promote takes; or a forced promote
+       target the promote takes; or a forced promote; a step that is a fence and a promote
+       at once (Patroni's switchover demotes the leader first) is its own fence
 DR002  promote with no lag / data-loss check before it that runs whenever the promote
        does (or accept_data_loss)
 DR003  traffic repointed without depending on the promote
 DR004  mutating step with no verification: its own verify, or a verify step after it,
        running whenever it does, on the same target or naming it in ``verifies:``
 DR005  a literal secret in the runbook
+DR006  a mutating postgres step (fence, promote, rejoin, follow) on a target
+       ``managed_by`` a Patroni cluster with no ``patroni.pause`` of that cluster before
+       it; a warning when no ``patroni.resume`` of it follows (the cluster stays paused)
 DR007  a lag check before a promote allows more lag (bytes of WAL not received) than the
        promote itself does: a standby between the two limits passes the check, and the
        promote refuses it only after the fence — with no writable primary left
@@ -35,6 +39,7 @@ TITLES = {
     "DR003": "traffic repointed before the promote it depends on",
     "DR004": "mutating step without verification",
     "DR005": "literal secret in the runbook",
+    "DR006": "change to a Patroni-managed server while Patroni is not paused",
     "DR007": "lag check before a promote allows more lag than the promote does",
 }
 
@@ -74,6 +79,11 @@ LOGIC = {
         "step with no target, another with none) or names it in `verifies:`. Each instance "
         "of a fan-out is checked on its own target."
     ),
+    "DR006": (
+        "Fires on a mutating postgres step (fence, promote, rejoin, follow) on a target "
+        "`managed_by` a Patroni cluster unless a `patroni.pause` of that cluster is before "
+        "it; a warning (not an error) when no `patroni.resume` of it follows."
+    ),
     "DR005": (
         "Fires on a literal value in a field whose name says it is secret (`password`, "
         "`token`, `tsig_secret`, …), a password in a URL or a DSN's `password=`, or a known "
@@ -106,6 +116,9 @@ class LintSubject:
     names_verified: frozenset[str] = frozenset()
     #: Bytes of WAL not received it lets through (StepType.lag_limit); None: no limit.
     lag_limit: int | None = None
+    #: The target the step acts on, and the Patroni target that one is ``managed_by``.
+    target: str | None = None
+    managed_by: str | None = None
 
     @property
     def run_time_target(self) -> bool:
@@ -171,10 +184,43 @@ class Finding:
     message: str
     #: Where in the document, when more precise than the step (a literal secret's value).
     loc: tuple[str | int, ...] | None = None
+    #: Shown in the plan, never an error.
+    warning: bool = False
 
 
-def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> list[Finding]:
-    """DR001–DR004 over steps in plan order; one finding per (code, runbook step)."""
+def _unpaused(
+    s: LintSubject,
+    order: Sequence[LintSubject],
+    at_role: dict[Role, list[int]],
+    ancestors: Mapping[str, int],
+    at: int,
+) -> Finding | None:
+    """DR006 for one step on a managed target: no pause of its cluster before it (an error),
+    or no resume of it after (a warning)."""
+    cluster = s.managed_by
+    pauses = [i for i in at_role.get(Role.HA_PAUSE, []) if order[i].target == cluster]
+    if not any(has(ancestors[s.id], i) for i in pauses):
+        return Finding(
+            "DR006", s.base_id,
+            f"{s.base_id}: changes {s.target}, which Patroni cluster {cluster} manages, with no "
+            f"patroni.pause of {cluster} before it: Patroni would fight the change (run time "
+            "refuses it too while the cluster is not paused)",
+        )  # fmt: skip
+    resumes = [i for i in at_role.get(Role.HA_RESUME, []) if order[i].target == cluster]
+    if not any(has(ancestors[order[i].id], at) for i in resumes):
+        return Finding(
+            "DR006", s.base_id,
+            f"{s.base_id}: no patroni.resume of {cluster} follows, so the cluster stays paused "
+            "(no automatic failover) after the run",
+            warning=True,
+        )  # fmt: skip
+    return None
+
+
+def graph_lints(  # noqa: PLR0915 (every rule in one pass over the plan order)
+    order: Sequence[LintSubject], ancestors: Mapping[str, int]
+) -> list[Finding]:
+    """DR001–DR004 and DR006 over steps in plan order; one finding per (code, runbook step)."""
     pos = {s.id: i for i, s in enumerate(order)}
     at_role: dict[Role, list[int]] = {}
     for i, s in enumerate(order):
@@ -215,6 +261,8 @@ def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> l
                     s,
                     f"{s.base_id}: forced promote skips the check that the old primary is fenced",
                 )
+            elif Role.FENCE in s.roles:
+                pass  # it fences the old primary itself (Patroni demotes before it promotes)
             elif not anc & with_role.get(Role.FENCE, 0):
                 add("DR001", s, f"{s.base_id}: promotes with no fence step before it")
             else:
@@ -254,4 +302,8 @@ def graph_lints(order: Sequence[LintSubject], ancestors: Mapping[str, int]) -> l
         if Role.MUTATING in s.roles and not s.verifies and not verified_later(s):
             # Worded as 0.1.0 did: lint messages are part of the plan hash.
             add("DR004", s, f"{s.base_id}: changes something and nothing verifies it")
+        if s.managed_by and Role.MUTATING in s.roles:
+            finding = _unpaused(s, order, at_role, ancestors, pos[s.id])
+            if finding is not None:
+                found.setdefault(("DR006", s.base_id), finding)
     return sorted(found.values(), key=lambda f: (f.code, f.base_id))

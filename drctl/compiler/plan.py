@@ -241,6 +241,8 @@ class LintFinding:
     message: str
     step: str | None
     acknowledged: bool
+    #: Shown, never an error (DR006: a cluster left paused); absent from the JSON when False.
+    warning: bool = False
 
 
 @dataclass(frozen=True)
@@ -458,6 +460,7 @@ class Plan:
                     "message": x.message,
                     "step": x.step,
                     "acknowledged": x.acknowledged,
+                    **({"warning": True} if x.warning else {}),
                 }
                 for x in shown.lints
             ],

@@ -147,7 +147,7 @@ def as_text(plan: Plan) -> str:
     if plan.lints:
         out.append("Safety lints:")
         for lint in plan.lints:
-            state = "acknowledged" if lint.acknowledged else "ERROR"
+            state = "acknowledged" if lint.acknowledged else "warning" if lint.warning else "ERROR"
             out.append(f"  {lint.code} [{state}] {lint.message}")
     else:
         out.append("Safety lints: none fired")
@@ -178,7 +178,9 @@ def as_markdown(plan: Plan, *, level: int = 3) -> str:
         out.append("**Safety lints**")
         out.append("")
         for lint in plan.lints:
-            state = "acknowledged" if lint.acknowledged else "**error**"
+            state = (
+                "acknowledged" if lint.acknowledged else "warning" if lint.warning else "**error**"
+            )
             out.append(f"- ⚠️ `{lint.code}` {TITLES[lint.code]} — {md_cell(lint.message)} ({state})")
         out.append("")
     out.append("| # | step | type | target | does | flags |")

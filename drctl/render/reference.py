@@ -97,7 +97,7 @@ FIELD_DOCS: dict[str, str] = {
     "Runbook.params": "Typed parameters, bound with `-p key=value` or `--params-file` (see [params](#params)).",
     "Runbook.targets": "The systems steps act on, by name (see [targets](#targets)).",
     "Runbook.settings": "Execution settings; command-line flags override them (see [settings](#settings)).",
-    "Runbook.acknowledge": "Safety lints (DR001–DR005) acknowledged for the whole runbook.",
+    "Runbook.acknowledge": "Safety lints (DR001–DR006) acknowledged for the whole runbook.",
     "Runbook.steps": "The steps, in reading order (see [steps](#steps)); at least one.",
     "Metadata.name": "The runbook's name: a slug; the lock key of a runbook that changes no named system.",
     "Metadata.description": "One line on what the runbook does; shown in plans and reports.",
@@ -129,7 +129,7 @@ FIELD_DOCS: dict[str, str] = {
     "StepSpec.rollback": "A custom undo step, run when the run rolls back (see [rollback](#rollback)).",
     "StepSpec.approve": "A gate: ask before the step runs (`--yes`, `--approve ID`, or a prompt on a TTY).",
     "StepSpec.description": "One line for the plan; may be a template.",
-    "StepSpec.acknowledge": "Safety lints (DR001–DR005) acknowledged for this step.",
+    "StepSpec.acknowledge": "Safety lints (DR001–DR007) acknowledged for this step.",
     "StepSpec.target_one_of": "The targets a `target` or `for_each` decided at run time may name; each must be declared and of a type the step type accepts. Optional when the template reads an output whose step type declares its targets (`postgres.choose_primary`'s `target` and `others`: its candidates).",
     "StepSpec.verifies": "Step ids (a string or a list) this verification step verifies, for DR004, when it checks them through another target (a write through the DNS name verifies the promote). Each must run before it.",
     "Retries.attempts": "Total attempts, the first included.",
@@ -557,6 +557,13 @@ def exit_codes() -> str:
         "own `max_lag_bytes`, unless the promote sets `accept_data_loss`. Limits rendered "
         "from earlier steps' outputs are not known offline and are not compared. At run "
         "time the promote's preflight checks its own limit before the first fence anyway.",
+        "",
+        "DR006 is also checked at run time: `postgres.fence`, `postgres.promote`, "
+        "`postgres.rejoin` and `postgres.follow` on a target with `managed_by: <patroni "
+        "target>` ask that Patroni cluster, right before they act, whether every member's "
+        "own view is paused, and fail (a `StepError`, exit 1, resumable) when it is not or "
+        "when no member answers. Its second half, no `patroni.resume` of the cluster after "
+        "the step, is a warning shown in the plan, never an error.",
     ]
     out.append("")
     return "\n".join(out)

@@ -73,6 +73,7 @@ def load_document(document: SourceDocument, path: str) -> LoadedRunbook:
             target = _load_target(str(name), spec, srcmap, diags)
             if target is not None:
                 loaded.targets[str(name)] = target
+        diags.extend(_managed_by_errors(targets, srcmap))
 
     for section, out in (("steps", loaded.steps), ("fallbacks", loaded.fallbacks)):
         raw = data.get(section)
@@ -98,6 +99,28 @@ def load_document(document: SourceDocument, path: str) -> LoadedRunbook:
                 if isinstance(item, dict) and isinstance(item.get("id"), str):
                     loaded.broken_ids.add(item["id"])
     return loaded
+
+
+def _managed_by_errors(targets: dict[Any, Any], srcmap: Any) -> list[Diagnostic]:
+    """A postgres target's ``managed_by`` must name a ``patroni`` target of the runbook."""
+    out = []
+    kinds = {str(n): s.get("type") if isinstance(s, dict) else None for n, s in targets.items()}
+    for name, spec in targets.items():
+        ref = spec.get("managed_by") if isinstance(spec, dict) else None
+        if not isinstance(ref, str) or "{{" in ref or "{%" in ref:
+            continue  # absent, a type error the model reports, or checked once rendered
+        loc: Loc = ("targets", str(name), "managed_by")
+        if ref not in kinds:
+            out.append(srcmap.diagnostic(
+                E_TARGET, f"targets.{name}.managed_by: no target named {ref!r}", loc,
+                hint=did_you_mean(ref, kinds) or "name the patroni target of its cluster",
+            ))  # fmt: skip
+        elif kinds[ref] != "patroni":
+            out.append(srcmap.diagnostic(
+                E_TARGET, f"targets.{name}.managed_by: {ref!r} is a {kinds[ref]} target, not patroni",
+                loc, hint="managed_by names the patroni target of the cluster that runs this server",
+            ))  # fmt: skip
+    return out
 
 
 def _load_target(name: str, spec: Any, srcmap: Any, diags: list[Diagnostic]) -> TargetModel | None:

@@ -14,12 +14,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from drctl.runbook.durations import parse_duration
 
 API_VERSION = "drctl/v1"
-LINT_CODES = ("DR001", "DR002", "DR003", "DR004", "DR005", "DR007")
+LINT_CODES = ("DR001", "DR002", "DR003", "DR004", "DR005", "DR006", "DR007")
 
 # Brackets are kept out of ids because fan-out instances are named ``id[item]``.
 Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", strict=True)]
 Duration = Annotated[float, BeforeValidator(parse_duration, json_schema_input_type=str | float)]
-LintCode = Literal["DR001", "DR002", "DR003", "DR004", "DR005", "DR007"]
+LintCode = Literal["DR001", "DR002", "DR003", "DR004", "DR005", "DR006", "DR007"]
 ParamType = Literal["str", "int", "float", "bool", "duration", "list", "map"]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class TargetModel(BaseModel):
@@ -65,6 +65,9 @@ class PostgresTarget(TargetModel):
     #: Resolve the DSN's host through this DNS server (``host:port``) instead of the
     #: system resolver: a private zone, or a drill that must see the name it repoints.
     dns_server: str | None = None
+    #: The name of the ``patroni`` target whose cluster runs this server: then the
+    #: fence, promote, rejoin and follow steps refuse unless that cluster is paused.
+    managed_by: str | None = None
 
 
 class MongoTarget(TargetModel):
@@ -128,6 +131,47 @@ class HttpTarget(TargetModel):
     verify_tls: bool = True
 
 
+class PatroniTarget(TargetModel):
+    """A Patroni cluster, reached through its members' REST APIs.
+
+    ``members`` lists REST API base URLs (``http://db1:8008``); the cluster's own view
+    (``GET /cluster``) adds any member not listed. Patroni's write endpoints take basic
+    auth (``username``, ``password`` — a secret reference); over HTTPS the server's
+    certificate is checked against ``ca_file`` (or the system's CAs) unless
+    ``verify_tls: false``, and ``cert_file``/``key_file`` give a client certificate.
+    """
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"password"})
+    members: list[str] = Field(min_length=1)
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify_tls: bool = True
+    #: Seconds one REST API request may take.
+    request_timeout: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("members")
+    @classmethod
+    def _urls(cls, members: list[str]) -> list[str]:
+        for url in members:
+            scheme, sep, rest = url.partition("://")
+            if not sep or scheme not in ("http", "https") or not rest.split("/")[0]:
+                raise ValueError(
+                    f"{url!r} is not a REST API URL: write http://host:port or https://host:port"
+                )
+        return members
+
+    @model_validator(mode="after")
+    def _pairs(self) -> PatroniTarget:
+        if (self.password is None) != (self.username is None):
+            raise ValueError("username and password go together (basic auth)")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file (the client certificate)")
+        return self
+
+
 class LocalTarget(TargetModel):
     """The machine drctl runs on."""
 
@@ -141,4 +185,5 @@ TARGET_TYPES: dict[str, type[TargetModel]] = {
     "aws": AwsTarget,
     "http": HttpTarget,
     "local": LocalTarget,
+    "patroni": PatroniTarget,
 }

@@ -62,6 +62,10 @@ class Role(StrEnum):
     VERIFY = "verify"
     MUTATING = "mutating"
     GATE = "gate"
+    #: Pauses the HA manager of a cluster (Patroni's maintenance mode); DR006 reads it.
+    HA_PAUSE = "ha_pause"
+    #: Hands the cluster back to its HA manager.
+    HA_RESUME = "ha_resume"
 
 
 class StepInputs(BaseModel):

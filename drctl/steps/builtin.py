@@ -38,4 +38,11 @@ BUILTIN_STEP_TYPES: dict[str, str] = {
     "aws.rds_failover": "drctl.providers.aws.rds:RdsFailover",
     "aws.ec2_stop": "drctl.providers.aws.ec2:Ec2Stop",
     "aws.ec2_isolate": "drctl.providers.aws.ec2:Ec2Isolate",
+    "patroni.status": "drctl.providers.patroni.status:PatroniStatus",
+    "patroni.pause": "drctl.providers.patroni.pause:Pause",
+    "patroni.resume": "drctl.providers.patroni.pause:Resume",
+    "patroni.switchover": "drctl.providers.patroni.switchover:Switchover",
+    "patroni.failover": "drctl.providers.patroni.switchover:Failover",
+    "patroni.restart": "drctl.providers.patroni.member:Restart",
+    "patroni.reinit": "drctl.providers.patroni.member:Reinit",
 }

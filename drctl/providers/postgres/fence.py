@@ -132,6 +132,9 @@ class Fence(PostgresStep[FenceInputs]):
             )
 
     def apply(self, ctx: Ctx) -> None:
+        from drctl.providers.patroni.guard import refuse_unless_paused
+
+        refuse_unless_paused(ctx, "fence it")  # live, right before acting (DR006)
         inputs = ctx.inputs
         target = ctx.target
         dsn = target

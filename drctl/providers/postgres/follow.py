@@ -164,6 +164,9 @@ class Follow(PostgresStep[FollowInputs]):
         return Divergence(timeline, end, new_timeline, fork)
 
     def apply(self, ctx: Ctx) -> None:
+        from drctl.providers.patroni.guard import refuse_unless_paused
+
+        refuse_unless_paused(ctx, "repoint it")  # live, right before acting (DR006)
         inputs = ctx.inputs
         new_dsn = dsn_of(ctx, ctx.target_named(inputs.new_primary, PostgresTarget))
         divergence = self._divergence(ctx)

@@ -397,6 +397,9 @@ class Promote(PostgresStep[PromoteInputs]):
         ) from status_unknown
 
     def apply(self, ctx: Ctx) -> None:
+        from drctl.providers.patroni.guard import refuse_unless_paused
+
+        refuse_unless_paused(ctx, "promote it")  # live, right before acting (DR006)
         inputs = ctx.inputs
         dsn = ctx.target
         with connect(dsn, ctx, what="standby") as conn:

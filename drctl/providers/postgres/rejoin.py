@@ -160,6 +160,9 @@ class Rejoin(PostgresStep[RejoinInputs]):
         )
 
     def apply(self, ctx: Ctx) -> None:
+        from drctl.providers.patroni.guard import refuse_unless_paused
+
+        refuse_unless_paused(ctx, "rejoin it")  # live, right before acting (DR006)
         inputs = ctx.inputs
         node = local_node(ctx.target, "rejoin", ctx)
         new_dsn = dsn_of(ctx, ctx.target_named(inputs.new_primary, PostgresTarget))
