@@ -24,8 +24,8 @@ from drctl.compiler.params import ParamInput
 from drctl.compiler.plan import Plan
 from drctl.drill.canary import Ack, Canary, CanaryError, CanarySpec, make_canary
 from drctl.drill.conninfo import mask_dsn
-from drctl.drill.measure import Measurement, Verdict, judge, measure
-from drctl.drill.report import first_mutation
+from drctl.drill.measure import Measurement, RegressionLimit, Verdict, judge, measure
+from drctl.drill.report import first_mutation, history
 from drctl.engine import events as ev
 from drctl.engine.executor import Options, Outcome
 from drctl.engine.runner import ReadyHook, Runner
@@ -69,10 +69,13 @@ class DrillRunner(Runner):
         options: Options,
         spec: CanarySpec,
         plan: Plan | None = None,
+        *,
+        regression: RegressionLimit | None = None,
     ) -> DrillResult:
         """Run ``path`` as a drill; the result is journaled on the run before this returns.
 
         ``plan``: the runbook already compiled with ``given``, if the caller has it.
+        ``regression``: also judge the RTO against the runbook's recent drills.
         """
         # An invalid runbook fails before the canary writes anything.
         plan = plan or compile_runbook(path, given)
@@ -86,7 +89,9 @@ class DrillRunner(Runner):
         def run(ready: ReadyHook) -> tuple[str, Outcome]:
             return self.start(path, given, options, on_ready=ready, plan=plan)
 
-        return _window(self.store, canary, run, _Earlier(), start_canary=False)
+        return _window(
+            self.store, canary, run, _Earlier(), start_canary=False, regression=regression
+        )
 
     def resume_drill(
         self,
@@ -97,6 +102,7 @@ class DrillRunner(Runner):
         dns_server: str | None = None,
         verify_dsn: str | None = None,
         accept_plan_hash: str | None = None,
+        regression: RegressionLimit | None = None,
     ) -> DrillResult:
         """Continue drill ``run`` with its canary writing again; measure the whole drill.
 
@@ -141,7 +147,7 @@ class DrillRunner(Runner):
             outcome = self.resume(run, options, accept_plan_hash=accept_plan_hash, on_ready=ready)
             return run.id, outcome
 
-        return _window(self.store, canary, go_on, earlier, start_canary=True)
+        return _window(self.store, canary, go_on, earlier, start_canary=True, regression=regression)
 
 
 def _window(
@@ -151,6 +157,7 @@ def _window(
     earlier: _Earlier,
     *,
     start_canary: bool,
+    regression: RegressionLimit | None,
 ) -> DrillResult:
     """One window of a drill: the run (``body``) with the canary writing, then the conclusion.
 
@@ -175,7 +182,7 @@ def _window(
             _journal_pause(store, run_ids[0], canary)
         raise
     canary.stop()
-    return _conclude(store, run_id, outcome, canary, earlier)
+    return _conclude(store, run_id, outcome, canary, earlier, regression)
 
 
 def _unfinished(store: StateStore, run_id: str) -> bool:
@@ -253,7 +260,12 @@ def _journal_pause(store: StateStore, run_id: str, canary: Canary) -> None:
 
 
 def _conclude(
-    store: StateStore, run_id: str, outcome: Outcome, canary: Canary, earlier: _Earlier
+    store: StateStore,
+    run_id: str,
+    outcome: Outcome,
+    canary: Canary,
+    earlier: _Earlier,
+    regression: RegressionLimit | None,
 ) -> DrillResult:
     """Read back, measure the drill's every window, and journal it (and a pause, if any)."""
     record = store.get_run(run_id)
@@ -290,6 +302,10 @@ def _conclude(
     if fatal is not None:
         # The writer stopped by surprise: the gap after it measured drctl, not the database.
         verdict = replace(verdict, rto_met=False, rpo_met=False)
+    if regression is not None:
+        # A paused drill's RTO is not final yet; the drill that concludes it is judged.
+        rtos = [] if paused else _earlier_rtos(store, record)
+        verdict = regression.judge(verdict, measured.rto, rtos)
     result = DrillResult(run_id, outcome, measured, verdict)
     store.append(
         run_id,
@@ -365,6 +381,19 @@ def _settle(canary: Canary, seconds: float) -> None:
         if acks and acks[-1].at > ended + min(0.2, seconds):
             return
         time.sleep(0.02)
+
+
+def _earlier_rtos(store: StateStore, record: RunRecord) -> list[float]:
+    """RTOs of the runbook's earlier drills whose run succeeded, newest first.
+
+    A drill whose run failed or paused measured a failover that did not happen (or not
+    yet), so its RTO says nothing about how long one takes.
+    """
+    return [
+        entry.rto
+        for entry in history(store, record.name)
+        if entry.run_id != record.id and entry.run_status == RunStatus.SUCCEEDED
+    ]
 
 
 def _objectives(record: RunRecord) -> dict[str, float | None]:
