@@ -10,6 +10,7 @@
     ├── StateError                  exit 1: the state store cannot be opened or written
     │   └── LockLost                exit 1: our lease was taken over or ran out; stop writing
     ├── LockHeld                    exit 3: another run holds the lock (names the holder)
+    ├── Frozen                      exit 3: drctl freeze holds mutating runs (names who, why)
     ├── ResumeRefused               exit 1: resume would be unsafe (changed plan, in-doubt step)
     ├── StepError                   exit 1: a step failed; raised by step types, journaled
     │   ├── Unreachable             a system did not answer (refused, timed out, no route,
@@ -83,6 +84,13 @@ class LockLost(StateError):
 
 class LockHeld(DrctlError):
     """Raised when another live run holds the lock key (exit 3); the message names it."""
+
+    exit_code = 3
+
+
+class Frozen(DrctlError):
+    """Raised when a mutating run would start or resume while ``drctl freeze`` holds its
+    lock key (exit 3); the message names who froze it, when and why."""
 
     exit_code = 3
 

@@ -13,7 +13,7 @@ import sys
 import typer
 
 from drctl import __version__
-from drctl.cli import catalog, docs, drill, execute, pr, review, runs, sandbox
+from drctl.cli import brake, catalog, docs, drill, execute, pr, review, runs, sandbox
 
 app = typer.Typer(
     name="drctl",
@@ -47,6 +47,7 @@ catalog.register(app)
 sandbox.register(app)
 drill.register(app)
 docs.register(app)
+brake.register(app)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ RUN_RESUMED = "run_resumed"
 RUN_INTERRUPTED = "run_interrupted"
 RUN_FINISHED = "run_finished"
 RUN_ABORTED = "run_aborted"
+RUN_HALTED = "run_halted"  # stopped launching steps by a brake (a freeze); resumable
 LOCK_TAKEN_OVER = "lock_taken_over"
 LOCK_FORCE_RELEASED = "lock_force_released"
 APPROVAL_NEEDED = "approval_needed"
@@ -160,6 +161,14 @@ class RunFinished(JournalEvent):
 class RunAborted(JournalEvent):
     kind: ClassVar[str] = RUN_ABORTED
     by: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunHalted(JournalEvent):
+    """The run launched nothing more because a brake held: ``drctl freeze``'s reason."""
+
+    kind: ClassVar[str] = RUN_HALTED
     reason: str = ""
 
 
@@ -530,7 +539,7 @@ class Unknown(JournalEvent):
 KINDS: dict[str, type[JournalEvent]] = {
     cls.kind: cls
     for cls in (
-        RunStarted, RunResumed, RunInterrupted, RunFinished, RunAborted, LockTakenOver,
+        RunStarted, RunResumed, RunInterrupted, RunFinished, RunAborted, RunHalted, LockTakenOver,
         LockForceReleased, ApprovalNeeded, ApprovalGranted, ApprovalDenied, StepChecked,
         StepStarted, StepRecorded, StepSucceeded, StepFailed, StepSkipped, StepRecovered,
         UndoStarted, UndoSucceeded, UndoFailed, DrillPaused, DrillMeasured,

@@ -126,6 +126,9 @@ class Controls:
     interrupts: Interrupts
     #: Set when the run's lock was lost (None: a dry run, which holds none).
     lock_lost: threading.Event | None = None
+    #: Asked before each mutating step is launched: why the run must halt (a freeze), or
+    #: None to go on.
+    brake: Callable[[], str | None] | None = None
 
 
 class Executor:
@@ -148,6 +151,7 @@ class Executor:
         self.options = controls.options
         self.gate = controls.gate
         self.lock_lost = controls.lock_lost or threading.Event()
+        self.brake = controls.brake
         #: The inputs last validated for each runbook step, by (type, rendered inputs).
         self._validated: dict[str, tuple[tuple[str, str], StepInputs]] = {}
         #: Each step's state as the scheduler knows it, read by a promote (``ctx.fences()``).
@@ -200,6 +204,11 @@ class Executor:
                     )
                 while stop is None and ready and running < limit:
                     step = plan.steps[heapq.heappop(ready)]
+                    held = self.brake() if step.mutates and self.brake is not None else None
+                    if held is not None:
+                        heapq.heappush(ready, index[step.id])
+                        stop, stop_message = StopReason.HALTED, held
+                        break
                     decision = self._gate(step)
                     if decision is not None:
                         stop, stop_message = decision
@@ -254,6 +263,14 @@ class Executor:
         if stop is StopReason.INTERRUPTED:
             x.journal.write(ev.RunInterrupted())
             return self._finish(RunStatus.INTERRUPTED, 130, "interrupted; resume with drctl resume")
+        if stop is StopReason.HALTED:
+            x.journal.write(ev.RunHalted(reason=stop_message))
+            return self._finish(
+                RunStatus.HALTED,
+                3,
+                f"halted before a mutating step: {stop_message}; once thawed, resume with "
+                f"drctl resume {x.journal.run_id}",
+            )
         if stop in (StopReason.APPROVAL, StopReason.DENIED):
             code_status = (
                 RunStatus.WAITING_APPROVAL if stop is StopReason.APPROVAL else RunStatus.DENIED

@@ -65,6 +65,8 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
             return f"run finished: {fact.status} (exit {fact.exit_code}): {fact.message}"
         case ev.RunAborted():
             return f"run aborted by {fact.by}: {fact.reason}"
+        case ev.RunHalted():
+            return f"run halted: {fact.reason}"
         case ev.DrillMeasured():
             verdict = "objectives met" if fact.passed else "objectives MISSED"
             missing = "?" if fact.missing is None else fact.missing

@@ -35,7 +35,7 @@ from drctl.engine.runs import (
 )
 from drctl.engine.secrets import resolve_plan_secrets
 from drctl.engine.status import RunStatus
-from drctl.errors import LockHeld, ResumeRefused
+from drctl.errors import Frozen, LockHeld, ResumeRefused
 from drctl.state.base import RunRecord, StateStore, dumps
 
 #: Called with the run id once the run holds its lock and is journaled, before its first step.
@@ -97,6 +97,7 @@ class Runner:
                 return run_id, executor.dry_run()
             finally:
                 close_sinks(journal)
+        refuse_if_frozen(store, plan)
         # A dead holder's unfinished run is refused before its lease is touched: a refusal
         # after taking the lease over would leave that takeover journaled nowhere. A live
         # holder is left to acquire, which names it (exit 3).
@@ -119,7 +120,7 @@ class Runner:
                 live.write(ev.LockTakenOver(key=lock_key, previous=taken.took_over.describe()))
             if on_ready is not None:
                 on_ready(run_id)
-            controls = self._controls(options, lock)
+            controls = self._controls(options, lock, lock_key)
             return run_id, Executor(plan, live, RunState(), resolved, controls).run()
         finally:
             if live is not None:
@@ -156,6 +157,7 @@ class Runner:
         )
         if plan.hash not in (run.plan_hash, accept_plan_hash):
             raise PlanChanged(run, plan)
+        refuse_if_frozen(store, plan, run.lock_key)
         redactor = Redactor()
         resolved = resolve_plan_secrets(plan, redactor, self.environ)
         me = who()
@@ -176,17 +178,41 @@ class Runner:
             store.set_status(run.id, RunStatus.RUNNING, None)
             if on_ready is not None:
                 on_ready(run.id)
-            controls = self._controls(options, lock)
+            controls = self._controls(options, lock, run.lock_key)
             return Executor(plan, journal, state, resolved, controls).run()
         finally:
             close_sinks(journal)
             lock.release()
 
-    def _controls(self, options: Options, lock: RunLock | None = None) -> Controls:
+    def _controls(
+        self, options: Options, lock: RunLock | None = None, lock_key: str | None = None
+    ) -> Controls:
+        store = self.store
+
+        def brake() -> str | None:
+            # Asked before every mutating step: a freeze set from any machine sharing
+            # the store stops the run at its next step boundary, not at some later poll.
+            held = store.freeze_for(lock_key) if lock_key is not None else None
+            return None if held is None else held.describe()
+
         return Controls(
             options=options,
             gate=self.gate,
             clock=self.clock,
             interrupts=self.interrupts,
             lock_lost=lock.lost if lock is not None else None,
+            brake=brake if lock_key is not None else None,
+        )
+
+
+def refuse_if_frozen(store: StateStore, plan: Plan, lock_key: str | None = None) -> None:
+    """Refuse (exit 3) a run that would change something while a freeze covers its lock key."""
+    key = plan.lock_key if lock_key is None else lock_key
+    held = store.freeze_for(key)
+    if held is not None and any(s.mutates for s in (*plan.steps, *plan.fallbacks)):
+        raise Frozen(
+            f"lock key {key!r} is {held.describe()}",
+            hint="no mutating run starts until it is lifted: drctl thaw"
+            + (f" --lock {held.prefix}" if held.prefix else "")
+            + " --reason '…'",
         )
