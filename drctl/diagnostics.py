@@ -73,3 +73,4 @@ E_SECRET_REF = "E260"
 E_FOR_EACH = "E270"
 E_ACKNOWLEDGE = "E280"
 E_STEP_TYPE_BROKEN = "E290"  # a registered step type failed to load
+E_GUARD = "E295"  # a guard that would change something, or reads steps' outputs

@@ -17,6 +17,7 @@ from drctl.compiler.graph import CycleError, ancestor_bits, has, topological_ord
 from drctl.compiler.lints import TITLES, Finding, LintSubject, graph_lints
 from drctl.compiler.params import ParamInput, bind_params
 from drctl.compiler.plan import (
+    CompiledGuard,
     CompiledStep,
     FailurePolicy,
     LintFinding,
@@ -26,6 +27,7 @@ from drctl.compiler.plan import (
     Rollback,
     Settings,
     TargetRef,
+    TripAction,
     plan_hash,
 )
 from drctl.compiler.secret_scan import scan
@@ -34,6 +36,7 @@ from drctl.diagnostics import (
     E_CYCLE,
     E_DUPLICATE_ID,
     E_FOR_EACH,
+    E_GUARD,
     E_REQUIRES,
     E_STEP_INPUTS,
     E_STEP_REFERENCE,
@@ -158,6 +161,7 @@ class _Compiler:
         for located in self.loaded.fallbacks:
             fallbacks.extend(self._compile_step(located, fallback=True))
         fallback_ids = {f.spec.id for f in self.loaded.fallbacks} | self.loaded.broken_ids
+        guards = self._guards()
 
         ordered, deps = self._graph(instances, by_base)
         findings = self._check_refs_and_lint(ordered, deps, by_base, fallback_ids)
@@ -189,8 +193,56 @@ class _Compiler:
             steps=steps,
             fallbacks=tuple(f.step for f in fallbacks),
             lints=tuple(findings),
+            guards=guards,
         )
         return _with_hash(plan)
+
+    def _guards(self) -> tuple[CompiledGuard, ...]:
+        """``guards:``: each compiled as a step (inputs, target, templates over params),
+        and refused unless its step type only reads."""
+        out = []
+        ids = {s.spec.id for s in (*self.loaded.steps, *self.loaded.fallbacks)}
+        seen: set[str] = set()
+        for guard, loc in self.loaded.guards:
+            if guard.id in ids or guard.id in seen:
+                self.error(
+                    E_DUPLICATE_ID,
+                    f"duplicate id {guard.id!r}: guards share steps' ids",
+                    (*loc, "id"),
+                )
+                continue
+            seen.add(guard.id)
+            made = self._compile_step(LocatedStep(guard.as_step(), loc), fallback=True)
+            if not made:
+                continue
+            step = made[0].step
+            if step.mutates:
+                self.error(
+                    E_GUARD,
+                    f"guard {guard.id}: {guard.type} changes something; a guard only reads",
+                    (*loc, "type"),
+                    hint="use a read-only step type (postgres.sql, http, dns.resolve, shell "
+                    "with mutates: false, …)",
+                )
+                continue
+            if step.deferred:
+                self.error(
+                    E_GUARD,
+                    f"guard {guard.id}: its inputs read steps' outputs; a guard reads from "
+                    "the run's start, before any step ran",
+                    (*loc, "with"),
+                )
+                continue
+            out.append(
+                CompiledGuard(
+                    step=step,
+                    every=guard.every,
+                    trip_after=guard.trip_after,
+                    on_trip=TripAction(guard.on_trip),
+                    error_trips=guard.on_error == "trip",
+                )
+            )
+        return tuple(out)
 
     def _render_targets(self) -> None:
         """Target fields may be templates over params (a port, a data directory)."""

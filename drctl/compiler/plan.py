@@ -330,6 +330,44 @@ def _target_ref(name: str | None, targets: dict[str, dict[str, Any]]) -> TargetR
     return TargetRef(name, str(targets.get(name, {}).get("type", "")))
 
 
+class TripAction(StrEnum):
+    """What a tripped guard does to the run."""
+
+    HALT = "halt"  # launch nothing more; in-flight steps finish; resumable
+    ROLLBACK = "rollback"  # halt, then undo completed mutating steps in reverse
+
+
+@dataclass(frozen=True)
+class CompiledGuard:
+    """A stop condition of the plan: a read-only step and when its readings trip the run."""
+
+    step: CompiledStep
+    every: float
+    trip_after: int
+    on_trip: TripAction
+    #: A reading that cannot be taken counts as failed (True) or is left out (False).
+    error_trips: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.step.to_json(),
+            "every": self.every,
+            "trip_after": self.trip_after,
+            "on_trip": self.on_trip.value,
+            "on_error": "trip" if self.error_trips else "ignore",
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], targets: dict[str, dict[str, Any]]) -> CompiledGuard:
+        return cls(
+            step=CompiledStep.from_json(data["step"], targets),
+            every=float(data["every"]),
+            trip_after=int(data["trip_after"]),
+            on_trip=TripAction(data["on_trip"]),
+            error_trips=data["on_error"] == "trip",
+        )
+
+
 @dataclass(frozen=True)
 class Plan:
     """A compiled runbook: ordered steps with rendered inputs, lints, and a stable hash."""
@@ -346,6 +384,8 @@ class Plan:
     fallbacks: tuple[CompiledStep, ...]
     lints: tuple[LintFinding, ...]
     hash: str = field(default="")
+    #: Stop conditions evaluated while the run lasts (``guards:``).
+    guards: tuple[CompiledGuard, ...] = ()
 
     @property
     def lock_key(self) -> str:
@@ -369,6 +409,7 @@ class Plan:
             targets=mask(None, self.targets),
             steps=tuple(step(s) for s in self.steps),
             fallbacks=tuple(step(s) for s in self.fallbacks),
+            guards=tuple(replace(g, step=step(g.step)) for g in self.guards),
         )
 
     def masked(self) -> Plan:
@@ -403,6 +444,8 @@ class Plan:
                 for x in shown.lints
             ],
             "format": PLAN_FORMAT,
+            # Only when there are any: a plan without guards hashes as 0.1.0's did.
+            **({"guards": [g.to_json() for g in shown.guards]} if shown.guards else {}),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -442,4 +485,5 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
         fallbacks=tuple(CompiledStep.from_json(s, targets) for s in data["fallbacks"]),
         lints=tuple(LintFinding(**lint) for lint in data["lints"]),
         hash=data.get("hash", ""),
+        guards=tuple(CompiledGuard.from_json(g, targets) for g in data.get("guards", ())),
     )

@@ -21,6 +21,8 @@ RUN_INTERRUPTED = "run_interrupted"
 RUN_FINISHED = "run_finished"
 RUN_ABORTED = "run_aborted"
 RUN_HALTED = "run_halted"  # stopped launching steps by a brake (a freeze); resumable
+GUARD_READING = "guard_reading"  # a guard's state changed (ok, failing, unreadable)
+GUARD_TRIPPED = "guard_tripped"
 LOCK_TAKEN_OVER = "lock_taken_over"
 LOCK_FORCE_RELEASED = "lock_force_released"
 APPROVAL_NEEDED = "approval_needed"
@@ -170,6 +172,28 @@ class RunHalted(JournalEvent):
 
     kind: ClassVar[str] = RUN_HALTED
     reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardReading(JournalEvent):
+    """A guard's reading changed state; ``failures``: failed readings in a row so far."""
+
+    kind: ClassVar[str] = GUARD_READING
+    guard: str = ""
+    state: str = ""
+    reading: str = ""
+    failures: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardTripped(JournalEvent):
+    """A guard failed ``trip_after`` readings in a row; ``action``: halt or rollback."""
+
+    kind: ClassVar[str] = GUARD_TRIPPED
+    guard: str = ""
+    action: str = ""
+    reading: str = ""
+    failures: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -539,7 +563,8 @@ class Unknown(JournalEvent):
 KINDS: dict[str, type[JournalEvent]] = {
     cls.kind: cls
     for cls in (
-        RunStarted, RunResumed, RunInterrupted, RunFinished, RunAborted, RunHalted, LockTakenOver,
+        RunStarted, RunResumed, RunInterrupted, RunFinished, RunAborted, RunHalted, GuardReading,
+        GuardTripped, LockTakenOver,
         LockForceReleased, ApprovalNeeded, ApprovalGranted, ApprovalDenied, StepChecked,
         StepStarted, StepRecorded, StepSucceeded, StepFailed, StepSkipped, StepRecovered,
         UndoStarted, UndoSucceeded, UndoFailed, DrillPaused, DrillMeasured,

@@ -21,7 +21,7 @@ import heapq
 import queue
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -29,17 +29,26 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from drctl.compiler.plan import CompiledStep, FailurePolicy, Plan
+from drctl.compiler.plan import CompiledGuard, CompiledStep, FailurePolicy, Plan, TripAction
 from drctl.compiler.templating import TemplateProblem, render
 from drctl.engine import events as ev
 from drctl.engine import faults
 from drctl.engine.clock import Clock
 from drctl.engine.context import StepRun, fences_before
+from drctl.engine.guards import Guardian, Reading
 from drctl.engine.journal import Journal
 from drctl.engine.replay import RunState, StepState
 from drctl.engine.secrets import Secrets
 from drctl.engine.status import GateVerdict, RunStatus, StepStatus, StopReason
-from drctl.errors import Cancelled, LockLost, StepError, StepTimeout, StepTypeError, VerifyFailed
+from drctl.errors import (
+    Cancelled,
+    LockLost,
+    StepError,
+    StepTimeout,
+    StepTypeError,
+    Unreachable,
+    VerifyFailed,
+)
 from drctl.runbook.targets import TARGET_TYPES, TargetModel
 from drctl.steps.base import StepInputs, StepType
 from drctl.steps.registry import get_step_type
@@ -152,6 +161,8 @@ class Executor:
         self.gate = controls.gate
         self.lock_lost = controls.lock_lost or threading.Event()
         self.brake = controls.brake
+        #: The exit code of a halt: 3 for a freeze (a refusal), 1 for a tripped guard.
+        self._halt_code = 3
         #: The inputs last validated for each runbook step, by (type, rendered inputs).
         self._validated: dict[str, tuple[tuple[str, str], StepInputs]] = {}
         #: Each step's state as the scheduler knows it, read by a promote (``ctx.fences()``).
@@ -187,14 +198,22 @@ class Executor:
             if status[s.id] == StepStatus.PENDING and waiting_on[s.id] == 0
         ]
         heapq.heapify(ready)
+        limit = self.options.concurrency or plan.settings.concurrency
         results: queue.Queue[_Result] = queue.Queue()
         stop: StopReason | None = None
         stop_message = ""
         running = 0
         announced = False
-        limit = self.options.concurrency or plan.settings.concurrency
-        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="step") as pool:
+        with (
+            self._guarded() as guardian,
+            ThreadPoolExecutor(max_workers=limit, thread_name_prefix="step") as pool,
+        ):
             while True:
+                if stop is None and guardian is not None and guardian.tripped is not None:
+                    trip = guardian.tripped
+                    rollback = trip.action is TripAction.ROLLBACK
+                    stop = StopReason.ROLLBACK if rollback else StopReason.HALTED
+                    stop_message, self._halt_code = trip.words(), 1
                 if stop is None and x.interrupts.stop.is_set():
                     stop = StopReason.INTERRUPTED
                 if stop is None and self.lock_lost.is_set():
@@ -207,7 +226,7 @@ class Executor:
                     held = self.brake() if step.mutates and self.brake is not None else None
                     if held is not None:
                         heapq.heappush(ready, index[step.id])
-                        stop, stop_message = StopReason.HALTED, held
+                        stop, stop_message, self._halt_code = StopReason.HALTED, held, 3
                         break
                     decision = self._gate(step)
                     if decision is not None:
@@ -265,12 +284,17 @@ class Executor:
             return self._finish(RunStatus.INTERRUPTED, 130, "interrupted; resume with drctl resume")
         if stop is StopReason.HALTED:
             x.journal.write(ev.RunHalted(reason=stop_message))
-            return self._finish(
-                RunStatus.HALTED,
-                3,
-                f"halted before a mutating step: {stop_message}; once thawed, resume with "
-                f"drctl resume {x.journal.run_id}",
-            )
+            if self._halt_code == 3:
+                message = (
+                    f"halted before a mutating step: {stop_message}; once thawed, resume "
+                    f"with drctl resume {x.journal.run_id}"
+                )
+            else:
+                message = (
+                    f"halted: {stop_message}; no new step was launched. When it is safe, "
+                    f"resume with drctl resume {x.journal.run_id} (its guards are armed again)"
+                )
+            return self._finish(RunStatus.HALTED, self._halt_code, message)
         if stop in (StopReason.APPROVAL, StopReason.DENIED):
             code_status = (
                 RunStatus.WAITING_APPROVAL if stop is StopReason.APPROVAL else RunStatus.DENIED
@@ -570,6 +594,7 @@ class Executor:
         recorded: dict[str, Any],
         *,
         dry_run: bool = False,
+        journal: Journal | None = None,
     ) -> StepRun[Any, Any]:
         x = self.x
         # The step's first call waits for its own type's warm-up: never import beside it.
@@ -577,7 +602,7 @@ class Executor:
         return StepRun(
             step_id=step.id, attempt=attempt, inputs=inputs,
             target=x.targets.get(step.target) if step.target else None, targets=x.targets,
-            recorded=recorded, journal=x.journal, clock=x.clock,
+            recorded=recorded, journal=journal or x.journal, clock=x.clock,
             deadline=x.clock.monotonic() + step.timeout, cancel=x.interrupts.cancel,
             dry_run=dry_run, run_id=x.journal.run_id, runbook=x.plan.name,
             fences=functools.partial(fences_before, x.plan, step.id, self._status),
@@ -614,6 +639,39 @@ class Executor:
             raise box["error"]
         return box.get("value")  # type: ignore[return-value]
 
+    # -- guards ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _guarded(self) -> Iterator[Guardian | None]:
+        """The plan's guards read from here (once before any step) until the block ends."""
+        plan = self.x.plan
+        if not plan.guards:
+            yield None
+            return
+        guardian = Guardian(plan.guards, self._read_guard, self.x.journal)
+        try:
+            guardian.arm()
+            yield guardian
+        finally:
+            guardian.stop()
+
+    def _read_guard(self, guard: CompiledGuard) -> Reading:
+        """One reading of ``guard``: its read-only step run through check, apply, verify."""
+        step = guard.step
+        try:
+            step_type, inputs = self._prepare(step, {})
+            ctx = self._context(step, 0, inputs, {}, journal=self.x.journal.quiet())
+            self._bounded(functools.partial(_check_apply_verify, step_type), ctx)
+        except (Unreachable, StepTimeout) as exc:
+            return Reading(None, exc.message)
+        except (StepError, StepTypeError) as exc:
+            return Reading(False, exc.message)
+        except Cancelled:
+            return Reading(None, "cancelled")
+        except Exception as exc:  # a bug in a step type is no reading either way
+            return Reading(None, f"internal error in step type {step.type}: {exc}")
+        return Reading(True, _reading_text(ctx.outputs) or "ok")
+
     # -- rollback ----------------------------------------------------------------
 
     def _rollback(self) -> None:
@@ -647,6 +705,16 @@ class Executor:
             except Cancelled:
                 x.journal.note("rollback cancelled")
                 return
+
+
+def _reading_text(outputs: Mapping[str, Any]) -> str:
+    """A guard's outputs in one short line, for its journaled reading."""
+    import json
+
+    text = ", ".join(
+        f"{k}={json.dumps(v, default=str, ensure_ascii=False)}" for k, v in sorted(outputs.items())
+    )
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def _done(status: StepStatus | Halt | None) -> bool:

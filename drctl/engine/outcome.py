@@ -67,6 +67,14 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
             return f"run aborted by {fact.by}: {fact.reason}"
         case ev.RunHalted():
             return f"run halted: {fact.reason}"
+        case ev.GuardReading():
+            failures = f" ({fact.failures} in a row)" if fact.failures else ""
+            return f"guard {fact.guard}: {fact.state}{failures}: {fact.reading}"
+        case ev.GuardTripped():
+            return (
+                f"guard {fact.guard} TRIPPED after {fact.failures} failed readings "
+                f"({fact.action}): {fact.reading}"
+            )
         case ev.DrillMeasured():
             verdict = "objectives met" if fact.passed else "objectives MISSED"
             missing = "?" if fact.missing is None else fact.missing

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from drctl.compiler.lints import TITLES
-from drctl.compiler.plan import CompiledStep, Plan
+from drctl.compiler.plan import CompiledGuard, CompiledStep, Plan
 from drctl.render.values import flatten, inline, md_cell
 from drctl.runbook.durations import format_duration
 from drctl.visible import visible
@@ -72,6 +72,18 @@ def _details(step: CompiledStep) -> list[str]:
     return lines
 
 
+def _guard(g: CompiledGuard) -> str:
+    """One guard in words: what it reads, how often, and what a trip does."""
+    s = g.step
+    target = f" → {s.target}" if s.target else ""
+    errors = "an unanswered reading counts" if g.error_trips else "unanswered readings ignored"
+    return (
+        f"{s.id}  {s.type}{target}: {s.description}; every {format_duration(g.every)}, "
+        f"{g.on_trip.value} after {g.trip_after} failed reading{'s' if g.trip_after != 1 else ''} "
+        f"in a row ({errors})"
+    )
+
+
 def as_text(plan: Plan) -> str:
     plan = plan.masked()
     out = [f"Plan: {plan.name}  ({plan.source})"]
@@ -99,6 +111,10 @@ def as_text(plan: Plan) -> str:
         for step in plan.fallbacks:
             target = f" → {step.target}" if step.target else ""
             out.append(f"  - {step.id}  {step.type}{target}: {step.description}")
+    if plan.guards:
+        out.append("")
+        out.append("Guards (read from the run's start to its end; a trip stops the run):")
+        out.extend(f"  - {_guard(g)}" for g in plan.guards)
     out.append("")
     if plan.lints:
         out.append("Safety lints:")
@@ -158,6 +174,11 @@ def as_markdown(plan: Plan, *, level: int = 3) -> str:
         out.append("")
         for step in plan.fallbacks:
             out.append(f"- `{step.id}` (`{step.type}`): {md_cell(step.description)}")
+        out.append("")
+    if plan.guards:
+        out.append("**Guards**")
+        out.append("")
+        out.extend(f"- {md_cell(_guard(g))}" for g in plan.guards)
         out.append("")
     out.append("</details>")
     return visible("\n".join(out) + "\n")

@@ -140,6 +140,16 @@ FIELD_DOCS: dict[str, str] = {
     "RollbackSpec.with": "Its inputs.",
     "RollbackSpec.timeout": "Its timeout.",
     "RollbackSpec.description": "One line for the plan.",
+    "GuardSpec.id": "Unique slug, not shared with any step.",
+    "GuardSpec.type": "A read-only step type (`postgres.sql`, `http`, `dns.resolve`, `shell` with `mutates: false`, …); one that changes something is error E295.",
+    "GuardSpec.target": "Its target, as for a step.",
+    "GuardSpec.with": "Its inputs; templates may read params and targets, not steps' outputs (a guard reads before any step ran).",
+    "GuardSpec.every": "How often it is read (after a first reading before the first step).",
+    "GuardSpec.trip_after": "Failed readings in a row that trip it.",
+    "GuardSpec.on_trip": "`halt`: launch nothing more, let in-flight steps finish, exit 1, resumable; `rollback`: halt, then undo completed mutating steps in reverse.",
+    "GuardSpec.on_error": "A reading that cannot be taken (the system does not answer, or times out): `trip` counts it as failed, `ignore` leaves it out.",
+    "GuardSpec.timeout": "Bound on one reading (default: `settings.step_timeout`).",
+    "GuardSpec.description": "One line for the plan.",
     "AwsTarget.region": "AWS region of the resources.",
     "AwsTarget.profile": "Named AWS profile (default: the standard credential chain).",
     "AwsTarget.endpoint_url": "Alternative API endpoint (a test server, a VPC endpoint).",
@@ -188,6 +198,7 @@ _SECTIONS = (
     ("retries", "Retries"),
     ("on_failure", "Fallback"),
     ("rollback", "RollbackSpec"),
+    ("guards", "GuardSpec"),
 )
 
 _SECTION_INTRO = {
@@ -199,6 +210,7 @@ _SECTION_INTRO = {
     "retries": "`retries:` on a step.",
     "on_failure": "`on_failure:` on a step, when it names a fallback.",
     "rollback": "`rollback:` on a step.",
+    "guards": "Each item of `guards:`.",
 }
 
 
@@ -403,6 +415,7 @@ ERROR_CODE_DOCS: dict[str, str] = {
     "E270": "Invalid `for_each` (not a list, or duplicate instance ids).",
     "E280": "`acknowledge` names a lint that does not apply.",
     "E290": "A registered step type failed to load.",
+    "E295": "A guard whose step type changes something, or whose inputs read steps' outputs.",
 }
 
 

@@ -118,6 +118,35 @@ class StepSpec(_Model):
     acknowledge: list[LintCode] = Field(default_factory=list)
 
 
+class GuardSpec(_Model):
+    """A stop condition: a read-only step evaluated in the background while the run lasts.
+
+    It reads every ``every``; ``trip_after`` failed readings in a row trip it, and the run
+    then halts (launches nothing more, lets in-flight steps finish; resumable) or rolls
+    back (halts, then undoes completed mutating steps in reverse). A reading that cannot
+    be taken (the system does not answer) counts as a failure under ``on_error: trip``
+    and is left out under ``on_error: ignore``.
+    """
+
+    id: Slug
+    type: str
+    target: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    every: Duration = Field(default=10.0, gt=0)
+    trip_after: int = Field(default=3, ge=1, le=1000)
+    on_trip: Literal["halt", "rollback"] = "halt"
+    on_error: Literal["trip", "ignore"] = "trip"
+    timeout: Duration | None = None
+    description: str | None = None
+
+    def as_step(self) -> StepSpec:
+        """The guard's reading as a step spec, compiled like any step."""
+        return StepSpec.model_validate(
+            {"id": self.id, "type": self.type, "target": self.target, "with": self.with_,
+             "timeout": self.timeout, "description": self.description}
+        )  # fmt: skip
+
+
 class RunbookHeader(_Model):
     """Everything in a runbook but its steps (validated apart so one bad step hides nothing)."""
 
@@ -138,4 +167,8 @@ class Runbook(RunbookHeader):
     fallbacks: list[StepSpec] = Field(
         default_factory=list,
         description="Steps that run only when a step's on_failure names them.",
+    )
+    guards: list[GuardSpec] = Field(
+        default_factory=list,
+        description="Stop conditions read in the background from the run's start to its end.",
     )
