@@ -11,6 +11,7 @@
     │   └── LockLost                exit 1: our lease was taken over or ran out; stop writing
     ├── LockHeld                    exit 3: another run holds the lock (names the holder)
     ├── Frozen                      exit 3: drctl freeze holds mutating runs (names who, why)
+    ├── ApprovalRefused             exit 3: an approval that cannot count (the starter's own)
     ├── ResumeRefused               exit 1: resume would be unsafe (changed plan, in-doubt step)
     ├── StepError                   exit 1: a step failed; raised by step types, journaled
     │   ├── Unreachable             a system did not answer (refused, timed out, no route,
@@ -91,6 +92,13 @@ class LockHeld(DrctlError):
 class Frozen(DrctlError):
     """Raised when a mutating run would start or resume while ``drctl freeze`` holds its
     lock key (exit 3); the message names who froze it, when and why."""
+
+    exit_code = 3
+
+
+class ApprovalRefused(DrctlError):
+    """Raised by ``drctl approve`` when the approval cannot count: the run's starter
+    approving a gate that needs someone else, or one person approving twice (exit 3)."""
 
     exit_code = 3
 

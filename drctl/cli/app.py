@@ -13,7 +13,7 @@ import sys
 import typer
 
 from drctl import __version__
-from drctl.cli import brake, catalog, docs, drill, execute, pr, review, runs, sandbox
+from drctl.cli import approve, brake, catalog, docs, drill, execute, pr, review, runs, sandbox
 
 app = typer.Typer(
     name="drctl",
@@ -48,6 +48,7 @@ sandbox.register(app)
 drill.register(app)
 docs.register(app)
 brake.register(app)
+approve.register(app)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from drctl.compiler.graph import CycleError, ancestor_bits, has, topological_ord
 from drctl.compiler.lints import TITLES, Finding, LintSubject, graph_lints
 from drctl.compiler.params import ParamInput, bind_params
 from drctl.compiler.plan import (
+    ApprovalPolicy,
     CompiledGuard,
     CompiledStep,
     FailurePolicy,
@@ -477,7 +478,8 @@ class _Compiler:
                 inputs=inputs_raw,
                 deferred=tuple(sorted(deferred)),
                 requires=(),
-                approve=spec.approve,
+                approve=spec.approve is not False,
+                approval=_approval(spec.approve),
                 when=when,
                 timeout=timeout,
                 retries=retries,
@@ -892,12 +894,19 @@ def _dedupe_locs(exc: ValidationError, raw: Any) -> list[str]:
     return seen
 
 
+def _approval(approve: bool | model.ApproveSpec) -> ApprovalPolicy | None:
+    if not isinstance(approve, model.ApproveSpec):
+        return None
+    return ApprovalPolicy(approve.count, approve.not_by_starter, approve.expires)
+
+
 def _settings(settings: model.Settings) -> Settings:
     return Settings(
         state=settings.state,
         lock=settings.lock,
         step_timeout=settings.step_timeout,
         concurrency=settings.concurrency,
+        identity_env=settings.identity_env,
     )
 
 

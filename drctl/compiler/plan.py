@@ -35,6 +35,8 @@ class Settings:
     step_timeout: float = 300.0
     #: Steps run at once when ``--concurrency`` is not given.
     concurrency: int = 8
+    #: The environment variable naming who approves (a CI actor), instead of user@host.
+    identity_env: str | None = None
 
     def __post_init__(self) -> None:
         self._validate()
@@ -55,6 +57,8 @@ class Settings:
             "lock": self.lock,
             "step_timeout": float(self.step_timeout),
             "concurrency": self.concurrency,
+            # Only when set: a plan without it hashes as 0.1.0's did.
+            **({"identity_env": self.identity_env} if self.identity_env else {}),
         }
 
     @classmethod
@@ -64,6 +68,7 @@ class Settings:
             lock=data.get("lock"),
             step_timeout=float(data.get("step_timeout", 300.0)),
             concurrency=int(data.get("concurrency") or 8),
+            identity_env=data.get("identity_env"),
         )
 
 
@@ -234,6 +239,34 @@ class LintFinding:
 
 
 @dataclass(frozen=True)
+class ApprovalPolicy:
+    """Who must approve a gate before its step runs (``approve: {count, …}``)."""
+
+    count: int = 1
+    #: The person who started the run cannot approve it.
+    not_by_starter: bool = False
+    #: Seconds an approval stays good for (None: until the run ends).
+    expires: float | None = None
+
+    @property
+    def needs_others(self) -> bool:
+        """The gate cannot be opened by whoever runs drctl alone."""
+        return self.count > 1 or self.not_by_starter
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "not_by_starter": self.not_by_starter, "expires": self.expires}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ApprovalPolicy:
+        expires = data.get("expires")
+        return cls(
+            int(data["count"]),
+            bool(data["not_by_starter"]),
+            None if expires is None else float(expires),
+        )
+
+
+@dataclass(frozen=True)
 class CompiledStep:
     """One step of the plan, after templating and fan-out."""
 
@@ -261,6 +294,8 @@ class CompiledStep:
     loop_var: str | None = None
     lints: tuple[str, ...] = ()
     fallback: bool = False
+    #: A gate other people open (None: the plain ``approve: true`` gate, or none).
+    approval: ApprovalPolicy | None = None
 
     def masked_inputs(self) -> dict[str, Any]:
         """The inputs as they may be shown (literal secrets as ``***``)."""
@@ -292,6 +327,8 @@ class CompiledStep:
             "loop_var": self.loop_var,
             "lints": self.lints,
             "fallback": self.fallback,
+            # Only when set: a step without it hashes as 0.1.0's did.
+            **({"approval": self.approval.to_json()} if self.approval is not None else {}),
         }
 
     @classmethod
@@ -321,6 +358,9 @@ class CompiledStep:
             loop_var=data.get("loop_var"),
             lints=tuple(data.get("lints") or ()),
             fallback=bool(data.get("fallback", False)),
+            approval=None
+            if data.get("approval") is None
+            else ApprovalPolicy.from_json(data["approval"]),
         )
 
 

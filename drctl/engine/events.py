@@ -28,6 +28,8 @@ LOCK_FORCE_RELEASED = "lock_force_released"
 APPROVAL_NEEDED = "approval_needed"
 APPROVAL_GRANTED = "approval_granted"
 APPROVAL_DENIED = "approval_denied"
+APPROVAL_GIVEN = "approval_given"  # one person's approval of a gate (drctl approve, a prompt)
+APPROVAL_REFUSED = "approval_refused"  # an approval that was not accepted, and why
 STEP_CHECKED = "step_checked"  # dry run: what the step would do, or why it cannot
 STEP_STARTED = "step_started"  # written before check/apply: the write-ahead intent
 STEP_RECORDED = "step_recorded"  # a value apply keeps for verify/undo, durable before the change
@@ -123,6 +125,8 @@ class RunStarted(JournalEvent):
     lock_key: str = ""
     dry_run: bool = False
     cwd: str = ""
+    #: Who started it, as approvals name people (``settings.identity_env``, else user@host).
+    identity: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,6 +220,35 @@ class LockForceReleased(JournalEvent):
 class ApprovalNeeded(StepEvent):
     kind: ClassVar[str] = APPROVAL_NEEDED
     description: str = ""
+    #: What an approval must name to count: the plan and the gate as shown (a digest).
+    plan_hash: str = ""
+    digest: str = ""
+    #: Who may still approve and how, in words (a gate other people open).
+    needs: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalGiven(StepEvent):
+    """One person's yes to a gate, for exactly ``plan_hash`` and the gate text ``digest``."""
+
+    kind: ClassVar[str] = APPROVAL_GIVEN
+    by: str = ""
+    host: str = ""
+    plan_hash: str = ""
+    digest: str = ""
+    comment: str = ""
+    #: How it was given: ``drctl approve``, ``prompt``, ``--yes``, ``--approve``.
+    how: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalRefused(StepEvent):
+    """An approval drctl did not accept (the starter's own, a stale gate), and why."""
+
+    kind: ClassVar[str] = APPROVAL_REFUSED
+    by: str = ""
+    host: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -565,7 +598,8 @@ KINDS: dict[str, type[JournalEvent]] = {
     for cls in (
         RunStarted, RunResumed, RunInterrupted, RunFinished, RunAborted, RunHalted, GuardReading,
         GuardTripped, LockTakenOver,
-        LockForceReleased, ApprovalNeeded, ApprovalGranted, ApprovalDenied, StepChecked,
+        LockForceReleased, ApprovalNeeded, ApprovalGranted, ApprovalDenied, ApprovalGiven,
+        ApprovalRefused, StepChecked,
         StepStarted, StepRecorded, StepSucceeded, StepFailed, StepSkipped, StepRecovered,
         UndoStarted, UndoSucceeded, UndoFailed, DrillPaused, DrillMeasured,
     )

@@ -29,10 +29,18 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from drctl.compiler.plan import CompiledGuard, CompiledStep, FailurePolicy, Plan, TripAction
+from drctl.compiler.plan import (
+    ApprovalPolicy,
+    CompiledGuard,
+    CompiledStep,
+    FailurePolicy,
+    Plan,
+    TripAction,
+)
 from drctl.compiler.templating import TemplateProblem, render
 from drctl.engine import events as ev
 from drctl.engine import faults
+from drctl.engine.approvals import Identity, gate_digest, identity, starter, tally, who_may
 from drctl.engine.clock import Clock
 from drctl.engine.context import StepRun, fences_before
 from drctl.engine.guards import Guardian, Reading
@@ -138,6 +146,8 @@ class Controls:
     #: Asked before each mutating step is launched: why the run must halt (a freeze), or
     #: None to go on.
     brake: Callable[[], str | None] | None = None
+    #: Whoever runs drctl here, as approvals name people (None: the OS user and host).
+    identity: Identity | None = None
 
 
 class Executor:
@@ -161,6 +171,7 @@ class Executor:
         self.gate = controls.gate
         self.lock_lost = controls.lock_lost or threading.Event()
         self.brake = controls.brake
+        self.me = controls.identity or identity(plan.settings)
         #: The exit code of a halt: 3 for a freeze (a refusal), 1 for a tripped guard.
         self._halt_code = 3
         #: The inputs last validated for each runbook step, by (type, rendered inputs).
@@ -347,6 +358,8 @@ class Executor:
             return None
         if step.when is False:
             return None
+        if step.approval is not None and step.approval.needs_others:
+            return self._gate_by_others(step, step.approval)
         verdict, how = self.gate(step)
         journal = self.x.journal
         if verdict == GateVerdict.GRANTED:
@@ -361,6 +374,53 @@ class Executor:
             StopReason.APPROVAL,
             f"step {step.id} needs approval: resume with --approve {step.id} (or --yes)",
         )
+
+    def _gate_by_others(
+        self, step: CompiledStep, policy: ApprovalPolicy
+    ) -> tuple[StopReason, str] | None:
+        """A gate other people open: count their approvals in the journal (any machine's)."""
+        x, me = self.x, self.me
+        journal = x.journal
+        description = step.description
+        digest = gate_digest(step.id, description, step.masked_inputs(), x.plan.hash)
+        events = journal.store.events(journal.run_id)
+        started_by = starter(events)
+        count = tally(events, step.id, x.plan.hash, digest, policy, x.clock.now())
+        mine_counts = me.name not in count.approvers and not (
+            policy.not_by_starter and me.name == started_by
+        )
+        if not count.enough and mine_counts and len(count.approvers) + 1 >= policy.count:
+            # Whoever runs drctl here may cast the last vote (a prompt, --yes, --approve).
+            verdict, how = self.gate(step)
+            if verdict == GateVerdict.DENIED:
+                journal.write(ev.ApprovalDenied(step=step.id, by=how))
+                return StopReason.DENIED, f"approval for {step.id} denied"
+            if verdict == GateVerdict.GRANTED:
+                journal.write(
+                    ev.ApprovalGiven(
+                        step=step.id, by=me.name, host=me.host, plan_hash=x.plan.hash,
+                        digest=digest, how=how,
+                    )
+                )  # fmt: skip
+                count = tally(
+                    journal.store.events(journal.run_id), step.id, x.plan.hash, digest, policy,
+                    x.clock.now(),
+                )  # fmt: skip
+        if count.enough:
+            journal.write(ev.ApprovalGranted(step=step.id, by=count.words()))
+            self.state.approved.add(step.id)
+            return None
+        needs = (
+            f"needs {who_may(policy, started_by)}; {count.words()}; approve with: drctl approve "
+            f"{journal.run_id} {step.id} [--comment …], then drctl resume {journal.run_id}"
+        )
+        journal.write(
+            ev.ApprovalNeeded(
+                step=step.id, description=description, plan_hash=x.plan.hash, digest=digest,
+                needs=needs,
+            )
+        )  # fmt: skip
+        return StopReason.APPROVAL, f"step {step.id} {needs}"
 
     def _finish(self, status: RunStatus, code: int, message: str) -> Outcome:
         journal = self.x.journal

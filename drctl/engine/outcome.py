@@ -48,11 +48,17 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
         case ev.StepRecorded():
             return None
         case ev.ApprovalNeeded():
-            return f"{s}: waiting for approval: {fact.description}"
+            needs = f" ({fact.needs})" if fact.needs else ""
+            return f"{s}: waiting for approval: {fact.description}{needs}"
         case ev.ApprovalGranted():
             return f"{s}: approved ({fact.by})"
         case ev.ApprovalDenied():
             return f"{s}: approval denied ({fact.by})"
+        case ev.ApprovalGiven():
+            comment = f": {fact.comment}" if fact.comment else ""
+            return f"{s}: approved by {fact.by} on {fact.host} ({fact.how}){comment}"
+        case ev.ApprovalRefused():
+            return f"{s}: approval by {fact.by} refused: {fact.reason}"
         case ev.UndoStarted():
             return f"{s}: undoing"
         case ev.UndoSucceeded():

@@ -18,6 +18,7 @@ from drctl.compiler.compile import compile_runbook
 from drctl.compiler.params import ParamInput
 from drctl.compiler.plan import Plan
 from drctl.engine import events as ev
+from drctl.engine.approvals import identity
 from drctl.engine.clock import Clock, SystemClock
 from drctl.engine.executor import Controls, Executor, GateDecider, Interrupts, Options, Outcome
 from drctl.engine.journal import Journal
@@ -86,6 +87,7 @@ class Runner:
             run_id=run_id, runbook=record.runbook, name=plan.name, plan_hash=plan.hash,
             params=plan.params, user=me.user, host=me.host, pid=me.pid,
             version=__version__, lock_key=lock_key, dry_run=options.dry_run, cwd=me.cwd,
+            identity=identity(plan.settings, self.environ).name,
         )  # fmt: skip
         if options.dry_run:
             # A dry run changes nothing, so it neither takes nor waits for the lock.
@@ -120,7 +122,7 @@ class Runner:
                 live.write(ev.LockTakenOver(key=lock_key, previous=taken.took_over.describe()))
             if on_ready is not None:
                 on_ready(run_id)
-            controls = self._controls(options, lock, lock_key)
+            controls = self._controls(options, lock, lock_key, plan)
             return run_id, Executor(plan, live, RunState(), resolved, controls).run()
         finally:
             if live is not None:
@@ -178,14 +180,18 @@ class Runner:
             store.set_status(run.id, RunStatus.RUNNING, None)
             if on_ready is not None:
                 on_ready(run.id)
-            controls = self._controls(options, lock, run.lock_key)
+            controls = self._controls(options, lock, run.lock_key, plan)
             return Executor(plan, journal, state, resolved, controls).run()
         finally:
             close_sinks(journal)
             lock.release()
 
     def _controls(
-        self, options: Options, lock: RunLock | None = None, lock_key: str | None = None
+        self,
+        options: Options,
+        lock: RunLock | None = None,
+        lock_key: str | None = None,
+        plan: Plan | None = None,
     ) -> Controls:
         store = self.store
 
@@ -202,6 +208,7 @@ class Runner:
             interrupts=self.interrupts,
             lock_lost=lock.lost if lock is not None else None,
             brake=brake if lock_key is not None else None,
+            identity=identity(plan.settings, self.environ) if plan is not None else None,
         )
 
 

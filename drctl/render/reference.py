@@ -127,7 +127,7 @@ FIELD_DOCS: dict[str, str] = {
     "StepSpec.retries": "Try a failed step again (see [retries](#retries)).",
     "StepSpec.on_failure": "`abort` (default), `continue`, `rollback`, or `{run: ID}` to run a step from `fallbacks`.",
     "StepSpec.rollback": "A custom undo step, run when the run rolls back (see [rollback](#rollback)).",
-    "StepSpec.approve": "A gate: ask before the step runs (`--yes`, `--approve ID`, or a prompt on a TTY).",
+    "StepSpec.approve": "A gate: ask before the step runs (`--yes`, `--approve ID`, or a prompt on a TTY); or a mapping for a gate other people open with `drctl approve` (see [approve](#approve)).",
     "StepSpec.description": "One line for the plan; may be a template.",
     "StepSpec.acknowledge": "Safety lints (DR001–DR005) acknowledged for this step.",
     "Retries.attempts": "Total attempts, the first included.",
@@ -140,6 +140,10 @@ FIELD_DOCS: dict[str, str] = {
     "RollbackSpec.with": "Its inputs.",
     "RollbackSpec.timeout": "Its timeout.",
     "RollbackSpec.description": "One line for the plan.",
+    "ApproveSpec.count": "Approvals from distinct people needed.",
+    "ApproveSpec.not_by_starter": "The person who started the run cannot approve (nor can `--yes` or `--approve`, which are theirs).",
+    "ApproveSpec.expires": "How long an approval stays good (default: until the run ends).",
+    "Settings.identity_env": "Environment variable naming the person approving or starting a run (a CI actor, e.g. `GITHUB_ACTOR`); default `user@host`.",
     "GuardSpec.id": "Unique slug, not shared with any step.",
     "GuardSpec.type": "A read-only step type (`postgres.sql`, `http`, `dns.resolve`, `shell` with `mutates: false`, …); one that changes something is error E295.",
     "GuardSpec.target": "Its target, as for a step.",
@@ -199,6 +203,7 @@ _SECTIONS = (
     ("on_failure", "Fallback"),
     ("rollback", "RollbackSpec"),
     ("guards", "GuardSpec"),
+    ("approve", "ApproveSpec"),
 )
 
 _SECTION_INTRO = {
@@ -211,6 +216,7 @@ _SECTION_INTRO = {
     "on_failure": "`on_failure:` on a step, when it names a fallback.",
     "rollback": "`rollback:` on a step.",
     "guards": "Each item of `guards:`.",
+    "approve": "`approve:` on a step, as a mapping (`approve: true` is a gate anyone at the terminal opens).",
 }
 
 

@@ -57,6 +57,19 @@ class ParamSpec(_Model):
     description: str = ""
 
 
+class ApproveSpec(_Model):
+    """``approve: {count, not_by_starter, expires}``: a gate that other people open.
+
+    Approvals are given with ``drctl approve RUN_ID STEP`` from any machine sharing the
+    state store, each for exactly the plan hash and the gate's rendered text; ``--yes``,
+    ``--approve`` and the prompt count only as the vote of whoever runs drctl.
+    """
+
+    count: int = Field(default=1, ge=1, le=10)
+    not_by_starter: bool = False
+    expires: Duration | None = Field(default=None, gt=0)
+
+
 class Settings(_Model):
     """Execution settings; command-line flags override them."""
 
@@ -66,6 +79,9 @@ class Settings(_Model):
     concurrency: int = Field(default=8, ge=1, le=1024)
     #: Steps a plan may fan out to; the compiler refuses more before expanding them.
     max_steps: int = Field(default=10_000, ge=1, le=50_000)
+    identity_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = (
+        None
+    )
 
 
 class Retries(_Model):
@@ -113,7 +129,7 @@ class StepSpec(_Model):
     retries: Retries | None = None
     on_failure: OnFailure = "abort"
     rollback: RollbackSpec | None = None
-    approve: bool = False
+    approve: bool | ApproveSpec = False
     description: str | None = None
     acknowledge: list[LintCode] = Field(default_factory=list)
 
