@@ -162,7 +162,7 @@ class _Compiler:
         for located in self.loaded.fallbacks:
             fallbacks.extend(self._compile_step(located, fallback=True))
         fallback_ids = {f.spec.id for f in self.loaded.fallbacks} | self.loaded.broken_ids
-        guards = self._guards()
+        guards = self._guards(self.loaded.guards)
 
         ordered, deps = self._graph(instances, by_base)
         findings = self._check_refs_and_lint(ordered, deps, by_base, fallback_ids)
@@ -198,13 +198,13 @@ class _Compiler:
         )
         return _with_hash(plan)
 
-    def _guards(self) -> tuple[CompiledGuard, ...]:
-        """``guards:``: each compiled as a step (inputs, target, templates over params),
-        and refused unless its step type only reads."""
+    def _guards(self, guards: list[tuple[model.GuardSpec, Loc]]) -> tuple[CompiledGuard, ...]:
+        """``guards:`` (of the runbook or of one step): each compiled as a step (inputs,
+        target, templates over params), and refused unless its step type only reads."""
         out = []
         ids = {s.spec.id for s in (*self.loaded.steps, *self.loaded.fallbacks)}
         seen: set[str] = set()
-        for guard, loc in self.loaded.guards:
+        for guard, loc in guards:
             if guard.id in ids or guard.id in seen:
                 self.error(
                     E_DUPLICATE_ID,
@@ -503,6 +503,9 @@ class _Compiler:
                 continues_on_failure=on_failure.policy is FailurePolicy.CONTINUE,
                 when=when,
             )
+            if spec.guards:
+                own = [(g, (*loc, "guards", i)) for i, g in enumerate(spec.guards)]
+                compiled = _with(compiled, guards=self._guards(own))
             out.append(_Instance(compiled, spec, loc, subject, step_refs))
         return out
 

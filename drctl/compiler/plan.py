@@ -296,6 +296,8 @@ class CompiledStep:
     fallback: bool = False
     #: A gate other people open (None: the plain ``approve: true`` gate, or none).
     approval: ApprovalPolicy | None = None
+    #: Stop conditions read from just before the step starts until it ends.
+    guards: tuple[CompiledGuard, ...] = ()
 
     def masked_inputs(self) -> dict[str, Any]:
         """The inputs as they may be shown (literal secrets as ``***``)."""
@@ -329,6 +331,7 @@ class CompiledStep:
             "fallback": self.fallback,
             # Only when set: a step without it hashes as 0.1.0's did.
             **({"approval": self.approval.to_json()} if self.approval is not None else {}),
+            **({"guards": [g.to_json() for g in self.guards]} if self.guards else {}),
         }
 
     @classmethod
@@ -361,6 +364,7 @@ class CompiledStep:
             approval=None
             if data.get("approval") is None
             else ApprovalPolicy.from_json(data["approval"]),
+            guards=tuple(CompiledGuard.from_json(g, targets) for g in data.get("guards", ())),
         )
 
 
@@ -439,9 +443,10 @@ class Plan:
             rollback = s.rollback
             if rollback is not None:
                 rollback = replace(rollback, inputs=mask(None, rollback.inputs))
-            if inputs == s.inputs and rollback == s.rollback:
+            guards = tuple(replace(g, step=step(g.step)) for g in s.guards)
+            if inputs == s.inputs and rollback == s.rollback and guards == s.guards:
                 return s
-            return replace(s, inputs=inputs, rollback=rollback)
+            return replace(s, inputs=inputs, rollback=rollback, guards=guards)
 
         return replace(
             self,

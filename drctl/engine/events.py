@@ -184,6 +184,8 @@ class GuardReading(JournalEvent):
 
     kind: ClassVar[str] = GUARD_READING
     guard: str = ""
+    #: The step the guard belongs to (None: one of the runbook's guards).
+    for_step: str | None = None
     state: str = ""
     reading: str = ""
     failures: int = 0
@@ -195,6 +197,7 @@ class GuardTripped(JournalEvent):
 
     kind: ClassVar[str] = GUARD_TRIPPED
     guard: str = ""
+    for_step: str | None = None
     action: str = ""
     reading: str = ""
     failures: int = 0

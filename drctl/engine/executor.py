@@ -43,7 +43,7 @@ from drctl.engine import faults
 from drctl.engine.approvals import Identity, gate_digest, identity, starter, tally, who_may
 from drctl.engine.clock import Clock
 from drctl.engine.context import StepRun, fences_before
-from drctl.engine.guards import Guardian, Reading
+from drctl.engine.guards import Guardian, Reading, Trip
 from drctl.engine.journal import Journal
 from drctl.engine.replay import RunState, StepState
 from drctl.engine.secrets import Secrets
@@ -221,10 +221,7 @@ class Executor:
         ):
             while True:
                 if stop is None and guardian is not None and guardian.tripped is not None:
-                    trip = guardian.tripped
-                    rollback = trip.action is TripAction.ROLLBACK
-                    stop = StopReason.ROLLBACK if rollback else StopReason.HALTED
-                    stop_message, self._halt_code = trip.words(), 1
+                    stop, stop_message = self._tripped(guardian.tripped)
                 if stop is None and x.interrupts.stop.is_set():
                     stop = StopReason.INTERRUPTED
                 if stop is None and self.lock_lost.is_set():
@@ -243,6 +240,14 @@ class Executor:
                     if decision is not None:
                         stop, stop_message = decision
                         break
+                    if step.guards and guardian is not None:
+                        # Read once before it starts: a guard that trips at once stops it.
+                        guardian.arm(step.guards, step.id)
+                        if guardian.tripped is not None:
+                            guardian.disarm(step.id)
+                            heapq.heappush(ready, index[step.id])
+                            stop, stop_message = self._tripped(guardian.tripped)
+                            break
                     status[step.id] = StepStatus.RUNNING
                     running += 1
                     pool.submit(self._execute_to, results, step, self.state.step(step.id))
@@ -262,6 +267,8 @@ class Executor:
                 running -= 1
                 sid = result.step
                 status[sid] = result.status
+                if guardian is not None:
+                    guardian.disarm(sid)
                 if _done(result.status):
                     for child in dependents.get(sid, ()):
                         waiting_on[child] -= 1
@@ -703,17 +710,23 @@ class Executor:
 
     @contextlib.contextmanager
     def _guarded(self) -> Iterator[Guardian | None]:
-        """The plan's guards read from here (once before any step) until the block ends."""
+        """The guards read from here (the runbook's once before any step) until the block ends."""
         plan = self.x.plan
-        if not plan.guards:
+        if not plan.guards and not any(s.guards for s in plan.steps):
             yield None
             return
-        guardian = Guardian(plan.guards, self._read_guard, self.x.journal)
+        guardian = Guardian(self._read_guard, self.x.journal)
         try:
-            guardian.arm()
+            guardian.arm(plan.guards)
             yield guardian
         finally:
             guardian.stop()
+
+    def _tripped(self, trip: Trip) -> tuple[StopReason, str]:
+        """How the run stops for a tripped guard (a halt exits 1: the run failed a guard)."""
+        self._halt_code = 1
+        rollback = trip.action is TripAction.ROLLBACK
+        return (StopReason.ROLLBACK if rollback else StopReason.HALTED), trip.words()
 
     def _read_guard(self, guard: CompiledGuard) -> Reading:
         """One reading of ``guard``: its read-only step run through check, apply, verify."""

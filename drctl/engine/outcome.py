@@ -75,10 +75,11 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
             return f"run halted: {fact.reason}"
         case ev.GuardReading():
             failures = f" ({fact.failures} in a row)" if fact.failures else ""
-            return f"guard {fact.guard}: {fact.state}{failures}: {fact.reading}"
+            of = f" (of {fact.for_step})" if fact.for_step else ""
+            return f"guard {fact.guard}{of}: {fact.state}{failures}: {fact.reading}"
         case ev.GuardTripped():
             return (
-                f"guard {fact.guard} TRIPPED after {fact.failures} failed readings "
+                f"guard {fact.guard}{f' (of {fact.for_step})' if fact.for_step else ''} TRIPPED after {fact.failures} failed readings "
                 f"({fact.action}): {fact.reading}"
             )
         case ev.DrillMeasured():

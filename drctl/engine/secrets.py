@@ -61,7 +61,8 @@ def resolve_plan_secrets(
     """Resolve every reference in the plan; raises UsageError naming all that fail."""
     texts: set[str] = set()
     holders: list[Any] = [plan.targets, plan.params]
-    for step in (*plan.steps, *plan.fallbacks, *(g.step for g in plan.guards)):
+    guarded = (*plan.guards, *(g for s in plan.steps for g in s.guards))
+    for step in (*plan.steps, *plan.fallbacks, *(g.step for g in guarded)):
         holders.append(step.inputs)
         if step.rollback is not None:
             holders.append(step.rollback.inputs)

@@ -69,6 +69,7 @@ def _details(step: CompiledStep) -> list[str]:
     lines.append("; ".join(extras))
     if step.lints:
         lines.append("lints: " + ", ".join(step.lints) + " (acknowledged)")
+    lines.extend(f"guard while it runs: {_guard(g)}" for g in step.guards)
     return lines
 
 

@@ -129,6 +129,7 @@ FIELD_DOCS: dict[str, str] = {
     "StepSpec.rollback": "A custom undo step, run when the run rolls back (see [rollback](#rollback)).",
     "StepSpec.approve": "A gate: ask before the step runs (`--yes`, `--approve ID`, or a prompt on a TTY); or a mapping for a gate other people open with `drctl approve` (see [approve](#approve)).",
     "StepSpec.description": "One line for the plan; may be a template.",
+    "StepSpec.guards": "Stop conditions of this step only: read once just before it starts, then while it runs (see [guards](#guards)).",
     "StepSpec.acknowledge": "Safety lints (DR001–DR005) acknowledged for this step.",
     "Retries.attempts": "Total attempts, the first included.",
     "Retries.delay": "Wait before the second attempt.",

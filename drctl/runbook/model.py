@@ -132,6 +132,8 @@ class StepSpec(_Model):
     approve: bool | ApproveSpec = False
     description: str | None = None
     acknowledge: list[LintCode] = Field(default_factory=list)
+    #: Stop conditions read from just before this step starts until it ends.
+    guards: list[GuardSpec] = Field(default_factory=list)
 
 
 class GuardSpec(_Model):
@@ -188,3 +190,6 @@ class Runbook(RunbookHeader):
         default_factory=list,
         description="Stop conditions read in the background from the run's start to its end.",
     )
+
+
+StepSpec.model_rebuild()

@@ -318,3 +318,35 @@ def test_bad_guards_are_positioned_errors(tmp_path: Path, guard: str, code: str,
     assert "Traceback" not in out
     with pytest.raises(RunbookInvalid):
         compile_runbook(str(path), ParamInput(()))
+
+
+def test_a_steps_own_guard_is_read_before_it_starts_and_only_while_it_runs(
+    harness: Harness,
+) -> None:
+    """A step's guard that fails at once keeps the step from starting; other steps ignore it."""
+    tmp = harness.tmp
+    (tmp / "bad").touch()
+    own = (
+        f"    guards: [{{id: ready, type: shell, with: {{command: 'test ! -e {tmp}/bad', "
+        "mutates: false}, every: 0.05s, trip_after: 1}]\n"
+    )
+    path = harness.write(
+        HEAD
+        + "steps:\n"
+        + f"  - {{id: first, type: shell, with: {{command: 'echo first >> {tmp}/fx', verify: 'grep -qx first {tmp}/fx'}}}}\n"
+        + f"  - id: promote\n    type: shell\n    with: {{command: 'echo promote >> {tmp}/fx', verify: 'grep -qx promote {tmp}/fx'}}\n"
+        + own
+    )
+    run_id, outcome = harness.run(path)
+    # The first step ran while the bad file already existed: its guard is not its own.
+    assert (outcome.status, outcome.exit_code) == (RunStatus.HALTED, 1), outcome.message
+    assert (tmp / "fx").read_text() == "first\n"
+    assert ("step_started", "promote") not in harness.kinds(run_id)
+    tripped = next(e for e in harness.store.events(run_id) if e.kind == "guard_tripped")
+    assert tripped.data["for_step"] == "promote" and tripped.step is None
+
+    (tmp / "bad").unlink()
+    assert harness.resume(run_id).status is RunStatus.SUCCEEDED
+    assert (tmp / "fx").read_text() == "first\npromote\n"
+    plan = compile_runbook(path, ParamInput(()))
+    assert [g.step.id for g in plan.step("promote").guards] == ["ready"]
