@@ -13,7 +13,19 @@ import sys
 import typer
 
 from drctl import __version__
-from drctl.cli import approve, brake, catalog, docs, drill, execute, pr, review, runs, sandbox
+from drctl.cli import (
+    approve,
+    brake,
+    catalog,
+    check,
+    docs,
+    drill,
+    execute,
+    pr,
+    review,
+    runs,
+    sandbox,
+)
 
 app = typer.Typer(
     name="drctl",
@@ -49,6 +61,7 @@ drill.register(app)
 docs.register(app)
 brake.register(app)
 approve.register(app)
+check.register(app)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ RUN_ABORTED = "run_aborted"
 RUN_HALTED = "run_halted"  # stopped launching steps by a brake (a freeze); resumable
 GUARD_READING = "guard_reading"  # a guard's state changed (ok, failing, unreadable)
 GUARD_TRIPPED = "guard_tripped"
+CHECK_RECORDED = "check_recorded"  # drctl check: the readings of a dry run, for the next one
 LOCK_TAKEN_OVER = "lock_taken_over"
 LOCK_FORCE_RELEASED = "lock_force_released"
 APPROVAL_NEEDED = "approval_needed"
@@ -201,6 +202,57 @@ class GuardTripped(JournalEvent):
     action: str = ""
     reading: str = ""
     failures: int = 0
+
+
+@dataclass(frozen=True)
+class CheckReading:
+    """What one step said in a readiness check (``drctl check``)."""
+
+    step: str
+    type: str
+    #: ``ok``, ``failed``, ``deferred`` (judged only once earlier steps took effect) or
+    #: ``skipped``.
+    status: str
+    seconds: float
+    detail: str
+    #: Its outputs' scalars and short lists, by dotted key (what drift is measured on).
+    values: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "type": self.type, "status": self.status,
+                "seconds": self.seconds, "detail": self.detail, "values": self.values}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckReading:
+        return cls(
+            str(data["step"]), str(data.get("type", "")), str(data["status"]),
+            float(data.get("seconds", 0.0)), str(data.get("detail", "")),
+            dict(data.get("values") or {}),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckRecorded(JournalEvent):
+    """A readiness check's readings, appended to its dry run for the next check to compare."""
+
+    kind: ClassVar[str] = CHECK_RECORDED
+    ready: bool = False
+    readings: tuple[CheckReading, ...] = ()
+    drift: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ready": self.ready, "readings": [r.to_json() for r in self.readings],
+                "drift": list(self.drift)}  # fmt: skip
+
+    @classmethod
+    def from_json(
+        cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
+    ) -> JournalEvent:
+        return cls(
+            ready=bool(data.get("ready")),
+            readings=tuple(CheckReading.from_json(r) for r in data.get("readings") or ()),
+            drift=tuple(str(d) for d in data.get("drift") or ()),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -600,7 +652,7 @@ KINDS: dict[str, type[JournalEvent]] = {
     cls.kind: cls
     for cls in (
         RunStarted, RunResumed, RunInterrupted, RunFinished, RunAborted, RunHalted, GuardReading,
-        GuardTripped, LockTakenOver,
+        GuardTripped, CheckRecorded, LockTakenOver,
         LockForceReleased, ApprovalNeeded, ApprovalGranted, ApprovalDenied, ApprovalGiven,
         ApprovalRefused, StepChecked,
         StepStarted, StepRecorded, StepSucceeded, StepFailed, StepSkipped, StepRecovered,

@@ -73,6 +73,10 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
             return f"run aborted by {fact.by}: {fact.reason}"
         case ev.RunHalted():
             return f"run halted: {fact.reason}"
+        case ev.CheckRecorded():
+            verdict = "ready" if fact.ready else "NOT READY"
+            changed = f"; {len(fact.drift)} changed since the last check" if fact.drift else ""
+            return f"check recorded: {verdict} ({len(fact.readings)} readings){changed}"
         case ev.GuardReading():
             failures = f" ({fact.failures} in a row)" if fact.failures else ""
             of = f" (of {fact.for_step})" if fact.for_step else ""
