@@ -350,3 +350,33 @@ def test_a_steps_own_guard_is_read_before_it_starts_and_only_while_it_runs(
     assert (tmp / "fx").read_text() == "first\npromote\n"
     plan = compile_runbook(path, ParamInput(()))
     assert [g.step.id for g in plan.step("promote").guards] == ["ready"]
+
+
+def test_a_guard_halts_a_drill_which_resumes_measured_whole(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards are read during drills too: a trip pauses the drill; resumed, it is measured whole."""
+    from drctl.drill import run as drill_run
+    from drctl.drill.canary import CanarySpec
+    from drctl.engine.executor import Interrupts, Options
+    from drctl.engine.runs import find_run, paused_drill
+    from tests.unit.test_canary_writer import ListCanary
+
+    tmp = harness.tmp
+    (tmp / "bad").touch()
+    path = harness.write(
+        HEAD + "objectives: {rto: 60s}\n" + _guard(tmp, trip_after="1") + "steps:\n"
+        + _step("one", tmp, "one", "[]").replace("requires: [[]], ", "")
+    )  # fmt: skip
+    canary = ListCanary()
+    monkeypatch.setattr(drill_run, "make_canary", lambda spec, drill_id, first_seq=1: canary)
+    runner = drill_run.DrillRunner(
+        harness.store, lambda plan: [harness.sink], harness.gate, Interrupts(), harness.clock
+    )
+    paused = runner.drill(path, ParamInput(()), Options(), CanarySpec("list", "list://"))
+    assert paused.outcome.status is RunStatus.HALTED and paused.exit_code == 1
+    assert paused_drill(harness.store, paused.run_id) is not None
+    (tmp / "bad").unlink()
+    done = runner.resume_drill(find_run(harness.store, paused.run_id), Options())
+    assert done.outcome.status is RunStatus.SUCCEEDED and done.exit_code == 0
+    assert (tmp / "fx").read_text() == "one\n"
