@@ -76,3 +76,4 @@ E_FOR_EACH = "E270"
 E_ACKNOWLEDGE = "E280"
 W_STALE_ACKNOWLEDGE = "W280"  # an acknowledge: entry no lint needs there
 E_STEP_TYPE_BROKEN = "E290"  # a registered step type failed to load
+E_GUARD = "E295"  # a guard that would change something, or reads steps' outputs

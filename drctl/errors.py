@@ -11,6 +11,8 @@
     │   └── LockLost                exit 1: our lease was taken over or ran out; stop writing
     ├── LockHeld                    exit 3: another run holds the lock (names the holder)
     │   └── CooldownActive          exit 3: the lock key's last run finished within its cooldown
+    ├── Frozen                      exit 3: drctl freeze holds mutating runs (names who, why)
+    ├── ApprovalRefused             exit 3: an approval that cannot count (the starter's own)
     ├── ResumeRefused               exit 1: resume would be unsafe (changed plan, in-doubt step)
     ├── StepError                   exit 1: a step failed; raised by step types, journaled
     │   ├── Unreachable             a system did not answer (refused, timed out, no route,
@@ -93,6 +95,20 @@ class LockHeld(DrctlError):
 class CooldownActive(LockHeld):
     """Raised when a new mutating run starts within ``settings.cooldown`` of the last
     finished run on its lock key (exit 3); the message names that run, who ran it and when."""
+
+
+class Frozen(DrctlError):
+    """Raised when a mutating run would start or resume while ``drctl freeze`` holds its
+    lock key (exit 3); the message names who froze it, when and why."""
+
+    exit_code = 3
+
+
+class ApprovalRefused(DrctlError):
+    """Raised by ``drctl approve`` when the approval cannot count: the run's starter
+    approving a gate that needs someone else, or one person approving twice (exit 3)."""
+
+    exit_code = 3
 
 
 class ResumeRefused(DrctlError):

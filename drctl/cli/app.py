@@ -13,7 +13,19 @@ import sys
 import typer
 
 from drctl import __version__
-from drctl.cli import catalog, docs, drill, execute, pr, review, runs, sandbox
+from drctl.cli import (
+    approve,
+    brake,
+    catalog,
+    check,
+    docs,
+    drill,
+    execute,
+    pr,
+    review,
+    runs,
+    sandbox,
+)
 
 app = typer.Typer(
     name="drctl",
@@ -47,6 +59,9 @@ catalog.register(app)
 sandbox.register(app)
 drill.register(app)
 docs.register(app)
+brake.register(app)
+approve.register(app)
+check.register(app)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from drctl.visible import visible
 
 if TYPE_CHECKING:
     from drctl.compiler.plan import Plan
+    from drctl.drill.measure import RegressionLimit
     from drctl.drill.report import DrillReport
     from drctl.drill.run import DrillResult
     from drctl.engine.journal import Sink
@@ -39,6 +40,8 @@ class ReportFormat(StrEnum):
     md = "md"
     html = "html"
     json = "json"
+    junit = "junit"
+    openmetrics = "openmetrics"
 
 
 def drill(
@@ -90,7 +93,23 @@ def drill(
         "markdown",
         "html",
         "json",
-        what="The report's format (default: from --report's suffix, else markdown)",
+        "junit",
+        "openmetrics",
+        what="The report's format (default: from --report's suffix, .xml: junit, .prom: openmetrics; else markdown)",
+    ),
+    max_rto_regression: str | None = typer.Option(
+        None,
+        "--max-rto-regression",
+        metavar="PERCENT",
+        help="Also fail when the RTO exceeds the median of the runbook's recent completed "
+        "drills by more than this (e.g. 20%).",
+    ),
+    regression_window: int = typer.Option(
+        10,
+        "--regression-window",
+        min=1,
+        max=1000,
+        help="How many recent drills --max-rto-regression compares against.",
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Approve every gate."),
     approve: list[str] | None = typer.Option(
@@ -134,6 +153,7 @@ def drill(
          "--allow-changed-plan": allow_changed_plan},
     )  # fmt: skip
     kind = ReportFormat("md" if fmt == "markdown" else fmt) if fmt else _format_for(report)
+    regression = _regression(max_rto_regression, regression_window)
     # Progress goes to stderr so that a report on stdout stays clean; no prompts.
     terminal = Terminal(OutputFormat.text, yes, approve or [])
     terminal.interactive = False
@@ -161,7 +181,7 @@ def drill(
         given = ParamInput(tuple(param or ()), params_file)
         store, plan, state_flag = _store_for_runbook(state, file, given)
         runner = DrillRunner(store, sinks, terminal.gate, interrupts)
-        result = runner.drill(file, given, options, spec, plan, load)
+        result = runner.drill(file, given, options, spec, plan, load, regression=regression)
     else:
         store = _store(state, create=False)
         from drctl.engine.runs import PlanChanged, find_run
@@ -172,7 +192,7 @@ def drill(
         def resume_with(accept: str | None) -> DrillResult:
             return runner.resume_drill(
                 record, options, dsn=canary_dsn, dns_server=canary_dns_server,
-                verify_dsn=verify_dsn, accept_plan_hash=accept,
+                verify_dsn=verify_dsn, accept_plan_hash=accept, regression=regression,
             )  # fmt: skip
 
         try:
@@ -268,19 +288,50 @@ def _summary(built: DrillReport, report: str | None, state_flag: str) -> str:
     )
 
 
+def _regression(given: str | None, window: int) -> RegressionLimit | None:
+    """``--max-rto-regression`` as a limit: ``20%`` or ``20`` (percent), at least 0."""
+    from drctl.drill.measure import RegressionLimit
+    from drctl.errors import UsageError
+
+    if given is None:
+        return None
+    text = given.strip().removesuffix("%").strip()
+    try:
+        percent = float(text)
+    except ValueError:
+        percent = float("nan")
+    if not percent >= 0 or percent == float("inf"):
+        raise UsageError(
+            f"--max-rto-regression {given!r} is not a percentage",
+            hint="give how much slower than the recent drills' median RTO is allowed, e.g. 20%",
+        )
+    return RegressionLimit(percent / 100, window)
+
+
+_SUFFIXES = {
+    ".html": ReportFormat.html,
+    ".htm": ReportFormat.html,
+    ".json": ReportFormat.json,
+    ".xml": ReportFormat.junit,
+    ".prom": ReportFormat.openmetrics,
+}
+
+
 def _format_for(report: str | None) -> ReportFormat:
     suffix = Path(report).suffix.lower() if report else ""
-    return {".html": ReportFormat.html, ".htm": ReportFormat.html, ".json": ReportFormat.json}.get(
-        suffix, ReportFormat.md
-    )
+    return _SUFFIXES.get(suffix, ReportFormat.md)
 
 
 def _render(report: DrillReport, kind: ReportFormat) -> str:
     from drctl.render import drill as render
+    from drctl.render.junit import as_junit
 
-    view = {ReportFormat.md: render.as_markdown, ReportFormat.html: render.as_html}.get(
-        kind, render.as_json
-    )
+    view = {
+        ReportFormat.md: render.as_markdown,
+        ReportFormat.html: render.as_html,
+        ReportFormat.junit: as_junit,
+        ReportFormat.openmetrics: render.as_openmetrics,
+    }.get(kind, render.as_json)
     return view(report)
 
 

@@ -19,6 +19,8 @@ from drctl.compiler.graph import CycleError, ancestor_bits, has, topological_ord
 from drctl.compiler.lints import TITLES, Finding, LintSubject, graph_lints
 from drctl.compiler.params import ParamInput, bind_params
 from drctl.compiler.plan import (
+    ApprovalPolicy,
+    CompiledGuard,
     CompiledStep,
     FailurePolicy,
     LintFinding,
@@ -28,6 +30,7 @@ from drctl.compiler.plan import (
     Rollback,
     Settings,
     TargetRef,
+    TripAction,
     plan_hash,
 )
 from drctl.compiler.secret_scan import scan
@@ -36,6 +39,7 @@ from drctl.diagnostics import (
     E_CYCLE,
     E_DUPLICATE_ID,
     E_FOR_EACH,
+    E_GUARD,
     E_REQUIRES,
     E_STEP_INPUTS,
     E_STEP_REFERENCE,
@@ -180,6 +184,7 @@ class _Compiler:
         for located in self.loaded.fallbacks:
             fallbacks.extend(self._compile_step(located, fallback=True))
         fallback_ids = {f.spec.id for f in self.loaded.fallbacks} | self.loaded.broken_ids
+        guards = self._guards(self.loaded.guards)
 
         ordered, deps = self._graph(instances, by_base)
         findings = self._check_refs_and_lint(ordered, deps, by_base, fallback_ids)
@@ -218,6 +223,7 @@ class _Compiler:
             lints=tuple(findings),
             warnings=tuple(d for d in self.diags if d.severity is Severity.WARNING),
             stand_ins=self.stand_ins,
+            guards=guards,
         )
         return _with_hash(plan)
 
@@ -248,6 +254,53 @@ class _Compiler:
             self.error(E_TEMPLATE_NAME, f"settings.{name} renders empty", loc)
             return None
         return text
+
+    def _guards(self, guards: list[tuple[model.GuardSpec, Loc]]) -> tuple[CompiledGuard, ...]:
+        """``guards:`` (of the runbook or of one step): each compiled as a step (inputs,
+        target, templates over params), and refused unless its step type only reads."""
+        out = []
+        ids = {s.spec.id for s in (*self.loaded.steps, *self.loaded.fallbacks)}
+        seen: set[str] = set()
+        for guard, loc in guards:
+            if guard.id in ids or guard.id in seen:
+                self.error(
+                    E_DUPLICATE_ID,
+                    f"duplicate id {guard.id!r}: guards share steps' ids",
+                    (*loc, "id"),
+                )
+                continue
+            seen.add(guard.id)
+            made = self._compile_step(LocatedStep(guard.as_step(), loc), fallback=True)
+            if not made:
+                continue
+            step = made[0].step
+            if step.mutates:
+                self.error(
+                    E_GUARD,
+                    f"guard {guard.id}: {guard.type} changes something; a guard only reads",
+                    (*loc, "type"),
+                    hint="use a read-only step type (postgres.sql, http, dns.resolve, shell "
+                    "with mutates: false, …)",
+                )
+                continue
+            if step.deferred:
+                self.error(
+                    E_GUARD,
+                    f"guard {guard.id}: its inputs read steps' outputs; a guard reads from "
+                    "the run's start, before any step ran",
+                    (*loc, "with"),
+                )
+                continue
+            out.append(
+                CompiledGuard(
+                    step=step,
+                    every=guard.every,
+                    trip_after=guard.trip_after,
+                    on_trip=TripAction(guard.on_trip),
+                    error_trips=guard.on_error == "trip",
+                )
+            )
+        return tuple(out)
 
     def _render_targets(self) -> None:
         """Target fields may be templates over params (a port, a data directory)."""
@@ -603,7 +656,8 @@ class _Compiler:
                 inputs=inputs_raw,
                 deferred=tuple(sorted(deferred)),
                 requires=(),
-                approve=spec.approve,
+                approve=spec.approve is not False,
+                approval=_approval(spec.approve),
                 when=when,
                 timeout=timeout,
                 retries=retries,
@@ -651,6 +705,9 @@ class _Compiler:
                 target=spec.target,
                 managed_by=getattr(self.loaded.targets.get(spec.target or ""), "managed_by", None),
             )
+            if spec.guards:
+                own = [(g, (*loc, "guards", i)) for i, g in enumerate(spec.guards)]
+                compiled = _with(compiled, guards=self._guards(own))
             out.append(_Instance(compiled, spec, loc, subject, step_refs))
         return out
 
@@ -1217,6 +1274,12 @@ def _dedupe_locs(exc: ValidationError, raw: Any) -> list[str]:
     return seen
 
 
+def _approval(approve: bool | model.ApproveSpec) -> ApprovalPolicy | None:
+    if not isinstance(approve, model.ApproveSpec):
+        return None
+    return ApprovalPolicy(approve.count, approve.not_by_starter, approve.expires)
+
+
 def _settings(
     settings: model.Settings, state: str | None = None, lock: str | None = None
 ) -> Settings:
@@ -1227,6 +1290,7 @@ def _settings(
         step_timeout=settings.step_timeout,
         concurrency=settings.concurrency,
         cooldown=settings.cooldown,
+        identity_env=settings.identity_env,
     )
 
 

@@ -38,6 +38,8 @@ class Settings:
     concurrency: int = 8
     #: Seconds after the last finished run on the lock key in which a new one is refused.
     cooldown: float | None = None
+    #: The environment variable naming who approves (a CI actor), instead of user@host.
+    identity_env: str | None = None
 
     def __post_init__(self) -> None:
         self._validate()
@@ -60,6 +62,8 @@ class Settings:
             "lock": self.lock,
             "step_timeout": float(self.step_timeout),
             "concurrency": self.concurrency,
+            # Only when set: a plan without it hashes as 0.1.0's did.
+            **({"identity_env": self.identity_env} if self.identity_env else {}),
         }
         # Only when set: a runbook without a cooldown keeps the plan hash 0.1.0 gave it.
         if self.cooldown is not None:
@@ -74,6 +78,7 @@ class Settings:
             step_timeout=float(data.get("step_timeout", 300.0)),
             concurrency=int(data.get("concurrency") or 8),
             cooldown=None if data.get("cooldown") is None else float(data["cooldown"]),
+            identity_env=data.get("identity_env"),
         )
 
 
@@ -246,6 +251,34 @@ class LintFinding:
 
 
 @dataclass(frozen=True)
+class ApprovalPolicy:
+    """Who must approve a gate before its step runs (``approve: {count, …}``)."""
+
+    count: int = 1
+    #: The person who started the run cannot approve it.
+    not_by_starter: bool = False
+    #: Seconds an approval stays good for (None: until the run ends).
+    expires: float | None = None
+
+    @property
+    def needs_others(self) -> bool:
+        """The gate cannot be opened by whoever runs drctl alone."""
+        return self.count > 1 or self.not_by_starter
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "not_by_starter": self.not_by_starter, "expires": self.expires}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ApprovalPolicy:
+        expires = data.get("expires")
+        return cls(
+            int(data["count"]),
+            bool(data["not_by_starter"]),
+            None if expires is None else float(expires),
+        )
+
+
+@dataclass(frozen=True)
 class CompiledStep:
     """One step of the plan, after templating and fan-out."""
 
@@ -299,6 +332,11 @@ class CompiledStep:
             )
         return "" if self.target is None else self.target.name
 
+    #: A gate other people open (None: the plain ``approve: true`` gate, or none).
+    approval: ApprovalPolicy | None = None
+    #: Stop conditions read from just before the step starts until it ends.
+    guards: tuple[CompiledGuard, ...] = ()
+
     def masked_inputs(self) -> dict[str, Any]:
         """The inputs as they may be shown (literal secrets as ``***``)."""
         masked: dict[str, Any] = mask(None, self.inputs)
@@ -333,6 +371,9 @@ class CompiledStep:
             **({"target_from": self.target_from} if self.target_from is not None else {}),
             **({"target_choices": self.target_choices} if self.target_choices else {}),
             **({"item_from": self.item_from} if self.item_from is not None else {}),
+            # Only when set: a step without it hashes as 0.1.0's did.
+            **({"approval": self.approval.to_json()} if self.approval is not None else {}),
+            **({"guards": [g.to_json() for g in self.guards]} if self.guards else {}),
         }
         # Only when set: a runbook without ``fences:`` keeps the plan hash 0.1.0 gave it.
         if self.fences is not None:
@@ -370,6 +411,10 @@ class CompiledStep:
             target_from=data.get("target_from"),
             target_choices=tuple(data.get("target_choices") or ()),
             item_from=data.get("item_from"),
+            approval=None
+            if data.get("approval") is None
+            else ApprovalPolicy.from_json(data["approval"]),
+            guards=tuple(CompiledGuard.from_json(g, targets) for g in data.get("guards", ())),
         )
 
 
@@ -385,6 +430,44 @@ def _target_ref(name: str | None, targets: dict[str, dict[str, Any]]) -> TargetR
     if name is None:
         return None
     return TargetRef(name, str(targets.get(name, {}).get("type", "")))
+
+
+class TripAction(StrEnum):
+    """What a tripped guard does to the run."""
+
+    HALT = "halt"  # launch nothing more; in-flight steps finish; resumable
+    ROLLBACK = "rollback"  # halt, then undo completed mutating steps in reverse
+
+
+@dataclass(frozen=True)
+class CompiledGuard:
+    """A stop condition of the plan: a read-only step and when its readings trip the run."""
+
+    step: CompiledStep
+    every: float
+    trip_after: int
+    on_trip: TripAction
+    #: A reading that cannot be taken counts as failed (True) or is left out (False).
+    error_trips: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.step.to_json(),
+            "every": self.every,
+            "trip_after": self.trip_after,
+            "on_trip": self.on_trip.value,
+            "on_error": "trip" if self.error_trips else "ignore",
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], targets: dict[str, dict[str, Any]]) -> CompiledGuard:
+        return cls(
+            step=CompiledStep.from_json(data["step"], targets),
+            every=float(data["every"]),
+            trip_after=int(data["trip_after"]),
+            on_trip=TripAction(data["on_trip"]),
+            error_trips=data["on_error"] == "trip",
+        )
 
 
 @dataclass(frozen=True)
@@ -407,6 +490,8 @@ class Plan:
     warnings: tuple[Diagnostic, ...] = field(default=(), compare=False)
     #: Required params given stand-in values (``drctl validate``): the hash is of those.
     stand_ins: tuple[str, ...] = field(default=(), compare=False)
+    #: Stop conditions evaluated while the run lasts (``guards:``).
+    guards: tuple[CompiledGuard, ...] = ()
 
     @property
     def lock_key(self) -> str:
@@ -420,9 +505,10 @@ class Plan:
             rollback = s.rollback
             if rollback is not None:
                 rollback = replace(rollback, inputs=mask(None, rollback.inputs))
-            if inputs == s.inputs and rollback == s.rollback:
+            guards = tuple(replace(g, step=step(g.step)) for g in s.guards)
+            if inputs == s.inputs and rollback == s.rollback and guards == s.guards:
                 return s
-            return replace(s, inputs=inputs, rollback=rollback)
+            return replace(s, inputs=inputs, rollback=rollback, guards=guards)
 
         return replace(
             self,
@@ -430,6 +516,7 @@ class Plan:
             targets=mask(None, self.targets),
             steps=tuple(step(s) for s in self.steps),
             fallbacks=tuple(step(s) for s in self.fallbacks),
+            guards=tuple(replace(g, step=step(g.step)) for g in self.guards),
         )
 
     def masked(self) -> Plan:
@@ -465,6 +552,8 @@ class Plan:
                 for x in shown.lints
             ],
             "format": PLAN_FORMAT,
+            # Only when there are any: a plan without guards hashes as 0.1.0's did.
+            **({"guards": [g.to_json() for g in shown.guards]} if shown.guards else {}),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -504,4 +593,5 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
         fallbacks=tuple(CompiledStep.from_json(s, targets) for s in data["fallbacks"]),
         lints=tuple(LintFinding(**lint) for lint in data["lints"]),
         hash=data.get("hash", ""),
+        guards=tuple(CompiledGuard.from_json(g, targets) for g in data.get("guards", ())),
     )

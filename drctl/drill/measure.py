@@ -21,8 +21,9 @@ primary spans the pauses.
 from __future__ import annotations
 
 import itertools
+import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from drctl.drill.canary import Ack
@@ -64,10 +65,48 @@ class Verdict:
     rpo_objective: float | None
     rto_met: bool | None
     rpo_met: bool | None
+    #: The RTO allowed against earlier drills (``--max-rto-regression``): the baseline
+    #: is the median RTO of the last ``rto_baseline_drills`` completed drills of the
+    #: runbook; ``rto_regression_met`` is None when no limit was asked for or no
+    #: earlier drill completed.
+    rto_regression_allowed: float | None = None
+    rto_baseline: float | None = None
+    rto_baseline_drills: int = 0
+    rto_regression_met: bool | None = None
 
     @property
     def passed(self) -> bool:
-        return self.rto_met is not False and self.rpo_met is not False
+        return (
+            self.rto_met is not False
+            and self.rpo_met is not False
+            and self.rto_regression_met is not False
+        )
+
+
+@dataclass(frozen=True)
+class RegressionLimit:
+    """``--max-rto-regression``: how much slower than the recent drills a drill may be.
+
+    ``allowed`` is a fraction (0.2 for 20 %) of the median RTO of the last ``window``
+    completed drills of the same runbook.
+    """
+
+    allowed: float
+    window: int = 10
+
+    def judge(self, verdict: Verdict, rto: float, earlier: Sequence[float]) -> Verdict:
+        """``verdict`` with this limit applied to ``rto`` against ``earlier`` RTOs, newest first."""
+        recent = list(earlier[: self.window])
+        if not recent:
+            return replace(verdict, rto_regression_allowed=self.allowed)
+        baseline = statistics.median(recent)
+        return replace(
+            verdict,
+            rto_regression_allowed=self.allowed,
+            rto_baseline=baseline,
+            rto_baseline_drills=len(recent),
+            rto_regression_met=rto <= baseline * (1 + self.allowed),
+        )
 
 
 def measure(

@@ -25,8 +25,8 @@ from drctl.compiler.plan import Plan
 from drctl.drill.canary import Ack, Canary, CanaryError, CanarySpec, make_canary
 from drctl.drill.conninfo import mask_dsn
 from drctl.drill.load import LoadFigures, LoadSpec, PgbenchLoad
-from drctl.drill.measure import Measurement, Verdict, judge, measure
-from drctl.drill.report import first_mutation
+from drctl.drill.measure import Measurement, RegressionLimit, Verdict, judge, measure
+from drctl.drill.report import first_mutation, history
 from drctl.engine import events as ev
 from drctl.engine.executor import Options, Outcome
 from drctl.engine.runner import ReadyHook, Runner
@@ -71,11 +71,14 @@ class DrillRunner(Runner):
         spec: CanarySpec,
         plan: Plan | None = None,
         load: LoadSpec | None = None,
+        *,
+        regression: RegressionLimit | None = None,
     ) -> DrillResult:
         """Run ``path`` as a drill; the result is journaled on the run before this returns.
 
         ``plan``: the runbook already compiled with ``given``, if the caller has it;
         ``load``: a pgbench load to run beside the canary (its tables set up first).
+        ``regression``: also judge the RTO against the runbook's recent drills.
         """
         # An invalid runbook fails before the canary writes anything.
         plan = plan or compile_runbook(path, given)
@@ -94,7 +97,10 @@ class DrillRunner(Runner):
         def run(ready: ReadyHook) -> tuple[str, Outcome]:
             return self.start(path, given, options, on_ready=ready, plan=plan)
 
-        return _window(self.store, canary, run, _Earlier(), start_canary=False, load=bench)
+        return _window(
+            self.store, canary, run, _Earlier(), start_canary=False, load=bench,
+            regression=regression,
+        )  # fmt: skip
 
     def resume_drill(
         self,
@@ -105,6 +111,7 @@ class DrillRunner(Runner):
         dns_server: str | None = None,
         verify_dsn: str | None = None,
         accept_plan_hash: str | None = None,
+        regression: RegressionLimit | None = None,
     ) -> DrillResult:
         """Continue drill ``run`` with its canary writing again; measure the whole drill.
 
@@ -149,7 +156,7 @@ class DrillRunner(Runner):
             outcome = self.resume(run, options, accept_plan_hash=accept_plan_hash, on_ready=ready)
             return run.id, outcome
 
-        return _window(self.store, canary, go_on, earlier, start_canary=True)
+        return _window(self.store, canary, go_on, earlier, start_canary=True, regression=regression)
 
 
 def _window(
@@ -160,6 +167,7 @@ def _window(
     *,
     start_canary: bool,
     load: PgbenchLoad | None = None,
+    regression: RegressionLimit | None = None,
 ) -> DrillResult:
     """One window of a drill: the run (``body``) with the canary writing, then the conclusion.
 
@@ -187,7 +195,7 @@ def _window(
         raise
     figures = load.stop() if load is not None else None
     canary.stop()
-    return _conclude(store, run_id, outcome, canary, earlier, figures)
+    return _conclude(store, run_id, outcome, canary, earlier, figures, regression)
 
 
 def _unfinished(store: StateStore, run_id: str) -> bool:
@@ -271,6 +279,7 @@ def _conclude(
     canary: Canary,
     earlier: _Earlier,
     load: LoadFigures | None = None,
+    regression: RegressionLimit | None = None,
 ) -> DrillResult:
     """Read back, measure the drill's every window, and journal it (and a pause, if any)."""
     record = store.get_run(run_id)
@@ -308,6 +317,10 @@ def _conclude(
     if fatal is not None:
         # The writer stopped by surprise: the gap after it measured drctl, not the database.
         verdict = replace(verdict, rto_met=False, rpo_met=False)
+    if regression is not None:
+        # A paused drill's RTO is not final yet; the drill that concludes it is judged.
+        rtos = [] if paused else _earlier_rtos(store, record)
+        verdict = regression.judge(verdict, measured.rto, rtos)
     result = DrillResult(run_id, outcome, measured, verdict)
     store.append(
         run_id,
@@ -405,6 +418,19 @@ def _settle(canary: Canary, seconds: float) -> None:
         if acks and acks[-1].at > ended + min(0.2, seconds):
             return
         time.sleep(0.02)
+
+
+def _earlier_rtos(store: StateStore, record: RunRecord) -> list[float]:
+    """RTOs of the runbook's earlier drills whose run succeeded, newest first.
+
+    A drill whose run failed or paused measured a failover that did not happen (or not
+    yet), so its RTO says nothing about how long one takes.
+    """
+    return [
+        entry.rto
+        for entry in history(store, record.name)
+        if entry.run_id != record.id and entry.run_status == RunStatus.SUCCEEDED
+    ]
 
 
 def _objectives(record: RunRecord) -> dict[str, float | None]:

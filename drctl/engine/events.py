@@ -20,12 +20,18 @@ RUN_RESUMED = "run_resumed"
 RUN_INTERRUPTED = "run_interrupted"
 RUN_FINISHED = "run_finished"
 RUN_ABORTED = "run_aborted"
+RUN_HALTED = "run_halted"  # stopped launching steps by a brake (a freeze); resumable
+GUARD_READING = "guard_reading"  # a guard's state changed (ok, failing, unreadable)
+GUARD_TRIPPED = "guard_tripped"
+CHECK_RECORDED = "check_recorded"  # drctl check: the readings of a dry run, for the next one
 LOCK_TAKEN_OVER = "lock_taken_over"
 LOCK_FORCE_RELEASED = "lock_force_released"
 COOLDOWN_OVERRIDDEN = "cooldown_overridden"  # a run started within the cooldown, on purpose
 APPROVAL_NEEDED = "approval_needed"
 APPROVAL_GRANTED = "approval_granted"
 APPROVAL_DENIED = "approval_denied"
+APPROVAL_GIVEN = "approval_given"  # one person's approval of a gate (drctl approve, a prompt)
+APPROVAL_REFUSED = "approval_refused"  # an approval that was not accepted, and why
 STEP_CHECKED = "step_checked"  # dry run: what the step would do, or why it cannot
 STEP_PREFLIGHTED = "step_preflighted"  # a promote's read-only checks, before any fence ran
 STEP_STARTED = "step_started"  # written before check/apply: the write-ahead intent
@@ -122,6 +128,8 @@ class RunStarted(JournalEvent):
     lock_key: str = ""
     dry_run: bool = False
     cwd: str = ""
+    #: Who started it, as approvals name people (``settings.identity_env``, else user@host).
+    identity: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +174,90 @@ class RunAborted(JournalEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunHalted(JournalEvent):
+    """The run launched nothing more because a brake held: ``drctl freeze``'s reason."""
+
+    kind: ClassVar[str] = RUN_HALTED
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardReading(JournalEvent):
+    """A guard's reading changed state; ``failures``: failed readings in a row so far."""
+
+    kind: ClassVar[str] = GUARD_READING
+    guard: str = ""
+    #: The step the guard belongs to (None: one of the runbook's guards).
+    for_step: str | None = None
+    state: str = ""
+    reading: str = ""
+    failures: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardTripped(JournalEvent):
+    """A guard failed ``trip_after`` readings in a row; ``action``: halt or rollback."""
+
+    kind: ClassVar[str] = GUARD_TRIPPED
+    guard: str = ""
+    for_step: str | None = None
+    action: str = ""
+    reading: str = ""
+    failures: int = 0
+
+
+@dataclass(frozen=True)
+class CheckReading:
+    """What one step said in a readiness check (``drctl check``)."""
+
+    step: str
+    type: str
+    #: ``ok``, ``failed``, ``deferred`` (judged only once earlier steps took effect) or
+    #: ``skipped``.
+    status: str
+    seconds: float
+    detail: str
+    #: Its outputs' scalars and short lists, by dotted key (what drift is measured on).
+    values: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "type": self.type, "status": self.status,
+                "seconds": self.seconds, "detail": self.detail, "values": self.values}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckReading:
+        return cls(
+            str(data["step"]), str(data.get("type", "")), str(data["status"]),
+            float(data.get("seconds", 0.0)), str(data.get("detail", "")),
+            dict(data.get("values") or {}),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckRecorded(JournalEvent):
+    """A readiness check's readings, appended to its dry run for the next check to compare."""
+
+    kind: ClassVar[str] = CHECK_RECORDED
+    ready: bool = False
+    readings: tuple[CheckReading, ...] = ()
+    drift: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ready": self.ready, "readings": [r.to_json() for r in self.readings],
+                "drift": list(self.drift)}  # fmt: skip
+
+    @classmethod
+    def from_json(
+        cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
+    ) -> JournalEvent:
+        return cls(
+            ready=bool(data.get("ready")),
+            readings=tuple(CheckReading.from_json(r) for r in data.get("readings") or ()),
+            drift=tuple(str(d) for d in data.get("drift") or ()),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class LockTakenOver(JournalEvent):
     kind: ClassVar[str] = LOCK_TAKEN_OVER
     key: str = ""
@@ -198,6 +290,35 @@ class CooldownOverridden(JournalEvent):
 class ApprovalNeeded(StepEvent):
     kind: ClassVar[str] = APPROVAL_NEEDED
     description: str = ""
+    #: What an approval must name to count: the plan and the gate as shown (a digest).
+    plan_hash: str = ""
+    digest: str = ""
+    #: Who may still approve and how, in words (a gate other people open).
+    needs: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalGiven(StepEvent):
+    """One person's yes to a gate, for exactly ``plan_hash`` and the gate text ``digest``."""
+
+    kind: ClassVar[str] = APPROVAL_GIVEN
+    by: str = ""
+    host: str = ""
+    plan_hash: str = ""
+    digest: str = ""
+    comment: str = ""
+    #: How it was given: ``drctl approve``, ``prompt``, ``--yes``, ``--approve``.
+    how: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalRefused(StepEvent):
+    """An approval drctl did not accept (the starter's own, a stale gate), and why."""
+
+    kind: ClassVar[str] = APPROVAL_REFUSED
+    by: str = ""
+    host: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,6 +363,8 @@ class StepChecked(StepEvent):
     #: Why it could not be judged before earlier steps take effect (its ``error`` is what
     #: it says now, if anything); a deferred step does not fail the dry run.
     deferred: str | None = None
+    #: What a read-only step the dry run ran published (drctl check compares them).
+    outputs: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = (
@@ -249,6 +372,8 @@ class StepChecked(StepEvent):
         )
         if self.ran:
             data["ran"] = True
+        if self.outputs:
+            data["outputs"] = self.outputs
         if self.deferred is not None:
             data["deferred"] = self.deferred
             if self.error is not None:
@@ -617,8 +742,9 @@ class Unknown(JournalEvent):
 KINDS: dict[str, type[JournalEvent]] = {
     cls.kind: cls
     for cls in (
-        RunStarted, RunResumed, RunInterrupted, RunFinished, RunAborted, LockTakenOver,
-        LockForceReleased, CooldownOverridden, ApprovalNeeded, ApprovalGranted, ApprovalDenied, StepChecked,
+        RunStarted, RunResumed, RunInterrupted, RunFinished, RunAborted, RunHalted, GuardReading,
+        GuardTripped, CheckRecorded, LockTakenOver, LockForceReleased, CooldownOverridden,
+        ApprovalNeeded, ApprovalGranted, ApprovalDenied, ApprovalGiven, ApprovalRefused, StepChecked,
         StepStarted, StepRecorded, StepSucceeded, StepFailed, StepSkipped, StepRecovered,
         UndoStarted, UndoSucceeded, UndoFailed, DrillPaused, DrillMeasured, StepPreflighted,
     )

@@ -21,7 +21,7 @@ import heapq
 import queue
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -29,13 +29,23 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from drctl.compiler.plan import CompiledStep, FailurePolicy, Plan, expression_text
+from drctl.compiler.plan import (
+    ApprovalPolicy,
+    CompiledGuard,
+    CompiledStep,
+    FailurePolicy,
+    Plan,
+    TripAction,
+    expression_text,
+)
 from drctl.compiler.secret_scan import mask
 from drctl.compiler.templating import TemplateProblem, analyze, is_template, render
 from drctl.engine import events as ev
 from drctl.engine import faults, shown
+from drctl.engine.approvals import Identity, gate_digest, identity, starter, tally, who_may
 from drctl.engine.clock import Clock
 from drctl.engine.context import StepRun, facts_of, fences_before, waits_for
+from drctl.engine.guards import Guardian, Reading, Trip
 from drctl.engine.journal import Journal
 from drctl.engine.replay import RunState, StepState
 from drctl.engine.secrets import Secrets
@@ -46,6 +56,7 @@ from drctl.errors import (
     StepError,
     StepTimeout,
     StepTypeError,
+    Unreachable,
     VerifyFailed,
 )
 from drctl.runbook.durations import format_duration
@@ -139,6 +150,11 @@ class Controls:
     interrupts: Interrupts
     #: Set when the run's lock was lost (None: a dry run, which holds none).
     lock_lost: threading.Event | None = None
+    #: Asked before each mutating step is launched: why the run must halt (a freeze), or
+    #: None to go on.
+    brake: Callable[[], str | None] | None = None
+    #: Whoever runs drctl here, as approvals name people (None: the OS user and host).
+    identity: Identity | None = None
 
 
 class Executor:
@@ -156,6 +172,10 @@ class Executor:
         self.options = controls.options
         self.gate = controls.gate
         self.lock_lost = controls.lock_lost or threading.Event()
+        self.brake = controls.brake
+        self.me = controls.identity or identity(plan.settings)
+        #: The exit code of a halt: 3 for a freeze (a refusal), 1 for a tripped guard.
+        self._halt_code = 3
         #: The inputs last validated for each runbook step, by (type, rendered inputs).
         self._validated: dict[str, tuple[tuple[str, str], StepInputs]] = {}
         #: Each step's state as the scheduler knows it, read by a promote (``ctx.fences()``).
@@ -201,14 +221,19 @@ class Executor:
             if status[s.id] == StepStatus.PENDING and waiting_on[s.id] == 0
         ]
         heapq.heapify(ready)
+        limit = self.options.concurrency or plan.settings.concurrency
         results: queue.Queue[_Result] = queue.Queue()
         stop: StopReason | None = None
         stop_message = ""
         running = 0
         announced = False
-        limit = self.options.concurrency or plan.settings.concurrency
-        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="step") as pool:
+        with (
+            self._guarded() as guardian,
+            ThreadPoolExecutor(max_workers=limit, thread_name_prefix="step") as pool,
+        ):
             while True:
+                if stop is None and guardian is not None and guardian.tripped is not None:
+                    stop, stop_message = self._tripped(guardian.tripped)
                 if stop is None and x.interrupts.stop.is_set():
                     stop = StopReason.INTERRUPTED
                 if stop is None and self.lock_lost.is_set():
@@ -218,10 +243,23 @@ class Executor:
                     )
                 while stop is None and ready and running < limit:
                     step = plan.steps[heapq.heappop(ready)]
+                    held = self.brake() if step.mutates and self.brake is not None else None
+                    if held is not None:
+                        heapq.heappush(ready, index[step.id])
+                        stop, stop_message, self._halt_code = StopReason.HALTED, held, 3
+                        break
                     decision = self._preflights(step) or self._gate(step)
                     if decision is not None:
                         stop, stop_message = decision
                         break
+                    if step.guards and guardian is not None:
+                        # Read once before it starts: a guard that trips at once stops it.
+                        guardian.arm(step.guards, step.id)
+                        if guardian.tripped is not None:
+                            guardian.disarm(step.id)
+                            heapq.heappush(ready, index[step.id])
+                            stop, stop_message = self._tripped(guardian.tripped)
+                            break
                     status[step.id] = StepStatus.RUNNING
                     running += 1
                     pool.submit(self._execute_to, results, step, self.state.step(step.id))
@@ -241,6 +279,8 @@ class Executor:
                 running -= 1
                 sid = result.step
                 status[sid] = result.status
+                if guardian is not None:
+                    guardian.disarm(sid)
                 if _done(result.status):
                     for child in dependents.get(sid, ()):
                         waiting_on[child] -= 1
@@ -272,6 +312,19 @@ class Executor:
         if stop is StopReason.INTERRUPTED:
             x.journal.write(ev.RunInterrupted())
             return self._finish(RunStatus.INTERRUPTED, 130, "interrupted; resume with drctl resume")
+        if stop is StopReason.HALTED:
+            x.journal.write(ev.RunHalted(reason=stop_message))
+            if self._halt_code == 3:
+                message = (
+                    f"halted before a mutating step: {stop_message}; once thawed, resume "
+                    f"with drctl resume {x.journal.run_id}"
+                )
+            else:
+                message = (
+                    f"halted: {stop_message}; no new step was launched. When it is safe, "
+                    f"resume with drctl resume {x.journal.run_id} (its guards are armed again)"
+                )
+            return self._finish(RunStatus.HALTED, self._halt_code, message)
         if stop in (StopReason.APPROVAL, StopReason.DENIED):
             code_status = (
                 RunStatus.WAITING_APPROVAL if stop is StopReason.APPROVAL else RunStatus.DENIED
@@ -365,7 +418,9 @@ class Executor:
             )
             self._done(step.id, ctx.outputs)
             does = shown.text(step.description, self._template_context(step))
-            return ev.StepChecked(step=step.id, ok=True, ran=True, would=does)
+            return ev.StepChecked(
+                step=step.id, ok=True, ran=True, would=does, outputs=dict(ctx.outputs)
+            )
         would = self._bounded(step_type.check, ctx) or shown.text(
             step.description, self._template_context(step)
         )
@@ -410,6 +465,8 @@ class Executor:
         if step.when is False:
             return None
         step = self._shown(step)  # the gate shows what will run, as it stands now
+        if step.approval is not None and step.approval.needs_others:
+            return self._gate_by_others(step, step.approval)
         journal = self.x.journal
         journal.flush()  # every outcome so far is shown before anyone is asked
         verdict, how = self.gate(step)
@@ -478,6 +535,53 @@ class Executor:
             return StopReason.FAILED, f"{step.id}: {exc.message}"
         journal.write(ev.StepPreflighted(step=step.id, ok=True, found=found or "passed"))
         return None
+
+    def _gate_by_others(
+        self, step: CompiledStep, policy: ApprovalPolicy
+    ) -> tuple[StopReason, str] | None:
+        """A gate other people open: count their approvals in the journal (any machine's)."""
+        x, me = self.x, self.me
+        journal = x.journal
+        description = step.description
+        digest = gate_digest(step.id, description, step.masked_inputs(), x.plan.hash)
+        events = journal.store.events(journal.run_id)
+        started_by = starter(events)
+        count = tally(events, step.id, x.plan.hash, digest, policy, x.clock.now())
+        mine_counts = me.name not in count.approvers and not (
+            policy.not_by_starter and me.name == started_by
+        )
+        if not count.enough and mine_counts and len(count.approvers) + 1 >= policy.count:
+            # Whoever runs drctl here may cast the last vote (a prompt, --yes, --approve).
+            verdict, how = self.gate(step)
+            if verdict == GateVerdict.DENIED:
+                journal.write(ev.ApprovalDenied(step=step.id, by=how))
+                return StopReason.DENIED, f"approval for {step.id} denied"
+            if verdict == GateVerdict.GRANTED:
+                journal.write(
+                    ev.ApprovalGiven(
+                        step=step.id, by=me.name, host=me.host, plan_hash=x.plan.hash,
+                        digest=digest, how=how,
+                    )
+                )  # fmt: skip
+                count = tally(
+                    journal.store.events(journal.run_id), step.id, x.plan.hash, digest, policy,
+                    x.clock.now(),
+                )  # fmt: skip
+        if count.enough:
+            journal.write(ev.ApprovalGranted(step=step.id, by=count.words()))
+            self.state.approved.add(step.id)
+            return None
+        needs = (
+            f"needs {who_may(policy, started_by)}; {count.words()}; approve with: drctl approve "
+            f"{journal.run_id} {step.id} [--comment …], then drctl resume {journal.run_id}"
+        )
+        journal.write(
+            ev.ApprovalNeeded(
+                step=step.id, description=description, plan_hash=x.plan.hash, digest=digest,
+                needs=needs,
+            )
+        )  # fmt: skip
+        return StopReason.APPROVAL, f"step {step.id} {needs}"
 
     def _finish(self, status: RunStatus, code: int, message: str) -> Outcome:
         journal = self.x.journal
@@ -897,6 +1001,7 @@ class Executor:
         recorded: dict[str, Any],
         *,
         dry_run: bool = False,
+        journal: Journal | None = None,
     ) -> StepRun[Any, Any]:
         x = self.x
         # The step's first call waits for its own type's warm-up: never import beside it.
@@ -905,7 +1010,7 @@ class Executor:
         return StepRun(
             step_id=step.id, attempt=attempt, inputs=inputs,
             target=x.targets.get(target) if target else None, targets=x.targets,
-            recorded=recorded, journal=x.journal, clock=x.clock,
+            recorded=recorded, journal=journal or x.journal, clock=x.clock,
             deadline=x.clock.monotonic() + step.timeout, cancel=x.interrupts.cancel,
             dry_run=dry_run, run_id=x.journal.run_id, runbook=x.plan.name,
             fences=functools.partial(fences_before, x.plan, step.id, self._status),
@@ -944,6 +1049,45 @@ class Executor:
             raise box["error"]
         return box.get("value")  # type: ignore[return-value]
 
+    # -- guards ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _guarded(self) -> Iterator[Guardian | None]:
+        """The guards read from here (the runbook's once before any step) until the block ends."""
+        plan = self.x.plan
+        if not plan.guards and not any(s.guards for s in plan.steps):
+            yield None
+            return
+        guardian = Guardian(self._read_guard, self.x.journal)
+        try:
+            guardian.arm(plan.guards)
+            yield guardian
+        finally:
+            guardian.stop()
+
+    def _tripped(self, trip: Trip) -> tuple[StopReason, str]:
+        """How the run stops for a tripped guard (a halt exits 1: the run failed a guard)."""
+        self._halt_code = 1
+        rollback = trip.action is TripAction.ROLLBACK
+        return (StopReason.ROLLBACK if rollback else StopReason.HALTED), trip.words()
+
+    def _read_guard(self, guard: CompiledGuard) -> Reading:
+        """One reading of ``guard``: its read-only step run through check, apply, verify."""
+        step = guard.step
+        try:
+            step_type, inputs = self._prepare(step, {})
+            ctx = self._context(step, 0, inputs, {}, journal=self.x.journal.quiet())
+            self._bounded(functools.partial(_check_apply_verify, step_type), ctx)
+        except (Unreachable, StepTimeout) as exc:
+            return Reading(None, exc.message)
+        except (StepError, StepTypeError) as exc:
+            return Reading(False, exc.message)
+        except Cancelled:
+            return Reading(None, "cancelled")
+        except Exception as exc:  # a bug in a step type is no reading either way
+            return Reading(None, f"internal error in step type {step.type}: {exc}")
+        return Reading(True, _reading_text(ctx.outputs) or "ok")
+
     # -- rollback ----------------------------------------------------------------
 
     def _rollback(self) -> None:
@@ -978,6 +1122,16 @@ class Executor:
             except Cancelled:
                 x.journal.note("rollback cancelled")
                 return
+
+
+def _reading_text(outputs: Mapping[str, Any]) -> str:
+    """A guard's outputs in one short line, for its journaled reading."""
+    import json
+
+    text = ", ".join(
+        f"{k}={json.dumps(v, default=str, ensure_ascii=False)}" for k, v in sorted(outputs.items())
+    )
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def _done(status: StepStatus | Halt | None) -> bool:

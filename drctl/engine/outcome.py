@@ -18,7 +18,7 @@ def describe_event(event: Event) -> str | None:
     return line(ev.decode(event), event.token)
 
 
-def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
+def line(fact: ev.JournalEvent, token: int = 0) -> str | None:  # noqa: PLR0915 (one case per event kind)
     """The line for a typed event; ``token``: the fencing token it was journaled under."""
     s = fact.step_id
     match fact:
@@ -59,13 +59,19 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
         case ev.StepRecorded():
             return None
         case ev.ApprovalNeeded():
-            return f"{s}: waiting for approval: {fact.description}"
+            needs = f" ({fact.needs})" if fact.needs else ""
+            return f"{s}: waiting for approval: {fact.description}{needs}"
         case ev.ApprovalGranted():
             shown = f": {fact.description}" if fact.description else ""
             return f"{s}: approved ({fact.by}){shown}"
         case ev.ApprovalDenied():
             shown = f": {fact.description}" if fact.description else ""
             return f"{s}: approval denied ({fact.by}){shown}"
+        case ev.ApprovalGiven():
+            comment = f": {fact.comment}" if fact.comment else ""
+            return f"{s}: approved by {fact.by} on {fact.host} ({fact.how}){comment}"
+        case ev.ApprovalRefused():
+            return f"{s}: approval by {fact.by} refused: {fact.reason}"
         case ev.UndoStarted():
             return f"{s}: undoing"
         case ev.UndoSucceeded():
@@ -78,6 +84,21 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:
             return f"run finished: {fact.status} (exit {fact.exit_code}): {fact.message}"
         case ev.RunAborted():
             return f"run aborted by {fact.by}: {fact.reason}"
+        case ev.RunHalted():
+            return f"run halted: {fact.reason}"
+        case ev.CheckRecorded():
+            verdict = "ready" if fact.ready else "NOT READY"
+            changed = f"; {len(fact.drift)} changed since the last check" if fact.drift else ""
+            return f"check recorded: {verdict} ({len(fact.readings)} readings){changed}"
+        case ev.GuardReading():
+            failures = f" ({fact.failures} in a row)" if fact.failures else ""
+            of = f" (of {fact.for_step})" if fact.for_step else ""
+            return f"guard {fact.guard}{of}: {fact.state}{failures}: {fact.reading}"
+        case ev.GuardTripped():
+            return (
+                f"guard {fact.guard}{f' (of {fact.for_step})' if fact.for_step else ''} TRIPPED after {fact.failures} failed readings "
+                f"({fact.action}): {fact.reading}"
+            )
         case ev.DrillMeasured():
             verdict = "objectives met" if fact.passed else "objectives MISSED"
             missing = "?" if fact.missing is None else fact.missing

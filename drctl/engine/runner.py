@@ -18,6 +18,7 @@ from drctl.compiler.compile import compile_runbook
 from drctl.compiler.params import ParamInput
 from drctl.compiler.plan import Plan
 from drctl.engine import events as ev
+from drctl.engine.approvals import identity
 from drctl.engine.clock import Clock, SystemClock
 from drctl.engine.cooldown import check_cooldown
 from drctl.engine.executor import Controls, Executor, GateDecider, Interrupts, Options, Outcome
@@ -37,7 +38,7 @@ from drctl.engine.runs import (
 from drctl.engine.secrets import Secrets, resolve_plan_secrets
 from drctl.engine.status import RunStatus
 from drctl.engine.systems import run_lock_key
-from drctl.errors import LockHeld, ResumeRefused, StateError, UsageError
+from drctl.errors import Frozen, LockHeld, ResumeRefused, StateError, UsageError
 from drctl.runbook.targets import TargetModel
 from drctl.state.base import RunRecord, StateStore, dumps
 
@@ -57,7 +58,7 @@ class Runner:
     #: Where ``${env:…}`` secrets are read (None: the process environment).
     environ: Mapping[str, str] | None = None
 
-    def start(
+    def start(  # noqa: PLR0915 (each refusal and warning before the first step, in order)
         self,
         path: str,
         given: ParamInput,
@@ -91,6 +92,7 @@ class Runner:
             run_id=run_id, runbook=record.runbook, name=plan.name, plan_hash=plan.hash,
             params=plan.params, user=me.user, host=me.host, pid=me.pid,
             version=__version__, lock_key=lock_key, dry_run=options.dry_run, cwd=me.cwd,
+            identity=identity(plan.settings, self.environ).name,
         )  # fmt: skip
         if options.dry_run:
             # A dry run changes nothing, so it neither takes nor waits for the lock.
@@ -102,6 +104,7 @@ class Runner:
                 return run_id, executor.dry_run()
             finally:
                 close_sinks(journal)
+        refuse_if_frozen(store, plan)
         # A dead holder's unfinished run is refused before its lease is touched: a refusal
         # after taking the lease over would leave that takeover journaled nowhere. A live
         # holder is left to acquire, which names it (exit 3).
@@ -131,7 +134,7 @@ class Runner:
             _warn_about_store(live, store, plan, resolved)
             if on_ready is not None:
                 on_ready(run_id)
-            controls = self._controls(options, lock)
+            controls = self._controls(options, lock, lock_key, plan)
             return run_id, Executor(plan, live, RunState(), resolved, controls).run()
         except StateError as exc:
             if live is not None:  # the run exists: say how to go on with it
@@ -174,6 +177,7 @@ class Runner:
         if plan.hash not in (run.plan_hash, accept_plan_hash):
             raise PlanChanged(run, plan)
         check_decisions(plan, state, options)
+        refuse_if_frozen(store, plan, run.lock_key)
         redactor = Redactor()
         resolved = resolve_plan_secrets(plan, redactor, self.environ)
         me = who()
@@ -200,7 +204,7 @@ class Runner:
             _warn_about_store(journal, store, plan, resolved)
             if on_ready is not None:
                 on_ready(run.id)
-            controls = self._controls(options, lock)
+            controls = self._controls(options, lock, run.lock_key, plan)
             return Executor(plan, journal, state, resolved, controls).run()
         except StateError as exc:
             raise _resumable(exc, run.id) from exc.__cause__
@@ -208,13 +212,42 @@ class Runner:
             close_sinks(journal)
             lock.release()
 
-    def _controls(self, options: Options, lock: RunLock | None = None) -> Controls:
+    def _controls(
+        self,
+        options: Options,
+        lock: RunLock | None = None,
+        lock_key: str | None = None,
+        plan: Plan | None = None,
+    ) -> Controls:
+        store = self.store
+
+        def brake() -> str | None:
+            # Asked before every mutating step: a freeze set from any machine sharing
+            # the store stops the run at its next step boundary, not at some later poll.
+            held = store.freeze_for(lock_key) if lock_key is not None else None
+            return None if held is None else held.describe()
+
         return Controls(
             options=options,
             gate=self.gate,
             clock=self.clock,
             interrupts=self.interrupts,
             lock_lost=lock.lost if lock is not None else None,
+            brake=brake if lock_key is not None else None,
+            identity=identity(plan.settings, self.environ) if plan is not None else None,
+        )
+
+
+def refuse_if_frozen(store: StateStore, plan: Plan, lock_key: str | None = None) -> None:
+    """Refuse (exit 3) a run that would change something while a freeze covers its lock key."""
+    key = plan.lock_key if lock_key is None else lock_key
+    held = store.freeze_for(key)
+    if held is not None and any(s.mutates for s in (*plan.steps, *plan.fallbacks)):
+        raise Frozen(
+            f"lock key {key!r} is {held.describe()}",
+            hint="no mutating run starts until it is lifted: drctl thaw"
+            + (f" --lock {held.prefix}" if held.prefix else "")
+            + " --reason '…'",
         )
 
 

@@ -67,7 +67,8 @@ def resolve_plan_secrets(
     """
     texts: set[str] = set()
     holders: list[Any] = [plan.targets, plan.params]
-    for step in (*plan.steps, *plan.fallbacks):
+    guarded = (*plan.guards, *(g for s in plan.steps for g in s.guards))
+    for step in (*plan.steps, *plan.fallbacks, *(g.step for g in guarded)):
         holders.append(step.inputs)
         if step.rollback is not None:
             holders.append(step.rollback.inputs)

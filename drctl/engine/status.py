@@ -44,6 +44,7 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    HALTED = "halted"  # a brake (freeze) held: resumable once lifted
     WAITING_APPROVAL = "waiting_approval"
     DENIED = "denied"
     ROLLED_BACK = "rolled_back"
@@ -72,6 +73,7 @@ _UNFINISHED = frozenset(
         RunStatus.RUNNING,
         RunStatus.FAILED,
         RunStatus.INTERRUPTED,
+        RunStatus.HALTED,
         RunStatus.WAITING_APPROVAL,
         RunStatus.DENIED,
     }
@@ -87,6 +89,7 @@ class StopReason(StrEnum):
     ROLLBACK = "rollback"  # a step failed under ``on_failure: rollback``
     APPROVAL = "approval"  # a gate needs an approval nobody gave
     DENIED = "denied"  # a gate was denied
+    HALTED = "halted"  # a brake held before a mutating step (drctl freeze)
 
 
 class GateVerdict(StrEnum):

@@ -1,15 +1,18 @@
-"""Drill reports as markdown (a step table), HTML (a Gantt-style step timeline) or JSON."""
+"""Drill reports as markdown (a step table), HTML (a Gantt-style step timeline), JSON or
+OpenMetrics figures (JUnit XML is in render/junit.py)."""
 
 from __future__ import annotations
 
 import html
 import json
+import statistics
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from drctl.drill.report import DrillReport, HistoryEntry
 from drctl.engine.status import StepStatus
+from drctl.render.openmetrics import Family, MetricType, Sample, exposition
 from drctl.visible import visible
 
 
@@ -53,6 +56,7 @@ def _figures(r: DrillReport) -> list[tuple[str, str, str, str]]:
         ("canary write errors", str(m["canary_errors"]), "", ""),
         *(("WAL the promote gave up", g.describe(), "", "") for g in r.promote_gaps),
         *load,
+        *_regression(r),
     ]
 
 
@@ -64,6 +68,26 @@ def load_line(load: dict[str, Any]) -> str:
         f"{load.get('failed')} failed, {load.get('aborted')} clients cut off by the failover "
         f"({load.get('runs')} runs, {load.get('failed_starts')} starts refused)"
     )
+
+
+def _regression(r: DrillReport) -> list[tuple[str, str, str, str]]:
+    """The RTO against recent drills, when ``--max-rto-regression`` asked for it."""
+    m, v = r.drill.measurement, r.drill.verdict
+    allowed = v.get("rto_regression_allowed")
+    if allowed is None:
+        return []
+    baseline = v.get("rto_baseline")
+    label = "RTO against recent drills"
+    limit = f"≤ +{float(allowed):.0%} of their median"
+    if baseline is None:
+        why = "the run has not concluded" if r.drill.paused else "no earlier completed drill"
+        return [(label, why, limit, "not judged")]
+    change = (float(m["rto"]) / baseline - 1) if baseline else float("inf")
+    value = (
+        f"{_s(m['rto'])} vs median {_s(baseline)} of {v.get('rto_baseline_drills')} drills "
+        f"({change:+.0%})"
+    )
+    return [(label, value, limit, _met(v.get("rto_regression_met")))]
 
 
 def _obj(value: float | None) -> str:
@@ -246,10 +270,69 @@ def drills_table(rows: Sequence[tuple[Any, HistoryEntry]]) -> str:
     return visible("\n".join(lines) + "\n")
 
 
-def drills_json(rows: Sequence[tuple[Any, HistoryEntry]]) -> str:
-    data = [
-        {"id": h.run_id, "name": run.name, "status": h.run_status, "passed": h.passed,
-         "rto": h.rto, "missing": h.missing, "started_at": h.started_at}
-        for run, h in rows
-    ]  # fmt: skip
+def drills_json(rows: Sequence[tuple[Any, HistoryEntry]], window: int = 10) -> str:
+    """The drills as JSON, each with its trend: the median RTO of the earlier completed
+    drills of its runbook listed (up to ``window``), and the change against it."""
+    data = []
+    for i, (run, h) in enumerate(rows):
+        earlier = [
+            e.rto for r2, e in rows[i + 1 :] if r2.name == run.name and e.run_status == "succeeded"
+        ][:window]
+        baseline = statistics.median(earlier) if earlier else None
+        data.append(
+            {"id": h.run_id, "name": run.name, "status": h.run_status, "passed": h.passed,
+             "rto": h.rto, "missing": h.missing, "started_at": h.started_at,
+             "rto_baseline": baseline, "rto_baseline_drills": len(earlier),
+             "rto_change": (h.rto / baseline - 1) if baseline else None}
+        )  # fmt: skip
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def as_openmetrics(r: DrillReport) -> str:
+    """The drill's figures as OpenMetrics text (for a textfile collector or a push)."""
+    m: dict[str, Any] = r.drill.measurement
+    v: dict[str, Any] = r.drill.verdict
+    base = (("runbook", r.name),)
+
+    def gauge(name: str, help: str, value: float | None, unit: str = "") -> Family:
+        samples = () if value is None else (Sample(float(value), base),)
+        return Family(name, MetricType.gauge, help, unit, samples)
+
+    last_pass = max((h.started_at for h in r.history if h.passed), default=None)
+    steps = [
+        Sample(s.end - s.start, (*base, ("step", s.id)))
+        for s in r.steps
+        if s.start is not None and s.end is not None
+    ]
+    families = [
+        Family(
+            "drctl_drill_run",
+            MetricType.info,
+            "The drill's run.",
+            samples=(Sample(1, (*base, ("run_id", r.run_id), ("status", r.run_status))),),
+        ),
+        gauge("drctl_drill_passed", "1 when the drill met its objectives and its run succeeded.",
+              1 if r.passed and not r.drill.run_exit_code else 0),
+        gauge("drctl_drill_rto_seconds", "Longest time the application could not write.",
+              m.get("rto"), "seconds"),
+        gauge("drctl_drill_rto_objective_seconds", "The runbook's RTO objective.",
+              v.get("rto_objective"), "seconds"),
+        gauge("drctl_drill_rpo_objective_seconds", "The runbook's RPO objective.",
+              v.get("rpo_objective"), "seconds"),
+        gauge("drctl_drill_missing_writes", "Acknowledged writes missing on the new primary.",
+              m.get("missing")),
+        gauge("drctl_drill_acknowledged_writes", "Writes the canary had acknowledged.",
+              m.get("acknowledged")),
+        gauge("drctl_drill_time_to_new_primary_seconds",
+              "From the first mutating step to the first write on the new primary.",
+              m.get("time_to_new_primary"), "seconds"),
+        gauge("drctl_drill_rto_baseline_seconds", "Median RTO of the recent drills judged against.",
+              v.get("rto_baseline"), "seconds"),
+        gauge("drctl_drill_started_timestamp_seconds", "When the drill's run started.",
+              r.started_at, "seconds"),
+        gauge("drctl_drill_last_success_timestamp_seconds",
+              "When the runbook's most recent passing drill started.", last_pass, "seconds"),
+        Family("drctl_drill_step_duration_seconds", MetricType.gauge,
+               "How long each step of the drill's run took.", "seconds", steps),
+    ]  # fmt: skip
+    return exposition(families)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from drctl.compiler.lints import TITLES
-from drctl.compiler.plan import CompiledStep, Plan, expression_text
+from drctl.compiler.plan import CompiledGuard, CompiledStep, Plan, expression_text
 from drctl.engine import shown
 from drctl.render.values import flatten, inline, md_cell
 from drctl.runbook.durations import format_duration
@@ -110,7 +110,20 @@ def _details(step: CompiledStep, proof: str | None = None) -> list[str]:
     lines.append("; ".join(extras))
     if step.lints:
         lines.append("lints: " + ", ".join(step.lints) + " (acknowledged)")
+    lines.extend(f"guard while it runs: {_guard(g)}" for g in step.guards)
     return lines
+
+
+def _guard(g: CompiledGuard) -> str:
+    """One guard in words: what it reads, how often, and what a trip does."""
+    s = g.step
+    target = f" → {s.target}" if s.target else ""
+    errors = "an unanswered reading counts" if g.error_trips else "unanswered readings ignored"
+    return (
+        f"{s.id}  {s.type}{target}: {s.description}; every {format_duration(g.every)}, "
+        f"{g.on_trip.value} after {g.trip_after} failed reading{'s' if g.trip_after != 1 else ''} "
+        f"in a row ({errors})"
+    )
 
 
 def as_text(plan: Plan) -> str:
@@ -143,6 +156,10 @@ def as_text(plan: Plan) -> str:
         for step in plan.fallbacks:
             target = f" → {step.target}" if step.target else ""
             out.append(f"  - {step.id}  {step.type}{target}: {step.description}")
+    if plan.guards:
+        out.append("")
+        out.append("Guards (read from the run's start to its end; a trip stops the run):")
+        out.extend(f"  - {_guard(g)}" for g in plan.guards)
     out.append("")
     if plan.lints:
         out.append("Safety lints:")
@@ -207,6 +224,11 @@ def as_markdown(plan: Plan, *, level: int = 3) -> str:
         out.append("")
         for step in plan.fallbacks:
             out.append(f"- `{step.id}` (`{step.type}`): {md_cell(step.description)}")
+        out.append("")
+    if plan.guards:
+        out.append("**Guards**")
+        out.append("")
+        out.extend(f"- {md_cell(_guard(g))}" for g in plan.guards)
         out.append("")
     out.append("</details>")
     return visible("\n".join(out) + "\n")

@@ -127,11 +127,12 @@ FIELD_DOCS: dict[str, str] = {
     "StepSpec.retries": "Try a failed step again (see [retries](#retries)).",
     "StepSpec.on_failure": "`abort` (default), `continue`, `rollback`, or `{run: ID}` to run a step from `fallbacks`.",
     "StepSpec.rollback": "A custom undo step, run when the run rolls back (see [rollback](#rollback)).",
-    "StepSpec.approve": "A gate: ask before the step runs (`--yes`, `--approve ID`, or a prompt on a TTY).",
+    "StepSpec.approve": "A gate: ask before the step runs (`--yes`, `--approve ID`, or a prompt on a TTY); or a mapping for a gate other people open with `drctl approve` (see [approve](#approve)).",
     "StepSpec.description": "One line for the plan; may be a template.",
     "StepSpec.acknowledge": "Safety lints (DR001–DR007) acknowledged for this step.",
     "StepSpec.target_one_of": "The targets a `target` or `for_each` decided at run time may name; each must be declared and of a type the step type accepts. Optional when the template reads an output whose step type declares its targets (`postgres.choose_primary`'s `target` and `others`: its candidates).",
     "StepSpec.verifies": "Step ids (a string or a list) this verification step verifies, for DR004, when it checks them through another target (a write through the DNS name verifies the promote). Each must run before it.",
+    "StepSpec.guards": "Stop conditions of this step only: read once just before it starts, then while it runs (see [guards](#guards)).",
     "Retries.attempts": "Total attempts, the first included.",
     "Retries.delay": "Wait before the second attempt.",
     "Retries.backoff": "Multiplier applied to the delay after each attempt.",
@@ -142,6 +143,20 @@ FIELD_DOCS: dict[str, str] = {
     "RollbackSpec.with": "Its inputs.",
     "RollbackSpec.timeout": "Its timeout.",
     "RollbackSpec.description": "One line for the plan.",
+    "ApproveSpec.count": "Approvals from distinct people needed.",
+    "ApproveSpec.not_by_starter": "The person who started the run cannot approve (nor can `--yes` or `--approve`, which are theirs).",
+    "ApproveSpec.expires": "How long an approval stays good (default: until the run ends).",
+    "Settings.identity_env": "Environment variable naming the person approving or starting a run (a CI actor, e.g. `GITHUB_ACTOR`); default `user@host`.",
+    "GuardSpec.id": "Unique slug, not shared with any step.",
+    "GuardSpec.type": "A read-only step type (`postgres.sql`, `http`, `dns.resolve`, `shell` with `mutates: false`, …); one that changes something is error E295.",
+    "GuardSpec.target": "Its target, as for a step.",
+    "GuardSpec.with": "Its inputs; templates may read params and targets, not steps' outputs (a guard reads before any step ran).",
+    "GuardSpec.every": "How often it is read (after a first reading before the first step).",
+    "GuardSpec.trip_after": "Failed readings in a row that trip it.",
+    "GuardSpec.on_trip": "`halt`: launch nothing more, let in-flight steps finish, exit 1, resumable; `rollback`: halt, then undo completed mutating steps in reverse.",
+    "GuardSpec.on_error": "A reading that cannot be taken (the system does not answer, or times out): `trip` counts it as failed, `ignore` leaves it out.",
+    "GuardSpec.timeout": "Bound on one reading (default: `settings.step_timeout`).",
+    "GuardSpec.description": "One line for the plan.",
     "AwsTarget.region": "AWS region of the resources.",
     "AwsTarget.profile": "Named AWS profile (default: the standard credential chain).",
     "AwsTarget.endpoint_url": "Alternative API endpoint (a test server, a VPC endpoint).",
@@ -215,6 +230,8 @@ _SECTIONS = (
     ("retries", "Retries"),
     ("on_failure", "Fallback"),
     ("rollback", "RollbackSpec"),
+    ("guards", "GuardSpec"),
+    ("approve", "ApproveSpec"),
 )
 
 _SECTION_INTRO = {
@@ -226,6 +243,8 @@ _SECTION_INTRO = {
     "retries": "`retries:` on a step.",
     "on_failure": "`on_failure:` on a step, when it names a fallback.",
     "rollback": "`rollback:` on a step.",
+    "guards": "Each item of `guards:`.",
+    "approve": "`approve:` on a step, as a mapping (`approve: true` is a gate anyone at the terminal opens).",
 }
 
 
@@ -434,6 +453,7 @@ ERROR_CODE_DOCS: dict[str, str] = {
     "E280": "`acknowledge` names a lint that does not apply.",
     "W280": "Warning: `acknowledge` names a lint that does not fire there (stale; remove it).",
     "E290": "A registered step type failed to load.",
+    "E295": "A guard whose step type changes something, or whose inputs read steps' outputs.",
 }
 
 

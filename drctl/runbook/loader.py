@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drctl.diagnostics import E_SCHEMA, E_SECRET_REF, E_TARGET, Diagnostic
-from drctl.runbook.model import RunbookHeader, StepSpec
+from drctl.runbook.model import GuardSpec, RunbookHeader, StepSpec
 from drctl.runbook.secrets import SecretRefSyntaxError, find_refs
 from drctl.runbook.source import Loc, SourceDocument, load_yaml, read_text
 from drctl.runbook.suggest import did_you_mean
@@ -37,6 +37,8 @@ class LoadedRunbook:
     targets: dict[str, TargetModel]
     steps: list[LocatedStep]
     fallbacks: list[LocatedStep]
+    #: The runbook's ``guards:`` (stop conditions), each read as a step.
+    guards: list[tuple[GuardSpec, Loc]] = field(default_factory=list)
     #: Ids of steps that failed validation, so later checks don't cascade on them.
     broken_ids: set[str] = field(default_factory=set)
     diagnostics: list[Diagnostic] = field(default_factory=list)
@@ -62,7 +64,7 @@ def load_document(document: SourceDocument, path: str) -> LoadedRunbook:
         return loaded
     diags.extend(_secret_ref_errors(data, (), srcmap))
 
-    header_data = {k: v for k, v in data.items() if k not in ("steps", "fallbacks")}
+    header_data = {k: v for k, v in data.items() if k not in ("steps", "fallbacks", "guards")}
     header, errs = validate_model(RunbookHeader, header_data, srcmap, ())
     diags.extend(errs)
     loaded.header = header if isinstance(header, RunbookHeader) else None
@@ -98,6 +100,7 @@ def load_document(document: SourceDocument, path: str) -> LoadedRunbook:
                 diags.extend(errs)
                 if isinstance(item, dict) and isinstance(item.get("id"), str):
                     loaded.broken_ids.add(item["id"])
+    _load_guards(data.get("guards"), srcmap, loaded)
     return loaded
 
 
@@ -121,6 +124,22 @@ def _managed_by_errors(targets: dict[Any, Any], srcmap: Any) -> list[Diagnostic]
                 loc, hint="managed_by names the patroni target of the cluster that runs this server",
             ))  # fmt: skip
     return out
+
+
+def _load_guards(raw: Any, srcmap: Any, loaded: LoadedRunbook) -> None:
+    if raw is None:
+        return
+    if not isinstance(raw, list):
+        loaded.diagnostics.append(
+            srcmap.diagnostic(E_SCHEMA, "guards: expected a list of guards", ("guards",))
+        )
+        return
+    for i, item in enumerate(raw):
+        guard, errs = validate_model(GuardSpec, item, srcmap, ("guards", i))
+        if isinstance(guard, GuardSpec):
+            loaded.guards.append((guard, ("guards", i)))
+        else:
+            loaded.diagnostics.extend(errs)
 
 
 def _load_target(name: str, spec: Any, srcmap: Any, diags: list[Diagnostic]) -> TargetModel | None:

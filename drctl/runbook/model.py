@@ -57,6 +57,19 @@ class ParamSpec(_Model):
     description: str = ""
 
 
+class ApproveSpec(_Model):
+    """``approve: {count, not_by_starter, expires}``: a gate that other people open.
+
+    Approvals are given with ``drctl approve RUN_ID STEP`` from any machine sharing the
+    state store, each for exactly the plan hash and the gate's rendered text; ``--yes``,
+    ``--approve`` and the prompt count only as the vote of whoever runs drctl.
+    """
+
+    count: int = Field(default=1, ge=1, le=10)
+    not_by_starter: bool = False
+    expires: Duration | None = Field(default=None, gt=0)
+
+
 class Settings(_Model):
     """Execution settings; command-line flags override them."""
 
@@ -73,6 +86,9 @@ class Settings(_Model):
             "finished (e.g. 1h), read from the state store; --override-cooldown --reason "
             "TEXT runs anyway, journaled."
         ),
+    )
+    identity_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = (
+        None
     )
 
 
@@ -121,7 +137,7 @@ class StepSpec(_Model):
     retries: Retries | None = None
     on_failure: OnFailure = "abort"
     rollback: RollbackSpec | None = None
-    approve: bool = False
+    approve: bool | ApproveSpec = False
     description: str | None = None
     acknowledge: list[LintCode] = Field(default_factory=list)
     fences: Slug | None = Field(
@@ -140,6 +156,37 @@ class StepSpec(_Model):
         list[Slug] | None,
         BeforeValidator(_one_or_many, json_schema_input_type=str | list[str] | None),
     ] = None
+    #: Stop conditions read from just before this step starts until it ends.
+    guards: list[GuardSpec] = Field(default_factory=list)
+
+
+class GuardSpec(_Model):
+    """A stop condition: a read-only step evaluated in the background while the run lasts.
+
+    It reads every ``every``; ``trip_after`` failed readings in a row trip it, and the run
+    then halts (launches nothing more, lets in-flight steps finish; resumable) or rolls
+    back (halts, then undoes completed mutating steps in reverse). A reading that cannot
+    be taken (the system does not answer) counts as a failure under ``on_error: trip``
+    and is left out under ``on_error: ignore``.
+    """
+
+    id: Slug
+    type: str
+    target: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    every: Duration = Field(default=10.0, gt=0)
+    trip_after: int = Field(default=3, ge=1, le=1000)
+    on_trip: Literal["halt", "rollback"] = "halt"
+    on_error: Literal["trip", "ignore"] = "trip"
+    timeout: Duration | None = None
+    description: str | None = None
+
+    def as_step(self) -> StepSpec:
+        """The guard's reading as a step spec, compiled like any step."""
+        return StepSpec.model_validate(
+            {"id": self.id, "type": self.type, "target": self.target, "with": self.with_,
+             "timeout": self.timeout, "description": self.description}
+        )  # fmt: skip
 
 
 class RunbookHeader(_Model):
@@ -163,3 +210,10 @@ class Runbook(RunbookHeader):
         default_factory=list,
         description="Steps that run only when a step's on_failure names them.",
     )
+    guards: list[GuardSpec] = Field(
+        default_factory=list,
+        description="Stop conditions read in the background from the run's start to its end.",
+    )
+
+
+StepSpec.model_rebuild()

@@ -207,6 +207,26 @@ class LockInfo:
 
 
 @dataclass(frozen=True)
+class Freeze:
+    """A brake on mutating runs (``drctl freeze``): none whose lock key starts with
+    ``prefix`` may start or launch another mutating step until it is thawed."""
+
+    #: The lock keys it covers: those starting with it ("" covers every run).
+    prefix: str
+    reason: str
+    user: str
+    host: str
+    at: float
+
+    def covers(self, lock_key: str) -> bool:
+        return lock_key.startswith(self.prefix)
+
+    def describe(self) -> str:
+        scope = f"lock keys starting {self.prefix!r}" if self.prefix else "every run"
+        return f"frozen ({scope}) by {self.user}@{self.host} at {iso(self.at)}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class AcquireResult:
     lease: Lease
     #: The previous holder when an expired lease was taken over, else None.
@@ -449,6 +469,23 @@ class StateStore(ABC):
     @abstractmethod
     def force_release(self, key: str, lease_id: str) -> LockInfo:
         """Release the lock held under ``lease_id``; raises UsageError on a mismatch."""
+
+    # -- the brake ------------------------------------------------------------
+    @abstractmethod
+    def freeze(self, freeze: Freeze) -> None:
+        """Set (or replace) the freeze on ``freeze.prefix``."""
+
+    @abstractmethod
+    def thaw(self, prefix: str) -> Freeze | None:
+        """Lift the freeze on exactly ``prefix``; the one lifted, or None if there was none."""
+
+    @abstractmethod
+    def freezes(self) -> list[Freeze]:
+        """Every freeze in force, longest prefix first."""
+
+    def freeze_for(self, lock_key: str) -> Freeze | None:
+        """The freeze that covers runs under ``lock_key``, if any (the most specific)."""
+        return next((f for f in self.freezes() if f.covers(lock_key)), None)
 
     def close(self) -> None:
         return None

@@ -13,6 +13,7 @@ Keys under the URL's prefix ``P``::
     P/events/<run id>/<seq>   one event (JSON), seq zero-padded so keys sort in order
     P/locks/<key>             the lock's last holder and fencing token (JSON; never expires)
     P/holders/<key>           the current holder's lease id, attached to its etcd lease
+    P/freezes/<hex prefix>    a freeze (``drctl freeze``) on lock keys starting with prefix
 
 A lock is held while its holder key exists (etcd deletes it when the lease's TTL runs
 out without a keep-alive) and its recorded expiry is ahead of the caller's clock, as in
@@ -36,6 +37,7 @@ from drctl.errors import StateError, UsageError
 from drctl.state.base import (
     AcquireResult,
     Event,
+    Freeze,
     Lease,
     LockInfo,
     RunRecord,
@@ -54,7 +56,7 @@ from drctl.state.etcd_gateway import (
     put,
     unchanged,
 )
-from drctl.state.schema import SCHEMA_VERSION
+from drctl.state.schema import READABLE_FROM, SCHEMA_VERSION
 
 T = TypeVar("T")
 
@@ -114,7 +116,8 @@ class EtcdStore(StateStore):
     # -- schema -----------------------------------------------------------------------
 
     def _open_schema(self) -> None:
-        found = self._wire.get(self._p + "schema")
+        key = self._p + "schema"
+        found = self._wire.get(key)
         version = int(found[0]) if found else 0
         if version == SCHEMA_VERSION:
             return
@@ -124,12 +127,15 @@ class EtcdStore(StateStore):
                 f"{SCHEMA_VERSION}. Upgrade drctl."
             )
         if self.read_only:
+            if version >= READABLE_FROM:
+                return  # keys added since are read as absent
             raise StateError(
                 f"state store {self.location} is empty: nothing can be read from it yet",
                 hint="a command that writes (drctl run) creates it",
             )
-        key = self._p + "schema"
-        self._txn([absent(key)], [put(key, str(SCHEMA_VERSION).encode())])
+        # Keys need no migration: only the version moves (once, whoever races).
+        was = absent(key) if found is None else equals(key, found[0].decode())
+        self._txn([was], [put(key, str(SCHEMA_VERSION).encode())])
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -344,11 +350,50 @@ class EtcdStore(StateStore):
             [put(record_key, dumps(record).encode()), delete(holder_key)],
         )
 
+    # -- the brake ----------------------------------------------------------------------
+
+    def _freeze_key(self, prefix: str) -> str:
+        return self._p + "freezes/" + prefix.encode().hex()
+
+    def freeze(self, freeze: Freeze) -> None:
+        data = {"prefix": freeze.prefix, "reason": freeze.reason, "user": freeze.user,
+                "host": freeze.host, "at": freeze.at}  # fmt: skip
+        self._commit([], [put(self._freeze_key(freeze.prefix), dumps(data).encode())])
+
+    def thaw(self, prefix: str) -> Freeze | None:
+        key = self._freeze_key(prefix)
+
+        def attempt() -> tuple[Freeze | None] | None:
+            found = self._wire.get(key)
+            if found is None:
+                return (None,)
+            raw, revision = found
+            return (
+                (_freeze_from_json(raw),)
+                if self._txn([unchanged(key, revision)], [delete(key)])
+                else None
+            )
+
+        return self._cas(attempt, "thaw")[0]
+
+    def freezes(self) -> list[Freeze]:
+        found = [
+            _freeze_from_json(v) for _, v, _ in self._wire.range(self._p + "freezes/", prefix=True)
+        ]
+        return sorted(found, key=lambda f: (-len(f.prefix), f.prefix))
+
     def close(self) -> None:
         self._wire.close()
 
 
 # -- JSON at the edge: records in, records out ---------------------------------------------
+
+
+def _freeze_from_json(raw: bytes) -> Freeze:
+    d = json.loads(raw)
+    return Freeze(
+        str(d["prefix"]), str(d["reason"]), str(d["user"]), str(d["host"]), float(d["at"])
+    )
 
 
 def _run_json(run: RunRecord) -> bytes:

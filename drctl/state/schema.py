@@ -1,6 +1,7 @@
 """The state schema, written once for every backend (SQLite and PostgreSQL).
 
-Each entry migrates the schema from version i to i + 1; never edit a shipped entry.
+Each entry migrates the schema from version i to i + 1; never edit a shipped entry,
+and only add tables (see READABLE_FROM).
 Column types are spelled per dialect through the placeholders below.
 """
 
@@ -50,7 +51,22 @@ _MIGRATIONS = (
         token INTEGER NOT NULL
     )
     """,
+    # 2: the brake (drctl freeze / thaw).
+    """
+    CREATE TABLE freezes (
+        prefix TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        {user} TEXT NOT NULL,
+        host TEXT NOT NULL,
+        frozen_at {real} NOT NULL
+    )
+    """,
 )
+
+#: The oldest schema a read-only open can read: every migration since only adds tables,
+#: which a reader of an older store treats as empty (a status command must not need a
+#: migration, which is a write).
+READABLE_FROM = 1
 
 _DIALECTS = {
     "sqlite": {"real": "REAL", "bool": "INTEGER", "user": "user"},

@@ -20,6 +20,7 @@ from drctl.state.base import (
     AcquireResult,
     Append,
     Event,
+    Freeze,
     Lease,
     LockInfo,
     RunRecord,
@@ -28,7 +29,7 @@ from drctl.state.base import (
     decide_acquire,
     lock_lost,
 )
-from drctl.state.schema import SCHEMA_VERSION, statements
+from drctl.state.schema import READABLE_FROM, SCHEMA_VERSION, statements
 
 _RUN_COLUMNS = (
     'id, runbook, name, plan_hash, plan_json, params_json, "user", host, pid, version, '
@@ -79,6 +80,8 @@ class SqlStore(StateStore):
     #: Row-lock clauses; empty where a write transaction already locks the database.
     for_update = ""
     for_share = ""
+    #: The schema version of the open store (older than SCHEMA_VERSION only read only).
+    _version = SCHEMA_VERSION
 
     # -- what a backend provides ---------------------------------------------
 
@@ -121,8 +124,9 @@ class SqlStore(StateStore):
         if self.read_only:
             with self._read() as cur:
                 version = self._schema_version(cur)
-            if version != SCHEMA_VERSION:
+            if not READABLE_FROM <= version <= SCHEMA_VERSION:
                 raise self._version_error(version)
+            self._version = version
             return
         with self._write() as cur:
             self._serialise_migration(cur)
@@ -134,6 +138,7 @@ class SqlStore(StateStore):
             version = self._schema_version(cur)
             if version > SCHEMA_VERSION:
                 raise self._version_error(version)
+            self._version = SCHEMA_VERSION
             if version == SCHEMA_VERSION:
                 return
             for statement in statements(self.dialect, version):
@@ -380,6 +385,39 @@ class SqlStore(StateStore):
                 cur, "UPDATE locks SET lease_id = NULL, expires_at = NULL WHERE key = ?", (key,)
             )
         return info
+
+    # -- the brake ----------------------------------------------------------------------
+
+    def freeze(self, freeze: Freeze) -> None:
+        with self._write() as cur:
+            self._run_sql(
+                cur,
+                'INSERT INTO freezes (prefix, reason, "user", host, frozen_at) '
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (prefix) DO UPDATE SET reason = excluded.reason, "
+                '"user" = excluded."user", host = excluded.host, frozen_at = excluded.frozen_at',
+                (freeze.prefix, freeze.reason, freeze.user, freeze.host, freeze.at),
+            )
+
+    def thaw(self, prefix: str) -> Freeze | None:
+        with self._write() as cur:
+            self._run_sql(
+                cur,
+                f"DELETE FROM freezes WHERE prefix = ? RETURNING {_FREEZE_COLUMNS}",
+                (prefix,),
+            )
+            row = cur.fetchone()
+        return Freeze(*row) if row else None
+
+    def freezes(self) -> list[Freeze]:
+        if self._version < 2:  # an older store read only: it has no freezes table yet
+            return []
+        with self._read() as cur:
+            self._run_sql(cur, f"SELECT {_FREEZE_COLUMNS} FROM freezes")
+            rows = cur.fetchall()
+        return sorted((Freeze(*row) for row in rows), key=lambda f: (-len(f.prefix), f.prefix))
+
+
+_FREEZE_COLUMNS = 'prefix, reason, "user", host, frozen_at'
 
 
 def _run_record(row: Sequence[Any]) -> RunRecord:

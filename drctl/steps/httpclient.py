@@ -9,7 +9,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from drctl.errors import StepError, StepTimeout
+from drctl.errors import StepError, StepTimeout, Unreachable
 
 MAX_BODY = 1024 * 1024
 
@@ -61,9 +61,14 @@ def request(
         reason = exc.reason
         if isinstance(reason, TimeoutError):
             raise StepTimeout(f"{method} {url}: timed out") from exc
+        if isinstance(reason, OSError):
+            # Refused, no route, name not resolved: the server did not answer at all.
+            raise Unreachable(f"{method} {url}: {reason}") from exc
         raise StepError(f"{method} {url}: {reason}") from exc
     except TimeoutError as exc:
         raise StepTimeout(f"{method} {url}: timed out") from exc
+    except ConnectionError as exc:
+        raise Unreachable(f"{method} {url}: {exc}") from exc
     except (OSError, ValueError) as exc:
         raise StepError(f"{method} {url}: {exc}") from exc
     text = raw.decode("utf-8", "replace")

@@ -410,3 +410,45 @@ def test_cooldown_refuses_a_second_run_from_another_directory_until_overridden(
     assert len(overrides) == 1, log
     assert overrides[0]["data"]["reason"] == "the first one misfired"
     assert overrides[0]["data"]["last_run"] == last_id
+
+
+def test_freezes_are_set_listed_most_specific_first_and_thawed(store: StateStore) -> None:
+    """A freeze covers lock keys by prefix; the most specific one is named; thaw lifts exactly one."""
+    from drctl.state.base import Freeze
+
+    assert store.freezes() == [] and store.freeze_for("pg-prod") is None
+    everything = Freeze("", "incident 42", "alice", "h1", 10.0)
+    prod = Freeze("pg-prod", "bad upgrade", "bob", "h2", 11.0)
+    store.freeze(everything)
+    store.freeze(prod)
+    assert store.freezes() == [prod, everything]
+    assert store.freeze_for("pg-prod-eu") == prod
+    assert store.freeze_for("dns") == everything
+    # Setting the same prefix again replaces its reason and who set it.
+    again = Freeze("pg-prod", "still bad", "carol", "h3", 12.0)
+    store.freeze(again)
+    assert store.freezes() == [again, everything]
+    assert store.thaw("pg-prod") == again
+    assert store.thaw("pg-prod") is None
+    assert store.freeze_for("pg-prod-eu") == everything
+    assert store.thaw("") == everything and store.freezes() == []
+
+
+def test_a_version_1_store_is_read_without_a_migration(tmp_path: Path) -> None:
+    """A store written by 0.1.0's schema opens read only (no freezes yet) and is migrated by a write."""
+    from drctl.state.schema import statements
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    for statement in statements("sqlite", 0)[:4]:  # the version 1 tables only
+        db.execute(statement)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.commit()
+    db.close()
+    reader = SqliteStore(path, read_only=True)
+    assert reader.freezes() == [] and reader.list_runs() == []
+    reader.close()
+    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == ("1",)
+    SqliteStore(path).close()
+    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == ("2",)
