@@ -144,6 +144,8 @@ class LiveSink:
         self.current: str | None = None
         self.tail: list[str] = []
         self.notes: list[str] = []
+        #: Each guard's last reading, in the words every view uses (by owner and id).
+        self.guards: dict[tuple[str, str], str] = {}
         self._lock = threading.RLock()
         self._frozen: Any = None
         self.live = self._new_live()
@@ -200,6 +202,7 @@ class LiveSink:
             if self.current and self.tail:
                 parts.append(Text(visible(f"── {self.current} output ──"), style="dim"))
                 parts.extend(Text(visible(line), style="dim") for line in self.tail[-5:])
+            parts.extend(Text(visible(g), style="cyan") for g in self.guards.values())
             parts.extend(Text(visible(n), style="yellow") for n in self.notes[-3:])
             return Group(*parts)
 
@@ -317,6 +320,8 @@ class LiveSink:
                     # The step's outcome, in the words every other view uses.
                     row.text = outcome.line(fact, event.token) or row.text
                     row.template = None
+            elif isinstance(fact, ev.GuardReading | ev.GuardTripped):
+                self.guards[(fact.for_step or "", fact.guard)] = outcome.line(fact) or ""
             elif isinstance(fact, ev.RunFinished):
                 self.notes.append(outcome.line(fact, event.token) or "")
         return fact

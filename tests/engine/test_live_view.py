@@ -427,3 +427,24 @@ steps:
         screen.close()
     assert "saw token=***; go on?" in seen
     assert canary not in seen
+
+
+def test_the_live_view_shows_each_guard_and_its_last_reading(tmp_path: Path) -> None:
+    """A guarded run in a real terminal shows the guard's reading, then its change."""
+    path = tmp_path / "rb.yaml"
+    path.write_text(
+        "apiVersion: drctl/v1\nkind: Runbook\nmetadata: {name: guarded}\nguards:\n"
+        f"  - {{id: healthy, type: shell, with: {{command: 'test ! -e {tmp_path}/bad', mutates: false}}, every: 0.1s, trip_after: 2}}\n"
+        "steps:\n"
+        f"  - {{id: hold, type: shell, with: {{command: 'for i in $(seq 1200); do test -e {tmp_path}/release && break; sleep 0.05; done', mutates: false}}}}\n"
+    )
+    screen = Screen(tmp_path, "run", str(path), "--state", str(tmp_path / "state.db"))
+    try:
+        screen.wait_for("guard healthy: ok")
+        (tmp_path / "bad").touch()
+        shown = screen.wait_for("guard healthy TRIPPED")
+        assert "guard healthy: ok" not in shown  # one line per guard: its last reading
+        (tmp_path / "release").touch()
+        assert screen.exit_code() == 1
+    finally:
+        screen.close()
