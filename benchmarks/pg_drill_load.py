@@ -7,7 +7,7 @@ always torn down. For R rounds (default 3) it runs
     drctl drill RUNBOOK --params-file params.yaml --yes --pgbench-clients 8 \
         --canary-dsn "host=db.ZONE …" --canary-dns-server 127.0.0.1:DNS --report r.json
 
-where RUNBOOK is ``runbooks/sandbox-pg-failover.yaml`` with the hard fence
+where RUNBOOK is ``runbooks/sandbox-pg-pair-failover.yaml`` with the hard fence
 (``postgres.fence`` ``mode: hard``) in place of the read-only one, and the servers'
 tools run on this machine rather than over the sandbox's sshd: lag check, hard fence,
 promote, DNS repoint and wait, a write probe through the DNS name, and the old primary
@@ -37,7 +37,7 @@ from typing import Any
 
 from _common import DRCTL, ROOT, machine, machine_line, run_measured, table, write_section
 
-FAILOVER = ROOT / "runbooks" / "sandbox-pg-failover.yaml"
+FAILOVER = ROOT / "runbooks" / "sandbox-pg-pair-failover.yaml"
 BASE_PORT = 58340
 ROUNDS = 3
 CLIENTS = 8
@@ -232,7 +232,7 @@ def report(args: argparse.Namespace) -> str:
             f"standby on 127.0.0.2 and 127.0.0.3, port {args.base_port}, `fsync = on`; BIND9 and "
             f"sshd on 127.0.0.1) in a temp dir under /tmp, torn down at the end; {pg_version}. "
             f"{len(results)} drills, the roles swapping every drill: `drctl drill` of "
-            "`runbooks/sandbox-pg-failover.yaml` with `postgres.fence` `mode: hard` (lag check, "
+            "`runbooks/sandbox-pg-pair-failover.yaml` with `postgres.fence` `mode: hard` (lag check, "
             "hard fence, promote, DNS repoint and wait, write probe through the DNS name, "
             "rejoin; the servers' tools run on this machine as their OS user, not over the "
             f"sandbox's sshd), `--pgbench-clients {CLIENTS}` (TPC-B, scale 1, schema "

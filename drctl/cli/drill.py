@@ -280,8 +280,15 @@ def _summary(built: DrillReport, report: str | None, state_flag: str) -> str:
     from drctl.render.drill import load_line, summary
 
     load = built.drill.load
+    m = built.drill.measurement
+    discarded = (
+        f"; the RPO includes {m.get('discarded_bytes')} discarded bytes of WAL"
+        if m.get("discarded_commits")
+        else ""
+    )
     return (
         summary(built, state_flag)
+        + discarded
         + (f"; load: {load_line(load)}" if load else "")
         + (f"; report: {report}" if report else "")
         + "\n"

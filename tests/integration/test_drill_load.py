@@ -29,7 +29,7 @@ from tests.integration.pg_sandbox import (
     wait_replayed,
 )
 
-FAILOVER = RUNBOOKS / "sandbox-pg-failover.yaml"
+FAILOVER = RUNBOOKS / "sandbox-pg-pair-failover.yaml"
 
 
 def hard_fence_runbook(path: Path) -> Path:
