@@ -23,13 +23,25 @@ _BEFORE = "refusing before any fence ran (the old primary still takes writes)"
 
 
 def old_primary_of(ctx: StepContext[Any, Any], named: str | None) -> str | None:
-    """The old primary: the one named, else the target of the first fence on the path."""
+    """The old primary: the one named, else the first PostgreSQL server a fence on the path
+    fences (its ``fences:``, else its own target; a control-plane fence's own target is
+    an instance, not the server)."""
     if named:
         return named
     for fence in ctx.fences():
-        if fence.target:
-            return fence.target
+        name = fence.fences or fence.target
+        if name and _is_postgres(ctx, name):
+            return name
     return None
+
+
+def _is_postgres(ctx: StepContext[Any, Any], name: str) -> bool:
+    from drctl.runbook.targets import PostgresTarget
+
+    try:
+        return isinstance(ctx.target_named(name), PostgresTarget)
+    except StepError:
+        return False
 
 
 def preflight(
