@@ -429,7 +429,9 @@ def test_failover_run_sibling_follows_without_rewind(
     # The dry run shows the table, a line per candidate with its reason, and the choice.
     for name in ("node2", "node3"):
         assert re.search(rf"choose \| {name}: (chosen|behind) — \S", dry.stdout), explain(dry)
-    assert re.search(r"choose: would choose node[23] \(", dry.stdout), explain(dry)
+    # The dry run runs the read-only choice for real and shows whom it chose.
+    assert re.search(r"choose \| node[23]: chosen", dry.stdout), explain(dry)
+    assert "choose: ran (read-only)" in dry.stdout, explain(dry)
     done = drctl("run", str(runbook), "--yes", "--state", str(state))
     assert done.returncode == 0, explain(done)
 

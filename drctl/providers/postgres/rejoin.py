@@ -131,7 +131,10 @@ class Rejoin(PostgresStep[RejoinInputs]):
                         "recovery now)"
                     )
                 raise StepError(f"{inputs.new_primary} is still in recovery: promote it first")
-        return f"{self.describe(inputs, ctx.step_id)}{self._preview(ctx, new.dsn)}"
+        # Nothing more to say than the plan's description (which names the target), but
+        # in a dry run, what the rewind would discard as far as the running node shows it.
+        preview = self._preview(ctx, new.dsn)
+        return f"{self.describe(inputs, ctx.step_id)}{preview}" if preview else None
 
     def _preview(self, ctx: Ctx, new_dsn: str) -> str:
         """What the rewind would discard, as far as the running node shows it ("" if it cannot).
