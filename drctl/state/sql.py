@@ -388,6 +388,7 @@ class SqlStore(StateStore):
 
     # -- the brake ----------------------------------------------------------------------
 
+    @retried
     def freeze(self, freeze: Freeze) -> None:
         with self._write() as cur:
             self._run_sql(
@@ -398,6 +399,7 @@ class SqlStore(StateStore):
                 (freeze.prefix, freeze.reason, freeze.user, freeze.host, freeze.at),
             )
 
+    @retried
     def thaw(self, prefix: str) -> Freeze | None:
         with self._write() as cur:
             self._run_sql(
@@ -408,6 +410,7 @@ class SqlStore(StateStore):
             row = cur.fetchone()
         return Freeze(*row) if row else None
 
+    @retried
     def freezes(self) -> list[Freeze]:
         if self._version < 2:  # an older store read only: it has no freezes table yet
             return []

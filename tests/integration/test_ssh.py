@@ -201,7 +201,7 @@ def test_dry_run_check_connects_but_runs_nothing(
         {"id": "plain", "type": "ssh.run", "target": "box",
          "with": {"command": f"touch {marker}", "verify": f"test -e {marker}"}},
         {"id": "checked", "type": "ssh.run", "target": "box",
-         "with": {"command": f"touch {marker}", "check": f"test -d {box}", "mutates": False}},
+         "with": {"command": f"touch {marker}", "check": f"test -d {box}", "verify": f"test -e {marker}"}},
     ])  # fmt: skip
     dry = run_cli("run", runbook, "--dry-run", "--state", str(tmp_path / "state.db"))
     assert dry.returncode == 0, _explain(dry)
