@@ -13,10 +13,9 @@ from tests.integration.pg_sandbox import drctl, explain, journal
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash]
 
-#: The journal event after which drctl dies: the switchover's record of Patroni's answer
-#: (after run_started, the check's started and succeeded, the switchover's started and
-#: its two records before asking; the test asserts it is that record).
-KILL_AT = 7
+#: Where drctl dies: right after the switchover journaled Patroni's answer (by its record,
+#: not by an event count, which notes and warnings would shift).
+KILL_AT = "record:switchover:patroni_answer"
 
 
 def _runbook(path: Path, cluster: PatroniCluster, candidate: str) -> Path:
@@ -40,7 +39,7 @@ def test_killed_mid_switchover_resume_verifies_instead_of_switching_again(tmp_pa
         state = tmp_path / "state.db"
         env = {"PATRONI_PASSWORD": PASSWORD}
         killed = drctl("run", str(runbook), "--yes", "--state", str(state),
-                       env={**env, "DRCTL_FAULT": f"event:{KILL_AT}"})  # fmt: skip
+                       env={**env, "DRCTL_FAULT": KILL_AT})  # fmt: skip
         assert killed.returncode == -9, explain(killed)
         events: list[dict[str, Any]] = journal(state)
         last = events[-1]
