@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,5 +54,10 @@ def test_killed_mid_switchover_resume_verifies_instead_of_switching_again(tmp_pa
         starts = [e for e in after if e["step"] == "switchover" and e["kind"] == "step_started"]
         assert len(starts) == 1, "resume must verify, not ask Patroni for a second switchover"
         assert any(e["step"] == "switchover" and e["kind"] == "step_succeeded" for e in after)
+        # Patroni lists the timeline switch once its loop has seen it: wait, bounded.
+        deadline = time.monotonic() + 60
         history = cluster.node("pg2").get("/history")
+        while not history and time.monotonic() < deadline:
+            time.sleep(0.5)
+            history = cluster.node("pg2").get("/history")
         assert isinstance(history, list) and len(history) == 1, history
