@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from drctl.errors import StepError
-from drctl.providers.patroni.api import ClusterView, NodeView
+from drctl.providers.patroni.api import ClusterView, ConfigView, NodeView
 from drctl.providers.patroni.base import Views
 from drctl.providers.patroni.pause import split
 from drctl.providers.patroni.status import StatusInputs, problems
@@ -66,3 +66,23 @@ def test_status_problems_name_what_the_cluster_does_not_meet() -> None:
     assert "1 replicas stream, fewer than 2" in found
     assert "not paused in the view of pg1, pg2, pg3" in found
     assert problems(StatusInputs(), seen) == []
+
+
+def test_failover_tags_and_config_read_as_patroni_reads_them() -> None:
+    """nofailover wins over failover_priority, priority 0 alone means nofailover; /config's defaults are Patroni's."""
+    member = _cluster(LEADER, {**REPLICA, "tags": {"failover_priority": 0}}).member("pg2")
+    assert member is not None and member.nofailover and member.failover_priority == 0
+    both = _cluster({**REPLICA, "tags": {"nofailover": False, "failover_priority": 0}})
+    assert not both.members[0].nofailover
+    sync = _cluster({**REPLICA, "role": "quorum_standby", "tags": {}}).members[0]
+    assert sync.sync_standby and not sync.nofailover and sync.failover_priority is None
+    assert ConfigView.from_json({}, "http://x") == ConfigView(1048576, "off", False)
+    tuned = {
+        "maximum_lag_on_failover": 0,
+        "synchronous_mode": "on",
+        "synchronous_mode_strict": True,
+    }
+    assert ConfigView.from_json(tuned, "http://x") == ConfigView(0, "on", True)
+    assert ConfigView.from_json({"synchronous_mode": "quorum"}, "http://x").synchronous
+    with pytest.raises(StepError, match="not Patroni's configuration"):
+        ConfigView.from_json(["x"], "http://x")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drctl.providers.postgres.candidate import Candidate, Verdict, rank
+from drctl.providers.postgres.candidate import Candidate, PatroniSays, Verdict, rank
 
 
 def _c(name: str, received: int, **kw: Any) -> Candidate:
@@ -54,3 +54,55 @@ def test_unreachable_candidate_known_behind_does_not_refuse() -> None:
     assert ranking.winner.name == "a"  # type: ignore[union-attr]
     ahead = Candidate(**{**silent.__dict__, "primary_saw_flushed": 1100})
     assert "saw it flush 100 bytes past" in _rank(_c("a", 1000), ahead).refusals[0]
+
+
+def _said(member: str, **kw: Any) -> PatroniSays:
+    facts: dict[str, Any] = {
+        "listed": True, "role": "replica", "state": "streaming", "lag": 0,
+        "maximum_lag_on_failover": 1048576, "synchronous_mode": "off",
+    } | kw  # fmt: skip
+    return PatroniSays("cluster", member, **facts)
+
+
+def test_patroni_objects_to_nofailover_lag_and_a_non_sync_member() -> None:
+    """Patroni's view names each thing that would stop Patroni promoting the member, and nothing else."""
+    assert _said("a").objections == ()
+    assert _said("a", nofailover=True).objections == ("tagged nofailover in Patroni",)
+    zero = _said("a", nofailover=True, failover_priority=0)
+    assert zero.objections == ("tagged failover_priority 0 in Patroni",)
+    lagging = _said("a", lag=5000, maximum_lag_on_failover=4096)
+    assert lagging.objections == ("lags 5000 bytes in Patroni, over maximum_lag_on_failover 4096",)
+    assert _said("a", lag=None, maximum_lag_on_failover=0).objections == ()
+    replica = _said("a", synchronous_mode="on", sync_standbys=("b",))
+    assert replica.objections == ("not a sync standby with synchronous_mode on (Patroni's: b)",)
+    # synchronous_mode with no sync standby yet: Patroni takes any healthy member.
+    assert _said("a", synchronous_mode="on").objections == ()
+    assert (
+        _said("a", synchronous_mode="on", sync_standby=True, sync_standbys=("a",)).objections == ()
+    )
+    assert _said("a", listed=False).objections == ("Patroni (cluster) lists no member 'a'",)
+    assert PatroniSays("cluster", "a", problem="no member answered").objections == ()
+
+
+def test_patroni_view_is_in_every_reason_and_row_but_not_in_the_order() -> None:
+    """The winner is drctl's even when Patroni objects; each reason ends with Patroni's verdict; the table holds it."""
+    a = _c("a", 1000, patroni=_said("a", nofailover=True))
+    b = _c("b", 900, patroni=_said("b"))
+    unheard = _c("c", 800, patroni=PatroniSays("cluster", "c", problem="timed out"))
+    plain = _c("d", 700)
+    ranking = _rank(a, b, unheard, plain)
+    reasons = {c.name: c.reason for c in ranking.candidates}
+    assert ranking.winner is not None and ranking.winner.name == "a"
+    assert ranking.winner.patroni_objections == ("tagged nofailover in Patroni",)
+    assert reasons["a"] == (
+        "received the most WAL (100 bytes more than b); Patroni would refuse it: "
+        "tagged nofailover in Patroni"
+    )
+    assert reasons["b"].endswith("; Patroni has no objection")
+    assert reasons["c"].endswith("; Patroni (cluster) did not answer: judged on drctl's facts")
+    assert "Patroni" not in reasons["d"]
+    row = ranking.candidates[0].as_json()["patroni"]
+    assert isinstance(row, dict) and row["nofailover"] is True
+    assert row["objections"] == ["tagged nofailover in Patroni"]
+    assert row["maximum_lag_on_failover"] == 1048576
+    assert ranking.candidates[-1].as_json()["patroni"] is None

@@ -50,6 +50,8 @@ CASES = [
     ("priority: 5}", "weight: 5}", "18:27", "candidates[0].weight: unknown field"),
     ("application_name: node3", "application_name: 'no spaces'", "28:50", "application_name: 'no spaces' is not a valid name"),
     ("new_primary: node2, ", "rewind: yes please, new_primary: node2, ", "28:20", "rewind: input should be a valid boolean"),
+    ("prefer: node2\n", "prefer: node2\n      accept_patroni_refusal: maybe\n", "21:31", "accept_patroni_refusal: input should be a valid boolean"),
+    ("prefer: node2\n", "prefer: node2\n      accept_patroni_refusals: true\n", "21:7", "with.accept_patroni_refusals: unknown field"),
 ]  # fmt: skip
 
 

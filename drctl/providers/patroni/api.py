@@ -4,7 +4,7 @@
 urllib and ssl, loaded when a step runs). A member that does not answer (refused,
 timed out, no route, TLS handshake failed) raises ``Unreachable``; an answer that is not
 what Patroni sends raises ``StepError``. What comes back is a class
-(``ClusterView``, ``MemberView``, ``NodeView``), rebuilt from Patroni's JSON by its own
+(``ClusterView``, ``MemberView``, ``NodeView``, ``ConfigView``), rebuilt from Patroni's JSON by its own
 ``from_json``; nothing else of drctl sees that JSON. The basic-auth password is only
 ever put in a request header, never in a message.
 """
@@ -63,6 +63,29 @@ class MemberView:
         return self.role in ("leader", "standby_leader")
 
     @property
+    def nofailover(self) -> bool:
+        """Patroni's rule: the ``nofailover`` tag if set, else ``failover_priority`` <= 0."""
+        tag = self.tags.get("nofailover")
+        if tag is not None:
+            return _truthy(tag)
+        return self.failover_priority is not None and self.failover_priority <= 0
+
+    @property
+    def failover_priority(self) -> int | None:
+        """The ``failover_priority`` tag, when the member has one."""
+        value = self.tags.get("failover_priority")
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return value
+        return int(value) if isinstance(value, str) and value.lstrip("-").isdigit() else None
+
+    @property
+    def sync_standby(self) -> bool:
+        """Patroni's synchronous (or quorum) standby: it may take over without losing WAL."""
+        return self.role in ("sync_standby", "quorum_standby")
+
+    @property
     def base_url(self) -> str | None:
         """The member's REST API root (Patroni gives ``…/patroni``)."""
         if not self.api_url:
@@ -98,7 +121,9 @@ class MemberView:
             parts.append(f"TL {self.timeline}")
         if not self.is_leader:
             parts.append(f"lag {self.lag if self.lag is not None else 'unknown'}")
-        flags = [k for k in ("nofailover", "noloadbalance", "nosync") if self.tags.get(k)]
+        flags = [k for k in ("noloadbalance", "nosync") if self.tags.get(k)]
+        if self.nofailover:
+            flags.insert(0, "nofailover")
         if flags:
             parts.append("tags " + ",".join(flags))
         if self.pending_restart:
@@ -143,6 +168,52 @@ class ClusterView:
             members=tuple(MemberView.from_json(m) for m in data["members"]),
             paused=bool(data.get("pause")),
             source=source,
+        )
+
+
+def _truthy(value: Any) -> bool:
+    # Patroni reads its boolean settings the YAML way: true/on/yes/1, whatever the case.
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "on", "yes", "1", "y")
+    return bool(value)
+
+
+#: Patroni's own default of ``maximum_lag_on_failover`` (1 MiB).
+DEFAULT_MAXIMUM_LAG_ON_FAILOVER = 1048576
+
+
+@dataclass(frozen=True)
+class ConfigView:
+    """The cluster's dynamic configuration (``GET /config``): what decides a failover."""
+
+    #: Bytes a replica may lag and still be promoted by Patroni.
+    maximum_lag_on_failover: int
+    #: ``off``, ``on`` or ``quorum``.
+    synchronous_mode: str
+    synchronous_mode_strict: bool
+
+    @property
+    def synchronous(self) -> bool:
+        return self.synchronous_mode != "off"
+
+    @classmethod
+    def from_json(cls, data: Any, source: str) -> ConfigView:
+        if not isinstance(data, dict):
+            raise StepError(f"{source}/config: not Patroni's configuration: {data!r:.200}")
+        lag = data.get("maximum_lag_on_failover")
+        if isinstance(lag, str) and lag.strip().isdigit():
+            lag = int(lag)
+        mode = data.get("synchronous_mode")
+        if isinstance(mode, str) and mode.strip().lower() == "quorum":
+            sync = "quorum"
+        else:
+            sync = "on" if mode is not None and _truthy(mode) else "off"
+        return cls(
+            maximum_lag_on_failover=lag
+            if isinstance(lag, int) and not isinstance(lag, bool)
+            else DEFAULT_MAXIMUM_LAG_ON_FAILOVER,
+            synchronous_mode=sync,
+            synchronous_mode_strict=_truthy(data.get("synchronous_mode_strict", False)),
         )
 
 
@@ -287,6 +358,13 @@ class PatroniApi:
                 continue
             return ClusterView.from_json(answer.json, base)
         raise Unreachable("no Patroni member answered GET /cluster: " + "; ".join(problems))
+
+    def config(self) -> ConfigView:
+        """``GET /config`` from the first listed member that answers it."""
+        answer = self.first("GET", "/config")
+        if answer.status != 200:
+            raise StepError(f"{answer.url}: HTTP {answer.status} {answer.text.strip():.200}")
+        return ConfigView.from_json(answer.json, answer.url.removesuffix("/config"))
 
     def member_urls(self, view: ClusterView) -> dict[str, str]:
         """Every member's REST API root by name, from the cluster's own list (which Patroni

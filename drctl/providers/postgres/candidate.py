@@ -8,6 +8,11 @@ but not yet replayed is not (the promotion replays it first). So candidates are 
 by received position, as Vitess's EmergencyReparentShard does; at an equal position a
 standby the old primary saw as synchronous wins, then the higher operator ``priority``,
 then the one with less left to replay (a faster promotion), then the name.
+
+A candidate Patroni manages also carries Patroni's view of it (``PatroniSays``): its
+tags, whether it is the sync standby, its lag as Patroni counts it and the cluster's
+failover settings. That view does not change the order; it says whether Patroni would
+promote the winner (``objections``), which the step enforces unless acknowledged.
 """
 
 from __future__ import annotations
@@ -31,6 +36,93 @@ class Verdict(StrEnum):
 
 
 @dataclass(frozen=True)
+class PatroniSays:
+    """What Patroni said of one candidate (``GET /cluster``) and of its cluster (``GET /config``)."""
+
+    #: The ``patroni`` target the candidate is ``managed_by``.
+    cluster: str
+    #: The member's name in Patroni (the candidate's application_name).
+    member: str
+    #: Why Patroni was not heard (no member answered); None when it answered.
+    problem: str | None = None
+    #: Whether Patroni's /cluster lists the member at all.
+    listed: bool = False
+    role: str | None = None
+    state: str | None = None
+    #: Bytes behind the leader as Patroni counts them; None when it does not know.
+    lag: int | None = None
+    nofailover: bool = False
+    failover_priority: int | None = None
+    sync_standby: bool = False
+    maximum_lag_on_failover: int | None = None
+    #: ``off``, ``on`` or ``quorum``.
+    synchronous_mode: str | None = None
+    synchronous_mode_strict: bool = False
+    #: The members Patroni holds as sync (or quorum) standbys.
+    sync_standbys: tuple[str, ...] = ()
+
+    @property
+    def objections(self) -> tuple[str, ...]:
+        """Why Patroni would not promote this member itself; empty when it would (or was not heard)."""
+        if self.problem is not None:
+            return ()
+        if not self.listed:
+            return (f"Patroni ({self.cluster}) lists no member {self.member!r}",)
+        out: list[str] = []
+        if self.nofailover:
+            why = (
+                f"failover_priority {self.failover_priority}"
+                if self.failover_priority is not None and self.failover_priority <= 0
+                else "nofailover"
+            )
+            out.append(f"tagged {why} in Patroni")
+        limit = self.maximum_lag_on_failover
+        if limit is not None and self.lag is not None and self.lag > limit:
+            out.append(f"lags {self.lag} bytes in Patroni, over maximum_lag_on_failover {limit}")
+        if (
+            self.synchronous_mode not in (None, "off")
+            and self.sync_standbys
+            and not self.sync_standby
+        ):
+            out.append(
+                f"not a sync standby with synchronous_mode {self.synchronous_mode} "
+                f"(Patroni's: {', '.join(self.sync_standbys)})"
+            )
+        return tuple(out)
+
+    def summary(self) -> str:
+        """Patroni's view in a few words, for the log row."""
+        if self.problem is not None:
+            return "patroni: no answer"
+        if not self.listed:
+            return "patroni: not a member"
+        lag = "unknown" if self.lag is None else str(self.lag)
+        parts = [f"patroni: {self.role or '?'} {self.state or '?'} lag {lag}"]
+        if self.maximum_lag_on_failover is not None:
+            parts.append(f"max {self.maximum_lag_on_failover}")
+        if self.nofailover:
+            parts.append("nofailover")
+        if self.failover_priority is not None:
+            parts.append(f"failover_priority {self.failover_priority}")
+        if self.synchronous_mode not in (None, "off"):
+            strict = " strict" if self.synchronous_mode_strict else ""
+            parts.append(f"synchronous_mode {self.synchronous_mode}{strict}")
+        return " ".join(parts)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "cluster": self.cluster, "member": self.member, "problem": self.problem,
+            "listed": self.listed, "role": self.role, "state": self.state, "lag": self.lag,
+            "nofailover": self.nofailover, "failover_priority": self.failover_priority,
+            "sync_standby": self.sync_standby,
+            "maximum_lag_on_failover": self.maximum_lag_on_failover,
+            "synchronous_mode": self.synchronous_mode,
+            "synchronous_mode_strict": self.synchronous_mode_strict,
+            "sync_standbys": list(self.sync_standbys), "objections": list(self.objections),
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Candidate:
     """What is known of one candidate; positions are byte offsets (``lsn()``)."""
 
@@ -51,6 +143,8 @@ class Candidate:
     #: The old primary's view of how far it flushed, for a candidate that does not answer.
     primary_saw_flushed: int | None = None
     gap_bytes: int | None = None
+    #: Patroni's view, when the candidate's target is ``managed_by`` a Patroni cluster.
+    patroni: PatroniSays | None = None
     verdict: Verdict = Verdict.REJECTED
     reason: str = ""
 
@@ -61,6 +155,11 @@ class Candidate:
     @property
     def eligible(self) -> bool:
         return self.reachable and self.problem is None and not self.nofailover
+
+    @property
+    def patroni_objections(self) -> tuple[str, ...]:
+        """Why Patroni would refuse to promote it; empty when unmanaged or Patroni agrees."""
+        return self.patroni.objections if self.patroni is not None else ()
 
     @property
     def known_position(self) -> int | None:
@@ -77,6 +176,7 @@ class Candidate:
             "state": self.state, "sync_state": self.sync_state,
             "sync_priority": self.sync_priority, "nofailover": self.nofailover,
             "priority": self.priority, "gap_bytes": self.gap_bytes,
+            "patroni": self.patroni.as_json() if self.patroni is not None else None,
             "verdict": str(self.verdict), "reason": self.reason,
         }  # fmt: skip
 
@@ -151,14 +251,31 @@ def rank(
     for position, r in enumerate(ranked):
         c = by_name[r.name]
         if position == 0:
-            result.append(replace(c, verdict=Verdict.CHOSEN, reason=_why_chosen(c, ranked)))
+            result.append(_judged(c, Verdict.CHOSEN, _why_chosen(c, ranked)))
         else:
-            result.append(replace(c, verdict=Verdict.BEHIND, reason=_why_behind(c, ranked[0])))
+            result.append(_judged(c, Verdict.BEHIND, _why_behind(c, ranked[0])))
     for c in out:
         if c.name in {r.name for r in result}:
             continue
-        result.append(replace(c, verdict=Verdict.REJECTED, reason=_why_rejected(c, newest)))
+        result.append(_judged(c, Verdict.REJECTED, _why_rejected(c, newest)))
     return Ranking(tuple(result), known_end, tuple(refusals), primary_end)
+
+
+def _judged(c: Candidate, verdict: Verdict, reason: str) -> Candidate:
+    return replace(c, verdict=verdict, reason=reason + _patroni_word(c))
+
+
+def _patroni_word(c: Candidate) -> str:
+    """Patroni's verdict, after drctl's reason (nothing for an unmanaged candidate)."""
+    said = c.patroni
+    if said is None:
+        return ""
+    if said.problem is not None:
+        return f"; Patroni ({said.cluster}) did not answer: judged on drctl's facts"
+    objections = said.objections
+    if objections:
+        return "; Patroni would refuse it: " + "; ".join(objections)
+    return "; Patroni has no objection"
 
 
 def _why_chosen(c: Candidate, ranked: list[Candidate]) -> str:

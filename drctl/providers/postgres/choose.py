@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from drctl.errors import StepError, Unreachable
-from drctl.providers.postgres.candidate import RULE, Candidate, Ranking, Verdict, rank
+from drctl.providers.patroni.api import ClusterView, ConfigView, PatroniApi
+from drctl.providers.postgres.candidate import RULE, Candidate, PatroniSays, Ranking, Verdict, rank
 from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.session import connect, lsn, lsn_text, scalar
-from drctl.runbook.targets import PostgresTarget
+from drctl.runbook.targets import PatroniTarget, PostgresTarget
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, published
 
 
@@ -25,7 +26,11 @@ class CandidateInputs(StepInputs):
     )
     application_name: str | None = Field(
         default=None,
-        description="Its name in the old primary's pg_stat_replication (default: the target name).",
+        description=(
+            "Its name in the old primary's pg_stat_replication (default: the target name); "
+            "for a target managed_by Patroni, also its member name there (Patroni names "
+            "each standby's application_name after its member)."
+        ),
     )
 
 
@@ -59,6 +64,14 @@ class ChooseInputs(StepInputs):
     accept_timeline_split: bool = Field(
         default=False,
         description="Choose among those on the newest timeline when candidates disagree.",
+    )
+    accept_patroni_refusal: bool = Field(
+        default=False,
+        description=(
+            "Choose a candidate Patroni would not promote (tagged nofailover, lagging over "
+            "maximum_lag_on_failover, not the sync standby in synchronous_mode); logged and "
+            "published with what Patroni said."
+        ),
     )
 
     @field_validator("candidates")
@@ -115,6 +128,21 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
     timelines, unless ``accept_unreachable`` / ``accept_timeline_split``. ``prefer``
     overrides the choice for an eligible candidate, and the log says what it gives up.
 
+    When candidates' targets are ``managed_by`` a ``patroni`` target, Patroni is asked
+    too (``GET /cluster`` and ``GET /config``), beside the servers: each member's tags
+    (``nofailover``, ``failover_priority``), whether it is Patroni's sync (or quorum)
+    standby, its lag as Patroni counts it, and the cluster's
+    ``maximum_lag_on_failover``, ``synchronous_mode`` and ``synchronous_mode_strict``.
+    That view is shown beside drctl's in the table, the log and every reason; it does
+    not change the order. The member is the candidate's ``application_name`` (default:
+    the target name). Refuses a choice Patroni would not make itself — the member
+    tagged ``nofailover`` (or ``failover_priority`` 0) in Patroni, lagging more than
+    ``maximum_lag_on_failover``, not a sync standby while ``synchronous_mode`` is on
+    and one exists, or not a member at all — unless ``accept_patroni_refusal``; then
+    the override is logged and published (``patroni_refusal_accepted``) with what
+    Patroni said. When no member of the cluster answers, the log says so and the choice
+    is made on drctl's facts alone.
+
     Publishes ``target`` (the winner's target name), ``others`` (every other
     candidate's, in the order given: the standbys that follow the winner), ``gap_bytes`` (WAL the winner
     lacks against the furthest known position), ``gaps`` (each candidate's), ``table``
@@ -133,6 +161,10 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
             "known_end_lsn": "The newest WAL position known.",
             "preferred": "Whether the chosen one is the preferred one.",
             "gives_up_bytes": "WAL given up by taking the preferred candidate over the freshest.",
+            "patroni_refusal_accepted": (
+                "When accept_patroni_refusal chose a candidate Patroni would not promote: "
+                "its target, Patroni's objections and what Patroni said of it."
+            ),
         }
     )
     Inputs = ChooseInputs
@@ -189,7 +221,7 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
             )
         prefer = ctx.inputs.prefer
         if prefer is None or prefer == best.name:
-            return best
+            return self._patroni_agrees(ctx, ranking, best)
         chosen = next(c for c in ranking.candidates if c.name == prefer)
         if chosen.verdict is Verdict.REJECTED:
             raise StepError(f"prefer: {prefer} cannot be chosen: {chosen.reason}")
@@ -199,21 +231,64 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
             f"{prefer} never received"
         )
         ctx.output("gives_up_bytes", gives_up)
+        return self._patroni_agrees(ctx, ranking, chosen)
+
+    def _patroni_agrees(self, ctx: Ctx, ranking: Ranking, chosen: Candidate) -> Candidate:
+        """``chosen``, unless Patroni would refuse it and that is not acknowledged."""
+        objections = chosen.patroni_objections
+        said = chosen.patroni
+        if not objections or said is None:
+            return chosen
+        why = "; ".join(objections)
+        if not ctx.inputs.accept_patroni_refusal:
+            agreed = [
+                c.name
+                for c in ranking.candidates
+                if c.verdict is Verdict.BEHIND
+                and c.patroni is not None
+                and not c.patroni_objections
+            ]
+            instead = (
+                f"; Patroni would promote {', '.join(agreed)} (name it in prefer)" if agreed else ""
+            )
+            raise StepError(
+                f"refusing to choose {chosen.name}: Patroni ({said.cluster}) would not promote "
+                f"member {said.member}: {why} [{said.summary()}]{instead}; set "
+                "accept_patroni_refusal: true to choose it all the same"
+            )
+        ctx.log(
+            f"accept_patroni_refusal: {chosen.name} chosen although Patroni ({said.cluster}) "
+            f"would not promote it: {why} [{said.summary()}]"
+        )
+        ctx.output(
+            "patroni_refusal_accepted",
+            {"target": chosen.name, "objections": list(objections), "patroni": said.as_json()},
+        )
         return chosen
 
     def _rank(self, ctx: Ctx) -> Ranking:
         inputs = ctx.inputs
         # Every server is asked at once: the choice waits for the slowest answer, not for
         # the sum of them (an unreachable candidate costs its connect timeout only once).
-        workers = len(inputs.candidates) + 1
+        managers = {
+            given.target: managed
+            for given in inputs.candidates
+            if (managed := ctx.target_named(given.target, PostgresTarget).managed_by)
+        }
+        clusters = sorted(set(managers.values()))
+        workers = len(inputs.candidates) + 1 + len(clusters)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="choose") as pool:
             asked = (
                 pool.submit(self._primary_view, ctx, inputs.old_primary)
                 if inputs.old_primary
                 else None
             )
+            patroni = {name: pool.submit(self._patroni_view, ctx, name) for name in clusters}
             found = [pool.submit(self._candidate, ctx, c, asked) for c in inputs.candidates]
-            candidates = [f.result() for f in found]
+            candidates = [
+                _with_patroni(c, given, managers, patroni)
+                for c, given in zip((f.result() for f in found), inputs.candidates, strict=True)
+            ]
             view = asked.result() if asked is not None else None
         return rank(
             candidates,
@@ -240,6 +315,18 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
             return None
         replicas = {str(r[0]): Replica(str(r[1]), str(r[2]), int(r[3]), lsn(r[4])) for r in rows}
         return PrimaryView(end, names, replicas)
+
+    def _patroni_view(self, ctx: Ctx, name: str) -> tuple[ClusterView, ConfigView] | str:
+        """Patroni's /cluster and /config, or why it was not heard (logged)."""
+        client = PatroniApi(ctx.target_named(name, PatroniTarget), min(ctx.remaining(), 3.0))
+        try:
+            return client.cluster(), client.config()
+        except (Unreachable, StepError) as exc:
+            ctx.log(
+                f"Patroni ({name}) does not answer ({exc.message}): its candidates are "
+                "judged on drctl's facts"
+            )
+            return exc.message
 
     def _candidate(
         self, ctx: Ctx, given: CandidateInputs, asked: Future[PrimaryView | None] | None
@@ -281,6 +368,37 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         )  # fmt: skip
 
 
+def _with_patroni(
+    c: Candidate,
+    given: CandidateInputs,
+    managers: dict[str, str],
+    asked: dict[str, Future[tuple[ClusterView, ConfigView] | str]],
+) -> Candidate:
+    """``c`` with what its Patroni cluster said of it, when its target is managed."""
+    cluster = managers.get(given.target)
+    if cluster is None:
+        return c
+    member = given.application_name or given.target
+    heard = asked[cluster].result()
+    if isinstance(heard, str):
+        return replace(c, patroni=PatroniSays(cluster, member, problem=heard))
+    view, config = heard
+    said = PatroniSays(
+        cluster, member, maximum_lag_on_failover=config.maximum_lag_on_failover,
+        synchronous_mode=config.synchronous_mode,
+        synchronous_mode_strict=config.synchronous_mode_strict,
+        sync_standbys=tuple(m.name for m in view.members if m.sync_standby),
+    )  # fmt: skip
+    seen = view.member(member)
+    if seen is not None:
+        said = replace(
+            said, listed=True, role=seen.role, state=seen.state, lag=seen.lag,
+            nofailover=seen.nofailover, failover_priority=seen.failover_priority,
+            sync_standby=seen.sync_standby,
+        )  # fmt: skip
+    return replace(c, patroni=said)
+
+
 def _row(c: Candidate) -> str:
     """One line of the table the log shows."""
     sync = f" {c.sync_state}/{c.sync_priority}" if c.sync_state else ""
@@ -294,4 +412,5 @@ def _row(c: Candidate) -> str:
         else "position unknown"
     )
     gap = f"gap {c.gap_bytes} bytes" if c.gap_bytes is not None else "gap unknown"
-    return f"{c.name}: {c.verdict} — {c.reason} [{where}, {gap}{sync}{paused}{tags}]"
+    said = f"; {c.patroni.summary()}" if c.patroni is not None else ""
+    return f"{c.name}: {c.verdict} — {c.reason} [{where}, {gap}{sync}{paused}{tags}{said}]"
