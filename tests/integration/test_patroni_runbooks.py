@@ -136,7 +136,15 @@ def test_manual_failover_runbook_pauses_fails_over_and_hands_back_to_patroni(
         events = journal(state)
         _no_password(result.stdout, result.stderr, json.dumps(events))
         succeeded = {e["step"] for e in events if e["kind"] == "step_succeeded"}
+        # The choice showed Patroni's view of each managed candidate beside drctl's.
+        chose = next(e for e in events if e["kind"] == "step_succeeded" and e["step"] == "choose")
+        rows = {r["name"]: r for r in chose["data"]["outputs"]["table"]}
+        assert rows["candidate"]["patroni"]["member"] == "pg2", rows
+        assert rows["candidate"]["patroni"]["objections"] == [], rows
+        assert "Patroni has no objection" in rows["candidate"]["reason"], rows
+        assert "patroni: replica streaming lag" in result.stdout, explain(result)
         assert {
+            "choose",
             "pause",
             "fence-old-primary",
             "promote",
