@@ -344,27 +344,31 @@ class PatroniApi:
                 problems.append(exc.message)
         raise Unreachable("no Patroni member answered: " + "; ".join(problems))
 
-    def cluster(self) -> ClusterView:
-        """``GET /cluster`` from the first listed member that answers."""
+    def answered(self, path: str) -> tuple[str, Answer]:
+        """``GET path`` from the first listed member that answers it with 200: its root and
+        answer; Unreachable (naming every member's problem) if none does."""
         problems: list[str] = []
         for base in self.seeds:
             try:
-                answer = self.request(base, "GET", "/cluster")
+                answer = self.request(base, "GET", path)
             except Unreachable as exc:
                 problems.append(exc.message)
                 continue
             if answer.status != 200:
                 problems.append(f"{answer.url}: HTTP {answer.status} {answer.text.strip():.200}")
                 continue
-            return ClusterView.from_json(answer.json, base)
-        raise Unreachable("no Patroni member answered GET /cluster: " + "; ".join(problems))
+            return base, answer
+        raise Unreachable(f"no Patroni member answered GET {path}: " + "; ".join(problems))
+
+    def cluster(self) -> ClusterView:
+        """``GET /cluster`` from the first listed member that answers."""
+        base, answer = self.answered("/cluster")
+        return ClusterView.from_json(answer.json, base)
 
     def config(self) -> ConfigView:
-        """``GET /config`` from the first listed member that answers it."""
-        answer = self.first("GET", "/config")
-        if answer.status != 200:
-            raise StepError(f"{answer.url}: HTTP {answer.status} {answer.text.strip():.200}")
-        return ConfigView.from_json(answer.json, answer.url.removesuffix("/config"))
+        """``GET /config`` (the cluster's dynamic configuration) from the first member that answers."""
+        base, answer = self.answered("/config")
+        return ConfigView.from_json(answer.json, base)
 
     def member_urls(self, view: ClusterView) -> dict[str, str]:
         """Every member's REST API root by name, from the cluster's own list (which Patroni

@@ -317,11 +317,16 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         return PrimaryView(end, names, replicas)
 
     def _patroni_view(self, ctx: Ctx, name: str) -> tuple[ClusterView, ConfigView] | str:
-        """Patroni's /cluster and /config, or why it was not heard (logged)."""
+        """Patroni's /cluster and /config, or why it was not heard (logged).
+
+        Only silence is tolerated: an answer that is not Patroni's, or refused
+        credentials, is a StepError, since judging without Patroni then would hide a
+        misconfiguration behind a choice Patroni might refuse.
+        """
         client = PatroniApi(ctx.target_named(name, PatroniTarget), min(ctx.remaining(), 3.0))
         try:
             return client.cluster(), client.config()
-        except (Unreachable, StepError) as exc:
+        except Unreachable as exc:
             ctx.log(
                 f"Patroni ({name}) does not answer ({exc.message}): its candidates are "
                 "judged on drctl's facts"
