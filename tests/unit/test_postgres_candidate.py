@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Any
 
+from drctl.providers.patroni.api import ClusterView, ConfigView
 from drctl.providers.postgres.candidate import Candidate, PatroniSays, Verdict, rank
+from drctl.providers.postgres.choose import CandidateInputs, _with_patroni
 
 
 def _c(name: str, received: int, **kw: Any) -> Candidate:
@@ -106,3 +109,33 @@ def test_patroni_view_is_in_every_reason_and_row_but_not_in_the_order() -> None:
     assert row["objections"] == ["tagged nofailover in Patroni"]
     assert row["maximum_lag_on_failover"] == 1048576
     assert ranking.candidates[-1].as_json()["patroni"] is None
+
+
+def test_each_managed_candidate_gets_its_members_view_by_application_name() -> None:
+    """A managed candidate reads its member (application_name) from /cluster and the cluster's settings from /config; others get nothing."""
+    view = ClusterView.from_json({"members": [
+        {"name": "pg1", "role": "leader", "state": "running"},
+        {"name": "pg2", "role": "sync_standby", "state": "streaming", "lag": 7,
+         "tags": {"failover_priority": 3}},
+    ]}, "http://x")  # fmt: skip
+    heard: Future[tuple[ClusterView, ConfigView] | str] = Future()
+    heard.set_result((view, ConfigView(64, "on", True)))
+    silent: Future[tuple[ClusterView, ConfigView] | str] = Future()
+    silent.set_result("no Patroni member answered GET /cluster")
+    asked = {"cluster": heard, "gone": silent}
+    managers = {"b": "cluster", "c": "cluster", "d": "gone"}
+
+    b = _with_patroni(
+        _c("b", 1), CandidateInputs(target="b", application_name="pg2"), managers, asked
+    )
+    assert b.patroni == PatroniSays(
+        "cluster", "pg2", listed=True, role="sync_standby", state="streaming", lag=7,
+        failover_priority=3, sync_standby=True, maximum_lag_on_failover=64,
+        synchronous_mode="on", synchronous_mode_strict=True, sync_standbys=("pg2",),
+    )  # fmt: skip
+    assert b.patroni_objections == ()
+    c = _with_patroni(_c("c", 1), CandidateInputs(target="c"), managers, asked)
+    assert c.patroni_objections == ("Patroni (cluster) lists no member 'c'",)
+    d = _with_patroni(_c("d", 1), CandidateInputs(target="d"), managers, asked)
+    assert d.patroni is not None and d.patroni.problem == "no Patroni member answered GET /cluster"
+    assert _with_patroni(_c("a", 1), CandidateInputs(target="a"), managers, asked).patroni is None
