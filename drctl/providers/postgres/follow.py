@@ -95,7 +95,10 @@ class Follow(PostgresStep[FollowInputs]):
     Compares the standby's WAL (the further of received and replayed, on its timeline)
     with the fork point of that timeline in the new primary's timeline history file
     (read with ``pg_read_file``: the new primary's DSN needs a superuser or
-    ``pg_read_server_files``).
+    ``pg_read_server_files``). The standby's timeline is its WAL receiver's, or, when
+    none runs (its primary gone), the newest one it holds WAL and history for where its
+    WAL ends, read from its pg_wal (``pg_ls_waldir`` and ``pg_read_file``: superuser, or
+    ``pg_monitor`` and ``pg_read_server_files``) — not its last restartpoint's.
     A standby whose WAL is a prefix of the new timeline is repointed in place:
     ``primary_conninfo`` set with ALTER SYSTEM (one line in postgresql.auto.conf, no
     stale one), ``primary_slot_name`` reset, then a reload (PostgreSQL 13 and later) or
