@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from pydantic import Field
 
-from drctl.errors import StepError, Unreachable
+from drctl.errors import StepError, Unreachable, first_line
 from drctl.providers.postgres.base import PostgresContext, PostgresStep
 from drctl.providers.postgres.discard import new_timeline_fork
 from drctl.providers.postgres.promote import current_timeline
@@ -234,27 +237,102 @@ class Follow(PostgresStep[FollowInputs]):
         new = ctx.target_named(inputs.new_primary, PostgresTarget)
         name = str(ctx.recorded.get("application_name") or self._application_name(ctx))
 
-        def streaming() -> bool | None:
-            with connect(new, ctx, what="new primary", read_only=True, cap=3.0) as conn:
-                timeline = current_timeline(conn)
-                listed = scalar(
+        def streams(conn: Any) -> bool:
+            row = conn.execute("SELECT status, received_tli FROM pg_stat_wal_receiver").fetchone()
+            return row is not None and row[0] == "streaming" and int(row[1] or 0) >= timeline
+
+        def lists(conn: Any) -> bool:
+            return bool(
+                scalar(
                     conn,
                     "SELECT count(*) FROM pg_stat_replication "
                     "WHERE application_name = %s AND state = 'streaming'",
                     (name,),
                 )
-            with connect(ctx.target, ctx, what="standby", read_only=True, cap=3.0) as conn:
-                row = conn.execute(
-                    "SELECT status, received_tli FROM pg_stat_wal_receiver"
-                ).fetchone()
-            on_new = row is not None and row[0] == "streaming" and int(row[1] or 0) >= timeline
-            return True if on_new and listed else None
+            )
 
-        within = min(inputs.wait_seconds, max(0.0, ctx.remaining() - 0.5))
-        polled = ctx.poll(streaming, every=0.25, within=within, retry_on=(Unreachable,))
-        if not polled.done and polled.error is not None:
-            ctx.log(f"not streaming after {polled.waited:.1f}s: {polled.error.message}")
-        return polled.done
+        timeline = 0  # the new primary's, read once: a primary's timeline does not move
+
+        def streaming() -> bool | None:
+            nonlocal timeline
+            if not timeline:
+                timeline = held.ask(new, "new primary", current_timeline)
+            # The standby first: until its receiver streams there is nothing to ask the
+            # new primary, which lists it only once it streams.
+            if held.ask(ctx.target, "standby", streams) and held.ask(new, "new primary", lists):
+                return True
+            return None
+
+        held = _Held(ctx)
+        try:
+            within = min(inputs.wait_seconds, max(0.0, ctx.remaining() - 0.5))
+            started, error = ctx.monotonic(), None
+            for every, span in CADENCE:
+                left = within - (ctx.monotonic() - started)
+                if left < every:
+                    break
+                polled = ctx.poll(
+                    streaming, every=every, within=min(span, left), retry_on=(Unreachable,)
+                )
+                if polled.done:
+                    return True
+                error = polled.error or error
+        finally:
+            held.close()
+        if error is not None:
+            waited = ctx.monotonic() - started
+            ctx.log(f"not streaming after {waited:.1f}s: {error.message}")
+        return False
+
+
+#: How verify polls for streaming: (every, for how long) — fine at first, when the
+#: reloaded standby's WAL receiver connects within milliseconds, coarser after; the
+#: last stage runs to the end of wait_seconds.
+CADENCE: tuple[tuple[float, float], ...] = ((0.01, 0.3), (0.05, 2.0), (0.25, 3600.0))
+
+
+_R = TypeVar("_R")
+
+
+class _Held:
+    """One connection per server, kept across a verify's polls; dropped when it fails.
+
+    Safe to reuse: each query runs in its own autocommit transaction, so the backend
+    activity snapshot behind pg_stat_replication is taken afresh, and
+    pg_stat_wal_receiver reads the receiver's shared memory on every query: a kept
+    connection answers as fresh as a new one. A connection
+    that breaks (a server restarting) is closed and the poll counts as "not yet".
+    """
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.held: dict[str, tuple[ExitStack, Any]] = {}
+
+    def ask(self, server: PostgresTarget, what: str, query: Callable[[Any], _R]) -> _R:
+        import psycopg
+
+        if what not in self.held:
+            stack = ExitStack()
+            conn = stack.enter_context(
+                connect(server, self.ctx, what=what, read_only=True, cap=3.0)
+            )
+            self.held[what] = (stack, conn)
+        try:
+            return query(self.held[what][1])
+        except psycopg.Error as exc:
+            self.drop(what)
+            if isinstance(exc, psycopg.OperationalError):
+                raise Unreachable(f"{what}: {first_line(exc)}") from exc
+            raise StepError(f"{what}: {first_line(exc)}") from exc
+
+    def drop(self, what: str) -> None:
+        stack, _ = self.held.pop(what)
+        with suppress(Exception):  # closing a broken connection: nothing left to tell
+            stack.close()
+
+    def close(self) -> None:
+        for what in list(self.held):
+            self.drop(what)
 
 
 def _literal(text: str) -> str:
