@@ -156,16 +156,19 @@ class Follow(PostgresStep[FollowInputs]):
             return f"rewind, {divergence.describe()}"
         return f"repoint in place, {divergence.describe()}"
 
-    def _divergence(self, ctx: Ctx) -> Divergence:
-        new = ctx.target_named(ctx.inputs.new_primary, PostgresTarget)
-        with connect(ctx.target, ctx, what="standby", read_only=True) as conn:
-            if not scalar(conn, "SELECT pg_is_in_recovery()"):
-                raise StepError("the target is not a standby (not in recovery)")
-            receive, replay = conn.execute(
-                "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text"
-            ).fetchone()
-            timeline = current_timeline(conn)
+    def _divergence(self, ctx: Ctx, standby: Any = None) -> Divergence:
+        """Where the standby stands, read on ``standby`` (a session to it) or a new one."""
+        if standby is None:
+            with connect(ctx.target, ctx, what="standby", read_only=True) as conn:
+                return self._divergence(ctx, conn)
+        if not scalar(standby, "SELECT pg_is_in_recovery()"):
+            raise StepError("the target is not a standby (not in recovery)")
+        receive, replay = standby.execute(
+            "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text"
+        ).fetchone()
+        timeline = current_timeline(standby)
         end = max(lsn(receive) or 0, lsn(replay) or 0)
+        new = ctx.target_named(ctx.inputs.new_primary, PostgresTarget)
         new_timeline, fork = new_timeline_fork(ctx, new, timeline)
         return Divergence(timeline, end, new_timeline, fork)
 
@@ -175,11 +178,18 @@ class Follow(PostgresStep[FollowInputs]):
         refuse_unless_paused(ctx, "repoint it")  # live, right before acting (DR006)
         inputs = ctx.inputs
         new_dsn = dsn_of(ctx, ctx.target_named(inputs.new_primary, PostgresTarget))
-        divergence = self._divergence(ctx)
-        name = self._application_name(ctx)
-        ctx.record("application_name", name)
-        ctx.output("application_name", name)
-        ctx.output("fork_lsn", lsn_text(divergence.fork))
+        # The divergence is read again, not taken from check: in between the standby may
+        # have received more WAL (from an old primary not yet fenced, a gate waiting).
+        # One session for that read, the name and the repoint: each connection costs
+        # milliseconds on the failover's critical path.
+        with connect(ctx.target, ctx, what="standby") as standby:
+            divergence = self._divergence(ctx, standby)
+            name = self._application_name(ctx, standby)
+            ctx.record("application_name", name)
+            ctx.output("application_name", name)
+            ctx.output("fork_lsn", lsn_text(divergence.fork))
+            if not divergence.diverged_bytes:
+                version = self._repoint(ctx, standby, new_dsn, name, divergence)
         if divergence.diverged_bytes:
             if not inputs.may_discard:
                 raise StepError(
@@ -192,6 +202,13 @@ class Follow(PostgresStep[FollowInputs]):
             node = local_node(ctx.target, "follow (rewind)", ctx)
             rewind(ctx, node, new_dsn, name, accept_discard=True)
             return
+        if version < 130000:  # primary_conninfo takes a restart before PostgreSQL 13
+            node = local_node(ctx.target, "follow (restart)", ctx)
+            pg_ctl(ctx, node, "restart")
+        ctx.log(f"following {inputs.new_primary} in place: {divergence.describe()}")
+
+    def _repoint(self, ctx: Ctx, conn: Any, new_dsn: str, name: str, divergence: Divergence) -> int:
+        """Set the standby's primary_conninfo (on ``conn``) and reload; its server version."""
         ctx.record("rewound", {"rewound": False, "why": divergence.describe()})
         ctx.output("rewound", False)
         ctx.output("discarded_bytes", 0)
@@ -199,32 +216,34 @@ class Follow(PostgresStep[FollowInputs]):
         from psycopg.conninfo import make_conninfo
 
         conninfo = make_conninfo(conninfo, application_name=name)
-        with connect(ctx.target, ctx, what="standby") as conn:
-            conn.execute(f"ALTER SYSTEM SET primary_conninfo = {_literal(conninfo)}")
-            if scalar(conn, "SHOW primary_slot_name"):
-                ctx.log("primary_slot_name reset: the old primary's slot is not on the new one")
-                conn.execute("ALTER SYSTEM RESET primary_slot_name")
-            version = int(scalar(conn, "SHOW server_version_num"))
-            if version >= 130000:
-                conn.execute("SELECT pg_reload_conf()")
-        if version < 130000:  # primary_conninfo takes a restart before PostgreSQL 13
-            node = local_node(ctx.target, "follow (restart)", ctx)
-            pg_ctl(ctx, node, "restart")
-        ctx.log(f"following {inputs.new_primary} in place: {divergence.describe()}")
+        conn.execute(f"ALTER SYSTEM SET primary_conninfo = {_literal(conninfo)}")
+        if scalar(conn, "SHOW primary_slot_name"):
+            ctx.log("primary_slot_name reset: the old primary's slot is not on the new one")
+            conn.execute("ALTER SYSTEM RESET primary_slot_name")
+        version = int(scalar(conn, "SHOW server_version_num"))
+        if version >= 130000:
+            conn.execute("SELECT pg_reload_conf()")
+        return version
 
-    def _application_name(self, ctx: Ctx) -> str:
+    def _application_name(self, ctx: Ctx, standby: Any = None) -> str:
+        """The name to stream under, asking the standby (``standby``, or a new session)
+        only when neither the inputs, the journal nor the target's name give one."""
         if ctx.inputs.application_name:
             return ctx.inputs.application_name
-        from psycopg.conninfo import conninfo_to_dict
-
-        with connect(ctx.target, ctx, what="standby", read_only=True) as conn:
-            current = str(scalar(conn, "SHOW primary_conninfo") or "")
-            cluster = str(scalar(conn, "SHOW cluster_name") or "")
-        recorded = ctx.recorded.get("application_name")
-        named = conninfo_to_dict(current).get("application_name") if current else None
         # The target's name first: what the runbook calls the node is what monitoring
         # keys on; the server's own settings only when the context has no target name.
-        for candidate in (recorded, ctx.target_name, named, cluster):
+        for known in (ctx.recorded.get("application_name"), ctx.target_name):
+            if known:
+                return str(known)
+        if standby is None:
+            with connect(ctx.target, ctx, what="standby", read_only=True) as conn:
+                return self._application_name(ctx, conn)
+        from psycopg.conninfo import conninfo_to_dict
+
+        current = str(scalar(standby, "SHOW primary_conninfo") or "")
+        cluster = str(scalar(standby, "SHOW cluster_name") or "")
+        named = conninfo_to_dict(current).get("application_name") if current else None
+        for candidate in (named, cluster):
             if candidate:
                 return str(candidate)
         raise StepError(
