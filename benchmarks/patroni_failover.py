@@ -4,8 +4,12 @@ Real Patroni clusters (three PostgreSQL 15 nodes over a one-member etcd, as the 
 start them: tests/integration/patroni_cluster.py). drctl's own PostgreSQL canary
 writes numbered rows every 20 ms through the client path Patroni users have — a
 multi-host libpq DSN with ``target_session_attrs=read-write``, no proxy — and after
-each move reads them back from the new leader. RTO = the longest stretch with no
-acknowledged write (drctl.drill.measure); RPO = acknowledged writes missing.
+each move reads them back from the new leader. RTO = the longer of the longest stretch
+with no acknowledged write and the time until the new leader acknowledged one
+(drctl.drill.measure), counted from the move's first mutation (a drctl run's first
+mutating step, from its journal; the kill in (c)); RPO = acknowledged writes missing.
+``--rounds N`` repeats every move N times on the same clusters and reports medians
+beside every move.
 
 * (a) ``drctl run runbooks/patroni-switchover.yaml`` (patroni.switchover);
 * (b) ``drctl run runbooks/patroni-manual-failover.yaml`` (Patroni paused; fence
@@ -73,8 +77,13 @@ class Result:
         ttl, loop, retry = self.timing
         return [
             self.way, f"ttl {ttl} s, loop_wait {loop} s, retry_timeout {retry} s",
-            f"{self.m.rto:.2f}", str(self.m.missing), str(self.m.acknowledged), f"{self.took:.1f}",
+            f"{self.m.rto:.2f}", _seconds(self.m.time_to_new_primary), str(self.m.missing),
+            str(self.m.acknowledged), f"{self.took:.1f}",
         ]  # fmt: skip
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def canary_dsn(cluster: PatroniCluster) -> str:
@@ -92,8 +101,12 @@ def leader_node(cluster: PatroniCluster) -> PatroniNode:
     return cluster.node(name)
 
 
-def timed(cluster: PatroniCluster, way: str, move: Callable[[], object]) -> Result:
-    """Run ``move`` under the canary; measure from the moment it starts."""
+def timed(cluster: PatroniCluster, way: str, move: Callable[[], float | None]) -> Result:
+    """Run ``move`` under the canary; its outage counts from the first mutation.
+
+    ``move`` returns when it first changed the cluster (a drctl run's first mutating
+    step, from its journal, as ``drctl drill`` counts it), or None: from its start.
+    """
     cluster.wait_healthy(within=WITHIN)
     old = cluster.leader()
     spec = CanarySpec("postgres", canary_dsn(cluster), interval=0.02, timeout=1.0)
@@ -105,7 +118,7 @@ def timed(cluster: PatroniCluster, way: str, move: Callable[[], object]) -> Resu
     time.sleep(1.0)  # a steady stream of acknowledgements before the move
     started = time.time()
     try:
-        move()
+        mutated = move() or started
         cluster.wait("a new leader to run", lambda: cluster.leader() not in (None, old), WITHIN)
         new = leader_node(cluster)
         deadline = time.monotonic() + WITHIN
@@ -125,7 +138,7 @@ def timed(cluster: PatroniCluster, way: str, move: Callable[[], object]) -> Resu
     present, address, _ = verify.read_back()
     m = measure(
         canary.acks(), present, windows=[(canary.started_at, canary.stopped_at)],
-        first_mutation_at=started, new_primary_address=address, canary_errors=canary.errors,
+        first_mutation_at=mutated, new_primary_address=address, canary_errors=canary.errors,
     )  # fmt: skip
     return Result(way, cluster.timing, m, took)
 
@@ -141,15 +154,27 @@ def _on(node: PatroniNode, seq: int, drill_id: str) -> bool:
     return bool(found)
 
 
-def run_drctl(args: list[str]) -> None:
+def run_drctl(runbook: str, params: Path, state: Path) -> float | None:
+    """``drctl run`` of a runbook; when its first mutating step started (wall time)."""
+    from drctl.drill.report import first_mutation
+    from drctl.state.open import open_store
+
+    args = ["run", str(ROOT / "runbooks" / runbook), "--params-file", str(params), "--yes",
+            "--state", str(state)]  # fmt: skip
     done = drctl(*args, env={"PATRONI_PASSWORD": PASSWORD})
     if done.returncode != 0:
         raise SystemExit(
             f"drctl {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
         )
+    store = open_store(str(state), read_only=True)
+    try:
+        run = store.list_runs(limit=1)[0]
+        return first_mutation(run, store.events(run.id))
+    finally:
+        store.close()
 
 
-def switchover(cluster: PatroniCluster, tmp: Path) -> None:
+def switchover(cluster: PatroniCluster, tmp: Path) -> float | None:
     old = leader_node(cluster)
     new = next(n for n in cluster.nodes if n.name != old.name)
     params = tmp / f"sw-{uuid.uuid4().hex[:6]}.yaml"
@@ -157,11 +182,10 @@ def switchover(cluster: PatroniCluster, tmp: Path) -> None:
         "patroni_members": [n.api_url for n in cluster.nodes], "patroni_user": USER,
         "leader": old.name, "candidate": new.name, "replicas": 2,
     }))  # fmt: skip
-    run_drctl(["run", str(ROOT / "runbooks" / "patroni-switchover.yaml"), "--params-file",
-               str(params), "--yes", "--state", str(tmp / "state.db")])  # fmt: skip
+    return run_drctl("patroni-switchover.yaml", params, tmp / "state.db")
 
 
-def manual_failover(cluster: PatroniCluster, tmp: Path) -> None:
+def manual_failover(cluster: PatroniCluster, tmp: Path) -> float | None:
     old = leader_node(cluster)
     new, other = [n for n in cluster.nodes if n.name != old.name]
     params = tmp / f"mf-{uuid.uuid4().hex[:6]}.yaml"
@@ -172,8 +196,7 @@ def manual_failover(cluster: PatroniCluster, tmp: Path) -> None:
         "other_member": other.name, "other_dsn": other.dsn, "other_data": str(other.data_dir),
         "pg_bin": cluster.bin_dir, "os_user": cluster.os_user,
     }))  # fmt: skip
-    run_drctl(["run", str(ROOT / "runbooks" / "patroni-manual-failover.yaml"), "--params-file",
-               str(params), "--yes", "--state", str(tmp / "state.db")])  # fmt: skip
+    return run_drctl("patroni-manual-failover.yaml", params, tmp / "state.db")
 
 
 def lose_leader(cluster: PatroniCluster) -> PatroniNode:
@@ -193,9 +216,9 @@ def main() -> None:
         tmp = Path(tmp_dir)
         with PatroniCluster.running("drctl-bench-patroni-", DEFAULTS) as cluster:
             for _ in range(args.rounds):
-                # (b) first: postgres.follow misreads the timeline of a standby whose
-                # walreceiver just stopped when it crossed a timeline switch since its last
-                # restartpoint (it falls back to pg_control), which a switchover before it makes.
+                # One cluster for every round: each move starts from the leader the
+                # previous one left, so later rounds meet standbys that already crossed
+                # a timeline switch since their last restartpoint.
                 results.append(timed(cluster, "(b) drctl patroni-manual-failover.yaml",
                                      lambda: manual_failover(cluster, tmp)))  # fmt: skip
                 print(results[-1].row(), flush=True)
@@ -231,6 +254,17 @@ def render(results: list[Result], rounds: int) -> str:
         met = "met" if lost == 0 and ratio >= GOAL else "**not met**"
         goals.append([way, f"{mine:.2f}", str(lost), f"{ratio:.1f}×", met])
     rows = [r.row() for r in results]
+    medians = []
+    for way, timing in dict.fromkeys((r.way, r.timing) for r in results):
+        mine = [r for r in results if r.way == way and r.timing == timing]
+        reached = [r.m.time_to_new_primary for r in mine if r.m.time_to_new_primary is not None]
+        ttl, loop, retry = timing
+        medians.append([
+            way, f"ttl {ttl} s, loop_wait {loop} s, retry_timeout {retry} s",
+            f"{median([r.m.rto for r in mine]):.2f}",
+            _seconds(median(reached) if reached else None),
+            str(max(r.m.missing for r in mine)), str(len(mine)),
+        ])  # fmt: skip
     return "\n".join(
         [
             "## Patroni: switchover, manual failover, automatic failover",
@@ -240,12 +274,44 @@ def render(results: list[Result], rounds: int) -> str:
             f"Reproduce: `.venv/bin/python benchmarks/patroni_failover.py --write` ({rounds} "
             "round(s); three PostgreSQL 15 nodes under Patroni 4.1.5 over a one-member etcd on "
             "loopback; drctl's PostgreSQL canary writing every 20 ms through "
-            "`host=…,…,… port=…,…,… target_session_attrs=read-write`). RTO is the longest "
-            "stretch with no acknowledged write, in seconds; RPO the acknowledged writes "
-            "missing on the new leader; `took` the seconds from the move's start until the "
+            "`host=…,…,… port=…,…,… target_session_attrs=read-write`). `to new primary` is "
+            "the seconds from the move's first mutation (drctl: the start of its run's first "
+            "mutating step, from the journal, as `drctl drill` counts it; (c): the kill) to "
+            "the first write the new leader acknowledged "
+            "(the server the canary's session was connected to, not the DSN's host list); RTO "
+            "the longer of that and the longest stretch with no acknowledged write, in "
+            "seconds; RPO the acknowledged writes missing on the new leader; `took` the "
+            "seconds from the move's start until the "
             "canary had written to the new leader plus 2 s.",
             "",
-            table(["way", "Patroni timing", "RTO s", "RPO (writes lost)", "acked", "took s"], rows),
+            "Medians over the rounds (RPO: the most writes lost in any round):",
+            "",
+            table(
+                [
+                    "way",
+                    "Patroni timing",
+                    "RTO s (median)",
+                    "to new primary s (median)",
+                    "RPO (max)",
+                    "rounds",
+                ],
+                medians,
+            ),
+            "",
+            "Every move:",
+            "",
+            table(
+                [
+                    "way",
+                    "Patroni timing",
+                    "RTO s",
+                    "to new primary s",
+                    "RPO (writes lost)",
+                    "acked",
+                    "took s",
+                ],
+                rows,
+            ),
             "",
             "(c) loses the leader's machine (SIGKILL of its Patroni and its postmaster): Patroni "
             "waits for the leader lock to expire (ttl) before a replica takes over. A SIGKILL of "

@@ -53,6 +53,18 @@ def resolve_dsn(dsn: str, dns_server: str | None, timeout: float = 1.0) -> tuple
     return dsn, str(params.get("hostaddr") or params.get("host") or "")
 
 
+def server_of(conn: Any) -> str:
+    """``host:port`` of the server a session is connected to.
+
+    Not the DSN's host: a multi-host DSN (``host=a,b,c target_session_attrs=read-write``)
+    names every member, and only the one libpq settled on tells a write's server apart
+    (members may share a host and differ by port). The IP libpq connected to when it
+    has one (a name resolved, or ``hostaddr``), else the host (a socket directory).
+    """
+    info = conn.info
+    return f"{info.hostaddr or info.host}:{info.port}"
+
+
 def connect(dsn: str, timeout: float) -> Any:
     """An autocommit connection with connect and statement timeouts of about ``timeout``."""
     import psycopg
@@ -104,9 +116,10 @@ class PostgresCanary(Canary):
             ) from exc
 
     def _connect(self) -> Any:
-        dsn, address = resolve_dsn(self.spec.dsn, self.spec.dns_server, self.spec.timeout)
+        dsn, _ = resolve_dsn(self.spec.dsn, self.spec.dns_server, self.spec.timeout)
+        session = connect(dsn, self.spec.timeout)
         # The address travels with its connection: the ack names where the row went.
-        return connect(dsn, self.spec.timeout), address
+        return session, server_of(session)
 
     def _write(self, conn: Any, seq: int) -> str:
         session, address = conn
@@ -137,10 +150,11 @@ class PostgresCanary(Canary):
         spec = self.spec
         try:
             if spec.verify_dsn:
-                dsn, address = resolve_dsn(spec.verify_dsn, None)
+                dsn, _ = resolve_dsn(spec.verify_dsn, None)
             else:
-                dsn, address = resolve_dsn(spec.dsn, spec.dns_server, 3.0)
+                dsn, _ = resolve_dsn(spec.dsn, spec.dns_server, 3.0)
             with connect(dsn, 5.0) as conn:
+                address = server_of(conn)
                 rows = conn.execute(
                     "SELECT seq FROM drctl_canary WHERE drill_id = %s", (self.drill_id,)
                 ).fetchall()

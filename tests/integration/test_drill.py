@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,6 +50,11 @@ steps:
     with: {{old_primary: old_primary, accept_data_loss: true, catchup_seconds: 1}}
     acknowledge: [DR002]
 """
+
+
+def _server(params: dict[str, Any], role: str) -> str:
+    """What the canary records as the server of a write: the node's ``host:port``."""
+    return f"{params[role + '_host']}:{params['pg_port']}"
 
 
 def _app_dsn(pair: Pair) -> tuple[str, str]:
@@ -149,7 +155,7 @@ def test_drill_failover_through_dns_meets_objectives(sandbox: Pair, tmp_path: Pa
     assert m["missing"] == 0, m
     # The canary reached the new primary through the name, after the first mutation (how
     # many writes it made meanwhile is the machine's speed, not the drill's behaviour).
-    assert m["new_primary_address"] == pair.params()["standby_host"], m
+    assert m["new_primary_address"] == _server(pair.params(), "standby"), m
     rto = measured[0]["data"]["objectives"]["rto"]
     assert m["time_to_new_primary"] is not None and 0 < m["time_to_new_primary"] <= rto, m
     assert 0 < m["rto"] <= rto, m
@@ -291,7 +297,7 @@ def test_drill_stops_at_a_gate_and_resumes_measured(sandbox: Pair, tmp_path: Pat
     data = json.loads(report.read_text())
     assert data["passed"] and not data["paused"] and len(data["windows"]) == 2, data
     m = data["measurement"]
-    assert m["missing"] == 0 and m["new_primary_address"] == pair.params()["standby_host"], m
+    assert m["missing"] == 0 and m["new_primary_address"] == _server(pair.params(), "standby"), m
     # From the first mutation (before the gate) to the new primary: the wait at the gate counts.
     (_s1, first_end), (second_start, _e2) = data["windows"]
     assert m["time_to_new_primary"] > second_start - first_end, (m, data["windows"])

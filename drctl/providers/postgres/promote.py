@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from pydantic import Field, model_validator
 
 from drctl.errors import StepError
@@ -20,6 +23,7 @@ from drctl.providers.postgres.preflight import preflight
 from drctl.providers.postgres.session import (
     connect,
     local_node,
+    lsn,
     lsn_text,
     pg_ctl_status,
     scalar,
@@ -97,13 +101,74 @@ _ENDED = {
 
 
 def current_timeline(conn: object) -> int:
-    """The timeline a server is on now (in recovery: the one it receives)."""
+    """The timeline a server is on now (in recovery: the one it receives, else replays)."""
     if scalar(conn, "SELECT pg_is_in_recovery()"):
         received = scalar(conn, "SELECT received_tli FROM pg_stat_wal_receiver")
         if received:
             return int(received)
-        return int(scalar(conn, "SELECT timeline_id FROM pg_control_checkpoint()"))
+        return _replayed_timeline(conn)
     return int(str(scalar(conn, "SELECT pg_walfile_name(pg_current_wal_lsn())"))[:8], 16)
+
+
+#: WAL segment and timeline history file names in pg_wal.
+_SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{16})$")
+_HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
+
+
+def _replayed_timeline(conn: Any) -> int:
+    """The timeline of a standby with no WAL receiver (reconnecting, or none configured).
+
+    PostgreSQL 15 has no SQL function for the replay timeline, and
+    ``pg_control_checkpoint()`` gives the last restartpoint's, which lags behind a
+    timeline switch the standby already replayed (restartpoints are minutes apart).
+    So it is read from the standby's pg_wal: the startup process only replays, and the
+    WAL receiver only writes, segments of timelines in the recovery target's history,
+    so the newest timeline that has a segment file where the standby's WAL ends
+    (replayed or received), a history file, and the restartpoint's timeline among its
+    ancestors, is the one it is on. Needs ``pg_ls_waldir`` (superuser or ``pg_monitor``)
+    and ``pg_read_file`` (superuser or ``pg_read_server_files``) on the standby.
+    """
+    import psycopg
+
+    from drctl.providers.postgres.discard import fork_point
+
+    checkpoint = int(scalar(conn, "SELECT timeline_id FROM pg_control_checkpoint()"))
+    ends = conn.execute(
+        "SELECT pg_last_wal_replay_lsn()::text, pg_last_wal_receive_lsn()::text, "
+        "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')"
+    ).fetchone()
+    segment_bytes = int(ends[2])
+    try:
+        names = [str(r[0]) for r in conn.execute("SELECT name FROM pg_ls_waldir()")]
+        where = {_segment_name(end - 1, segment_bytes) for end in map(lsn, ends[:2]) if end}
+        histories = {int(m[1], 16) for m in map(_HISTORY.match, names) if m}
+        newer = sorted(
+            {
+                tli
+                for m in map(_SEGMENT.match, names)
+                if m and m[2] in where and (tli := int(m[1], 16)) > checkpoint
+                if tli in histories
+            },
+            reverse=True,
+        )
+        for tli in newer:
+            history = str(scalar(conn, "SELECT pg_read_file(%s)", (f"pg_wal/{tli:08X}.history",)))
+            if fork_point(history, checkpoint) is not None:
+                return tli
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise StepError(
+            "cannot tell the standby's timeline: its WAL receiver is not running and reading "
+            "its pg_wal needs pg_ls_waldir (superuser or pg_monitor) and pg_read_file "
+            f"(superuser or pg_read_server_files) for the DSN's user: {exc}"
+        ) from exc
+    return checkpoint
+
+
+def _segment_name(position: int, segment_bytes: int) -> str:
+    """The log and segment part (16 hex digits) of the WAL file holding ``position``."""
+    segno = position // segment_bytes
+    per_log = 0x100000000 // segment_bytes
+    return f"{segno // per_log:08X}{segno % per_log:08X}"
 
 
 Ctx = PostgresContext[PromoteInputs]
