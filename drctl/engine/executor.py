@@ -167,7 +167,7 @@ class Executor:
         targets = {name: secrets.target(name, t) for name, t in plan.targets.items()}
         view = shown.targets_view(plan)
         self.x = _Ctx(plan, journal, secrets, clock, interrupts, targets, view)
-        warm_up(plan)
+        _warm_up([s.type for s in (*plan.steps, *plan.fallbacks)])
         self.state = state
         self.options = controls.options
         self.gate = controls.gate
@@ -1169,27 +1169,15 @@ class _CallThreads:
 _CALLERS = _CallThreads()
 
 
-#: Step types a warm-up thread of this process has been given already.
-_WARMING: set[str] = set()
-_WARMING_LOCK = threading.Lock()
-
-
-def warm_up(plan: Plan) -> None:
+def _warm_up(type_names: list[str]) -> None:
     """Import the plan's client libraries in the background while the run starts.
 
     Through ``StepType.warm``: one import at a time, and a step waits for its own, so
-    types go in plan order (the first step's first). Called as soon as the plan is
-    compiled (the lock and the journal's first writes wait on the disk meanwhile) and
-    again by the Executor; a type is handed to one thread only.
+    types go in plan order (the first step's first).
     """
-    with _WARMING_LOCK:
-        names = [s.type for s in (*plan.steps, *plan.fallbacks) if s.type not in _WARMING]
-        _WARMING.update(names)
-    if not names:
-        return
 
     def load() -> None:
-        for name in dict.fromkeys(names):
+        for name in dict.fromkeys(type_names):
             # Only a head start: an unknown or broken type is reported by its step.
             with contextlib.suppress(StepTypeError):
                 get_step_type(name).warm()

@@ -21,15 +21,7 @@ from drctl.engine import events as ev
 from drctl.engine.approvals import identity
 from drctl.engine.clock import Clock, SystemClock
 from drctl.engine.cooldown import check_cooldown
-from drctl.engine.executor import (
-    Controls,
-    Executor,
-    GateDecider,
-    Interrupts,
-    Options,
-    Outcome,
-    warm_up,
-)
+from drctl.engine.executor import Controls, Executor, GateDecider, Interrupts, Options, Outcome
 from drctl.engine.journal import Journal
 from drctl.engine.lock import RunLock, live_holder
 from drctl.engine.redact import Redactor
@@ -85,7 +77,6 @@ class Runner:
         """
         store, clock = self.store, self.clock
         plan = plan or compile_runbook(path, given)
-        warm_up(plan)
         redactor = Redactor()
         resolved = resolve_plan_secrets(plan, redactor, self.environ)
         lock_key = run_lock_key(plan, resolved)
