@@ -20,6 +20,7 @@ the live roles and every standby streams from the primary and has replayed its W
 
     .venv/bin/python benchmarks/pg_three_node_failover.py            # print results
     .venv/bin/python benchmarks/pg_three_node_failover.py --write    # and its docs section
+    .venv/bin/python benchmarks/pg_three_node_failover.py --profile  # and where drctl's time goes
 
 Goal (issue 15): drctl's whole command ≤ 1.5× the script's time (medians).
 """
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from _common import DRCTL, ROOT, machine, machine_line, median, table, write_section
+from _common import DRCTL, ROOT, VENV_PY, machine, machine_line, median, table, write_section
 
 if TYPE_CHECKING:
     from drctl.sandbox.pair import Sandbox
@@ -88,6 +89,7 @@ def bench_runbooks(work: Path) -> tuple[Path, Path]:
 class Bench:
     def __init__(self, sandbox: Sandbox, work: Path, env: dict[str, str]) -> None:
         self.sandbox, self.work, self.env = sandbox, work, env
+        self.last: subprocess.CompletedProcess[str] | None = None
         self.failover_yaml, self.rejoin_yaml = bench_runbooks(work)
         self.state = work / "state.db"
         self.topology = sandbox.root / "topology.yaml"
@@ -124,12 +126,14 @@ class Bench:
             time.sleep(POLL)
         sys.exit(f"the standbys did not catch up with {primary.name} within {SETTLE:.0f}s")
 
-    def failover(self, kind: str) -> Sample:
+    def failover(self, kind: str, wrap: list[str] | None = None) -> Sample:
+        """One failover of the live primary; ``wrap``: drctl's argv starts with this
+        (a profiler, ``python -X importtime``) instead of the console script."""
         old = self.settle()
         status = self.sandbox.status()
         if kind == "drctl":
-            argv = [str(DRCTL), "run", str(self.failover_yaml), "--params-file", str(self.topology),
-                    "--yes", "--state", str(self.state)]  # fmt: skip
+            argv = [*(wrap or [str(DRCTL)]), "run", str(self.failover_yaml), "--params-file",
+                    str(self.topology), "--yes", "--state", str(self.state)]  # fmt: skip
         else:
             node = next(n for n in self.sandbox.nodes if n.name == old)
             others = [f"{n.name}:{n.host}" for n in status.nodes if n.name != old]
@@ -138,7 +142,7 @@ class Bench:
                     str(node.socket_dir), *others]  # fmt: skip
         spawned = time.time()
         started = time.perf_counter()
-        self._run(argv)
+        self.last = self._run(argv)
         wall = time.perf_counter() - started
         outside, steps = self._journaled(spawned, wall) if kind == "drctl" else (0.0, {})
         after = self.sandbox.status()
@@ -165,6 +169,39 @@ class Bench:
             if e["kind"] == "step_succeeded" and e["data"].get("duration") is not None
         }
         return wall - (last - first), steps
+
+
+def profile(bench: Bench) -> None:
+    """Print where one more drctl failover's time goes: cProfile (all threads) and imports.
+
+    Untimed runs, after the timed ones; printed only (profiling slows Python code, not
+    the servers, so these are for finding costs, not for the figures).
+    """
+    import pstats
+
+    from engine_overhead import PROFILE, TOP, top_costs, total_of
+    from pg_failover import parse_importtime
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "drctl.prof"
+        bench.failover("drctl", [str(VENV_PY), "-c", PROFILE, str(out)])
+        stats = pstats.Stats(str(out))
+    connects, _ = total_of(stats, "psycopg/connection.py", "connect")
+    spawned, _ = total_of(stats, "drctl/steps/process.py", "run_command")
+    print(f"\n### cProfile of one drctl failover (all threads, merged; ms)\n\n"
+          f"psycopg connections opened: {connects}; local processes run: {spawned}.\n")  # fmt: skip
+    print(table(["function", "calls", "own", "cumulative"], top_costs(stats, "own", TOP)))
+    print()
+    print(table(["function", "calls", "own", "cumulative"], top_costs(stats, "cum", 2 * TOP)))
+    bench.failover("drctl", [str(VENV_PY), "-X", "importtime", str(DRCTL)])
+    assert bench.last is not None
+    rows = parse_importtime(bench.last.stderr)
+    lazy = [r for r in rows if r[1] == 0]  # depth 0: imported by a function, at run time
+    print(f"\n### Imports of one drctl failover (-X importtime): {len(rows)} modules, "
+          f"{sum(r[2] for r in rows) * 1000:.1f} ms own time in all\n")  # fmt: skip
+    print(table(["module (depth 0)", "cumulative ms", "self ms"],
+                [[f"`{m}`", f"{c * 1000:.1f}", f"{sf * 1000:.1f}"]
+                 for m, _, sf, c in sorted(lazy, key=lambda r: -r[3])[:2 * TOP]]))  # fmt: skip
 
 
 def pg_version(sandbox: Sandbox) -> str:
@@ -204,6 +241,8 @@ def report(args: argparse.Namespace) -> str:
                 samples.append(s)
                 print(f"  round {r + 1}: {kind:5} {s.old} → {s.new} {s.wall:.3f} s")
         version = pg_version(sandbox)
+        if args.profile:
+            profile(bench)
     finally:
         sandbox.down()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -273,6 +312,11 @@ def main() -> None:
     parser.add_argument("--base-port", type=int, default=BASE_PORT)
     parser.add_argument(
         "--write", action="store_true", help="rewrite its docs/benchmarks.md section"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="then print a cProfile and an -X importtime of one more drctl failover",
     )
     args = parser.parse_args()
     text = report(args)

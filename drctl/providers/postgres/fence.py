@@ -22,6 +22,7 @@ from drctl.providers.postgres.session import (
     refuses_writes,
     scalar,
     socket_scalar,
+    socket_session,
     writable,
 )
 from drctl.steps.base import Role, StepInputs, published
@@ -33,6 +34,18 @@ _CLIENTS = (
     "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
 )
 _LEFT = "client sessions left"
+_ENDED = "client sessions ended"
+_FINAL = "final WAL position"
+#: How long, and how often, the server is asked whether the ended sessions are gone.
+_GONE_WITHIN = 5.0
+_GONE_EVERY = 0.05
+#: Waits on the server for the client backends to exit. pg_stat_activity is a snapshot
+#: taken once per transaction; pg_stat_clear_snapshot() makes each pass a fresh look.
+_WAIT_GONE = (
+    "DO $$BEGIN FOR i IN 1..{polls} LOOP PERFORM pg_stat_clear_snapshot(); "
+    "EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'client backend' "
+    "AND pid <> pg_backend_pid()); PERFORM pg_sleep({every}); END LOOP; END$$"
+)
 
 
 class FenceInputs(StepInputs):
@@ -199,29 +212,32 @@ class Fence(PostgresStep[FenceInputs]):
                 raise
             ctx.log("pg_hba.conf is fenced already; finishing over the local socket")
             socket = LocalSocket.from_json(ctx.recorded["socket"])
-        # The reload is asynchronous; end sessions only once no new one can come in.
-        shut = ctx.poll(lambda: True if _refused(dsn, ctx) else None, every=0.1, within=5.0)
+        # The reload is asynchronous; end sessions only once no new one can come in. The
+        # postmaster usually has it within a few ms: a short interval, as each look is
+        # one refused connection attempt.
+        shut = ctx.poll(lambda: True if _refused(dsn, ctx) else None, every=0.02, within=5.0)
         if not shut.done:
             raise StepError(
                 f"fresh sessions still get in {shut.waited:.1f}s after reloading the fenced "
                 "pg_hba.conf"
             )
 
-        def ask(label: str, sql: str) -> str:
-            return socket_scalar(ctx, node, socket, label, sql)
-
-        ended = int(ask("client sessions ended", _CLIENTS.format("pg_terminate_backend(pid)")))
-        gone = ctx.poll(
-            lambda: True if ask(_LEFT, _CLIENTS.format("*")) == "0" else None,
-            every=0.05,
-            within=5.0,
-        )
-        if not gone.done:
-            raise StepError(f"client sessions remain {gone.waited:.1f}s after ending them")
-        final = ask(
-            "final WAL position",
-            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END",
-        )
+        # One psql session: end the clients, wait on the server until they are gone
+        # (pg_terminate_backend only signals), count what is left, read the final WAL
+        # position. Each statement is its own transaction, so the count is a fresh look.
+        started = ctx.monotonic()
+        within = max(0.0, min(_GONE_WITHIN, ctx.remaining() - 1.0))
+        told = socket_session(ctx, node, socket, [
+            (_ENDED, _CLIENTS.format("pg_terminate_backend(pid)")),
+            (None, _WAIT_GONE.format(polls=int(within / _GONE_EVERY) + 1, every=_GONE_EVERY)),
+            (_LEFT, _CLIENTS.format("*")),
+            (_FINAL, "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END"),
+        ])  # fmt: skip
+        ended = int(told[_ENDED])
+        if told[_LEFT] != "0":
+            waited = ctx.monotonic() - started
+            raise StepError(f"client sessions remain {waited:.1f}s after ending them")
+        final = told[_FINAL]
         ctx.log(f"pg_hba.conf fenced and reloaded; ended {ended} client session(s)")
         ctx.output("sessions_ended", ended)
         if final:

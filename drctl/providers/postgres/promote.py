@@ -467,15 +467,15 @@ class Promote(PostgresStep[PromoteInputs]):
         refuse_unless_paused(ctx, "promote it")  # live, right before acting (DR006)
         inputs = ctx.inputs
         dsn = ctx.target
-        with connect(dsn, ctx, what="standby") as conn:
+        # One session for all of it, its statement timeout long enough for the wait below.
+        with connect(dsn, ctx, what="standby", cap=inputs.wait_seconds + 5.0) as conn:
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 ctx.log("already primary")
                 ctx.output("timeline", current_timeline(conn))
                 forget_upstream(ctx, conn)
                 return
             ctx.record("timeline_before", current_timeline(conn))
-        # check() ran just before apply in this attempt: lag and fence were proven there.
-        with connect(dsn, ctx, what="standby", cap=inputs.wait_seconds + 5.0) as conn:
+            # check() ran just before apply in this attempt: lag and fence were proven there.
             # pg_promote(wait => true) checks for the end of recovery only every 100 ms;
             # asking without waiting and polling every 10 ms saves most of that tick.
             if scalar(conn, "SELECT pg_get_wal_replay_pause_state() <> 'not paused'"):

@@ -320,22 +320,48 @@ def socket_scalar(
     The path the hard fence leaves open for drctl's superuser, locally or over SSH.
     psql's output is the step's log, so the value comes out as ``label: value``.
     """
+    return socket_session(ctx, node, socket, [(label, sql)])[label]
+
+
+def socket_session(
+    ctx: StepContext,
+    node: ServerNode,
+    socket: LocalSocket,
+    statements: list[tuple[str | None, str]],
+) -> dict[str, str]:
+    """Run ``statements`` in order in one psql session over the server's Unix socket.
+
+    Each is ``(label, scalar query)`` — its value comes back under ``label`` — or
+    ``(None, statement)``, run for its effect. One process and one connection for all
+    of them (each its own transaction); psql stops at the first error, and that is a
+    StepError, as is a labelled value missing from the output.
+    """
     env = {
         "PGHOST": socket.directory, "PGPORT": str(socket.port), "PGUSER": socket.user,
         "PGDATABASE": socket.database, "PGCONNECT_TIMEOUT": "5",
     }  # fmt: skip
-    query = f"SELECT '{label}: ' || COALESCE(({sql})::text, '')"
-    done = pg_tool(
-        ctx, node, "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", query, env=env
-    )
-    prefix = f"{label}: "
-    lines = [line for line in done.output.splitlines() if line.startswith(prefix)]
-    if done.exit_code != 0 or not lines:
+    args = ["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
+    for label, sql in statements:
+        args += [
+            "-c",
+            sql if label is None else f"SELECT '{label}: ' || COALESCE(({sql})::text, '')",
+        ]
+    done = pg_tool(ctx, node, "psql", *args, env=env)
+    values: dict[str, str] = {}
+    lines = done.output.splitlines()
+    for label, _ in statements:
+        if label is None:
+            continue
+        prefix = f"{label}: "
+        found = [line[len(prefix) :] for line in lines if line.startswith(prefix)]
+        if found:
+            values[label] = found[-1]
+    if done.exit_code != 0 or len(values) < sum(1 for label, _ in statements if label):
         raise StepError(
             f"psql over the local socket {socket.directory} failed (exit {done.exit_code}): "
             f"{last_line(done.output)}"
         )
-    return lines[-1][len(prefix) :]
+    return values
 
 
 def pg_ctl_status(ctx: StepContext, node: ServerNode) -> bool:
