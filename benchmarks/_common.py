@@ -38,6 +38,22 @@ a section's machine and date are those of its own last run.
 """
 
 
+def cache_bytecode() -> str:
+    """Compile drctl's sources to bytecode once, as installing a wheel does.
+
+    Where PYTHONDONTWRITEBYTECODE is set (as on this project's machines) an editable
+    install never caches bytecode, so every ``drctl`` process would recompile its own
+    sources (60-80 ms) while the peers' packages, installed by pip, start from cached
+    bytecode. Python still reads a cached file when it may not write one.
+    """
+    subprocess.run(
+        [str(VENV_PY), "-m", "compileall", "-q", str(ROOT / "drctl")],
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+    )
+    return "drctl's sources compiled to bytecode first (`compileall`, as a wheel install does)"
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 

@@ -40,7 +40,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from _common import DRCTL, ROOT, VENV_PY, machine, machine_line, median, table, write_section
+from _common import (
+    DRCTL,
+    ROOT,
+    VENV_PY,
+    cache_bytecode,
+    machine,
+    machine_line,
+    median,
+    table,
+    write_section,
+)
 
 if TYPE_CHECKING:
     from drctl.sandbox.pair import Sandbox
@@ -226,6 +236,7 @@ def report(args: argparse.Namespace) -> str:
     env.update(NO_COLOR="1", PGCONNECT_TIMEOUT="5")
     sandbox = Sandbox.at(tmp / "sandbox", args.base_port, standbys=2)
     load_start = os.getloadavg()[0]
+    compiled = cache_bytecode()
     try:
         t = time.perf_counter()
         sandbox.up()
@@ -275,7 +286,7 @@ def report(args: argparse.Namespace) -> str:
         "over the live primary and is checked (a new primary); then, untimed, the old "
         "primary rejoins the new one with `postgres.rejoin` (pg_rewind), so the roles move "
         "every run. Before each run the topology file names the live roles and both "
-        "standbys stream and have replayed all of the primary's WAL.",
+        "standbys stream and have replayed all of the primary's WAL; " + compiled + ".",
         "",
         "- DRCTL: `drctl run failover.yaml --params-file topology.yaml --yes --state "
         "TMP/state.db`, failover.yaml being `runbooks/sandbox-pg-failover.yaml` up to its "
