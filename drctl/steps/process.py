@@ -57,7 +57,6 @@ class _Watchdog:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._started = False
-        self._proc: subprocess.Popen[bytes] | None = None
         self._marks = itertools.count(1)
 
     def mark(self) -> str:
@@ -78,20 +77,25 @@ class _Watchdog:
             return None  # then a killed drctl leaves its command running, as before
         read_end, write_end = os.pipe()  # both non-inheritable: no command holds them
         try:
-            self._proc = subprocess.Popen(
+            # Spawned, not Popen'd: it is never waited for (it exits only once drctl
+            # has gone, and init reaps it), so no Popen object is left to warn of it.
+            os.posix_spawn(
+                _SHELL,
                 [_SHELL, "-c", _WATCHDOG_SCRIPT],
-                stdin=read_end,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, read_end, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                ],
                 # Its own session: a Ctrl-C at the terminal must not take it first.
-                start_new_session=True,
+                setsid=True,
             )
         except OSError:
             os.close(write_end)
             return None
         finally:
             os.close(read_end)
-        # Never waited for: it exits only once drctl has gone (then init reaps it).
         return write_end
 
     def tell(self, *items: str) -> None:
