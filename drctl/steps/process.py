@@ -10,7 +10,8 @@ import select
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from drctl.errors import Cancelled, StepError, StepTimeout
@@ -168,77 +169,105 @@ def _environment(extra: Mapping[str, str] | None, mark: str) -> dict[bytes, byte
 def _supervise(
     ctx: StepContext, proc: subprocess.Popen[bytes], limit: int, grace: float
 ) -> Completed:
-    kept: list[bytes] = []
-    size = 0
-    truncated = False
+    """Show and keep the command's output, and end it at the deadline or on cancel.
 
-    def pump() -> None:
-        nonlocal size, truncated
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            ctx.log(raw.decode("utf-8", "replace"))
-            room = limit - size
-            if len(raw) > room:
-                truncated = True
-            if room > 0:
-                kept.append(raw[:room])
-                size += min(len(raw), room)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    exited = _exit_waiter(proc)
+    One thread waits on both the output pipe and (on Linux) a pidfd, so a short command
+    costs no reader thread and its exit wakes the wait at once.
+    """
+    assert proc.stdout is not None
+    out = proc.stdout.fileno()
+    os.set_blocking(out, False)
+    shown = _Output(ctx, limit)
+    poller = select.poll()
+    poller.register(out, select.POLLIN)
+    pidfd = _pidfd(proc)
+    if pidfd is not None:
+        poller.register(pidfd, select.POLLIN)
     outcome: str | None = None
+    reading = True
+    # Once the command has gone, a grandchild that escaped its group may still hold
+    # the pipe: it is read for this long more, then left.
+    drain_until: float | None = None
     try:
-        while proc.poll() is None:
-            if ctx.cancelled:
-                outcome = "cancelled"
-            elif ctx.remaining() <= 0:
-                outcome = "timeout"
-            if outcome is not None:
-                _kill_group(proc, grace)
-                break
-            exited(min(0.05, max(ctx.remaining(), 0.001)))
+        while reading or drain_until is None:
+            if drain_until is None:
+                if ctx.cancelled:
+                    outcome = "cancelled"
+                elif ctx.remaining() <= 0:
+                    outcome = "timeout"
+                if outcome is not None:
+                    _kill_group(proc, grace)
+                if outcome is not None or proc.poll() is not None:
+                    drain_until = time.monotonic() + 2.0
+                    continue
+                wait = min(0.05, max(ctx.remaining(), 0.001))
+            else:
+                wait = drain_until - time.monotonic()
+                if wait <= 0:
+                    break
+            for fd, _ in poller.poll(wait * 1000):
+                if fd != out:
+                    poller.unregister(fd)  # the pidfd: exited (reaped by poll() above)
+                elif not shown.read(out):
+                    reading = False
+                    poller.unregister(out)
     finally:
-        exited(None)
-    reader.join(timeout=2.0)
-    if proc.stdout is not None and not reader.is_alive():
-        # A grandchild that escaped the group may still hold the pipe: then leave it
-        # to the reader thread rather than close it under its feet.
+        if pidfd is not None:
+            os.close(pidfd)
         proc.stdout.close()
+    shown.end()
     if outcome == "cancelled":
         raise Cancelled("command cancelled")
     if outcome == "timeout":
         raise StepTimeout("command ran past the step's timeout and was killed")
-    return Completed(proc.returncode, b"".join(kept).decode("utf-8", "replace"), truncated)
+    return Completed(proc.returncode, shown.text(), shown.truncated)
 
 
-def _exit_waiter(proc: subprocess.Popen[bytes]) -> Callable[[float | None], None]:
-    """``wait(seconds)`` returning as soon as ``proc`` exits (None: release the waiter).
+class _Output:
+    """A command's output: shown line by line, its first ``limit`` bytes kept."""
 
-    On Linux a pidfd wakes the wait the moment the process exits; ``Popen.wait`` with a
-    timeout sleeps in growing steps instead, adding a millisecond or more to every
-    short command. Elsewhere that is the fallback.
-    """
+    def __init__(self, ctx: StepContext, limit: int) -> None:
+        self._ctx = ctx
+        self._room = limit
+        self._kept: list[bytes] = []
+        self._partial = b""
+        self.truncated = False
+
+    def read(self, fd: int) -> bool:
+        """Take what the pipe holds; False once it is closed (end of output)."""
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        if chunk:
+            self.take(chunk)
+        return bool(chunk)
+
+    def take(self, chunk: bytes) -> None:
+        if len(chunk) > self._room:
+            self.truncated = True
+        if self._room > 0:
+            self._kept.append(chunk[: self._room])
+            self._room -= min(len(chunk), self._room)
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for line in lines:
+            self._ctx.log((line + b"\n").decode("utf-8", "replace"))
+
+    def end(self) -> None:
+        if self._partial:
+            self._ctx.log(self._partial.decode("utf-8", "replace"))
+
+    def text(self) -> str:
+        return b"".join(self._kept).decode("utf-8", "replace")
+
+
+def _pidfd(proc: subprocess.Popen[bytes]) -> int | None:
+    """A pidfd of ``proc``, readable once it exits (Linux); else None, and the wait
+    polls in 50 ms steps."""
     try:
-        pidfd = os.pidfd_open(proc.pid)
+        return os.pidfd_open(proc.pid)
     except (AttributeError, OSError):
-
-        def wait(seconds: float | None) -> None:
-            if seconds is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=seconds)
-
-        return wait
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-
-    def wait_fd(seconds: float | None) -> None:
-        if seconds is None:
-            os.close(pidfd)
-        else:
-            poller.poll(seconds * 1000)
-
-    return wait_fd
+        return None
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
