@@ -276,6 +276,7 @@ class Executor:
                 except queue.Empty:
                     x.journal.flush()  # queued outcomes reach the journal within 0.1 s
                     continue
+                x.journal.flush_due()
                 running -= 1
                 sid = result.step
                 status[sid] = result.status
@@ -460,7 +461,7 @@ class Executor:
     # -- scheduling helpers ------------------------------------------------------
 
     def _gate(self, step: CompiledStep) -> tuple[StopReason, str] | None:
-        if not (step.approve or "gate" in step.roles) or step.id in self.state.approved:
+        if not _is_gate(step) or step.id in self.state.approved:
             return None
         if step.when is False:
             return None
@@ -769,7 +770,11 @@ class Executor:
                     chosen = self._target_of(step)
                 except StepError as exc:
                     unknown = exc
-            x.journal.write(
+            # A read-only step's intent may share its outcome's commit (or a later one):
+            # lost in a crash, it only means resume runs again a step that changed nothing.
+            # A gate's is kept at once: the run passing a gate is part of its record.
+            deferred = not step.mutates and not _is_gate(step)
+            (x.journal.write_later if deferred else x.journal.write)(
                 ev.StepStarted(
                     step=step.id, attempt=attempt, target=chosen, description=view.description,
                     inputs=view.inputs,
@@ -797,7 +802,8 @@ class Executor:
                     self.state.step(step.id).recorded.update(ctx.recorded)
                 # A step that can verify itself may have its outcome synced with the next
                 # intent; one that cannot must be durable now or resume could not decide.
-                record = x.journal.write_later if step_type.verifies(inputs) else x.journal.write
+                later = step_type.verifies(inputs) or deferred
+                record = x.journal.write_later if later else x.journal.write
                 record(
                     ev.StepSucceeded(
                         step=step.id, attempt=attempt, outputs=ctx.outputs,
@@ -1183,6 +1189,10 @@ def _warm_up(type_names: list[str]) -> None:
                 get_step_type(name).warm()
 
     threading.Thread(target=load, name="warm-up", daemon=True).start()
+
+
+def _is_gate(step: CompiledStep) -> bool:
+    return step.approve or "gate" in step.roles
 
 
 def _check_apply_verify(step_type: StepType[Any, Any], ctx: StepRun[Any, Any]) -> None:

@@ -3,10 +3,11 @@
 ``DRCTL_FAULT=event:N`` kills the process right after the N-th journal event this
 process wrote is durable; ``DRCTL_FAULT=after-apply:STEP`` kills it after STEP's
 apply returned and before anything about it is journaled; ``started:STEP`` right
-after STEP's ``step_started`` is durable (in the middle of the step, before its
-check); ``record:STEP:KEY`` right after STEP recorded KEY (mid-apply, e.g. once a
-promote has signalled the promotion). The crash tests use these
-to kill a real drctl at every boundary; without the variable they cost one lookup.
+after STEP's ``step_started`` is written (durable for a mutating step; a read-only
+step's may still be queued), in the middle of the step, before its check;
+``record:STEP:KEY`` right after STEP recorded KEY (mid-apply, e.g. once a promote
+has signalled the promotion). The crash tests use these to kill a real drctl at
+every boundary; without the variable they cost one lookup.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ journaled first, so a crash never shows something the journal does not hold.
 Outcomes of steps that can verify themselves may be queued (``write_later``) and made
 durable in the same commit as the next intent: that halves the syncs of a sequential
 run, and a crash in between only leaves a step that resume settles with ``verify``.
+A read-only step's intent is queued too: a crash that loses it loses a step that
+changed nothing, and resume runs it again. Queued events wait at most ``MAX_AGE``
+(``flush_due``), so the live view lags the run by no more than that.
 Concurrent steps' writes share commits too (the store's group commit); each ``write``
 still returns only once its own event is durable.
 """
@@ -19,9 +22,12 @@ from typing import Protocol
 
 from drctl.engine import faults
 from drctl.engine.clock import Clock
-from drctl.engine.events import JournalEvent
+from drctl.engine.events import JournalEvent, StepStarted
 from drctl.engine.redact import Redactor
 from drctl.state.base import Event, Lease, StateStore
+
+#: Seconds a queued event may wait for a commit before the scheduler flushes it.
+MAX_AGE = 0.1
 
 
 class Sink(Protocol):
@@ -60,14 +66,26 @@ class Journal:
         self.clock = clock
         self.sinks = list(sinks)
         self._show = threading.Lock()
+        #: When the oldest event queued since the last commit was queued (monotonic).
+        self._oldest: float | None = None
+        #: Steps whose queued step_started is not shown yet: their output waits for it.
+        self._unannounced: set[str] = set()
 
     def write(self, event: JournalEvent) -> Event:
         """Append an event durably (with any queued outcomes before it), then show them."""
         return self._commit(self._stored(event))[-1]
 
     def write_later(self, event: JournalEvent) -> None:
-        """Queue an outcome; it becomes durable (and shown) with the next write or flush."""
+        """Queue an event; it becomes durable (and shown) with the next write or flush.
+
+        Only for what resume can settle without it: a self-verifying step's outcome, a
+        read-only step's intent or outcome.
+        """
         self.store.append_later(self.run_id, self._stored(event))
+        if isinstance(event, StepStarted):
+            self._unannounced.add(event.step)
+        if self._oldest is None:
+            self._oldest = self.clock.monotonic()
 
     def _stored(self, event: JournalEvent) -> Event:
         # The one place a typed event becomes the store's dict: redacted on the way.
@@ -85,8 +103,18 @@ class Journal:
     def flush(self) -> None:
         self._commit(None)
 
+    def flush_due(self) -> None:
+        """Flush if an event has been queued for ``MAX_AGE`` or longer."""
+        oldest = self._oldest
+        if oldest is not None and self.clock.monotonic() - oldest >= MAX_AGE:
+            self._commit(None)
+
     def _commit(self, event: Event | None) -> list[Event]:
         lease = self._lock.lease if self._lock is not None else None
+        # Cleared before the queue is taken: an event queued meanwhile restarts the age,
+        # at worst flushing early, never leaving one unaged.
+        self._oldest = None
+        self._unannounced.clear()
         stored = self.store.append_batch(self.run_id, event, lease)
         if stored and self._lock is not None:
             # A write that came back after the lease ran out (a store that answered late)
@@ -102,6 +130,8 @@ class Journal:
 
     def log(self, step: str, line: str) -> None:
         """Step output: shown live (redacted), not journaled line by line."""
+        if step in self._unannounced:
+            self.flush()  # a step's output is never shown before it is shown started
         text = self.redactor.text(line)
         with self._show:
             for sink in self.sinks:

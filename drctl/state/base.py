@@ -360,11 +360,12 @@ class StateStore(ABC):
         return self.append_batch(run_id, event, lease)[-1]
 
     def append_later(self, run_id: str, event: Event) -> None:
-        """Queue an event that announces no action (an outcome) for the next durable append.
+        """Queue an event that announces no action for the next durable append.
 
-        Outcomes need not be synced on their own: the next intent (``step_started``) or
-        the end of the run makes them durable in the same commit, and a crash before
-        that leaves the step "started, no outcome", which resume settles with verify.
+        An outcome, or a read-only step's intent: neither need be synced on its own.
+        The next mutating intent or the end of the run makes them durable in the same
+        commit, and a crash before that leaves the step "started, no outcome" (which
+        resume settles with verify) or a read-only step not run (run again).
         """
         with self._queue_lock:
             self._queued.setdefault(run_id, []).append(event)

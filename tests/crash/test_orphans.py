@@ -45,3 +45,36 @@ def test_kill_9_of_drctl_kills_the_running_command(tmp_path: Path) -> None:
     else:
         os.kill(child, signal.SIGKILL)
         raise AssertionError("the command outlived drctl")
+
+
+@pytest.mark.crash
+@pytest.mark.timeout(60)
+def test_kill_9_of_drctl_kills_the_commands_background_children_too(tmp_path: Path) -> None:
+    """A command's whole process group dies with drctl: a child it put in the background as well."""
+    pidfile = tmp_path / "pid"
+    runbook = tmp_path / "rb.yaml"
+    runbook.write_text(
+        "apiVersion: drctl/v1\nkind: Runbook\nmetadata: {name: orphans}\nsteps:\n"
+        f"  - {{id: long, type: shell, with: {{command: 'sleep 300 & echo $! > {pidfile}; wait', verify: 'true'}}}}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "drctl", "run", str(runbook), "--state", str(tmp_path / "s.db")],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    assert Path(f"/proc/{child}").exists()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stat = Path(f"/proc/{child}/stat")
+        if not stat.exists() or stat.read_text().split()[2] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the command's background child outlived drctl")

@@ -240,3 +240,42 @@ acknowledge: [DR004]
         release.set()
         server.shutdown()
         server.server_close()
+
+
+READ_ONLY_AROUND_A_WRITE = """
+steps:
+  - id: look
+    type: shell
+    with: {command: "echo look >> {tmp}/reads", mutates: false}
+  - id: write
+    type: shell
+    with: {command: "echo write >> {tmp}/effect", verify: "grep -qx write {tmp}/effect"}
+  - id: again
+    type: shell
+    with: {command: "echo again >> {tmp}/reads", mutates: false}
+"""
+
+
+def test_read_only_steps_journaled_with_the_next_intent_and_lost_ones_run_again(
+    tmp_path: Path,
+) -> None:
+    """A read-only step's events become durable with the next mutating intent; one lost to a kill runs again on resume, and no outcome is ever journaled without its start."""
+    run_id = _killed_after_apply(tmp_path, READ_ONLY_AROUND_A_WRITE, "again")
+    kinds = [(e["kind"], e["step"]) for e in _journal(tmp_path, run_id)]
+    # look's start and outcome were committed with write's intent; again's were still queued.
+    assert ("step_succeeded", "look") in kinds
+    assert ("step_started", "write") in kinds
+    assert not [k for k in kinds if k[1] == "again"], kinds
+
+    resumed = _drctl(tmp_path, "resume", "--last")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (tmp_path / "effect").read_text() == "write\n"  # verified, not applied again
+    assert (tmp_path / "reads").read_text() == "look\nagain\nagain\n"  # look ran once
+    events = _journal(tmp_path, run_id)
+    for n, e in enumerate(events):
+        if e["kind"] == "step_succeeded":
+            started = [
+                p for p in events[:n] if (p["kind"], p["step"]) == ("step_started", e["step"])
+            ]
+            assert started, f"{e['step']} succeeded with no step_started before it"
+    assert events[-1]["data"]["status"] == "succeeded"
