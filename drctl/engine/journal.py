@@ -70,6 +70,8 @@ class Journal:
         self._oldest: float | None = None
         #: Steps whose queued step_started is not shown yet: their output waits for it.
         self._unannounced: set[str] = set()
+        #: A guard's journal: its own events and lines are not shown (see ``quiet``).
+        self._hushed = False
 
     def write(self, event: JournalEvent) -> Event:
         """Append an event durably (with any queued outcomes before it), then show them."""
@@ -93,11 +95,15 @@ class Journal:
         return Event(event.kind, self.clock.now(), event.step_id, event.attempt_no, data)
 
     def quiet(self) -> Journal:
-        """This journal showing nothing: for a guard's readings, whose output is no step's."""
+        """This journal not showing its own events or lines: for a guard's readings.
+
+        It shares the store's queue, so one of its commits may carry the run's queued
+        events too: those are still shown, only the guard's own is not.
+        """
         import copy
 
         hushed = copy.copy(self)
-        hushed.sinks = []
+        hushed._hushed = True
         return hushed
 
     def flush(self) -> None:
@@ -120,9 +126,11 @@ class Journal:
             # A write that came back after the lease ran out (a store that answered late)
             # is kept, but nothing may act on it: another run may hold the lock by now.
             _ = self._lock.lease
-        if stored:
+        # The event written is the batch's last; queued ones before it are the run's.
+        shown = stored[:-1] if self._hushed and event is not None else stored
+        if shown:
             with self._show:  # once per commit: concurrent steps queue here for the sinks
-                for e in stored:
+                for e in shown:
                     faults.after_event()
                     for sink in self.sinks:
                         sink.event(e)
@@ -130,6 +138,8 @@ class Journal:
 
     def log(self, step: str, line: str) -> None:
         """Step output: shown live (redacted), not journaled line by line."""
+        if self._hushed:
+            return
         if step in self._unannounced:
             self.flush()  # a step's output is never shown before it is shown started
         text = self.redactor.text(line)
@@ -138,6 +148,8 @@ class Journal:
                 sink.log(step, text)
 
     def note(self, text: str) -> None:
+        if self._hushed:
+            return
         text = self.redactor.text(text)
         with self._show:
             for sink in self.sinks:
