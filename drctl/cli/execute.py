@@ -123,9 +123,43 @@ def _ask(question: str) -> str:
 
     signal.signal(signal.SIGINT, interrupt)
     try:
-        return input(question)
+        return _read_line(question) if sys.stdin.isatty() else input(question)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _read_line(question: str) -> str:
+    """One line from the terminal, given up when a signal arrives.
+
+    ``input`` blocks in read(2) until a line comes; the kernel may hand SIGINT to any of
+    the run's threads, and then the main thread's read is not interrupted and the
+    Python handler never runs: Ctrl-C would be echoed and ignored. The handler's
+    wakeup fd is written whichever thread took the signal, so waiting on it beside the
+    terminal lets the main thread return to Python, where the handler runs (and raises).
+    """
+    import select
+
+    sys.stdout.write(question)
+    sys.stdout.flush()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    earlier = signal.set_wakeup_fd(wake_w)
+    try:
+        while True:
+            ready, _, _ = select.select([sys.stdin.fileno(), wake_r], [], [])
+            if wake_r in ready:
+                os.read(wake_r, 512)  # the handler runs at the next bytecode
+            if sys.stdin.fileno() in ready:
+                # A terminal in canonical mode hands over one whole line per read.
+                data = os.read(sys.stdin.fileno(), 4096)
+                if not data:
+                    raise EOFError
+                return data.decode(errors="replace").rstrip("\r\n")
+    finally:
+        signal.set_wakeup_fd(earlier)
+        os.close(wake_r)
+        os.close(wake_w)
 
 
 def _signals(interrupts: Interrupts) -> None:
