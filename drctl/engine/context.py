@@ -57,14 +57,7 @@ def fences_before(
     plan: Plan, step_id: str, status: Mapping[str, object]
 ) -> tuple[FenceRecord, ...]:
     """The fence-role steps ``step_id`` waits for (transitively), with their states now."""
-    by_id = {s.id: s for s in (*plan.steps, *plan.fallbacks)}
-    path: set[str] = set()
-    todo = list(by_id[step_id].requires) if step_id in by_id else []
-    while todo:
-        sid = todo.pop()
-        if sid not in path and sid in by_id:
-            path.add(sid)
-            todo.extend(by_id[sid].requires)
+    path = waits_for(plan, step_id)
     return tuple(
         FenceRecord(s.id, s.target, fence_status(status.get(s.id)), s.fenced_target)
         for s in plan.steps
