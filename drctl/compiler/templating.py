@@ -19,6 +19,9 @@ from functools import lru_cache, wraps
 from itertools import islice
 from typing import Any
 
+from drctl.compiler import references
+from drctl.compiler.references import NotPlain, Ref
+
 _SINGLE_EXPR = re.compile(r"^\{\{-?\s*(.*?)\s*-?\}\}$", re.DOTALL)
 
 
@@ -376,9 +379,6 @@ def _finalize(value: Any) -> Any:
 @lru_cache(maxsize=4096)
 def analyze(text: str) -> TemplateInfo:
     """Parse ``text`` and list the names it reads; raises TemplateProblem on bad syntax."""
-    from jinja2 import TemplateSyntaxError, nodes
-
-    env = environment()
     if len(text) > MAX_TEMPLATE_CHARS:
         raise TemplateProblem(
             f"template syntax: longer than {MAX_TEMPLATE_CHARS} characters", syntax=True
@@ -389,6 +389,12 @@ def analyze(text: str) -> TemplateInfo:
             "inside {{ }} and {% %}",
             syntax=True,
         )
+    plain = references.parse(text)
+    if plain is not None:
+        return _plain_info(plain)
+    from jinja2 import TemplateSyntaxError, nodes
+
+    env = environment()
     try:
         tree = env.parse(text)
     except TemplateSyntaxError as exc:
@@ -440,6 +446,15 @@ def analyze(text: str) -> TemplateInfo:
     return TemplateInfo(tuple(refs), frozenset(free), frozenset(step_refs))
 
 
+def _plain_info(parsed: references.Parsed) -> TemplateInfo:
+    """What a template of plain references reads, as the syntax tree would say."""
+    refs = [
+        Reference(ref.parts()) for part in parsed if isinstance(part, Ref) for ref in part.nested()
+    ]
+    steps = {r.parts[1] for r in refs if r.parts[0] == "steps" and len(r.parts) > 1}
+    return TemplateInfo(tuple(refs), frozenset(r.parts[0] for r in refs), frozenset(steps))
+
+
 def _code_chars(text: str) -> int:
     """Characters from each ``{{``/``{%`` to its closing mark (or the end of the text)."""
     total = 0
@@ -476,12 +491,20 @@ def _chain(node: Any, nodes: Any) -> tuple[str, ...]:
             return ()
 
 
+def _single_expression(text: str) -> str | None:
+    """The expression of a template that is one ``{{ expression }}``, else None."""
+    match = _SINGLE_EXPR.match(text)
+    if match and "{{" not in match.group(1) and "}}" not in match.group(1):
+        return match.group(1)
+    return None
+
+
 @lru_cache(maxsize=4096)
 def _compiled(text: str) -> tuple[bool, Any]:
     env = environment()
-    match = _SINGLE_EXPR.match(text)
-    if match and "{{" not in match.group(1) and "}}" not in match.group(1):
-        return True, env.compile_expression(match.group(1), undefined_to_none=False)
+    expression = _single_expression(text)
+    if expression is not None:
+        return True, env.compile_expression(expression, undefined_to_none=False)
     return False, env.from_string(text)
 
 
@@ -491,25 +514,59 @@ def render(text: str, context: dict[str, Any]) -> Any:
     Raises TemplateProblem on any rendering error (undefined name, sandbox refusal,
     a template going over its budget).
     """
-    from jinja2 import TemplateError
-
     token = _BUDGET.set(_Budget())
     try:
-        native, compiled = _compiled(text)
-        if native:
-            value = compiled(**context)
-            return _plain(_check(value, "the template's value"))
-        return compiled.render(**context)
+        plain = references.parse(text)
+        if plain is not None:
+            try:
+                return _render_plain(text, plain, context)
+            except NotPlain:
+                _BUDGET.set(_Budget())  # Jinja renders it, counting from nothing
+        return _render_jinja(text, context)
     except BudgetExceeded as exc:
         raise TemplateProblem(f"template: over its budget: {exc}") from None
-    except TemplateError as exc:
-        raise TemplateProblem(f"template: {exc.message or exc}") from None
     except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError) as exc:
         raise TemplateProblem(f"template: {exc}") from None
     except (RecursionError, MemoryError):
         raise TemplateProblem("template: nested too deeply") from None
+    except Exception as exc:
+        # Imported here: a template of plain references renders without Jinja.
+        from jinja2 import TemplateError
+
+        if isinstance(exc, TemplateError):
+            raise TemplateProblem(f"template: {exc.message or exc}") from None
+        raise
     finally:
         _BUDGET.reset(token)
+
+
+def _render_jinja(text: str, context: dict[str, Any]) -> Any:
+    native, compiled = _compiled(text)
+    if native:
+        return _plain(_check(compiled(**context), "the template's value"))
+    return compiled.render(**context)
+
+
+def _render_plain(text: str, parsed: references.Parsed, context: dict[str, Any]) -> Any:
+    """What Jinja would give for a template of plain references (see ``render``).
+
+    Raises NotPlain where Jinja's own rules are needed (a name or key that is not there).
+    """
+    budget = _budget()
+    if _single_expression(text) is not None:
+        # Jinja's path reads this as one expression (a final newline dropped, as there).
+        if not (isinstance(parsed[0], Ref) and parsed[1:] in ((), ("\n",))):
+            raise NotPlain(text)  # ``{{ a }}}``: the expression would be ``a }``
+        return _plain(_check(parsed[0].read(context, budget.step), "the template's value"))
+    out: list[str] = []
+    for part in parsed:
+        if isinstance(part, str):
+            out.append(part)
+        else:
+            value = part.read(context, budget.step)
+            budget.emit(value)  # as _finalize does for each of Jinja's outputs
+            out.append(str(value))
+    return "".join(out)
 
 
 def _plain(value: Any) -> Any:
