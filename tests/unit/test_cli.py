@@ -265,6 +265,24 @@ def test_offline_commands_import_no_client_library(args: tuple[str, ...]) -> Non
         assert "pydantic" not in loaded and "jinja2" not in loaded
 
 
+def test_patroni_client_is_imported_only_for_servers_patroni_manages() -> None:
+    """Compiling PostgreSQL steps (choose, fence, promote, follow, rejoin) of unmanaged
+    servers loads none of the Patroni client modules."""
+    import subprocess
+
+    probe = (
+        "import sys\n"
+        "from drctl.compiler.compile import compile_runbook\n"
+        "compile_runbook('runbooks/sandbox-pg-failover.yaml')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('drctl.providers.patroni')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert "drctl.providers.postgres.choose" not in done.stdout
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 def test_third_party_step_types_register_through_entry_points(tmp_path: Path) -> None:
     """A package declaring a drctl.steps entry point adds a usable step type; a broken one is a clear error."""
     (tmp_path / "acme_steps.py").write_text(

@@ -10,8 +10,6 @@ right before they act, and go on only when every member's own view says paused.
 from __future__ import annotations
 
 from drctl.errors import StepError, Unreachable
-from drctl.providers.patroni.api import PatroniApi
-from drctl.providers.patroni.base import views_of
 from drctl.runbook.targets import PatroniTarget, PostgresTarget
 from drctl.steps.base import StepContext, StepInputs
 
@@ -24,6 +22,10 @@ def refuse_unless_paused(ctx: StepContext[StepInputs, PostgresTarget], action: s
     name = ctx.target.managed_by
     if not name:
         return
+    # Here, not at the top: every postgres step calls this, most for an unmanaged server.
+    from drctl.providers.patroni.api import PatroniApi
+    from drctl.providers.patroni.base import views_of
+
     cluster = ctx.target_named(name, PatroniTarget)
     try:
         seen = views_of(PatroniApi(cluster, ctx.remaining()), ctx)

@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from drctl.errors import StepError, Unreachable
-from drctl.providers.patroni.api import ClusterView, ConfigView, PatroniApi
 from drctl.providers.postgres.candidate import RULE, Candidate, PatroniSays, Ranking, Verdict, rank
 from drctl.providers.postgres.promote import current_timeline
 from drctl.providers.postgres.session import connect, lsn, lsn_text, scalar
 from drctl.runbook.targets import PatroniTarget, PostgresTarget
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, published
+
+if TYPE_CHECKING:
+    # Imported by the step only for candidates Patroni manages.
+    from drctl.providers.patroni.api import ClusterView, ConfigView
 
 
 class CandidateInputs(StepInputs):
@@ -323,6 +326,8 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         credentials, is a StepError, since judging without Patroni then would hide a
         misconfiguration behind a choice Patroni might refuse.
         """
+        from drctl.providers.patroni.api import PatroniApi
+
         client = PatroniApi(ctx.target_named(name, PatroniTarget), min(ctx.remaining(), 3.0))
         try:
             return client.cluster(), client.config()
