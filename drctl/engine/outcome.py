@@ -22,14 +22,14 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:  # noqa: PLR0915 
     """The line for a typed event; ``token``: the fencing token it was journaled under."""
     s = fact.step_id
     match fact:
+        # The kinds every run writes first: a case's class is looked up only when it is
+        # reached, and the rarer ones are imported on first use (``occasional_events``).
         case ev.RunStarted():
             dry = " [dry run]" if fact.dry_run else ""
             return (
                 f"run {fact.run_id} started: {fact.runbook} (plan {fact.plan_hash[:19]}, "
                 f"lock {fact.lock_key} token {token}){dry}"
             )
-        case ev.RunResumed():
-            return f"run resumed by {fact.user}@{fact.host} (token {token})"
         case ev.StepStarted():
             on = f" on {fact.target}" if fact.target is not None else ""
             does = f": {fact.description}" if fact.description else ""
@@ -43,8 +43,6 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:  # noqa: PLR0915 
             return f"{s}: FAILED{attempt}: {fact.error}{retry}{tag}"
         case ev.StepSkipped():
             return f"{s}: skipped ({fact.reason})"
-        case ev.StepRecovered():
-            return f"{s}: recovered by fallback {fact.by}"
         case ev.StepChecked():
             if fact.deferred is not None:
                 now = f" (now: {fact.error})" if fact.error else ""
@@ -64,12 +62,20 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:  # noqa: PLR0915 
         case ev.ApprovalGranted():
             shown = f": {fact.description}" if fact.description else ""
             return f"{s}: approved ({fact.by}){shown}"
-        case ev.ApprovalDenied():
-            shown = f": {fact.description}" if fact.description else ""
-            return f"{s}: approval denied ({fact.by}){shown}"
         case ev.ApprovalGiven():
             comment = f": {fact.comment}" if fact.comment else ""
             return f"{s}: approved by {fact.by} on {fact.host} ({fact.how}){comment}"
+        case ev.RunInterrupted():
+            return "run interrupted"
+        case ev.RunFinished():
+            return f"run finished: {fact.status} (exit {fact.exit_code}): {fact.message}"
+        case ev.RunResumed():
+            return f"run resumed by {fact.user}@{fact.host} (token {token})"
+        case ev.StepRecovered():
+            return f"{s}: recovered by fallback {fact.by}"
+        case ev.ApprovalDenied():
+            shown = f": {fact.description}" if fact.description else ""
+            return f"{s}: approval denied ({fact.by}){shown}"
         case ev.ApprovalRefused():
             return f"{s}: approval by {fact.by} refused: {fact.reason}"
         case ev.UndoStarted():
@@ -78,10 +84,6 @@ def line(fact: ev.JournalEvent, token: int = 0) -> str | None:  # noqa: PLR0915 
             return f"{s}: undone"
         case ev.UndoFailed():
             return f"{s}: UNDO FAILED: {fact.error}"
-        case ev.RunInterrupted():
-            return "run interrupted"
-        case ev.RunFinished():
-            return f"run finished: {fact.status} (exit {fact.exit_code}): {fact.message}"
         case ev.RunAborted():
             return f"run aborted by {fact.by}: {fact.reason}"
         case ev.RunHalted():

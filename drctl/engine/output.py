@@ -297,7 +297,7 @@ class LiveSink:
             if isinstance(fact, ev.RunStarted):
                 self.run_id = fact.run_id
             elif row is not None:
-                state = _ROW_STATE.get(type(fact))
+                state = _ROW_STATE.get(fact.kind)
                 if isinstance(fact, ev.StepFailed) and not fact.final:
                     state = StepStatus.RETRYING
                 elif isinstance(fact, ev.StepFailed) and fact.ignored:
@@ -320,10 +320,12 @@ class LiveSink:
                     # The step's outcome, in the words every other view uses.
                     row.text = outcome.line(fact, event.token) or row.text
                     row.template = None
-            elif isinstance(fact, ev.GuardReading | ev.GuardTripped):
-                self.guards[(fact.for_step or "", fact.guard)] = outcome.line(fact) or ""
             elif isinstance(fact, ev.RunFinished):
                 self.notes.append(outcome.line(fact, event.token) or "")
+            elif fact.kind in (ev.GUARD_READING, ev.GUARD_TRIPPED):
+                # By kind: the guard classes are imported only when a guard reports.
+                assert isinstance(fact, ev.GuardReading | ev.GuardTripped)
+                self.guards[(fact.for_step or "", fact.guard)] = outcome.line(fact) or ""
         return fact
 
     def _rerender(self, done: str) -> None:
@@ -426,16 +428,17 @@ _FAILED = frozenset({StepStatus.FAILED, StepStatus.IGNORED})
 _ACTIVE = frozenset({StepStatus.RUNNING, StepStatus.RETRYING, StepStatus.UNDOING})
 
 
-#: The live view's state of a step after each kind of event about it.
-_ROW_STATE: dict[type[ev.JournalEvent], StepStatus] = {
-    ev.StepStarted: StepStatus.RUNNING,
-    ev.StepSucceeded: StepStatus.SUCCEEDED,
-    ev.StepRecovered: StepStatus.RECOVERED,
-    ev.StepFailed: StepStatus.FAILED,
-    ev.StepSkipped: StepStatus.SKIPPED,
-    ev.StepChecked: StepStatus.CHECKED,
-    ev.ApprovalNeeded: StepStatus.WAITING,
-    ev.UndoStarted: StepStatus.UNDOING,
-    ev.UndoSucceeded: StepStatus.UNDONE,
-    ev.UndoFailed: StepStatus.FAILED,
+#: The live view's state of a step after each kind of event about it (by kind: the
+#: rarer event classes are imported only when such an event is written or read).
+_ROW_STATE: dict[str, StepStatus] = {
+    ev.STEP_STARTED: StepStatus.RUNNING,
+    ev.STEP_SUCCEEDED: StepStatus.SUCCEEDED,
+    ev.STEP_RECOVERED: StepStatus.RECOVERED,
+    ev.STEP_FAILED: StepStatus.FAILED,
+    ev.STEP_SKIPPED: StepStatus.SKIPPED,
+    ev.STEP_CHECKED: StepStatus.CHECKED,
+    ev.APPROVAL_NEEDED: StepStatus.WAITING,
+    ev.UNDO_STARTED: StepStatus.UNDOING,
+    ev.UNDO_SUCCEEDED: StepStatus.UNDONE,
+    ev.UNDO_FAILED: StepStatus.FAILED,
 }
