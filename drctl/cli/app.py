@@ -27,13 +27,18 @@ from drctl.cli import (
     sandbox,
 )
 
-app = typer.Typer(
-    name="drctl",
-    help="Disaster-recovery runbooks: validate, plan, diff, run and resume.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+
+def _typer() -> typer.Typer:
+    return typer.Typer(
+        name="drctl",
+        help="Disaster-recovery runbooks: validate, plan, diff, run and resume.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+
+
+app = _typer()
 
 
 def _version(value: bool) -> None:
@@ -64,12 +69,40 @@ approve.register(app)
 check.register(app)
 
 
+def app_for(args: list[str]) -> typer.Typer:
+    """``app``, or, when ``args`` start with a command's name, the app with that command only.
+
+    typer builds every command (reading and converting each function's signature) before
+    it parses anything: about 8 ms for drctl's commands, at every start. The one command
+    parses, helps and fails as it does in the whole app (its usage still reads ``drctl
+    <command>``); anything else (no command, ``--help``, ``--version``, a typo for the
+    suggestion) gets the whole app.
+    """
+    from typer.main import get_command_name
+
+    if not args:
+        return app
+    commands = [
+        c
+        for c in app.registered_commands
+        if c.callback is not None and (c.name or get_command_name(c.callback.__name__)) == args[0]
+    ]
+    groups = [g for g in app.registered_groups if g.name == args[0]]
+    if not commands and not groups:
+        return app
+    one = _typer()
+    one.registered_callback = app.registered_callback
+    one.registered_commands = commands
+    one.registered_groups = groups
+    return one
+
+
 def main() -> None:
     """Console-script entry point: run the app and render drctl's errors at the edge."""
     from drctl.errors import DrctlError
 
     try:
-        app()
+        app_for(sys.argv[1:])()
     except DrctlError as exc:
         from drctl.cli.output import render_error
 

@@ -265,6 +265,61 @@ def test_offline_commands_import_no_client_library(args: tuple[str, ...]) -> Non
         assert "pydantic" not in loaded and "jinja2" not in loaded
 
 
+#: drctl's CLI as it runs (``main``), or with the whole app whatever the command.
+ONE_OR_ALL = """
+import sys
+from drctl.cli import app as cli
+whole, sys.argv = sys.argv[1] == "whole", ["drctl", *sys.argv[2:]]
+if whole:
+    cli.app_for = lambda args: cli.app
+cli.main()
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run", "--help"),
+        ("run",),
+        ("run", "runbooks/shell-demo.yaml", "--bogus"),
+        ("plan", "runbooks/shell-demo.yaml", "-p", "nope=1"),
+        ("validate", "runbooks/generic-failover.yaml"),
+        ("sandbox", "--help"),
+        ("sandbox", "nope"),
+        ("rnu", "x"),
+        ("--help",),
+        (),
+    ],
+)
+def test_the_command_given_alone_parses_as_in_the_whole_app(args: tuple[str, ...]) -> None:
+    """drctl builds only the command it is given: its help, errors, output and exit code
+    are what the whole app gives."""
+    import subprocess
+
+    def cli(which: str) -> tuple[int, str, str]:
+        done = subprocess.run(
+            [sys.executable, "-c", ONE_OR_ALL, which, *args],
+            capture_output=True, text=True, cwd=REPO, check=False, timeout=60,
+        )  # fmt: skip
+        return done.returncode, done.stdout, done.stderr
+
+    assert cli("one") == cli("whole")
+
+
+def test_only_the_command_given_is_built() -> None:
+    """A command's name picks it alone (a group with its subcommands); anything else, the whole app."""
+    from drctl.cli.app import app, app_for
+
+    one = app_for(["run", "x.yaml", "--yes"])
+    assert [c.callback.__name__ for c in one.registered_commands if c.callback] == ["run"]
+    assert not one.registered_groups and one.registered_callback is app.registered_callback
+    group = app_for(["sandbox", "up"])
+    assert [g.name for g in group.registered_groups] == ["sandbox"]
+    assert not group.registered_commands
+    for args in ([], ["--help"], ["--version"], ["rnu"], ["-p", "run"]):
+        assert app_for(args) is app
+
+
 def test_patroni_client_is_imported_only_for_servers_patroni_manages() -> None:
     """Compiling PostgreSQL steps (choose, fence, promote, follow, rejoin) of unmanaged
     servers loads none of the Patroni client modules."""
