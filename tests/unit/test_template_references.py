@@ -11,6 +11,8 @@ import itertools
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from drctl.compiler import references, templating
 from drctl.compiler.templating import MAX_SIZE, TemplateProblem, analyze, render
@@ -218,3 +220,42 @@ def test_budget_counts_each_access_as_jinja_does(monkeypatch: pytest.MonkeyPatch
     _jinja_only(monkeypatch)
     render(text, CONTEXT)
     assert ours == len(counted) == 9
+
+
+#: Pieces templates are made of: names (known, unknown, reserved), accessors, keys,
+#: spaces, braces, operators and plain text.
+TOKENS = ["params", "targets", "steps", "item", "missing", "none", "self", ".", "zone", "nodes",
+          "choose", "outputs", "target", "host", "items", "[", "]", "0", "1", "5", "'zone'",
+          '"name"', "'with space'", " ", "\n", "{{", "}}", "{{ ", " }}", "{", "}", "|", "upper",
+          "-", "+", "(", ")", "~", "x", "text ", "{%", "%}", "{#", "#}"]  # fmt: skip
+
+
+#: A hole: ``{{``, spaces, a name and its accessors, spaces, ``}}``.
+HOLES = st.builds(
+    lambda head, path, before, after: "{{" + before + head + "".join(path) + after + "}}",
+    st.sampled_from(["params", "targets", "steps", "item", "index_name", "missing", "true"]),
+    st.lists(
+        st.sampled_from([".zone", ".nodes", ".port", ".name", ".host", ".items", ".missing",
+                         ".choose", ".outputs", ".target", ".others", ".index", ".tags", "[0]",
+                         "[1]", "[2]", "['zone']", '["nodes"]', "['0']", "[item]", "[index_name]",
+                         "[steps.choose.outputs.target]", "[steps.choose.outputs.index]",
+                         "[params.missing]", "|upper", " ~ 'x'", "()"]),
+        max_size=6,
+    ),
+    st.sampled_from(["", " ", "\n ", "- ", "\t"]),
+    st.sampled_from(["", " ", " \n", " -", "  "]),
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.sampled_from(TOKENS), HOLES), max_size=10))
+def test_generated_templates_match_jinja(tokens: list[str]) -> None:
+    """Any text built of these pieces renders and analyses as Jinja alone would have it."""
+    text = "".join(tokens)
+    ours = _outcome(text), _info(text)
+    real = references.parse
+    references.parse = lambda text: None  # type: ignore[assignment]
+    try:
+        assert ours == (_outcome(text), _info(text))
+    finally:
+        references.parse = real
