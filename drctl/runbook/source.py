@@ -35,22 +35,32 @@ MAX_EXPANDED_CHARS = MAX_BYTES
 Loc = tuple[str | int, ...]
 
 
-@dataclass(frozen=True)
 class SourceMap:
-    """Where each value (and each mapping key) of a document starts."""
+    """Where each value (and each mapping key) of a document starts.
 
-    source: str
-    values: Mapping[Loc, Position]
-    keys: Mapping[Loc, Position]
+    Held as character offsets: the line and column are worked out only for the few
+    locations a diagnostic names, not for every value of a document that has none.
+    """
+
+    __slots__ = ("_keys", "_lines", "_values", "source")
+
+    def __init__(
+        self, source: str, values: Mapping[Loc, int], keys: Mapping[Loc, int], lines: LineIndex
+    ) -> None:
+        self.source = source
+        self._values = values
+        self._keys = keys
+        self._lines = lines
 
     def position(self, loc: Loc, *, key: bool = False) -> Position | None:
         """The position of ``loc``, or of its nearest enclosing value that has one."""
-        if key and loc in self.keys:
-            return self.keys[loc]
+        if key and loc in self._keys:
+            return self._lines.position(self._keys[loc])
+        values = self._values
         for end in range(len(loc), -1, -1):
             prefix = loc[:end]
-            if prefix in self.values:
-                return self.values[prefix]
+            if prefix in values:
+                return self._lines.position(values[prefix])
         return None
 
     def diagnostic(
@@ -215,14 +225,14 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _LimitExceeded(Exception):
-    def __init__(self, message: str, pos: Position, code: str = E_YAML_LIMIT) -> None:
+    def __init__(self, message: str, offset: int, code: str = E_YAML_LIMIT) -> None:
         super().__init__(message)
         self.message = message
-        self.pos = pos
+        self.offset = offset
         self.code = code
 
 
-@dataclass
+@dataclass(slots=True)
 class _Frame:
     container: dict[Any, Any] | list[Any]
     loc: Loc
@@ -230,7 +240,8 @@ class _Frame:
     start_nodes: int
     start_chars: int = 0
     key: Any = None
-    key_pos: Position | None = None
+    #: The key's offset (None: no key read yet).
+    key_at: int | None = None
     has_key: bool = False
     merges: list[Any] = field(default_factory=list)
     #: Levels of nesting in this container's value, itself included (aliases too).
@@ -248,46 +259,71 @@ class _Builder:
         self._lines = lines
         self._chars = 0
         self._constructor = SafeConstructor()
-        self._values: dict[Loc, Position] = {}
-        self._keys: dict[Loc, Position] = {}
+        self._values: dict[Loc, int] = {}
+        self._keys: dict[Loc, int] = {}
         self._anchors: dict[str, tuple[Any, int, int, int]] = {}
         self._nodes = 0
         self._problems: list[Diagnostic] = []
+        #: Each distinct scalar's value, by (tag, plain, text): a runbook repeats its
+        #: words (keys, step types, durations), and resolving one is a regex search.
+        self._resolved: dict[tuple[str | None, bool, str], tuple[Any, bool]] = {}
 
     def build(self) -> SourceDocument:
-        yaml = self._yaml
-        ev = yaml.events
-        loader = self._loader
+        ev = self._yaml.events
+        scalar_event, alias_event = ev.ScalarEvent, ev.AliasEvent
+        mapping_start, sequence_start = ev.MappingStartEvent, ev.SequenceStartEvent
+        mapping_end, sequence_end = ev.MappingEndEvent, ev.SequenceEndEvent
+        stream_end, document_start = ev.StreamEndEvent, ev.DocumentStartEvent
+        get_event = self._loader.get_event
+        values = self._values
         stack: list[_Frame] = []
         root: Any = None
         documents = 0
         try:
-            while loader.check_event():
-                event = loader.get_event()
-                if isinstance(event, ev.DocumentStartEvent):
-                    documents += 1
-                    if documents > 1:
-                        raise _LimitExceeded(
-                            "more than one YAML document; a runbook is one document",
-                            self._pos(event.start_mark),
-                        )
+            while True:
+                event = get_event()
+                kind = type(event)
+                # Most events of a runbook are scalars: they are tested for first.
+                if kind is scalar_event:
+                    at = event.start_mark.index
+                    text = event.value
+                    self._count(1, at)
+                    self._count_chars(len(text), at)
+                    value, is_merge = self._scalar(event, at)
+                    if event.anchor is not None:
+                        self._anchors[event.anchor] = (value, 1, 0, len(text))
+                    if stack:
+                        top = stack[-1]
+                        if not top.has_key and type(top.container) is dict:
+                            # Keys are names: ``on:`` or ``yes:`` must not become booleans
+                            # (YAML 1.1), nor ``1:`` an int, so plain keys stay text.
+                            top.key = (
+                                _MERGE_TAG if is_merge else (text if event.tag is None else value)
+                            )
+                            top.key_at = at
+                            top.has_key = True
+                            continue
+                    self._child_loc(stack, at)
+                    root = self._attach(stack, value, at, root, merge_ok=False)
                     continue
-                if isinstance(event, ev.StreamStartEvent | ev.StreamEndEvent | ev.DocumentEndEvent):
-                    continue
-                pos = self._pos(event.start_mark)
-                if isinstance(event, ev.MappingStartEvent | ev.SequenceStartEvent):
+                if kind is mapping_start or kind is sequence_start:
+                    at = event.start_mark.index
                     if len(stack) >= MAX_DEPTH:
-                        raise _LimitExceeded(f"nesting deeper than {MAX_DEPTH} levels", pos)
-                    self._count(1, pos)
-                    loc = self._child_loc(stack, pos)
-                    is_map = isinstance(event, ev.MappingStartEvent)
+                        raise _LimitExceeded(f"nesting deeper than {MAX_DEPTH} levels", at)
+                    self._count(1, at)
+                    loc = self._child_loc(stack, at)
                     frame = _Frame(
-                        {} if is_map else [], loc, event.anchor, self._nodes, self._chars
+                        {} if kind is mapping_start else [],
+                        loc,
+                        event.anchor,
+                        self._nodes,
+                        self._chars,
                     )
-                    self._values.setdefault(loc, pos)
+                    values.setdefault(loc, at)
                     stack.append(frame)
                     continue
-                if isinstance(event, ev.MappingEndEvent | ev.SequenceEndEvent):
+                if kind is mapping_end or kind is sequence_end:
+                    at = event.start_mark.index
                     frame = stack.pop()
                     if frame.merges and isinstance(frame.container, dict):
                         merged: dict[Any, Any] = {}
@@ -304,131 +340,134 @@ class _Builder:
                         )
                     if stack:
                         stack[-1].height = max(stack[-1].height, frame.height + 1)
-                    root = self._attach(stack, frame.container, pos, root, merge_ok=True)
+                    root = self._attach(stack, frame.container, at, root, merge_ok=True)
                     continue
-                if isinstance(event, ev.AliasEvent):
+                if kind is alias_event:
+                    at = event.start_mark.index
                     if event.anchor not in self._anchors:
                         raise _LimitExceeded(
-                            f"YAML syntax: alias *{event.anchor} names no anchor", pos, E_YAML
+                            f"YAML syntax: alias *{event.anchor} names no anchor", at, E_YAML
                         )
                     value, size, height, chars = self._anchors[event.anchor]
-                    self._count(size, pos)
-                    self._count_chars(chars, pos)
+                    self._count(size, at)
+                    self._count_chars(chars, at)
                     # An alias nests its anchor's whole value here: count its depth too.
                     if len(stack) + height > MAX_DEPTH:
-                        raise _LimitExceeded(f"nesting deeper than {MAX_DEPTH} levels", pos)
+                        raise _LimitExceeded(f"nesting deeper than {MAX_DEPTH} levels", at)
                     if stack:
                         stack[-1].height = max(stack[-1].height, height + 1)
-                    self._child_loc(stack, pos)
-                    root = self._attach(stack, value, pos, root, merge_ok=True)
+                    self._child_loc(stack, at)
+                    root = self._attach(stack, value, at, root, merge_ok=True)
                     continue
-                if isinstance(event, ev.ScalarEvent):
-                    self._count(1, pos)
-                    self._count_chars(len(event.value), pos)
-                    value, is_merge = self._scalar(event, pos)
-                    if event.anchor is not None:
-                        self._anchors[event.anchor] = (value, 1, 0, len(event.value))
-                    if stack and isinstance(stack[-1].container, dict) and not stack[-1].has_key:
-                        frame = stack[-1]
-                        # Keys are names: ``on:`` or ``yes:`` must not become booleans
-                        # (YAML 1.1), nor ``1:`` an int, so plain keys stay text.
-                        frame.key = (
-                            _MERGE_TAG
-                            if is_merge
-                            else (event.value if event.tag is None else value)
+                if kind is document_start:
+                    documents += 1
+                    if documents > 1:
+                        raise _LimitExceeded(
+                            "more than one YAML document; a runbook is one document",
+                            event.start_mark.index,
                         )
-                        frame.key_pos = pos
-                        frame.has_key = True
-                        continue
-                    self._child_loc(stack, pos)
-                    root = self._attach(stack, value, pos, root, merge_ok=False)
                     continue
+                if kind is stream_end:
+                    break
+                # The stream's start and a document's end carry nothing.
         except _LimitExceeded as exc:
             raise RunbookInvalid(
-                [Diagnostic(exc.code, exc.message, self._source, exc.pos)]
+                [Diagnostic(exc.code, exc.message, self._source, self._lines.position(exc.offset))]
             ) from None
         except RecursionError:
             raise RunbookInvalid(
                 [Diagnostic(E_YAML_LIMIT, "document is too deeply nested", self._source)]
             ) from None
         return SourceDocument(
-            root, SourceMap(self._source, self._values, self._keys), tuple(self._problems)
+            root,
+            SourceMap(self._source, self._values, self._keys, self._lines),
+            tuple(self._problems),
         )
 
-    def _pos(self, mark: Any) -> Position:
-        return self._lines.position(mark.index)
-
-    def _count_chars(self, n: int, pos: Position) -> None:
+    def _count_chars(self, n: int, at: int) -> None:
         self._chars += n
         if self._chars > MAX_EXPANDED_CHARS:
             raise _LimitExceeded(
                 f"document expands to more than {MAX_EXPANDED_CHARS // (1024 * 1024)} MiB "
                 "of text (an alias repeating a large value?)",
-                pos,
+                at,
             )
 
-    def _count(self, n: int, pos: Position) -> None:
+    def _count(self, n: int, at: int) -> None:
         self._nodes += n
         if self._nodes > MAX_NODES:
             raise _LimitExceeded(
-                f"document expands to more than {MAX_NODES} values (alias expansion?)", pos
+                f"document expands to more than {MAX_NODES} values (alias expansion?)", at
             )
 
-    def _child_loc(self, stack: list[_Frame], pos: Position) -> Loc:
+    def _child_loc(self, stack: list[_Frame], at: int) -> Loc:
         """The location of the value about to be added to the top frame."""
         if not stack:
-            self._values.setdefault((), pos)
+            self._values.setdefault((), at)
             return ()
         top = stack[-1]
-        if isinstance(top.container, list):
+        if type(top.container) is list:
             loc = (*top.loc, len(top.container))
         else:
             if not top.has_key:
-                raise _LimitExceeded("a mapping key must be a plain value, not a collection", pos)
+                raise _LimitExceeded("a mapping key must be a plain value, not a collection", at)
             key = top.key
             loc = (*top.loc, key if isinstance(key, str | int) else str(key))
-            if top.key_pos is not None:
-                self._keys.setdefault(loc, top.key_pos)
-        self._values.setdefault(loc, pos)
+            if top.key_at is not None:
+                self._keys.setdefault(loc, top.key_at)
+        self._values.setdefault(loc, at)
         return loc
 
     def _attach(
-        self, stack: list[_Frame], value: Any, pos: Position, root: Any, *, merge_ok: bool
+        self, stack: list[_Frame], value: Any, at: int, root: Any, *, merge_ok: bool
     ) -> Any:
         if not stack:
             return value
         top = stack[-1]
-        if isinstance(top.container, list):
-            top.container.append(value)
+        container = top.container
+        if type(container) is list:
+            container.append(value)
             return root
+        assert isinstance(container, dict)
         key = top.key
         top.has_key = False
         if key == _MERGE_TAG and merge_ok:
             items = value if isinstance(value, list) else [value]
             if not all(isinstance(i, dict) for i in items):
-                raise _LimitExceeded("'<<' merges only mappings", pos)
+                raise _LimitExceeded("'<<' merges only mappings", at)
             top.merges.extend(items)
             return root
         if not isinstance(key, str | int | float | bool) and key is not None:
-            raise _LimitExceeded("mapping keys must be scalars", pos)
-        if key in top.container:
+            raise _LimitExceeded("mapping keys must be scalars", at)
+        if key in container:
             loc = (*top.loc, key if isinstance(key, str | int) else str(key))
+            where = top.key_at if top.key_at is not None else self._keys.get(loc, at)
             self._problems.append(
                 Diagnostic(
                     E_DUPLICATE_KEY,
                     f"duplicate key {key!r} (an earlier value would be silently replaced)",
                     self._source,
-                    self._keys.get(loc, pos) if top.key_pos is None else top.key_pos,
+                    self._lines.position(where),
                 )
             )
-        top.container[key] = value
+        container[key] = value
         return root
 
-    def _scalar(self, event: Any, pos: Position) -> tuple[Any, bool]:
+    def _scalar(self, event: Any, at: int) -> tuple[Any, bool]:
+        plain = bool(event.implicit[0])
+        cache_key = (event.tag, plain, event.value)
+        found = self._resolved.get(cache_key)
+        if found is None:
+            found = self._resolve(event, plain, at)
+            self._resolved[cache_key] = found
+        return found
+
+    def _resolve(self, event: Any, plain: bool, at: int) -> tuple[Any, bool]:
+        """A scalar's value (immutable: one is shared by every scalar written alike)."""
         yaml = self._yaml
         tag = event.tag
         if tag is None or tag == "!":
-            if event.implicit[0]:
+            if plain:
                 tag = self._loader.resolve(yaml.ScalarNode, event.value, (True, False))
             else:
                 tag = "tag:yaml.org,2002:str"
@@ -437,7 +476,7 @@ class _Builder:
         if tag not in _PLAIN_TAGS:
             if tag in {"tag:yaml.org,2002:timestamp"}:
                 return event.value, False
-            raise _LimitExceeded(f"unsupported YAML tag {tag}", pos)
+            raise _LimitExceeded(f"unsupported YAML tag {tag}", at)
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         try:
             return self._constructor.construct_object(node), False
@@ -448,6 +487,6 @@ class _Builder:
             raise _LimitExceeded(
                 f"YAML: {text!r} is not a valid {kind}"
                 + (" (too many digits)" if kind == "int" and len(event.value) > 4000 else ""),
-                pos,
+                at,
                 E_YAML,
             ) from None

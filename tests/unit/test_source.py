@@ -13,9 +13,9 @@ def test_positions_of_values_and_keys_are_recorded() -> None:
     """Every value and key gets its 1-based line and column."""
     doc = load_yaml("a: 1\nb:\n  - x\n  - {c: true}\n", "f.yaml")
     assert doc.data == {"a": 1, "b": ["x", {"c": True}]}
-    assert doc.map.values[("a",)] == Position(1, 4)
-    assert doc.map.values[("b", 1, "c")] == Position(4, 9)
-    assert doc.map.keys[("b",)] == Position(2, 1)
+    assert doc.map.position(("a",)) == Position(1, 4)
+    assert doc.map.position(("b", 1, "c")) == Position(4, 9)
+    assert doc.map.position(("b",), key=True) == Position(2, 1)
 
 
 def test_position_falls_back_to_the_nearest_enclosing_value() -> None:
