@@ -8,8 +8,9 @@ no credentials, no client library imported.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -119,7 +120,11 @@ class _Derived:
 
 @dataclass
 class _Instance:
-    step: CompiledStep
+    #: The step instance's id (``base[key]`` in a fan-out).
+    id: str
+    #: Makes its CompiledStep once its requirements and lints are known: built once,
+    #: not copied field by field with each (most of compiling a long runbook was that).
+    make: Callable[..., CompiledStep]
     spec: StepSpec
     loc: Loc
     subject: LintSubject
@@ -145,6 +150,9 @@ class _Compiler:
         self.planned = 0
         #: Outputs of compiled steps that name targets, with the targets each can name.
         self.target_outputs: dict[str, Mapping[str, tuple[str, ...]]] = {}
+        #: What each step type derived from validated inputs, by (type, inputs and target
+        #: as repr): steps written alike (a fan-out's shards, a run of waits) share it.
+        self._derived: dict[tuple[str, str], tuple[StepInputs, _Derived]] = {}
 
     def error(
         self, code: str, message: str, loc: Loc, *, key: bool = False, hint: str | None = None
@@ -179,7 +187,7 @@ class _Compiler:
         for located in self.loaded.steps:
             made = self._compile_step(located, fallback=False)
             instances.extend(made)
-            by_base.setdefault(located.spec.id, []).extend(i.step.id for i in made)
+            by_base.setdefault(located.spec.id, []).extend(i.id for i in made)
         fallbacks: list[_Instance] = []
         for located in self.loaded.fallbacks:
             fallbacks.extend(self._compile_step(located, fallback=True))
@@ -201,11 +209,7 @@ class _Compiler:
             if f.step is not None and not f.warning:
                 lint_by_step.setdefault(f.step, []).append(f.code)
         steps = tuple(
-            _with(
-                i.step,
-                requires=tuple(deps[i.step.id]),
-                lints=tuple(lint_by_step.get(i.spec.id, ())),
-            )
+            i.make(requires=tuple(deps[i.id]), lints=tuple(lint_by_step.get(i.spec.id, ())))
             for i in ordered
         )
         plan = Plan(
@@ -219,7 +223,7 @@ class _Compiler:
                 n: t.model_dump(exclude_none=True) for n, t in sorted(self.loaded.targets.items())
             },
             steps=steps,
-            fallbacks=tuple(f.step for f in fallbacks),
+            fallbacks=tuple(f.make(requires=()) for f in fallbacks),
             lints=tuple(findings),
             warnings=tuple(d for d in self.diags if d.severity is Severity.WARNING),
             stand_ins=self.stand_ins,
@@ -273,7 +277,7 @@ class _Compiler:
             made = self._compile_step(LocatedStep(guard.as_step(), loc), fallback=True)
             if not made:
                 continue
-            step = made[0].step
+            step = made[0].make(requires=())
             if step.mutates:
                 self.error(
                     E_GUARD,
@@ -599,10 +603,6 @@ class _Compiler:
             else OnFailure(FailurePolicy(spec.on_failure))
         )
         out = []
-        # Shards whose rendered inputs are alike (``with`` not reading the loop variable)
-        # are validated and described once: what a step type derives from its inputs
-        # depends on nothing else.
-        last: tuple[str, _Derived] | None = None
         for key, item in items:
             context: dict[str, Any] = {"params": self.params, "targets": self.targets_ctx}
             if key is not None:
@@ -617,21 +617,33 @@ class _Compiler:
             inputs_raw = self._render_tree(
                 spec.with_, context, (*loc, "with"), spec.as_, step_refs, deferred
             )
+            # Steps whose rendered inputs are alike (shards whose ``with`` does not read
+            # the loop variable, steps written alike) are validated and described once:
+            # what a step type derives from its inputs depends on nothing else.
             # repr, not ==: 1, 1.0 and True are equal but may validate differently.
             # The target too: a fan-out over targets describes each instance by its own.
-            same = repr((inputs_raw, target.words() if target else None)) if not deferred else None
-            derived = last[1] if last is not None and same == last[0] else None
-            if derived is None:
+            same = (
+                (spec.type, repr((inputs_raw, target.words() if target else None)))
+                if not deferred
+                else None
+            )
+            known = self._derived.get(same) if same is not None else None
+            derived: _Derived | None = None
+            inputs: StepInputs | None
+            if known is not None:
+                inputs, derived = known
+            else:
                 inputs = self._validate_inputs(step_type, inputs_raw, (*loc, "with"), deferred)
                 if inputs is not None:
                     derived = _Derived.of(
                         step_type, inputs, target.words() if target is not None else spec.target
                     )
                     if same is not None:
-                        last = (same, derived)
-                    named = step_type.target_outputs(inputs)
-                    if named:
-                        self.target_outputs.setdefault(spec.id, named)
+                        self._derived[same] = (inputs, derived)
+            if inputs is not None:
+                named = step_type.target_outputs(inputs)
+                if named:
+                    self.target_outputs.setdefault(spec.id, named)
             when = self._render_when(spec, context, loc, step_refs)
             description = spec.description
             if description is not None and is_template(description):
@@ -647,7 +659,8 @@ class _Compiler:
             if spec.fences is not None and not self._check_fences(spec, roles, loc):
                 continue
             sid = spec.id if key is None else f"{spec.id}[{key}]"
-            compiled = CompiledStep(
+            make = functools.partial(
+                CompiledStep,
                 id=sid,
                 base_id=spec.id,
                 type=spec.type,
@@ -655,7 +668,6 @@ class _Compiler:
                 description=description or derived.description,
                 inputs=inputs_raw,
                 deferred=tuple(sorted(deferred)),
-                requires=(),
                 approve=spec.approve is not False,
                 approval=_approval(spec.approve),
                 when=when,
@@ -707,8 +719,8 @@ class _Compiler:
             )
             if spec.guards:
                 own = [(g, (*loc, "guards", i)) for i, g in enumerate(spec.guards)]
-                compiled = _with(compiled, guards=self._guards(own))
-            out.append(_Instance(compiled, spec, loc, subject, step_refs))
+                make = functools.partial(make, guards=self._guards(own))
+            out.append(_Instance(sid, make, spec, loc, subject, step_refs))
         return out
 
     def _check_fences(self, spec: StepSpec, roles: frozenset[Role], loc: Loc) -> bool:
@@ -1016,18 +1028,18 @@ class _Compiler:
                         (*inst.loc, "requires", j) if spec.requires is not None else inst.loc,
                         hint=did_you_mean(req, all_ids),
                     )
-            deps[inst.step.id] = list(dict.fromkeys(resolved))
-        ids = [i.step.id for i in instances]
+            deps[inst.id] = list(dict.fromkeys(resolved))
+        ids = [i.id for i in instances]
         try:
             order = topological_order(ids, deps)
         except CycleError as exc:
-            first = next(i for i in instances if i.step.id == exc.cycle[0])
+            first = next(i for i in instances if i.id == exc.cycle[0])
             self.error(
                 E_CYCLE, "dependency cycle: " + " → ".join(exc.cycle), (*first.loc, "requires")
             )
             return instances, deps
         pos = {sid: k for k, sid in enumerate(order)}
-        return sorted(instances, key=lambda i: pos[i.step.id]), deps
+        return sorted(instances, key=lambda i: pos[i.id]), deps
 
     def _check_refs_and_lint(
         self,
@@ -1036,7 +1048,7 @@ class _Compiler:
         by_base: dict[str, list[str]],
         fallback_ids: set[str],
     ) -> list[LintFinding]:
-        ids = [i.step.id for i in ordered]
+        ids = [i.id for i in ordered]
         try:
             ancestors = ancestor_bits(ids, deps)
         except KeyError:
@@ -1056,7 +1068,7 @@ class _Compiler:
                     )
                     continue
                 targets = by_base.get(ref, [ref])
-                if not any(has(ancestors[inst.step.id], pos[t]) for t in targets if t in pos):
+                if not any(has(ancestors[inst.id], pos[t]) for t in targets if t in pos):
                     self.error(
                         E_STEP_REFERENCE,
                         f"step {inst.spec.id!r} reads outputs of {ref!r}, which does not run before it",
@@ -1105,7 +1117,7 @@ class _Compiler:
                     where,
                     hint=did_you_mean(name, by_base),
                 )
-            elif not any(has(ancestors[inst.step.id], pos[t]) for t in by_base[name] if t in pos):
+            elif not any(has(ancestors[inst.id], pos[t]) for t in by_base[name] if t in pos):
                 self.error(
                     E_STEP_REFERENCE,
                     f"verifies names {name!r}, which does not run before {inst.spec.id!r}",
@@ -1303,12 +1315,6 @@ def _retries(retries: model.Retries | None) -> Retries:
         backoff=retries.backoff,
         max_delay=retries.max_delay,
     )
-
-
-def _with(step: CompiledStep, **changes: Any) -> CompiledStep:
-    from dataclasses import replace
-
-    return replace(step, **changes)
 
 
 def _with_hash(plan: Plan) -> Plan:
