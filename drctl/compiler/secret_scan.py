@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 from drctl.runbook.secrets import MASK
@@ -35,6 +36,13 @@ def literal_secret(key: str | None, value: Any) -> str | None:
     """Why ``value`` (under ``key``) looks like a secret written in clear, or None."""
     if not isinstance(value, str) or not value:
         return None
+    return _literal_secret(key, value)
+
+
+# A runbook repeats its words (keys, types, durations) in every step, and the plan's
+# inputs are scanned again each time they are shown: each pair is searched once.
+@lru_cache(maxsize=4096)
+def _literal_secret(key: str | None, value: str) -> str | None:
     if key is not None and _SECRET_KEY.search(key) and not _indirect(value):
         return f"field {key!r} holds a literal value"
     for match in _URL_CRED.finditer(value):

@@ -222,7 +222,8 @@ class Executor:
         ]
         heapq.heapify(ready)
         limit = self.options.concurrency or plan.settings.concurrency
-        results: queue.Queue[_Result] = queue.Queue()
+        # A SimpleQueue: its get waits in C, with no Condition built around each wait.
+        results: queue.SimpleQueue[_Result] = queue.SimpleQueue()
         stop: StopReason | None = None
         stop_message = ""
         running = 0
@@ -594,7 +595,7 @@ class Executor:
     # -- one step ----------------------------------------------------------------
 
     def _execute_to(
-        self, results: queue.Queue[_Result], step: CompiledStep, prior: StepState
+        self, results: queue.SimpleQueue[_Result], step: CompiledStep, prior: StepState
     ) -> None:
         results.put(self._execute(step, prior))
 
@@ -759,7 +760,7 @@ class Executor:
         x = self.x
         retries = step.retries
         message, trace = "", None
-        view = self._shown(step)
+        description, shown_inputs = self._view(step)
         for n in range(retries.attempts):
             attempt = first + n
             final = n == retries.attempts - 1
@@ -776,8 +777,8 @@ class Executor:
             deferred = not step.mutates and not _is_gate(step)
             (x.journal.write_later if deferred else x.journal.write)(
                 ev.StepStarted(
-                    step=step.id, attempt=attempt, target=chosen, description=view.description,
-                    inputs=view.inputs,
+                    step=step.id, attempt=attempt, target=chosen, description=description,
+                    inputs=shown_inputs,
                 )
             )  # fmt: skip
             faults.after_started(step.id)
@@ -807,7 +808,7 @@ class Executor:
                 record(
                     ev.StepSucceeded(
                         step=step.id, attempt=attempt, outputs=ctx.outputs,
-                        duration=x.clock.monotonic() - started, description=view.description,
+                        duration=x.clock.monotonic() - started, description=description,
                     )
                 )  # fmt: skip
                 self._done(step.id, ctx.outputs)
@@ -944,18 +945,23 @@ class Executor:
         return True if truthy else shown.condition(step.when, self._template_context(step))
 
     def _shown(self, step: CompiledStep) -> CompiledStep:
-        """The step as a person is shown it now: its inputs and description rendered with
-        the values known at this moment (earlier steps' outputs), secrets masked."""
+        """The step as a person is shown it now (see ``_view``), for a gate's prompt."""
+        description, inputs = self._view(step)
+        return dataclasses.replace(step, inputs=inputs, description=description)
+
+    def _view(self, step: CompiledStep) -> tuple[str, dict[str, Any]]:
+        """The description and inputs a person is shown now: rendered with the values
+        known at this moment (earlier steps' outputs), secrets masked. Two values, not a
+        copy of the step: every attempt's events carry them."""
         if not step.deferred and not is_template(step.description):
-            return dataclasses.replace(step, inputs=step.masked_inputs())
+            return step.description, step.masked_inputs()
         context = self._template_context(step)
         inputs = shown.value(step.inputs, context)
         # Outputs may hold a resolved secret, and a prompt is written past the journal.
         redactor = self.x.journal.redactor
-        return dataclasses.replace(
-            step,
-            inputs=redactor.data(mask(None, inputs)),
-            description=redactor.text(self._describe(step, inputs, context)),
+        return (
+            redactor.text(self._describe(step, inputs, context)),
+            redactor.data(mask(None, inputs)),
         )
 
     def _describe(self, step: CompiledStep, inputs: Any, context: dict[str, Any]) -> str:

@@ -8,10 +8,12 @@ server's error text cannot move the cursor or hide itself.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import IO, Any, ClassVar
 
 from drctl.compiler.plan import Plan
@@ -25,7 +27,13 @@ from drctl.visible import visible
 
 
 def _stamp(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    return _second(math.floor(ts))
+
+
+# Formatted once a second: a run of fast steps prints many lines in each.
+@lru_cache(maxsize=2)
+def _second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 class PlainSink:

@@ -291,7 +291,12 @@ def iso(ts: float | None) -> str:
 
 
 def dumps(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return _ENCODER.encode(data)
+
+
+# One encoder for every event: json.dumps with options builds a new one per call. Its
+# encode keeps no state between calls, so threads share it.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 class StateStore(ABC):
