@@ -47,6 +47,8 @@ class Cursor(Protocol):
 
     def execute(self, sql: Any, args: Sequence[Any] = ..., /) -> Any: ...
 
+    def executemany(self, sql: Any, args: Sequence[Sequence[Any]], /) -> Any: ...
+
     def fetchone(self) -> Any: ...
 
     def fetchall(self) -> list[Any]: ...
@@ -115,7 +117,13 @@ class SqlStore(StateStore):
         return self._transaction()
 
     def _run_sql(self, cur: Cursor, sql: str, args: Sequence[Any] = ()) -> None:
-        cur.execute(sql.replace("?", self.placeholder) if self.placeholder != "?" else sql, args)
+        cur.execute(self._dialect_sql(sql), args)
+
+    def _run_sql_many(self, cur: Cursor, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        cur.executemany(self._dialect_sql(sql), rows)
+
+    def _dialect_sql(self, sql: str) -> str:
+        return sql.replace("?", self.placeholder) if self.placeholder != "?" else sql
 
     # -- schema -------------------------------------------------------------------
 
@@ -272,33 +280,42 @@ class SqlStore(StateStore):
 
     def _insert_fenced(self, cur: Cursor, append: Append, seq: int) -> list[Event] | None:
         """Insert ``append``'s events from ``seq`` on; None if its lease is not current."""
-        lease = append.lease
-        stored: list[Event] = []
+        lease, events, run_id = append.lease, append.events, append.run_id
         token = 0
-        for n, event in enumerate(append.events):
-            values = (append.run_id, seq + n, event.ts, event.kind, event.step, event.attempt)
-            if lease is None:
-                self._run_sql(
-                    cur,
-                    "INSERT INTO events (run_id, seq, ts, kind, step, attempt, token, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
-                    (*values, event.text),
-                )
-            else:
-                self._run_sql(
-                    cur,
-                    "INSERT INTO events (run_id, seq, ts, kind, step, attempt, token, data) "
-                    "SELECT ?, ?, ?, ?, ?, ?, token, ? FROM locks "
-                    f"WHERE key = ? AND lease_id = ?{self.for_share if n == 0 else ''} "
-                    "RETURNING token",
-                    (*values, event.text, lease.key, lease.lease_id),
-                )
-                row = cur.fetchone()
-                if row is None:
-                    return None
-                token = int(row[0])
-            stored.append(event.stored(seq + n, token))
-        return stored
+        rest = events
+        if lease is not None and events:
+            # The fence: the first event is written only while the lease is the lock's
+            # current one, and takes its token from the lock row. The transaction keeps
+            # that row as it is until the commit (see _append_group), so the rest of the
+            # batch goes in under the same token without asking again.
+            first = events[0]
+            self._run_sql(
+                cur,
+                "INSERT INTO events (run_id, seq, ts, kind, step, attempt, token, data) "
+                "SELECT ?, ?, ?, ?, ?, ?, token, ? FROM locks "
+                f"WHERE key = ? AND lease_id = ?{self.for_share} RETURNING token",
+                (
+                    run_id, seq, first.ts, first.kind, first.step, first.attempt, first.text,
+                    lease.key, lease.lease_id,
+                ),
+            )  # fmt: skip
+            row = cur.fetchone()
+            if row is None:
+                return None
+            token = int(row[0])
+            rest = events[1:]
+        if rest:
+            start = seq + len(events) - len(rest)
+            self._run_sql_many(
+                cur,
+                "INSERT INTO events (run_id, seq, ts, kind, step, attempt, token, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (run_id, start + n, e.ts, e.kind, e.step, e.attempt, token, e.text)
+                    for n, e in enumerate(rest)
+                ],
+            )
+        return [event.stored(seq + n, token) for n, event in enumerate(events)]
 
     @retried
     def events(self, run_id: str) -> list[Event]:

@@ -155,6 +155,29 @@ def test_racing_acquirers_exactly_one_wins(store_url: str) -> None:
     assert sorted(results) == ["held"] * 9 + ["won"]
 
 
+def test_a_batch_under_a_lease_is_stored_whole_with_its_token_and_under_a_lost_one_not_at_all(
+    store: StateStore,
+) -> None:
+    """Queued events and the one appended go in together under the lease's token; once the
+    lease is taken over, a whole batch is refused and none of it is stored."""
+    store.create_run(record("r1"))
+    lease = store.acquire("rb", "r1", "u", "h", 1, 30, 100.0).lease
+    for i in range(4):
+        store.append_later("r1", Event("step_succeeded", 101.0 + i, f"s{i}", 1, {"i": i}))
+    got = store.append_batch("r1", Event("step_started", 105.0, "s4", 1, {"i": 4}), lease)
+    assert [(e.seq, e.token, e.data["i"]) for e in got] == [
+        (n, lease.token, n - 1) for n in range(1, 6)
+    ]
+    assert store.events("r1") == got
+
+    store.acquire("rb", "r2", "v", "h2", 2, 30, 200.0)  # expired: taken over
+    for i in range(3):
+        store.append_later("r1", Event("step_succeeded", 201.0 + i, f"t{i}", 1, {"i": i}))
+    with pytest.raises(LockLost):
+        store.append_batch("r1", Event("step_started", 205.0, "t3", 1), lease)
+    assert store.events("r1") == got
+
+
 def test_concurrent_appends_each_return_their_own_durable_events_and_a_stale_lease_alone_fails(
     store: StateStore,
 ) -> None:
