@@ -32,7 +32,6 @@ from drctl.compiler.plan import (
     Settings,
     TargetRef,
     TripAction,
-    plan_hash,
 )
 from drctl.compiler.secret_scan import scan
 from drctl.compiler.templating import TemplateProblem, analyze, is_template, render
@@ -229,7 +228,7 @@ class _Compiler:
             stand_ins=self.stand_ins,
             guards=guards,
         )
-        return _with_hash(plan)
+        return plan.hashed()
 
     def _render_setting(self, value: str | None, name: str) -> str | None:
         """A ``settings`` value that may be a template over params and targets.
@@ -1315,9 +1314,3 @@ def _retries(retries: model.Retries | None) -> Retries:
         backoff=retries.backoff,
         max_delay=retries.max_delay,
     )
-
-
-def _with_hash(plan: Plan) -> Plan:
-    from dataclasses import replace
-
-    return replace(plan, hash=plan_hash(plan))

@@ -528,7 +528,23 @@ class Plan:
         return self._masked
 
     def content(self) -> dict[str, Any]:
-        """Everything that decides what the plan does (the hashed part), secrets masked."""
+        """Everything that decides what the plan does (the hashed part), secrets masked.
+
+        A new dict each call (``to_dict`` adds to it); what it holds is shared, never
+        changed, and made once: hashing the plan and storing it read the same.
+        """
+        return dict(self._content)
+
+    def hashed(self) -> Plan:
+        """This plan with its hash, sharing its content (the hash is no part of it)."""
+        content = self._content
+        plan = replace(self, hash=_digest(content))
+        # cached_property keeps its value in the instance's __dict__, as here.
+        plan.__dict__["_content"] = content
+        return plan
+
+    @cached_property
+    def _content(self) -> dict[str, Any]:
         shown = self.masked()
         # Built by hand: dataclasses.asdict deep-copies every input and was most of the
         # cost of compiling a 1,000-step fan-out. Nothing here is mutated afterwards.
@@ -574,7 +590,11 @@ def canonical_json(data: Any) -> str:
 
 
 def plan_hash(plan: Plan) -> str:
-    digest = hashlib.sha256(canonical_json(plan.content()).encode("utf-8")).hexdigest()
+    return _digest(plan.content())
+
+
+def _digest(content: dict[str, Any]) -> str:
+    digest = hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
     return f"sha256:{digest}"
 
 
