@@ -152,6 +152,8 @@ class _Compiler:
         #: What each step type derived from validated inputs, by (type, inputs and target
         #: as repr): steps written alike (a fan-out's shards, a run of waits) share it.
         self._derived: dict[tuple[str, str], tuple[StepInputs, _Derived]] = {}
+        #: Step types by name, each looked up (an import, a new instance) once.
+        self._types: dict[str, StepType] = {}
 
     def error(
         self, code: str, message: str, loc: Loc, *, key: bool = False, hint: str | None = None
@@ -367,8 +369,12 @@ class _Compiler:
     # -- one step -------------------------------------------------------------
 
     def _step_type(self, type_name: str, loc: Loc) -> StepType | None:
+        known = self._types.get(type_name)
+        if known is not None:
+            return known
         try:
-            return get_step_type(type_name)
+            found = self._types[type_name] = get_step_type(type_name)
+            return found
         except StepTypeError as exc:
             self.error(E_UNKNOWN_STEP_TYPE, f"{exc.message}", loc, hint=exc.hint)
             return None

@@ -22,7 +22,6 @@ import queue
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -184,6 +183,8 @@ class Executor:
         self._chosen: dict[str, str] = {}
         #: Promote-role steps whose preflight this process ran (before their first fence).
         self._preflighted: set[str] = set()
+        #: Step types by name, each looked up (an import, a new instance) once.
+        self._types: dict[str, StepType[Any, Any]] = {}
         for sid, s in state.steps.items():
             if s.done:
                 self.x.outputs[sid] = s.outputs
@@ -230,7 +231,7 @@ class Executor:
         announced = False
         with (
             self._guarded() as guardian,
-            ThreadPoolExecutor(max_workers=limit, thread_name_prefix="step") as pool,
+            _StepThreads(limit) as pool,
         ):
             while True:
                 if stop is None and guardian is not None and guardian.tripped is not None:
@@ -263,7 +264,12 @@ class Executor:
                             break
                     status[step.id] = StepStatus.RUNNING
                     running += 1
-                    pool.submit(self._execute_to, results, step, self.state.step(step.id))
+                    pool.submit(
+                        functools.partial(
+                            self._execute_to, results, step, self.state.step(step.id)
+                        ),
+                        running,
+                    )
                 if stop is StopReason.INTERRUPTED and not announced and running:
                     announced = True
                     x.journal.note(
@@ -981,10 +987,18 @@ class Executor:
                 pass
         return shown.text(step.description, context)
 
+    def _type(self, name: str) -> StepType[Any, Any]:
+        """The step type called ``name`` (StepTypeError if unknown or broken)."""
+        found = self._types.get(name)
+        if found is None:
+            # Step types keep no state of their own: one instance serves every step.
+            found = self._types[name] = get_step_type(name)
+        return found
+
     def _prepare(
         self, step: CompiledStep, recorded: Mapping[str, Any]
     ) -> tuple[StepType, StepInputs]:
-        step_type = get_step_type(step.type)
+        step_type = self._type(step.type)
         raw: Any = step.inputs
         if step.deferred:
             context = self._template_context(step)
@@ -1017,7 +1031,7 @@ class Executor:
     ) -> StepRun[Any, Any]:
         x = self.x
         # The step's first call waits for its own type's warm-up: never import beside it.
-        get_step_type(step.type).warm()
+        self._type(step.type).warm()
         target = self._target_of(step)
         return StepRun(
             step_id=step.id, attempt=attempt, inputs=inputs,
@@ -1148,6 +1162,43 @@ def _reading_text(outputs: Mapping[str, Any]) -> str:
 
 def _done(status: StepStatus | Halt | None) -> bool:
     return isinstance(status, StepStatus) and status.done
+
+
+class _StepThreads:
+    """The run's step workers, fed through one queue; at most ``limit`` of them, each
+    started when more steps run at once than there are workers.
+
+    A ThreadPoolExecutor builds a Future, its Condition and a work item for every step:
+    a run of short steps paid for them on each one, and the scheduler needs none (each
+    step hands its result back itself). Leaving waits for the steps handed out.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, job: Callable[[], None], running: int) -> None:
+        """Hand ``job`` (which never raises) to a worker; ``running``: the steps
+        handed out and not yet finished, this one included."""
+        if running > len(self._threads) and len(self._threads) < self._limit:
+            worker = threading.Thread(target=self._serve, name=f"step_{len(self._threads)}")
+            self._threads.append(worker)
+            worker.start()
+        self._inbox.put(job)
+
+    def _serve(self) -> None:
+        while (job := self._inbox.get()) is not None:
+            job()
+
+    def __enter__(self) -> _StepThreads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _ in self._threads:
+            self._inbox.put(None)  # after every job handed out: they run first
+        for worker in self._threads:
+            worker.join()
 
 
 class _CallThreads:
