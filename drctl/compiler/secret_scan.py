@@ -80,14 +80,23 @@ def scan(
     value: Any, loc: tuple[str | int, ...] = ()
 ) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """Every (location, reason) of a literal secret inside ``value``."""
-    stack: list[tuple[str | None, Any, tuple[str | int, ...]]] = [(None, value, loc)]
+    # Each entry: a value, its key as text (None in a list), its parent's location and
+    # its own part of it. A location is built only for a container (its children need
+    # it) or a finding, not for every value scanned.
+    Entry = tuple[Any, str | None, tuple[str | int, ...], Any]
+    stack: list[Entry] = [(value, None, loc, _ROOT)]
     while stack:
-        key, node, at = stack.pop()
-        if isinstance(node, dict):
-            stack.extend((str(k), v, (*at, k)) for k, v in node.items())
-        elif isinstance(node, list):
-            stack.extend((None, v, (*at, i)) for i, v in enumerate(node))
-        else:
+        node, key, parent, part = stack.pop()
+        if isinstance(node, dict | list):
+            at = parent if part is _ROOT else (*parent, part)
+            if isinstance(node, dict):
+                stack.extend((v, str(k), at, k) for k, v in node.items())
+            else:
+                stack.extend((v, None, at, i) for i, v in enumerate(node))
+        elif isinstance(node, str):
             reason = literal_secret(key, node)
             if reason is not None:
-                yield at, reason
+                yield (parent if part is _ROOT else (*parent, part)), reason
+
+
+_ROOT = object()  # the part of the location of the value scan was given: none

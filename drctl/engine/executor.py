@@ -175,8 +175,8 @@ class Executor:
         self.me = controls.identity or identity(plan.settings)
         #: The exit code of a halt: 3 for a freeze (a refusal), 1 for a tripped guard.
         self._halt_code = 3
-        #: The inputs last validated for each runbook step, by (type, rendered inputs).
-        self._validated: dict[str, tuple[tuple[str, str], StepInputs]] = {}
+        #: Inputs validated lately, by (type, rendered inputs): see _prepare.
+        self._validated: dict[tuple[str, str], StepInputs] = {}
         #: Each step's state as the scheduler knows it, read by a promote (``ctx.fences()``).
         self._status: dict[str, StepStatus | Halt] = {}
         #: Targets decided at run time, by step id, once rendered (see _target_of).
@@ -1004,15 +1004,19 @@ class Executor:
             context = self._template_context(step)
             raw = _render_paths(raw, set(step.deferred), context, "with")
         raw = self.x.secrets.apply(raw)
-        # Shards of one runbook step often have the same inputs: validate those once.
-        # Inputs models are frozen, so sharing one between concurrent steps is safe.
+        # Shards of one runbook step, and steps written alike, often have the same
+        # inputs: validate those once. Inputs models are frozen, so sharing one between
+        # concurrent steps is safe. Emptied when full (one atomic clear, whatever other
+        # workers do meanwhile): a run of distinct inputs keeps no more than that.
         key = (step.type, repr(raw))
-        last = self._validated.get(step.base_id)
-        if last is not None and last[0] == key:
-            return step_type, last[1]
+        known = self._validated.get(key)
+        if known is not None:
+            return step_type, known
         try:
             inputs = step_type.Inputs.model_validate(raw)
-            self._validated[step.base_id] = (key, inputs)
+            if len(self._validated) >= _VALIDATED_KEPT:
+                self._validated.clear()
+            self._validated[key] = inputs
             return step_type, inputs
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
@@ -1162,6 +1166,10 @@ def _reading_text(outputs: Mapping[str, Any]) -> str:
 
 def _done(status: StepStatus | Halt | None) -> bool:
     return isinstance(status, StepStatus) and status.done
+
+
+#: The most validated inputs an executor keeps for steps to share (see _prepare).
+_VALIDATED_KEPT = 256
 
 
 class _StepThreads:
