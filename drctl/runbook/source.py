@@ -275,7 +275,7 @@ class _Builder:
         mapping_end, sequence_end = ev.MappingEndEvent, ev.SequenceEndEvent
         stream_end, document_start = ev.StreamEndEvent, ev.DocumentStartEvent
         get_event = self._loader.get_event
-        values = self._values
+        values, keys, resolved = self._values, self._keys, self._resolved
         stack: list[_Frame] = []
         root: Any = None
         documents = 0
@@ -289,19 +289,37 @@ class _Builder:
                     text = event.value
                     self._count(1, at)
                     self._count_chars(len(text), at)
-                    value, is_merge = self._scalar(event, at)
+                    found = resolved.get((event.tag, bool(event.implicit[0]), text))
+                    value, is_merge = found if found is not None else self._scalar(event, at)
                     if event.anchor is not None:
                         self._anchors[event.anchor] = (value, 1, 0, len(text))
                     if stack:
                         top = stack[-1]
-                        if not top.has_key and type(top.container) is dict:
-                            # Keys are names: ``on:`` or ``yes:`` must not become booleans
-                            # (YAML 1.1), nor ``1:`` an int, so plain keys stay text.
-                            top.key = (
-                                _MERGE_TAG if is_merge else (text if event.tag is None else value)
-                            )
-                            top.key_at = at
-                            top.has_key = True
+                        container = top.container
+                        if type(container) is dict:
+                            if not top.has_key:
+                                # Keys are names: ``on:`` or ``yes:`` must not become
+                                # booleans (YAML 1.1), nor ``1:`` an int: plain keys stay text.
+                                top.key = (
+                                    _MERGE_TAG
+                                    if is_merge
+                                    else (text if event.tag is None else value)
+                                )
+                                top.key_at = at
+                                top.has_key = True
+                                continue
+                            key = top.key
+                            if type(key) is str and key != _MERGE_TAG and key not in container:
+                                # The common case, without _child_loc and _attach's calls.
+                                loc = (*top.loc, key)
+                                keys.setdefault(loc, top.key_at)  # type: ignore[arg-type]
+                                values.setdefault(loc, at)
+                                container[key] = value
+                                top.has_key = False
+                                continue
+                        elif type(container) is list:
+                            values.setdefault((*top.loc, len(container)), at)
+                            container.append(value)
                             continue
                     self._child_loc(stack, at)
                     root = self._attach(stack, value, at, root, merge_ok=False)
