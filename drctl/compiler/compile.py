@@ -605,7 +605,7 @@ class _Compiler:
         on_failure = (
             OnFailure(FailurePolicy.FALLBACK, spec.on_failure.run)
             if isinstance(spec.on_failure, Fallback)
-            else OnFailure(FailurePolicy(spec.on_failure))
+            else _POLICIES[spec.on_failure]
         )
         out = []
         for key, item in items:
@@ -1311,9 +1311,14 @@ def _settings(
     )
 
 
+#: The plain policies, and no retries: frozen values, one shared by every step that has it.
+_POLICIES = {p.value: OnFailure(p) for p in FailurePolicy if p is not FailurePolicy.FALLBACK}
+_NO_RETRIES = Retries()
+
+
 def _retries(retries: model.Retries | None) -> Retries:
     if retries is None:
-        return Retries()
+        return _NO_RETRIES
     return Retries(
         attempts=retries.attempts,
         delay=retries.delay,
