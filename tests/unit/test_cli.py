@@ -369,6 +369,26 @@ def test_a_command_imports_its_own_module_alone() -> None:
     assert loaded == ["drctl.cli.app", "drctl.cli.execute", "drctl.cli.formats", "drctl.cli.review"]
 
 
+def test_planning_reads_no_builtin_signature() -> None:
+    """Planning the sandbox failover (every PostgreSQL step type, DNS, a gate) leaves
+    tokenize's regular expressions uncompiled: no model it builds has a builtin default
+    factory such as ``list``, whose text signature pydantic would parse with tokenize."""
+    import subprocess
+
+    probe = (
+        "import sys, tokenize\n"
+        "from drctl.cli.app import main\n"
+        "sys.argv = ['drctl', 'plan', 'runbooks/sandbox-pg-failover.yaml']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "sys.stderr.write(f'COMPILED {tokenize._compile.cache_info().currsize}')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=False, timeout=60
+    )  # fmt: skip
+    assert "Plan: sandbox-pg-three-node-failover" in done.stdout, done.stderr
+    assert done.stderr.rpartition("COMPILED ")[2] == "0"
+
+
 def test_patroni_client_is_imported_only_for_servers_patroni_manages() -> None:
     """Compiling PostgreSQL steps (choose, fence, promote, follow, rejoin) of unmanaged
     servers loads none of the Patroni client modules."""
