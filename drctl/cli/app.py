@@ -7,24 +7,30 @@ starts as fast as typer itself.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import sys
 
 import typer
 
 from drctl import __version__
-from drctl.cli import (
-    approve,
-    brake,
-    catalog,
-    check,
-    docs,
-    drill,
-    execute,
-    pr,
-    review,
-    runs,
-    sandbox,
+
+#: The modules under drctl.cli that register commands, in the order help lists them,
+#: with the commands (and groups) each registers: ``drctl run`` imports ``execute``
+#: alone, not the other ten. A test holds this to what the modules register.
+COMMAND_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("review", ("validate", "plan", "diff")),
+    ("pr", ("review",)),
+    ("execute", ("run", "resume", "abort")),
+    ("runs", ("status", "runs", "log", "unlock")),
+    ("catalog", ("schema", "steps")),
+    ("sandbox", ("sandbox",)),
+    ("drill", ("drill",)),
+    ("docs", ("docs",)),
+    ("brake", ("freeze", "thaw", "freezes")),
+    ("approve", ("approve",)),
+    ("check", ("check",)),
 )
 
 
@@ -38,7 +44,7 @@ def _typer() -> typer.Typer:
     )
 
 
-app = _typer()
+_root_app = _typer()
 
 
 def _version(value: bool) -> None:
@@ -47,7 +53,7 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+@_root_app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
@@ -56,44 +62,50 @@ def _root(
     """Disaster-recovery runbooks: validate, plan, diff, run and resume."""
 
 
-review.register(app)
-pr.register(app)
-execute.register(app)
-runs.register(app)
-catalog.register(app)
-sandbox.register(app)
-drill.register(app)
-docs.register(app)
-brake.register(app)
-approve.register(app)
-check.register(app)
+def _register(module: str, app: typer.Typer) -> None:
+    importlib.import_module(f"drctl.cli.{module}").register(app)
+
+
+@functools.cache
+def whole_app() -> typer.Typer:
+    """The app with every command (imported and registered on first use)."""
+    for module, _ in COMMAND_MODULES:
+        _register(module, _root_app)
+    return _root_app
+
+
+def __getattr__(name: str) -> typer.Typer:
+    # ``app``, the whole app, for those who import it (tests, tools); ``main`` does not.
+    if name == "app":
+        return whole_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def app_for(args: list[str]) -> typer.Typer:
-    """``app``, or, when ``args`` start with a command's name, the app with that command only.
+    """The whole app, or, when ``args`` start with a command's name, the app with that command only.
 
     typer builds every command (reading and converting each function's signature) before
-    it parses anything: about 8 ms for drctl's commands, at every start. The one command
-    parses, helps and fails as it does in the whole app (its usage still reads ``drctl
+    it parses anything: about 8 ms for drctl's commands, at every start; and each command
+    module imports its own helpers. The one command, from its module alone, parses,
+    helps and fails as it does in the whole app (its usage still reads ``drctl
     <command>``); anything else (no command, ``--help``, ``--version``, a typo for the
     suggestion) gets the whole app.
     """
     from typer.main import get_command_name
 
-    if not args:
-        return app
-    commands = [
+    module = next((m for m, names in COMMAND_MODULES if args and args[0] in names), None)
+    if module is None:
+        return whole_app()
+    registered = _typer()
+    _register(module, registered)
+    one = _typer()
+    one.registered_callback = _root_app.registered_callback
+    one.registered_commands = [
         c
-        for c in app.registered_commands
+        for c in registered.registered_commands
         if c.callback is not None and (c.name or get_command_name(c.callback.__name__)) == args[0]
     ]
-    groups = [g for g in app.registered_groups if g.name == args[0]]
-    if not commands and not groups:
-        return app
-    one = _typer()
-    one.registered_callback = app.registered_callback
-    one.registered_commands = commands
-    one.registered_groups = groups
+    one.registered_groups = [g for g in registered.registered_groups if g.name == args[0]]
     return one
 
 

@@ -179,6 +179,8 @@ def _looser_checks(
 
 @dataclass(frozen=True)
 class Finding:
+    """One lint's finding about a step: an error unless ``warning``."""
+
     code: str
     base_id: str
     message: str

@@ -33,6 +33,8 @@ class ParamInput:
 
 @dataclass(frozen=True)
 class _Given:
+    """One parameter's value as given, and where from (a flag, the params file)."""
+
     value: Any
     raw_text: bool  # came from a flag: a string still to be parsed
     source: str

@@ -233,11 +233,15 @@ class RunStarted(JournalEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class RunInterrupted(JournalEvent):
+    """The run stopped before it finished (Ctrl-C, a signal); resumable."""
+
     kind: ClassVar[str] = RUN_INTERRUPTED
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunFinished(JournalEvent):
+    """The journal's last word: how the run ended and the exit code it gave."""
+
     kind: ClassVar[str] = RUN_FINISHED
     status: RunStatus = RunStatus.FAILED
     exit_code: int = 1
@@ -256,6 +260,8 @@ class RunFinished(JournalEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class ApprovalNeeded(StepEvent):
+    """A gate is waiting: what it shows, and what an approval must name to count."""
+
     kind: ClassVar[str] = APPROVAL_NEEDED
     description: str = ""
     #: What an approval must name to count: the plan and the gate as shown (a digest).
@@ -281,6 +287,8 @@ class ApprovalGiven(StepEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class ApprovalGranted(StepEvent):
+    """A gate opened: who opened it (the approvers, in words) and what it showed."""
+
     kind: ClassVar[str] = APPROVAL_GRANTED
     by: str = ""
     #: What the gate showed, rendered (0.1.0 did not write it).
@@ -364,6 +372,8 @@ class StepStarted(StepEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class StepRecorded(StepEvent):
+    """A value apply keeps for verify and undo, durable before the change it is about."""
+
     kind: ClassVar[str] = STEP_RECORDED
     key: str = ""
     value: Any = None
@@ -473,6 +483,8 @@ class StepFailed(StepEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class StepSkipped(StepEvent):
+    """A step that did not run, and why (its ``when`` was false, its item was not listed)."""
+
     kind: ClassVar[str] = STEP_SKIPPED
     reason: str = ""
 

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -44,7 +44,6 @@ from drctl.engine import faults, shown
 from drctl.engine.approvals import Identity, gate_digest, identity, starter, tally, who_may
 from drctl.engine.clock import Clock
 from drctl.engine.context import StepRun, facts_of, fences_before, waits_for
-from drctl.engine.guards import Guardian, Reading, Trip
 from drctl.engine.journal import Journal
 from drctl.engine.replay import RunState, StepState
 from drctl.engine.secrets import Secrets
@@ -62,6 +61,10 @@ from drctl.runbook.durations import format_duration
 from drctl.runbook.targets import TargetModel
 from drctl.steps.base import Role, StepInputs, StepType
 from drctl.steps.registry import get_step_type
+
+if TYPE_CHECKING:
+    # Imported where a runbook has guards: most have none.
+    from drctl.engine.guards import Guardian, Reading, Trip
 
 T = TypeVar("T")
 
@@ -1088,6 +1091,8 @@ class Executor:
         if not plan.guards and not any(s.guards for s in plan.steps):
             yield None
             return
+        from drctl.engine.guards import Guardian
+
         guardian = Guardian(self._read_guard, self.x.journal)
         try:
             guardian.arm(plan.guards)
@@ -1103,6 +1108,8 @@ class Executor:
 
     def _read_guard(self, guard: CompiledGuard) -> Reading:
         """One reading of ``guard``: its read-only step run through check, apply, verify."""
+        from drctl.engine.guards import Reading
+
         step = guard.step
         try:
             step_type, inputs = self._prepare(step, {})

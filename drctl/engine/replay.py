@@ -39,6 +39,8 @@ class StepState:
 
 @dataclass
 class RunState:
+    """A run as its journal tells it so far: each step's state, the gates opened, the end."""
+
     steps: dict[str, StepState] = field(default_factory=dict)
     approved: set[str] = field(default_factory=set)
     finished: RunStatus | None = None

@@ -27,6 +27,8 @@ from drctl.state.base import Event, RunRecord, StateStore
 
 @dataclass(frozen=True)
 class Who:
+    """Who runs drctl, and where: the user, host, process and directory journaled."""
+
     user: str
     host: str
     pid: int

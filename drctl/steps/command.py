@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 from pydantic import Field
 
 from drctl.errors import StepError
-from drctl.runbook.model import Duration
+from drctl.runbook.model import Duration, no_items
 from drctl.runbook.targets import TargetModel
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, short
 from drctl.steps.process import Completed, last_line
@@ -33,7 +33,7 @@ class CommandInputs(StepInputs):
     undo: Command | None = Field(default=None, description="Command that reverses the step.")
     mutates: bool = Field(default=True, description="Whether the command changes anything.")
     roles: list[Role] = Field(
-        default_factory=list,
+        default_factory=no_items,
         description="Extra roles for the safety lints, e.g. [fence] for a fencing script.",
     )
     output_limit: int = Field(

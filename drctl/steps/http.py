@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 from pydantic import Field, model_validator
 
 from drctl.errors import StepError
+from drctl.runbook.model import no_items
 from drctl.runbook.targets import HttpTarget
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, published, short
 
@@ -44,7 +45,7 @@ class HttpInputs(StepInputs):
         ),
     )
     output_headers: list[str] = Field(
-        default_factory=list,
+        default_factory=no_items,
         description="Reply headers to publish as outputs.headers (any case; a missing one is null).",
     )
     roles: list[Literal["verify", "lag_check", "traffic", "fence"]] | None = Field(

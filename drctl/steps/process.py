@@ -112,6 +112,8 @@ _WATCHDOG = _Watchdog()
 
 @dataclass(frozen=True)
 class Completed:
+    """A finished command: its exit code and output (``truncated``: only its first bytes kept)."""
+
     exit_code: int
     output: str
     truncated: bool

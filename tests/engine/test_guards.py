@@ -380,3 +380,25 @@ def test_a_guard_halts_a_drill_which_resumes_measured_whole(
     done = runner.resume_drill(find_run(harness.store, paused.run_id), Options())
     assert done.outcome.status is RunStatus.SUCCEEDED and done.exit_code == 0
     assert (tmp / "fx").read_text() == "one\n"
+
+
+GUARDS_LOADED = """
+import sys
+from drctl.cli.app import main
+sys.argv = ["drctl", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+print("EXIT", code, "drctl.engine.guards" in sys.modules)
+"""
+
+
+def test_a_run_without_guards_imports_no_guard_machinery(tmp_path: Path) -> None:
+    """The guard thread and its readings are imported only for a runbook that has guards."""
+    done = subprocess.run(
+        [sys.executable, "-c", GUARDS_LOADED, "run", "runbooks/shell-demo.yaml", "--yes",
+         "-p", f"workdir={tmp_path / 'work'}", "--state", str(tmp_path / "state.db")],
+        capture_output=True, text=True, cwd=REPO, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.splitlines()[-1] == "EXIT 0 False", done.stdout + done.stderr

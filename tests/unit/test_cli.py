@@ -320,6 +320,75 @@ def test_only_the_command_given_is_built() -> None:
         assert app_for(args) is app
 
 
+def test_command_modules_lists_what_each_module_registers() -> None:
+    """``COMMAND_MODULES`` (which module ``drctl <command>`` imports) names every command
+    of the whole app, each under the module that registers it, in help's order."""
+    import typer
+    from typer.main import get_command_name
+
+    from drctl.cli.app import COMMAND_MODULES, _register, app
+
+    listed = []
+    for module, names in COMMAND_MODULES:
+        alone = typer.Typer()
+        _register(module, alone)
+        registered = [
+            c.name or get_command_name(c.callback.__name__)
+            for c in alone.registered_commands
+            if c.callback
+        ]
+        assert (module, [*registered, *(g.name for g in alone.registered_groups)]) == (
+            module,
+            list(names),
+        )
+        listed.extend(names)
+    whole = [
+        c.name or get_command_name(c.callback.__name__)
+        for c in app.registered_commands
+        if c.callback
+    ]
+    assert sorted(listed) == sorted([*whole, *(g.name for g in app.registered_groups)])
+
+
+def test_a_command_imports_its_own_module_alone() -> None:
+    """``drctl run --help`` imports drctl.cli.execute (and what it imports), none of the
+    other command modules."""
+    import subprocess
+
+    probe = (
+        "import sys\n"
+        "from drctl.cli.app import main\n"
+        "sys.argv = ['drctl', 'run', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "sys.stderr.write('MODULES ' + ' '.join(sorted(m for m in sys.modules if m.startswith('drctl.cli.'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=False, timeout=60
+    )  # fmt: skip
+    loaded = done.stderr.rpartition("MODULES ")[2].split()
+    assert loaded == ["drctl.cli.app", "drctl.cli.execute", "drctl.cli.formats", "drctl.cli.review"]
+
+
+def test_planning_reads_no_builtin_signature() -> None:
+    """Planning the sandbox failover (every PostgreSQL step type, DNS, a gate) leaves
+    tokenize's regular expressions uncompiled: no model it builds has a builtin default
+    factory such as ``list``, whose text signature pydantic would parse with tokenize."""
+    import subprocess
+
+    probe = (
+        "import sys, tokenize\n"
+        "from drctl.cli.app import main\n"
+        "sys.argv = ['drctl', 'plan', 'runbooks/sandbox-pg-failover.yaml']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "sys.stderr.write(f'COMPILED {tokenize._compile.cache_info().currsize}')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=False, timeout=60
+    )  # fmt: skip
+    assert "Plan: sandbox-pg-three-node-failover" in done.stdout, done.stderr
+    assert done.stderr.rpartition("COMPILED ")[2] == "0"
+
+
 def test_patroni_client_is_imported_only_for_servers_patroni_manages() -> None:
     """Compiling PostgreSQL steps (choose, fence, promote, follow, rejoin) of unmanaged
     servers loads none of the Patroni client modules."""

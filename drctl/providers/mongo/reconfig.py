@@ -25,6 +25,7 @@ from drctl.providers.mongo.session import (
     try_member_hello,
     wait_for_primary,
 )
+from drctl.runbook.model import no_items
 from drctl.steps.base import Role, StepInputs, published
 
 
@@ -56,10 +57,10 @@ class MemberChange(StepInputs):
 
 class ReconfigInputs(StepInputs):
     members: list[MemberChange] = Field(
-        default_factory=list, description="Members to change or add."
+        default_factory=no_items, description="Members to change or add."
     )
     remove: list[str] = Field(
-        default_factory=list, description="Members (host:port) to take out of the config."
+        default_factory=no_items, description="Members (host:port) to take out of the config."
     )
     force: bool = Field(
         default=False,

@@ -29,7 +29,7 @@ from drctl.providers.postgres.session import (
     scalar,
     writable,
 )
-from drctl.runbook.model import Slug
+from drctl.runbook.model import Slug, no_items
 from drctl.runbook.targets import PostgresTarget
 from drctl.steps.base import FenceRecord, FenceStatus, Role, StepInputs, published
 
@@ -71,7 +71,7 @@ class PromoteInputs(StepInputs):
         description="Promote without proof that the old primary is fenced (lint DR001).",
     )
     candidates: list[Slug] = Field(
-        default_factory=list,
+        default_factory=no_items,
         description=(
             "Target names of the other standbys that could be promoted: read at the promote, "
             "so that promoting one that is not the most advanced needs accept_data_loss."
