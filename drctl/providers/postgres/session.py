@@ -18,7 +18,7 @@ from typing import Any
 from drctl.errors import StepError, Unreachable, first_line
 from drctl.runbook.targets import PostgresTarget, SshTarget
 from drctl.steps.base import StepContext
-from drctl.steps.process import Completed, last_line, run_command
+from drctl.steps.process import Completed, OsUser, last_line, run_command
 
 #: Where a connection goes: a postgres target, its host resolved through the target's
 #: ``dns_server`` (when it has one) on every connection, or a DSN used as it is.
@@ -272,10 +272,19 @@ def node_shell(
     return _as_server_user(ctx, node, ["sh", "-c", script], env)
 
 
+#: Tools that start a server (or run one in single-user mode): run through ``runuser``,
+#: so the server gets the user's PAM session and its limits. Every other tool (psql, a
+#: shell) is exec'd as the user directly: two processes fewer.
+_STARTS_SERVER = frozenset({"pg_ctl", "pg_rewind", "postgres", "initdb"})
+
+
 def _as_server_user(
     ctx: StepContext, node: ServerNode, argv: list[str], env: Mapping[str, str] | None
 ) -> Completed:
-    if node.as_root and node.os_user and node.os_user != "root":
+    switch = node.as_root and node.os_user and node.os_user != "root"
+    if switch and not node.ssh and Path(argv[0]).name not in _STARTS_SERVER:
+        return run_command(ctx, argv, env=env, user=OsUser.named(node.os_user))
+    if switch:
         keep = ",".join(sorted(env)) if env else ""
         # From "/": the caller's directory (root's home, over SSH) is closed to the server's
         # user, and every tool would start by saying so.
