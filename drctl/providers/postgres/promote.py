@@ -100,14 +100,26 @@ _ENDED = {
 }
 
 
-def current_timeline(conn: object) -> int:
+#: The columns ``timeline_of`` reads, to go in a statement that asks more beside them.
+TIMELINE = (
+    "(SELECT received_tli FROM pg_stat_wal_receiver), "
+    "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END"
+)
+
+
+def current_timeline(conn: Any) -> int:
     """The timeline a server is on now (in recovery: the one it receives, else replays)."""
-    if scalar(conn, "SELECT pg_is_in_recovery()"):
-        received = scalar(conn, "SELECT received_tli FROM pg_stat_wal_receiver")
-        if received:
-            return int(received)
-        return _replayed_timeline(conn)
-    return int(str(scalar(conn, "SELECT pg_walfile_name(pg_current_wal_lsn())"))[:8], 16)
+    return timeline_of(conn, *conn.execute(f"SELECT {TIMELINE}").fetchone())
+
+
+def timeline_of(conn: Any, received: int | None, walfile: str | None) -> int:
+    """The timeline from ``TIMELINE``'s two columns (read on ``conn``), asking more only
+    of a standby with no WAL receiver."""
+    if walfile:
+        return int(walfile[:8], 16)
+    if received:
+        return int(received)
+    return _replayed_timeline(conn)
 
 
 #: WAL segment and timeline history file names in pg_wal.
@@ -301,11 +313,13 @@ class Promote(PostgresStep[PromoteInputs]):
         return None if inputs.accept_data_loss else inputs.max_lag_bytes
 
     def check(self, ctx: Ctx) -> str | None:
+        # One session to the standby for the whole wait: a new one per poll costs a
+        # connection (a backend forked) every 50 ms.
         with connect(ctx.target, ctx, what="standby", read_only=True) as conn:
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 return "do nothing: the server is primary already"
-        fenced = self._journaled_fences(ctx)
-        handoff = self._handoff(ctx)
+            fenced = self._journaled_fences(ctx)
+            handoff = self._handoff(ctx, conn)
         fence = self._fence_proof(ctx)
         if fenced and not ctx.inputs.old_primary:
             fence = fenced
@@ -356,7 +370,7 @@ class Promote(PostgresStep[PromoteInputs]):
             accept_data_loss=inputs.accept_data_loss,
         )
 
-    def _handoff(self, ctx: Ctx) -> str:
+    def _handoff(self, ctx: Ctx, standby: Any) -> str:
         """Wait (bounded) until the standby holds the old primary's last WAL, else refuse.
 
         The mark is this run's proven fence's ``final_lsn``, or the old primary's own
@@ -375,8 +389,8 @@ class Promote(PostgresStep[PromoteInputs]):
         last: list[Position] = []
 
         def holds() -> Position | None:
-            with connect(ctx.target.dsn, ctx, what="standby", read_only=True, cap=5.0) as conn:
-                last.append(read_position(conn))
+            # Each read is its own autocommit statement: as fresh as a new session's.
+            last.append(read_position(standby))
             p = last[-1]
             end = mark.lsn if mark is not None else p.received
             return p if p.received >= end and (p.paused or p.replayed >= end) else None
