@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,18 +258,27 @@ def pg_tool(
     env: Mapping[str, str] | None = None,
 ) -> Completed:
     """Run a server tool as the data directory's OS user (initdb/pg_ctl refuse root)."""
-    argv = [str(Path(node.bin_dir) / tool) if node.bin_dir else tool, *args]
-    return _as_server_user(ctx, node, argv, env)
+    return _as_server_user(ctx, node, [tool_path(node, tool), *args], env)
+
+
+def tool_path(node: ServerNode, tool: str) -> str:
+    """Where ``tool`` is on the server's host: in its bin_dir, else found on PATH."""
+    return str(Path(node.bin_dir) / tool) if node.bin_dir else tool
 
 
 def node_shell(
-    ctx: StepContext, node: ServerNode, script: str, env: Mapping[str, str] | None = None
+    ctx: StepContext,
+    node: ServerNode,
+    script: str,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
 ) -> Completed:
     """Run a small sh script as the server's OS user, where the server lives.
 
-    Values go in through ``env`` (kept off command lines, sent over SSH's stdin).
+    Values go in through ``env`` (kept off command lines, sent over SSH's stdin);
+    ``args`` are the script's ``"$@"``.
     """
-    return _as_server_user(ctx, node, ["sh", "-c", script], env)
+    return _as_server_user(ctx, node, ["sh", "-c", script, "sh", *args], env)
 
 
 #: Tools that start a server (or run one in single-user mode): run through ``runuser``,
@@ -345,17 +354,8 @@ def socket_session(
     of them (each its own transaction); psql stops at the first error, and that is a
     StepError, as is a labelled value missing from the output.
     """
-    env = {
-        "PGHOST": socket.directory, "PGPORT": str(socket.port), "PGUSER": socket.user,
-        "PGDATABASE": socket.database, "PGCONNECT_TIMEOUT": "5",
-    }  # fmt: skip
-    args = ["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
-    for label, sql in statements:
-        args += [
-            "-c",
-            sql if label is None else f"SELECT '{label}: ' || COALESCE(({sql})::text, '')",
-        ]
-    done = pg_tool(ctx, node, "psql", *args, env=env)
+    argv, env = socket_psql(node, socket, statements)
+    done = _as_server_user(ctx, node, argv, env)
     values: dict[str, str] = {}
     lines = done.output.splitlines()
     for label, _ in statements:
@@ -371,6 +371,23 @@ def socket_session(
             f"{last_line(done.output)}"
         )
     return values
+
+
+def socket_psql(
+    node: ServerNode, socket: LocalSocket, statements: list[tuple[str | None, str]]
+) -> tuple[list[str], dict[str, str]]:
+    """psql's argv and environment for ``socket_session``'s ``statements``."""
+    env = {
+        "PGHOST": socket.directory, "PGPORT": str(socket.port), "PGUSER": socket.user,
+        "PGDATABASE": socket.database, "PGCONNECT_TIMEOUT": "5",
+    }  # fmt: skip
+    argv = [tool_path(node, "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
+    for label, sql in statements:
+        argv += [
+            "-c",
+            sql if label is None else f"SELECT '{label}: ' || COALESCE(({sql})::text, '')",
+        ]
+    return argv, env
 
 
 def pg_ctl_status(ctx: StepContext, node: ServerNode) -> bool:
