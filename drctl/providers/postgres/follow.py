@@ -145,6 +145,10 @@ class Follow(PostgresStep[FollowInputs]):
                         "recovery now)"
                     )
                 raise StepError(f"{inputs.new_primary} is still in recovery: promote it first")
+        if not ctx.dry_run:
+            # apply reads the divergence again just before acting (and refuses the same
+            # way): read here too, it would cost two sessions on the failover's way.
+            return None
         divergence = self._divergence(ctx)
         if divergence.diverged_bytes and not inputs.may_discard:
             raise StepError(
@@ -196,10 +200,10 @@ class Follow(PostgresStep[FollowInputs]):
                     f"refusing to follow without a rewind: {divergence.describe()}; "
                     "set accept_discard: true to discard them with pg_rewind"
                 )
+            node = local_node(ctx.target, "follow (rewind)", ctx)
             ctx.record("rewound", {"rewound": True, "why": divergence.describe()})
             ctx.output("rewound", True)
             ctx.log(f"rewinding: {divergence.describe()}")
-            node = local_node(ctx.target, "follow (rewind)", ctx)
             rewind(ctx, node, new_dsn, name, accept_discard=True)
             return
         if version < 130000:  # primary_conninfo takes a restart before PostgreSQL 13
