@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drctl.errors import StepError, Unreachable
-from drctl.providers.postgres.session import connect, lsn, lsn_text, scalar
+from drctl.providers.postgres.session import connect, lsn, lsn_text
 from drctl.runbook.targets import PostgresTarget
 from drctl.steps.base import StepContext, StepFacts
 
@@ -183,18 +183,8 @@ def seen_mark(facts: Iterable[StepFacts], old_primary: str) -> Mark | None:
     return best
 
 
-def live_mark(ctx: StepContext[Any, Any], name: str) -> Mark | None:
-    """The old primary's own write position, when it answers as a primary; else None."""
-    target = ctx.target_named(name, PostgresTarget)
-    try:
-        with connect(target.dsn, ctx, what=name, read_only=True, cap=3.0) as conn:
-            if scalar(conn, "SELECT pg_is_in_recovery()"):
-                return None
-            position = lsn(scalar(conn, "SELECT pg_current_wal_lsn()::text"))
-    except Unreachable:
-        return None
-    if position is None:
-        return None
+def live_mark(name: str, position: int) -> Mark:
+    """The old primary's own write position, read from it now (it answers as a primary)."""
     return Mark(position, f"{name}'s own current position {lsn_text(position)}", exact=True)
 
 

@@ -7,11 +7,12 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from drctl.errors import StepError
+from drctl.errors import StepError, Unreachable
 from drctl.providers.postgres.base import PostgresContext, PostgresStep
 from drctl.providers.postgres.handoff import (
     WAL_SEEN,
     Handoff,
+    Mark,
     Position,
     best_ahead,
     fence_mark,
@@ -26,8 +27,8 @@ from drctl.providers.postgres.session import (
     lsn,
     lsn_text,
     pg_ctl_status,
+    probe_writes,
     scalar,
-    writable,
 )
 from drctl.runbook.model import Slug
 from drctl.runbook.targets import PostgresTarget
@@ -319,8 +320,9 @@ class Promote(PostgresStep[PromoteInputs]):
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 return "do nothing: the server is primary already"
             fenced = self._journaled_fences(ctx)
-            handoff = self._handoff(ctx, conn)
-        fence = self._fence_proof(ctx)
+            writes, live = self._old_primary_now(ctx)
+            handoff = self._handoff(ctx, conn, live)
+        fence = self._fence_proof(ctx, writes)
         if fenced and not ctx.inputs.old_primary:
             fence = fenced
         _say_proof(ctx, fence)
@@ -370,7 +372,23 @@ class Promote(PostgresStep[PromoteInputs]):
             accept_data_loss=inputs.accept_data_loss,
         )
 
-    def _handoff(self, ctx: Ctx, standby: Any) -> str:
+    def _old_primary_now(self, ctx: Ctx) -> tuple[bool | None, Mark | None]:
+        """One fresh session to the old primary: whether it takes writes (None: no answer,
+        or not asked under ``force``) and its own write position while it answers as a
+        primary (the handoff's mark, past any fence's)."""
+        name = ctx.inputs.old_primary
+        if not name:
+            return None, None
+        old = ctx.target_named(name, PostgresTarget)
+        force = ctx.inputs.force
+        try:
+            refused, position = probe_writes(old, ctx, "old primary", try_write=not force)
+        except Unreachable:
+            return None, None
+        mark = live_mark(name, position) if position is not None else None
+        return (None if force else not refused), mark
+
+    def _handoff(self, ctx: Ctx, standby: Any, live: Mark | None) -> str:
         """Wait (bounded) until the standby holds the old primary's last WAL, else refuse.
 
         The mark is this run's proven fence's ``final_lsn``, or the old primary's own
@@ -381,7 +399,6 @@ class Promote(PostgresStep[PromoteInputs]):
         inputs = ctx.inputs
         name = ctx.target_name or "the standby"
         mark = fence_mark(ctx, inputs.old_primary)
-        live = live_mark(ctx, inputs.old_primary) if inputs.old_primary else None
         if live is not None and (mark is None or live.lsn > mark.lsn):
             mark = live
         if mark is None and inputs.old_primary:
@@ -436,7 +453,9 @@ class Promote(PostgresStep[PromoteInputs]):
             return f"RPO at least {proof.loss_bytes} bytes ({mark.source}); lag {proof.figures()}"
         return f"lag {proof.figures()}; {name} holds the old primary's WAL to {mark.source}"
 
-    def _fence_proof(self, ctx: Ctx) -> str:
+    def _fence_proof(self, ctx: Ctx, state: bool | None) -> str:
+        """The proof the old primary is fenced; ``state``: whether a fresh session could
+        write there just now (None: it did not answer)."""
         inputs = ctx.inputs
         if not inputs.old_primary:
             return "no old primary named"
@@ -444,7 +463,6 @@ class Promote(PostgresStep[PromoteInputs]):
             ctx.log("force is set: not checking that the old primary is fenced")
             return "fence not checked (force)"
         old = ctx.target_named(inputs.old_primary, PostgresTarget)
-        state = writable(old, ctx, "old primary")
         if state is True:
             if ctx.dry_run:  # the fence step before this one has not run in a dry run
                 return f"{inputs.old_primary} still accepts writes now: it must be fenced by then"

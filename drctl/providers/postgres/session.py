@@ -164,21 +164,37 @@ def refuses_writes(dsn: Server, ctx: StepContext, what: str) -> bool:
     A server that rejects the session with a ``reject`` line of pg_hba.conf (the hard
     fence) answers: refused. Silence is not an answer either way, so it stays an error.
     """
+    return probe_writes(dsn, ctx, what)[0]
+
+
+def probe_writes(
+    dsn: Server, ctx: StepContext, what: str, *, try_write: bool = True
+) -> tuple[bool, int | None]:
+    """``refuses_writes``, and the write position of a primary that let the session in.
+
+    One session for both, so a promote asks its old primary once. Without
+    ``try_write`` the session is read-only and only the position is read (the first
+    value is then only whether it is in recovery).
+    """
     import psycopg
 
     try:
-        with connect(dsn, ctx, what=what, cap=5.0) as conn:
-            if scalar(conn, "SELECT pg_is_in_recovery()"):
-                return True
+        with connect(dsn, ctx, what=what, read_only=not try_write, cap=5.0) as conn:
+            recovery, position = conn.execute(
+                "SELECT pg_is_in_recovery(), "
+                "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END"
+            ).fetchone()
+            if recovery or not try_write:
+                return bool(recovery), lsn(position)
             try:
                 with conn.transaction():
                     conn.execute("CREATE TEMP TABLE drctl_fence_probe (x int) ON COMMIT DROP")
             except psycopg.errors.ReadOnlySqlTransaction:
-                return True
-            return False
+                return True, lsn(position)
+            return False, lsn(position)
     except Unreachable as exc:
         if refused_by_hba(exc):
-            return True
+            return True, None
         raise
 
 
@@ -278,7 +294,8 @@ def node_shell(
     Values go in through ``env`` (kept off command lines, sent over SSH's stdin);
     ``args`` are the script's ``"$@"``.
     """
-    return _as_server_user(ctx, node, ["sh", "-c", script, "sh", *args], env)
+    # By its path: a bare "sh" is looked for along PATH, one failed exec per entry.
+    return _as_server_user(ctx, node, ["/bin/sh", "-c", script, "sh", *args], env)
 
 
 #: Tools that start a server (or run one in single-user mode): run through ``runuser``,
@@ -299,7 +316,7 @@ def _as_server_user(
         # user, and every tool would start by saying so.
         argv = [
             "runuser", "-u", node.os_user, *(["-w", keep] if keep else []), "--",
-            "sh", "-c", 'cd / && exec "$0" "$@"', *argv,
+            "/bin/sh", "-c", 'cd / && exec "$0" "$@"', *argv,
         ]  # fmt: skip
     if node.ssh:
         from drctl.providers.ssh.run import SshRun
