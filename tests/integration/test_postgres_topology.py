@@ -120,11 +120,12 @@ def test_hard_fence_refuses_the_session_read_only_lets_write(
         "the read-only fence to lift", lambda: _session_writes(topo.primary.dsn, override=False)
     )
 
-    # No psql where the server lives: the fence would lock drctl out, so it does not start.
+    # No psql where the server lives: the fence would lock drctl out, so it does not start
+    # (a dry run says so; a run's apply proves the socket before it writes anything).
     no_psql = primary | {"bin_dir": "/nonexistent"}
-    for step in (Fence().check, Fence().apply):
+    for step, dry_run in ((Fence().check, True), (Fence().apply, False)):
         with pytest.raises(StepError, match="a hard fence would lock drctl out"):
-            step(_ctx(FenceInputs(mode="hard"), no_psql))
+            step(_ctx(FenceInputs(mode="hard"), no_psql, dry_run=dry_run))
     assert _hba(topo).read_text() == original
 
     writer = psycopg.connect(topo.primary.dsn, autocommit=True, connect_timeout=5)
