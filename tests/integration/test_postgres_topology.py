@@ -516,7 +516,7 @@ def test_follow_refuses_a_diverged_standby_and_rewinds_it_on_request(
         StepError,
         match=r"refusing to follow without a rewind: diverged: timeline 1 up to .* (\d+) bytes \(",
     ) as refused:
-        Follow().check(_ctx(plain, targets["node3"], targets))
+        Follow().check(_ctx(plain, targets["node3"], targets, dry_run=True))
     gap = topo.received_lsn(node3) - fork
     assert f"so {gap} bytes" in str(refused.value)
     with pytest.raises(StepError, match="refusing to follow without a rewind"):
@@ -524,7 +524,7 @@ def test_follow_refuses_a_diverged_standby_and_rewinds_it_on_request(
     assert in_recovery(node3.dsn)  # untouched
 
     rewind = FollowInputs(new_primary="node2", accept_discard=True, wait_seconds=30)
-    assert (Follow().check(_ctx(rewind, targets["node3"], targets)) or "").startswith(
+    assert (Follow().check(_ctx(rewind, targets["node3"], targets, dry_run=True)) or "").startswith(
         "rewind, diverged"
     )
     ctx = _ctx(rewind, targets["node3"], targets)
