@@ -132,7 +132,9 @@ def test_hard_fence_refuses_the_session_read_only_lets_write(
     writer.execute("SET default_transaction_read_only = off")
     inputs = FenceInputs(mode="hard")
     try:
-        assert Fence().check(_ctx(inputs, primary)) is None  # the plan's description is shown
+        assert (
+            Fence().check(_ctx(inputs, primary, dry_run=True)) is None
+        )  # the plan's description is shown
         assert "pg_hba.conf rejects" in Fence().describe(inputs, "node1")
         assert Fence().verify(_ctx(inputs, primary)) is False
         ctx = _ctx(inputs, primary)
@@ -147,7 +149,7 @@ def test_hard_fence_refuses_the_session_read_only_lets_write(
             _session_writes(topo.primary.dsn, override=True)
         with pytest.raises(psycopg.OperationalError):
             writer.execute("INSERT INTO fence_writes VALUES (2)")  # its backend was ended
-        assert Fence().check(_ctx(inputs, primary)) == (
+        assert Fence().check(_ctx(inputs, primary, dry_run=True)) == (
             "do nothing: pg_hba.conf turns sessions away already (hard-fenced)"
         )
         fenced = _hba(topo).read_text()
