@@ -501,16 +501,21 @@ class Promote(PostgresStep[PromoteInputs]):
         dsn = ctx.target
         # One session for all of it, its statement timeout long enough for the wait below.
         with connect(dsn, ctx, what="standby", cap=inputs.wait_seconds + 5.0) as conn:
-            if not scalar(conn, "SELECT pg_is_in_recovery()"):
+            # One statement for what is asked before the promotion: it is on its way.
+            recovery, paused, *where = conn.execute(
+                "SELECT pg_is_in_recovery(), pg_is_in_recovery() AND "
+                f"pg_get_wal_replay_pause_state() <> 'not paused', {TIMELINE}"
+            ).fetchone()
+            if not recovery:
                 ctx.log("already primary")
-                ctx.output("timeline", current_timeline(conn))
+                ctx.output("timeline", timeline_of(conn, *where))
                 forget_upstream(ctx, conn)
                 return
-            ctx.record("timeline_before", current_timeline(conn))
+            ctx.record("timeline_before", timeline_of(conn, *where))
             # check() ran just before apply in this attempt: lag and fence were proven there.
             # pg_promote(wait => true) checks for the end of recovery only every 100 ms;
             # asking without waiting and polling every 10 ms saves most of that tick.
-            if scalar(conn, "SELECT pg_get_wal_replay_pause_state() <> 'not paused'"):
+            if paused:
                 # Received WAL is not lost, but only replay puts it in the new primary.
                 conn.execute("SELECT pg_wal_replay_resume()")
                 ctx.log("replay was paused: resumed, so the promotion replays what it received")
