@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import pwd
 import select
 import signal
 import subprocess
@@ -119,6 +120,49 @@ class Completed:
     truncated: bool
 
 
+@dataclass(frozen=True)
+class OsUser:
+    """An OS user a command runs as, from root: its ids, groups and login variables.
+
+    What ``runuser -u NAME`` gives a command, without its two extra processes (runuser
+    stays in a PAM session and forks the command) and its syslog and nscd traffic: the
+    user's uid, primary gid and every supplementary group it is in, and HOME, USER,
+    LOGNAME and SHELL from the user database. No PAM session, so no login limits:
+    for client tools, not for a command that starts a server.
+    """
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+    shell: str
+
+    @classmethod
+    def named(cls, name: str) -> OsUser:
+        """The user ``name`` (looked up once per process); a StepError if there is none."""
+        found = _OS_USERS.get(name)
+        if found is None:
+            try:
+                entry = pwd.getpwnam(name)
+            except KeyError:
+                raise StepError(
+                    f"there is no OS user named {name!r} to run the command as"
+                ) from None
+            found = cls(
+                name, entry.pw_uid, entry.pw_gid, tuple(os.getgrouplist(name, entry.pw_gid)),
+                entry.pw_dir, entry.pw_shell or _SHELL,
+            )  # fmt: skip
+            _OS_USERS[name] = found
+        return found
+
+    def environment(self) -> dict[str, str]:
+        return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name, "SHELL": self.shell}
+
+
+_OS_USERS: dict[str, OsUser] = {}
+
+
 def run_command(
     ctx: StepContext,
     command: str | list[str],
@@ -127,11 +171,19 @@ def run_command(
     cwd: str | None = None,
     limit: int = 65536,
     grace: float = 5.0,
+    user: OsUser | None = None,
 ) -> Completed:
-    """Run ``command`` (a string through /bin/sh, a list as argv) within ctx's deadline."""
+    """Run ``command`` (a string through /bin/sh, a list as argv) within ctx's deadline.
+
+    ``user``: exec it as that OS user (drctl is root), from ``cwd`` or else "/" — the
+    caller's directory may be closed to that user.
+    """
     if ctx.remaining() <= 0:
         raise StepTimeout("no time left to run the command")
     argv = [_SHELL, "-c", command] if isinstance(command, str) else list(command)
+    if user is not None:
+        env = {**(env or {}), **user.environment()}
+        cwd = cwd or "/"
     # If drctl is killed (kill -9, a lost machine), the command dies with it rather than
     # finishing unobserved while a resume decides whether to run it again.
     mark = _WATCHDOG.mark()
@@ -144,6 +196,10 @@ def run_command(
             start_new_session=True,
             env=_environment(env, mark),
             cwd=cwd,
+            user=user.uid if user else None,
+            group=user.gid if user else None,
+            # Always set when switching: root's own groups must not go with the command.
+            extra_groups=list(user.groups) if user else None,
         )
     except OSError as exc:
         _WATCHDOG.tell(f"-m{mark}")

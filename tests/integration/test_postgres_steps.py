@@ -274,11 +274,12 @@ def test_fence_read_only_check_apply_verify_undo(shared_sandbox: Pair) -> None: 
     node = pair.target(pair.node1)
     inputs = FenceInputs(mode="read_only")
     # Nothing more to say than the plan's description (which names the target): None.
-    assert Fence().check(_ctx(inputs, node)) is None
+    # What the servers say is shown in a dry run (a run's apply asks them anew).
+    assert Fence().check(_ctx(inputs, node, dry_run=True)) is None
     assert "do nothing: the server is a standby and takes no writes already" in (
-        Fence().check(_ctx(inputs, pair.target(pair.node2))) or ""
+        Fence().check(_ctx(inputs, pair.target(pair.node2), dry_run=True)) or ""
     )
-    assert "does not answer" in (Fence().check(_ctx(inputs, _nobody())) or "")
+    assert "does not answer" in (Fence().check(_ctx(inputs, _nobody(), dry_run=True)) or "")
     assert Fence().verify(_ctx(inputs, node)) is False  # an unfenced primary takes writes
 
     old_session = psycopg.connect(pair.node1.dsn, autocommit=True, connect_timeout=5)

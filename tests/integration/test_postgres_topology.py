@@ -120,18 +120,21 @@ def test_hard_fence_refuses_the_session_read_only_lets_write(
         "the read-only fence to lift", lambda: _session_writes(topo.primary.dsn, override=False)
     )
 
-    # No psql where the server lives: the fence would lock drctl out, so it does not start.
+    # No psql where the server lives: the fence would lock drctl out, so it does not start
+    # (a dry run says so; a run's apply proves the socket before it writes anything).
     no_psql = primary | {"bin_dir": "/nonexistent"}
-    for step in (Fence().check, Fence().apply):
+    for step, dry_run in ((Fence().check, True), (Fence().apply, False)):
         with pytest.raises(StepError, match="a hard fence would lock drctl out"):
-            step(_ctx(FenceInputs(mode="hard"), no_psql))
+            step(_ctx(FenceInputs(mode="hard"), no_psql, dry_run=dry_run))
     assert _hba(topo).read_text() == original
 
     writer = psycopg.connect(topo.primary.dsn, autocommit=True, connect_timeout=5)
     writer.execute("SET default_transaction_read_only = off")
     inputs = FenceInputs(mode="hard")
     try:
-        assert Fence().check(_ctx(inputs, primary)) is None  # the plan's description is shown
+        assert (
+            Fence().check(_ctx(inputs, primary, dry_run=True)) is None
+        )  # the plan's description is shown
         assert "pg_hba.conf rejects" in Fence().describe(inputs, "node1")
         assert Fence().verify(_ctx(inputs, primary)) is False
         ctx = _ctx(inputs, primary)
@@ -146,7 +149,7 @@ def test_hard_fence_refuses_the_session_read_only_lets_write(
             _session_writes(topo.primary.dsn, override=True)
         with pytest.raises(psycopg.OperationalError):
             writer.execute("INSERT INTO fence_writes VALUES (2)")  # its backend was ended
-        assert Fence().check(_ctx(inputs, primary)) == (
+        assert Fence().check(_ctx(inputs, primary, dry_run=True)) == (
             "do nothing: pg_hba.conf turns sessions away already (hard-fenced)"
         )
         fenced = _hba(topo).read_text()
@@ -515,7 +518,7 @@ def test_follow_refuses_a_diverged_standby_and_rewinds_it_on_request(
         StepError,
         match=r"refusing to follow without a rewind: diverged: timeline 1 up to .* (\d+) bytes \(",
     ) as refused:
-        Follow().check(_ctx(plain, targets["node3"], targets))
+        Follow().check(_ctx(plain, targets["node3"], targets, dry_run=True))
     gap = topo.received_lsn(node3) - fork
     assert f"so {gap} bytes" in str(refused.value)
     with pytest.raises(StepError, match="refusing to follow without a rewind"):
@@ -523,7 +526,7 @@ def test_follow_refuses_a_diverged_standby_and_rewinds_it_on_request(
     assert in_recovery(node3.dsn)  # untouched
 
     rewind = FollowInputs(new_primary="node2", accept_discard=True, wait_seconds=30)
-    assert (Follow().check(_ctx(rewind, targets["node3"], targets)) or "").startswith(
+    assert (Follow().check(_ctx(rewind, targets["node3"], targets, dry_run=True)) or "").startswith(
         "rewind, diverged"
     )
     ctx = _ctx(rewind, targets["node3"], targets)

@@ -11,8 +11,8 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from drctl.errors import StepError, Unreachable
 from drctl.providers.postgres.candidate import RULE, Candidate, PatroniSays, Ranking, Verdict, rank
-from drctl.providers.postgres.promote import current_timeline
-from drctl.providers.postgres.session import connect, lsn, lsn_text, scalar
+from drctl.providers.postgres.promote import TIMELINE, timeline_of
+from drctl.providers.postgres.session import connect, lsn, lsn_text
 from drctl.runbook.targets import PatroniTarget, PostgresTarget
 from drctl.steps.base import Role, StepContext, StepInputs, StepType, published
 
@@ -117,6 +117,22 @@ class PrimaryView:
 
 Ctx = StepContext[ChooseInputs, None]
 
+#: What the old primary says, in one statement (each is a round trip on the critical
+#: path): whether it is in recovery, its write position (NULL in recovery, where
+#: pg_current_wal_lsn() fails), synchronous_standby_names and its pg_stat_replication.
+_PRIMARY_VIEW = (
+    "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN NULL "
+    "ELSE pg_current_wal_lsn()::text END, current_setting('synchronous_standby_names'), "
+    "(SELECT json_agg(json_build_array(application_name, state, sync_state, sync_priority, "
+    "flush_lsn::text)) FROM pg_stat_replication)"
+)
+#: What a candidate says, in one statement: its positions, and its timeline's columns.
+_CANDIDATE = (
+    "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, "
+    "pg_last_wal_replay_lsn()::text, "
+    f"pg_is_in_recovery() AND pg_get_wal_replay_pause_state() <> 'not paused', {TIMELINE}"
+)
+
 
 class ChoosePrimary(StepType[ChooseInputs, None]):
     """Choose the standby to promote among candidates; publish it and the whole table.
@@ -192,6 +208,10 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         return f"choose the new primary among {names}: {RULE}{prefer}"
 
     def check(self, ctx: Ctx) -> str | None:
+        if not ctx.dry_run:
+            # apply ranks on the figures it publishes, and refuses just as this would:
+            # ranking here too would read every server twice before the failover starts.
+            return None
         ranking = self._rank(ctx)
         winner = self._decide(ctx, ranking)
         return f"choose {winner.name} ({winner.reason})"
@@ -304,20 +324,17 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         target = ctx.target_named(name, PostgresTarget)
         try:
             with connect(target, ctx, what=name, read_only=True, cap=3.0) as conn:
-                if scalar(conn, "SELECT pg_is_in_recovery()"):
-                    ctx.log(f"{name} is in recovery: not asked how it saw the candidates")
-                    return None
-                end = lsn(scalar(conn, "SELECT pg_current_wal_lsn()::text")) or 0
-                names = str(scalar(conn, "SHOW synchronous_standby_names"))
-                rows = conn.execute(
-                    "SELECT application_name, state, sync_state, sync_priority, flush_lsn::text "
-                    "FROM pg_stat_replication"
-                ).fetchall()
+                recovery, end_text, names, rows = conn.execute(_PRIMARY_VIEW).fetchone()
         except Unreachable as exc:
             ctx.log(f"{name} does not answer ({exc.message}): candidates judged on their own")
             return None
-        replicas = {str(r[0]): Replica(str(r[1]), str(r[2]), int(r[3]), lsn(r[4])) for r in rows}
-        return PrimaryView(end, names, replicas)
+        if recovery:
+            ctx.log(f"{name} is in recovery: not asked how it saw the candidates")
+            return None
+        replicas = {
+            str(r[0]): Replica(str(r[1]), str(r[2]), int(r[3]), lsn(r[4])) for r in rows or ()
+        }
+        return PrimaryView(lsn(end_text) or 0, str(names), replicas)
 
     def _patroni_view(self, ctx: Ctx, name: str) -> tuple[ClusterView, ConfigView] | str:
         """Patroni's /cluster and /config, or why it was not heard (logged).
@@ -345,12 +362,8 @@ class ChoosePrimary(StepType[ChooseInputs, None]):
         facts: dict[str, Any]
         try:
             with connect(target, ctx, what=given.target, read_only=True, cap=3.0) as conn:
-                recovery, receive, replay, paused = conn.execute(
-                    "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, "
-                    "pg_last_wal_replay_lsn()::text, "
-                    "pg_is_in_recovery() AND pg_get_wal_replay_pause_state() <> 'not paused'"
-                ).fetchone()
-                timeline = current_timeline(conn)
+                recovery, receive, replay, paused, *where = conn.execute(_CANDIDATE).fetchone()
+                timeline = timeline_of(conn, *where)
         except Unreachable as exc:
             facts = {"reachable": False, "problem": exc.message, "received": None,
                      "replayed": None, "timeline": None, "replay_paused": False}  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Any
 
 from drctl.errors import StepError
 from drctl.providers.postgres.controldata import control_data
-from drctl.providers.postgres.promote import current_timeline
+from drctl.providers.postgres.promote import TIMELINE, timeline_of
 from drctl.providers.postgres.session import (
     Server,
     ServerNode,
@@ -143,10 +143,13 @@ def new_timeline_fork(
     """The new primary's timeline, and where it forked from ``timeline`` (None: the same one).
 
     Reads the new primary's history file with ``pg_read_file`` (its DSN needs a superuser
-    or ``pg_read_server_files``).
+    or ``pg_read_server_files``); a StepError if the new primary is still in recovery.
     """
     with connect(new_dsn, ctx, what="new primary", read_only=True) as conn:
-        new_timeline = current_timeline(conn)
+        received, walfile = conn.execute(f"SELECT {TIMELINE}").fetchone()
+        if not walfile:  # no write position: in recovery
+            raise StepError("the new primary is still in recovery: promote it first")
+        new_timeline = timeline_of(conn, received, walfile)
         if timeline == new_timeline:
             return new_timeline, None
         if timeline > new_timeline:

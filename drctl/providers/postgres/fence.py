@@ -21,6 +21,7 @@ from drctl.providers.postgres.session import (
     refused_by_hba,
     refuses_writes,
     scalar,
+    socket_psql,
     socket_scalar,
     socket_session,
     writable,
@@ -123,6 +124,10 @@ class Fence(PostgresStep[FenceInputs]):
         target = ctx.target
         if inputs.mode != "read_only":
             local_node(target, f"fence ({inputs.mode})", ctx)
+        if not ctx.dry_run:
+            # What this would say is only shown in a dry run; apply asks the server anew,
+            # and a hard fence proves its local socket in the shell that writes the file.
+            return None
         try:
             with connect(target, ctx, what="old primary", read_only=True, cap=5.0) as conn:
                 if scalar(conn, "SELECT pg_is_in_recovery()"):
@@ -315,16 +320,25 @@ def _local_socket(conn: Any) -> LocalSocket:
 
 
 def _fence_hba(ctx: Ctx, node: ServerNode) -> LocalSocket:
-    """Swap the fenced pg_hba.conf in and reload; the local socket drctl keeps."""
+    """Swap the fenced pg_hba.conf in and reload; the local socket drctl keeps.
+
+    The shell that writes the file first proves, with psql as the server's user, that
+    the local socket lets drctl in: the fenced file keeps this way in and no other, so
+    a fence drctl could not finish must not start.
+    """
     with connect(ctx.target, ctx, what="old primary") as conn:
-        socket = _socket_answers(ctx, node, conn)
+        socket = _local_socket(conn)
         hba_file = str(scalar(conn, "SELECT current_setting('hba_file')"))
         original = hba.read_original(conn, hba_file)
         # Recorded before the file changes, so undo finds it whatever happens next.
         ctx.record("hba_file", hba_file)
         ctx.record("hba_original", original)
         ctx.record("socket", socket.as_json())
-        hba.write(ctx, node, hba_file, hba.fenced(original, socket.user, hba_file), save=True)
+        proof = socket_psql(node, socket, [("local socket answers as", "SELECT current_user")])
+        content = hba.fenced(original, socket.user, hba_file)
+        locked_out = hba.write(ctx, node, hba_file, content, save=True, first=proof)
+        if locked_out is not None:
+            raise _would_lock_out(socket, f"psql over the local socket failed: {locked_out}")
         errors = conn.execute(
             "SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL"
         ).fetchall()
@@ -340,20 +354,20 @@ def _fence_hba(ctx: Ctx, node: ServerNode) -> LocalSocket:
 
 
 def _socket_answers(ctx: Ctx, node: ServerNode, conn: Any) -> LocalSocket:
-    """The local socket, once psql has reached the server through it; else a StepError.
-
-    Proven before pg_hba.conf changes: the fenced file keeps this way in and no other,
-    so a fence drctl could not finish must not start.
-    """
+    """The local socket, once psql has reached the server through it; else a StepError."""
     socket = _local_socket(conn)
     try:
         socket_scalar(ctx, node, socket, "local socket answers as", "SELECT current_user")
     except StepError as exc:
-        raise StepError(
-            f"a hard fence would lock drctl out: {exc.message}. It needs psql on the "
-            f"server's host and a local pg_hba.conf line that lets {socket.user} in"
-        ) from exc
+        raise _would_lock_out(socket, exc.message) from exc
     return socket
+
+
+def _would_lock_out(socket: LocalSocket, why: str) -> StepError:
+    return StepError(
+        f"a hard fence would lock drctl out: {why}. It needs psql on the server's host and "
+        f"a local pg_hba.conf line that lets {socket.user} in"
+    )
 
 
 def _not_proven(exc: Unreachable) -> Unreachable:

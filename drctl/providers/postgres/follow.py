@@ -135,16 +135,20 @@ class Follow(PostgresStep[FollowInputs]):
         return f"repoint {target} to stream from {inputs.new_primary} ({how})"
 
     def check(self, ctx: Ctx) -> str | None:
+        if not ctx.dry_run:
+            # apply asks both servers just before acting, and refuses the same ways (a
+            # new primary still in recovery, a divergence not accepted): asked here too,
+            # it would cost two sessions more on the failover's way.
+            return None
         inputs = ctx.inputs
         new = ctx.target_named(inputs.new_primary, PostgresTarget)
         with connect(new, ctx, what="new primary", read_only=True) as conn:
             if scalar(conn, "SELECT pg_is_in_recovery()"):
-                if ctx.dry_run:  # the promote before this step has not run in a dry run
-                    return (
-                        f"repoint it once {inputs.new_primary} is promoted (it is still in "
-                        "recovery now)"
-                    )
-                raise StepError(f"{inputs.new_primary} is still in recovery: promote it first")
+                # The promote before this step has not run in a dry run.
+                return (
+                    f"repoint it once {inputs.new_primary} is promoted (it is still in "
+                    "recovery now)"
+                )
         divergence = self._divergence(ctx)
         if divergence.diverged_bytes and not inputs.may_discard:
             raise StepError(
@@ -196,10 +200,10 @@ class Follow(PostgresStep[FollowInputs]):
                     f"refusing to follow without a rewind: {divergence.describe()}; "
                     "set accept_discard: true to discard them with pg_rewind"
                 )
+            node = local_node(ctx.target, "follow (rewind)", ctx)
             ctx.record("rewound", {"rewound": True, "why": divergence.describe()})
             ctx.output("rewound", True)
             ctx.log(f"rewinding: {divergence.describe()}")
-            node = local_node(ctx.target, "follow (rewind)", ctx)
             rewind(ctx, node, new_dsn, name, accept_discard=True)
             return
         if version < 130000:  # primary_conninfo takes a restart before PostgreSQL 13

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drctl.errors import StepError, Unreachable
-from drctl.providers.postgres.session import connect, lsn, lsn_text, scalar
+from drctl.providers.postgres.session import connect, lsn, lsn_text
 from drctl.runbook.targets import PostgresTarget
 from drctl.steps.base import StepContext, StepFacts
 
@@ -123,19 +123,20 @@ class Handoff:
 
 def read_position(conn: Any) -> Position:
     """A standby's position; a StepError if the server is not in recovery."""
-    from drctl.providers.postgres.promote import current_timeline
+    from drctl.providers.postgres.promote import TIMELINE, timeline_of
 
-    recovery, receive, replay, paused = conn.execute(
+    # One statement: a promote polls this every 50 ms, each round trip on its way.
+    recovery, receive, replay, paused, *where = conn.execute(
         "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, "
         "pg_last_wal_replay_lsn()::text, "
-        "pg_is_in_recovery() AND pg_get_wal_replay_pause_state() <> 'not paused'"
+        f"pg_is_in_recovery() AND pg_get_wal_replay_pause_state() <> 'not paused', {TIMELINE}"
     ).fetchone()
     if not recovery:
         raise StepError("the server is not in recovery (not a standby, or promoted already)")
     replayed = lsn(replay) or 0
     # After a restart the receive position is where streaming restarted, behind replay.
     received = max(lsn(receive) or 0, replayed)
-    return Position(received, replayed, current_timeline(conn), bool(paused))
+    return Position(received, replayed, timeline_of(conn, *where), bool(paused))
 
 
 def fence_mark(ctx: StepContext[Any, Any], old_primary: str | None) -> Mark | None:
@@ -182,18 +183,8 @@ def seen_mark(facts: Iterable[StepFacts], old_primary: str) -> Mark | None:
     return best
 
 
-def live_mark(ctx: StepContext[Any, Any], name: str) -> Mark | None:
-    """The old primary's own write position, when it answers as a primary; else None."""
-    target = ctx.target_named(name, PostgresTarget)
-    try:
-        with connect(target.dsn, ctx, what=name, read_only=True, cap=3.0) as conn:
-            if scalar(conn, "SELECT pg_is_in_recovery()"):
-                return None
-            position = lsn(scalar(conn, "SELECT pg_current_wal_lsn()::text"))
-    except Unreachable:
-        return None
-    if position is None:
-        return None
+def live_mark(name: str, position: int) -> Mark:
+    """The old primary's own write position, read from it now (it answers as a primary)."""
     return Mark(position, f"{name}'s own current position {lsn_text(position)}", exact=True)
 
 

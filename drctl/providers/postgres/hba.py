@@ -13,6 +13,7 @@ its own file as "the original".
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +26,21 @@ MARK = "# drctl hard fence:"
 BACKUP_SUFFIX = ".drctl-fence"
 _HOST_TYPES = frozenset({"host", "hostssl", "hostnossl", "hostgssenc", "hostnogssenc"})
 
-# Saves the original (once), then swaps the new content in with a rename, keeping the
-# file's owner and mode.
-_WRITE = r"""set -e
-if [ -n "$DRCTL_SAVE" ] && ! head -n 1 "$DRCTL_HBA" | grep -qF "$DRCTL_MARK"; then
-    cp -p "$DRCTL_HBA" "$DRCTL_HBA$DRCTL_SUFFIX"
+# Runs the given command first, if any (the proof that drctl keeps a way in), and writes
+# nothing if it fails; then saves the original (once: not a fenced file), and swaps the
+# new content in with a rename, keeping the file's owner and mode. Only builtins but
+# cp and mv: each other process is a fork and exec on the failover's way.
+_NOT_PROVEN = 97
+_WRITE = rf"""set -e
+if [ "$#" -gt 0 ] && ! "$@"; then
+    exit {_NOT_PROVEN}
 fi
+first=
+IFS= read -r first < "$DRCTL_HBA" || true
+case $first in
+    *"$DRCTL_MARK"*) ;;
+    *) if [ -n "$DRCTL_SAVE" ]; then cp -p "$DRCTL_HBA" "$DRCTL_HBA$DRCTL_SUFFIX"; fi ;;
+esac
 cp -p "$DRCTL_HBA" "$DRCTL_HBA.drctl-new"
 printf '%s' "$DRCTL_CONTENT" > "$DRCTL_HBA.drctl-new"
 mv "$DRCTL_HBA.drctl-new" "$DRCTL_HBA"
@@ -105,12 +115,28 @@ def read_original(conn: Any, hba_file: str) -> str:
     return current
 
 
-def write(ctx: StepContext, node: ServerNode, hba_file: str, content: str, *, save: bool) -> None:
-    """Put ``content`` in place of the file; ``save`` keeps the unfenced original beside it."""
-    env = _env(hba_file) | {"DRCTL_CONTENT": content, "DRCTL_SAVE": "1" if save else ""}
-    done = node_shell(ctx, node, _WRITE, env=env)
+def write(
+    ctx: StepContext,
+    node: ServerNode,
+    hba_file: str,
+    content: str,
+    *,
+    save: bool,
+    first: tuple[Sequence[str], Mapping[str, str]] | None = None,
+) -> str | None:
+    """Put ``content`` in place of the file; ``save`` keeps the unfenced original beside it.
+
+    ``first`` (argv and environment) runs in the same shell before anything is written;
+    if it fails, nothing is: then the last line it printed is returned, else None.
+    """
+    argv, extra = first if first is not None else ((), {})
+    env = {**extra, **_env(hba_file), "DRCTL_CONTENT": content, "DRCTL_SAVE": "1" if save else ""}
+    done = node_shell(ctx, node, _WRITE, env=env, args=argv)
+    if first is not None and done.exit_code == _NOT_PROVEN:
+        return last_line(done.output)
     if done.exit_code != 0:
         raise StepError(f"cannot write {hba_file}: {last_line(done.output)}")
+    return None
 
 
 def _env(hba_file: str) -> dict[str, str]:

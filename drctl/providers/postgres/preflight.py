@@ -90,22 +90,29 @@ def _against(
     catchup_seconds: float,
     accept_data_loss: bool,
 ) -> str:
-    from drctl.providers.postgres.promote import current_timeline
+    from drctl.providers.postgres.promote import TIMELINE, timeline_of
 
-    if scalar(old, "SELECT pg_is_in_recovery()"):
+    # One statement for the old primary's state and its first flush position.
+    recovery, *where, flush = old.execute(
+        f"SELECT pg_is_in_recovery(), {TIMELINE}, "
+        "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_flush_lsn()::text END"
+    ).fetchone()
+    if recovery:
         raise StepError(f"{_BEFORE}: the old primary {primary} is in recovery, not a primary")
-    timeline = current_timeline(old)
+    timeline = timeline_of(old, *where)
     if timeline != mine.timeline:
         raise StepError(
             f"{_BEFORE}: {name} is on timeline {mine.timeline} and the old primary {primary} on "
             f"{timeline}: one of them was promoted already"
         )
     last: list[tuple[int, Position]] = []
+    first = [flush]
 
     def caught_up() -> int | None:
         # The primary first: WAL it flushed before the standby is asked is WAL the
         # standby can have, so a standby keeping up under load reads 0.
-        flushed = lsn(scalar(old, "SELECT pg_current_wal_flush_lsn()::text")) or 0
+        text = first.pop() if first else scalar(old, "SELECT pg_current_wal_flush_lsn()::text")
+        flushed = lsn(text) or 0
         position = read_position(conn)
         gap = max(0, flushed - position.received)
         last.append((gap, position))

@@ -7,11 +7,12 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from drctl.errors import StepError
+from drctl.errors import StepError, Unreachable
 from drctl.providers.postgres.base import PostgresContext, PostgresStep
 from drctl.providers.postgres.handoff import (
     WAL_SEEN,
     Handoff,
+    Mark,
     Position,
     best_ahead,
     fence_mark,
@@ -26,8 +27,8 @@ from drctl.providers.postgres.session import (
     lsn,
     lsn_text,
     pg_ctl_status,
+    probe_writes,
     scalar,
-    writable,
 )
 from drctl.runbook.model import Slug, no_items
 from drctl.runbook.targets import PostgresTarget
@@ -100,14 +101,26 @@ _ENDED = {
 }
 
 
-def current_timeline(conn: object) -> int:
+#: The columns ``timeline_of`` reads, to go in a statement that asks more beside them.
+TIMELINE = (
+    "(SELECT received_tli FROM pg_stat_wal_receiver), "
+    "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END"
+)
+
+
+def current_timeline(conn: Any) -> int:
     """The timeline a server is on now (in recovery: the one it receives, else replays)."""
-    if scalar(conn, "SELECT pg_is_in_recovery()"):
-        received = scalar(conn, "SELECT received_tli FROM pg_stat_wal_receiver")
-        if received:
-            return int(received)
-        return _replayed_timeline(conn)
-    return int(str(scalar(conn, "SELECT pg_walfile_name(pg_current_wal_lsn())"))[:8], 16)
+    return timeline_of(conn, *conn.execute(f"SELECT {TIMELINE}").fetchone())
+
+
+def timeline_of(conn: Any, received: int | None, walfile: str | None) -> int:
+    """The timeline from ``TIMELINE``'s two columns (read on ``conn``), asking more only
+    of a standby with no WAL receiver."""
+    if walfile:
+        return int(walfile[:8], 16)
+    if received:
+        return int(received)
+    return _replayed_timeline(conn)
 
 
 #: WAL segment and timeline history file names in pg_wal.
@@ -301,12 +314,15 @@ class Promote(PostgresStep[PromoteInputs]):
         return None if inputs.accept_data_loss else inputs.max_lag_bytes
 
     def check(self, ctx: Ctx) -> str | None:
+        # One session to the standby for the whole wait: a new one per poll costs a
+        # connection (a backend forked) every 50 ms.
         with connect(ctx.target, ctx, what="standby", read_only=True) as conn:
             if not scalar(conn, "SELECT pg_is_in_recovery()"):
                 return "do nothing: the server is primary already"
-        fenced = self._journaled_fences(ctx)
-        handoff = self._handoff(ctx)
-        fence = self._fence_proof(ctx)
+            fenced = self._journaled_fences(ctx)
+            writes, live = self._old_primary_now(ctx)
+            handoff = self._handoff(ctx, conn, live)
+        fence = self._fence_proof(ctx, writes)
         if fenced and not ctx.inputs.old_primary:
             fence = fenced
         _say_proof(ctx, fence)
@@ -356,7 +372,23 @@ class Promote(PostgresStep[PromoteInputs]):
             accept_data_loss=inputs.accept_data_loss,
         )
 
-    def _handoff(self, ctx: Ctx) -> str:
+    def _old_primary_now(self, ctx: Ctx) -> tuple[bool | None, Mark | None]:
+        """One fresh session to the old primary: whether it takes writes (None: no answer,
+        or not asked under ``force``) and its own write position while it answers as a
+        primary (the handoff's mark, past any fence's)."""
+        name = ctx.inputs.old_primary
+        if not name:
+            return None, None
+        old = ctx.target_named(name, PostgresTarget)
+        force = ctx.inputs.force
+        try:
+            refused, position = probe_writes(old, ctx, "old primary", try_write=not force)
+        except Unreachable:
+            return None, None
+        mark = live_mark(name, position) if position is not None else None
+        return (None if force else not refused), mark
+
+    def _handoff(self, ctx: Ctx, standby: Any, live: Mark | None) -> str:
         """Wait (bounded) until the standby holds the old primary's last WAL, else refuse.
 
         The mark is this run's proven fence's ``final_lsn``, or the old primary's own
@@ -367,7 +399,6 @@ class Promote(PostgresStep[PromoteInputs]):
         inputs = ctx.inputs
         name = ctx.target_name or "the standby"
         mark = fence_mark(ctx, inputs.old_primary)
-        live = live_mark(ctx, inputs.old_primary) if inputs.old_primary else None
         if live is not None and (mark is None or live.lsn > mark.lsn):
             mark = live
         if mark is None and inputs.old_primary:
@@ -375,8 +406,8 @@ class Promote(PostgresStep[PromoteInputs]):
         last: list[Position] = []
 
         def holds() -> Position | None:
-            with connect(ctx.target.dsn, ctx, what="standby", read_only=True, cap=5.0) as conn:
-                last.append(read_position(conn))
+            # Each read is its own autocommit statement: as fresh as a new session's.
+            last.append(read_position(standby))
             p = last[-1]
             end = mark.lsn if mark is not None else p.received
             return p if p.received >= end and (p.paused or p.replayed >= end) else None
@@ -422,7 +453,9 @@ class Promote(PostgresStep[PromoteInputs]):
             return f"RPO at least {proof.loss_bytes} bytes ({mark.source}); lag {proof.figures()}"
         return f"lag {proof.figures()}; {name} holds the old primary's WAL to {mark.source}"
 
-    def _fence_proof(self, ctx: Ctx) -> str:
+    def _fence_proof(self, ctx: Ctx, state: bool | None) -> str:
+        """The proof the old primary is fenced; ``state``: whether a fresh session could
+        write there just now (None: it did not answer)."""
         inputs = ctx.inputs
         if not inputs.old_primary:
             return "no old primary named"
@@ -430,7 +463,6 @@ class Promote(PostgresStep[PromoteInputs]):
             ctx.log("force is set: not checking that the old primary is fenced")
             return "fence not checked (force)"
         old = ctx.target_named(inputs.old_primary, PostgresTarget)
-        state = writable(old, ctx, "old primary")
         if state is True:
             if ctx.dry_run:  # the fence step before this one has not run in a dry run
                 return f"{inputs.old_primary} still accepts writes now: it must be fenced by then"
@@ -469,16 +501,21 @@ class Promote(PostgresStep[PromoteInputs]):
         dsn = ctx.target
         # One session for all of it, its statement timeout long enough for the wait below.
         with connect(dsn, ctx, what="standby", cap=inputs.wait_seconds + 5.0) as conn:
-            if not scalar(conn, "SELECT pg_is_in_recovery()"):
+            # One statement for what is asked before the promotion: it is on its way.
+            recovery, paused, *where = conn.execute(
+                "SELECT pg_is_in_recovery(), pg_is_in_recovery() AND "
+                f"pg_get_wal_replay_pause_state() <> 'not paused', {TIMELINE}"
+            ).fetchone()
+            if not recovery:
                 ctx.log("already primary")
-                ctx.output("timeline", current_timeline(conn))
+                ctx.output("timeline", timeline_of(conn, *where))
                 forget_upstream(ctx, conn)
                 return
-            ctx.record("timeline_before", current_timeline(conn))
+            ctx.record("timeline_before", timeline_of(conn, *where))
             # check() ran just before apply in this attempt: lag and fence were proven there.
             # pg_promote(wait => true) checks for the end of recovery only every 100 ms;
             # asking without waiting and polling every 10 ms saves most of that tick.
-            if scalar(conn, "SELECT pg_get_wal_replay_pause_state() <> 'not paused'"):
+            if paused:
                 # Received WAL is not lost, but only replay puts it in the new primary.
                 conn.execute("SELECT pg_wal_replay_resume()")
                 ctx.log("replay was paused: resumed, so the promotion replays what it received")

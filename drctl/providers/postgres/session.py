@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 from drctl.errors import StepError, Unreachable, first_line
 from drctl.runbook.targets import PostgresTarget, SshTarget
 from drctl.steps.base import StepContext
-from drctl.steps.process import Completed, last_line, run_command
+from drctl.steps.process import Completed, OsUser, last_line, run_command
 
 #: Where a connection goes: a postgres target, its host resolved through the target's
 #: ``dns_server`` (when it has one) on every connection, or a DSN used as it is.
@@ -164,21 +164,37 @@ def refuses_writes(dsn: Server, ctx: StepContext, what: str) -> bool:
     A server that rejects the session with a ``reject`` line of pg_hba.conf (the hard
     fence) answers: refused. Silence is not an answer either way, so it stays an error.
     """
+    return probe_writes(dsn, ctx, what)[0]
+
+
+def probe_writes(
+    dsn: Server, ctx: StepContext, what: str, *, try_write: bool = True
+) -> tuple[bool, int | None]:
+    """``refuses_writes``, and the write position of a primary that let the session in.
+
+    One session for both, so a promote asks its old primary once. Without
+    ``try_write`` the session is read-only and only the position is read (the first
+    value is then only whether it is in recovery).
+    """
     import psycopg
 
     try:
-        with connect(dsn, ctx, what=what, cap=5.0) as conn:
-            if scalar(conn, "SELECT pg_is_in_recovery()"):
-                return True
+        with connect(dsn, ctx, what=what, read_only=not try_write, cap=5.0) as conn:
+            recovery, position = conn.execute(
+                "SELECT pg_is_in_recovery(), "
+                "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END"
+            ).fetchone()
+            if recovery or not try_write:
+                return bool(recovery), lsn(position)
             try:
                 with conn.transaction():
                     conn.execute("CREATE TEMP TABLE drctl_fence_probe (x int) ON COMMIT DROP")
             except psycopg.errors.ReadOnlySqlTransaction:
-                return True
-            return False
+                return True, lsn(position)
+            return False, lsn(position)
     except Unreachable as exc:
         if refused_by_hba(exc):
-            return True
+            return True, None
         raise
 
 
@@ -258,30 +274,49 @@ def pg_tool(
     env: Mapping[str, str] | None = None,
 ) -> Completed:
     """Run a server tool as the data directory's OS user (initdb/pg_ctl refuse root)."""
-    argv = [str(Path(node.bin_dir) / tool) if node.bin_dir else tool, *args]
-    return _as_server_user(ctx, node, argv, env)
+    return _as_server_user(ctx, node, [tool_path(node, tool), *args], env)
+
+
+def tool_path(node: ServerNode, tool: str) -> str:
+    """Where ``tool`` is on the server's host: in its bin_dir, else found on PATH."""
+    return str(Path(node.bin_dir) / tool) if node.bin_dir else tool
 
 
 def node_shell(
-    ctx: StepContext, node: ServerNode, script: str, env: Mapping[str, str] | None = None
+    ctx: StepContext,
+    node: ServerNode,
+    script: str,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
 ) -> Completed:
     """Run a small sh script as the server's OS user, where the server lives.
 
-    Values go in through ``env`` (kept off command lines, sent over SSH's stdin).
+    Values go in through ``env`` (kept off command lines, sent over SSH's stdin);
+    ``args`` are the script's ``"$@"``.
     """
-    return _as_server_user(ctx, node, ["sh", "-c", script], env)
+    # By its path: a bare "sh" is looked for along PATH, one failed exec per entry.
+    return _as_server_user(ctx, node, ["/bin/sh", "-c", script, "sh", *args], env)
+
+
+#: Tools that start a server (or run one in single-user mode): run through ``runuser``,
+#: so the server gets the user's PAM session and its limits. Every other tool (psql, a
+#: shell) is exec'd as the user directly: two processes fewer.
+_STARTS_SERVER = frozenset({"pg_ctl", "pg_rewind", "postgres", "initdb"})
 
 
 def _as_server_user(
     ctx: StepContext, node: ServerNode, argv: list[str], env: Mapping[str, str] | None
 ) -> Completed:
-    if node.as_root and node.os_user and node.os_user != "root":
+    switch = node.as_root and node.os_user and node.os_user != "root"
+    if switch and not node.ssh and Path(argv[0]).name not in _STARTS_SERVER:
+        return run_command(ctx, argv, env=env, user=OsUser.named(node.os_user))
+    if switch:
         keep = ",".join(sorted(env)) if env else ""
         # From "/": the caller's directory (root's home, over SSH) is closed to the server's
         # user, and every tool would start by saying so.
         argv = [
             "runuser", "-u", node.os_user, *(["-w", keep] if keep else []), "--",
-            "sh", "-c", 'cd / && exec "$0" "$@"', *argv,
+            "/bin/sh", "-c", 'cd / && exec "$0" "$@"', *argv,
         ]  # fmt: skip
     if node.ssh:
         from drctl.providers.ssh.run import SshRun
@@ -336,17 +371,8 @@ def socket_session(
     of them (each its own transaction); psql stops at the first error, and that is a
     StepError, as is a labelled value missing from the output.
     """
-    env = {
-        "PGHOST": socket.directory, "PGPORT": str(socket.port), "PGUSER": socket.user,
-        "PGDATABASE": socket.database, "PGCONNECT_TIMEOUT": "5",
-    }  # fmt: skip
-    args = ["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
-    for label, sql in statements:
-        args += [
-            "-c",
-            sql if label is None else f"SELECT '{label}: ' || COALESCE(({sql})::text, '')",
-        ]
-    done = pg_tool(ctx, node, "psql", *args, env=env)
+    argv, env = socket_psql(node, socket, statements)
+    done = _as_server_user(ctx, node, argv, env)
     values: dict[str, str] = {}
     lines = done.output.splitlines()
     for label, _ in statements:
@@ -362,6 +388,23 @@ def socket_session(
             f"{last_line(done.output)}"
         )
     return values
+
+
+def socket_psql(
+    node: ServerNode, socket: LocalSocket, statements: list[tuple[str | None, str]]
+) -> tuple[list[str], dict[str, str]]:
+    """psql's argv and environment for ``socket_session``'s ``statements``."""
+    env = {
+        "PGHOST": socket.directory, "PGPORT": str(socket.port), "PGUSER": socket.user,
+        "PGDATABASE": socket.database, "PGCONNECT_TIMEOUT": "5",
+    }  # fmt: skip
+    argv = [tool_path(node, "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
+    for label, sql in statements:
+        argv += [
+            "-c",
+            sql if label is None else f"SELECT '{label}: ' || COALESCE(({sql})::text, '')",
+        ]
+    return argv, env
 
 
 def pg_ctl_status(ctx: StepContext, node: ServerNode) -> bool:
