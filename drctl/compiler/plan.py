@@ -536,12 +536,22 @@ class Plan:
         return dict(self._content)
 
     def hashed(self) -> Plan:
-        """This plan with its hash, sharing its content (the hash is no part of it)."""
-        content = self._content
-        plan = replace(self, hash=_digest(content))
+        """This plan with its hash, sharing its content and its text (the hash is no part
+        of either)."""
+        text = self._canonical
+        plan = replace(self, hash=_text_digest(text))
         # cached_property keeps its value in the instance's __dict__, as here.
-        plan.__dict__["_content"] = content
+        plan.__dict__["_content"] = self._content
+        plan.__dict__["_canonical"] = text
         return plan
+
+    def text(self) -> str:
+        """The hashed part as the canonical JSON text the hash is of (made once)."""
+        return self._canonical
+
+    @cached_property
+    def _canonical(self) -> str:
+        return canonical_json(self._content)
 
     @cached_property
     def _content(self) -> dict[str, Any]:
@@ -594,8 +604,11 @@ def plan_hash(plan: Plan) -> str:
 
 
 def _digest(content: dict[str, Any]) -> str:
-    digest = hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
-    return f"sha256:{digest}"
+    return _text_digest(canonical_json(content))
+
+
+def _text_digest(text: str) -> str:
+    return f"sha256:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
 
 
 def plan_from_dict(data: dict[str, Any]) -> Plan:
