@@ -665,7 +665,7 @@ class _Compiler:
                 continue
             sid = spec.id if key is None else f"{spec.id}[{key}]"
             make = functools.partial(
-                CompiledStep,
+                _step,
                 id=sid,
                 base_id=spec.id,
                 type=spec.type,
@@ -1289,6 +1289,10 @@ def _dedupe_locs(exc: ValidationError, raw: Any) -> list[str]:
         if path not in seen:
             seen.append(path)
     return seen
+
+
+def _step(**given: Any) -> CompiledStep:
+    return CompiledStep.of(given)
 
 
 def _approval(approve: bool | model.ApproveSpec) -> ApprovalPolicy | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
@@ -337,6 +337,21 @@ class CompiledStep:
     #: Stop conditions read from just before the step starts until it ends.
     guards: tuple[CompiledGuard, ...] = ()
 
+    @classmethod
+    def of(cls, given: dict[str, Any]) -> CompiledStep:
+        """The step with ``given`` fields (by name; the others at their defaults).
+
+        As ``CompiledStep(**given)`` makes it, without the generated ``__init__``'s
+        keyword matching and one frozen setattr per field: building the steps was a
+        sizeable part of compiling a long runbook. The class has no ``__post_init__``.
+        """
+        values = {**_STEP_DEFAULTS, **given}
+        if values.keys() != _STEP_FIELDS:
+            raise TypeError(f"CompiledStep fields: {sorted(values.keys() ^ _STEP_FIELDS)}")
+        step = object.__new__(cls)
+        object.__setattr__(step, "__dict__", values)
+        return step
+
     def masked_inputs(self) -> dict[str, Any]:
         """The inputs as they may be shown (literal secrets as ``***``)."""
         masked: dict[str, Any] = mask(None, self.inputs)
@@ -416,6 +431,10 @@ class CompiledStep:
             else ApprovalPolicy.from_json(data["approval"]),
             guards=tuple(CompiledGuard.from_json(g, targets) for g in data.get("guards", ())),
         )
+
+
+_STEP_FIELDS = frozenset(f.name for f in fields(CompiledStep))
+_STEP_DEFAULTS = {f.name: f.default for f in fields(CompiledStep) if f.default is not MISSING}
 
 
 def expression_text(template: str) -> str:
@@ -536,12 +555,22 @@ class Plan:
         return dict(self._content)
 
     def hashed(self) -> Plan:
-        """This plan with its hash, sharing its content (the hash is no part of it)."""
-        content = self._content
-        plan = replace(self, hash=_digest(content))
+        """This plan with its hash, sharing its content and its text (the hash is no part
+        of either)."""
+        text = self._canonical
+        plan = replace(self, hash=_text_digest(text))
         # cached_property keeps its value in the instance's __dict__, as here.
-        plan.__dict__["_content"] = content
+        plan.__dict__["_content"] = self._content
+        plan.__dict__["_canonical"] = text
         return plan
+
+    def text(self) -> str:
+        """The hashed part as the canonical JSON text the hash is of (made once)."""
+        return self._canonical
+
+    @cached_property
+    def _canonical(self) -> str:
+        return canonical_json(self._content)
 
     @cached_property
     def _content(self) -> dict[str, Any]:
@@ -594,8 +623,11 @@ def plan_hash(plan: Plan) -> str:
 
 
 def _digest(content: dict[str, Any]) -> str:
-    digest = hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
-    return f"sha256:{digest}"
+    return _text_digest(canonical_json(content))
+
+
+def _text_digest(text: str) -> str:
+    return f"sha256:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
 
 
 def plan_from_dict(data: dict[str, Any]) -> Plan:

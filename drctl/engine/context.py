@@ -90,6 +90,25 @@ def facts_of(plan: Plan, order: list[str], outputs: Mapping[str, Any]) -> tuple[
     )
 
 
+class Flag:
+    """Set once from one thread, read from others; never waited on.
+
+    All that ``StepRun.abandoned`` needs of a threading.Event, without the Condition and
+    lock one builds: a run made one per step attempt, most of them never set.
+    """
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 class StepRun(Generic[I, T]):
     """One attempt of one step, handed to the step type's check/apply/verify/undo."""
 
@@ -132,7 +151,7 @@ class StepRun(Generic[I, T]):
         self.target_name = target_name
         self._facts = facts
         #: Set when the engine gave up on this attempt (timeout): its late writes are dropped.
-        self.abandoned = threading.Event()
+        self.abandoned = Flag()
 
     @overload
     def target_named(self, name: str) -> TargetModel: ...

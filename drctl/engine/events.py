@@ -151,6 +151,9 @@ class JournalEvent:
     """What every event kind shares: its kind, and the step and attempt it is about (if any)."""
 
     kind: ClassVar[str]
+    #: ``from_json(to_json())`` gives back an equal event, whatever its values: a stored
+    #: event made from one (its data unchanged) decodes as that one (see ``decode``).
+    exact: ClassVar[bool] = False
 
     @property
     def step_id(self) -> str | None:
@@ -351,6 +354,7 @@ class StepStarted(StepEvent):
     """An attempt begins; with what it was told to do, rendered (0.1.0 wrote neither)."""
 
     kind: ClassVar[str] = STEP_STARTED
+    exact: ClassVar[bool] = True
     #: The target the attempt acts on, when the plan left it to run time.
     target: str | None = None
     #: The step's description, rendered with the values known as it started.
@@ -375,6 +379,7 @@ class StepRecorded(StepEvent):
     """A value apply keeps for verify and undo, durable before the change it is about."""
 
     kind: ClassVar[str] = STEP_RECORDED
+    exact: ClassVar[bool] = True
     key: str = ""
     value: Any = None
 
@@ -390,6 +395,7 @@ class StepSucceeded(StepEvent):
     """A step took effect: its outputs and the facts its outcome line is worded from."""
 
     kind: ClassVar[str] = STEP_SUCCEEDED
+    exact: ClassVar[bool] = True
     outputs: dict[str, Any] = field(default_factory=dict)
     #: Seconds the attempt took (None: settled without running it).
     duration: float | None = None
@@ -486,6 +492,7 @@ class StepSkipped(StepEvent):
     """A step that did not run, and why (its ``when`` was false, its item was not listed)."""
 
     kind: ClassVar[str] = STEP_SKIPPED
+    exact: ClassVar[bool] = True
     reason: str = ""
 
 
@@ -543,6 +550,10 @@ def __getattr__(name: str) -> Any:
 
 def decode(event: Event) -> JournalEvent:
     """The typed event a stored one holds."""
+    origin = event.origin
+    if isinstance(origin, JournalEvent) and origin.exact:
+        # Made from it, its data as it gave it: decoding would give an equal event.
+        return origin
     cls = KINDS.get(event.kind)
     if cls is None and event.kind in OCCASIONAL_KINDS:
         from drctl.engine.occasional_events import KINDS as OCCASIONAL

@@ -91,8 +91,14 @@ class Journal:
 
     def _stored(self, event: JournalEvent) -> Event:
         # The one place a typed event becomes the store's dict: redacted on the way.
-        data = self.redactor.data(event.to_json())
-        return Event(event.kind, self.clock.now(), event.step_id, event.attempt_no, data)
+        raw = event.to_json()
+        data = self.redactor.data(raw)
+        # Data the redactor left as it was (it copies whatever it looks into) is the
+        # event's own: its sinks may read the event, not decode the data again.
+        origin = event if data is raw else None
+        return Event(
+            event.kind, self.clock.now(), event.step_id, event.attempt_no, data, origin=origin
+        )
 
     def quiet(self) -> Journal:
         """This journal not showing its own events or lines: for a guard's readings.

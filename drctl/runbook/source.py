@@ -222,6 +222,7 @@ _PLAIN_TAGS = {
     "tag:yaml.org,2002:str",
 }
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 class _LimitExceeded(Exception):
@@ -495,6 +496,10 @@ class _Builder:
             if tag in {"tag:yaml.org,2002:timestamp"}:
                 return event.value, False
             raise _LimitExceeded(f"unsupported YAML tag {tag}", at)
+        if tag == _STR_TAG:
+            # What SafeConstructor makes of a string, without a node and its dispatch:
+            # most of a runbook's distinct scalars (step ids, commands) are strings.
+            return event.value, False
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         try:
             return self._constructor.construct_object(node), False

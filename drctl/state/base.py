@@ -55,7 +55,7 @@ class Event:
     encoded once however many stores and sinks see it.
     """
 
-    __slots__ = ("_data", "_text", "attempt", "kind", "seq", "step", "token", "ts")
+    __slots__ = ("_data", "_text", "attempt", "kind", "origin", "seq", "step", "token", "ts")
 
     kind: str
     ts: float
@@ -65,6 +65,9 @@ class Event:
     token: int
     _data: dict[str, Any] | None
     _text: str | None
+    #: What the engine made this event's data from, as given (its data unchanged): the
+    #: engine may read that back instead of decoding the data. The store never reads it.
+    origin: object | None
 
     def __init__(
         self,
@@ -77,6 +80,7 @@ class Event:
         token: int = 0,
         *,
         text: str | None = None,
+        origin: object | None = None,
     ) -> None:
         put = object.__setattr__
         put(self, "kind", kind)
@@ -87,6 +91,7 @@ class Event:
         put(self, "token", token)
         put(self, "_data", data if data is not None or text is not None else {})
         put(self, "_text", text)
+        put(self, "origin", origin)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Event is immutable: cannot set {name}")
@@ -112,8 +117,9 @@ class Event:
     def stored(self, seq: int, token: int) -> Event:
         """This event as appended: numbered, with the writer's token, its data shared."""
         return Event(
-            self.kind, self.ts, self.step, self.attempt, self._data, seq, token, text=self._text
-        )
+            self.kind, self.ts, self.step, self.attempt, self._data, seq, token,
+            text=self._text, origin=self.origin,
+        )  # fmt: skip
 
     def _key(self) -> tuple[object, ...]:
         return (self.kind, self.ts, self.step, self.attempt, self.data, self.seq, self.token)

@@ -474,3 +474,23 @@ def test_a_refused_new_run_does_not_take_over_a_dead_holders_lock(harness: Harne
     held = harness.store.lock_info(record.lock_key)
     assert held is not None
     assert (held.lease_id, held.token) == (dead.lease_id, dead.token)
+
+
+@pytest.mark.parametrize("words", ["plain words", "déjà vu — ✓"])
+def test_a_run_record_keeps_the_plan_it_ran(harness: Harness, words: str) -> None:
+    """The stored plan reads back as the plan's to_dict, ASCII only, whatever text it holds."""
+    from drctl.compiler.compile import compile_runbook
+    from drctl.state.base import dumps
+
+    path = harness.write(
+        HEAD
+        + f"steps:\n  - {{id: s, type: wait, description: '{words}', with: {{duration: 0s}}}}\n"
+    )
+    run_id, outcome = harness.run(path)
+    assert outcome.exit_code == 0, outcome.message
+    record = harness.store.get_run(run_id)
+    assert record is not None
+    assert record.plan_json.isascii()
+    plan = compile_runbook(path)
+    assert json.loads(record.plan_json) == json.loads(dumps(plan.to_dict()))
+    assert record.plan().hash == record.plan_hash == plan.hash

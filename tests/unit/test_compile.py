@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -449,3 +450,26 @@ def test_a_plan_diff_names_changed_settings(write_runbook: Callable[..., str]) -
     changed = diff_plans(old, new)
     assert "settings.lock" in as_text(changed, "old", "new")
     assert "settings.lock" in as_json(changed, "old", "new")
+
+
+def test_a_step_made_from_its_fields_is_the_one_init_makes(tmp_path: Path) -> None:
+    """CompiledStep.of gives what CompiledStep(**fields) gives, and refuses a wrong field."""
+    from dataclasses import fields
+
+    from drctl.compiler.plan import CompiledStep
+
+    path = tmp_path / "rb.yaml"
+    path.write_text(
+        "apiVersion: drctl/v1\nkind: Runbook\nmetadata: {name: t}\nsteps:\n"
+        "  - {id: a, type: wait, with: {duration: 0s}}\n"
+        "  - {id: b, type: shell, retries: {attempts: 2}, with: {command: 'true', verify: 'true'}}\n"
+    )
+    for step in compile_runbook(str(path)).steps:
+        given = {f.name: getattr(step, f.name) for f in fields(step) if f.name != "guards"}
+        made = CompiledStep.of(given)
+        assert made == CompiledStep(**given) == step
+        assert repr(made) == repr(step)
+    with pytest.raises(TypeError, match="requires"):
+        CompiledStep.of({k: v for k, v in given.items() if k != "requires"})
+    with pytest.raises(TypeError, match="colour"):
+        CompiledStep.of({**given, "colour": "red"})
