@@ -176,3 +176,46 @@ def test_a_run_time_target_that_does_not_validate_never_quotes_its_secret() -> N
         secrets.target("jump", {"type": "ssh", "host": "h", "user": "u", "port": "${env:PORT}"})
     assert "not-a-port-but-a-secret" not in str(bad.value)
     assert bad.value.__cause__ is None
+
+
+_RESOLVE_BESIDE_WARM_UP = """
+import sys, threading
+from drctl.errors import Unreachable
+from drctl.providers.postgres.session import target_dsn
+from drctl.steps import base
+from drctl.steps.wait import WaitInputs
+from drctl.testing import FakeContext
+
+assert "dns.message" not in sys.modules
+ctx = FakeContext(WaitInputs(duration=0))
+failed = []
+done = threading.Event()
+
+def resolve():
+    try:
+        # Not an address: dnspython refuses it at once (Unreachable), no packet sent.
+        target_dsn(ctx, "host=db.example. dbname=x", "no-such-address:53")
+    except BaseException as exc:
+        failed.append(exc)
+    done.set()
+
+with base._IMPORTS:  # a warm-up thread, mid-import
+    worker = threading.Thread(target=resolve)
+    worker.start()
+    if done.wait(0.3):
+        sys.exit("dnspython was imported beside the warm-up")
+if not done.wait(30):
+    sys.exit("the resolution never finished")
+if not (len(failed) == 1 and isinstance(failed[0], Unreachable) and "db.example" in str(failed[0])):
+    sys.exit(f"unexpected: {failed!r}")
+"""
+
+
+def test_a_targets_dns_server_is_resolved_with_dnspython_imported_through_the_import_lock() -> None:
+    """The PostgreSQL warm-up leaves dnspython out (the first step need not wait for it);
+    resolving a target's dns_server then imports it under the lock a warm-up holds."""
+    done = subprocess.run(
+        [sys.executable, "-c", _RESOLVE_BESIDE_WARM_UP],
+        capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr

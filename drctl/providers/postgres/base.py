@@ -13,11 +13,10 @@ class PostgresStep(StepType[I, PostgresTarget]):
     target_required = True
 
     def warm_up(self) -> None:
-        # Everything the steps import lazily: psycopg and the modules they reach into,
-        # dnspython for a target's dns_server.
-        import dns.message
-        import dns.query
-        import dns.rdatatype  # noqa: F401
+        # Everything the steps import lazily: psycopg and the modules they reach into.
+        # Not dnspython, which only a target with a dns_server needs: that resolution
+        # warms it through the import lock itself (session._resolve_a), so the first
+        # step does not wait for it.
         import psycopg
         import psycopg.conninfo
         import psycopg.errors  # noqa: F401

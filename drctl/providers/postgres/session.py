@@ -104,6 +104,9 @@ def target_dsn(ctx: StepContext, dsn: str, server: str | None) -> tuple[str, str
 
 
 def _resolve_a(ctx: StepContext, name: str, server: str) -> str:
+    from drctl.providers.dns.resolve import Resolve
+
+    Resolve().warm()  # dnspython through the one import lock, not beside a dns step's
     import dns.exception
     import dns.message
     import dns.query
