@@ -261,8 +261,11 @@ class Sandbox:
             {k: v for k, v in n.to_json().items() if k not in ("running", "upstream", "streaming")}
             for n in status.nodes
         ]
+        # The standbys by name, so that a runbook's candidates are a plain reference.
+        standbys = [n.name for n in status.nodes if n.name != primary.name]
         _write_params(
-            self.root / "topology.yaml", {"primary_node": primary.name, "nodes": nodes} | shared
+            self.root / "topology.yaml",
+            {"primary_node": primary.name, "standby_nodes": standbys, "nodes": nodes} | shared,
         )
 
     def _check_addresses(self) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import RUNBOOKS
 from tests.integration.pg_sandbox import (
@@ -211,6 +212,7 @@ def test_three_node_sandbox_fails_over_and_up_follows_the_roles(
     assert (params["primary_host"], params["standby_host"]) == ("127.0.0.3", "127.0.0.2")
     topology = (root / "topology.yaml").read_text()
     assert 'primary_node: "node2"' in topology
+    assert yaml.safe_load(topology)["standby_nodes"] == ["node1", "node3"]
 
     gone = drctl("sandbox", "down", "--dir", str(root))
     assert gone.returncode == 0, explain(gone)
