@@ -47,3 +47,33 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+_LOADED_AFTER = """
+import json, sys
+from drctl.cli.app import main
+wanted = json.loads(sys.argv[1])
+sys.argv = ["drctl", *sys.argv[2:]]
+try:
+    main()
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+sys.stderr.write("LOADED " + json.dumps([code, sorted(m for m in wanted if m in sys.modules)]) + "\\n")
+"""
+
+
+def loaded_by_cli(
+    modules: list[str], *args: str, timeout: float = 60
+) -> tuple[object, set[str], subprocess.CompletedProcess[str]]:
+    """Run ``drctl ARGS`` in a fresh interpreter: its exit code and which of ``modules`` it loaded."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED_AFTER, json.dumps(modules), *args],
+        capture_output=True, text=True, cwd=str(REPO), timeout=timeout, check=False,
+    )  # fmt: skip
+    found = [line for line in done.stderr.splitlines() if line.startswith("LOADED ")]
+    assert found, done.stdout + done.stderr
+    code, loaded = json.loads(found[-1].removeprefix("LOADED "))
+    return code, set(loaded), done

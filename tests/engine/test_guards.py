@@ -22,7 +22,7 @@ from drctl.compiler.compile import compile_runbook
 from drctl.compiler.params import ParamInput
 from drctl.engine.status import RunStatus
 from drctl.errors import RunbookInvalid
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, loaded_by_cli, run_cli
 from tests.engine.conftest import HEAD, Harness
 
 BOUND = 60.0  # seconds any wait in these tests may take at most
@@ -382,23 +382,10 @@ def test_a_guard_halts_a_drill_which_resumes_measured_whole(
     assert (tmp / "fx").read_text() == "one\n"
 
 
-GUARDS_LOADED = """
-import sys
-from drctl.cli.app import main
-sys.argv = ["drctl", *sys.argv[1:]]
-try:
-    main()
-except SystemExit as exc:
-    code = exc.code
-print("EXIT", code, "drctl.engine.guards" in sys.modules)
-"""
-
-
 def test_a_run_without_guards_imports_no_guard_machinery(tmp_path: Path) -> None:
     """The guard thread and its readings are imported only for a runbook that has guards."""
-    done = subprocess.run(
-        [sys.executable, "-c", GUARDS_LOADED, "run", "runbooks/shell-demo.yaml", "--yes",
-         "-p", f"workdir={tmp_path / 'work'}", "--state", str(tmp_path / "state.db")],
-        capture_output=True, text=True, cwd=REPO, check=False, timeout=60,
+    code, loaded, done = loaded_by_cli(
+        ["drctl.engine.guards"], "run", "runbooks/shell-demo.yaml", "--yes",
+        "-p", f"workdir={tmp_path / 'work'}", "--state", str(tmp_path / "state.db"),
     )  # fmt: skip
-    assert done.stdout.splitlines()[-1] == "EXIT 0 False", done.stdout + done.stderr
+    assert (code, loaded) == (0, set()), done.stdout + done.stderr

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import fields
 from pathlib import Path
 
 from drctl.engine import events as ev
 from drctl.engine import occasional_events
 from drctl.state.base import Event
-from tests.conftest import REPO
+from tests.conftest import loaded_by_cli
 
 
 def test_every_kind_is_decoded_whichever_module_holds_it() -> None:
@@ -34,23 +32,10 @@ def test_events_names_every_occasional_class() -> None:
     assert {f.name for f in fields(ev.DrillPaused)} >= {"acks", "canary"}
 
 
-PROBE = """
-import sys
-from drctl.cli.app import main
-sys.argv = ["drctl", *sys.argv[1:]]
-try:
-    main()
-except SystemExit as exc:
-    code = exc.code
-print("EXIT", code, "drctl.engine.occasional_events" in sys.modules)
-"""
-
-
 def test_a_plain_run_builds_no_occasional_event_class(tmp_path: Path) -> None:
     """A run that succeeds through a gate (--yes) and a fan-out imports no rarer event kind."""
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, "run", "runbooks/shell-demo.yaml", "--yes",
-         "-p", f"workdir={tmp_path / 'work'}", "--state", str(tmp_path / "state.db")],
-        capture_output=True, text=True, cwd=REPO, check=False, timeout=60,
+    code, loaded, done = loaded_by_cli(
+        ["drctl.engine.occasional_events"], "run", "runbooks/shell-demo.yaml", "--yes",
+        "-p", f"workdir={tmp_path / 'work'}", "--state", str(tmp_path / "state.db"),
     )  # fmt: skip
-    assert done.stdout.splitlines()[-1] == "EXIT 0 False", done.stdout + done.stderr
+    assert (code, loaded) == (0, set()), done.stdout + done.stderr
