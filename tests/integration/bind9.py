@@ -56,8 +56,9 @@ DEFAULT_RECORDS: Records = {
     "standby": ("A", 300, ["127.0.0.3"]),
 }
 
-_PORTS_FROM = 58100
-_PORTS_TO = 59900
+#: Below the ephemeral range, beside pg_sandbox's (see there).
+_PORTS_FROM = 22100
+_PORTS_TO = 23900
 _taken: set[int] = set()
 
 

@@ -47,8 +47,11 @@ CLI_TIMEOUT = 120.0
 #: Bound on any wait for replication to catch up or a server to change state.
 WAIT = 30.0
 
-_PORTS_FROM = 56000
-_PORTS_TO = 58000
+#: Below the kernel's ephemeral range (32768-60999 by default): a port found free here is
+#: never taken meanwhile as the source port of some client connection, which would hold
+#: it for as long as that connection lives.
+_PORTS_FROM = 20000
+_PORTS_TO = 22000
 _taken: set[int] = set()
 _order = itertools.count()
 
