@@ -212,8 +212,7 @@ def _earlier(events: Sequence[Event]) -> _Earlier:
     for event in events:
         if event.kind != ev.DRILL_PAUSED:
             continue
-        paused = ev.decode(event)
-        assert isinstance(paused, ev.DrillPaused)
+        paused = ev.DrillPaused.read(event)
         acks += _acks_from(paused.acks)
         if paused.window is not None:  # none when the canary of that attempt never started
             windows.append(paused.window)

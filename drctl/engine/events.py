@@ -170,14 +170,12 @@ class JournalEvent:
     @classmethod
     def read(cls, event: Event) -> Self:
         """A stored event of this class's kind, typed (``decode`` for one of any kind)."""
-        fact = cls.from_json(event.data, event.step, event.attempt)
-        assert isinstance(fact, cls)
-        return fact
+        return cls.from_json(event.data, event.step, event.attempt)
 
     @classmethod
     def from_json(
         cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
-    ) -> JournalEvent:
+    ) -> Self:
         known = _data_fields(cls)
         values = {k: v for k, v in data.items() if k in known}
         if issubclass(cls, StepEvent):
@@ -253,7 +251,7 @@ class RunFinished(JournalEvent):
     @classmethod
     def from_json(
         cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
-    ) -> JournalEvent:
+    ) -> Self:
         return cls(
             status=RunStatus(data.get("status", RunStatus.FAILED)),
             exit_code=int(data.get("exit_code", 1)),
@@ -386,7 +384,7 @@ class StepRecorded(StepEvent):
     @classmethod
     def from_json(
         cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
-    ) -> JournalEvent:
+    ) -> Self:
         return cls(step=step or "", attempt=attempt, key=data["key"], value=data.get("value"))
 
 
@@ -417,7 +415,7 @@ class StepSucceeded(StepEvent):
     @classmethod
     def from_json(
         cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
-    ) -> JournalEvent:
+    ) -> Self:
         # Written out, not the generic path: resume reads one of these per step.
         return cls(
             step=step or "", attempt=attempt, outputs=data.get("outputs") or {},
@@ -465,7 +463,7 @@ class StepFailed(StepEvent):
     @classmethod
     def from_json(
         cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
-    ) -> JournalEvent:
+    ) -> Self:
         # Written out, not the generic path: resume reads one of these per attempt.
         return cls(
             step=step or "", attempt=attempt, error=data.get("error", ""),

@@ -10,7 +10,7 @@ use, and ``events.decode`` reads every kind.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from drctl.engine.events import (
     APPROVAL_DENIED,
@@ -130,7 +130,7 @@ class CheckRecorded(JournalEvent):
     @classmethod
     def from_json(
         cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
-    ) -> JournalEvent:
+    ) -> Self:
         return cls(
             ready=bool(data.get("ready")),
             readings=tuple(CheckReading.from_json(r) for r in data.get("readings") or ()),
@@ -291,7 +291,7 @@ class DrillPaused(JournalEvent):
     @classmethod
     def from_json(
         cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
-    ) -> JournalEvent:
+    ) -> Self:
         window = data.get("window")
         return cls(
             drill_id=str(data.get("drill_id", "")),
@@ -361,7 +361,7 @@ class DrillMeasured(JournalEvent):
     @classmethod
     def from_json(
         cls, data: dict[str, Any], step: str | None = None, attempt: int | None = None
-    ) -> JournalEvent:
+    ) -> Self:
         return cls(
             drill_id=str(data.get("drill_id", "")),
             canary=CanarySettings.from_json(data.get("canary") or {}),

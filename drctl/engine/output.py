@@ -330,9 +330,10 @@ class LiveSink:
                     row.template = None
             elif isinstance(fact, ev.RunFinished):
                 self.notes.append(outcome.line(fact, event.token) or "")
-            elif fact.kind in (ev.GUARD_READING, ev.GUARD_TRIPPED):
-                # By kind: the guard classes are imported only when a guard reports.
-                assert isinstance(fact, ev.GuardReading | ev.GuardTripped)
+            elif fact.kind in (ev.GUARD_READING, ev.GUARD_TRIPPED) and isinstance(
+                fact, ev.GuardReading | ev.GuardTripped
+            ):
+                # Kind first: the guard classes are imported only when a guard reports.
                 self.guards[(fact.for_step or "", fact.guard)] = outcome.line(fact) or ""
         return fact
 

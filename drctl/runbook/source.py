@@ -444,10 +444,9 @@ class _Builder:
             return value
         top = stack[-1]
         container = top.container
-        if type(container) is list:
+        if isinstance(container, list):
             container.append(value)
             return root
-        assert isinstance(container, dict)
         key = top.key
         top.has_key = False
         if key == _MERGE_TAG and merge_ok:
